@@ -1,0 +1,538 @@
+/* sentinel's kernel probes: syscall and sched tracepoints only, no kernel struct layouts.
+ *
+ * Arguments are stashed per thread at sys_enter_* and one event is sent at sys_exit_* with the result, so
+ * failed operations are events too. exec reads argv at entry (the old memory is gone after a successful
+ * exec); open/connect/chdir read their user buffers at exit (the same process, still mapped), which keeps the
+ * stash tiny on the hottest path. Each event family has its own perf buffer so losses are counted per type.
+ *
+ * Compile-time parameters (set by sentinel/sensor/loader.py): SELF_TGID, OPEN_DEDUP_NS (0 disables),
+ * STASH_ENTRIES, DEDUP_ENTRIES.
+ */
+#include <uapi/linux/ptrace.h>
+#include "sentinel_events.h"
+
+#ifndef SELF_TGID
+#define SELF_TGID 0
+#endif
+#ifndef OPEN_DEDUP_NS
+#define OPEN_DEDUP_NS 0
+#endif
+#ifndef STASH_ENTRIES
+#define STASH_ENTRIES 10240
+#endif
+#ifndef DEDUP_ENTRIES
+#define DEDUP_ENTRIES 16384
+#endif
+
+#define S_AT_FDCWD -100
+#define S_O_ACCMODE 00000003
+#define S_O_WRONLY 00000001
+#define S_O_CREAT 00000100
+#define S_O_TRUNC 00001000
+#define S_O_APPEND 00002000
+#define S_O_DIRECTORY 00200000
+#define S_O_PATH 010000000
+#define S_O_TMPFILE 020000000
+#define S_CLONE_THREAD 0x00010000
+#define S_AF_UNIX 1
+#define S_AF_INET 2
+#define S_AF_INET6 10
+
+/* Counters user space reads (and exposes): index = STAT_* */
+#define STAT_SUBMIT_FAIL_EXEC 0
+#define STAT_SUBMIT_FAIL_OPEN 1
+#define STAT_SUBMIT_FAIL_CONNECT 2
+#define STAT_SUBMIT_FAIL_PROC 3
+#define STAT_OPEN_SUPPRESSED 4
+#define STAT_EXEC_STASH_MISS 5
+#define STAT_STASH_FULL 6
+#define STAT_ARGV_TRUNCATED 7
+#define STAT_MAX 8
+
+/* Stop clang from merging a bounds check into arithmetic the verifier cannot follow. */
+#define barrier_var(v) asm volatile("" : "+r"(v))
+
+struct open_args {
+    u64 path_ptr;
+    s32 dirfd;
+    u32 flags;
+    u32 mode;
+    u16 evflags;
+    u16 type;
+};
+
+struct connect_args {
+    u64 addr_ptr;
+    s32 fd;
+    u32 addrlen;
+};
+
+struct sock_key {
+    u32 tgid;
+    s32 fd;
+};
+
+struct dedup_val {
+    u64 last_ns;
+    u32 suppressed;
+    u32 pad;
+};
+
+BPF_PERF_OUTPUT(events_exec);
+BPF_PERF_OUTPUT(events_open);
+BPF_PERF_OUTPUT(events_connect);
+BPF_PERF_OUTPUT(events_proc);
+
+BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
+BPF_PERCPU_ARRAY(exec_scratch, struct exec_event, 1);
+BPF_PERCPU_ARRAY(open_scratch, struct open_event, 1);
+
+BPF_HASH(exec_stash, u32, struct exec_event, 512);
+BPF_HASH(open_stash, u32, struct open_args, STASH_ENTRIES);
+BPF_HASH(connect_stash, u32, struct connect_args, STASH_ENTRIES);
+BPF_HASH(socket_stash, u32, u32, STASH_ENTRIES);
+BPF_HASH(clone_stash, u32, u64, STASH_ENTRIES);
+BPF_TABLE("lru_hash", struct sock_key, u32, sock_types, 65536);
+BPF_TABLE("lru_hash", u32, u64, proc_gen, 65536);
+BPF_TABLE("lru_hash", struct open_key, struct dedup_val, open_dedup, DEDUP_ENTRIES);
+
+static __always_inline void count(u32 idx) {
+    u64 *v = stats.lookup(&idx);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+}
+
+static __always_inline int is_self(u64 pid_tgid) {
+    return (u32)(pid_tgid >> 32) == SELF_TGID;
+}
+
+static __always_inline void fill_header(struct event_header *h, u16 type, u64 pid_tgid) {
+    u64 uid_gid = bpf_get_current_uid_gid();
+    h->ts_ns = bpf_ktime_get_boot_ns();
+    h->cgroup_id = bpf_get_current_cgroup_id();
+    h->pid = pid_tgid >> 32;
+    h->tid = (u32)pid_tgid;
+    h->uid = (u32)uid_gid;
+    h->gid = uid_gid >> 32;
+    h->type = type;
+    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+/* ---------------------------------------------------------------- exec */
+
+static __always_inline int exec_enter(const char *filename, const char *const *argv, s32 dirfd, u32 at_flags,
+                                      u16 evflags) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (is_self(pid_tgid))
+        return 0;
+    u32 zero = 0;
+    struct exec_event *e = exec_scratch.lookup(&zero);
+    if (!e)
+        return 0;
+    e->h.flags = evflags;
+    e->h.aux = 0;
+    e->dirfd = dirfd;
+    e->at_flags = at_flags;
+    e->ret = 0;
+
+    int flen = bpf_probe_read_user_str(&e->data[0], PATH_LEN, filename);
+    if (flen < 0) {
+        e->data[0] = 0;
+        flen = 1;
+    }
+    if (flen >= PATH_LEN)
+        e->h.flags |= EVF_PATH_TRUNCATED;
+    u32 pos = flen;
+    e->filename_len = pos;
+
+    u32 argc = 0;
+    int i;
+    for (i = 0; i < MAX_ARGS; i++) {
+        const char *argp = NULL;
+        if (bpf_probe_read_user(&argp, sizeof(argp), &argv[i]) < 0) {
+            e->h.flags |= EVF_ARGV_FAULT;
+            break;
+        }
+        if (!argp)
+            break;
+        if (pos > PATH_LEN + ARGS_LIMIT) {
+            e->h.flags |= EVF_ARGV_TRUNCATED;
+            break;
+        }
+        int n = bpf_probe_read_user_str(&e->data[pos], ARG_LEN, argp);
+        if (n < 0) {
+            e->h.flags |= EVF_ARGV_FAULT;
+            break;
+        }
+        if (n >= ARG_LEN)
+            e->h.flags |= EVF_ARGV_TRUNCATED;
+        pos += n;
+        argc++;
+    }
+    e->argc_captured = argc;
+    e->argc_total = argc;
+    if (i == MAX_ARGS)
+        e->h.flags |= EVF_ARGV_TRUNCATED;
+    if (e->h.flags & EVF_ARGV_TRUNCATED) {
+        /* Count what we could not keep, so the alert says how much is missing. */
+        u32 total = argc;
+        for (int j = 0; j < ARGC_COUNT_MAX; j++) {
+            const char *argp = NULL;
+            u32 k = argc + j;
+            if (bpf_probe_read_user(&argp, sizeof(argp), &argv[k]) < 0 || !argp)
+                break;
+            total = k + 1;
+        }
+        e->argc_total = total;
+        count(STAT_ARGV_TRUNCATED);
+    }
+    e->args_len = pos - flen;
+
+    u32 tid = (u32)pid_tgid;
+    if (exec_stash.update(&tid, e) < 0)
+        count(STAT_STASH_FULL);
+    return 0;
+}
+
+static __always_inline int exec_exit(void *ctx, long ret) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (is_self(pid_tgid))
+        return 0;
+    u32 tid = (u32)pid_tgid;
+    struct exec_event *e = exec_stash.lookup(&tid);
+    if (!e) {
+        count(STAT_EXEC_STASH_MISS);
+        return 0;
+    }
+    u16 flags = e->h.flags;
+    fill_header(&e->h, EVT_EXEC, pid_tgid);
+    e->h.flags = flags;
+    e->ret = ret;
+    if (ret == 0) {
+        /* A new image: opens of the same paths are news again. */
+        u32 tgid = pid_tgid >> 32;
+        u64 gen = e->h.ts_ns;
+        proc_gen.update(&tgid, &gen);
+    }
+    u32 len = e->filename_len + e->args_len;
+    if (len > EXEC_DATA_LEN)
+        len = EXEC_DATA_LEN;
+    u64 size = offsetof(struct exec_event, data) + len;
+    barrier_var(size);
+    if (size > sizeof(struct exec_event))
+        size = sizeof(struct exec_event);
+    barrier_var(size);
+    if (events_exec.perf_submit(ctx, e, size) < 0)
+        count(STAT_SUBMIT_FAIL_EXEC);
+    exec_stash.delete(&tid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execve) {
+    return exec_enter(args->filename, args->argv, S_AT_FDCWD, 0, 0);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execveat) {
+    return exec_enter(args->filename, args->argv, (s32)args->fd, (u32)args->flags, EVF_EXECVEAT);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_execve) {
+    return exec_exit(args, args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_execveat) {
+    return exec_exit(args, args->ret);
+}
+
+/* A non-leader thread that execs takes over the leader's pid: move its stash so the exit finds it. */
+TRACEPOINT_PROBE(sched, sched_process_exec) {
+    u32 old = args->old_pid;
+    u32 now = args->pid;
+    if (old == now)
+        return 0;
+    struct exec_event *e = exec_stash.lookup(&old);
+    if (!e)
+        return 0;
+    exec_stash.update(&now, e);
+    exec_stash.delete(&old);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- fork / exit */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_clone) {
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u64 flags = args->clone_flags;
+    clone_stash.update(&tid, &flags);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_clone3) {
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u64 flags = 0;
+    bpf_probe_read_user(&flags, sizeof(flags), (void *)args->uargs);
+    clone_stash.update(&tid, &flags);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_clone) {
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    clone_stash.delete(&tid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_clone3) {
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    clone_stash.delete(&tid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tid = (u32)pid_tgid;
+    u64 flags = 0;
+    u64 *fp = clone_stash.lookup(&tid);
+    if (fp)
+        flags = *fp;
+    if (flags & S_CLONE_THREAD)
+        return 0;  /* a thread, not a process */
+    struct fork_event e = {};
+    fill_header(&e.h, EVT_FORK, pid_tgid);
+    e.child_pid = args->child_pid;
+    e.parent_tid = args->parent_pid;
+    e.clone_flags = flags;
+    u32 child = args->child_pid;
+    u64 gen = e.h.ts_ns;
+    proc_gen.update(&child, &gen);
+    if (is_self(pid_tgid))
+        return 0;
+    if (events_proc.perf_submit(args, &e, sizeof(e)) < 0)
+        count(STAT_SUBMIT_FAIL_PROC);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit) {
+    if (!args->group_dead)
+        return 0;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    proc_gen.delete(&tgid);
+    if (is_self(pid_tgid))
+        return 0;
+    struct fork_event e = {};
+    fill_header(&e.h, EVT_EXIT, pid_tgid);
+    if (events_proc.perf_submit(args, &e, sizeof(e)) < 0)
+        count(STAT_SUBMIT_FAIL_PROC);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- open / chdir */
+
+static __always_inline int open_enter(const char *path, s32 dirfd, u32 flags, u32 mode, u16 evflags, u16 type) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (is_self(pid_tgid))
+        return 0;
+    u32 tid = (u32)pid_tgid;
+    struct open_args a = {};
+    a.path_ptr = (u64)path;
+    a.dirfd = dirfd;
+    a.flags = flags;
+    a.mode = mode;
+    a.evflags = evflags;
+    a.type = type;
+    if (open_stash.update(&tid, &a) < 0)
+        count(STAT_STASH_FULL);
+    return 0;
+}
+
+static __always_inline int open_exit(void *ctx, long ret) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tid = (u32)pid_tgid;
+    struct open_args *a = open_stash.lookup(&tid);
+    if (!a)
+        return 0;
+    struct open_args st = *a;
+    open_stash.delete(&tid);
+    if (st.type == EVT_CHDIR && ret != 0)
+        return 0;  /* a failed chdir changes nothing */
+
+    u32 zero = 0;
+    struct open_event *e = open_scratch.lookup(&zero);
+    if (!e)
+        return 0;
+    u32 tgid = pid_tgid >> 32;
+    __builtin_memset(&e->key, 0, sizeof(e->key));
+    int n = 1;
+    if (st.path_ptr) {
+        n = bpf_probe_read_user_str(&e->key.path[0], PATH_LEN, (const char *)st.path_ptr);
+        if (n < 0) {
+            e->key.path[0] = 0;
+            n = 1;
+        }
+    } else {
+        e->key.path[0] = 0;
+    }
+    e->h.flags = st.evflags;
+    if (n >= PATH_LEN)
+        e->h.flags |= EVF_PATH_TRUNCATED;
+
+    e->h.aux = 0;
+    if (OPEN_DEDUP_NS && st.type == EVT_OPEN && n < DEDUP_PATH_LEN &&
+        !(st.flags & (S_O_DIRECTORY | S_O_PATH))) {
+        e->key.tgid = tgid;
+        e->key.flags_class = st.flags & (S_O_ACCMODE | S_O_CREAT | S_O_TRUNC | S_O_APPEND | S_O_TMPFILE);
+        e->key.dirfd = st.dirfd;
+        e->key.result = ret >= 0 ? 0 : (s32)ret;
+        u64 *gen = proc_gen.lookup(&tgid);
+        e->key.gen = gen ? *gen : 0;
+        u64 now = bpf_ktime_get_boot_ns();
+        struct dedup_val *v = open_dedup.lookup(&e->key);
+        if (v && now - v->last_ns < OPEN_DEDUP_NS) {
+            __sync_fetch_and_add(&v->suppressed, 1);
+            count(STAT_OPEN_SUPPRESSED);
+            return 0;
+        }
+        struct dedup_val nv = {};
+        nv.last_ns = now;
+        if (v)
+            e->h.aux = v->suppressed;
+        open_dedup.update(&e->key, &nv);
+    }
+
+    fill_header(&e->h, st.type, pid_tgid);
+    e->ret = ret;
+    e->flags = st.flags;
+    e->mode = st.mode;
+    e->dirfd = st.dirfd;
+    e->path_len = n;
+    u64 size = offsetof(struct open_event, key.path) + (u32)n;
+    barrier_var(size);
+    if (size > sizeof(struct open_event))
+        size = sizeof(struct open_event);
+    barrier_var(size);
+    if (events_open.perf_submit(ctx, e, size) < 0)
+        count(st.type == EVT_CHDIR ? STAT_SUBMIT_FAIL_PROC : STAT_SUBMIT_FAIL_OPEN);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_open) {
+    return open_enter(args->filename, S_AT_FDCWD, (u32)args->flags, (u32)args->mode, 0, EVT_OPEN);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_openat) {
+    return open_enter(args->filename, (s32)args->dfd, (u32)args->flags, (u32)args->mode, 0, EVT_OPEN);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_openat2) {
+    u64 how[2] = {};
+    bpf_probe_read_user(&how, sizeof(how), (void *)args->how);
+    return open_enter(args->filename, (s32)args->dfd, (u32)how[0], (u32)how[1], EVF_OPENAT2, EVT_OPEN);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_creat) {
+    return open_enter(args->pathname, S_AT_FDCWD, S_O_CREAT | S_O_WRONLY | S_O_TRUNC, (u32)args->mode, EVF_CREAT,
+                      EVT_OPEN);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_chdir) {
+    return open_enter(args->filename, S_AT_FDCWD, 0, 0, 0, EVT_CHDIR);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_fchdir) {
+    return open_enter(NULL, (s32)args->fd, 0, 0, 0, EVT_CHDIR);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_open) { return open_exit(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return open_exit(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_openat2) { return open_exit(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_creat) { return open_exit(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_chdir) { return open_exit(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_fchdir) { return open_exit(args, args->ret); }
+
+/* ---------------------------------------------------------------- socket / connect */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_socket) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (is_self(pid_tgid))
+        return 0;
+    int family = args->family;
+    if (family != S_AF_INET && family != S_AF_INET6 && family != S_AF_UNIX)
+        return 0;
+    u32 tid = (u32)pid_tgid;
+    u32 type = args->type & 0xf;
+    socket_stash.update(&tid, &type);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_socket) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tid = (u32)pid_tgid;
+    u32 *type = socket_stash.lookup(&tid);
+    if (!type)
+        return 0;
+    u32 t = *type;
+    socket_stash.delete(&tid);
+    if (args->ret < 0)
+        return 0;
+    struct sock_key k = {.tgid = pid_tgid >> 32, .fd = (s32)args->ret};
+    sock_types.update(&k, &t);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (is_self(pid_tgid))
+        return 0;
+    u32 tid = (u32)pid_tgid;
+    struct connect_args a = {};
+    a.addr_ptr = (u64)args->uservaddr;
+    a.fd = (s32)args->fd;
+    a.addrlen = (u32)args->addrlen;
+    if (connect_stash.update(&tid, &a) < 0)
+        count(STAT_STASH_FULL);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tid = (u32)pid_tgid;
+    struct connect_args *a = connect_stash.lookup(&tid);
+    if (!a)
+        return 0;
+    struct connect_args st = *a;
+    connect_stash.delete(&tid);
+
+    struct connect_event e = {};
+    u16 family = 0;
+    bpf_probe_read_user(&family, sizeof(family), (void *)st.addr_ptr);
+    if (family == S_AF_INET) {
+        u16 port = 0;
+        bpf_probe_read_user(&port, sizeof(port), (void *)(st.addr_ptr + 2));
+        e.port = __builtin_bswap16(port);
+        bpf_probe_read_user(&e.addr[0], 4, (void *)(st.addr_ptr + 4));
+    } else if (family == S_AF_INET6) {
+        u16 port = 0;
+        bpf_probe_read_user(&port, sizeof(port), (void *)(st.addr_ptr + 2));
+        e.port = __builtin_bswap16(port);
+        bpf_probe_read_user(&e.addr[0], 16, (void *)(st.addr_ptr + 8));
+    } else if (family == S_AF_UNIX) {
+        u32 len = st.addrlen > 2 ? st.addrlen - 2 : 0;
+        if (len > UNIX_PATH_LEN)
+            len = UNIX_PATH_LEN;
+        if (len > 0)
+            bpf_probe_read_user(&e.unix_path[0], len & 127, (void *)(st.addr_ptr + 2));
+    } else {
+        return 0;  /* AF_NETLINK, AF_PACKET...: not a connection we report */
+    }
+    fill_header(&e.h, EVT_CONNECT, pid_tgid);
+    e.ret = args->ret;
+    e.fd = st.fd;
+    e.family = family;
+    e.addrlen = st.addrlen;
+    struct sock_key k = {.tgid = pid_tgid >> 32, .fd = st.fd};
+    u32 *t = sock_types.lookup(&k);
+    e.sock_type = t ? *t : 0;
+    if (events_connect.perf_submit(args, &e, sizeof(e)) < 0)
+        count(STAT_SUBMIT_FAIL_CONNECT);
+    return 0;
+}
