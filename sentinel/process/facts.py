@@ -1,0 +1,245 @@
+"""What ``/proc`` says about a process, and where those facts come from.
+
+The process table never reads ``/proc`` itself: it asks a :class:`FactSource`. Live, that is
+:class:`LiveFacts`, which reads ``/proc`` and reports every successful read to optional callbacks so the
+recorder can store them in the capture; on replay it is :class:`ReplayFacts`, fed from those records, so the
+table sees exactly what it saw live and never touches the replaying host's ``/proc``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["FactSource", "LiveFacts", "ProcFacts", "ReplayFacts", "read_proc_facts"]
+
+
+@dataclass(slots=True)
+class ProcFacts:
+    """A snapshot of one process as ``/proc`` showed it.
+
+    Fields other than pid/start_ticks/ppid/comm may be missing (``None``, or -1 for ids) when the process
+    exited half way through the read or the file was not readable. Strings use ``surrogateescape``.
+    """
+
+    pid: int
+    start_ticks: int  # /proc/<pid>/stat field 22: clock ticks since boot (CLOCK_BOOTTIME)
+    ppid: int
+    comm: str
+    exe: str | None = None  # readlink of /proc/<pid>/exe, " (deleted)" kept
+    cwd: str | None = None
+    args: list[str] | None = None  # /proc/<pid>/cmdline split on NUL; [] for kernel threads and zombies
+    uid: int = -1  # real ids from /proc/<pid>/status
+    gid: int = -1
+    tty_nr: int = 0  # /proc/<pid>/stat field 7
+
+
+def _parse_stat(data: bytes) -> tuple[str, int, int, int] | None:
+    """Return (comm, ppid, tty_nr, start_ticks) from a stat line; comm may hold spaces and ')'."""
+    lpar = data.find(b"(")
+    rpar = data.rfind(b")")
+    if lpar < 0 or rpar < lpar:
+        return None
+    rest = data[rpar + 1 :].split()
+    # rest[0] is field 3 (state), so field N is rest[N - 3].
+    try:
+        return os.fsdecode(data[lpar + 1 : rpar]), int(rest[1]), int(rest[4]), int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _read_file(name: str, dir_fd: int) -> bytes | None:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:  # gone (ENOENT/ESRCH) or not ours to read (EACCES)
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _readlink(name: str, dir_fd: int) -> str | None:
+    try:
+        return os.fsdecode(os.readlink(os.fsencode(name), dir_fd=dir_fd))
+    except OSError:
+        return None
+
+
+def _status_ids(data: bytes | None) -> tuple[int, int]:
+    uid = gid = -1
+    if data is None:
+        return uid, gid
+    for line in data.splitlines():
+        if line.startswith(b"Uid:"):
+            parts = line.split()
+            if len(parts) > 1 and parts[1].isdigit():
+                uid = int(parts[1])
+        elif line.startswith(b"Gid:"):
+            parts = line.split()
+            if len(parts) > 1 and parts[1].isdigit():
+                gid = int(parts[1])
+            break  # Gid follows Uid
+    return uid, gid
+
+
+def _split_cmdline(data: bytes | None) -> list[str] | None:
+    if data is None:
+        return None
+    if not data:
+        return []
+    if data.endswith(b"\0"):
+        data = data[:-1]
+    return [os.fsdecode(a) for a in data.split(b"\0")]
+
+
+def read_proc_facts(pid: int, proc_root: str = "/proc") -> ProcFacts | None:
+    """Read one process; ``None`` if it is gone. Never raises for vanished processes or denied reads.
+
+    Everything is read relative to an open ``/proc/<pid>`` directory: if the pid is reused mid-read, the old
+    directory keeps answering for the old (dead) process instead of mixing in the new one.
+    """
+    try:
+        dfd = os.open(f"{proc_root}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        stat = _read_file("stat", dfd)
+        parsed = _parse_stat(stat) if stat else None
+        if parsed is None:
+            return None
+        comm, ppid, tty_nr, start_ticks = parsed
+        uid, gid = _status_ids(_read_file("status", dfd))
+        return ProcFacts(
+            pid=pid,
+            start_ticks=start_ticks,
+            ppid=ppid,
+            comm=comm,
+            exe=_readlink("exe", dfd),
+            cwd=_readlink("cwd", dfd),
+            args=_split_cmdline(_read_file("cmdline", dfd)),
+            uid=uid,
+            gid=gid,
+            tty_nr=tty_nr,
+        )
+    finally:
+        os.close(dfd)
+
+
+class FactSource(Protocol):
+    """Where the process table gets ``/proc`` facts: live from the kernel or replayed from a capture."""
+
+    def read(self, pid: int) -> ProcFacts | None: ...
+
+    def list_pids(self) -> list[int]: ...
+
+    def read_fd(self, pid: int, fd: int) -> str | None: ...
+
+    def realpath(self, path: str) -> str: ...
+
+
+class LiveFacts:
+    """Reads ``/proc`` and reports what it read, so a recording can replay exactly what the table saw.
+
+    ``on_facts`` gets every successful read, ``on_miss`` the pid of every read that found nothing, ``on_fd``
+    every fd lookup (``None`` when it failed): replay must not answer from older facts where live had none.
+    """
+
+    __slots__ = ("on_facts", "on_fd", "on_miss", "on_realpath", "proc_root")
+
+    def __init__(
+        self,
+        proc_root: str = "/proc",
+        on_facts: Callable[[ProcFacts], None] | None = None,
+        on_fd: Callable[[int, int, str | None], None] | None = None,
+        on_miss: Callable[[int], None] | None = None,
+        on_realpath: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.proc_root = proc_root
+        self.on_facts = on_facts
+        self.on_fd = on_fd
+        self.on_miss = on_miss
+        self.on_realpath = on_realpath
+
+    def read(self, pid: int) -> ProcFacts | None:
+        facts = read_proc_facts(pid, self.proc_root)
+        if facts is not None:
+            if self.on_facts is not None:
+                self.on_facts(facts)
+        elif self.on_miss is not None:
+            self.on_miss(pid)
+        return facts
+
+    def list_pids(self) -> list[int]:
+        try:
+            names = os.listdir(self.proc_root)
+        except OSError:
+            return []
+        return sorted(int(n) for n in names if n.isdigit())
+
+    def read_fd(self, pid: int, fd: int) -> str | None:
+        try:
+            path: str | None = os.fsdecode(os.readlink(f"{self.proc_root}/{pid}/fd/{fd}".encode()))
+        except OSError:
+            path = None
+        if self.on_fd is not None:
+            self.on_fd(pid, fd, path)
+        return path
+
+    def realpath(self, path: str) -> str:
+        """Symlinks resolved on this host's filesystem: the exe of a process that exited before /proc could
+        be read is still reported as the kernel would (``/bin/sh`` → ``/usr/bin/dash``)."""
+        try:
+            resolved = os.path.realpath(path, strict=True)
+        except (OSError, ValueError):
+            resolved = path
+        if self.on_realpath is not None:
+            self.on_realpath(path, resolved)
+        return resolved
+
+
+class ReplayFacts:
+    """Facts fed from a capture, in capture order; never touches ``/proc``. The latest facts for a pid win."""
+
+    __slots__ = ("_facts", "_fds", "_realpaths")
+
+    def __init__(self) -> None:
+        self._facts: dict[int, ProcFacts] = {}
+        self._fds: dict[tuple[int, int], str] = {}
+        self._realpaths: dict[str, str] = {}
+
+    def feed_realpath(self, path: str, resolved: str) -> None:
+        self._realpaths[path] = resolved
+
+    def realpath(self, path: str) -> str:
+        return self._realpaths.get(path, path)
+
+    def feed(self, facts: ProcFacts) -> None:
+        self._facts[facts.pid] = facts
+
+    def forget(self, pid: int) -> None:
+        """Replay a live read that found nothing (``LiveFacts.on_miss``)."""
+        self._facts.pop(pid, None)
+
+    def feed_fd(self, pid: int, fd: int, path: str | None) -> None:
+        """Replay an fd lookup; ``None`` replays a failed one."""
+        if path is None:
+            self._fds.pop((pid, fd), None)
+        else:
+            self._fds[(pid, fd)] = path
+
+    def read(self, pid: int) -> ProcFacts | None:
+        return self._facts.get(pid)
+
+    def list_pids(self) -> list[int]:
+        return list(self._facts)
+
+    def read_fd(self, pid: int, fd: int) -> str | None:
+        return self._fds.get((pid, fd))

@@ -1,0 +1,591 @@
+"""The process table: which process each event belongs to, with its ancestry, users and a stable entity id.
+
+It is bootstrapped from ``/proc`` and then kept current by fork/exec/exit (and chdir/open) events. All
+``/proc`` knowledge comes through a :class:`~sentinel.process.facts.FactSource`, so live runs and replays
+build the same table. A :class:`Process` holds a reference to its parent, so ancestry survives the parent's
+eviction from the pid index. Memory is bounded: exited entries leave after a TTL measured in event time, and
+the index is capped. ``apply`` sits on the hot path and reads no ``/proc`` for opens/connects of known
+processes.
+"""
+
+from __future__ import annotations
+
+import base64
+import grp
+import hashlib
+import os
+import posixpath
+import pwd
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sentinel.events import AT_FDCWD, FLAG_EXECVEAT, Event, EventType
+from sentinel.process.facts import FactSource, ProcFacts
+
+__all__ = [
+    "CLONE_PARENT",
+    "Process",
+    "ProcessTable",
+    "TableStats",
+    "entity_id",
+    "normalize_path",
+]
+
+NS_PER_SEC = 1_000_000_000
+CLONE_PARENT = 0x8000  # the child's parent is the caller's parent
+CLONE_THREAD = 0x10000  # a thread, not a process (the probe already drops these)
+O_DIRECTORY = 0o200000  # x86-64 / generic values (arm64 differs: 0o40000)
+O_PATH = 0o10000000
+MAX_DIRFDS = 64  # directory fds remembered per process
+FORK_MATCH_NS = 50_000_000  # a /proc start this close to a fork event is that fork's child
+EXEC_MATCH_TICKS = 2  # facts whose start is this close to ours describe the same process
+NAME_CACHE_MAX = 4096
+
+# How an entry first got into the table.
+SOURCE_PROC = "proc"  # bootstrap from /proc
+SOURCE_FORK = "fork"  # a fork event
+SOURCE_LATE = "late"  # first seen by another event; details from /proc facts
+SOURCE_EVENT = "event"  # first seen by another event, no facts: only what the event carried
+
+_OPEN = EventType.OPEN
+_CONNECT = EventType.CONNECT
+_EXEC = EventType.EXEC
+_FORK = EventType.FORK
+_EXIT = EventType.EXIT
+_CHDIR: EventType | None = getattr(EventType, "CHDIR", None)
+_DIR_OPEN = O_DIRECTORY | O_PATH
+
+
+@dataclass(slots=True, eq=False)
+class Process:
+    """One process (thread group) as the renderers and rules see it. Compared by identity.
+
+    ``start_ns`` is CLOCK_BOOTTIME; ``start_ticks`` is the same instant in ``/proc`` clock ticks, the input of
+    ``entity_id``. Lists and dicts are owned by the table: treat them as read-only.
+    """
+
+    pid: int
+    ppid: int
+    start_ns: int
+    entity_id: str
+    comm: str
+    exe: str = ""  # resolved absolute path of the executable, "" if unknown
+    filename: str = ""  # the executable as called (execve's filename)
+    args: list[str] = field(default_factory=list)
+    cwd: str = ""
+    uid: int = -1
+    gid: int = -1
+    user_name: str | None = None
+    group_name: str | None = None
+    tty_nr: int = 0
+    parent: Process | None = field(default=None, repr=False)
+    depth: int = 0
+    exited_ns: int | None = None
+    exec_count: int = 0
+    dirfds: dict[int, str] = field(default_factory=dict, repr=False)
+    source: str = SOURCE_EVENT
+    start_ticks: int = 0
+
+    def ancestors(self, max_depth: int = 64) -> list[Process]:
+        """Parent first, up to the root; bounded so a corrupt chain cannot loop."""
+        out: list[Process] = []
+        cur = self.parent
+        while cur is not None and len(out) < max_depth:
+            out.append(cur)
+            cur = cur.parent
+        return out
+
+    @property
+    def command_line(self) -> str:
+        """Arguments joined by spaces without quoting, like ECS ``process.command_line``."""
+        return " ".join(self.args)
+
+
+@dataclass(slots=True)
+class TableStats:
+    """Counters for metrics; ``size`` and ``exited_pending`` are refreshed when read through the table."""
+
+    size: int = 0
+    evicted: int = 0  # removed to respect max_entries
+    expired: int = 0  # exited entries removed after the TTL
+    late_processes: int = 0  # first seen by an event other than their fork
+    depth_truncated: int = 0  # chains cut at max_depth
+    exited_pending: int = 0  # exits waiting for their TTL
+
+
+def entity_id(boot_id: str, pid: int, start_ticks: int) -> str:
+    """Stable id of one process: the same for bootstrap, fork and late paths, different across pid reuse.
+
+    blake2b (16-byte digest) over ``boot_id:pid:start_ticks``, url-safe base64 without padding: 22 chars.
+    """
+    digest = hashlib.blake2b(f"{boot_id}:{pid}:{start_ticks}".encode(), digest_size=16).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def normalize_path(path: str) -> str:
+    """Collapse ``.``, ``..`` and repeated slashes as strings only (no symlinks, no filesystem access)."""
+    norm = posixpath.normpath(path)
+    if norm.startswith("//"):  # POSIX keeps a leading "//"; Linux treats it as "/"
+        norm = "/" + norm.lstrip("/")
+    return norm
+
+
+def _pwd_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return None
+
+
+def _grp_name(gid: int) -> str | None:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except (KeyError, OverflowError):
+        return None
+
+
+class ProcessTable:
+    """Pid-indexed processes kept current by events; see the module docstring."""
+
+    def __init__(
+        self,
+        boot_id: str,
+        facts: FactSource,
+        max_entries: int = 65536,
+        exit_ttl_ns: int = 10_000_000_000,
+        max_depth: int = 64,
+        clk_tck: int = os.sysconf("SC_CLK_TCK"),
+        *,
+        user_lookup: Callable[[int], str | None] = _pwd_name,
+        group_lookup: Callable[[int], str | None] = _grp_name,
+    ) -> None:
+        self.boot_id = boot_id
+        self.facts = facts
+        self.max_entries = max(1, max_entries)
+        self.exit_ttl_ns = exit_ttl_ns
+        self.max_depth = max_depth
+        self.clk_tck = clk_tck
+        self._user_lookup = user_lookup
+        self._group_lookup = group_lookup
+        # Insertion order doubles as "least recently active" order: fork and exec move an entry to the end.
+        self._procs: OrderedDict[int, Process] = OrderedDict()
+        self._exits: deque[tuple[int, int, Process]] = deque()
+        self._users: dict[int, str | None] = {}
+        self._groups: dict[int, str | None] = {}
+        self._stats = TableStats()
+
+    # ------------------------------------------------------------------ queries
+
+    def get(self, pid: int) -> Process | None:
+        return self._procs.get(pid)
+
+    def __len__(self) -> int:
+        return len(self._procs)
+
+    def __contains__(self, pid: object) -> bool:
+        return pid in self._procs
+
+    @property
+    def stats(self) -> TableStats:
+        self._stats.size = len(self._procs)
+        self._stats.exited_pending = len(self._exits)
+        return self._stats
+
+    def ticks(self, ns: int) -> int:
+        """CLOCK_BOOTTIME ns to /proc clock ticks, truncating as the kernel does."""
+        return ns * self.clk_tck // NS_PER_SEC
+
+    def user_name(self, uid: int) -> str | None:
+        """Cached (misses too); the cache is small and simply restarts when full."""
+        cache = self._users
+        try:
+            return cache[uid]
+        except KeyError:
+            pass
+        if len(cache) >= NAME_CACHE_MAX:
+            cache.clear()
+        name = cache[uid] = self._user_lookup(uid) if uid >= 0 else None
+        return name
+
+    def group_name(self, gid: int) -> str | None:
+        cache = self._groups
+        try:
+            return cache[gid]
+        except KeyError:
+            pass
+        if len(cache) >= NAME_CACHE_MAX:
+            cache.clear()
+        name = cache[gid] = self._group_lookup(gid) if gid >= 0 else None
+        return name
+
+    # ------------------------------------------------------------------ bootstrap
+
+    def bootstrap(self) -> int:
+        """Load every process the fact source lists, then link parents and compute depths; returns the count.
+
+        Pids already in the table (from events applied earlier) are left alone: events are fresher.
+        """
+        loaded: list[Process] = []
+        for pid in self.facts.list_pids():
+            if pid in self._procs:
+                continue
+            facts = self.facts.read(pid)
+            if facts is None:
+                continue
+            proc = self._from_facts(facts, SOURCE_PROC)
+            self._procs[pid] = proc
+            loaded.append(proc)
+        for proc in loaded:
+            parent = self._procs.get(proc.ppid) if proc.ppid > 0 else None
+            proc.parent = parent if parent is not proc else None
+        self._assign_depths(loaded)
+        self._enforce_cap()
+        return len(loaded)
+
+    def _assign_depths(self, procs: list[Process]) -> None:
+        """Depths for freshly linked processes; breaks cycles a non-atomic /proc snapshot can produce."""
+        pending = {id(p) for p in procs}
+        for proc in procs:
+            if id(proc) not in pending:
+                continue
+            path: list[Process] = []
+            on_path: set[int] = set()
+            cur: Process | None = proc
+            while cur is not None and id(cur) in pending:
+                if id(cur) in on_path:
+                    path[-1].parent = None
+                    cur = None
+                    break
+                path.append(cur)
+                on_path.add(id(cur))
+                cur = cur.parent
+            depth = cur.depth if cur is not None else -1
+            for node in reversed(path):
+                depth = self._set_depth(node, depth + 1)
+                pending.discard(id(node))
+
+    # ------------------------------------------------------------------ events
+
+    def apply(self, ev: Event) -> Process | None:
+        """Update the table from one event; return the process it belongs to (``ev.pid``) as of this event."""
+        ts = ev.ts_ns
+        exits = self._exits
+        if exits and exits[0][0] <= ts - self.exit_ttl_ns:
+            self._expire(ts)
+        if ev.pid <= 0:
+            return None
+        proc = self._procs.get(ev.pid)
+        created = proc is None
+        facts: ProcFacts | None = None  # what /proc said when this event created the entry
+        if proc is None:
+            proc, facts = self._create_late(ev)
+        if proc.uid != ev.uid or proc.gid != ev.gid:
+            self._set_ids(proc, ev.uid, ev.gid)
+        etype = ev.type
+        if etype == _OPEN:
+            if ev.ret >= 0:
+                self._on_open(proc, ev)
+        elif etype == _CONNECT:
+            pass
+        elif etype == _FORK:
+            self._on_fork(proc, ev)
+        elif etype == _EXEC:
+            if ev.ret == 0:
+                self._on_exec(proc, ev, created, facts)
+        elif etype == _EXIT:
+            if proc.exited_ns is None:
+                proc.exited_ns = ts
+                exits.append((ts, proc.pid, proc))
+        elif etype == _CHDIR and ev.ret == 0:
+            self._on_chdir(proc, ev, created, facts)
+        return proc
+
+    def _on_open(self, proc: Process, ev: Event) -> None:
+        fd = ev.ret
+        dirfds = proc.dirfds
+        if ev.open_flags & _DIR_OPEN:
+            path = self.resolve_path(proc, ev.dirfd, ev.path)
+            self._remember_dirfd(proc, fd, path)
+        elif dirfds:
+            # The kernel handed this number out again, so whatever directory it named was closed.
+            dirfds.pop(fd, None)
+
+    def _on_fork(self, parent: Process, ev: Event) -> None:
+        child_pid = ev.child_pid
+        flags = ev.clone_flags
+        if child_pid <= 0 or child_pid == parent.pid or flags & CLONE_THREAD:
+            return
+        if flags & CLONE_PARENT:
+            real_parent, ppid = parent.parent, parent.ppid
+        else:
+            real_parent, ppid = parent, parent.pid
+        if self._procs.get(parent.pid) is parent:
+            self._procs.move_to_end(parent.pid)
+        ts = ev.ts_ns
+        existing = self._procs.get(child_pid)
+        if existing is not None:
+            match = self._fork_match(existing, ts)
+            if match > 0:  # a newer process already holds the pid: this fork event is stale
+                return
+            if match == 0:  # the child was already seen (bootstrap race, or its events overtook the fork)
+                if existing.parent is not real_parent and not self._would_cycle(existing, real_parent):
+                    existing.ppid = ppid
+                    self._link(existing, real_parent)
+                if existing.source == SOURCE_EVENT:
+                    self._inherit(existing, parent)
+                return
+            # match < 0: pid reuse; the old object lives on for whoever references it.
+        ticks = self.ticks(ts)
+        child = Process(
+            pid=child_pid,
+            ppid=ppid,
+            start_ns=ts,
+            entity_id=entity_id(self.boot_id, child_pid, ticks),
+            comm=parent.comm,
+            exe=parent.exe,
+            filename=parent.filename,
+            args=list(parent.args),
+            cwd=parent.cwd,
+            uid=parent.uid,
+            gid=parent.gid,
+            user_name=parent.user_name,
+            group_name=parent.group_name,
+            tty_nr=parent.tty_nr,
+            dirfds=dict(parent.dirfds),
+            source=SOURCE_FORK,
+            start_ticks=ticks,
+        )
+        self._link(child, real_parent)
+        self._insert(child)
+
+    @staticmethod
+    def _inherit(child: Process, parent: Process) -> None:
+        """Fill what a child seen only through its own events lacks with what it inherited at fork."""
+        if not child.cwd:
+            child.cwd = parent.cwd
+        if not child.tty_nr:
+            child.tty_nr = parent.tty_nr
+        if child.exec_count == 0 and not child.exe:
+            child.exe, child.filename, child.args = parent.exe, parent.filename, list(parent.args)
+        for fd, path in parent.dirfds.items():
+            if len(child.dirfds) >= MAX_DIRFDS:
+                break
+            child.dirfds.setdefault(fd, path)
+
+    @staticmethod
+    def _fork_match(existing: Process, ts: int) -> int:
+        """0: ``existing`` is this fork's child; -1: an older process with a reused pid; 1: a newer one."""
+        delta = existing.start_ns - ts
+        if existing.source == SOURCE_FORK:  # its start is a fork time: only a duplicate event matches
+            return -1 if delta < 0 else (1 if delta > 0 else 0)
+        if delta < -FORK_MATCH_NS:
+            return -1
+        if existing.source == SOURCE_EVENT:  # its start is when we first saw it: any time after the fork
+            return 0
+        return 1 if delta > FORK_MATCH_NS else 0  # kernel start ticks
+
+    def _on_exec(self, proc: Process, ev: Event, created: bool, facts: ProcFacts | None) -> None:
+        """Successful execs only. Prefer the kernel's view of exe/cwd, when /proc still shows this process."""
+        proc.args = list(ev.argv)
+        proc.filename = ev.filename
+        proc.comm = ev.comm
+        proc.exec_count += 1
+        if not created:  # else the facts were read a moment ago, while creating the entry
+            facts = self.facts.read(proc.pid)
+            if facts is not None and not self._facts_match(proc, facts):
+                facts = None
+        if facts is not None:
+            if facts.cwd:
+                proc.cwd = facts.cwd
+            proc.tty_nr = facts.tty_nr
+            self._adopt_parent(proc, facts)
+        if facts is not None and facts.exe:
+            proc.exe = facts.exe  # the kernel's own resolution: symlinks followed
+        else:
+            dirfd = ev.dirfd if ev.flags & FLAG_EXECVEAT else AT_FDCWD
+            exe = self.resolve_path(proc, dirfd, ev.filename)
+            proc.exe = self.facts.realpath(exe) if exe.startswith("/") else exe
+        if self._procs.get(proc.pid) is proc:
+            self._procs.move_to_end(proc.pid)
+
+    def _on_chdir(self, proc: Process, ev: Event, created: bool, facts: ProcFacts | None) -> None:
+        if facts is not None:  # the entry was created from /proc just now: its cwd is already the new one
+            if facts.cwd:
+                proc.cwd = facts.cwd
+            return
+        cwd: str | None
+        if ev.path:
+            cwd = self.resolve_path(proc, AT_FDCWD, ev.path)
+        else:  # fchdir: the probe puts the fd in dirfd; accept it in fd too
+            fd = ev.fd if ev.fd >= 0 else ev.dirfd
+            cwd = proc.dirfds.get(fd) if fd >= 0 else None
+        if (not cwd or not cwd.startswith("/")) and not created:
+            read = self.facts.read(proc.pid)
+            cwd = read.cwd if read is not None and self._facts_match(proc, read) else None
+        if cwd:
+            proc.cwd = cwd
+
+    # ------------------------------------------------------------------ paths
+
+    def resolve_path(self, proc: Process, dirfd: int, path: str) -> str:
+        """Absolute, normalised path of ``path`` as ``proc`` named it relative to ``dirfd``; never raises.
+
+        An empty path means the dirfd itself (AT_EMPTY_PATH). When the base is unknown the path is returned as
+        given. A dirfd the table has not seen opened is asked of the fact source once and remembered.
+        """
+        if path.startswith("/"):
+            return normalize_path(path)
+        if dirfd == AT_FDCWD:
+            base: str | None = proc.cwd
+        else:
+            base = proc.dirfds.get(dirfd)
+            if base is None and dirfd >= 0:
+                base = self.facts.read_fd(proc.pid, dirfd)
+                if base is not None and base.startswith("/"):
+                    self._remember_dirfd(proc, dirfd, base)
+        if not base or not base.startswith("/"):
+            return path
+        if not path:
+            return normalize_path(base)
+        return normalize_path(base + "/" + path)
+
+    @staticmethod
+    def _remember_dirfd(proc: Process, fd: int, path: str) -> None:
+        dirfds = proc.dirfds
+        if dirfds.pop(fd, None) is None and len(dirfds) >= MAX_DIRFDS:
+            del dirfds[next(iter(dirfds))]  # forget the oldest
+        dirfds[fd] = path
+
+    # ------------------------------------------------------------------ internals
+
+    def _from_facts(self, facts: ProcFacts, source: str, uid: int = -1, gid: int = -1) -> Process:
+        if facts.uid >= 0:
+            uid = facts.uid
+        if facts.gid >= 0:
+            gid = facts.gid
+        exe = facts.exe or ""
+        return Process(
+            pid=facts.pid,
+            ppid=facts.ppid,
+            start_ns=facts.start_ticks * NS_PER_SEC // self.clk_tck,
+            entity_id=entity_id(self.boot_id, facts.pid, facts.start_ticks),
+            comm=facts.comm,
+            exe=exe,
+            filename=exe,  # how it was called is lost; the resolved path is the best stand-in
+            args=list(facts.args) if facts.args is not None else [],
+            cwd=facts.cwd or "",
+            uid=uid,
+            gid=gid,
+            user_name=self.user_name(uid),
+            group_name=self.group_name(gid),
+            tty_nr=facts.tty_nr,
+            source=source,
+            start_ticks=facts.start_ticks,
+        )
+
+    def _create_late(self, ev: Event) -> tuple[Process, ProcFacts | None]:
+        """An event for a pid we never saw fork: build it from /proc if still there, else from the event."""
+        facts = self.facts.read(ev.pid)
+        if facts is not None:
+            proc = self._from_facts(facts, SOURCE_LATE, ev.uid, ev.gid)
+            parent = self._procs.get(facts.ppid) if facts.ppid > 0 else None
+        else:
+            ticks = self.ticks(ev.ts_ns)
+            proc = Process(
+                pid=ev.pid,
+                ppid=0,
+                start_ns=ev.ts_ns,
+                entity_id=entity_id(self.boot_id, ev.pid, ticks),
+                comm=ev.comm,
+                uid=ev.uid,
+                gid=ev.gid,
+                user_name=self.user_name(ev.uid),
+                group_name=self.group_name(ev.gid),
+                source=SOURCE_EVENT,
+                start_ticks=ticks,
+            )
+            parent = None
+        self._link(proc, parent)
+        self._insert(proc)
+        self._stats.late_processes += 1
+        return proc, facts
+
+    def _facts_match(self, proc: Process, facts: ProcFacts) -> bool:
+        """Whether /proc facts describe ``proc`` and not a later process that reused its pid."""
+        if proc.source == SOURCE_EVENT:  # we only know when we first saw it: it started no later than that
+            return facts.start_ticks <= proc.start_ticks + EXEC_MATCH_TICKS
+        return abs(facts.start_ticks - proc.start_ticks) <= EXEC_MATCH_TICKS
+
+    def _adopt_parent(self, proc: Process, facts: ProcFacts) -> None:
+        """Give a process seen without lineage the parent /proc names, if the table knows it."""
+        if proc.parent is not None or proc.ppid > 0 or facts.ppid <= 0:
+            return
+        proc.ppid = facts.ppid
+        parent = self._procs.get(facts.ppid)
+        if parent is not None and not self._would_cycle(proc, parent):
+            self._link(proc, parent)
+
+    def _set_ids(self, proc: Process, uid: int, gid: int) -> None:
+        if proc.uid != uid:
+            proc.uid = uid
+            proc.user_name = self.user_name(uid)
+        if proc.gid != gid:
+            proc.gid = gid
+            proc.group_name = self.group_name(gid)
+
+    def _link(self, child: Process, parent: Process | None) -> None:
+        child.parent = parent
+        self._set_depth(child, parent.depth + 1 if parent is not None else 0)
+
+    def _set_depth(self, proc: Process, depth: int) -> int:
+        if depth > self.max_depth:
+            proc.parent = None
+            depth = 0
+            self._stats.depth_truncated += 1
+        proc.depth = depth
+        return depth
+
+    def _would_cycle(self, proc: Process, parent: Process | None) -> bool:
+        cur = parent
+        for _ in range(self.max_depth + 1):
+            if cur is None:
+                return False
+            if cur is proc:
+                return True
+            cur = cur.parent
+        return False
+
+    def _insert(self, proc: Process) -> None:
+        procs = self._procs
+        procs.pop(proc.pid, None)
+        procs[proc.pid] = proc
+        if len(procs) > self.max_entries:
+            self._enforce_cap()
+
+    def _enforce_cap(self) -> None:
+        """Evict exited entries first (oldest exit first), then the least recently active live ones."""
+        procs = self._procs
+        exits = self._exits
+        while len(procs) > self.max_entries:
+            victim: Process | None = None
+            while exits:
+                _, pid, proc = exits.popleft()
+                if procs.get(pid) is proc:
+                    victim = procs.pop(pid)
+                    break
+            if victim is None:
+                _, victim = procs.popitem(last=False)
+            victim.dirfds.clear()
+            self._stats.evicted += 1
+
+    def _expire(self, now_ns: int) -> None:
+        procs = self._procs
+        exits = self._exits
+        limit = now_ns - self.exit_ttl_ns
+        while exits and exits[0][0] <= limit:
+            _, pid, proc = exits.popleft()
+            if procs.get(pid) is proc:
+                del procs[pid]
+                proc.dirfds.clear()
+                self._stats.expired += 1
