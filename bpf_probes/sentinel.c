@@ -5,8 +5,11 @@
  * exec); open/connect/chdir read their user buffers at exit (the same process, still mapped), which keeps the
  * stash tiny on the hottest path. Each event family has its own perf buffer so losses are counted per type.
  *
+ * Per-thread argument stashes live in BPF task storage when the kernel allows it (USE_TASK_STORAGE: a
+ * pointer chase instead of three hash operations per syscall, ~0.3 us less per open), else in hash maps.
+ *
  * Compile-time parameters (set by sentinel/sensor/loader.py): SELF_TGID, OPEN_DEDUP_NS (0 disables),
- * STASH_ENTRIES, DEDUP_ENTRIES.
+ * STASH_ENTRIES, DEDUP_ENTRIES, USE_TASK_STORAGE.
  */
 #include <uapi/linux/ptrace.h>
 #include "sentinel_events.h"
@@ -65,6 +68,20 @@ struct connect_args {
     u64 addr_ptr;
     s32 fd;
     u32 addrlen;
+    u32 pending;
+    u32 pad;
+};
+
+/* Everything kept per thread between a syscall's entry and exit, plus the image generation. */
+struct task_state {
+    struct open_args open;      /* open.type == 0: nothing pending */
+    struct connect_args conn;
+    u64 gen;                    /* set at exec (and lazily): opens after an exec are news again */
+    /* The thread's last de-duplicated open: a tight loop on one file is suppressed here, without hashing
+     * the key into open_dedup. last_suppressed is added to the next event's repeat count for that key. */
+    u64 last_ns;
+    u64 last_suppressed;
+    struct open_key last_key;
 };
 
 struct sock_key {
@@ -88,18 +105,118 @@ BPF_PERCPU_ARRAY(exec_scratch, struct exec_event, 1);
 BPF_PERCPU_ARRAY(open_scratch, struct open_event, 1);
 
 BPF_HASH(exec_stash, u32, struct exec_event, 512);
+#ifdef USE_TASK_STORAGE
+BPF_TASK_STORAGE(task_state, struct task_state);
+#else
 BPF_HASH(open_stash, u32, struct open_args, STASH_ENTRIES);
 BPF_HASH(connect_stash, u32, struct connect_args, STASH_ENTRIES);
+BPF_TABLE("lru_hash", u32, u64, proc_gen, 65536);
+#endif
 BPF_HASH(socket_stash, u32, u32, STASH_ENTRIES);
 BPF_HASH(clone_stash, u32, u64, STASH_ENTRIES);
 BPF_TABLE("lru_hash", struct sock_key, u32, sock_types, 65536);
-BPF_TABLE("lru_hash", u32, u64, proc_gen, 65536);
 BPF_TABLE("lru_hash", struct open_key, struct dedup_val, open_dedup, DEDUP_ENTRIES);
 
 static __always_inline void count(u32 idx) {
     u64 *v = stats.lookup(&idx);
     if (v)
-        __sync_fetch_and_add(v, 1);
+        (*v)++;  /* per-CPU slot: no atomic needed */
+}
+
+static __always_inline int keys_equal(const struct open_key *a, const struct open_key *b) {
+    const u64 *x = (const u64 *)a;
+    const u64 *y = (const u64 *)b;
+#pragma unroll
+    for (int i = 0; i < sizeof(struct open_key) / 8; i++) {
+        if (x[i] != y[i])
+            return 0;
+    }
+    return 1;
+}
+
+#ifdef USE_TASK_STORAGE
+static __always_inline struct task_state *my_state(u64 flags) {
+    return task_state.task_storage_get(bpf_get_current_task_btf(), 0, flags);
+}
+#endif
+
+static __always_inline int stash_open(u32 tid, struct open_args *a) {
+#ifdef USE_TASK_STORAGE
+    struct task_state *s = my_state(BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (!s)
+        return -1;
+    s->open = *a;
+    return 0;
+#else
+    return open_stash.update(&tid, a);
+#endif
+}
+
+/* Take the pending open of this thread; also returns its image generation (for de-duplication) and, with
+ * task storage, the thread's state. */
+static __always_inline int take_open(u32 tid, u32 tgid, struct open_args *out, u64 *gen, void **state) {
+#ifdef USE_TASK_STORAGE
+    struct task_state *s = my_state(0);
+    if (!s || !s->open.type)
+        return -1;
+    *state = s;
+    *out = s->open;
+    s->open.type = 0;
+    if (!s->gen)
+        s->gen = bpf_ktime_get_boot_ns();
+    *gen = s->gen;
+    return 0;
+#else
+    struct open_args *a = open_stash.lookup(&tid);
+    if (!a)
+        return -1;
+    *out = *a;
+    open_stash.delete(&tid);
+    u64 *g = proc_gen.lookup(&tgid);
+    *gen = g ? *g : 0;
+    return 0;
+#endif
+}
+
+static __always_inline int stash_connect(u32 tid, struct connect_args *a) {
+#ifdef USE_TASK_STORAGE
+    struct task_state *s = my_state(BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (!s)
+        return -1;
+    s->conn = *a;
+    return 0;
+#else
+    return connect_stash.update(&tid, a);
+#endif
+}
+
+static __always_inline int take_connect(u32 tid, struct connect_args *out) {
+#ifdef USE_TASK_STORAGE
+    struct task_state *s = my_state(0);
+    if (!s || !s->conn.pending)
+        return -1;
+    *out = s->conn;
+    s->conn.pending = 0;
+    return 0;
+#else
+    struct connect_args *a = connect_stash.lookup(&tid);
+    if (!a)
+        return -1;
+    *out = *a;
+    connect_stash.delete(&tid);
+    return 0;
+#endif
+}
+
+/* A new process image (or a new process): its opens are news again. */
+static __always_inline void new_generation(u32 tgid, u64 gen) {
+#ifdef USE_TASK_STORAGE
+    struct task_state *s = my_state(BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (s)
+        s->gen = gen;
+#else
+    proc_gen.update(&tgid, &gen);
+#endif
 }
 
 static __always_inline int is_self(u64 pid_tgid) {
@@ -210,9 +327,7 @@ static __always_inline int exec_exit(void *ctx, long ret) {
     e->ret = ret;
     if (ret == 0) {
         /* A new image: opens of the same paths are news again. */
-        u32 tgid = pid_tgid >> 32;
-        u64 gen = e->h.ts_ns;
-        proc_gen.update(&tgid, &gen);
+        new_generation(pid_tgid >> 32, e->h.ts_ns);
     }
     u32 len = e->filename_len + e->args_len;
     if (len > EXEC_DATA_LEN)
@@ -301,9 +416,11 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
     e.child_pid = args->child_pid;
     e.parent_tid = args->parent_pid;
     e.clone_flags = flags;
-    u32 child = args->child_pid;
+#ifndef USE_TASK_STORAGE
+    u32 child = args->child_pid;  /* with task storage the child's state starts empty: a new generation */
     u64 gen = e.h.ts_ns;
     proc_gen.update(&child, &gen);
+#endif
     if (is_self(pid_tgid))
         return 0;
     if (events_proc.perf_submit(args, &e, sizeof(e)) < 0)
@@ -315,8 +432,10 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     if (!args->group_dead)
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
+#ifndef USE_TASK_STORAGE
     u32 tgid = pid_tgid >> 32;
     proc_gen.delete(&tgid);
+#endif
     if (is_self(pid_tgid))
         return 0;
     struct fork_event e = {};
@@ -340,7 +459,7 @@ static __always_inline int open_enter(const char *path, s32 dirfd, u32 flags, u3
     a.mode = mode;
     a.evflags = evflags;
     a.type = type;
-    if (open_stash.update(&tid, &a) < 0)
+    if (stash_open(tid, &a) < 0)
         count(STAT_STASH_FULL);
     return 0;
 }
@@ -348,11 +467,12 @@ static __always_inline int open_enter(const char *path, s32 dirfd, u32 flags, u3
 static __always_inline int open_exit(void *ctx, long ret) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tid = (u32)pid_tgid;
-    struct open_args *a = open_stash.lookup(&tid);
-    if (!a)
+    u32 tgid = pid_tgid >> 32;
+    struct open_args st;
+    u64 gen = 0;
+    void *state = NULL;
+    if (take_open(tid, tgid, &st, &gen, &state) < 0)
         return 0;
-    struct open_args st = *a;
-    open_stash.delete(&tid);
     if (st.type == EVT_CHDIR && ret != 0)
         return 0;  /* a failed chdir changes nothing */
 
@@ -360,7 +480,6 @@ static __always_inline int open_exit(void *ctx, long ret) {
     struct open_event *e = open_scratch.lookup(&zero);
     if (!e)
         return 0;
-    u32 tgid = pid_tgid >> 32;
     __builtin_memset(&e->key, 0, sizeof(e->key));
     int n = 1;
     if (st.path_ptr) {
@@ -383,19 +502,43 @@ static __always_inline int open_exit(void *ctx, long ret) {
         e->key.flags_class = st.flags & (S_O_ACCMODE | S_O_CREAT | S_O_TRUNC | S_O_APPEND | S_O_TMPFILE);
         e->key.dirfd = st.dirfd;
         e->key.result = ret >= 0 ? 0 : (s32)ret;
-        u64 *gen = proc_gen.lookup(&tgid);
-        e->key.gen = gen ? *gen : 0;
+        e->key.gen = gen;
         u64 now = bpf_ktime_get_boot_ns();
+#ifdef USE_TASK_STORAGE
+        struct task_state *ts = state;
+        int same_as_last = ts && keys_equal(&ts->last_key, &e->key);
+        if (same_as_last && now - ts->last_ns < OPEN_DEDUP_NS) {
+            ts->last_suppressed++;
+            count(STAT_OPEN_SUPPRESSED);
+            return 0;
+        }
+#endif
         struct dedup_val *v = open_dedup.lookup(&e->key);
         if (v && now - v->last_ns < OPEN_DEDUP_NS) {
             __sync_fetch_and_add(&v->suppressed, 1);
             count(STAT_OPEN_SUPPRESSED);
+#ifdef USE_TASK_STORAGE
+            if (ts && !same_as_last) {
+                ts->last_key = e->key;
+                ts->last_ns = v->last_ns;
+                ts->last_suppressed = 0;
+            }
+#endif
             return 0;
         }
         struct dedup_val nv = {};
         nv.last_ns = now;
         if (v)
             e->h.aux = v->suppressed;
+#ifdef USE_TASK_STORAGE
+        if (ts) {
+            if (same_as_last)
+                e->h.aux += ts->last_suppressed;
+            ts->last_key = e->key;
+            ts->last_ns = now;
+            ts->last_suppressed = 0;
+        }
+#endif
         open_dedup.update(&e->key, &nv);
     }
 
@@ -488,7 +631,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
     a.addr_ptr = (u64)args->uservaddr;
     a.fd = (s32)args->fd;
     a.addrlen = (u32)args->addrlen;
-    if (connect_stash.update(&tid, &a) < 0)
+    a.pending = 1;
+    if (stash_connect(tid, &a) < 0)
         count(STAT_STASH_FULL);
     return 0;
 }
@@ -496,11 +640,9 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
 TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tid = (u32)pid_tgid;
-    struct connect_args *a = connect_stash.lookup(&tid);
-    if (!a)
+    struct connect_args st;
+    if (take_connect(tid, &st) < 0)
         return 0;
-    struct connect_args st = *a;
-    connect_stash.delete(&tid);
 
     struct connect_event e = {};
     u16 family = 0;

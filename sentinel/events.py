@@ -52,9 +52,9 @@ AF_INET6 = 10
 class Event:
     """One normalised kernel event.
 
-    ``ts_ns`` is CLOCK_BOOTTIME nanoseconds (the clock ``/proc/<pid>/stat`` start times use); turn it into wall
-    time with the boot epoch of the host that produced it. ``pid`` is the thread-group id, ``tid`` the thread.
-    ``ret`` is the syscall result: fd / 0 on success, ``-errno`` on failure.
+    ``ts_ns`` is CLOCK_BOOTTIME nanoseconds (the clock of ``/proc/<pid>/stat`` start times); turn it into
+    wall time with the boot epoch of the host that produced it. ``pid`` is the thread-group id, ``tid`` the
+    thread. ``ret`` is the syscall result: fd / 0 on success, ``-errno`` on failure.
     """
 
     type: EventType

@@ -19,6 +19,7 @@ import pwd
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sentinel.events import AT_FDCWD, FLAG_EXECVEAT, Event, EventType
 from sentinel.process.facts import FactSource, ProcFacts
@@ -86,6 +87,7 @@ class Process:
     dirfds: dict[int, str] = field(default_factory=dict, repr=False)
     source: str = SOURCE_EVENT
     start_ticks: int = 0
+    render_cache: Any = field(default=None, repr=False)  # renderers' per-process cache (see alerts/ecs.py)
 
     def ancestors(self, max_depth: int = 64) -> list[Process]:
         """Parent first, up to the root; bounded so a corrupt chain cannot loop."""

@@ -13,7 +13,9 @@ import struct
 from sentinel.events import AF_INET, AF_INET6, AF_UNIX, Event, EventType
 
 HEADER = struct.Struct("<QQIIIIHHI16s")
-EXEC_FIXED = struct.Struct("<qiIIIII")  # ret, dirfd, at_flags, argc_captured, argc_total, filename_len, args_len
+EXEC_FIXED = struct.Struct(
+    "<qiIIIII"
+)  # ret, dirfd, at_flags, argc_captured, argc_total, filename_len, args_len
 OPEN_FIXED = struct.Struct("<qIIiI")  # ret, flags, mode, dirfd, path_len
 OPEN_KEY = struct.Struct("<IIiiQ")  # the dedup key prefix before the path
 CONNECT_FIXED = struct.Struct("<qiHHII16s108s")
@@ -22,6 +24,7 @@ FORK_FIXED = struct.Struct("<IIQ")
 HEADER_SIZE = HEADER.size
 EXEC_DATA_OFFSET = HEADER_SIZE + EXEC_FIXED.size
 OPEN_PATH_OFFSET = HEADER_SIZE + OPEN_FIXED.size + OPEN_KEY.size
+
 
 class DecodeError(ValueError):
     """A sample that does not match the wire layout (a probe/agent version mismatch, never user input)."""

@@ -82,6 +82,7 @@ class Sensor:
         self._held: list[Event] = []
         self._lost_pending: list[tuple[str, int]] = []
         self.attached: list[str] = []
+        self.stash_mode = ""
 
     def start(self) -> None:
         from sentinel.sensor.environment import ensure_tracefs  # mounts tracefs when needed
@@ -103,10 +104,17 @@ class Sensor:
             "-Wno-unused-function",
             "-Wno-macro-redefined",
         ]
+        src = str(probe_dir / "sentinel.c").encode()
         try:
-            self.bpf = BPF(src_file=str(probe_dir / "sentinel.c").encode(), cflags=cflags)
-        except Exception as exc:
-            raise SensorError(f"compiling/attaching bpf_probes/sentinel.c failed: {exc}") from exc
+            self.bpf = BPF(src_file=src, cflags=[*cflags, "-DUSE_TASK_STORAGE"])
+            self.stash_mode = "task-storage"
+        except Exception as first:
+            # Kernels before 5.11 (or without BTF) have no task storage for tracing programs: use hash maps.
+            try:
+                self.bpf = BPF(src_file=src, cflags=cflags)
+                self.stash_mode = f"hash (task storage unavailable: {str(first)[:200]})"
+            except Exception as exc:
+                raise SensorError(f"compiling/attaching bpf_probes/sentinel.c failed: {exc}") from exc
         self.attached = [tp.decode() if isinstance(tp, bytes) else str(tp) for tp in self.bpf.tracepoint_fds]
         for name in BUFFERS:
             self.bpf[f"events_{name}"].open_perf_buffer(

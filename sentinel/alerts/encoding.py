@@ -1,0 +1,76 @@
+"""Turn documents holding hostile strings into one valid JSON line, always.
+
+Strings from monitored processes are ``surrogateescape``-decoded, so bytes that are not UTF-8 show up as lone
+surrogates, which JSON cannot carry. The fast path hands the document to orjson as is; only when that fails
+is it rewritten: in each string that is not valid UTF-8, ``\\`` becomes ``\\\\`` and each undecodable byte
+``\\xNN``, and the field's dotted name is listed under ``sentinel.escaped_fields`` so the original bytes can
+be recovered exactly (``unescape``). Control characters and newlines are escaped by JSON itself.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+_ESCAPED = re.compile(r"\\(\\|x[0-9a-f]{2})")
+
+
+def needs_escape(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def escape(text: str) -> str:
+    """Reversible printable form of a surrogateescape string that is not valid UTF-8."""
+    out: list[str] = []
+    for ch in text.replace("\\", "\\\\"):
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append("\ufffd")  # a lone surrogate that no byte produced: cannot be round-tripped
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def unescape(text: str) -> bytes:
+    """The original bytes of a field listed in ``sentinel.escaped_fields``."""
+
+    def repl(m: re.Match[str]) -> str:
+        tok = m.group(1)
+        return "\\" if tok == "\\" else chr(0xDC00 + int(tok[1:], 16))
+
+    return _ESCAPED.sub(repl, text).encode("utf-8", "surrogateescape")
+
+
+def _sanitize(value: Any, path: str, escaped: list[str]) -> Any:
+    if isinstance(value, str):
+        if needs_escape(value):
+            if path not in escaped:
+                escaped.append(path)
+            return escape(value)
+        return value
+    if isinstance(value, dict):
+        return {k: _sanitize(v, f"{path}.{k}" if path else k, escaped) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_sanitize(v, path, escaped) for v in value]
+    return value
+
+
+def dumps(doc: dict[str, Any]) -> bytes:
+    """One JSON document, without a newline; never raises for hostile strings."""
+    try:
+        return orjson.dumps(doc)
+    except TypeError:
+        pass
+    escaped: list[str] = []
+    clean = _sanitize(doc, "", escaped)
+    if escaped:
+        clean.setdefault("sentinel", {})["escaped_fields"] = escaped
+    return orjson.dumps(clean, default=str)

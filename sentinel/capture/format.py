@@ -1,0 +1,219 @@
+"""The capture file format: what is on disk, the limits a reader enforces, and the items it yields.
+
+A capture is a stream of msgpack objects (no framing, no index), so a writer only ever appends and a crash
+costs at most the one record being written. The stream is made of *segments*; each starts with a header map
+and continues with records until the next header map or the end of the file::
+
+    header   {"format": "sentinel-capture", "version": 1, "hostname": str, "machine_id": str, "boot_id": str,
+              "kernel": str, "boot_time_ns": int, "created_ns": int, "agent_version": str, "probe_mode": str}
+    event    [1, type, ts_ns, pid, tid, uid, gid, comm, cgroup_id, flags, ret, filename, argv, argc_total,
+              path, dirfd, open_flags, mode, repeat_count, fd, family, address, port, sock_type, child_pid,
+              clone_flags]
+    facts    [2, pid, start_ticks, ppid, comm, exe, cwd, args, uid, gid, tty_nr]
+    fd       [3, pid, fd, path]
+    loss     [4, ts_ns, event_type_name, count]
+    snapshot [5, ts_ns]            end of the /proc bootstrap snapshot (optional)
+    miss     [6, pid]              a /proc read that found no process (replay must forget older facts)
+    realpath [7, path, resolved]   a symlink resolution on the host (exe of a process already gone)
+
+Appending (a restart of the agent) starts a new segment, possibly from another boot: ``ts_ns`` values are
+CLOCK_BOOTTIME of *their* segment's boot, and ``boot_time_ns + ts_ns`` is wall-clock epoch ns.
+
+Strings from monitored processes (comm, filename, argv items, path, address, exe, cwd, args) are msgpack
+**bin**: the UTF-8/surrogateescape encoding of the ``str``, i.e. the bytes the kernel gave, so any byte string
+round-trips exactly. ``exe``/``cwd``/``args`` and the fd ``path`` may be nil (unknown). Facts ``args`` is one
+bin holding every argument followed by a NUL, like ``/proc/<pid>/cmdline`` (``[]`` is an empty bin): a command
+line can have tens of thousands of arguments, more than a reader accepts in one array. Header values and
+the loss type name are msgpack str. Integers must fit msgpack's int64/uint64 range.
+
+Event types a reader does not know (a newer sensor) are skipped and counted, not errors. Anything else that
+does not match the layout above (unknown record kind, wrong length or types, another format or version) is
+corrupt: the reader stops there and reports the byte offset. Layout changes bump ``version``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from sentinel.events import Event
+
+if TYPE_CHECKING:
+    from sentinel.process.facts import ProcFacts
+
+FORMAT = "sentinel-capture"
+VERSION = 1
+
+KIND_EVENT = 1
+KIND_FACTS = 2
+KIND_FD = 3
+KIND_LOSS = 4
+KIND_SNAPSHOT_END = 5
+KIND_FACTS_MISS = 6
+KIND_REALPATH = 7
+
+KIND_NAMES: dict[int, str] = {
+    KIND_EVENT: "event",
+    KIND_FACTS: "facts",
+    KIND_FD: "fd",
+    KIND_LOSS: "loss",
+    KIND_SNAPSHOT_END: "snapshot_end",
+    KIND_FACTS_MISS: "facts_miss",
+    KIND_REALPATH: "realpath",
+}
+
+# Element order of an event record after the kind; it is the on-disk layout, not derived from Event, so that
+# a new Event field cannot change the format silently (a unit test checks both lists agree).
+EVENT_FIELDS: tuple[str, ...] = (
+    "type", "ts_ns", "pid", "tid", "uid", "gid", "comm", "cgroup_id", "flags", "ret", "filename", "argv",
+    "argc_total", "path", "dirfd", "open_flags", "mode", "repeat_count", "fd", "family", "address", "port",
+    "sock_type", "child_pid", "clone_flags",
+)  # fmt: skip
+EVENT_BIN_FIELDS = frozenset({"comm", "filename", "path", "address"})
+EVENT_RECORD_LEN = 1 + len(EVENT_FIELDS)
+
+FACTS_FIELDS: tuple[str, ...] = (
+    "pid", "start_ticks", "ppid", "comm", "exe", "cwd", "args", "uid", "gid", "tty_nr",
+)  # fmt: skip
+FACTS_RECORD_LEN = 1 + len(FACTS_FIELDS)
+
+HEADER_FIELDS: dict[str, type] = {
+    "format": str,
+    "version": int,
+    "hostname": str,
+    "machine_id": str,
+    "boot_id": str,
+    "kernel": str,
+    "boot_time_ns": int,
+    "created_ns": int,
+    "agent_version": str,
+    "probe_mode": str,
+}
+
+# Reader limits. Every record must fit them, and the writer refuses a record that does not, so whatever it
+# writes can be read back. They bound what a hostile file can make the reader allocate: no declared length
+# beyond these is trusted, and at most MAX_CONTAINERS arrays/maps of at most MAX_ARRAY_LEN / MAX_MAP_LEN
+# elements are built per record, so a record of tiny nested containers cannot balloon to gigabytes.
+MAX_RECORD_BYTES = 16 << 20  # whole record; a command line is at most a few MiB
+MAX_STR_LEN = 64 << 10  # msgpack str only appears in headers and loss type names
+MAX_ARRAY_LEN = 4096  # event argv items (the probe captures far fewer)
+MAX_MAP_LEN = 256  # header keys
+MAX_CONTAINERS = 64  # arrays + maps per record
+
+# How strings from monitored processes become bytes; the decoder uses the same pair.
+TEXT_ENCODING = "utf-8"
+TEXT_ERRORS = "surrogateescape"
+
+
+@dataclass(slots=True, frozen=True)
+class CaptureProblem:
+    """Why reading stopped early: where (byte offset of the bad record's first byte) and what."""
+
+    path: str
+    offset: int
+    kind: str  # "truncated", "corrupt", "unsupported", "not-a-capture" or "io"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: at byte {self.offset}: {self.message}"
+
+
+class CaptureError(Exception):
+    """The file cannot be used as a capture at all (not one, empty, unsupported, unreadable, locked)."""
+
+    def __init__(self, problem: CaptureProblem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+@dataclass(slots=True, frozen=True)
+class SegmentStart:
+    """A header map: the records after it, up to the next one, come from this host, boot and agent run."""
+
+    index: int  # 0 for the first segment of the file
+    offset: int  # byte offset of the header in the file
+    header: dict[str, Any]
+
+
+@dataclass(slots=True, frozen=True)
+class FdFact:
+    """Where ``/proc/<pid>/fd/<fd>`` pointed when the live agent looked; ``path`` None if that failed."""
+
+    pid: int
+    fd: int
+    path: str | None
+
+
+@dataclass(slots=True, frozen=True)
+class LossReport:
+    """The sensor lost ``count`` samples of one event type around ``ts_ns``: the replayed stream has a gap."""
+
+    ts_ns: int
+    event_type: str
+    count: int
+
+
+@dataclass(slots=True, frozen=True)
+class SnapshotEnd:
+    """The live agent finished its /proc bootstrap snapshot at ``ts_ns``."""
+
+    ts_ns: int
+
+
+@dataclass(slots=True, frozen=True)
+class FactsMiss:
+    """A live /proc read for ``pid`` found no process; replay must not answer from older facts."""
+
+    pid: int
+
+
+@dataclass(slots=True, frozen=True)
+class RealpathFact:
+    """The live agent resolved ``path`` to ``resolved`` on the host filesystem."""
+
+    path: str
+    resolved: str
+
+
+# What iterating a reader yields; ProcFacts comes from sentinel.process.facts, imported only when needed.
+CaptureItem: TypeAlias = (
+    "SegmentStart | Event | ProcFacts | FdFact | LossReport | SnapshotEnd | FactsMiss | RealpathFact"
+)
+
+
+def header_problem(header: object) -> tuple[str, str] | None:
+    """``(kind, message)`` saying why ``header`` is not a valid version-1 header, or None.
+
+    ``kind`` is "not-a-capture" (not our header at all), "unsupported" (another version) or "corrupt".
+    Extra keys are allowed so that a newer writer can add some without a version bump.
+    """
+    if not isinstance(header, dict):
+        return "not-a-capture", f"expected a capture header map, found {short_repr(header)}"
+    fmt = header.get("format")
+    if fmt != FORMAT:
+        return "not-a-capture", f"format is {short_repr(fmt)}, not {FORMAT!r}"
+    version = header.get("version")
+    if type(version) is not int:
+        return "corrupt", f"header version is {short_repr(version)}, not an integer"
+    if version != VERSION:
+        return "unsupported", f"unsupported capture version {version} (this reader supports {VERSION})"
+    for key, want in HEADER_FIELDS.items():
+        if key not in header:
+            return "corrupt", f"header lacks {key!r}"
+        if type(header[key]) is not want:
+            return "corrupt", f"header {key!r} is {short_repr(header[key])}, expected {want.__name__}"
+    return None
+
+
+def short_repr(value: object) -> str:
+    """A short, safe description of an unexpected value for error messages (never the whole value)."""
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, str | bytes):
+        shown = repr(value[:40]) + ("…" if len(value) > 40 else "")
+        return f"{type(value).__name__} {shown}"
+    if isinstance(value, list | dict):
+        return f"{type(value).__name__} of {len(value)} items"
+    return type(value).__name__

@@ -1,0 +1,70 @@
+"""``--filter`` expressions for ``sentinel events``: quick field tests on the rendered ECS document.
+
+``process.name=bash``, ``file.path^=/etc/``, ``process.command_line~curl``, ``destination.port!=53``. All
+filters must hold. A path that names a list (``process.args``) matches when any element does. Rule conditions
+in the Falco language come with the rule engine; these are for eyeballing the stream.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+_EXPR = re.compile(r"^\s*([A-Za-z@_][\w.@]*)\s*(!=|\^=|\$=|~|=)\s*(.*)$")
+
+
+class FilterError(ValueError):
+    pass
+
+
+@dataclass(slots=True, frozen=True)
+class FieldFilter:
+    path: tuple[str, ...]
+    op: str
+    value: str
+
+    def __call__(self, doc: dict[str, Any]) -> bool:
+        found = _lookup(doc, self.path)
+        values = found if isinstance(found, list) else [found]
+        hit = any(_test(self.op, v, self.value) for v in values if v is not None)
+        return not hit if self.op == "!=" else hit
+
+
+def _lookup(doc: Any, path: tuple[str, ...]) -> Any:
+    cur = doc
+    for key in path:
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(key)
+    return cur
+
+
+def _test(op: str, actual: Any, wanted: str) -> bool:
+    text = str(actual).lower() if isinstance(actual, bool) else str(actual)
+    if op in ("=", "!="):
+        return text == wanted
+    if op == "~":
+        return wanted in text
+    if op == "^=":
+        return text.startswith(wanted)
+    return text.endswith(wanted)
+
+
+def parse_filter(expr: str) -> FieldFilter:
+    m = _EXPR.match(expr)
+    if not m:
+        raise FilterError(
+            f"bad filter {expr!r}: expected FIELD OP VALUE with OP one of = != ~ ^= $= "
+            "(e.g. process.name=bash, file.path^=/etc/)"
+        )
+    path, op, value = m.groups()
+    return FieldFilter(tuple(path.split(".")), op, value.strip())
+
+
+def compile_filters(exprs: list[str]) -> Callable[[dict[str, Any]], bool] | None:
+    filters = [parse_filter(e) for e in exprs]
+    if not filters:
+        return None
+    return lambda doc: all(f(doc) for f in filters)

@@ -1,0 +1,178 @@
+"""Wires an event source (the live sensor or a capture) to the process table and to what consumes events.
+
+Everything after the decoder is the same for live and replayed events: ``EventStream.handle`` enriches an
+event through the process table and hands the rendered document to the output. The live loop adds what
+only the kernel side has: readiness, losses, signals and a duration.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from sentinel.alerts.ecs import EcsRenderer
+from sentinel.alerts.encoding import dumps
+from sentinel.events import Event, EventType
+from sentinel.process.table import ProcessTable
+
+DEFAULT_TYPES = frozenset({EventType.EXEC, EventType.OPEN, EventType.CONNECT})
+TYPE_BY_NAME: dict[str, EventType] = {
+    "exec": EventType.EXEC,
+    "execve": EventType.EXEC,
+    "open": EventType.OPEN,
+    "connect": EventType.CONNECT,
+    "fork": EventType.FORK,
+    "exit": EventType.EXIT,
+    "chdir": EventType.CHDIR,
+}
+
+
+def parse_types(spec: str) -> frozenset[EventType]:
+    """``exec,open`` → event types; ``all`` selects every type."""
+    if spec.strip() == "all":
+        return frozenset(EventType)
+    out: set[EventType] = set()
+    for part in spec.split(","):
+        name = part.strip().lower()
+        if not name:
+            continue
+        if name not in TYPE_BY_NAME:
+            raise ValueError(
+                f"unknown event type {part!r}; choose from {', '.join(sorted(TYPE_BY_NAME))}, all"
+            )
+        out.add(TYPE_BY_NAME[name])
+    return frozenset(out)
+
+
+@dataclass(slots=True)
+class EventStream:
+    """Enrich → render → filter → write, for ``sentinel events`` and ``sentinel replay --events``."""
+
+    table: ProcessTable
+    renderer: EcsRenderer
+    out: IO[bytes]
+    types: frozenset[EventType] = DEFAULT_TYPES
+    keep: Callable[[dict[str, Any]], bool] | None = None
+    written: int = 0
+    filtered: int = 0
+
+    def handle(self, ev: Event) -> None:
+        proc = self.table.apply(ev)
+        if ev.type is EventType.EXEC and ev.ret == 0:
+            self.renderer.exec_generation += 1
+        if ev.type not in self.types:
+            return
+        resolved = None
+        if ev.type is EventType.OPEN or ev.type is EventType.CHDIR:
+            resolved = self.table.resolve_path(proc, ev.dirfd, ev.path) if proc is not None else ev.path
+        doc = self.renderer.event_doc(ev, proc, resolved)
+        if self.keep is not None and not self.keep(doc):
+            self.filtered += 1
+            return
+        self.out.write(dumps(doc) + b"\n")
+        self.written += 1
+
+
+@dataclass(slots=True)
+class StopFlag:
+    """Set by SIGTERM/SIGINT so the loop can drain and flush before exiting."""
+
+    stop: bool = False
+    signals: list[int] = field(default_factory=list)
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        self.stop = True
+        self.signals.append(signum)
+
+
+def run_live(
+    sensor: Any,
+    table: ProcessTable,
+    handle: Callable[[Event], None],
+    log: Any,
+    duration: float | None,
+    flush: Callable[[], None],
+    on_loss: Callable[[int, str, int], None] | None = None,
+    on_ready: Callable[[], None] | None = None,
+    stats_interval: float = 60.0,
+) -> int:
+    """Attach, bootstrap, loop until a signal or the duration, drain. Returns the number of events handled."""
+    stop = StopFlag()
+    stop.install()
+    sensor.start()
+    count = table.bootstrap()
+    if on_ready is not None:
+        on_ready()
+    log.info(
+        "sentinel.ready",
+        tracepoints=len(sensor.attached),
+        stash=sensor.stash_mode,
+        processes=count,
+        wakeup_events=sensor.config.wakeup_events,
+        pages=sensor.config.pages,
+        open_dedup_s=sensor.config.open_dedup_s,
+    )
+    deadline = None if duration is None else time.monotonic() + duration
+    next_stats = time.monotonic() + stats_interval
+    handled = 0
+    try:
+        while not stop.stop:
+            batch = sensor.poll()
+            for ev in batch:
+                handle(ev)
+            handled += len(batch)
+            for name, lost in sensor.take_losses():
+                ts = table_time(batch)
+                log.warning("sentinel.events_lost", buffer=name, lost=lost, total_lost=sensor.lost[name])
+                if on_loss is not None:
+                    on_loss(ts, name, lost)
+            flush()
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            if now >= next_stats:
+                next_stats = now + stats_interval
+                log.info("sentinel.stats", **live_stats(sensor, table, handled))
+        for ev in sensor.drain():
+            handle(ev)
+            handled += 1
+        flush()
+    finally:
+        stats = live_stats(sensor, table, handled)
+        sensor.close()
+        log.info("sentinel.stopped", signal=stop.signals[0] if stop.signals else None, **stats)
+    return handled
+
+
+def table_time(batch: list[Event]) -> int:
+    return batch[-1].ts_ns if batch else time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+def live_stats(sensor: Any, table: ProcessTable, handled: int) -> dict[str, Any]:
+    kernel = sensor.kernel_stats() if sensor.bpf is not None else {}
+    tstats = table.stats
+    return {
+        "events_handled": handled,
+        "received": dict(sensor.received),
+        "lost": dict(sensor.lost),
+        "decode_errors": sensor.decode_errors,
+        "kernel": kernel,
+        "process_table": {k: getattr(tstats, k) for k in tstats.__slots__},
+    }
+
+
+def write_lines(out: IO[bytes], docs: Iterable[dict[str, Any]]) -> None:
+    for doc in docs:
+        out.write(dumps(doc) + b"\n")
+
+
+def stdout_binary() -> IO[bytes]:
+    return sys.stdout.buffer

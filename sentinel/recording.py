@@ -1,0 +1,72 @@
+"""Replay a capture through the same pipeline as live events.
+
+A capture holds, in order, what the live agent saw: the /proc facts it read while bootstrapping and while
+enriching, fd and symlink lookups, events and losses. Feeding the facts to a :class:`ReplayFacts` before the
+events that needed them makes the process table give the same answers it gave live, without touching /proc.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sentinel.capture import (
+    CaptureProblem,
+    CaptureReader,
+    FactsMiss,
+    FdFact,
+    LossReport,
+    RealpathFact,
+    SegmentStart,
+    SnapshotEnd,
+)
+from sentinel.events import Event
+from sentinel.host import HostInfo
+from sentinel.log import get_logger
+from sentinel.process.facts import ProcFacts, ReplayFacts
+from sentinel.process.table import ProcessTable
+
+
+def replay_events(path: str, make_stream: Callable[[HostInfo, ProcessTable], Any]) -> CaptureProblem | None:
+    """Drive ``make_stream(host, table).handle`` with every event of every segment of the capture.
+
+    Returns the problem that stopped reading early (truncated or corrupt tail), after everything readable
+    was handled; raises ``CaptureError`` when the file is not a capture at all.
+    """
+    log = get_logger()
+    facts = ReplayFacts()
+    table: ProcessTable | None = None
+    stream: Any = None
+    bootstrapped = False
+    with CaptureReader(path) as reader:
+        for item in reader:
+            if isinstance(item, Event):
+                if table is None:  # pragma: no cover - the reader always starts with a segment
+                    continue
+                if not bootstrapped:
+                    table.bootstrap()
+                    bootstrapped = True
+                stream.handle(item)
+            elif isinstance(item, ProcFacts):
+                facts.feed(item)
+            elif isinstance(item, FactsMiss):
+                facts.forget(item.pid)
+            elif isinstance(item, FdFact):
+                facts.feed_fd(item.pid, item.fd, item.path)
+            elif isinstance(item, RealpathFact):
+                facts.feed_realpath(item.path, item.resolved)
+            elif isinstance(item, SnapshotEnd):
+                if table is not None and not bootstrapped:
+                    table.bootstrap()
+                    bootstrapped = True
+            elif isinstance(item, SegmentStart):
+                # A new recording session (possibly after a reboot): fresh host identity and process state.
+                host = HostInfo.from_dict(item.header)
+                facts = ReplayFacts()
+                table = ProcessTable(boot_id=host.boot_id, facts=facts)
+                stream = make_stream(host, table)
+                bootstrapped = False
+            elif isinstance(item, LossReport):
+                log.warning("sentinel.events_lost", buffer=item.event_type, lost=item.count, ts_ns=item.ts_ns,
+                            source="capture")
+        return reader.problem
