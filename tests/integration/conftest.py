@@ -1,0 +1,137 @@
+"""Real-kernel fixtures: one `sentinel events` agent for the session, and helpers to find its documents.
+
+These tests never skip: without root or with probes that fail to load, they fail and say why, because a
+green run that tested nothing would hide a broken sensor.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+HELPERS = Path(__file__).resolve().parent / "helpers"
+READY_TIMEOUT = 60.0
+
+
+def sentinel_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sentinel.cli", *args]
+
+
+class Agent:
+    """A running `sentinel events` process whose stdout documents are collected by a thread."""
+
+    def __init__(self, *args: str) -> None:
+        if os.geteuid() != 0:
+            pytest.fail("kernel tests need root: run the suite with scripts/run-tests.sh as root")
+        self.proc = subprocess.Popen(
+            sentinel_cmd("events", "--types", "all", *args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+        )
+        self.docs: list[dict[str, Any]] = []
+        self.diagnostics: list[dict[str, Any]] = []
+        self.bad_lines: list[bytes] = []
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        if not self._ready.wait(READY_TIMEOUT) or self.proc.poll() is not None:
+            self.proc.kill()
+            diag = "\n".join(orjson.dumps(d).decode() for d in self.diagnostics[-20:])
+            pytest.fail(f"sentinel events did not become ready (probes failed to load?):\n{diag}")
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                doc = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                self.bad_lines.append(line)
+                continue
+            with self._lock:
+                self.docs.append(doc)
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                rec = {"event": "non-json-stderr", "line": line.decode(errors="replace")}
+            self.diagnostics.append(rec)
+            if rec.get("event") == "sentinel.ready":
+                self._ready.set()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.docs)
+
+    def wait_for(
+        self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0, count: int = 1, what: str = ""
+    ) -> list[dict[str, Any]]:
+        """Documents matching ``pred``, waiting until ``count`` of them arrived."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [d for d in self.snapshot() if pred(d)]
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                pytest.fail(f"no event matching {what or pred} within {timeout}s ({len(self.docs)} seen)")
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        try:
+            return self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return -9
+
+
+@pytest.fixture(scope="session")
+def agent() -> Iterator[Agent]:
+    a = Agent("--open-dedup", "0")
+    yield a
+    rc = a.stop()
+    assert rc == 0, f"agent exited with {rc}"
+    assert not a.bad_lines, f"agent wrote lines that are not JSON: {a.bad_lines[:3]}"
+
+
+@pytest.fixture(scope="session")
+def helper_bin(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], str]:
+    """Compile a helper C program from tests/integration/helpers once per session."""
+    out_dir = tmp_path_factory.mktemp("helpers")
+    built: dict[str, str] = {}
+
+    def build(name: str) -> str:
+        if name not in built:
+            cc = shutil.which("cc") or shutil.which("gcc")
+            if cc is None:
+                pytest.fail("no C compiler: scripts/setup.sh installs gcc")
+            target = out_dir / name
+            subprocess.run([cc, "-O1", "-o", str(target), str(HELPERS / f"{name}.c")], check=True)
+            built[name] = str(target)
+        return built[name]
+
+    return build
+
+
+def get(doc: dict[str, Any], dotted: str) -> Any:
+    cur: Any = doc
+    for key in dotted.split("."):
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(key)
+    return cur
