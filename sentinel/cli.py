@@ -157,7 +157,7 @@ def _sensor_config(args: argparse.Namespace) -> Any:
         if args.pages & (args.pages - 1):
             raise SystemExit(f"sentinel: --pages must be a power of two, not {args.pages}")
         scale = args.pages / cfg.pages["open"]
-        cfg.pages = {k: max(8, int(v * scale)) for k, v in cfg.pages.items()}
+        cfg.pages = {k: max(1, int(v * scale)) for k, v in cfg.pages.items()}
     return cfg
 
 

@@ -120,13 +120,13 @@ class EcsRenderer:
             return {
                 "pid": ev.pid,
                 "name": ev.comm,
-                "thread": {"id": ev.tid},
+                "thread": {"id": ev.tid, "name": ev.comm},
                 "user": {"id": str(ev.uid)},
                 "group": {"id": str(ev.gid)},
             }
         block, _ = self._cached(proc)
         block = dict(block)
-        block["thread"] = {"id": ev.tid}
+        block["thread"] = {"id": ev.tid, "name": ev.comm}  # the comm at the event (threads rename themselves)
         return block
 
     def ancestry(self, proc: Process | None) -> list[dict[str, Any]]:

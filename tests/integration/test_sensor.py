@@ -5,10 +5,12 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -278,3 +280,50 @@ def test_every_line_is_json_and_ready_was_logged(agent: Agent) -> None:
     assert ready and ready[0]["tracepoints"] >= 20
     starting = [d for d in agent.diagnostics if d.get("event") == "sentinel.starting"]
     assert starting and starting[0]["headers_mode"] in {"matching", "substitute"}
+
+
+def test_hostile_path_bytes_and_control_characters(agent: Agent, tmp_path: Path) -> None:
+    name = b"evil\xff\xfe\nline\x1b[31m\\x41" + marker().encode()
+    target = os.fsencode(tmp_path) + b"/" + name
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.close(fd)
+    doc = agent.wait_for(
+        lambda d: get(d, "event.action") == "open" and marker_in_path(d, name), what="hostile open"
+    )[0]
+    assert unescape(get(doc, "file.path")) == target
+    assert "file.path" in get(doc, "sentinel.escaped_fields")
+
+
+def marker_in_path(doc: dict[str, Any], name: bytes) -> bool:
+    path = get(doc, "file.path")
+    return (
+        isinstance(path, str)
+        and "file.path" in (get(doc, "sentinel.escaped_fields") or [])
+        and unescape(path).endswith(name)
+    )
+
+
+def test_losses_are_counted_and_reported() -> None:
+    """Stop a small-buffer agent, flood it, resume it: the kernel drops samples and the agent says so."""
+    lossy = Agent("--pages", "8", "--types", "open", "--open-dedup", "0")
+    try:
+        lossy.proc.send_signal(signal.SIGSTOP)
+        try:
+            script = (
+                "import os\nfor i in range(20000):\n    try: os.open(f'/nonexistent-loss/{i}', 0)\n"
+                "    except OSError: pass\n"
+            )
+            subprocess.run([sys.executable, "-c", script], check=True)
+        finally:
+            lossy.proc.send_signal(signal.SIGCONT)
+        deadline = 50
+        while deadline and not [d for d in lossy.diagnostics if d.get("event") == "sentinel.events_lost"]:
+            time.sleep(0.1)
+            deadline -= 1
+    finally:
+        assert lossy.stop() == 0
+    lost = [d for d in lossy.diagnostics if d.get("event") == "sentinel.events_lost"]
+    assert lost and lost[0]["buffer"] == "open" and lost[0]["lost"] > 0
+    stopped = [d for d in lossy.diagnostics if d.get("event") == "sentinel.stopped"][-1]
+    assert stopped["lost"]["open"] == sum(d["lost"] for d in lost)
+    assert stopped["received"]["open"] + stopped["lost"]["open"] >= 20000
