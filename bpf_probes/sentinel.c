@@ -554,7 +554,7 @@ static __always_inline int open_exit(void *ctx, long ret) {
         size = sizeof(struct open_event);
     barrier_var(size);
     if (events_open.perf_submit(ctx, e, size) < 0)
-        count(st.type == EVT_CHDIR ? STAT_SUBMIT_FAIL_PROC : STAT_SUBMIT_FAIL_OPEN);
+        count(STAT_SUBMIT_FAIL_OPEN);  /* chdir shares the open buffer */
     return 0;
 }
 

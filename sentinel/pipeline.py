@@ -67,8 +67,13 @@ class EventStream:
         if ev.type not in self.types:
             return
         resolved = None
-        if ev.type is EventType.OPEN or ev.type is EventType.CHDIR:
+        if ev.type is EventType.OPEN:
             resolved = self.table.resolve_path(proc, ev.dirfd, ev.path) if proc is not None else ev.path
+        elif ev.type is EventType.CHDIR and proc is not None:
+            if ev.ret == 0 and proc.cwd:
+                resolved = proc.cwd  # apply() already moved the cwd: resolving again would apply it twice
+            else:
+                resolved = self.table.resolve_path(proc, ev.dirfd, ev.path)
         doc = self.renderer.event_doc(ev, proc, resolved)
         if self.keep is not None and not self.keep(doc):
             self.filtered += 1
@@ -122,20 +127,27 @@ def run_live(
     )
     deadline = None if duration is None else time.monotonic() + duration
     next_stats = time.monotonic() + stats_interval
+    next_kernel_read = 0.0
     handled = 0
+
+    def report_losses(read_kernel: bool, ts_ns: int) -> None:
+        for name, lost in sensor.take_losses(read_kernel):
+            log.warning("sentinel.events_lost", buffer=name, lost=lost, total_lost=sensor.lost[name])
+            if on_loss is not None:
+                on_loss(ts_ns, name, lost)
+
     try:
         while not stop.stop:
             batch = sensor.poll()
             for ev in batch:
                 handle(ev)
             handled += len(batch)
-            for name, lost in sensor.take_losses():
-                ts = table_time(batch)
-                log.warning("sentinel.events_lost", buffer=name, lost=lost, total_lost=sensor.lost[name])
-                if on_loss is not None:
-                    on_loss(ts, name, lost)
-            flush()
             now = time.monotonic()
+            read_kernel = now >= next_kernel_read
+            if read_kernel:
+                next_kernel_read = now + 1.0  # the probes' counters: a few map reads, once a second
+            report_losses(read_kernel, event_time(batch))
+            flush()
             if deadline is not None and now >= deadline:
                 break
             if now >= next_stats:
@@ -144,6 +156,7 @@ def run_live(
         for ev in sensor.drain():
             handle(ev)
             handled += 1
+        report_losses(True, event_time([]))
         flush()
     finally:
         stats = live_stats(sensor, table, handled)
@@ -152,7 +165,8 @@ def run_live(
     return handled
 
 
-def table_time(batch: list[Event]) -> int:
+def event_time(batch: list[Event]) -> int:
+    """Kernel time to attach to a loss: the newest event handled, or now."""
     return batch[-1].ts_ns if batch else time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
@@ -163,6 +177,7 @@ def live_stats(sensor: Any, table: ProcessTable, handled: int) -> dict[str, Any]
         "events_handled": handled,
         "received": dict(sensor.received),
         "lost": dict(sensor.lost),
+        "perf_lost": dict(sensor.perf_lost),
         "decode_errors": sensor.decode_errors,
         "kernel": kernel,
         "process_table": {k: getattr(tstats, k) for k in tstats.__slots__},

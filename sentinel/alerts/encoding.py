@@ -4,7 +4,9 @@ Strings from monitored processes are ``surrogateescape``-decoded, so bytes that 
 surrogates, which JSON cannot carry. The fast path hands the document to orjson as is; only when that fails
 is it rewritten: in each string that is not valid UTF-8, ``\\`` becomes ``\\\\`` and each undecodable byte
 ``\\xNN``, and the field's dotted name is listed under ``sentinel.escaped_fields`` so the original bytes can
-be recovered exactly (``unescape``). Control characters and newlines are escaped by JSON itself.
+be recovered exactly (``unescape``). Every string under a listed name is escaped, clean or not (list
+elements and paths repeated in a list of objects included), so ``unescape`` is right for each of them.
+Control characters and newlines are escaped by JSON itself.
 """
 
 from __future__ import annotations
@@ -49,17 +51,34 @@ def unescape(text: str) -> bytes:
     return _ESCAPED.sub(repl, text).encode("utf-8", "surrogateescape")
 
 
-def _sanitize(value: Any, path: str, escaped: list[str]) -> Any:
+def _dirty_paths(value: Any, path: str, found: set[str]) -> None:
+    """Dotted paths holding at least one string (or key) that is not valid UTF-8."""
     if isinstance(value, str):
         if needs_escape(value):
-            if path not in escaped:
-                escaped.append(path)
-            return escape(value)
-        return value
+            found.add(path)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            key = k if isinstance(k, str) else str(k)
+            if needs_escape(key):
+                found.add(f"{path}.{escape(key)}" if path else escape(key))
+            _dirty_paths(v, f"{path}.{escape(key)}" if path else escape(key), found)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _dirty_paths(v, path, found)
+
+
+def _rewrite(value: Any, path: str, dirty: set[str]) -> Any:
+    """Escape every string under a dirty path, clean or not, so ``unescape`` is right for all of them."""
+    if isinstance(value, str):
+        return escape(value) if path in dirty else value
     if isinstance(value, dict):
-        return {k: _sanitize(v, f"{path}.{k}" if path else k, escaped) for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            key = escape(k if isinstance(k, str) else str(k))
+            out[key] = _rewrite(v, f"{path}.{key}" if path else key, dirty)
+        return out
     if isinstance(value, (list, tuple)):
-        return [_sanitize(v, path, escaped) for v in value]
+        return [_rewrite(v, path, dirty) for v in value]
     return value
 
 
@@ -69,8 +88,12 @@ def dumps(doc: dict[str, Any]) -> bytes:
         return orjson.dumps(doc)
     except TypeError:
         pass
-    escaped: list[str] = []
-    clean = _sanitize(doc, "", escaped)
-    if escaped:
-        clean.setdefault("sentinel", {})["escaped_fields"] = escaped
+    dirty: set[str] = set()
+    _dirty_paths(doc, "", dirty)
+    clean = _rewrite(doc, "", dirty)
+    if dirty:
+        sentinel = clean.get("sentinel")
+        if not isinstance(sentinel, dict):
+            sentinel = clean["sentinel"] = {}
+        sentinel["escaped_fields"] = sorted(dirty)
     return orjson.dumps(clean, default=str)

@@ -9,6 +9,7 @@ table sees exactly what it saw live and never touches the replaying host's ``/pr
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -145,6 +146,11 @@ class FactSource(Protocol):
     def realpath(self, path: str) -> str: ...
 
 
+# Exec storms resolve the same few executables over and over; symlinks under /usr rarely change.
+REALPATH_CACHE_S = 5.0
+REALPATH_CACHE_SIZE = 4096
+
+
 class LiveFacts:
     """Reads ``/proc`` and reports what it read, so a recording can replay exactly what the table saw.
 
@@ -152,7 +158,7 @@ class LiveFacts:
     every fd lookup (``None`` when it failed): replay must not answer from older facts where live had none.
     """
 
-    __slots__ = ("on_facts", "on_fd", "on_miss", "on_realpath", "proc_root")
+    __slots__ = ("_realpaths", "on_facts", "on_fd", "on_miss", "on_realpath", "proc_root")
 
     def __init__(
         self,
@@ -167,6 +173,7 @@ class LiveFacts:
         self.on_fd = on_fd
         self.on_miss = on_miss
         self.on_realpath = on_realpath
+        self._realpaths: dict[str, tuple[str, float]] = {}  # path -> (resolved, valid until)
 
     def read(self, pid: int) -> ProcFacts | None:
         facts = read_proc_facts(pid, self.proc_root)
@@ -196,10 +203,18 @@ class LiveFacts:
     def realpath(self, path: str) -> str:
         """Symlinks resolved on this host's filesystem: the exe of a process that exited before /proc could
         be read is still reported as the kernel would (``/bin/sh`` → ``/usr/bin/dash``)."""
-        try:
-            resolved = os.path.realpath(path, strict=True)
-        except (OSError, ValueError):
-            resolved = path
+        now = time.monotonic()
+        hit = self._realpaths.get(path)
+        if hit is not None and hit[1] > now:
+            resolved = hit[0]
+        else:
+            try:
+                resolved = os.path.realpath(path, strict=True)
+            except (OSError, ValueError):
+                resolved = path
+            if len(self._realpaths) >= REALPATH_CACHE_SIZE:
+                self._realpaths.clear()
+            self._realpaths[path] = (resolved, now + REALPATH_CACHE_S)
         if self.on_realpath is not None:
             self.on_realpath(path, resolved)
         return resolved

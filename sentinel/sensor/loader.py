@@ -75,12 +75,13 @@ class Sensor:
     def __init__(self, config: SensorConfig | None = None) -> None:
         self.config = config or SensorConfig()
         self.bpf: Any = None
-        self.lost: dict[str, int] = dict.fromkeys(BUFFERS, 0)
+        self.perf_lost: dict[str, int] = dict.fromkeys(BUFFERS, 0)  # from lost_cb (PERF_RECORD_LOST)
+        self.submit_failed: dict[str, int] = dict.fromkeys(BUFFERS, 0)  # from the probes' own counters
+        self.lost: dict[str, int] = dict.fromkeys(BUFFERS, 0)  # reported so far: the larger of the two
         self.received: dict[str, int] = dict.fromkeys(BUFFERS, 0)
         self.decode_errors = 0
         self._raw: list[bytes] = []
         self._held: list[Event] = []
-        self._lost_pending: list[tuple[str, int]] = []
         self.attached: list[str] = []
         self.stash_mode = ""
 
@@ -129,14 +130,27 @@ class Sensor:
 
     def _lost_callback(self, name: str) -> Callable[[int], None]:
         def lost(count: int) -> None:
-            self.lost[name] += count
-            self._lost_pending.append((name, count))
+            self.perf_lost[name] += count
 
         return lost
 
-    def take_losses(self) -> list[tuple[str, int]]:
-        """Losses reported since the last call (buffer name, samples)."""
-        out, self._lost_pending = self._lost_pending, []
+    def take_losses(self, read_kernel: bool = True) -> list[tuple[str, int]]:
+        """Samples lost since the last call, per buffer.
+
+        Two views of the same drops: the probes count every failed ``perf_submit`` at once, while the perf
+        ring reports a PERF_RECORD_LOST only when the next sample fits (on a quiet CPU, maybe much later).
+        Losses are the larger of the two running totals, so nothing is missed or counted twice.
+        """
+        if read_kernel and self.bpf is not None:
+            stats = self.kernel_stats()
+            for name in BUFFERS:
+                self.submit_failed[name] = stats.get(f"submit_failed_{name}", 0)
+        out = []
+        for name in BUFFERS:
+            total = max(self.perf_lost[name], self.submit_failed[name])
+            if total > self.lost[name]:
+                out.append((name, total - self.lost[name]))
+                self.lost[name] = total
         return out
 
     def poll(self, timeout_ms: int | None = None) -> list[Event]:
