@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-_EXPR = re.compile(r"^\s*([A-Za-z@_][\w.@]*)\s*(!=|\^=|\$=|~|=)\s*(.*)$")
+_EXPR = re.compile(r"^\s*([A-Za-z@_][\w.@]*)\s*(!=|==|\^=|\$=|~|=)\s*(.*)$")
 
 
 class FilterError(ValueError):
@@ -33,11 +33,15 @@ class FieldFilter:
 
 
 def _lookup(doc: Any, path: tuple[str, ...]) -> Any:
+    """The value at ``path``; through a list of objects (``sentinel.ancestors.pid``), a list of values."""
     cur = doc
     for key in path:
-        if not isinstance(cur, dict):
+        if isinstance(cur, list):
+            cur = [item.get(key) for item in cur if isinstance(item, dict)]
+        elif isinstance(cur, dict):
+            cur = cur.get(key)
+        else:
             return None
-        cur = cur.get(key)
     return cur
 
 
@@ -60,7 +64,7 @@ def parse_filter(expr: str) -> FieldFilter:
             "(e.g. process.name=bash, file.path^=/etc/)"
         )
     path, op, value = m.groups()
-    return FieldFilter(tuple(path.split(".")), op, value.strip())
+    return FieldFilter(tuple(path.split(".")), "=" if op == "==" else op, value.strip())
 
 
 def compile_filters(exprs: list[str]) -> Callable[[dict[str, Any]], bool] | None:

@@ -33,7 +33,7 @@ TYPE_BY_NAME: dict[str, EventType] = {
 
 def parse_types(spec: str) -> frozenset[EventType]:
     """``exec,open`` → event types; ``all`` selects every type."""
-    if spec.strip() == "all":
+    if spec.strip().lower() == "all":
         return frozenset(EventType)
     out: set[EventType] = set()
     for part in spec.split(","):
@@ -45,6 +45,8 @@ def parse_types(spec: str) -> frozenset[EventType]:
                 f"unknown event type {part!r}; choose from {', '.join(sorted(TYPE_BY_NAME))}, all"
             )
         out.add(TYPE_BY_NAME[name])
+    if not out:
+        raise ValueError("no event types given")
     return frozenset(out)
 
 
@@ -61,6 +63,9 @@ class EventStream:
     filtered: int = 0
 
     def handle(self, ev: Event) -> None:
+        if ev.type is EventType.CHDIR:
+            before = self.table.get(ev.pid)
+            cwd_before = before.cwd if before is not None else None
         proc = self.table.apply(ev)
         if ev.type is EventType.EXEC and ev.ret == 0:
             self.renderer.exec_generation += 1
@@ -70,10 +75,11 @@ class EventStream:
         if ev.type is EventType.OPEN:
             resolved = self.table.resolve_path(proc, ev.dirfd, ev.path) if proc is not None else ev.path
         elif ev.type is EventType.CHDIR and proc is not None:
-            if ev.ret == 0 and proc.cwd:
-                resolved = proc.cwd  # apply() already moved the cwd: resolving again would apply it twice
-            else:
+            if ev.ret != 0:
                 resolved = self.table.resolve_path(proc, ev.dirfd, ev.path)
+            elif ev.path or proc.cwd != cwd_before:
+                resolved = proc.cwd  # apply() already moved the cwd: resolving again would apply it twice
+            # else: an fchdir to a directory the table could not learn: say nothing rather than the old cwd
         doc = self.renderer.event_doc(ev, proc, resolved)
         if self.keep is not None and not self.keep(doc):
             self.filtered += 1

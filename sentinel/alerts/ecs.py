@@ -109,7 +109,7 @@ class EcsRenderer:
             self._ts_cache[secs] = prefix
         return f"{prefix}{ns:09d}Z"
 
-    def new_id(self) -> str:
+    def new_id(self) -> tuple[str, int]:
         """Unique per document: a random per-run prefix and a counter, in UUID form (cheaper than uuid4)."""
         n = next(self._seq)
         p = self._id_prefix
@@ -235,7 +235,9 @@ class EcsRenderer:
                 types.append("creation")
             event.update(category=["file"], type=types, action="open")
             directory, _, name = path.rpartition("/")
-            doc["file"] = {"path": path, "name": name, "directory": directory or "/"}
+            # An unresolved relative path (cwd unknown) has no directory we can name.
+            absolute = path[:1] == "/"
+            doc["file"] = {"path": path, "name": name, "directory": (directory or "/") if absolute else None}
             if ev.open_flags & O_CREAT:
                 doc["file"]["mode"] = f"{stat.S_IMODE(ev.mode):04o}"
             detail.update(raw_path=ev.path, flags=open_flag_names(ev.open_flags), dirfd=ev.dirfd)

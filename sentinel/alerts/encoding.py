@@ -60,8 +60,9 @@ def _dirty_paths(value: Any, path: str, found: set[str]) -> None:
         for k, v in value.items():
             key = k if isinstance(k, str) else str(k)
             if needs_escape(key):
-                found.add(f"{path}.{escape(key)}" if path else escape(key))
-            _dirty_paths(v, f"{path}.{escape(key)}" if path else escape(key), found)
+                key = escape(key)
+                found.add(f"{path}.{key}" if path else key)
+            _dirty_paths(v, f"{path}.{key}" if path else key, found)
     elif isinstance(value, (list, tuple)):
         for v in value:
             _dirty_paths(v, path, found)
@@ -74,7 +75,9 @@ def _rewrite(value: Any, path: str, dirty: set[str]) -> Any:
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            key = escape(k if isinstance(k, str) else str(k))
+            key = k if isinstance(k, str) else str(k)
+            if needs_escape(key):
+                key = escape(key)
             out[key] = _rewrite(v, f"{path}.{key}" if path else key, dirty)
         return out
     if isinstance(value, (list, tuple)):
