@@ -25,8 +25,9 @@ MODDIR="/lib/modules/$KREL"
 START=$SECONDS
 
 export DEBIAN_FRONTEND=noninteractive
+# curl, git and logrotate are not needed by the agent: the end-to-end tests drive them as real workloads.
 PACKAGES=(python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip bpftool iproute2 gcc libc6-dev
-    ca-certificates)
+    ca-certificates curl git logrotate)
 
 # --- distro packages ----------------------------------------------------------------------------------------
 

@@ -221,17 +221,26 @@ def _run_sensor(
     return EXIT_OK
 
 
-def cmd_events(args: argparse.Namespace) -> int:
-    from sentinel.alerts.ecs import EcsRenderer
+def _stream_options(args: argparse.Namespace, command: str) -> tuple[Any, Any] | None:
+    """``--types`` and ``--filter`` checked before anything is set up; None (after saying why) if invalid."""
     from sentinel.filters import FilterError, compile_filters
-    from sentinel.pipeline import EventStream, parse_types
+    from sentinel.pipeline import parse_types
 
     try:
-        types = parse_types(args.types)
-        keep = compile_filters(args.filter)
+        return parse_types(args.types), compile_filters(args.filter)
     except (ValueError, FilterError) as exc:
-        print(f"sentinel events: {exc}", file=sys.stderr)
+        print(f"sentinel {command}: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from sentinel.alerts.ecs import EcsRenderer
+    from sentinel.pipeline import EventStream
+
+    options = _stream_options(args, "events")
+    if options is None:
         return EXIT_USAGE
+    types, keep = options
     host, table, sensor = _live_setup(args)
     out = sys.stdout.buffer
     stream = EventStream(table, EcsRenderer(host), out, types, keep)
@@ -280,8 +289,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from sentinel.alerts.ecs import EcsRenderer
     from sentinel.capture import CaptureError
-    from sentinel.filters import FilterError, compile_filters
-    from sentinel.pipeline import EventStream, parse_types
+    from sentinel.pipeline import EventStream
     from sentinel.recording import replay_events
 
     if not args.events:
@@ -290,12 +298,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    try:
-        types = parse_types(args.types)
-        keep = compile_filters(args.filter)
-    except (ValueError, FilterError) as exc:
-        print(f"sentinel replay: {exc}", file=sys.stderr)
+    options = _stream_options(args, "replay")
+    if options is None:
         return EXIT_USAGE
+    types, keep = options
     out = sys.stdout.buffer
 
     def make_stream(host: Any, table: Any) -> Any:
