@@ -3,5 +3,5 @@
 set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$REPO_ROOT/scripts/setup.sh"
-# `sentinel run` (the full pipeline) arrives with a later issue; until then stream decoded events.
-exec "$REPO_ROOT/.venv/bin/sentinel" events "$@"
+# The agent: the shipped rules (unless --rules is given), alerts as ECS JSON lines on stdout.
+exec "$REPO_ROOT/.venv/bin/sentinel" run "$@"

@@ -113,9 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
         "would have printed.",
     )
     rep.add_argument("file", metavar="FILE")
-    rep.add_argument("--events", action="store_true", help="print the events as ECS JSON lines")
+    rep.add_argument(
+        "--events", action="store_true", help="print the events as ECS JSON lines instead of detecting"
+    )
     rep.add_argument("--types", default="exec,open,connect", metavar="LIST", help="as for `sentinel events`")
     rep.add_argument("--filter", action="append", default=[], metavar="EXPR", help="as for `sentinel events`")
+    _detection_args(rep)
+    _add_run_parser(sub)
+
+    _add_rules_parsers(sub)
 
     doc = sub.add_parser(
         "doctor",
@@ -137,7 +143,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sentinel import log
 
     log.configure(args.log_level)
-    handler = {"events": cmd_events, "record": cmd_record, "replay": cmd_replay, "doctor": cmd_doctor}
+    handler = {
+        "run": cmd_run,
+        "events": cmd_events,
+        "record": cmd_record,
+        "replay": cmd_replay,
+        "doctor": cmd_doctor,
+        "rules": _cmd_rules,
+        "fields": cmd_fields,
+    }
     try:
         return handler[args.command](args)
     except BrokenPipeError:
@@ -203,6 +217,7 @@ def _run_sensor(
     sensor: Any,
     on_loss: Any = None,
     on_ready: Any = None,
+    on_tick: Any = None,
 ) -> int:
     from sentinel import log as logmod
     from sentinel.pipeline import run_live
@@ -214,7 +229,17 @@ def _run_sensor(
         return EXIT_FAIL
     log.info("sentinel.starting", version=__version__, host=host.hostname, **_mode_fields())
     try:
-        run_live(sensor, table, handle, log, args.duration, flush, on_loss=on_loss, on_ready=on_ready)
+        run_live(
+            sensor,
+            table,
+            handle,
+            log,
+            args.duration,
+            flush,
+            on_loss=on_loss,
+            on_ready=on_ready,
+            on_tick=on_tick,
+        )
     except (SensorError, EnvironmentProblem) as exc:
         log.error("sentinel.sensor_failed", problem=str(exc), fix="run `sentinel doctor` for details")
         return EXIT_FAIL
@@ -293,11 +318,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from sentinel.recording import replay_events
 
     if not args.events:
-        print(
-            "sentinel replay: give --events (rule detection on captures arrives with the rule engine)",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+        return _replay_detect(args)
     options = _stream_options(args, "replay")
     if options is None:
         return EXIT_USAGE
@@ -319,10 +340,332 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------------- detection: run, replay
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _detection_args(p: argparse.ArgumentParser) -> None:
+    """Rules, alert format and outputs, for `run` and `replay` (defaults: --config, then ours)."""
+    g = p.add_argument_group("detection")
+    g.add_argument(
+        "--rules",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="rules file or directory, in load order (repeatable; default: the shipped rules)",
+    )
+    g.add_argument("--format", choices=["ecs", "falco"], default=None, help="alert format (default ecs)")
+    g.add_argument(
+        "--output",
+        action="append",
+        default=None,
+        metavar="SINK",
+        help="stdout or file:PATH (NDJSON appended, mode 0600); repeatable (default stdout)",
+    )
+    g.add_argument("--config", metavar="FILE", help="YAML configuration; command-line flags override it")
+    g.add_argument(
+        "--aggregation-window",
+        type=_non_negative_float,
+        default=None,
+        metavar="S",
+        help="count repeats of a rule for one process lineage within S seconds into one summary alert "
+        "(default 60; 0 = every alert on its own)",
+    )
+
+
+def _add_run_parser(sub: Any) -> None:
+    run = sub.add_parser(
+        "run",
+        help="the agent: match every event against the rules and write alerts",
+        description="Load and validate the rules, attach the probes and write one alert per line "
+        "(ECS JSON by default) for every rule an event matches. SIGHUP reloads the rules; "
+        "SIGINT/SIGTERM stop cleanly. Needs root.",
+    )
+    _detection_args(run)
+    _sensor_args(run)
+    run.set_defaults(wakeup_events=None, open_dedup=None)  # None = not given: the config file decides
+
+
+def _detection_settings(args: argparse.Namespace, command: str) -> Any:
+    """The config file (if any) with the command-line flags over it; None after printing a located error."""
+    from sentinel.config import Config, ConfigError, load_config
+    from sentinel.detect import find_rules_dir
+    from sentinel.sinks import OutputSpecError, parse_output
+
+    try:
+        cfg = load_config(args.config) if args.config else Config()
+    except ConfigError as exc:
+        print(f"sentinel {command}: {exc}", file=sys.stderr)
+        return None
+    if args.rules:
+        cfg.rules = list(args.rules)
+    if args.format:
+        cfg.format = args.format
+    if args.output:
+        try:
+            for spec in args.output:
+                parse_output(spec)
+        except OutputSpecError as exc:
+            print(f"sentinel {command}: --output {exc}", file=sys.stderr)
+            return None
+        cfg.output = list(args.output)
+    if args.aggregation_window is not None:
+        cfg.aggregation_window_s = args.aggregation_window
+    if getattr(args, "wakeup_events", None) is not None:
+        cfg.wakeup_events = args.wakeup_events
+    if getattr(args, "pages", None) is not None:
+        cfg.pages = args.pages
+    if getattr(args, "open_dedup", None) is not None:
+        cfg.open_dedup_s = args.open_dedup
+    if cfg.rules is None:
+        shipped = find_rules_dir()
+        if shipped is None:
+            print(
+                f"sentinel {command}: no rules directory found (looked for rules/ next to the package and "
+                "/usr/share/sentinel/rules); give --rules PATH",
+                file=sys.stderr,
+            )
+            return None
+        cfg.rules = [str(shipped)]
+    return cfg
+
+
+def _load_rules_or_report(paths: list[str], command: str) -> Any:
+    """Load and validate the rules; None after printing every located error (nothing else is touched)."""
+    from sentinel.detect import load_ruleset
+
+    outcome = load_ruleset(paths)
+    if outcome.ruleset is None:
+        print(f"sentinel {command}: invalid rules, nothing started:", file=sys.stderr)
+        for text in outcome.errors:
+            print(text, file=sys.stderr)
+        return None
+    return outcome
+
+
+def _rules_loaded_fields(outcome: Any, cfg: Any) -> dict[str, Any]:
+    rules = outcome.ruleset.rules
+    return {
+        "rules": len(rules),
+        "enabled": sum(1 for r in rules if r.enabled),
+        "sha256": outcome.ruleset.sha256,
+        "files": outcome.files,
+        "warnings": outcome.warnings[:20],
+        "warning_count": len(outcome.warnings),
+        "format": cfg.format,
+        "output": cfg.output,
+        "aggregation_window_s": cfg.aggregation_window_s,
+    }
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
+    from sentinel import log as logmod
+    from sentinel.detect import DetectionStream, reload_rules
+    from sentinel.sensor.loader import boottime_ns
+    from sentinel.sinks import open_sinks
+
+    cfg = _detection_settings(args, "run")
+    if cfg is None:
+        return EXIT_FAIL
+    if cfg.pages and cfg.pages & (cfg.pages - 1):
+        print(f"sentinel run: --pages must be a power of two, not {cfg.pages}", file=sys.stderr)
+        return EXIT_USAGE
+    outcome = _load_rules_or_report(cfg.rules, "run")
+    if outcome is None:
+        return EXIT_FAIL
+    log = logmod.get_logger()
+    try:
+        sink = open_sinks(cfg.output)
+    except OSError as exc:
+        print(
+            f"sentinel run: cannot open output {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr
+        )
+        return EXIT_FAIL
+    args.wakeup_events, args.pages, args.open_dedup = cfg.wakeup_events, cfg.pages, cfg.open_dedup_s
+    host, table, sensor = _live_setup(args)
+    stream = DetectionStream(table, outcome.ruleset, host, sink, cfg.format, cfg.aggregation_window_s)
+    log.info("sentinel.rules_loaded", **_rules_loaded_fields(outcome, cfg))
+
+    hup: list[int] = []
+    previous = signal.signal(signal.SIGHUP, lambda signum, _frame: hup.append(signum))
+
+    def on_tick() -> None:
+        now = boottime_ns()
+        if hup:
+            hup.clear()
+            log.info("sentinel.reloading", signal="SIGHUP", paths=cfg.rules)
+            reload_rules(stream, cfg.rules, ts_ns=now)
+        # Close aggregation windows on an idle host too; a second of margin for events still in the buffers.
+        stream.advance(now - 1_000_000_000)
+
+    try:
+        code = _run_sensor(
+            args,
+            stream.handle,
+            stream.flush,
+            host,
+            table,
+            sensor,
+            on_loss=stream.report_loss,
+            on_tick=on_tick,
+        )
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+        stream.close()
+        log.info("sentinel.detection_stopped", **stream.stats())
+    return code
+
+
+def _replay_detect(args: argparse.Namespace) -> int:
+    """`sentinel replay FILE` without --events: the live agent's detection, on the recorded events."""
+    from sentinel import log as logmod
+    from sentinel.capture import CaptureError
+    from sentinel.detect import DetectionStream
+    from sentinel.recording import replay_events
+    from sentinel.sinks import open_sinks
+
+    cfg = _detection_settings(args, "replay")
+    if cfg is None:
+        return EXIT_FAIL
+    outcome = _load_rules_or_report(cfg.rules, "replay")
+    if outcome is None:
+        return EXIT_FAIL
+    try:
+        sink = open_sinks(cfg.output)
+    except OSError as exc:
+        print(
+            f"sentinel replay: cannot open output {exc.filename or ''}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return EXIT_FAIL
+    log = logmod.get_logger()
+    log.info("sentinel.rules_loaded", **_rules_loaded_fields(outcome, cfg))
+    streams: list[Any] = []
+
+    def make_stream(host: Any, table: Any) -> Any:
+        if streams:
+            streams[-1].finish()  # a new segment (another boot): the previous one's summaries first
+        stream = DetectionStream(table, outcome.ruleset, host, sink, cfg.format, cfg.aggregation_window_s)
+        streams.append(stream)
+        return stream
+
+    try:
+        problem = replay_events(args.file, make_stream)
+    except CaptureError as exc:
+        print(f"sentinel replay: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        if streams:
+            streams[-1].finish()
+        sink.close()
+    if problem is not None:
+        print(f"sentinel replay: {problem}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from sentinel.doctor import run_doctor
 
     return run_doctor(as_json=args.json, compile_test=False if args.no_compile else None)
+
+
+# ---------------------------------------------------------------------------------- rules, fields
+
+
+def _add_rules_parsers(sub: Any) -> None:
+    rules = sub.add_parser(
+        "rules",
+        help="check rule files: validate them, run their fixtures",
+        description="Work with Falco-style rule files without running the agent.",
+    )
+    rsub = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND", required=True)
+    val = rsub.add_parser(
+        "validate",
+        help="load rule files and report errors and warnings per file",
+        description="Load the rule files and directories in order (as the agent would) and say for each "
+        "file: Ok, Ok with warnings, or Invalid, with file:line:column, a code and the offending line. "
+        "Exit 1 if any file is invalid.",
+    )
+    val.add_argument("paths", nargs="+", metavar="PATH", help="rules file or directory, in load order")
+    val.add_argument("--json", action="store_true", help="machine-readable report")
+    test = rsub.add_parser(
+        "test",
+        help="run the rules' fixtures (x.fixtures.yaml next to x.yaml)",
+        description="Load the rules, rebuild each fixture's event and check that exactly the expected "
+        "rules fire. Reports per fixture and per rule; exit 1 on any failure.",
+    )
+    test.add_argument("paths", nargs="+", metavar="PATH", help="rules file or directory, in load order")
+    test.add_argument("--json", action="store_true", help="machine-readable report")
+    fields = sub.add_parser(
+        "fields",
+        help="list the fields rule conditions and outputs can use",
+        description="The field reference: name, type, the events that fill it, meaning.",
+    )
+    fields.add_argument("--markdown", action="store_true", help="as Markdown (docs/fields.md is this output)")
+
+
+def _cmd_rules(args: argparse.Namespace) -> int:
+    if args.rules_command == "validate":
+        return cmd_rules_validate(args)
+    return cmd_rules_test(args)
+
+
+def _rules_internal_error(command: str, args: argparse.Namespace, exc: BaseException) -> int:
+    """A bug must not show a rule author a traceback: say where we were, as a located error."""
+    where = args.paths[0] if getattr(args, "paths", None) else "<rules>"
+    print(f"{where}:1:1: error [internal-error] sentinel rules {command}: {exc!r}", file=sys.stderr)
+    return EXIT_FAIL
+
+
+def cmd_rules_validate(args: argparse.Namespace) -> int:
+    import orjson
+
+    try:
+        from sentinel.rules.validate import format_text, validate
+
+        result = validate(args.paths)
+        if args.json:
+            sys.stdout.buffer.write(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+        else:
+            print(format_text(result))
+    except Exception as exc:
+        return _rules_internal_error("validate", args, exc)
+    return EXIT_OK if result.ok else EXIT_FAIL
+
+
+def cmd_rules_test(args: argparse.Namespace) -> int:
+    import orjson
+
+    try:
+        from sentinel.rules.fixtures import format_report, run_fixtures
+
+        report = run_fixtures(args.paths)
+        if args.json:
+            sys.stdout.buffer.write(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+        else:
+            print(format_report(report))
+    except Exception as exc:
+        return _rules_internal_error("test", args, exc)
+    return EXIT_OK if report.ok else EXIT_FAIL
+
+
+def cmd_fields(args: argparse.Namespace) -> int:
+    from sentinel.rules.fields import reference
+
+    sys.stdout.write(reference(markdown=args.markdown) + "\n")
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -114,8 +114,13 @@ def run_live(
     on_loss: Callable[[int, str, int], None] | None = None,
     on_ready: Callable[[], None] | None = None,
     stats_interval: float = 60.0,
+    on_tick: Callable[[], None] | None = None,
 ) -> int:
-    """Attach, bootstrap, loop until a signal or the duration, drain. Returns the number of events handled."""
+    """Attach, bootstrap, loop until a signal or the duration, drain. Returns the number of events handled.
+
+    ``on_tick`` runs once per poll, after the batch is handled and before the flush (``sentinel run`` reloads
+    rules there on SIGHUP and closes aggregation windows on an idle host).
+    """
     stop = StopFlag()
     stop.install()
     sensor.start()
@@ -153,6 +158,8 @@ def run_live(
             if read_kernel:
                 next_kernel_read = now + 1.0  # the probes' counters: a few map reads, once a second
             report_losses(read_kernel, event_time(batch))
+            if on_tick is not None:
+                on_tick()
             flush()
             if deadline is not None and now >= deadline:
                 break

@@ -69,4 +69,7 @@ def replay_events(path: str, make_stream: Callable[[HostInfo, ProcessTable], Any
             elif isinstance(item, LossReport):
                 log.warning("sentinel.events_lost", buffer=item.event_type, lost=item.count, ts_ns=item.ts_ns,
                             source="capture")
+                report = getattr(stream, "report_loss", None)  # detection raises an internal alert for it
+                if report is not None:
+                    report(item.ts_ns, item.event_type, item.count)
         return reader.problem

@@ -133,7 +133,7 @@ def test_events_checks_filters_before_any_setup(monkeypatch: pytest.MonkeyPatch)
 def test_help() -> None:
     result = run("--help")
     assert result.returncode == 0
-    for word in ("events", "record", "replay", "doctor", "--log-level", "--version"):
+    for word in ("run", "events", "record", "replay", "doctor", "--log-level", "--version"):
         assert word in result.stdout
     assert result.stderr == ""
 
@@ -152,7 +152,14 @@ def test_version() -> None:
             "record",
             ["--output", "-o", "--append", "--duration", "--wakeup-events", "--pages", "--open-dedup"],
         ),
-        ("replay", ["FILE", "--events", "--types", "--filter"]),
+        (
+            "replay",
+            ["FILE", "--events", "--types", "--filter", "--rules", "--format", "--output", "--config"],
+        ),
+        (
+            "run",
+            ["--rules", "--format", "--output", "--config", "--aggregation-window", "--duration", "--pages"],
+        ),
         ("doctor", ["--json", "--no-compile"]),
     ],
 )
@@ -241,12 +248,14 @@ def test_replay_directory_exits_1(tmp_path: Path) -> None:
     no_traceback(result)
 
 
-def test_replay_without_events_is_a_usage_error(tmp_path: Path) -> None:
+def test_replay_without_events_detects(tmp_path: Path) -> None:
+    """Without --events, replay runs detection (the shipped rules by default): alerts, not events."""
     cap = write_capture(tmp_path / "cap.msgpack")
     result = run("replay", str(cap.path))
-    assert result.returncode == 2
-    assert "--events" in result.stderr
-    assert result.stdout == ""
+    assert result.returncode == 0, result.stderr
+    assert all(doc["event"]["kind"] == "alert" for doc in json_lines(result.stdout))
+    assert "sentinel.rules_loaded" in result.stderr
+    no_traceback(result)
 
 
 @pytest.mark.parametrize("bad", [["--filter", "nonsense"], ["--types", "bogus"]])

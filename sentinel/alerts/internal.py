@@ -1,0 +1,73 @@
+"""Alerts about the agent itself (ruleset ``sentinel-internal``): a blind spot is a security event too.
+
+Kernel events lost means detections may have been missed; a failed rules reload means the rules running
+are not the ones the operator just deployed. Both go to the same alert stream as detections, so the SIEM
+sees them, and through the same aggregation (losses in a flood add up into one summary).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sentinel import __version__
+from sentinel.alerts.model import INTERNAL_RULESET, Alert
+from sentinel.rules.model import Rule
+
+TAGS = ["sentinel-internal"]
+
+EVENTS_LOST = Rule(
+    name="Kernel events lost",
+    desc="The sensor's perf buffers overflowed: kernel events were dropped before the agent could read "
+    "them, so activity in that window may have gone undetected.",
+    condition="",
+    output="Kernel events lost (buffer={buffer} lost={lost})",
+    priority="warning",
+    tags=TAGS,
+    source="internal",
+)
+RELOAD_FAILED = Rule(
+    name="Rules reload failed",
+    desc="A rules reload (SIGHUP) found invalid rules; the previous ruleset keeps running until the rules "
+    "are fixed and reloaded.",
+    condition="",
+    output="Rules reload failed: {errors} error(s), still running ruleset {kept_version}; "
+    "first: {first_error}",
+    priority="error",
+    tags=TAGS,
+    source="internal",
+)
+
+
+def _alert(rule: Rule, ts_ns: int, fields: dict[str, Any], **kw: Any) -> Alert:
+    return Alert(
+        rule=rule,
+        ctx=None,
+        output=rule.output.format_map(fields),
+        output_fields=fields,
+        ts_ns=ts_ns,
+        ruleset=INTERNAL_RULESET,
+        ruleset_version=__version__,
+        **kw,
+    )
+
+
+def events_lost(ts_ns: int, buffer: str, lost: int) -> Alert:
+    """One loss report for one perf buffer; repeats per buffer aggregate with the counts summed."""
+    return _alert(
+        EVENTS_LOST, ts_ns, {"buffer": buffer, "lost": lost}, lineage=(buffer,), sum_fields=("lost",)
+    )
+
+
+def reload_failed(ts_ns: int, errors: list[str], kept_sha256: str, files: list[str]) -> Alert:
+    fields = {
+        "errors": len(errors),
+        "first_error": errors[0].splitlines()[0] if errors else "unknown error",  # the snippet stays in extra
+        "kept_version": kept_sha256[:12],
+    }
+    return _alert(
+        RELOAD_FAILED,
+        ts_ns,
+        fields,
+        lineage=("reload",),
+        extra={"reload": {"errors": errors[:50], "files": files, "kept_sha256": kept_sha256}},
+    )

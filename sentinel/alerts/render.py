@@ -1,0 +1,213 @@
+"""Alert documents: ECS 9.x (the default) and Falco's alert JSON, from an :class:`Alert`.
+
+The ECS alert starts from the event document the triggering event would have had (``EcsRenderer.event_doc``:
+process with parent and ancestry, file or destination blocks) and adds what makes it an alert: ``rule.*``,
+``threat.*`` from the rule's tags, ``event.severity``/``risk_score`` from its priority, and the formatted
+output as ``message``. Falco's format exists so existing Falco tooling (falcosidekick, event-generator) can
+consume sentinel unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any, Protocol
+
+from sentinel.alerts.ecs import ECS_VERSION, EcsRenderer
+from sentinel.alerts.mitre import threat_from_tags
+from sentinel.alerts.model import Alert
+
+# Elastic's prebuilt "External Alerts" rule maps these to low / medium / high / critical.
+SEVERITY: dict[str, int] = {
+    "debug": 21,
+    "informational": 21,
+    "info": 21,
+    "notice": 21,
+    "warning": 47,
+    "error": 73,
+    "critical": 99,
+    "alert": 99,
+    "emergency": 99,
+}
+FALCO_PRIORITY: dict[str, str] = {
+    "emergency": "Emergency",
+    "alert": "Alert",
+    "critical": "Critical",
+    "error": "Error",
+    "warning": "Warning",
+    "notice": "Notice",
+    "informational": "Informational",
+    "info": "Informational",
+    "debug": "Debug",
+}
+AUTHOR = "sentinel"
+_RULE_CACHE_MAX = 4096
+
+
+def severity(priority: str) -> int:
+    """21/47/73/99 for a Falco priority; an unknown priority counts as medium rather than vanishing."""
+    return SEVERITY.get(priority.lower(), 47)
+
+
+def rule_id(name: str) -> str:
+    """Stable across versions and hosts while the rule keeps its name (SIEM de-duplication keys on it)."""
+    return hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def nest_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """``{"proc.name": v}`` → ``{"proc": {"name": v}}``: ECS documents carry nested objects, not dotted keys.
+
+    A name that is both a leaf and a prefix of another cannot nest; it keeps its dotted key at the top.
+    """
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        parts = name.split(".")
+        node = out
+        ok = True
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                ok = False
+                break
+            node = child
+        if ok and not isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]] = value
+        else:
+            out[name] = value
+    return out
+
+
+class AlertRenderer(Protocol):
+    def render(self, alert: Alert) -> dict[str, Any]: ...
+
+
+class EcsAlertRenderer:
+    """ECS alert documents; shares the stream's :class:`EcsRenderer` (process-block cache, sequence)."""
+
+    def __init__(self, ecs: EcsRenderer) -> None:
+        self.ecs = ecs
+        self._rules: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any] | None]] = {}
+
+    def _rule_blocks(self, alert: Alert) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """``rule`` and ``threat`` depend only on the rule and ruleset version: built once per rule."""
+        rule = alert.rule
+        key = (rule.name, rule.desc, tuple(rule.tags), alert.ruleset, alert.ruleset_version)
+        hit = self._rules.get(key)
+        if hit is not None:
+            return hit
+        threat = threat_from_tags(rule.tags)
+        block: dict[str, Any] = {
+            "id": rule_id(rule.name),
+            "name": rule.name,
+            "description": rule.desc,
+            "ruleset": alert.ruleset,
+            "version": alert.ruleset_version,
+            "author": AUTHOR,
+        }
+        if threat.reference:
+            block["reference"] = threat.reference
+        threat_doc = None if threat.empty else threat.to_ecs()
+        if len(self._rules) >= _RULE_CACHE_MAX:
+            self._rules.clear()
+        self._rules[key] = (block, threat_doc)
+        return block, threat_doc
+
+    def render(self, alert: Alert) -> dict[str, Any]:
+        ecs = self.ecs
+        ctx = alert.ctx
+        if ctx is not None:
+            doc = ecs.event_doc(ctx.ev, ctx.proc, ctx.path)
+            doc["@timestamp"] = ecs.timestamp(alert.ts_ns)
+        else:
+            doc = self._internal_doc(alert)
+        event = doc["event"]
+        event["kind"] = "alert"
+        event["dataset"] = "sentinel.alerts"
+        sev = severity(alert.rule.priority)
+        event["severity"] = sev
+        event["risk_score"] = sev
+        rule_block, threat = self._rule_blocks(alert)
+        doc["rule"] = rule_block
+        if threat is not None:
+            doc["threat"] = threat
+        doc["message"] = alert.output
+        if alert.rule.tags:
+            doc["tags"] = list(alert.rule.tags)
+        sentinel = doc.setdefault("sentinel", {})
+        sentinel["rule"] = {"priority": alert.rule.priority, "tags": list(alert.rule.tags)}
+        sentinel["output_fields"] = nest_fields(alert.output_fields)
+        if alert.aggregated:
+            first, last = ecs.timestamp(alert.first_ns), ecs.timestamp(alert.last_ns)
+            sentinel["aggregation"] = {"count": alert.count, "first": first, "last": last}
+            event["start"], event["end"] = first, last
+        if alert.extra:
+            sentinel.update(alert.extra)
+        return doc
+
+    def _internal_doc(self, alert: Alert) -> dict[str, Any]:
+        """An alert about the agent itself: no process or file, the agent and host blocks only."""
+        ecs = self.ecs
+        doc_id, seq = ecs.new_id()
+        category = "configuration" if alert.rule.name.startswith("Rules") else "host"
+        return {
+            "@timestamp": ecs.timestamp(alert.ts_ns),
+            "ecs": {"version": ECS_VERSION},
+            "event": {
+                "kind": "alert",
+                "module": "sentinel",
+                "dataset": "sentinel.alerts",
+                "id": doc_id,
+                "sequence": seq,
+                "created": ecs.wall_timestamp(time.time_ns()),
+                "category": [category],
+                "type": ["info"],
+                "action": alert.rule.name.lower().replace(" ", "-"),
+            },
+            "agent": ecs.agent_block,
+            "host": ecs.host_block,
+            "sentinel": {},
+        }
+
+
+class FalcoAlertRenderer:
+    """Falco's alert JSON: what ``falco -o json_output=true`` prints, field for field."""
+
+    def __init__(self, ecs: EcsRenderer) -> None:
+        self.ecs = ecs  # for the host and timestamp formatting
+
+    def render(self, alert: Alert) -> dict[str, Any]:
+        ecs = self.ecs
+        wall_ns = ecs.host.boot_time_ns + alert.ts_ns
+        if alert.ctx is not None and alert.ctx.wall_ns and not alert.aggregated:
+            wall_ns = alert.ctx.wall_ns
+        when = ecs.wall_timestamp(wall_ns)
+        priority = FALCO_PRIORITY.get(alert.rule.priority.lower(), alert.rule.priority.capitalize())
+        fields = dict(alert.output_fields)
+        fields["evt.time"] = wall_ns
+        if alert.aggregated:
+            fields["sentinel.aggregation.count"] = alert.count
+            fields["sentinel.aggregation.first"] = ecs.timestamp(alert.first_ns)
+            fields["sentinel.aggregation.last"] = ecs.timestamp(alert.last_ns)
+        return {
+            "time": when,
+            "rule": alert.rule.name,
+            "priority": priority,
+            "source": "internal" if alert.internal else alert.rule.source or "syscall",
+            "hostname": ecs.host.hostname,
+            "output": f"{when}: {priority} {alert.output}",
+            "tags": list(alert.rule.tags),
+            "output_fields": fields,
+        }
+
+
+FORMATS = ("ecs", "falco")
+
+
+def make_renderer(fmt: str, ecs: EcsRenderer) -> AlertRenderer:
+    if fmt == "ecs":
+        return EcsAlertRenderer(ecs)
+    if fmt == "falco":
+        return FalcoAlertRenderer(ecs)
+    raise ValueError(f"unknown alert format {fmt!r}; choose ecs or falco")

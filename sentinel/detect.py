@@ -1,0 +1,257 @@
+"""The detection stream: every event through the process table and the rules, alerts out.
+
+``DetectionStream.handle`` is the agent's hot path: ``table.apply`` → :class:`EvalContext` (the open's path
+resolved against cwd/dirfd, a chdir's new cwd, as ``EventStream`` does for ``sentinel events``) →
+``ruleset.match`` → one :class:`Alert` per matching rule → aggregation → rendering → sink. Nothing is
+rendered for events no rule matches. The ruleset lives in one attribute, read once per event, so a reload
+(SIGHUP) swaps it atomically between two events. Live runs and replays share all of it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sentinel.alerts import internal
+from sentinel.alerts.aggregate import DEFAULT_WINDOW_S, Aggregator
+from sentinel.alerts.ecs import EcsRenderer
+from sentinel.alerts.model import Alert
+from sentinel.alerts.render import make_renderer
+from sentinel.alerts.writer import AlertWriter
+from sentinel.events import Event, EventType
+from sentinel.host import HostInfo
+from sentinel.log import get_logger
+from sentinel.process.table import ProcessTable
+from sentinel.rules.context import EvalContext
+
+_OPEN = EventType.OPEN
+_CHDIR = EventType.CHDIR
+_EXEC = EventType.EXEC
+MAX_MATCH_ERRORS_LOGGED = 10
+
+
+def find_rules_dir() -> Path | None:
+    """The shipped rules: ``$SENTINEL_RULES``, the repository's ``rules/`` (editable installs), the deb's."""
+    candidates = [
+        Path(os.environ["SENTINEL_RULES"]) if os.environ.get("SENTINEL_RULES") else None,
+        Path(__file__).resolve().parents[1] / "rules",
+        Path("/usr/share/sentinel/rules"),
+    ]
+    for c in candidates:
+        if c is not None and c.is_dir():
+            return c
+    return None
+
+
+def format_diagnostic(d: Any) -> str:
+    """``FILE:LINE:COL: severity: message [code]`` and the snippet (the engine's format when it has one)."""
+    try:
+        from sentinel.rules.validate import format_diagnostic as engine_format
+    except ImportError:  # pragma: no cover - the engine always ships it; keep reloads safe regardless
+        engine_format = None
+    if engine_format is not None:
+        return str(engine_format(d))
+    where = f"{d.file}:{d.line}:{d.column}" if d.line else str(d.file)
+    text = f"{where}: {d.severity}: {d.message} [{d.code}]"
+    if d.snippet:
+        text += "\n    " + str(d.snippet).rstrip("\n").replace("\n", "\n    ")
+    return text
+
+
+@dataclass(slots=True)
+class RulesOutcome:
+    """What loading rules gave: the ruleset (None when invalid) and located diagnostics as text."""
+
+    ruleset: Any
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    diagnostics: list[Any] = field(default_factory=list)
+
+
+Loader = Callable[[list[str | Path]], Any]
+
+
+def load_ruleset(paths: Sequence[str | Path], load: Loader | None = None) -> RulesOutcome:
+    """Load and validate rules; never raises for bad rules (an engine crash is reported as an error too)."""
+    if load is None:
+        from sentinel.rules import load_rules  # type: ignore[attr-defined]
+
+        load = load_rules
+    try:
+        result = load(list(paths))
+    except Exception as exc:  # a reload must never take the agent down
+        return RulesOutcome(None, errors=[f"{', '.join(map(str, paths))}: loading rules failed: {exc!r}"])
+    diags = list(getattr(result, "diagnostics", []))
+    errors = [format_diagnostic(d) for d in diags if d.severity == "error"]
+    warnings = [format_diagnostic(d) for d in diags if d.severity != "error"]
+    ruleset = result.ruleset
+    if ruleset is None and not errors:
+        errors = ["the rules did not load (no diagnostic given)"]
+    return RulesOutcome(ruleset, errors, warnings, [str(f) for f in getattr(result, "files", [])], diags)
+
+
+def lineage(ev: Event, proc: Any) -> tuple[Any, ...]:
+    """The aggregation key beside the rule: the process image and who started it."""
+    if proc is None:
+        return (ev.comm, None)
+    parent = proc.parent
+    return (proc.exe or ev.comm, parent.entity_id if parent is not None else proc.ppid)
+
+
+class DetectionStream:
+    """Events in, alerts out; ``flush`` per batch, ``close`` at the end (pending summaries written first)."""
+
+    def __init__(
+        self,
+        table: ProcessTable,
+        ruleset: Any,
+        host: HostInfo,
+        sink: Any,
+        fmt: str = "ecs",
+        window_s: float = DEFAULT_WINDOW_S,
+        max_keys: int | None = None,
+    ) -> None:
+        self.table = table
+        self.ruleset = ruleset  # swapped whole by reload(); read once per event
+        self.host = host
+        self.ecs = EcsRenderer(host, dataset="sentinel.alerts")
+        self.writer = AlertWriter(make_renderer(fmt, self.ecs), sink)
+        self.aggregator = Aggregator(window_s) if max_keys is None else Aggregator(window_s, max_keys)
+        self.events = 0
+        self.matches = 0
+        self.match_errors = 0
+        self.reloads = 0
+        self.reload_failures = 0
+        self.last_ts_ns = 0
+
+    # ------------------------------------------------------------------------------------------- events
+
+    def handle(self, ev: Event) -> None:
+        etype = ev.type
+        if etype is _CHDIR:
+            before = self.table.get(ev.pid)
+            cwd_before = before.cwd if before is not None else None
+        proc = self.table.apply(ev)
+        if etype is _EXEC and ev.ret == 0:
+            self.ecs.exec_generation += 1  # ancestors' images changed: the render cache must notice
+        path = None
+        if etype is _OPEN:
+            path = self.table.resolve_path(proc, ev.dirfd, ev.path) if proc is not None else ev.path
+        elif etype is _CHDIR and proc is not None:
+            if ev.ret != 0:
+                path = self.table.resolve_path(proc, ev.dirfd, ev.path)
+            elif ev.path or proc.cwd != cwd_before:
+                path = proc.cwd  # apply() already moved the cwd
+        self.events += 1
+        ts = ev.ts_ns
+        self.last_ts_ns = ts
+        aggregator = self.aggregator
+        if aggregator.windows:
+            self._write(aggregator.advance(ts))
+        ruleset = self.ruleset
+        ctx = EvalContext(ev, proc, path, self.host.boot_time_ns + ts)
+        try:
+            rules = ruleset.match(ctx)
+            if not rules:
+                return
+            version = ruleset.sha256[:12]
+            key = lineage(ev, proc)
+            for rule in rules:
+                text, fields = ruleset.output(rule, ctx)
+                self.matches += 1
+                alert = Alert(rule, ctx, text, fields, ts, ruleset_version=version, lineage=key)
+                self._write(aggregator.offer(alert))
+        except Exception as exc:  # a rule or engine bug must cost one event, not the agent
+            self.match_errors += 1
+            if self.match_errors <= MAX_MATCH_ERRORS_LOGGED:
+                get_logger().error(
+                    "sentinel.match_failed", problem=repr(exc), event_type=ev.type_name, pid=ev.pid,
+                    errors=self.match_errors,
+                )  # fmt: skip
+
+    def _write(self, alerts: list[Alert]) -> None:
+        write = self.writer.write
+        for a in alerts:
+            write(a)
+
+    def advance(self, now_ns: int) -> None:
+        """Close aggregation windows up to ``now_ns`` (live: on an idle host no event would close them)."""
+        self._write(self.aggregator.advance(now_ns))
+
+    def raise_internal(self, alert: Alert) -> None:
+        self._write(self.aggregator.offer(alert))
+
+    def report_loss(self, ts_ns: int, buffer: str, lost: int) -> None:
+        """``run_live``'s ``on_loss``: kernel events lost is an internal alert."""
+        self.raise_internal(internal.events_lost(ts_ns, buffer, lost))
+
+    # ------------------------------------------------------------------------------------------- rules
+
+    def swap(self, ruleset: Any) -> None:
+        self.ruleset = ruleset
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def finish(self) -> None:
+        """Write every pending summary and flush; outputs stay open (a replay's next segment uses them)."""
+        self._write(self.aggregator.flush())
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Write every pending summary, then flush and close the outputs."""
+        self._write(self.aggregator.flush())
+        self.writer.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "events": self.events,
+            "matches": self.matches,
+            "alerts_written": self.writer.written,
+            "alerts_by_rule": dict(self.writer.by_rule),
+            "match_errors": self.match_errors,
+            "reloads": self.reloads,
+            "reload_failures": self.reload_failures,
+            "aggregation": self.aggregator.snapshot(),
+        }
+
+
+def reload_rules(
+    stream: DetectionStream,
+    paths: Sequence[str | Path],
+    ts_ns: int | None = None,
+    load: Loader | None = None,
+) -> bool:
+    """SIGHUP: load and validate ``paths``; valid → swap, invalid → keep the old set and raise an alert."""
+    log = get_logger()
+    outcome = load_ruleset(paths, load)
+    old = stream.ruleset
+    if outcome.ruleset is None:
+        stream.reload_failures += 1
+        log.error(
+            "sentinel.reload_failed",
+            errors=outcome.errors,
+            files=outcome.files,
+            kept_sha256=old.sha256,
+            kept_rules=len(old.rules),
+        )
+        when = ts_ns if ts_ns is not None else stream.last_ts_ns
+        stream.raise_internal(internal.reload_failed(when, outcome.errors, old.sha256, outcome.files))
+        stream.flush()
+        return False
+    stream.swap(outcome.ruleset)
+    stream.reloads += 1
+    log.info(
+        "sentinel.rules_reloaded",
+        rules=len(outcome.ruleset.rules),
+        enabled=sum(1 for r in outcome.ruleset.rules if r.enabled),
+        sha256=outcome.ruleset.sha256,
+        previous_sha256=old.sha256,
+        warnings=len(outcome.warnings),
+        files=outcome.files,
+    )
+    return True

@@ -1,0 +1,25 @@
+"""What a rule condition is evaluated against: one event with its process state, before any rendering.
+
+Matching runs on every event, so it never touches the ECS document: the compiled conditions read these
+objects directly, and a document is rendered only for events that raise an alert.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sentinel.events import Event
+
+if TYPE_CHECKING:
+    from sentinel.process.table import Process
+
+
+@dataclass(slots=True)
+class EvalContext:
+    """``path`` is the resolved absolute path of an open/chdir (the raw path when it cannot be resolved)."""
+
+    ev: Event
+    proc: Process | None
+    path: str | None = None
+    wall_ns: int = 0  # event time as wall-clock epoch ns (for evt.time)

@@ -1,0 +1,938 @@
+"""The fields a condition or an output can name: the single source for the compiler, ``sentinel fields`` and
+``docs/fields.md``.
+
+Names and meanings follow Falco's, for the events sentinel captures. Each field says, per event type, how
+to read its value as a Python expression over ``ev`` (the Event), ``proc`` (the Process, known non-None in
+that variant), ``path`` (the resolved path of an open/chdir) and ``ctx``; the compiler pastes those
+expressions into the generated matcher, so a field costs an attribute read or one helper call (helpers:
+``runtime.py``, called as ``_name``). ``None`` means the value is missing for that event: no check on it
+holds (but ``not`` of one does).
+Common Falco fields sentinel cannot fill are registered too, always missing, so Falco rules naming them still
+load (the validator warns that they never match).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sentinel.events import EventType
+
+STRING = "string"
+INT = "int"
+BOOL = "bool"
+IP = "ip"
+IPNET = "ipnet"
+
+EXEC, OPEN, CONNECT, FORK, EXIT, CHDIR = (
+    EventType.EXEC, EventType.OPEN, EventType.CONNECT, EventType.FORK, EventType.EXIT, EventType.CHDIR,
+)  # fmt: skip
+ALL: tuple[EventType, ...] = (EXEC, OPEN, CONNECT, FORK, EXIT, CHDIR)
+MAIN: tuple[EventType, ...] = (EXEC, OPEN, CONNECT)
+
+# evt.type names that select an event type (Falco's syscall names; several name one event of ours).
+EVENT_NAMES: dict[str, EventType] = {
+    "execve": EXEC,
+    "execveat": EXEC,
+    "open": OPEN,
+    "openat": OPEN,
+    "openat2": OPEN,
+    "creat": OPEN,
+    "connect": CONNECT,
+    "clone": FORK,
+    "clone3": FORK,
+    "fork": FORK,
+    "vfork": FORK,
+    "procexit": EXIT,
+    "chdir": CHDIR,
+    "fchdir": CHDIR,
+}
+# What a rule's evt.type value is compared as: names sentinel cannot tell apart share one value.
+CANONICAL_EVENT_NAME = {"open": "openat", "fork": "clone", "vfork": "clone", "clone3": "clone"}
+
+# Falco event names that exist but that sentinel does not capture (a rule naming only these never fires).
+UNCAPTURED_EVENT_NAMES = frozenset(
+    [
+        "accept",
+        "accept4",
+        "bind",
+        "bpf",
+        "capset",
+        "chmod",
+        "chown",
+        "chroot",
+        "close",
+        "dup",
+        "dup2",
+        "dup3",
+        "execveat_e",
+        "fchmod",
+        "fchmodat",
+        "fchown",
+        "fchownat",
+        "finit_module",
+        "init_module",
+        "delete_module",
+        "ioctl",
+        "kill",
+        "link",
+        "linkat",
+        "listen",
+        "llseek",
+        "lseek",
+        "mkdir",
+        "mkdirat",
+        "mmap",
+        "mmap2",
+        "mount",
+        "mprotect",
+        "munmap",
+        "name_to_handle_at",
+        "open_by_handle_at",
+        "pipe",
+        "pipe2",
+        "pread",
+        "prctl",
+        "ptrace",
+        "pwrite",
+        "read",
+        "readv",
+        "recvfrom",
+        "recvmsg",
+        "rename",
+        "renameat",
+        "renameat2",
+        "rmdir",
+        "sendfile",
+        "sendmmsg",
+        "sendmsg",
+        "sendto",
+        "setgid",
+        "setns",
+        "setpgid",
+        "setresgid",
+        "setresuid",
+        "setrlimit",
+        "setsid",
+        "setuid",
+        "shutdown",
+        "signalfd",
+        "socket",
+        "socketpair",
+        "splice",
+        "symlink",
+        "symlinkat",
+        "tgkill",
+        "tkill",
+        "umount",
+        "umount2",
+        "unlink",
+        "unlinkat",
+        "unshare",
+        "userfaultfd",
+        "write",
+        "writev",
+        "container",
+        "k8s",
+        "switch",
+        "procinfo",
+        "memfd_create",
+        "pidfd_open",
+        "pidfd_getfd",
+        "process_vm_readv",
+        "process_vm_writev",
+        "quotactl",
+        "seccomp",
+        "timerfd_create",
+        "inotify_init",
+        "inotify_init1",
+        "eventfd",
+        "eventfd2",
+        "epoll_create",
+        "epoll_create1",
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_register",
+        "copy_file_range",
+        "mknod",
+        "mknodat",
+        "utimensat",
+        "futimesat",
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """How a field reads for one event type, as Python source the compiler inlines."""
+
+    expr: str
+    nullable: bool = False  # may evaluate to None (missing)
+    cached: bool = False  # computed (not an attribute read): cache it per event when used twice
+    domain: frozenset[object] | None = None  # every value it can take here: lets checks fold to constants
+    multi: bool = False  # a list of values: a check holds if it holds for any of them
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDef:
+    """One field. ``p``/``np`` are the expressions with and without a known process; ``by`` overrides both
+    per event type. In ``{arg}`` forms the argument is pasted in (an int index, or a repr'd key)."""
+
+    name: str
+    type: str
+    desc: str
+    on: tuple[EventType, ...] = ALL  # event types that fill it (empty: never filled by sentinel)
+    p: str | None = None
+    np: str | None = None
+    by: dict[EventType, str] = field(default_factory=dict)
+    nullable: bool = False
+    notnull: tuple[EventType, ...] = ()  # event types where a nullable field is never missing
+    cached: bool = False
+    domain: dict[EventType, frozenset[object]] = field(default_factory=dict)
+    arg: str = ""  # "" none, "index" required int, "index?" optional int, "key?" optional text
+    multi_p: str | None = None  # "index?" fields without an index: the list of every ancestor's value
+    index: bool = False  # equality/prefix checks on it may drive the rule index
+    path_like: bool = False  # absolute paths: startswith/pmatch checks can use the prefix index
+    text: str | None = None  # name of a runtime helper that renders the value in output text
+
+    def access(self, etype: int, has_proc: bool, arg: int | str | None = None) -> Access | None:
+        """The value for this event type, or None when it is always missing there."""
+        if etype not in self.on:
+            return None
+        multi = False
+        expr = self.by.get(etype)  # type: ignore[call-overload]
+        if expr is None:
+            if self.arg == "index?" and arg is None:
+                expr = self.multi_p if has_proc else None
+                multi = True
+            else:
+                expr = self.p if has_proc else self.np
+        if expr is None:
+            return None
+        if "{arg}" in expr:
+            expr = expr.replace("{arg}", repr(arg))
+        return Access(
+            expr=expr,
+            nullable=self.nullable and etype not in self.notnull,
+            cached=self.cached or multi,
+            domain=self.domain.get(etype),  # type: ignore[call-overload]
+            multi=multi,
+        )
+
+    @property
+    def filled(self) -> bool:
+        return bool(self.on)
+
+
+def _ds(*values: object) -> frozenset[object]:
+    return frozenset(values)
+
+
+_NEVER: tuple[EventType, ...] = ()
+_PROCT = ALL
+_INET = "the destination of an outbound connect (AF_INET/AF_INET6)"
+
+FIELDS_LIST: list[FieldDef] = [
+    # --------------------------------------------------------------------------------------------- evt
+    FieldDef(
+        "evt.type",
+        STRING,
+        "Event name: execve/execveat (exec), openat/openat2/creat (open), connect, clone (fork), procexit, "
+        "chdir/fchdir. In conditions `open` compares equal to `openat`, and `fork`/`vfork`/`clone3` to "
+        "`clone` (sentinel cannot tell them apart).",
+        by={
+            EXEC: '("execveat" if ev.flags & 4 else "execve")',
+            OPEN: '("openat2" if ev.flags & 8 else "creat" if ev.flags & 16 else "openat")',
+            CONNECT: '"connect"',
+            FORK: '"clone"',
+            EXIT: '"procexit"',
+            CHDIR: '("chdir" if ev.path else "fchdir")',
+        },
+        domain={
+            EXEC: _ds("execve", "execveat"),
+            OPEN: _ds("openat", "openat2", "creat"),
+            CONNECT: _ds("connect"),
+            FORK: _ds("clone"),
+            EXIT: _ds("procexit"),
+            CHDIR: _ds("chdir", "fchdir"),
+        },
+    ),
+    FieldDef(
+        "evt.time",
+        INT,
+        "Event time (kernel time of the syscall's exit) as wall-clock epoch nanoseconds; output text shows "
+        "it as HH:MM:SS.nnnnnnnnn (UTC), JSON output fields as the integer.",
+        p="ctx.wall_ns",
+        np="ctx.wall_ns",
+        text="time_text",
+    ),
+    FieldDef(
+        "evt.rawtime", INT, "Event time as wall-clock epoch nanoseconds.", p="ctx.wall_ns", np="ctx.wall_ns"
+    ),
+    FieldDef(
+        "evt.time.iso8601",
+        STRING,
+        "Event time as ISO 8601 UTC with nanoseconds.",
+        p="_iso8601(ctx.wall_ns)",
+        np="_iso8601(ctx.wall_ns)",
+        cached=True,
+    ),
+    FieldDef(
+        "evt.dir",
+        STRING,
+        "Event direction: always `<` (sentinel reports syscalls at exit).",
+        p='"<"',
+        np='"<"',
+        domain={t: _ds("<") for t in ALL},
+    ),
+    FieldDef(
+        "evt.res",
+        STRING,
+        "Result: `SUCCESS`, or the errno name of a failure (`ENOENT`, `EINPROGRESS` ...).",
+        p='("SUCCESS" if ev.ret >= 0 else _errno_name(ev.ret))',
+        np='("SUCCESS" if ev.ret >= 0 else _errno_name(ev.ret))',
+    ),
+    FieldDef(
+        "evt.rawres", INT, "Raw result: fd or 0 on success, -errno on failure.", p="ev.ret", np="ev.ret"
+    ),
+    FieldDef(
+        "evt.failed",
+        BOOL,
+        "True when the syscall failed (any negative result).",
+        p="(ev.ret < 0)",
+        np="(ev.ret < 0)",
+    ),
+    FieldDef(
+        "evt.is_open_read",
+        BOOL,
+        "Open for reading (O_RDONLY or O_RDWR).",
+        on=(OPEN,),
+        by={OPEN: "((ev.open_flags & 3) in (0, 2))"},
+    ),
+    FieldDef(
+        "evt.is_open_write",
+        BOOL,
+        "Open for writing (O_WRONLY or O_RDWR).",
+        on=(OPEN,),
+        by={OPEN: "((ev.open_flags & 3) in (1, 2))"},
+    ),
+    FieldDef(
+        "evt.is_open_create",
+        BOOL,
+        "Open with O_CREAT (creat(2) included).",
+        on=(OPEN,),
+        by={OPEN: "bool(ev.open_flags & 64 or ev.flags & 16)"},
+    ),
+    FieldDef(
+        "evt.arg.flags",
+        STRING,
+        "Open flags as Falco prints them: `O_WRONLY|O_CREAT|O_TRUNC`.",
+        on=(OPEN,),
+        by={OPEN: "_flags_text(ev.open_flags)"},
+        cached=True,
+    ),
+    FieldDef(
+        "evt.rawarg.flags",
+        INT,
+        "Open flags as the number the kernel got.",
+        on=(OPEN,),
+        by={OPEN: "ev.open_flags"},
+    ),
+    FieldDef(
+        "evt.arg.mode",
+        STRING,
+        "Mode given to an open, in octal (`0644`); meaningful with O_CREAT.",
+        on=(OPEN,),
+        by={OPEN: "_mode_text(ev.mode)"},
+    ),
+    FieldDef("evt.rawarg.mode", INT, "Mode given to an open, as a number.", on=(OPEN,), by={OPEN: "ev.mode"}),
+    FieldDef(
+        "evt.arg.name", STRING, "Path as passed to open (not resolved).", on=(OPEN,), by={OPEN: "ev.path"}
+    ),
+    FieldDef(
+        "evt.arg.path",
+        STRING,
+        "Path as passed to open or chdir (not resolved).",
+        on=(OPEN, CHDIR),
+        by={OPEN: "ev.path", CHDIR: "(ev.path or None)"},
+        nullable=True,
+    ),
+    FieldDef(
+        "evt.arg.filename",
+        STRING,
+        "Executable path as passed to execve/execveat.",
+        on=(EXEC,),
+        by={EXEC: "ev.filename"},
+    ),
+    FieldDef(
+        "evt.arg.fd",
+        INT,
+        "The fd a connect used, or the fd an open returned (negative on failure).",
+        on=(OPEN, CONNECT),
+        by={OPEN: "ev.ret", CONNECT: "ev.fd"},
+    ),
+    FieldDef(
+        "evt.arg.dirfd",
+        INT,
+        "Directory fd of openat/openat2/execveat (-100 for AT_FDCWD).",
+        on=(OPEN, EXEC),
+        by={OPEN: "ev.dirfd", EXEC: "ev.dirfd"},
+    ),
+    FieldDef(
+        "evt.arg.res",
+        INT,
+        "Result of exec, connect or chdir (0 or -errno).",
+        on=(EXEC, CONNECT, CHDIR),
+        by={EXEC: "ev.ret", CONNECT: "ev.ret", CHDIR: "ev.ret"},
+    ),
+    FieldDef(
+        "evt.rawarg.res",
+        INT,
+        "Same as evt.arg.res.",
+        on=(EXEC, CONNECT, CHDIR),
+        by={EXEC: "ev.ret", CONNECT: "ev.ret", CHDIR: "ev.ret"},
+    ),
+    FieldDef(
+        "evt.arg.tuple",
+        STRING,
+        "Connect's address tuple, as fd.name.",
+        on=(CONNECT,),
+        by={CONNECT: "_connect_name(ev)"},
+        nullable=True,
+    ),
+    FieldDef("evt.is_open_exec", BOOL, "Not captured (always missing).", on=_NEVER),
+    FieldDef(
+        "evt.num",
+        INT,
+        "Event number: not captured (always missing; Falco's `never_true` macro, `evt.num=0`, stays false).",
+        on=_NEVER,
+    ),
+    # --------------------------------------------------------------------------------------------- proc
+    FieldDef("proc.pid", INT, "Process id (thread-group id).", p="proc.pid", np="ev.pid", index=True),
+    FieldDef("thread.tid", INT, "Thread id.", p="ev.tid", np="ev.tid"),
+    FieldDef(
+        "proc.ppid", INT, "Parent process id (the original parent, kept when re-parented).", p="proc.ppid"
+    ),
+    FieldDef(
+        "proc.name",
+        STRING,
+        "Process name (its comm: at most 15 characters, and settable by the process).",
+        p="proc.comm",
+        np="ev.comm",
+        index=True,
+    ),
+    FieldDef(
+        "proc.exe",
+        STRING,
+        "First command-line argument (argv[0]), usually how the program was called.",
+        p="_argv0(proc)",
+        nullable=True,
+        index=True,
+    ),
+    FieldDef(
+        "proc.exepath",
+        STRING,
+        "Resolved absolute path of the executable (symlinks resolved); "
+        "` (deleted)` appended when the file was deleted.",
+        p="(proc.exe or None)",
+        nullable=True,
+        index=True,
+        path_like=True,
+    ),
+    FieldDef(
+        "proc.args", STRING, "Arguments (argv[1:]) joined by spaces.", p="_args_text(proc)", cached=True
+    ),
+    FieldDef(
+        "proc.cmdline",
+        STRING,
+        "proc.name followed by the arguments: `bash -c id`.",
+        p="_cmdline(proc)",
+        cached=True,
+    ),
+    FieldDef("proc.cmdnargs", INT, "Number of arguments (argv[1:]).", p="max(len(proc.args) - 1, 0)"),
+    FieldDef(
+        "proc.cmdlenargs",
+        INT,
+        "Total length of the arguments, spaces between them included.",
+        p="_cmdlenargs(proc)",
+    ),
+    FieldDef(
+        "proc.cwd",
+        STRING,
+        "Current working directory.",
+        p="(proc.cwd or None)",
+        nullable=True,
+        index=True,
+        path_like=True,
+    ),
+    FieldDef("proc.tty", INT, "Controlling terminal (tty_nr from /proc, 0 when none).", p="proc.tty_nr"),
+    FieldDef("proc.duration", INT, "Nanoseconds since the process started.", p="(ev.ts_ns - proc.start_ns)"),
+    FieldDef(
+        "proc.is_exe_from_memfd",
+        BOOL,
+        "The executable is a memfd (its path starts with `/memfd:`).",
+        p='proc.exe.startswith("/memfd:")',
+    ),
+    FieldDef(
+        "proc.is_exe_deleted",
+        BOOL,
+        "The executable was deleted after it was started.",
+        p='proc.exe.endswith(" (deleted)")',
+    ),
+    FieldDef(
+        "proc.pname",
+        STRING,
+        "Parent's name.",
+        p="(proc.parent.comm if proc.parent is not None else None)",
+        nullable=True,
+        index=True,
+    ),
+    FieldDef(
+        "proc.pexe",
+        STRING,
+        "Parent's argv[0].",
+        p="(_argv0(proc.parent) if proc.parent is not None else None)",
+        nullable=True,
+    ),
+    FieldDef(
+        "proc.pexepath",
+        STRING,
+        "Parent's resolved executable path.",
+        p="((proc.parent.exe or None) if proc.parent is not None else None)",
+        nullable=True,
+        index=True,
+        path_like=True,
+    ),
+    FieldDef(
+        "proc.pcmdline",
+        STRING,
+        "Parent's command line (as proc.cmdline).",
+        p="(_cmdline(proc.parent) if proc.parent is not None else None)",
+        nullable=True,
+        cached=True,
+    ),
+    FieldDef(
+        "proc.aname",
+        STRING,
+        "Name of an ancestor: [0] the process, [1] its parent, [2] the grandparent "
+        "...; without an index a check holds if it holds for any ancestor (parent and up).",
+        p="_aname(proc, {arg})",
+        multi_p="[a.comm for a in _ancestors(proc)]",
+        nullable=True,
+        arg="index?",
+        index=True,
+    ),
+    FieldDef(
+        "proc.aexe",
+        STRING,
+        "argv[0] of an ancestor (indexed like proc.aname).",
+        p="_aexe(proc, {arg})",
+        multi_p="[_argv0(a) for a in _ancestors(proc)]",
+        nullable=True,
+        arg="index?",
+    ),
+    FieldDef(
+        "proc.aexepath",
+        STRING,
+        "Executable path of an ancestor (indexed like proc.aname).",
+        p="_aexepath(proc, {arg})",
+        multi_p="[a.exe or None for a in _ancestors(proc)]",
+        nullable=True,
+        arg="index?",
+        index=True,
+        path_like=True,
+    ),
+    FieldDef(
+        "proc.apid",
+        INT,
+        "Pid of an ancestor (indexed like proc.aname).",
+        p="_apid(proc, {arg})",
+        multi_p="[a.pid for a in _ancestors(proc)]",
+        nullable=True,
+        arg="index?",
+    ),
+    FieldDef(
+        "proc.acmdline",
+        STRING,
+        "Command line of an ancestor (indexed like proc.aname).",
+        p="_acmdline(proc, {arg})",
+        multi_p="[_cmdline(a) for a in _ancestors(proc)]",
+        nullable=True,
+        arg="index?",
+    ),
+    FieldDef("proc.sid", INT, "Session id: not captured (always missing).", on=_NEVER),
+    FieldDef("proc.vpgid", INT, "Process group id: not captured (always missing).", on=_NEVER),
+    FieldDef(
+        "proc.env",
+        STRING,
+        "Environment (optionally one variable, `proc.env[HOME]`): not captured (always missing).",
+        on=_NEVER,
+        arg="key?",
+    ),
+    FieldDef("proc.loginshellid", INT, "Not captured (always missing).", on=_NEVER),
+    FieldDef(
+        "proc.vpid", INT, "Pid in the process's pid namespace: not captured (always missing).", on=_NEVER
+    ),
+    FieldDef("proc.is_exe_writable", BOOL, "Not captured (always missing).", on=_NEVER),
+    FieldDef("proc.is_exe_upper_layer", BOOL, "Not captured (always missing).", on=_NEVER),
+    FieldDef("proc.is_container_healthcheck", BOOL, "Not captured (always missing).", on=_NEVER),
+    FieldDef("proc.is_container_liveness_probe", BOOL, "Not captured (always missing).", on=_NEVER),
+    FieldDef("proc.is_container_readiness_probe", BOOL, "Not captured (always missing).", on=_NEVER),
+    FieldDef("proc.stdin.type", STRING, "Not captured (always missing).", on=_NEVER),
+    FieldDef("proc.stdout.type", STRING, "Not captured (always missing).", on=_NEVER),
+    FieldDef("proc.stdin.name", STRING, "Not captured (always missing).", on=_NEVER),
+    FieldDef("proc.stdout.name", STRING, "Not captured (always missing).", on=_NEVER),
+    # --------------------------------------------------------------------------------------------- user
+    FieldDef(
+        "user.uid", INT, "Real user id of the thread at the event.", p="ev.uid", np="ev.uid", index=True
+    ),
+    FieldDef(
+        "user.name",
+        STRING,
+        "User name of user.uid (from the host's user database).",
+        p="proc.user_name",
+        nullable=True,
+        index=True,
+    ),
+    FieldDef(
+        "user.loginuid",
+        INT,
+        "Audit login uid: not captured, always -1 (Falco's value for none).",
+        p="-1",
+        np="-1",
+        domain={t: _ds(-1) for t in ALL},
+    ),
+    FieldDef("user.loginname", STRING, "Not captured (always missing).", on=_NEVER),
+    FieldDef("user.homedir", STRING, "Not captured (always missing).", on=_NEVER),
+    FieldDef("user.shell", STRING, "Not captured (always missing).", on=_NEVER),
+    FieldDef("group.gid", INT, "Real group id of the thread at the event.", p="ev.gid", np="ev.gid"),
+    FieldDef("group.name", STRING, "Group name of group.gid.", p="proc.group_name", nullable=True),
+    # --------------------------------------------------------------------------------------------- fd
+    FieldDef(
+        "fd.name",
+        STRING,
+        "open/chdir: the absolute, normalised path (relative paths resolved against cwd or dirfd); connect: "
+        "`0.0.0.0:0->IP:PORT` (`:::0->` for IPv6; the client side is not captured), or the unix socket path.",
+        on=(OPEN, CONNECT, CHDIR),
+        by={OPEN: "path", CONNECT: "_connect_name(ev)", CHDIR: "path"},
+        nullable=True,
+        notnull=(OPEN,),
+        index=True,
+        path_like=True,
+    ),
+    FieldDef(
+        "fd.nameraw",
+        STRING,
+        "open/chdir: the path as passed; connect: as fd.name.",
+        on=(OPEN, CONNECT, CHDIR),
+        by={OPEN: "ev.path", CONNECT: "_connect_name(ev)", CHDIR: "(ev.path or None)"},
+        nullable=True,
+        notnull=(OPEN,),
+        index=True,
+    ),
+    FieldDef(
+        "fd.directory",
+        STRING,
+        "Directory of fd.name (`/` for top-level names).",
+        on=(OPEN, CHDIR),
+        by={OPEN: "_dirname(path)", CHDIR: "_dirname(path)"},
+        nullable=True,
+        cached=True,
+        index=True,
+        path_like=True,
+    ),
+    FieldDef(
+        "fd.filename",
+        STRING,
+        "Last component of fd.name.",
+        on=(OPEN, CHDIR),
+        by={OPEN: 'path[path.rfind("/") + 1 :]', CHDIR: "_basename(path)"},
+        nullable=True,
+        notnull=(OPEN,),
+        cached=True,
+        index=True,
+    ),
+    FieldDef(
+        "fd.typechar",
+        STRING,
+        "`f` file, `d` directory (O_DIRECTORY opens, chdir), `4` IPv4, `6` IPv6, `u` unix socket, `o` other.",
+        on=(OPEN, CONNECT, CHDIR),
+        by={OPEN: '("d" if ev.open_flags & 65536 else "f")', CONNECT: "_sock_typechar(ev)", CHDIR: '"d"'},
+        domain={OPEN: _ds("f", "d"), CONNECT: _ds("4", "6", "u", "o"), CHDIR: _ds("d")},
+    ),
+    FieldDef(
+        "fd.type",
+        STRING,
+        "`file`, `directory`, `ipv4`, `ipv6` or `unix`.",
+        on=(OPEN, CONNECT, CHDIR),
+        by={
+            OPEN: '("directory" if ev.open_flags & 65536 else "file")',
+            CONNECT: "_sock_type(ev)",
+            CHDIR: '"directory"',
+        },
+        nullable=True,
+        domain={
+            OPEN: _ds("file", "directory"),
+            CONNECT: _ds("ipv4", "ipv6", "unix", None),
+            CHDIR: _ds("directory"),
+        },
+    ),
+    FieldDef(
+        "fd.num",
+        INT,
+        "open: the fd returned (negative on failure); connect: the socket fd.",
+        on=(OPEN, CONNECT),
+        by={OPEN: "ev.ret", CONNECT: "ev.fd"},
+    ),
+    FieldDef(
+        "fd.ip",
+        IP,
+        f"IP of either end: {_INET} (the client end is not captured).",
+        on=(CONNECT,),
+        by={CONNECT: "_inet_addr(ev)"},
+        nullable=True,
+    ),
+    FieldDef(
+        "fd.sip",
+        IP,
+        f"Server IP: {_INET}. Compares with IPs or CIDRs.",
+        on=(CONNECT,),
+        by={CONNECT: "_inet_addr(ev)"},
+        nullable=True,
+        index=True,
+    ),
+    FieldDef(
+        "fd.rip",
+        IP,
+        f"Remote IP: {_INET}.",
+        on=(CONNECT,),
+        by={CONNECT: "_inet_addr(ev)"},
+        nullable=True,
+        index=True,
+    ),
+    FieldDef(
+        "fd.sport",
+        INT,
+        f"Server port: {_INET}.",
+        on=(CONNECT,),
+        by={CONNECT: "_inet_port(ev)"},
+        nullable=True,
+        index=True,
+    ),
+    FieldDef(
+        "fd.rport",
+        INT,
+        f"Remote port: {_INET}.",
+        on=(CONNECT,),
+        by={CONNECT: "_inet_port(ev)"},
+        nullable=True,
+        index=True,
+    ),
+    FieldDef(
+        "fd.port", INT, f"Port of {_INET}.", on=(CONNECT,), by={CONNECT: "_inet_port(ev)"}, nullable=True
+    ),
+    FieldDef(
+        "fd.snet",
+        IPNET,
+        f'Server network, compared with CIDRs (`fd.snet in ("10.0.0.0/8")`): {_INET}.',
+        on=(CONNECT,),
+        by={CONNECT: "_inet_addr(ev)"},
+        nullable=True,
+    ),
+    FieldDef(
+        "fd.rnet",
+        IPNET,
+        "Remote network, as fd.snet.",
+        on=(CONNECT,),
+        by={CONNECT: "_inet_addr(ev)"},
+        nullable=True,
+    ),
+    FieldDef(
+        "fd.net",
+        IPNET,
+        "Either end's network, as fd.snet (only the server end is captured).",
+        on=(CONNECT,),
+        by={CONNECT: "_inet_addr(ev)"},
+        nullable=True,
+    ),
+    FieldDef(
+        "fd.sockfamily",
+        STRING,
+        "`ip` or `unix`.",
+        on=(CONNECT,),
+        by={CONNECT: "_sock_family(ev)"},
+        nullable=True,
+        domain={CONNECT: _ds("ip", "unix", None)},
+    ),
+    FieldDef(
+        "fd.l4proto",
+        STRING,
+        "`tcp` or `udp` (from the socket type); missing when not known.",
+        on=(CONNECT,),
+        by={CONNECT: "_l4proto(ev)"},
+        nullable=True,
+        domain={CONNECT: _ds("tcp", "udp", None)},
+    ),
+    FieldDef("fd.cip", IP, "Client IP: not captured (always missing).", on=_NEVER),
+    FieldDef("fd.cport", INT, "Client port: not captured (always missing).", on=_NEVER),
+    FieldDef("fd.lip", IP, "Local IP: not captured (always missing).", on=_NEVER),
+    FieldDef("fd.lport", INT, "Local port: not captured (always missing).", on=_NEVER),
+    FieldDef("fd.cnet", IPNET, "Not captured (always missing).", on=_NEVER),
+    FieldDef("fd.lnet", IPNET, "Not captured (always missing).", on=_NEVER),
+    FieldDef("fd.connected", BOOL, "Not captured (always missing).", on=_NEVER),
+    FieldDef("fd.name_changed", BOOL, "Not captured (always missing).", on=_NEVER),
+    FieldDef("fd.ino", INT, "Not captured (always missing).", on=_NEVER),
+    FieldDef("fd.dev", INT, "Not captured (always missing).", on=_NEVER),
+    # --------------------------------------------------------------------------------------------- container
+    FieldDef(
+        "container.id",
+        STRING,
+        "`host`: sentinel watches the host (container ids are not captured yet).",
+        p='"host"',
+        np='"host"',
+        domain={t: _ds("host") for t in ALL},
+    ),
+    FieldDef(
+        "container.name",
+        STRING,
+        "`host`, as container.id.",
+        p='"host"',
+        np='"host"',
+        domain={t: _ds("host") for t in ALL},
+    ),
+    FieldDef(
+        "container.info",
+        STRING,
+        "`host` (Falco's output shorthand).",
+        p='"host"',
+        np='"host"',
+        domain={t: _ds("host") for t in ALL},
+    ),
+    FieldDef("container.image", STRING, "Not captured (always missing).", on=_NEVER),
+    FieldDef("container.image.repository", STRING, "Not captured (always missing).", on=_NEVER),
+    FieldDef("container.image.tag", STRING, "Not captured (always missing).", on=_NEVER),
+    FieldDef("container.privileged", BOOL, "Not captured (always missing).", on=_NEVER),
+    FieldDef("k8s.ns.name", STRING, "Not captured (always missing).", on=_NEVER),
+    FieldDef("k8s.pod.name", STRING, "Not captured (always missing).", on=_NEVER),
+    # --------------------------------------------------------------------------------------------- sentinel
+    FieldDef(
+        "sentinel.exec.filename",
+        STRING,
+        "The executable as called: exec's filename argument; for other "
+        "events the process's last exec filename.",
+        by={EXEC: "ev.filename"},
+        p="(proc.filename or None)",
+        nullable=True,
+        index=True,
+        path_like=True,
+    ),
+    FieldDef(
+        "sentinel.proc.entity_id",
+        STRING,
+        "Stable id of the process (ECS process.entity_id).",
+        p="proc.entity_id",
+    ),
+    FieldDef(
+        "sentinel.event.repeat_count",
+        INT,
+        "Identical opens the kernel suppressed before this one.",
+        on=(OPEN,),
+        by={OPEN: "ev.repeat_count"},
+    ),
+]
+
+FIELDS: dict[str, FieldDef] = {f.name: f for f in FIELDS_LIST}
+
+# Types each transformer accepts and gives.
+TRANSFORMERS: dict[str, tuple[str, str]] = {
+    "tolower": (STRING, STRING),
+    "toupper": (STRING, STRING),
+    "basename": (STRING, STRING),
+    "b64": (STRING, STRING),
+    "len": (STRING, INT),
+}
+
+# Operators each field type accepts.
+STRING_OPS = frozenset(
+    [
+        "=",
+        "==",
+        "!=",
+        "contains",
+        "icontains",
+        "bcontains",
+        "startswith",
+        "bstartswith",
+        "endswith",
+        "glob",
+        "iglob",
+        "pmatch",
+        "in",
+        "intersects",
+        "exists",
+        "regex",
+    ]
+)
+INT_OPS = frozenset(["=", "==", "!=", "<", "<=", ">", ">=", "in", "intersects", "exists"])
+BOOL_OPS = frozenset(["=", "==", "!=", "exists"])
+IP_OPS = frozenset(["=", "==", "!=", "in", "intersects", "exists"])
+OPS_BY_TYPE: dict[str, frozenset[str]] = {
+    STRING: STRING_OPS,
+    INT: INT_OPS,
+    BOOL: BOOL_OPS,
+    IP: IP_OPS,
+    IPNET: IP_OPS,
+}
+ALL_OPS = STRING_OPS | INT_OPS
+LIST_OPS = frozenset({"in", "intersects", "pmatch"})
+
+
+def event_type_names(types: Iterable[EventType]) -> str:
+    names = {EXEC: "exec", OPEN: "open", CONNECT: "connect", FORK: "fork", EXIT: "exit", CHDIR: "chdir"}
+    return ", ".join(names[t] for t in ALL if t in set(types))
+
+
+def reference(markdown: bool = False) -> str:
+    """The field reference ``sentinel fields`` prints and ``docs/fields.md`` holds."""
+    groups: dict[str, list[FieldDef]] = {}
+    for f in FIELDS_LIST:
+        groups.setdefault(f.name.split(".", 1)[0], []).append(f)
+    out: list[str] = []
+    if markdown:
+        out += [
+            "# Rule fields",
+            "",
+            "Generated by `sentinel fields --markdown` from `sentinel/rules/fields.py`; do not edit by hand.",
+            "",
+            "Names and meanings follow Falco's. *Events* lists the event types that fill a field; on other",
+            "events the value is missing: every check on it is false (so `not` of one is true) and output",
+            "prints `<NA>` (`null` in JSON). Fields marked *not captured* are accepted so that Falco rules",
+            "naming them load, but they are always missing (so are other `evt.arg.NAME` and",
+            "`evt.rawarg.NAME` arguments); the validator warns where a rule uses one.",
+            "",
+            "Types: `string`; `int` (compared as numbers, `proc.pid > 1000`); `bool` (`true`/`false`); `ip`",
+            "(an address, compared with addresses or CIDR ranges); `ipnet` (compared with CIDR ranges).",
+            "Transformers: `tolower(f)`, `toupper(f)`, `basename(f)`, `b64(f)` (base64-decoded), `len(f)`;",
+            "`val(f)` on the right-hand side compares two fields.",
+            "",
+        ]
+        for group, fields in groups.items():
+            out += [f"## {group}", "", "| field | type | events | description |", "|---|---|---|---|"]
+            for f in fields:
+                name = f.name + ("[N]" if f.arg.startswith("index") else "[KEY]" if f.arg else "")
+                events = event_type_names(f.on) if f.on else "*not captured*"
+                if f.on == ALL:
+                    events = "all"
+                desc = f.desc.replace("|", "\\|")
+                out.append(f"| `{name}` | {f.type} | {events} | {desc} |")
+            out.append("")
+        return "\n".join(out)
+    width = max(len(f.name) for f in FIELDS_LIST) + 5
+    for group, fields in groups.items():
+        out.append(f"{group}:")
+        for f in fields:
+            name = f.name + ("[N]" if f.arg.startswith("index") else "[KEY]" if f.arg else "")
+            events = "all" if f.on == ALL else event_type_names(f.on) if f.on else "not captured"
+            out.append(f"  {name:<{width}} {f.type:<7} {events:<22} {f.desc}")
+        out.append("")
+    return "\n".join(out)

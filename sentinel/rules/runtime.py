@@ -1,0 +1,292 @@
+"""Helpers the generated matcher code calls for values that are more than an attribute read.
+
+Generated code runs with this module's functions as globals. They take the objects the matcher already holds
+(the event, the process, the resolved path) and never raise on odd input: a value that cannot be computed is
+``None``, which no check matches.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import errno
+import functools
+import ipaddress
+import os
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sentinel.events import AF_INET, AF_INET6, AF_UNIX
+
+__all__ = [
+    "U",
+    "any_of",
+    "ip_in",
+    "pmatch",
+]
+
+
+class _Unset:
+    """Marks a per-event cached value not computed yet (``None`` is a legitimate value: missing)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+U = _Unset()
+
+MAX_ANCESTORS = 64
+
+_ACCESS = ("O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE")
+_FLAG_BITS = (
+    (0o100, "O_CREAT"),
+    (0o200, "O_EXCL"),
+    (0o400, "O_NOCTTY"),
+    (0o1000, "O_TRUNC"),
+    (0o2000, "O_APPEND"),
+    (0o4000, "O_NONBLOCK"),
+    (0o10000, "O_DSYNC"),
+    (0o40000, "O_DIRECT"),
+    (0o200000, "O_DIRECTORY"),
+    (0o400000, "O_NOFOLLOW"),
+    (0o1000000, "O_NOATIME"),
+    (0o2000000, "O_CLOEXEC"),
+    (0o10000000, "O_PATH"),
+    (0o20200000, "O_TMPFILE"),
+)
+_flags_cache: dict[int, str] = {}
+
+
+def flags_text(flags: int) -> str:
+    """Falco's rendering of open flags: ``O_WRONLY|O_CREAT|O_TRUNC``."""
+    text = _flags_cache.get(flags)
+    if text is None:
+        names = [_ACCESS[flags & 3]]
+        for bit, name in _FLAG_BITS:
+            if flags & bit == bit and not (name == "O_DIRECTORY" and flags & 0o20000000):
+                names.append(name)
+        text = "|".join(names)
+        if len(_flags_cache) < 4096:
+            _flags_cache[flags] = text
+    return text
+
+
+def mode_text(mode: int) -> str:
+    return f"{mode & 0o7777:04o}"
+
+
+def errno_name(ret: int) -> str:
+    return errno.errorcode.get(-ret, f"E{-ret}")
+
+
+def dirname(path: str | None) -> str | None:
+    """Falco's ``fd.directory``: the directory part, ``/`` for top-level names; None for relative names."""
+    if path is None:
+        return None
+    head, sep, _ = path.rpartition("/")
+    if not sep:
+        return None
+    return head or "/"
+
+
+def basename(path: str | None) -> str | None:
+    if path is None:
+        return None
+    return path.rpartition("/")[2]
+
+
+def argv0(proc: Any) -> str | None:
+    args = proc.args
+    return args[0] if args else None
+
+
+def args_text(proc: Any) -> str:
+    args = proc.args
+    return " ".join(args[1:]) if len(args) > 1 else ""
+
+
+def cmdline(proc: Any) -> str:
+    """Falco's ``proc.cmdline``: the name followed by the arguments (argv[1:])."""
+    args = proc.args
+    if len(args) > 1:
+        return proc.comm + " " + " ".join(args[1:])
+    return proc.comm
+
+
+def cmdlenargs(proc: Any) -> int:
+    args = proc.args
+    return sum(len(a) for a in args[1:]) + max(0, len(args) - 2)
+
+
+def ancestor(proc: Any, n: int) -> Any:
+    """The process itself for 0, its parent for 1 ...; None past the known root."""
+    cur = proc
+    while n > 0 and cur is not None:
+        cur = cur.parent
+        n -= 1
+    return cur
+
+
+def ancestors(proc: Any) -> list[Any]:
+    out = []
+    cur = proc.parent
+    while cur is not None and len(out) < MAX_ANCESTORS:
+        out.append(cur)
+        cur = cur.parent
+    return out
+
+
+def aname(proc: Any, n: int) -> str | None:
+    a = ancestor(proc, n)
+    return None if a is None else a.comm
+
+
+def aexe(proc: Any, n: int) -> str | None:
+    a = ancestor(proc, n)
+    return None if a is None else argv0(a)
+
+
+def aexepath(proc: Any, n: int) -> str | None:
+    a = ancestor(proc, n)
+    return None if a is None else (a.exe or None)
+
+
+def apid(proc: Any, n: int) -> int | None:
+    a = ancestor(proc, n)
+    return None if a is None else a.pid
+
+
+def acmdline(proc: Any, n: int) -> str | None:
+    a = ancestor(proc, n)
+    return None if a is None else cmdline(a)
+
+
+def connect_name(ev: Any) -> str | None:
+    """Falco's ``fd.name`` of a connected socket: ``client->server``; the client part is not captured."""
+    fam = ev.family
+    if fam == AF_INET:
+        return f"0.0.0.0:0->{ev.address}:{ev.port}"
+    if fam == AF_INET6:
+        return f":::0->{ev.address}:{ev.port}"
+    if fam == AF_UNIX:
+        return ev.address
+    return None
+
+
+_TYPECHAR = {AF_INET: "4", AF_INET6: "6", AF_UNIX: "u"}
+_FDTYPE = {AF_INET: "ipv4", AF_INET6: "ipv6", AF_UNIX: "unix"}
+_SOCKFAMILY = {AF_INET: "ip", AF_INET6: "ip", AF_UNIX: "unix"}
+_L4 = {1: "tcp", 2: "udp"}
+
+
+def sock_typechar(ev: Any) -> str:
+    return _TYPECHAR.get(ev.family, "o")
+
+
+def sock_type(ev: Any) -> str | None:
+    return _FDTYPE.get(ev.family)
+
+
+def sock_family(ev: Any) -> str | None:
+    return _SOCKFAMILY.get(ev.family)
+
+
+def l4proto(ev: Any) -> str | None:
+    if ev.family not in (AF_INET, AF_INET6):
+        return None
+    return _L4.get(ev.sock_type)
+
+
+def inet_addr(ev: Any) -> str | None:
+    return ev.address if ev.family in (AF_INET, AF_INET6) else None
+
+
+def inet_port(ev: Any) -> int | None:
+    return ev.port if ev.family in (AF_INET, AF_INET6) else None
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def ip_in(text: str, nets: tuple[Any, ...]) -> bool:
+    """Whether an address (text) lies in any of ``nets`` (ip_network objects; a host is a /32 or /128)."""
+    ip = parse_ip(text)
+    if ip is None:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        mapped = ip.ipv4_mapped
+        return any(ip in n or mapped in n for n in nets)
+    return any(ip in n for n in nets)
+
+
+def pmatch(path: str, prefixes: frozenset[str]) -> bool:
+    """Whether ``path`` is one of ``prefixes`` or lies below one of them (whole path components only)."""
+    if path in prefixes:
+        return True
+    i = path.find("/", 1)
+    while i > 0:
+        if path[:i] in prefixes:
+            return True
+        i = path.find("/", i + 1)
+    return "/" in prefixes and path.startswith("/")
+
+
+def any_of(pred: Callable[[Any], bool], values: Iterable[Any] | None) -> bool:
+    if values is None:
+        return False
+    return any(pred(v) for v in values if v is not None)
+
+
+def fsenc(text: str) -> bytes:
+    return os.fsencode(text)
+
+
+def b64(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        return base64.b64decode(text, validate=False).decode("utf-8", "surrogateescape")
+    except (binascii.Error, ValueError):
+        return None
+
+
+def lower(text: str | None) -> str | None:
+    return None if text is None else text.lower()
+
+
+def upper(text: str | None) -> str | None:
+    return None if text is None else text.upper()
+
+
+def length(value: Any) -> int | None:
+    return None if value is None else len(value)
+
+
+def time_text(wall_ns: int) -> str:
+    """Falco's ``%evt.time`` text: time of day with nanoseconds (UTC here, for output that does not depend on
+    the host's time zone)."""
+    secs, ns = divmod(wall_ns, 1_000_000_000)
+    return datetime.fromtimestamp(secs, UTC).strftime("%H:%M:%S") + f".{ns:09d}"
+
+
+def iso8601(wall_ns: int) -> str:
+    secs, ns = divmod(wall_ns, 1_000_000_000)
+    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns:09d}Z"
+
+
+def namespace() -> dict[str, Any]:
+    """Globals for generated code: every helper under a short ``_name``."""
+    ns: dict[str, Any] = {"__builtins__": __builtins__}
+    for name, value in globals().items():
+        if callable(value) and not name.startswith("_") and value.__module__ == __name__:
+            ns["_" + name] = value
+    ns["_U"] = U
+    return ns

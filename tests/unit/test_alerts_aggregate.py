@@ -1,0 +1,135 @@
+"""Aggregation: the first alert at once, repeats counted (never dropped) into one summary per window, closed
+by event time, at flush, or on eviction when too many windows are open.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sentinel.alerts import internal
+from sentinel.alerts.aggregate import Aggregator
+from sentinel.alerts.model import Alert
+from tests.unit.detect_fixtures import S, rule
+
+R1, R2 = rule("R1"), rule("R2")
+
+
+def alert(ts: int, r: Any = R1, lineage: tuple[Any, ...] = ("/usr/bin/sh", "P1"), text: str = "") -> Alert:
+    return Alert(r, None, text or f"at {ts}", {"n": ts}, ts, lineage=lineage)
+
+
+def test_first_alert_is_emitted_at_once_and_repeats_are_counted() -> None:
+    agg = Aggregator(window_s=60)
+    first = alert(1 * S)
+    assert agg.offer(first) == [first]
+    for t in (2, 3, 10):
+        assert agg.offer(alert(t * S)) == []
+    assert agg.advance(60 * S) == []  # the window is [1 s, 61 s)
+    (summary,) = agg.advance(61 * S)
+    assert summary.aggregated
+    assert summary.count == 3
+    assert (summary.first_ns, summary.last_ns, summary.ts_ns) == (2 * S, 10 * S, 10 * S)
+    assert summary.output == f"at {10 * S}"  # the latest repeat's output
+    assert summary.output_fields == {"n": 10 * S}
+    assert agg.windows == {}
+    stats = agg.snapshot()
+    assert stats == {"alerts": 4, "emitted_first": 1, "repeats": 3, "summaries": 1, "evicted": 0,
+                     "open_windows": 0}  # fmt: skip
+
+
+def test_a_window_without_repeats_closes_silently() -> None:
+    agg = Aggregator(window_s=5)
+    agg.offer(alert(1 * S))
+    assert agg.advance(100 * S) == []
+    assert agg.windows == {}
+
+
+def test_keys_are_rule_and_lineage() -> None:
+    agg = Aggregator(window_s=60)
+    assert len(agg.offer(alert(1 * S, R1, ("/bin/sh", "P1")))) == 1
+    assert len(agg.offer(alert(2 * S, R2, ("/bin/sh", "P1")))) == 1  # another rule
+    assert len(agg.offer(alert(3 * S, R1, ("/bin/sh", "P2")))) == 1  # another parent
+    assert len(agg.offer(alert(4 * S, R1, ("/bin/bash", "P1")))) == 1  # another image
+    assert agg.offer(alert(5 * S, R1, ("/bin/sh", "P1"))) == []
+    (summary,) = agg.flush()
+    assert (summary.rule.name, summary.lineage, summary.count) == ("R1", ("/bin/sh", "P1"), 1)
+
+
+def test_after_the_window_the_next_alert_is_emitted_again() -> None:
+    agg = Aggregator(window_s=10)
+    agg.offer(alert(0))
+    agg.offer(alert(1 * S))
+    # No advance() between: the late alert itself closes the old window, summary first.
+    out = agg.offer(alert(10 * S))
+    assert [a.aggregated for a in out] == [True, False]
+    assert out[0].count == 1
+    assert out[1].ts_ns == 10 * S
+    assert agg.offer(alert(11 * S)) == []
+
+
+def test_flush_at_shutdown_writes_every_pending_summary() -> None:
+    agg = Aggregator(window_s=60)
+    for r in (R1, R2):
+        agg.offer(alert(1 * S, r))
+        agg.offer(alert(2 * S, r))
+        agg.offer(alert(3 * S, r))
+    agg.offer(alert(4 * S, rule("R3")))  # no repeats: nothing to summarise
+    out = agg.flush()
+    assert [(a.rule.name, a.count) for a in out] == [("R1", 2), ("R2", 2)]
+    assert agg.flush() == []
+
+
+def test_eviction_flushes_the_oldest_summary_first() -> None:
+    agg = Aggregator(window_s=60, max_keys=2)
+    agg.offer(alert(1 * S, lineage=("a",)))
+    agg.offer(alert(2 * S, lineage=("a",)))  # a repeat of "a"
+    agg.offer(alert(3 * S, lineage=("b",)))
+    out = agg.offer(alert(4 * S, lineage=("c",)))  # a third key: "a" is evicted, its summary written first
+    assert [(a.lineage, a.aggregated, a.count) for a in out] == [(("a",), True, 1), (("c",), False, 1)]
+    assert list(agg.windows) == [("sentinel", "R1", "b"), ("sentinel", "R1", "c")]
+    assert agg.stats.evicted == 1
+    assert len(agg.windows) <= 2
+
+
+def test_window_zero_disables_aggregation() -> None:
+    agg = Aggregator(window_s=0)
+    alerts = [alert(t) for t in range(5)]
+    assert [agg.offer(a) for a in alerts] == [[a] for a in alerts]
+    assert agg.flush() == []
+
+
+def test_internal_loss_alerts_add_up() -> None:
+    agg = Aggregator(window_s=10)
+    assert len(agg.offer(internal.events_lost(1 * S, "open", 5))) == 1
+    agg.offer(internal.events_lost(2 * S, "open", 7))
+    agg.offer(internal.events_lost(3 * S, "exec", 1))  # another buffer: its own key
+    agg.offer(internal.events_lost(4 * S, "open", 9))
+    (summary,) = agg.advance(11 * S)
+    assert summary.output_fields == {"buffer": "open", "lost": 16}  # the repeats' total
+    assert summary.count == 2
+    assert summary.output == "Kernel events lost (buffer=open lost=16)"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 300), st.sampled_from("abc"), st.sampled_from(["R1", "R2"])), max_size=60
+    ),
+    st.integers(0, 30),
+    st.integers(1, 4),
+)
+def test_nothing_is_lost(events: list[tuple[int, str, str]], window: int, max_keys: int) -> None:
+    """Every offered alert is either written or counted in exactly one written summary."""
+    agg = Aggregator(window_s=window, max_keys=max_keys)
+    rules = {"R1": R1, "R2": R2}
+    written: list[Alert] = []
+    for t, lin, name in sorted(events):
+        written += agg.advance(t * S)
+        written += agg.offer(alert(t * S, rules[name], (lin,)))
+        assert len(agg.windows) <= max_keys
+    written += agg.flush()
+    assert sum(a.count for a in written) == len(events)
+    assert agg.windows == {}

@@ -1,0 +1,320 @@
+"""Every field on built exec/open/connect/chdir/fork/exit events, the field reference and docs/fields.md."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sentinel.events import AF_INET, AF_INET6, AF_UNIX, FLAG_EXECVEAT, Event, EventType
+from sentinel.process.facts import ProcFacts, ReplayFacts
+from sentinel.process.table import ProcessTable
+from sentinel.rules import EvalContext
+from sentinel.rules.fields import ALL, FIELDS, FIELDS_LIST, reference
+from tests.unit.rules_support import WALL, connect_ctx, event, exec_ctx, open_ctx, ruleset, web_shell
+
+REPO = Path(__file__).resolve().parents[2]
+RS = ruleset(
+    "- rule: any\n  desc: d\n  condition: evt.type = execve\n  output: o\n  priority: debug\n"
+)  # field_value needs a RuleSet, not any particular rule
+
+NEVER = {f.name for f in FIELDS_LIST if not f.on}
+
+EXEC_VALUES: dict[str, Any] = {
+    "evt.type": "execve",
+    "evt.time": WALL,
+    "evt.rawtime": WALL,
+    "evt.time.iso8601": "2023-11-14T22:13:20.123456789Z",
+    "evt.dir": "<",
+    "evt.res": "SUCCESS",
+    "evt.rawres": 0,
+    "evt.failed": False,
+    "evt.arg.filename": "/usr/bin/bash",
+    "evt.arg.dirfd": -100,
+    "evt.arg.res": 0,
+    "evt.rawarg.res": 0,
+    "proc.pid": 4242,
+    "thread.tid": 4242,
+    "proc.ppid": 900,
+    "proc.name": "bash",
+    "proc.exe": "bash",
+    "proc.exepath": "/usr/bin/bash",
+    "proc.args": "-c id; uname -a",
+    "proc.cmdline": "bash -c id; uname -a",
+    "proc.cmdnargs": 2,
+    "proc.cmdlenargs": 15,
+    "proc.cwd": "/srv",
+    "proc.tty": 0,
+    "proc.duration": 10_000_000_000,
+    "proc.is_exe_from_memfd": False,
+    "proc.is_exe_deleted": False,
+    "proc.pname": "nginx",
+    "proc.pexe": "nginx",
+    "proc.pexepath": "/usr/sbin/nginx",
+    "proc.pcmdline": "nginx -g daemon off;",
+    "proc.aname": ["nginx", "systemd"],
+    "proc.aname[0]": "bash",
+    "proc.aname[2]": "systemd",
+    "proc.aname[3]": None,
+    "proc.aexe": ["nginx", "/sbin/init"],
+    "proc.aexe[1]": "nginx",
+    "proc.aexepath": ["/usr/sbin/nginx", "/usr/lib/systemd/systemd"],
+    "proc.aexepath[1]": "/usr/sbin/nginx",
+    "proc.apid": [900, 800],
+    "proc.apid[0]": 4242,
+    "proc.acmdline": ["nginx -g daemon off;", "systemd"],
+    "proc.acmdline[2]": "systemd",
+    "user.uid": 33,
+    "user.name": "www-data",
+    "user.loginuid": -1,
+    "group.gid": 33,
+    "group.name": "www-data",
+    "container.id": "host",
+    "container.name": "host",
+    "container.info": "host",
+    "sentinel.exec.filename": "/usr/bin/bash",
+    "sentinel.proc.entity_id": "ent0",
+}
+OPEN_VALUES: dict[str, Any] = {
+    "evt.type": "openat",
+    "evt.is_open_read": False,
+    "evt.is_open_write": True,
+    "evt.is_open_create": True,
+    "evt.arg.flags": "O_WRONLY|O_CREAT|O_TRUNC",
+    "evt.rawarg.flags": 0o1101,
+    "evt.arg.mode": "0644",
+    "evt.rawarg.mode": 0o644,
+    "evt.arg.name": "x.conf",
+    "evt.arg.path": "x.conf",
+    "evt.arg.fd": 7,
+    "evt.arg.dirfd": -100,
+    "evt.res": "SUCCESS",
+    "fd.name": "/etc/cron.d/x.conf",
+    "fd.nameraw": "x.conf",
+    "fd.directory": "/etc/cron.d",
+    "fd.filename": "x.conf",
+    "fd.typechar": "f",
+    "fd.type": "file",
+    "fd.num": 7,
+    "sentinel.event.repeat_count": 3,
+    "proc.name": "bash",
+    "sentinel.exec.filename": "/usr/bin/bash",
+}
+CONNECT_VALUES: dict[str, Any] = {
+    "evt.type": "connect",
+    "evt.arg.fd": 5,
+    "evt.arg.res": -115,
+    "evt.arg.tuple": "0.0.0.0:0->203.0.113.7:4444",
+    "evt.res": "EINPROGRESS",
+    "evt.failed": True,
+    "fd.name": "0.0.0.0:0->203.0.113.7:4444",
+    "fd.nameraw": "0.0.0.0:0->203.0.113.7:4444",
+    "fd.typechar": "4",
+    "fd.type": "ipv4",
+    "fd.num": 5,
+    "fd.ip": "203.0.113.7",
+    "fd.sip": "203.0.113.7",
+    "fd.rip": "203.0.113.7",
+    "fd.sport": 4444,
+    "fd.rport": 4444,
+    "fd.port": 4444,
+    "fd.snet": "203.0.113.7",
+    "fd.rnet": "203.0.113.7",
+    "fd.net": "203.0.113.7",
+    "fd.sockfamily": "ip",
+    "fd.l4proto": "tcp",
+}
+
+
+def open_event() -> EvalContext:
+    ctx = open_ctx("/etc/cron.d/x.conf", flags=0o1101, raw="x.conf", ret=7, mode=0o644, repeat_count=3)
+    return ctx
+
+
+def test_every_field_is_covered_here() -> None:
+    covered = set(EXEC_VALUES) | set(OPEN_VALUES) | set(CONNECT_VALUES) | NEVER | {"evt.is_open_exec"}
+    names = {k.split("[")[0] for k in covered}
+    missing = [f.name for f in FIELDS_LIST if f.name not in names]
+    assert missing == [], "fields without a test value"
+
+
+@pytest.mark.parametrize("name", sorted(EXEC_VALUES))
+def test_exec_fields(name: str) -> None:
+    assert RS.field_value(name, exec_ctx()) == EXEC_VALUES[name]
+
+
+@pytest.mark.parametrize("name", sorted(OPEN_VALUES))
+def test_open_fields(name: str) -> None:
+    assert RS.field_value(name, open_event()) == OPEN_VALUES[name]
+
+
+@pytest.mark.parametrize("name", sorted(CONNECT_VALUES))
+def test_connect_fields(name: str) -> None:
+    assert RS.field_value(name, connect_ctx(ret=-115)) == CONNECT_VALUES[name]
+
+
+def test_fields_missing_on_other_event_types() -> None:
+    exec_only = ["evt.arg.filename"]
+    open_only = [
+        "fd.directory",
+        "fd.filename",
+        "evt.is_open_read",
+        "evt.arg.flags",
+        "evt.arg.mode",
+        "sentinel.event.repeat_count",
+    ]
+    connect_only = ["fd.sip", "fd.sport", "fd.snet", "fd.l4proto", "fd.sockfamily", "evt.arg.tuple"]
+    for name in open_only + connect_only:
+        assert RS.field_value(name, exec_ctx()) is None, name
+    for name in exec_only + connect_only:
+        assert RS.field_value(name, open_event()) is None, name
+    for name in exec_only + open_only:
+        assert RS.field_value(name, connect_ctx()) is None, name
+    for name in sorted(NEVER):
+        for ctx in (exec_ctx(), open_event(), connect_ctx()):
+            assert RS.field_value(name, ctx) is None, name
+
+
+def test_other_event_shapes() -> None:
+    ctx = exec_ctx(flags=FLAG_EXECVEAT, ret=-2)
+    assert RS.field_value("evt.type", ctx) == "execveat"
+    assert RS.field_value("evt.res", ctx) == "ENOENT"
+    assert RS.field_value("evt.failed", ctx) is True
+    v6 = connect_ctx("2001:db8::5", 443, family=AF_INET6, sock_type=2)
+    assert RS.field_value("fd.name", v6) == ":::0->2001:db8::5:443"
+    assert RS.field_value("fd.typechar", v6) == "6"
+    assert RS.field_value("fd.l4proto", v6) == "udp"
+    unix = connect_ctx("@/tmp/.X11-unix/X0", 0, family=AF_UNIX)
+    assert RS.field_value("fd.name", unix) == "@/tmp/.X11-unix/X0"
+    assert RS.field_value("fd.typechar", unix) == "u"
+    assert RS.field_value("fd.sport", unix) is None
+    other = connect_ctx("", 0, family=17)
+    assert RS.field_value("fd.typechar", other) == "o"
+    assert RS.field_value("fd.name", other) is None
+    proc = web_shell()
+    chdir = EvalContext(event(EventType.CHDIR, proc, path="/tmp/work"), proc, "/tmp/work", WALL)
+    assert RS.field_value("evt.type", chdir) == "chdir"
+    assert RS.field_value("fd.name", chdir) == "/tmp/work"
+    assert RS.field_value("fd.directory", chdir) == "/tmp"
+    fchdir = EvalContext(event(EventType.CHDIR, proc, path=""), proc, None, WALL)
+    assert RS.field_value("evt.type", fchdir) == "fchdir"
+    assert RS.field_value("fd.name", fchdir) is None
+    fork = EvalContext(event(EventType.FORK, proc, child_pid=5), proc, None, WALL)
+    assert RS.field_value("evt.type", fork) == "clone"
+    exit_ = EvalContext(event(EventType.EXIT, proc), proc, None, WALL)
+    assert RS.field_value("evt.type", exit_) == "procexit"
+    opened2 = open_ctx("/x", evflags=8)
+    assert RS.field_value("evt.type", opened2) == "openat2"
+    assert RS.field_value("fd.typechar", open_ctx("/etc", flags=0o200000)) == "d"
+    relative = open_ctx("notes.txt")  # cwd unknown: the path stays relative
+    assert RS.field_value("fd.directory", relative) is None
+    assert RS.field_value("fd.filename", relative) == "notes.txt"
+
+
+def test_memfd_and_deleted_executables() -> None:
+    proc = web_shell()
+    proc.exe = "/memfd:payload (deleted)"
+    ctx = exec_ctx(proc)
+    assert RS.field_value("proc.is_exe_from_memfd", ctx) is True
+    assert RS.field_value("proc.is_exe_deleted", ctx) is True
+    proc.exe = ""
+    assert RS.field_value("proc.exepath", ctx) is None
+    assert RS.field_value("proc.is_exe_from_memfd", ctx) is False
+
+
+def test_without_a_process_only_event_fields_exist() -> None:
+    ctx = exec_ctx()
+    ctx.proc = None
+    assert RS.field_value("proc.pid", ctx) == 4242
+    assert RS.field_value("proc.name", ctx) == "bash"  # the event's comm
+    assert RS.field_value("user.uid", ctx) == 33
+    assert RS.field_value("proc.pname", ctx) is None
+    assert RS.field_value("proc.cmdline", ctx) is None
+    assert RS.field_value("user.name", ctx) is None
+    assert RS.field_value("evt.type", ctx) == "execve"
+
+
+def test_transformed_field_values() -> None:
+    ctx = open_event()
+    assert RS.field_value("toupper(fd.filename)", ctx) == "X.CONF"
+    assert RS.field_value("len(fd.name)", ctx) == len("/etc/cron.d/x.conf")
+    assert RS.field_value("tolower(proc.aname)", exec_ctx()) == ["nginx", "systemd"]
+    with pytest.raises(ValueError, match="unknown field"):
+        RS.field_value("proc.nope", ctx)
+    with pytest.raises(ValueError):
+        RS.field_value("not a field", ctx)
+
+
+def test_fields_from_a_process_table() -> None:
+    """The fields read what the process table built from fork/exec events and /proc facts."""
+    facts = ReplayFacts()
+    facts.feed(ProcFacts(1, 1, 0, "systemd", "/usr/lib/systemd/systemd", "/", ["/sbin/init"], 0, 0))
+    facts.feed(ProcFacts(700, 50, 1, "sshd", "/usr/sbin/sshd", "/", ["sshd", "-D"], 0, 0))
+    users = {0: "root", 1000: "alice"}
+    table = ProcessTable("boot", facts, clk_tck=100, user_lookup=users.get, group_lookup=users.get)
+    table.bootstrap()
+    s = 1_000_000_000
+
+    def ev(etype: EventType, ts: int, pid: int, comm: str, **kw: Any) -> Event:
+        return Event(type=etype, ts_ns=ts, pid=pid, tid=pid, uid=1000, gid=1000, comm=comm, **kw)
+
+    table.apply(ev(EventType.FORK, 10 * s, 700, "sshd", child_pid=800))
+    facts.feed_realpath("/bin/bash", "/usr/bin/bash")
+    exe = ev(EventType.EXEC, 11 * s, 800, "bash", filename="/bin/bash", argv=["-bash"], argc_total=1)
+    proc = table.apply(exe)
+    assert proc is not None
+    ctx = EvalContext(exe, proc, None, WALL)
+    assert RS.field_value("proc.name", ctx) == "bash"
+    assert RS.field_value("proc.pname", ctx) == "sshd"
+    assert RS.field_value("proc.aname[2]", ctx) == "systemd"
+    assert RS.field_value("proc.exe", ctx) == "-bash"
+    assert RS.field_value("sentinel.exec.filename", ctx) == "/bin/bash"
+    assert RS.field_value("user.name", ctx) == "alice"
+    opened = ev(EventType.OPEN, 12 * s, 800, "bash", path=".bash_history", open_flags=0o2101, ret=3)
+    proc = table.apply(opened)
+    assert proc is not None
+    path = table.resolve_path(proc, opened.dirfd, opened.path)
+    octx = EvalContext(opened, proc, path, WALL)
+    assert RS.field_value("proc.duration", octx) == 2 * s  # forked at 10 s, opened at 12 s
+    assert RS.field_value("fd.name", octx) == "/.bash_history"  # cwd inherited from sshd
+    assert RS.field_value("fd.filename", octx) == ".bash_history"
+    assert RS.field_value("evt.arg.flags", octx) == "O_WRONLY|O_CREAT|O_APPEND"
+    conn = ev(
+        EventType.CONNECT, 13 * s, 800, "bash", fd=3, family=AF_INET, address="10.0.0.1", port=22, sock_type=1
+    )
+    proc = table.apply(conn)
+    assert RS.field_value("fd.name", EvalContext(conn, proc, None, WALL)) == "0.0.0.0:0->10.0.0.1:22"
+
+
+def test_reference_lists_every_field() -> None:
+    text = reference()
+    md = reference(markdown=True)
+    for f in FIELDS_LIST:
+        assert f.name in text and f"`{f.name}" in md
+    assert "| `proc.aname[N]` | string | all |" in md
+    assert set(FIELDS) == {f.name for f in FIELDS_LIST}  # no duplicate names
+    assert all(set(f.on) <= set(ALL) for f in FIELDS_LIST)
+
+
+def test_docs_fields_md_is_up_to_date() -> None:
+    """docs/fields.md is generated: `sentinel fields --markdown > docs/fields.md`."""
+    doc = (REPO / "docs" / "fields.md").read_text(encoding="utf-8")
+    assert doc == reference(markdown=True) + "\n", "regenerate: sentinel fields --markdown > docs/fields.md"
+
+
+def test_fields_command() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sentinel.cli", "fields", "--markdown"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout == reference(markdown=True) + "\n"
+    plain = subprocess.run(
+        [sys.executable, "-m", "sentinel.cli", "fields"], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert "proc.cmdline" in plain.stdout and plain.returncode == 0
