@@ -60,6 +60,7 @@ class AgentRun:
         if not self.ready.wait(60):
             self.proc.kill()
             sys.exit(f"bench: agent did not become ready: {self.diag[-5:]}")
+        time.sleep(1.0)  # let the start-up work (bootstrap, first drain) settle before measuring
 
     def _read(self) -> None:
         assert self.proc.stderr is not None

@@ -58,6 +58,13 @@ def _sensor_args(p: argparse.ArgumentParser) -> None:
         help="suppress identical opens by the same process image within S seconds, counted "
         "(default 30; 0 = report every open)",
     )
+    g.add_argument(
+        "--scheduling",
+        choices=["batch", "normal", "idle"],
+        default="batch",
+        help="the agent's CPU scheduling policy (default batch: a fair share of CPU without preempting the "
+        "monitored processes at every wake-up; idle is cheaper still but starves the agent on a busy host)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,7 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _sensor_config(args: argparse.Namespace) -> Any:
     from sentinel.sensor.loader import SensorConfig
 
-    cfg = SensorConfig(wakeup_events=max(1, args.wakeup_events), open_dedup_s=max(0.0, args.open_dedup))
+    cfg = SensorConfig(
+        wakeup_events=max(1, args.wakeup_events),
+        open_dedup_s=max(0.0, args.open_dedup),
+        scheduling=getattr(args, "scheduling", "batch"),
+    )
     if args.pages:
         if args.pages & (args.pages - 1):
             raise SystemExit(f"sentinel: --pages must be a power of two, not {args.pages}")

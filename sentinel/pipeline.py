@@ -131,6 +131,7 @@ def run_live(
         "sentinel.ready",
         tracepoints=len(sensor.attached),
         stash=sensor.stash_mode,
+        scheduling=sensor.scheduling,
         processes=count,
         wakeup_events=sensor.config.wakeup_events,
         pages=sensor.config.pages,
