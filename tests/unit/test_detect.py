@@ -432,6 +432,7 @@ class FakeSensor:
         self.config = SensorConfig()
         self.attached = ["t1", "t2"]
         self.stash_mode = "test"
+        self.scheduling = "normal"
         self.bpf = None
         self.received: dict[str, int] = {}
         self.lost = {"open": 0}
