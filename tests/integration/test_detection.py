@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -27,11 +28,11 @@ pytestmark = pytest.mark.kernel
 class Detector:
     """`sentinel run` with the shipped rules; alerts on stdout collected by a thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, args: tuple[str, ...] = ()) -> None:
         if os.geteuid() != 0:
             pytest.fail("kernel tests need root: run the suite with scripts/run-tests.sh as root")
         self.proc = subprocess.Popen(
-            sentinel_cmd("run"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO
+            sentinel_cmd("run", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO
         )
         self.alerts: list[dict[str, Any]] = []
         self.diagnostics: list[dict[str, Any]] = []
@@ -247,3 +248,50 @@ def test_benign_workload_raises_nothing(detector: Detector) -> None:
 def test_agent_diagnostics(detector: Detector) -> None:
     loaded = [d for d in detector.diagnostics if d.get("event") == "sentinel.rules_loaded"]
     assert loaded and loaded[0]["rules"] >= 40
+
+
+GOOD_RULE = """
+- rule: Marker Binary Executed
+  desc: test rule for reloads
+  condition: evt.type = execve and proc.name = {name}
+  output: marker ran (cmdline=%proc.cmdline)
+  priority: WARNING
+  tags: [process, mitre_execution, T1059]
+"""
+
+
+def test_sighup_reload_keeps_old_rules_on_error_and_swaps_on_success(tmp_path: Path) -> None:
+    """Real agent, real signal: a broken rules file is refused loudly, the old rules keep firing."""
+    rules = tmp_path / "rules.yaml"
+    first, second = "mk" + uuid.uuid4().hex[:8], "mk" + uuid.uuid4().hex[:8]
+    rules.write_text(GOOD_RULE.format(name=first))
+    for name in (first, second):
+        shutil.copy("/bin/true", tmp_path / name)
+    d = Detector(("--rules", str(rules), "--aggregation-window", "0"))
+    try:
+        subprocess.run([str(tmp_path / first)], check=True)
+        d.wait_alert("Marker Binary Executed", lambda a: get(a, "process.name") == first)
+
+        rules.write_text("- rule: Broken\n  condition: proc.nosuchfield = 1\n")
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait_alert("Rules reload failed", lambda a: True)
+        assert any(x.get("event") == "sentinel.reload_failed" for x in d.diagnostics)
+        subprocess.run([str(tmp_path / first)], check=True)  # the old rules still run
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if sum(get(a, "process.name") == first for a in d.alerts) >= 2:
+                break
+            time.sleep(0.05)
+        assert sum(get(a, "process.name") == first for a in d.alerts) >= 2
+
+        rules.write_text(GOOD_RULE.format(name=second))
+        d.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+            x.get("event") == "sentinel.rules_reloaded" for x in d.diagnostics
+        ):
+            time.sleep(0.05)
+        subprocess.run([str(tmp_path / second)], check=True)
+        d.wait_alert("Marker Binary Executed", lambda a: get(a, "process.name") == second)
+    finally:
+        assert d.stop() == 0
