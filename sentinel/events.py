@@ -42,6 +42,46 @@ FLAG_ARGV_FAULT = 1 << 5  # reading argv from user memory failed part way
 
 AT_FDCWD = -100
 
+# open(2) flags as the kernel passes them (x86-64/arm64 values), named the way Falco and strace print them.
+OPEN_ACCESS_MODES = ("O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE")  # indexed by flags & 3
+OPEN_FLAG_BITS: tuple[tuple[int, str], ...] = (
+    (0o100, "O_CREAT"),
+    (0o200, "O_EXCL"),
+    (0o400, "O_NOCTTY"),
+    (0o1000, "O_TRUNC"),
+    (0o2000, "O_APPEND"),
+    (0o4000, "O_NONBLOCK"),
+    (0o10000, "O_DSYNC"),
+    (0o40000, "O_DIRECT"),
+    (0o200000, "O_DIRECTORY"),
+    (0o400000, "O_NOFOLLOW"),
+    (0o1000000, "O_NOATIME"),
+    (0o2000000, "O_CLOEXEC"),
+    (0o10000000, "O_PATH"),
+    (0o20200000, "O_TMPFILE"),  # includes O_DIRECTORY's bit
+)
+OPEN_FLAG_VALUES: dict[str, int] = {
+    **{name: mode for mode, name in enumerate(OPEN_ACCESS_MODES[:3])},
+    **{name: bit for bit, name in OPEN_FLAG_BITS},
+}
+
+
+def open_flag_names(flags: int) -> list[str]:
+    """``["O_WRONLY", "O_CREAT", "O_TRUNC"]``: the access mode first, then each flag set."""
+    names = [OPEN_ACCESS_MODES[flags & 3]]
+    tmpfile = flags & 0o20000000
+    for bit, name in OPEN_FLAG_BITS:
+        if flags & bit == bit and not (name == "O_DIRECTORY" and tmpfile):
+            names.append(name)
+    return names
+
+
+def errno_name(ret: int) -> str:
+    """``-2`` → ``ENOENT`` (a syscall result that is not an errno keeps its number)."""
+    import errno
+
+    return errno.errorcode.get(-ret, f"E{-ret}")
+
 # Address families we decode.
 AF_UNIX = 1
 AF_INET = 2

@@ -22,6 +22,8 @@ from sentinel.events import (
     FLAG_PATH_TRUNCATED,
     Event,
     EventType,
+    errno_name,
+    open_flag_names,
 )
 from sentinel.host import HostInfo
 
@@ -31,39 +33,15 @@ if TYPE_CHECKING:
 ECS_VERSION = "9.1.0"
 MAX_ANCESTORS_RENDERED = 32
 
-_OPEN_FLAG_NAMES = [
-    (0o100, "O_CREAT"),
-    (0o200, "O_EXCL"),
-    (0o400, "O_NOCTTY"),
-    (0o1000, "O_TRUNC"),
-    (0o2000, "O_APPEND"),
-    (0o4000, "O_NONBLOCK"),
-    (0o10000, "O_DSYNC"),
-    (0o40000, "O_DIRECT"),
-    (0o200000, "O_DIRECTORY"),
-    (0o400000, "O_NOFOLLOW"),
-    (0o1000000, "O_NOATIME"),
-    (0o2000000, "O_CLOEXEC"),
-    (0o10000000, "O_PATH"),
-    (0o20200000, "O_TMPFILE"),
-]
-_ACCESS = {0: "O_RDONLY", 1: "O_WRONLY", 2: "O_RDWR", 3: "O_ACCMODE"}
 O_WRITE_MASK = 0o3
 O_CREAT = 0o100
 O_TRUNC = 0o1000
 EINPROGRESS = errno.EINPROGRESS
 
 
-def open_flag_names(flags: int) -> list[str]:
-    names = [_ACCESS[flags & 3]]
-    for bit, name in _OPEN_FLAG_NAMES:
-        if flags & bit == bit and not (name == "O_DIRECTORY" and flags & 0o20000000):
-            names.append(name)
-    return names
-
-
-def errno_name(ret: int) -> str | None:
-    return errno.errorcode.get(-ret, f"E{-ret}") if ret < 0 else None
+def error_code(ret: int) -> str | None:
+    """The errno name of a failed syscall, None for a success."""
+    return errno_name(ret) if ret < 0 else None
 
 
 class EcsRenderer:
@@ -209,7 +187,7 @@ class EcsRenderer:
         detail: dict[str, Any] = {"type": ev.type_name, "ret": ev.ret, "cgroup_id": ev.cgroup_id}
         sentinel: dict[str, Any] = {"event": detail, "ancestors": self.ancestry(proc)}
         doc["sentinel"] = sentinel
-        err = errno_name(ev.ret)
+        err = error_code(ev.ret)
         if err:
             doc["error"] = {"code": err, "message": os.strerror(-ev.ret)}
             detail["errno"] = err

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sentinel.events import EventType
+from sentinel.events import OPEN_FLAG_BITS, EventType
 from sentinel.rules import runtime
 from sentinel.rules.compiler import (
     FieldX,
@@ -595,7 +595,7 @@ def count_shared(irs: list[Any]) -> set[int]:
 
 
 _ACCESS_MODES = {"O_RDONLY": 0, "O_WRONLY": 1, "O_RDWR": 2}
-_FLAG_BITS = {name: bit for bit, name in runtime._FLAG_BITS}
+_FLAG_BITS = {name: bit for bit, name in OPEN_FLAG_BITS}
 
 
 def flag_test(name: str) -> str | None:

@@ -31,6 +31,7 @@ from sentinel.events import (
     FLAG_CREAT,
     FLAG_EXECVEAT,
     FLAG_OPENAT2,
+    OPEN_FLAG_VALUES,
     Event,
     EventType,
 )
@@ -61,25 +62,7 @@ _ACTIONS = {
     "chdir": EventType.CHDIR,
     "fchdir": EventType.CHDIR,
 }
-_FLAG_BITS = {
-    "O_RDONLY": 0,
-    "O_WRONLY": 0o1,
-    "O_RDWR": 0o2,
-    "O_CREAT": 0o100,
-    "O_EXCL": 0o200,
-    "O_NOCTTY": 0o400,
-    "O_TRUNC": 0o1000,
-    "O_APPEND": 0o2000,
-    "O_NONBLOCK": 0o4000,
-    "O_DSYNC": 0o10000,
-    "O_DIRECT": 0o40000,
-    "O_DIRECTORY": 0o200000,
-    "O_NOFOLLOW": 0o400000,
-    "O_NOATIME": 0o1000000,
-    "O_CLOEXEC": 0o2000000,
-    "O_PATH": 0o10000000,
-    "O_TMPFILE": 0o20200000,
-}
+_FLAG_BITS = OPEN_FLAG_VALUES
 _FAMILIES = {"AF_INET": AF_INET, "AF_INET6": AF_INET6, "AF_UNIX": AF_UNIX, "ipv4": AF_INET, "ipv6": AF_INET6}
 _TRANSPORTS = {"tcp": 1, "udp": 2}
 

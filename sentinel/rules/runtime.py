@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import errno
 import functools
 import ipaddress
 import os
@@ -17,7 +16,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sentinel.events import AF_INET, AF_INET6, AF_UNIX
+from sentinel.events import AF_INET, AF_INET6, AF_UNIX, errno_name, open_flag_names
 
 __all__ = [
     "U",
@@ -40,23 +39,6 @@ U = _Unset()
 
 MAX_ANCESTORS = 64
 
-_ACCESS = ("O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE")
-_FLAG_BITS = (
-    (0o100, "O_CREAT"),
-    (0o200, "O_EXCL"),
-    (0o400, "O_NOCTTY"),
-    (0o1000, "O_TRUNC"),
-    (0o2000, "O_APPEND"),
-    (0o4000, "O_NONBLOCK"),
-    (0o10000, "O_DSYNC"),
-    (0o40000, "O_DIRECT"),
-    (0o200000, "O_DIRECTORY"),
-    (0o400000, "O_NOFOLLOW"),
-    (0o1000000, "O_NOATIME"),
-    (0o2000000, "O_CLOEXEC"),
-    (0o10000000, "O_PATH"),
-    (0o20200000, "O_TMPFILE"),
-)
 _flags_cache: dict[int, str] = {}
 
 
@@ -64,11 +46,7 @@ def flags_text(flags: int) -> str:
     """Falco's rendering of open flags: ``O_WRONLY|O_CREAT|O_TRUNC``."""
     text = _flags_cache.get(flags)
     if text is None:
-        names = [_ACCESS[flags & 3]]
-        for bit, name in _FLAG_BITS:
-            if flags & bit == bit and not (name == "O_DIRECTORY" and flags & 0o20000000):
-                names.append(name)
-        text = "|".join(names)
+        text = "|".join(open_flag_names(flags))
         if len(_flags_cache) < 4096:
             _flags_cache[flags] = text
     return text
@@ -76,10 +54,6 @@ def flags_text(flags: int) -> str:
 
 def mode_text(mode: int) -> str:
     return f"{mode & 0o7777:04o}"
-
-
-def errno_name(ret: int) -> str:
-    return errno.errorcode.get(-ret, f"E{-ret}")
 
 
 def dirname(path: str | None) -> str | None:
@@ -289,4 +263,5 @@ def namespace() -> dict[str, Any]:
         if callable(value) and not name.startswith("_") and value.__module__ == __name__:
             ns["_" + name] = value
     ns["_U"] = U
+    ns["_errno_name"] = errno_name  # shared with the renderers, defined in sentinel.events
     return ns

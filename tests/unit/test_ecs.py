@@ -18,7 +18,7 @@ from sentinel.alerts.ecs import (
     ECS_VERSION,
     MAX_ANCESTORS_RENDERED,
     EcsRenderer,
-    errno_name,
+    error_code,
     open_flag_names,
 )
 from sentinel.events import (
@@ -526,11 +526,11 @@ def test_connect_refused_is_a_failure() -> None:
     assert doc["error"]["code"] == "ECONNREFUSED"
 
 
-def test_errno_name() -> None:
-    assert errno_name(0) is None
-    assert errno_name(3) is None
-    assert errno_name(-2) == "ENOENT"
-    assert errno_name(-9999) == "E9999"
+def test_error_code() -> None:
+    assert error_code(0) is None
+    assert error_code(3) is None
+    assert error_code(-2) == "ENOENT"
+    assert error_code(-9999) == "E9999"
 
 
 # --------------------------------------------------------------------------------- fork / exit / chdir
