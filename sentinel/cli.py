@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(sub)
 
     _add_rules_parsers(sub)
+    _add_model_parsers(sub)
 
     doc = sub.add_parser(
         "doctor",
@@ -158,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "doctor": cmd_doctor,
         "rules": _cmd_rules,
         "fields": cmd_fields,
+        "train": cmd_train,
+        "model": cmd_model,
     }
     try:
         return handler[args.command](args)
@@ -676,6 +679,92 @@ def cmd_fields(args: argparse.Namespace) -> int:
     from sentinel.rules.fields import reference
 
     sys.stdout.write(reference(markdown=args.markdown) + "\n")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------- anomaly model
+
+
+def _add_model_parsers(sub: Any) -> None:
+    tr = sub.add_parser(
+        "train",
+        help="train a host anomaly model from baseline captures",
+        description="Replay baseline captures (oldest first), compute rarity features, fit an isolation "
+        "forest on the earlier part and set the alert threshold from an alert budget on the later part.",
+    )
+    tr.add_argument("captures", nargs="+", metavar="CAPTURE", help="baseline capture files, oldest first")
+    tr.add_argument(
+        "--output", "-o", required=True, metavar="MODEL_DIR", help="directory to write the model to"
+    )
+    tr.add_argument("--alerts-per-day", type=float, default=5.0, metavar="N",
+                    help="alert budget on the held-out baseline (default 5)")  # fmt: skip
+    tr.add_argument("--trees", type=int, default=100, metavar="N", help="trees in the forest (default 100)")
+    tr.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
+    model = sub.add_parser("model", help="inspect an anomaly model", description="Work with anomaly models.")
+    msub = model.add_subparsers(dest="model_command", metavar="SUBCOMMAND", required=True)
+    info = msub.add_parser(
+        "info",
+        help="print a model's manifest and verify its files",
+        description="Print the manifest and verify checksums, arrays and structure. Exit 1 with the reason "
+        "when the model does not verify.",
+    )
+    info.add_argument("--model", required=True, metavar="DIR", help="model directory")
+    ev = msub.add_parser(
+        "eval",
+        help="evaluate a model on normal and attack captures",
+        description="Score normal captures (not used in training) and attack captures (one attack instance "
+        "each) from the trained baseline; print AUC, detection rate at 0.1%% and 1%% false-positive rate and "
+        "expected alerts per day.",
+    )
+    ev.add_argument("--model", required=True, metavar="DIR", help="model directory")
+    ev.add_argument("--normal", nargs="+", required=True, metavar="CAPTURE", help="benign captures")
+    ev.add_argument("--attack", nargs="+", required=True, metavar="CAPTURE", help="one capture per attack")
+    ev.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from sentinel.anomaly.model import ModelError
+    from sentinel.anomaly.train import train
+    from sentinel.capture import CaptureError
+
+    try:
+        train(
+            args.captures,
+            args.output,
+            alerts_per_day=args.alerts_per_day,
+            trees=args.trees,
+            seed=args.seed,
+            progress=sys.stderr,
+        )
+    except (ValueError, CaptureError, ModelError, OSError) as exc:
+        print(f"sentinel train: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    import json
+
+    from sentinel.anomaly.model import ModelError, load_model
+
+    try:
+        model = load_model(args.model)
+    except ModelError as exc:
+        print(f"sentinel model {args.model_command}: model refused: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    if args.model_command == "eval":
+        from sentinel.anomaly.evaluate import evaluate, format_report
+        from sentinel.capture import CaptureError
+
+        try:
+            report = evaluate(model, args.normal, args.attack)
+        except (ValueError, CaptureError, OSError) as exc:
+            print(f"sentinel model eval: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+        print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+        return EXIT_OK
+    print(json.dumps(model.manifest, indent=2, sort_keys=True))
+    print(f"{args.model}: verified ({model.manifest['n_trees']} trees, {model.forest.n_features} features)")
     return EXIT_OK
 
 

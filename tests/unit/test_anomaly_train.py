@@ -1,0 +1,117 @@
+"""Training from a capture: a model that loads, verifies through the CLI and flags an unusual event."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sentinel.anomaly.features import FEATURES, INDEX
+from sentinel.anomaly.model import MANIFEST_FILE, load_model
+from sentinel.anomaly.rarity import NS_PER_DAY
+from sentinel.anomaly.scorer import anomaly_scores, explain
+from sentinel.anomaly.train import budget_threshold, capture_rows, train
+from sentinel.cli import main
+from tests.unit.anomaly_support import write_baseline
+
+
+def test_budget_threshold() -> None:
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    assert budget_threshold(scores, NS_PER_DAY, 2) == 0.7  # 0.9 and 0.8 fire
+    assert budget_threshold(scores, NS_PER_DAY, 0) == 0.9  # nothing fires
+    assert budget_threshold(scores, 2 * NS_PER_DAY, 1) == 0.7  # budget scales with the span
+    assert budget_threshold(scores, NS_PER_DAY, 50) < 0.5  # all may fire
+    ties = np.array([0.9, 0.9, 0.9, 0.1])
+    thr = budget_threshold(ties, NS_PER_DAY, 1)
+    assert np.count_nonzero(ties > thr) <= 1  # a block of ties at the top cannot overrun the budget
+    with pytest.raises(ValueError):
+        budget_threshold(np.array([]), NS_PER_DAY, 1)
+
+
+def test_rows_are_time_ordered_and_rarity_is_prior_only(tmp_path: Path) -> None:
+    rows = capture_rows([write_baseline(tmp_path / "b.cap", runs=40)])
+    assert np.all(np.diff(rows.wall_ns) >= 0)
+    execs = rows.x[rows.x[:, INDEX["type_exec"]] == 1.0]
+    assert execs[0, INDEX["rare_exe"]] == 0.0  # the first exec had nothing before it
+    # ls runs every 4th exec: its rarity falls as it is seen more often
+    ls = execs[::4, INDEX["rare_exe"]]
+    assert np.all(np.diff(ls[1:]) < 0)
+
+
+def test_train_then_info_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cap = write_baseline(tmp_path / "base.cap")
+    out = tmp_path / "model"
+    assert main(["train", str(cap), "--output", str(out), "--trees", "20", "--alerts-per-day", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "fitting 20 trees" in err and "model written" in err
+    m = load_model(out)
+    man = m.manifest
+    assert man["features"] == list(FEATURES)
+    assert man["n_trees"] == 20 and man["n_samples"] == man["n_train"] + man["n_holdout"]
+    assert man["holdout_alerts"] <= 2 * 0.4 + 1  # the held-out slice spans ~0.4 days
+    assert man["training_window"]["start"].startswith("2023-11-14T22:13")
+    assert set(man["versions"]) == {"sklearn", "numpy"}
+    assert m.rarity is not None and m.rarity.tables["exe"].count("/usr/bin/ls") > 50
+
+    assert main(["model", "info", "--model", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert json.loads(printed[: printed.rindex("}") + 1])["threshold"] == m.threshold
+    assert "verified (20 trees, 21 features)" in printed
+
+    # An unusual row (new exe in /tmp with a payload-looking argv, talking to an odd port) scores above the
+    # threshold, and the explanation names what made it unusual.
+    median = np.array(man["median_row"])
+    odd = median.copy()
+    odd[[INDEX["rare_exe"], INDEX["rare_parent_exe"], INDEX["rare_user_exe"]]] = 6.0
+    odd[INDEX["exe_writable_dir"]] = 1.0
+    odd[INDEX["b64_token_len"]] = 120.0
+    odd[INDEX["argv_entropy"]] = 5.9
+    assert anomaly_scores(m.forest, odd[None, :])[0] > m.threshold
+    top = explain(m.forest, m.feature_names, odd, median)
+    assert top and all(c.feature in {"rare_exe", "rare_parent_exe", "rare_user_exe", "exe_writable_dir",
+                                     "b64_token_len", "argv_entropy"} for c in top)  # fmt: skip
+
+
+def test_info_refuses_tampered_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "model"
+    train([write_baseline(tmp_path / "base.cap", runs=80)], out, trees=5, progress=None)
+    man = json.loads((out / MANIFEST_FILE).read_text())
+    man["files"]["forest.npz"] = "0" * 64
+    (out / MANIFEST_FILE).write_text(json.dumps(man))
+    assert main(["model", "info", "--model", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "model refused" in err and "sha256 does not match" in err
+
+
+def test_train_refuses_too_little_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cap = write_baseline(tmp_path / "tiny.cap", runs=1)
+    assert main(["train", str(cap), "--output", str(tmp_path / "m")]) == 1
+    assert "too few to train on" in capsys.readouterr().err
+    (tmp_path / "junk.cap").write_bytes(b"not a capture")
+    assert main(["train", str(tmp_path / "junk.cap"), "--output", str(tmp_path / "m")]) == 1
+
+
+def test_eval_separates_attack_from_normal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "model"
+    train([write_baseline(tmp_path / "base.cap")], out, trees=50, progress=None)
+    normal = write_baseline(tmp_path / "normal.cap", runs=120, span_s=86_400)
+    attacks = [
+        write_baseline(tmp_path / f"attack{i}.cap", runs=8 + i, span_s=3_600, attack=True) for i in range(3)
+    ]
+    model = load_model(out)
+    from sentinel.anomaly.evaluate import auc, evaluate
+
+    assert auc(np.array([2.0, 0.5]), np.array([0.0, 1.0])) == 0.75
+    report = evaluate(model, [normal], attacks)
+    assert report.attack_instances == 3
+    assert report.normal_events > 200
+    assert report.auc == 1.0
+    assert report.detection_at_1pct_fpr == 1.0 and report.detected_at_threshold == 1.0
+    assert report.normal_days == pytest.approx(1.0, rel=0.05)
+    args = ["model", "eval", "--model", str(out), "--normal", str(normal), "--attack", *map(str, attacks)]
+    assert main([*args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["auc"] == 1.0
+    assert main(args) == 0
+    assert "detection @1% FPR  100.0%" in capsys.readouterr().out
