@@ -713,7 +713,7 @@ def _add_model_parsers(sub: Any) -> None:
         "eval",
         help="evaluate a model on normal and attack captures",
         description="Score normal captures (not used in training) and attack captures (one attack instance "
-        "each) from the trained baseline; print AUC, detection rate at 0.1%% and 1%% false-positive rate and "
+        "each) from the trained baseline; print AUC, detection rate at 0.1% and 1% false-positive rate and "
         "expected alerts per day.",
     )
     ev.add_argument("--model", required=True, metavar="DIR", help="model directory")
