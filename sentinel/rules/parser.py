@@ -18,28 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sentinel.rules.fields import TRANSFORMERS
+from sentinel.rules.fields import STRING_OPS, TRANSFORMERS
 
 MAX_DEPTH = 100  # nesting of parentheses/not; deeper is refused rather than overflowing the stack
 MAX_LENGTH = 1 << 20
 
-WORD_OPS = frozenset(
-    [
-        "contains",
-        "icontains",
-        "bcontains",
-        "startswith",
-        "bstartswith",
-        "endswith",
-        "glob",
-        "iglob",
-        "pmatch",
-        "in",
-        "intersects",
-        "exists",
-        "regex",
-    ]
-)
+WORD_OPS = STRING_OPS - {"=", "==", "!="}  # the operators spelled as words
 LIST_OPS = frozenset({"in", "intersects", "pmatch"})
 SYMBOL_OPS = ("==", "!=", "<=", ">=", "=", "<", ">")
 KEYWORDS = frozenset({"and", "or", "not"})
