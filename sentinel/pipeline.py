@@ -8,9 +8,8 @@ only the kernel side has: readiness, losses, signals and a duration.
 from __future__ import annotations
 
 import signal
-import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -185,7 +184,7 @@ def event_time(batch: list[Event]) -> int:
 
 
 def live_stats(sensor: Any, table: ProcessTable, handled: int) -> dict[str, Any]:
-    kernel = sensor.kernel_stats() if sensor.bpf is not None else {}
+    kernel = sensor.kernel_stats()  # {} once the probes are gone
     tstats = table.stats
     return {
         "events_handled": handled,
@@ -196,12 +195,3 @@ def live_stats(sensor: Any, table: ProcessTable, handled: int) -> dict[str, Any]
         "kernel": kernel,
         "process_table": {k: getattr(tstats, k) for k in tstats.__slots__},
     }
-
-
-def write_lines(out: IO[bytes], docs: Iterable[dict[str, Any]]) -> None:
-    for doc in docs:
-        out.write(dumps(doc) + b"\n")
-
-
-def stdout_binary() -> IO[bytes]:
-    return sys.stdout.buffer

@@ -12,7 +12,7 @@ from sentinel.alerts.ecs import EcsRenderer
 from sentinel.events import AF_INET, Event, EventType
 from sentinel.filters import compile_filters
 from sentinel.host import HostInfo
-from sentinel.pipeline import DEFAULT_TYPES, TYPE_BY_NAME, EventStream, parse_types, write_lines
+from sentinel.pipeline import DEFAULT_TYPES, TYPE_BY_NAME, EventStream, parse_types
 from sentinel.process.facts import ProcFacts, ReplayFacts
 from sentinel.process.table import ProcessTable
 
@@ -207,9 +207,3 @@ def test_one_line_per_document_with_hostile_strings() -> None:
     assert len(docs) == 2 * len(nasty)
     hostile = [d for d in docs if "escaped_fields" in d.get("sentinel", {})]
     assert len(hostile) == 2
-
-
-def test_write_lines() -> None:
-    out = io.BytesIO()
-    write_lines(out, [{"a": 1}, {"b": "x\ny"}])
-    assert out.getvalue() == b'{"a":1}\n{"b":"x\\ny"}\n'
