@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--types", default="exec,open,connect", metavar="LIST", help="as for `sentinel events`")
     rep.add_argument("--filter", action="append", default=[], metavar="EXPR", help="as for `sentinel events`")
     _detection_args(rep)
+    _anomaly_args(rep, live=False)
     _add_run_parser(sub)
 
     _add_rules_parsers(sub)
@@ -396,6 +397,73 @@ def _detection_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def parse_duration(text: str) -> float:
+    """``7d``, ``12h``, ``30m``, ``45s`` or plain seconds → seconds."""
+    t = text.strip().lower()
+    units = {"d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0}
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 7d, 12h, 30m, 45s)") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def _anomaly_args(p: argparse.ArgumentParser, live: bool) -> None:
+    g = p.add_argument_group("anomaly model")
+    if live:
+        g.add_argument(
+            "--model",
+            default=None,
+            metavar="MODEL",
+            help="auto (default: this host's own model from the state directory, or learn the host first, "
+            "then train and switch by itself), default (the shipped model, at once), off (rules only), "
+            "or a model directory",
+        )
+        g.add_argument(
+            "--state-dir",
+            default=None,
+            metavar="DIR",
+            help="where the host's baseline, learning progress and host model are kept across restarts "
+            "(default /var/lib/sentinel)",
+        )
+        g.add_argument(
+            "--learn-period",
+            type=parse_duration,
+            default=None,
+            metavar="DURATION",
+            help="how long auto mode learns the host before training (agent running time; default 7d)",
+        )
+    else:
+        g.add_argument(
+            "--model",
+            default=None,
+            metavar="MODEL",
+            help="score the recorded events with a model: default or a model directory (default: off)",
+        )
+    g.add_argument(
+        "--no-ml-alerts",
+        action="store_true",
+        help="score events (for ml.* rule fields) but write no sentinel-ml alerts",
+    )
+
+
+def _anomaly_settings(args: argparse.Namespace, live: bool) -> Any:
+    from sentinel.anomaly.live import AnomalySettings
+
+    settings = AnomalySettings(model=args.model or ("auto" if live else "off"))
+    if live:
+        if args.state_dir:
+            settings.state_dir = args.state_dir
+        if args.learn_period:
+            settings.learn_period_s = args.learn_period
+    else:
+        settings.state_dir = ""  # a replay never touches the host's state
+    settings.alerts = not args.no_ml_alerts
+    return settings
+
+
 def _add_run_parser(sub: Any) -> None:
     run = sub.add_parser(
         "run",
@@ -405,6 +473,7 @@ def _add_run_parser(sub: Any) -> None:
         "SIGINT/SIGTERM stop cleanly. Needs root.",
     )
     _detection_args(run)
+    _anomaly_args(run, live=True)
     _sensor_args(run)
     run.set_defaults(wakeup_events=None, open_dedup=None)  # None = not given: the config file decides
 
@@ -508,8 +577,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     args.wakeup_events, args.pages, args.open_dedup = cfg.wakeup_events, cfg.pages, cfg.open_dedup_s
     host, table, sensor = _live_setup(args)
-    stream = DetectionStream(table, outcome.ruleset, host, sink, cfg.format, cfg.aggregation_window_s)
+    from sentinel.anomaly.live import open_engine
+
+    engine, notices = open_engine(_anomaly_settings(args, live=True), log, boottime_ns())
+    stream = DetectionStream(
+        table, outcome.ruleset, host, sink, cfg.format, cfg.aggregation_window_s, anomaly=engine
+    )
     log.info("sentinel.rules_loaded", **_rules_loaded_fields(outcome, cfg))
+    for alert in notices:
+        stream.raise_internal(alert)
 
     hup: list[int] = []
     previous = signal.signal(signal.SIGHUP, lambda signum, _frame: hup.append(signum))
@@ -522,6 +598,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             reload_rules(stream, cfg.rules, ts_ns=now)
         # Close aggregation windows on an idle host too; a second of margin for events still in the buffers.
         stream.advance(now - 1_000_000_000)
+        if engine is not None:
+            engine.tick(log)
 
     try:
         code = _run_sensor(
@@ -565,12 +643,25 @@ def _replay_detect(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     log = logmod.get_logger()
     log.info("sentinel.rules_loaded", **_rules_loaded_fields(outcome, cfg))
+    from sentinel.anomaly.live import open_engine
+
+    settings = _anomaly_settings(args, live=False)
+    if settings.model == "auto":
+        print("sentinel replay: --model auto needs a live host; give default or a directory", file=sys.stderr)
+        sink.close()
+        return EXIT_USAGE
+    engine, notices = open_engine(settings, log)
     streams: list[Any] = []
 
     def make_stream(host: Any, table: Any) -> Any:
         if streams:
             streams[-1].finish()  # a new segment (another boot): the previous one's summaries first
-        stream = DetectionStream(table, outcome.ruleset, host, sink, cfg.format, cfg.aggregation_window_s)
+        stream = DetectionStream(
+            table, outcome.ruleset, host, sink, cfg.format, cfg.aggregation_window_s, anomaly=engine
+        )
+        if not streams:
+            for alert in notices:
+                stream.raise_internal(alert)
         streams.append(stream)
         return stream
 

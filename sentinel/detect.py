@@ -114,8 +114,10 @@ class DetectionStream:
         fmt: str = "ecs",
         window_s: float = DEFAULT_WINDOW_S,
         max_keys: int | None = None,
+        anomaly: Any = None,
     ) -> None:
         self.table = table
+        self.anomaly = anomaly  # AnomalyEngine or None (rules only)
         self.ruleset = ruleset  # swapped whole by reload(); read once per event
         self.host = host
         self.ecs = EcsRenderer(host, dataset="sentinel.alerts")
@@ -124,6 +126,7 @@ class DetectionStream:
         self.events = 0
         self.matches = 0
         self.match_errors = 0
+        self.anomaly_errors = 0
         self.reloads = 0
         self.reload_failures = 0
         self.last_ts_ns = 0
@@ -132,6 +135,9 @@ class DetectionStream:
 
     def handle(self, ev: Event) -> None:
         etype = ev.type
+        anomaly = self.anomaly
+        if anomaly is not None and etype is _EXEC and anomaly.must_score_before(ev.pid):
+            self._write_all(anomaly.score_pending())  # before the exec changes what those alerts show
         if etype is _CHDIR:
             before = self.table.get(ev.pid)
             cwd_before = before.cwd if before is not None else None
@@ -154,6 +160,13 @@ class DetectionStream:
             self._write(aggregator.advance(ts))
         ruleset = self.ruleset
         ctx = EvalContext(ev, proc, path, self.host.boot_time_ns + ts)
+        if anomaly is not None:
+            try:
+                anomaly.observe(ctx)
+                if len(anomaly.pending) >= anomaly.settings.batch_max:
+                    self._write_all(anomaly.score_pending())
+            except Exception as exc:  # the model must never cost the rules their event
+                self._anomaly_failed(exc, ev)
         try:
             rules = ruleset.match(ctx)
             if not rules:
@@ -172,6 +185,32 @@ class DetectionStream:
                     "sentinel.match_failed", problem=repr(exc), event_type=ev.type_name, pid=ev.pid,
                     errors=self.match_errors,
                 )  # fmt: skip
+
+    def _anomaly_failed(self, exc: Exception, ev: Event | None) -> None:
+        self.anomaly_errors += 1
+        if self.anomaly_errors <= MAX_MATCH_ERRORS_LOGGED:
+            get_logger().error(
+                "sentinel.anomaly_failed", problem=repr(exc), errors=self.anomaly_errors,
+                event_type=ev.type_name if ev is not None else "batch",
+                pid=ev.pid if ev is not None else None,
+            )  # fmt: skip
+
+    def _write_all(self, alerts: list[Alert]) -> None:
+        """Model alerts go through aggregation like rule alerts (an incident's repeats become a summary)."""
+        offer = self.aggregator.offer
+        for a in alerts:
+            self.matches += 1
+            self._write(offer(a))
+
+    def score_pending(self) -> None:
+        """Score the anomaly model's micro-batch (once per poll, before the flush)."""
+        if self.anomaly is not None:
+            try:
+                self._write_all(self.anomaly.score_pending())
+            except Exception as exc:
+                self.anomaly.pending = []
+                self.anomaly.pending_pids = set()
+                self._anomaly_failed(exc, None)
 
     def _write(self, alerts: list[Alert]) -> None:
         write = self.writer.write
@@ -195,15 +234,19 @@ class DetectionStream:
         self.ruleset = ruleset
 
     def flush(self) -> None:
+        self.score_pending()
         self.writer.flush()
 
     def finish(self) -> None:
         """Write every pending summary and flush; outputs stay open (a replay's next segment uses them)."""
+        self.score_pending()
         self._write(self.aggregator.flush())
         self.writer.flush()
 
     def close(self) -> None:
         """Write every pending summary, then flush and close the outputs."""
+        if self.anomaly is not None:
+            self._write_all(self.anomaly.close())
         self._write(self.aggregator.flush())
         self.writer.close()
 
@@ -217,6 +260,8 @@ class DetectionStream:
             "reloads": self.reloads,
             "reload_failures": self.reload_failures,
             "aggregation": self.aggregator.snapshot(),
+            "anomaly_errors": self.anomaly_errors,
+            "anomaly": self.anomaly.snapshot() if self.anomaly is not None else {"phase": "off"},
         }
 
 

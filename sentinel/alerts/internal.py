@@ -36,6 +36,16 @@ RELOAD_FAILED = Rule(
     tags=TAGS,
     source="internal",
 )
+MODEL_REFUSED = Rule(
+    name="Anomaly model refused",
+    desc="The anomaly model could not be used (missing, tampered, truncated or built for other features); "
+    "the agent runs the rules only until a valid model is given.",
+    condition="",
+    output="Anomaly model refused, running rules only: {problem}",
+    priority="error",
+    tags=TAGS,
+    source="internal",
+)
 
 
 def _alert(rule: Rule, ts_ns: int, fields: dict[str, Any], **kw: Any) -> Alert:
@@ -71,3 +81,10 @@ def reload_failed(ts_ns: int, errors: list[str], kept_sha256: str, files: list[s
         lineage=("reload",),
         extra={"reload": {"errors": errors[:50], "files": files, "kept_sha256": kept_sha256}},
     )
+
+
+def model_refused(ts_ns: int, model: str, problem: str) -> Alert:
+    return _alert(
+        MODEL_REFUSED, ts_ns, {"model": model, "problem": problem}, lineage=("model",),
+        extra={"model": {"path": model, "problem": problem}},
+    )  # fmt: skip

@@ -6,6 +6,7 @@ once, when the alert is written, and aggregation can count repeats without rende
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 
 RULESET = "sentinel"
 INTERNAL_RULESET = "sentinel-internal"
+ML_RULESET = "sentinel-ml"
 
 
 @dataclass(slots=True)
@@ -39,6 +41,9 @@ class Alert:
     last_ns: int = 0
     sum_fields: tuple[str, ...] = ()  # numeric output fields that add up across repeats (internal alerts)
     extra: dict[str, Any] = field(default_factory=dict)  # rendered under sentinel.* as is
+    # Called once just before the alert is rendered, to fill output/extra that cost too much to build for
+    # alerts aggregation folds away (the anomaly model's explanations).
+    finalize: Callable[[Alert], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def internal(self) -> bool:

@@ -150,7 +150,7 @@ class EcsAlertRenderer:
         """An alert about the agent itself: no process or file, the agent and host blocks only."""
         ecs = self.ecs
         doc_id, seq = ecs.new_id()
-        category = "configuration" if alert.rule.name.startswith("Rules") else "host"
+        category = "configuration" if alert.rule.name.startswith(("Rules", "Anomaly model")) else "host"
         return {
             "@timestamp": ecs.timestamp(alert.ts_ns),
             "ecs": {"version": ECS_VERSION},

@@ -55,6 +55,9 @@ class AlertWriter:
         return self.renderer.render(event_dict["alert"])
 
     def write(self, alert: Alert) -> None:
+        if alert.finalize is not None:
+            finalize, alert.finalize = alert.finalize, None
+            finalize(alert)
         self._log.info("sentinel.alert", alert=alert)
         self.written += 1
         self.by_rule[alert.rule.name] += 1

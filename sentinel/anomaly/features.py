@@ -44,6 +44,7 @@ FEATURES: tuple[str, ...] = (
     "failed",
 )
 INDEX = {name: i for i, name in enumerate(FEATURES)}
+N_FEATURES = len(FEATURES)
 SCORED_TYPES = (EventType.EXEC, EventType.OPEN, EventType.CONNECT)
 
 WRITABLE_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/home/", "/run/user/")
@@ -115,6 +116,80 @@ class FeatureRow:
 
 
 @dataclass(slots=True)
+class RowFacts:
+    """The raw values behind one row: enough to explain it in words later, and the keys it will count.
+
+    Built on the hot path instead of the explanation strings, which only alerts need (``details()``).
+    """
+
+    etype: int
+    type_name: str
+    exe: str
+    pexe: str
+    uid: int
+    counts: tuple[float, float, float]  # exe, parent→child, user→exe: seen before this event
+    port: int = 0
+    port_count: float = 0.0
+    net: str = ""
+    net_count: float = 0.0
+    directory: str = ""
+    dir_count: float = 0.0
+    exe_path: str = ""
+    cmd_short: str = ""
+    depth: int = 0
+    service: str = ""
+    tty: bool = False
+    ret: int = 0
+    keys: list[tuple[str, str]] = field(default_factory=list)  # (kind, key) to count once learned
+
+    def details(self) -> dict[str, str]:
+        """Each feature's raw value in words ("parent→child php-fpm→sh seen 0 times on this host")."""
+        exe, (c_exe, c_pair, c_user) = self.exe, self.counts
+        pair = f"parent→child {posixpath.basename(self.pexe)}→{posixpath.basename(exe)}"
+        d = {
+            "rare_exe": f"executable {exe} seen {c_exe:g} times on this host",
+            "rare_parent_exe": f"{pair} seen {c_pair:g} times on this host",
+            "rare_user_exe": f"user {self.uid} running {exe} seen {c_user:g} times on this host",
+        }
+        if self.etype == EventType.CONNECT:
+            d["rare_exe_port"] = (
+                f"{exe} connecting to port {self.port} seen {self.port_count:g} times on this host"
+            )
+            if self.net:
+                d["new_dest_net"] = f"destination {self.net} seen {self.net_count:g} times on this host"
+        elif self.etype == EventType.OPEN:
+            d["rare_exe_dir"] = (
+                f"{exe} opening files in {self.directory} seen {self.dir_count:g} times on this host"
+            )
+        if self.exe_path.startswith(WRITABLE_DIRS):
+            d["exe_writable_dir"] = f"executable {self.exe_path} is in a user-writable directory"
+        if self.exe_path.startswith("/memfd:") or self.exe_path.endswith(" (deleted)"):
+            d["exe_memfd_deleted"] = f"executable {self.exe_path} is in memory or deleted"
+        for name in CMD_FEATURES:
+            d[name] = f"command line {self.cmd_short!r}"
+        d["lineage_depth"] = f"{self.depth} ancestors"
+        if self.service:
+            d["net_service_ancestor"] = f"descends from network service {self.service}"
+        d["uid_root"] = f"uid {self.uid}"
+        d["has_tty"] = "has a terminal" if self.tty else "no terminal"
+        tname = _TYPE_FEATURE.get(self.etype)
+        if tname is not None:
+            article = "an" if self.type_name[:1] in ("a", "e", "i", "o", "u") else "a"
+            d[tname] = f"{article} {self.type_name} event"
+        if _failed(self.etype, self.ret):
+            d["failed"] = f"{self.type_name} failed with {self.ret}"
+        return d
+
+
+_TYPE_FEATURE = {EventType.EXEC: "type_exec", EventType.OPEN: "type_open", EventType.CONNECT: "type_connect"}
+_EMPTY_CMD = command_line_features([], 0)
+
+
+def _failed(etype: int, ret: int) -> bool:
+    return ret < 0 and not (etype == EventType.CONNECT and ret == EINPROGRESS)
+
+
+@dataclass(slots=True)
 class FeatureExtractor:
     """Turns (event, process) into rows, scoring against the rarity state and then (``learn``) updating it."""
 
@@ -124,54 +199,75 @@ class FeatureExtractor:
 
     def row(self, ev: Event, proc: Process | None, path: str | None = None, wall_ns: int = 0) -> FeatureRow:
         """Row of one exec/open/connect; ``path`` is the resolved open path, ``wall_ns`` the event time."""
-        x = np.zeros(len(FEATURES), dtype=np.float64)
-        details: dict[str, str] = {}
+        values, facts = self.compute(ev, proc, path, wall_ns)
+        return FeatureRow(np.array(values, dtype=np.float64), facts.details())
+
+    def compute(
+        self,
+        ev: Event,
+        proc: Process | None,
+        path: str | None = None,
+        wall_ns: int = 0,
+        learn: bool | None = None,
+    ) -> tuple[list[float], RowFacts]:
+        """The hot path: the row as a list in ``FEATURES`` order and its raw facts, no strings formatted.
+
+        With ``learn`` (default: the extractor's setting) the row's keys are counted right after scoring;
+        without, the caller may count them later with :meth:`commit` (the agent skips rows that alerted).
+        """
         t = self.state.tables
+        etype = ev.type
         exe = _exe_of(proc)
         parent = proc.parent if proc is not None else None
         pexe = _exe_of(parent)
         uid = ev.uid
-        keys: list[tuple[str, str]] = []
-
-        def rare(feature: str, kind: str, key: str, words: str, update: bool) -> None:
-            table = t[kind]
-            x[INDEX[feature]] = table.rarity(key)
-            details[feature] = f"{words} seen {table.count(key):g} times on this host"
-            if update:
-                keys.append((kind, key))
-
-        is_exec = ev.type == EventType.EXEC
-        rare("rare_exe", "exe", exe, f"executable {exe}", is_exec)
+        is_exec = etype == EventType.EXEC
         pair = f"{pexe}\x00{exe}"
-        pwords = f"parent→child {posixpath.basename(pexe)}→{posixpath.basename(exe)}"
-        rare("rare_parent_exe", "parent_exe", pair, pwords, is_exec)
-        rare("rare_user_exe", "user_exe", f"{uid}\x00{exe}", f"user {uid} running {exe}", is_exec)
-        if ev.type == EventType.CONNECT:
-            rare(
-                "rare_exe_port",
-                "exe_port",
-                f"{exe}\x00{ev.port}",
-                f"{exe} connecting to port {ev.port}",
-                True,
-            )
+        user_key = f"{uid}\x00{exe}"
+        t_exe, t_pair, t_user = t["exe"], t["parent_exe"], t["user_exe"]
+        x = [0.0] * N_FEATURES
+        x[0] = t_exe.rarity(exe)
+        x[1] = t_pair.rarity(pair)
+        x[2] = t_user.rarity(user_key)
+        facts = RowFacts(
+            etype,
+            ev.type_name,
+            exe,
+            pexe,
+            uid,
+            (t_exe.count(exe), t_pair.count(pair), t_user.count(user_key)),
+        )
+        keys = facts.keys
+        if is_exec:
+            keys.append(("exe", exe))
+            keys.append(("parent_exe", pair))
+            keys.append(("user_exe", user_key))
+        if etype == EventType.CONNECT:
+            port_key = f"{exe}\x00{ev.port}"
+            t_port = t["exe_port"]
+            x[3] = t_port.rarity(port_key)
+            facts.port, facts.port_count = ev.port, t_port.count(port_key)
+            keys.append(("exe_port", port_key))
             if ev.family == AF_INET and ev.address:
                 net = ev.address.rsplit(".", 1)[0] + ".0/24"
-                table = t["dest_net"]
-                seen = table.count(net)
-                x[INDEX["new_dest_net"]] = 1.0 if seen == 0 else 0.0
-                details["new_dest_net"] = f"destination {net} seen {seen:g} times on this host"
+                seen = t["dest_net"].count(net)
+                x[5] = 1.0 if seen == 0 else 0.0
+                facts.net, facts.net_count = net, seen
                 keys.append(("dest_net", net))
-        elif ev.type == EventType.OPEN:
+        elif etype == EventType.OPEN:
             d = posixpath.dirname(path or ev.path) or "."
-            rare("rare_exe_dir", "exe_dir", f"{exe}\x00{d}", f"{exe} opening files in {d}", True)
+            dir_key = f"{exe}\x00{d}"
+            t_dir = t["exe_dir"]
+            x[4] = t_dir.rarity(dir_key)
+            facts.directory, facts.dir_count = d, t_dir.count(dir_key)
+            keys.append(("exe_dir", dir_key))
 
         exe_path = proc.exe if proc is not None else ""
+        facts.exe_path = exe_path
         if exe_path.startswith(WRITABLE_DIRS):
-            x[INDEX["exe_writable_dir"]] = 1.0
-            details["exe_writable_dir"] = f"executable {exe_path} is in a user-writable directory"
+            x[6] = 1.0
         if exe_path.startswith("/memfd:") or exe_path.endswith(" (deleted)"):
-            x[INDEX["exe_memfd_deleted"]] = 1.0
-            details["exe_memfd_deleted"] = f"executable {exe_path} is in memory or deleted"
+            x[7] = 1.0
         if is_exec:
             cmd_feats = command_line_features(ev.argv, ev.argc_total)
         elif proc is not None:  # opens and connects reuse their process's figures until it execs again
@@ -182,32 +278,42 @@ class FeatureExtractor:
                     self._cmd_cache.clear()
                 cmd_feats = self._cmd_cache[ck] = command_line_features(proc.args, 0)
         else:
-            cmd_feats = command_line_features([], 0)
-        values, short = cmd_feats
-        x[_CMD_SLICE] = values
-        for name in CMD_FEATURES:
-            details[name] = f"command line {short!r}"
-        ancestors = proc.ancestors() if proc is not None else []
-        x[INDEX["lineage_depth"]] = float(len(ancestors))
-        details["lineage_depth"] = f"{len(ancestors)} ancestors"
-        service = next((a for a in ancestors if is_net_service(a.exe)), None)
-        if service is not None:
-            x[INDEX["net_service_ancestor"]] = 1.0
-            details["net_service_ancestor"] = f"descends from network service {service.exe}"
-        x[INDEX["uid_root"]] = 1.0 if uid == 0 else 0.0
-        details["uid_root"] = f"uid {uid}"
+            cmd_feats = _EMPTY_CMD
+        values, facts.cmd_short = cmd_feats
+        x[8], x[9], x[10], x[11], x[12] = values
+        depth = 0
+        service = ""
+        cur = parent
+        while cur is not None and depth < 64:  # Process.ancestors() without building the list
+            depth += 1
+            if not service and is_net_service(cur.exe):
+                service = cur.exe
+            cur = cur.parent
+        x[13] = float(depth)
+        facts.depth = depth
+        if service:
+            x[14] = 1.0
+            facts.service = service
+        x[15] = 1.0 if uid == 0 else 0.0
         tty = proc is not None and proc.tty_nr != 0
-        x[INDEX["has_tty"]] = 1.0 if tty else 0.0
-        details["has_tty"] = "has a terminal" if tty else "no terminal"
-        tname = {EventType.EXEC: "type_exec", EventType.OPEN: "type_open", EventType.CONNECT: "type_connect"}
-        if ev.type in tname:
-            x[INDEX[tname[ev.type]]] = 1.0
-            details[tname[ev.type]] = f"a {ev.type_name} event"
-        if ev.ret < 0 and not (ev.type == EventType.CONNECT and ev.ret == EINPROGRESS):
-            x[INDEX["failed"]] = 1.0
-            details["failed"] = f"{ev.type_name} failed with {ev.ret}"
+        facts.tty = tty
+        x[16] = 1.0 if tty else 0.0
+        if etype == EventType.EXEC:
+            x[17] = 1.0
+        elif etype == EventType.OPEN:
+            x[18] = 1.0
+        elif etype == EventType.CONNECT:
+            x[19] = 1.0
+        facts.ret = ev.ret
+        if _failed(etype, ev.ret):
+            x[20] = 1.0
+        if self.learn if learn is None else learn:  # score then update: rarities come only from earlier data
+            self.commit(facts, wall_ns)
+        return x, facts
 
-        if self.learn:  # score then update: this row's rarities came only from data before it
-            for kind, key in keys:
-                t[kind].update(key, wall_ns)
-        return FeatureRow(x, details)
+    def commit(self, facts: RowFacts, wall_ns: int) -> None:
+        """Count a row's keys (once)."""
+        t = self.state.tables
+        for kind, key in facts.keys:
+            t[kind].update(key, wall_ns)
+        facts.keys = []

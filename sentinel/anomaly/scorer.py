@@ -68,10 +68,12 @@ def explain(
     median_row: np.ndarray,
     details: dict[str, str] | None = None,
     top: int = 3,
+    exclude: frozenset[str] = frozenset(),
 ) -> list[Contribution]:
     """Rank features by how much resetting each one to the host median lowers the score, in plain words.
 
     One batch of ``d`` re-scored copies: cheap enough per alert, and it needs no model-specific attribution.
+    ``exclude`` names features that give context rather than a cause (the event type).
     """
     row = np.asarray(row, dtype=np.float64)
     base = anomaly_scores(forest, row[None, :])[0]
@@ -79,7 +81,7 @@ def explain(
     idx = np.arange(row.shape[0])
     trial[idx, idx] = median_row
     drops = base - anomaly_scores(forest, trial)
-    order = [i for i in np.argsort(-drops, kind="stable") if drops[i] > 0][:top]
+    order = [i for i in np.argsort(-drops, kind="stable") if drops[i] > 0 and names[i] not in exclude][:top]
     details = details or {}
     out = []
     for i in order:

@@ -7,7 +7,7 @@ objects directly, and a document is rendered only for events that raise an alert
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sentinel.events import Event
 
@@ -23,3 +23,4 @@ class EvalContext:
     proc: Process | None
     path: str | None = None
     wall_ns: int = 0  # event time as wall-clock epoch ns (for evt.time)
+    ml: Any = None  # the anomaly model's lazy view of this event (sentinel.anomaly.live.MlView), or None

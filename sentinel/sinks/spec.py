@@ -18,7 +18,7 @@ HTTP_PRESETS = ("webhook", "splunk_hec", "falcosidekick")
 
 @dataclass(slots=True)
 class SinkConfig:
-    """One sink. ``target``: a path (file), a URL (http), ``tcp://H:P``/``tls://H:P``/``unix:PATH`` (syslog)."""
+    """One sink. ``target``: a path (file), a URL (http), ``tcp://H:P``, ``tls://H:P`` or ``unix:PATH``."""
 
     kind: str
     target: str = ""
@@ -46,7 +46,7 @@ class SinkConfig:
     # retry and spool (network sinks)
     retry_initial_s: float = 0.5
     retry_max_s: float = 60.0
-    spool_max_bytes: int = 256 * 1024 * 1024  # on-disk spool bound; oldest alerts dropped (and counted) past it
+    spool_max_bytes: int = 256 * 1024 * 1024  # on-disk bound; past it the oldest alerts are dropped, counted
 
     def label(self) -> str:
         return self.name or (f"{self.kind}:{self.target}" if self.target else self.kind)
