@@ -855,7 +855,11 @@ def cmd_model(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
         return EXIT_OK
     print(json.dumps(model.manifest, indent=2, sort_keys=True))
-    print(f"{args.model}: verified ({model.manifest['n_trees']} trees, {model.forest.n_features} features)")
+    groups = ", ".join(f"{g.name} (threshold {g.threshold:.4f})" for g in model.groups)
+    print(
+        f"{args.model}: verified ({model.manifest['n_trees']} trees, "
+        f"{len(model.feature_names)} features; forests: {groups})"
+    )
     return EXIT_OK
 
 

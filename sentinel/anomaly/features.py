@@ -56,6 +56,7 @@ NET_SERVICES = frozenset(
 )  # fmt: skip
 EINPROGRESS = -115
 _B64 = re.compile(r"[A-Za-z0-9+/=_-]{16,}")
+_PATH_SEP = re.compile(r"[/-]")
 _IP = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -69,11 +70,25 @@ def shannon_entropy(text: str) -> float:
 
 
 def longest_b64_token(text: str) -> int:
-    """Longest base64-looking run that mixes letter cases or has digits (so not a plain word)."""
+    """Longest base64-looking run: upper and lower case letters and digits mixed, not a path.
+
+    Paths (``/srv/app-2024/x``), hex hashes and dashed names are long runs of the same alphabet, but
+    single-case or split by ``/`` and ``-``; an encoded payload mixes all three character classes in one
+    unbroken run.
+    """
     best = 0
     for m in _B64.finditer(text):
         tok = m.group(0)
-        if len(tok) > best and ((tok != tok.lower() and tok != tok.upper()) or any(c.isdigit() for c in tok)):
+        if len(tok) <= best:
+            continue
+        longest_part = max(len(p) for p in _PATH_SEP.split(tok))
+        if (
+            longest_part >= 16
+            and not tok.startswith("/")
+            and any(c.isupper() for c in tok)
+            and any(c.islower() for c in tok)
+            and any(c.isdigit() for c in tok)
+        ):
             best = len(tok)
     return best
 
@@ -92,6 +107,7 @@ def _exe_of(proc: Process | None) -> str:
 CMD_FEATURES = ("argc", "argv_len", "argv_entropy", "b64_token_len", "argv_ip_url")
 _CMD_SLICE = slice(INDEX["argc"], INDEX["argv_ip_url"] + 1)
 CMD_CACHE_MAX = 4096
+COUNTED_MAX = 65_536
 
 
 def command_line_features(args: list[str], argc_total: int) -> tuple[tuple[float, ...], str]:
@@ -141,6 +157,7 @@ class RowFacts:
     tty: bool = False
     ret: int = 0
     keys: list[tuple[str, str]] = field(default_factory=list)  # (kind, key) to count once learned
+    repeats: float = 1.0  # occurrences the event stands for (an open with the kernel's suppressed repeats)
 
     def details(self) -> dict[str, str]:
         """Each feature's raw value in words ("parent→child php-fpm→sh seen 0 times on this host")."""
@@ -196,6 +213,9 @@ class FeatureExtractor:
     state: RarityState = field(default_factory=RarityState)
     learn: bool = True
     _cmd_cache: dict[tuple[str, int], tuple[tuple[float, ...], str]] = field(default_factory=dict, repr=False)
+    # Processes whose image has been counted: a process first met by an open or connect (a daemon started
+    # before the agent, a forked worker) counts its executable once, or it would look never-seen forever.
+    _counted: dict[str, None] = field(default_factory=dict, repr=False)
 
     def row(self, ev: Event, proc: Process | None, path: str | None = None, wall_ns: int = 0) -> FeatureRow:
         """Row of one exec/open/connect; ``path`` is the resolved open path, ``wall_ns`` the event time."""
@@ -238,10 +258,14 @@ class FeatureExtractor:
             (t_exe.count(exe), t_pair.count(pair), t_user.count(user_key)),
         )
         keys = facts.keys
-        if is_exec:
+        if is_exec or (proc is not None and proc.entity_id not in self._counted):
             keys.append(("exe", exe))
             keys.append(("parent_exe", pair))
             keys.append(("user_exe", user_key))
+            if proc is not None:
+                if len(self._counted) >= COUNTED_MAX:
+                    self._counted.clear()
+                self._counted[proc.entity_id] = None
         if etype == EventType.CONNECT:
             port_key = f"{exe}\x00{ev.port}"
             t_port = t["exe_port"]
@@ -261,6 +285,7 @@ class FeatureExtractor:
             x[4] = t_dir.rarity(dir_key)
             facts.directory, facts.dir_count = d, t_dir.count(dir_key)
             keys.append(("exe_dir", dir_key))
+            facts.repeats = 1.0 + ev.repeat_count  # what the kernel de-duplicated still happened
 
         exe_path = proc.exe if proc is not None else ""
         facts.exe_path = exe_path
@@ -311,9 +336,11 @@ class FeatureExtractor:
             self.commit(facts, wall_ns)
         return x, facts
 
-    def commit(self, facts: RowFacts, wall_ns: int) -> None:
-        """Count a row's keys (once)."""
+    def commit(self, facts: RowFacts, wall_ns: int, weight: float = 1.0) -> None:
+        """Count a row's keys (once); ``weight`` < 1 for rows that alerted, so repeating an anomaly makes it
+        normal only slowly, yet a false positive does not alert forever."""
         t = self.state.tables
+        repeats = facts.repeats
         for kind, key in facts.keys:
-            t[kind].update(key, wall_ns)
+            t[kind].update(key, wall_ns, weight * repeats if kind == "exe_dir" else weight)
         facts.keys = []

@@ -10,7 +10,7 @@ aggregator folds repeats of an incident into one summary, so one attack reads as
 Modes: a model given (a directory or ``default``) scores at once; ``auto`` uses the host's own model from
 the state directory, or learns the host first (rules only meanwhile), trains, and switches by itself;
 ``off`` is rules only. A model that fails verification is refused: the agent runs rules only and says so.
-Rows that alerted are not learned into the rarity baseline (an attacker must not teach the model).
+Rows that alerted are learned at a tenth of the weight (an attacker must not teach the model quickly).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from sentinel.alerts import internal
 from sentinel.alerts.model import ML_RULESET, Alert
 from sentinel.anomaly.features import FEATURES, SCORED_TYPES, FeatureExtractor, RowFacts
 from sentinel.anomaly.learning import TrainingJob
-from sentinel.anomaly.model import Model, ModelError, load_model
+from sentinel.anomaly.model import Group, Model, ModelError, load_model
 from sentinel.anomaly.rarity import RarityState
 from sentinel.anomaly.scorer import anomaly_scores, explain
 from sentinel.anomaly.state import DEFAULT_STATE_DIR, HostState, LearningProgress, RowSample
@@ -51,6 +51,9 @@ ML_RULE = Rule(
     source="ml",
 )
 NOT_CAUSES = frozenset({"type_exec", "type_open", "type_connect"})  # context, never the explanation
+# Rows that alerted count this much in the baseline: an attacker must repeat an anomaly many times to make it
+# look normal, while a benign newcomer that alerted still becomes normal instead of alerting forever.
+ALERTED_WEIGHT = 0.1
 _RARITY = {"exe": 0, "parent_exe": 1, "user_exe": 2, "exe_port": 3, "exe_dir": 4}
 _EXEC, _OPEN, _CONNECT = EventType.EXEC, EventType.OPEN, EventType.CONNECT
 NS = 1_000_000_000
@@ -99,7 +102,7 @@ class MlView:
 
     def score(self) -> float | None:
         if self.score_value is None and self.engine.model is not None:
-            self.score_value = self.engine.score_one(self.x)
+            self.score_value = self.engine.score_one(self.x, self.facts.etype)
         return self.score_value
 
     def value(self, name: str) -> float | int | bool | None:
@@ -108,10 +111,11 @@ class MlView:
         if name == "score":
             return self.score()
         if name == "threshold":
-            return self.engine.threshold if self.engine.model is not None else None
+            group = self.engine.group_by_type.get(f.etype)
+            return group.threshold if group is not None else None
         if name == "anomalous":
             s = self.score()
-            return None if s is None else s > self.engine.threshold
+            return None if s is None else s > self.engine.group_by_type[f.etype].threshold
         kind = name.partition(".")[2]
         if (kind == "exe_port" and f.etype != _CONNECT) or (kind == "exe_dir" and f.etype != _OPEN):
             return None
@@ -169,8 +173,7 @@ class AnomalyEngine:
         self.model: Model | None = None
         self.model_name = ""  # host | default | the directory
         self.model_version = ""
-        self.threshold = 1.0
-        self.median_row = np.zeros(len(FEATURES))
+        self.group_by_type: dict[int, Group] = {}  # the forest that scores each event type
         self.phase = PHASE_OFF
         self.pending: list[Any] = []  # EvalContexts whose ctx.ml waits for the batch score
         self.pending_pids: set[int] = set()
@@ -189,9 +192,12 @@ class AnomalyEngine:
         self.model = model
         self.model_name = name
         self.model_version = str(model.manifest.get("files", {}).get("forest.npz", ""))[:12]
-        self.threshold = model.threshold
-        median = model.manifest.get("median_row")
-        self.median_row = np.asarray(median if median is not None else np.zeros(len(FEATURES)), dtype=float)
+        self.group_by_type = {}
+        for etype, feature in ((_EXEC, "type_exec"), (_OPEN, "type_open"), (_CONNECT, "type_connect")):
+            for g in model.groups:  # the first group whose route takes this type
+                if g.route is None or g.route == FEATURES.index(feature):
+                    self.group_by_type[etype] = g
+                    break
         self.phase = PHASE_DETECTION
         self.progress = None
         self.sample = None
@@ -225,10 +231,16 @@ class AnomalyEngine:
         """An exec by a process with queued rows changes what its alert would show: score them first."""
         return pid in self.pending_pids
 
-    def score_one(self, x: list[float]) -> float:
-        assert self.model is not None
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {g.name: g.threshold for g in self.model.groups} if self.model is not None else {}
+
+    def score_one(self, x: list[float], etype: int) -> float | None:
+        group = self.group_by_type.get(etype)
+        if group is None:
+            return None
         self.stats.lazy_scores += 1
-        return float(anomaly_scores(self.model.forest, np.array([x], dtype=np.float64))[0])
+        return float(anomaly_scores(group.forest, np.array([x], dtype=np.float64))[0])
 
     def score_pending(self) -> list[Alert]:
         """Score the queued rows at once; alerts for those above the threshold, the rest learned."""
@@ -241,26 +253,29 @@ class AnomalyEngine:
         if model is None:
             return []
         self.stats.batches += 1
-        todo: dict[tuple[float, ...], list[MlView]] = {}
-        for ctx in pending:  # identical rows (a burst of the same open) are scored once
+        by_type = self.group_by_type
+        todo: dict[int, dict[tuple[float, ...], list[MlView]]] = {}
+        for ctx in pending:  # per forest; identical rows (a burst of the same open) are scored once
             view = ctx.ml
-            if view.score_value is None:
-                todo.setdefault(tuple(view.x), []).append(view)
-        if todo:
-            rows = np.array(list(todo), dtype=np.float64)
-            for views, s in zip(todo.values(), anomaly_scores(model.forest, rows).tolist(), strict=True):
+            if view.score_value is None and view.facts.etype in by_type:
+                todo.setdefault(view.facts.etype, {}).setdefault(tuple(view.x), []).append(view)
+        for etype, rows_views in todo.items():
+            rows = np.array(list(rows_views), dtype=np.float64)
+            scores = anomaly_scores(by_type[etype].forest, rows).tolist()
+            for views, s in zip(rows_views.values(), scores, strict=True):
                 for v in views:
                     v.score_value = s
         self.stats.scored += len(pending)
-        threshold = self.threshold
         commit = self.extractor.commit
         alerts: list[Alert] = []
         for ctx in pending:
             view = ctx.ml
-            if view.score_value > threshold:  # type: ignore[operator]
+            group = by_type.get(view.facts.etype)
+            if group is not None and view.score_value > group.threshold:  # type: ignore[operator]
                 self.stats.anomalous += 1
                 if self.settings.alerts:
-                    alerts.append(self._alert(ctx, view))
+                    alerts.append(self._alert(ctx, view, group))
+                commit(view.facts, ctx.wall_ns, ALERTED_WEIGHT)
             else:
                 commit(view.facts, ctx.wall_ns)
         return alerts
@@ -268,7 +283,13 @@ class AnomalyEngine:
     # ------------------------------------------------------------------------------------------ alerts
 
     def _incident(self, ctx: Any) -> Incident:
-        """The open incident of this process or its nearest ancestor in one; else a new one rooted here."""
+        """The open incident this process belongs to, else a new one rooted at it.
+
+        A process belongs to an incident when it, an ancestor, or its parent as the spawner of an earlier
+        member is in one: so a web shell's children, its siblings (``id`` and ``uname`` from one shell) and
+        the shell alerting after its children all read as one incident. Init is never a spawner key, or every
+        anomaly on the host would join.
+        """
         proc, ev = ctx.proc, ctx.ev
         ttl = int(self.settings.incident_ttl_s * NS)
         ts = ev.ts_ns
@@ -291,20 +312,25 @@ class AnomalyEngine:
         found.last_ns = max(found.last_ns, ts)
         found.events += 1
         if proc is not None:
-            self.incident_of[proc.entity_id] = found
-            self.incident_of.move_to_end(proc.entity_id)
+            keys = [proc.entity_id]
+            parent = proc.parent
+            if parent is not None and parent.pid > 1 and parent.parent is not None:
+                keys.append(parent.entity_id)  # the spawner: siblings and a late-alerting parent join
+            for key in keys:
+                self.incident_of[key] = found
+                self.incident_of.move_to_end(key)
             while len(self.incident_of) > 10_000:
                 self.incident_of.popitem(last=False)
         return found
 
-    def _alert(self, ctx: Any, view: MlView) -> Alert:
+    def _alert(self, ctx: Any, view: MlView, group: Group) -> Alert:
         ev, _proc = ctx.ev, ctx.proc
         inc = self._incident(ctx)
         score = float(view.score_value or 0.0)
         exe = view.facts.exe
         fields = {
             "ml.score": round(score, 4),
-            "ml.threshold": round(self.threshold, 4),
+            "ml.threshold": round(group.threshold, 4),
             "evt.type": ev.type_name,
             "proc.exe": exe,
             "proc.pid": ev.pid,
@@ -319,28 +345,34 @@ class AnomalyEngine:
             ts_ns=ev.ts_ns,
             ruleset=ML_RULESET,
             ruleset_version=self.model_version,
-            lineage=("incident", inc.id),
+            # Aggregated per process within the incident: each new process of an attack is written at once,
+            # its repeats fold into a summary, and incident.id ties them together for the SIEM.
+            lineage=("incident", inc.id, ctx.proc.entity_id if ctx.proc is not None else ev.pid),
         )
         row = np.array(view.x, dtype=np.float64)
+        median = group.median_row if group.median_row is not None else np.zeros(len(FEATURES))
         facts = view.facts
         snapshot = (inc.id, inc.root_pid, inc.root_executable, inc.root_entity_id, inc.first_ns, inc.events)
 
         def finalize(a: Alert) -> None:
             """Built only for alerts that are written: explaining costs a batch of re-scores."""
             assert self.model is not None
-            contributions = explain(
-                self.model.forest, list(FEATURES), row, self.median_row, facts.details(), 3, NOT_CAUSES
-            )
+            contributions = explain(group.forest, list(FEATURES), row, median, facts.details(), 3, NOT_CAUSES)
             words = "; ".join(c.text for c in contributions)
-            a.output = f"{a.output}: score {score:.3f} above threshold {self.threshold:.3f}" + (
+            a.output = f"{a.output}: score {score:.3f} above threshold {group.threshold:.3f}" + (
                 f" — {words}" if words else ""
             )
             inc_id, root_pid, root_exe, root_entity, first_ns, events = snapshot
             a.extra = {
                 "ml": {
                     "score": round(score, 6),
-                    "threshold": round(self.threshold, 6),
-                    "model": {"name": self.model_name, "version": self.model_version, "phase": self.phase},
+                    "threshold": round(group.threshold, 6),
+                    "model": {
+                        "name": self.model_name,
+                        "version": self.model_version,
+                        "phase": self.phase,
+                        "forest": group.name,
+                    },
                     "explanation": [
                         {
                             "feature": c.feature,
@@ -416,7 +448,7 @@ class AnomalyEngine:
             return
         self.save(log)
         self.activate(model, "host")
-        log.info("sentinel.model_trained", model=str(self.state.model_dir), threshold=self.threshold,
+        log.info("sentinel.model_trained", model=str(self.state.model_dir), thresholds=self.thresholds,
                  version=self.model_version, rows=model.manifest.get("n_samples"))  # fmt: skip
 
     def save(self, log: Any = None) -> None:
@@ -447,7 +479,7 @@ class AnomalyEngine:
             "phase": self.phase,
             "model": self.model_name,
             "model_version": self.model_version,
-            "threshold": self.threshold if self.model is not None else None,
+            "thresholds": self.thresholds,
             **{k: getattr(self.stats, k) for k in self.stats.__slots__},  # type: ignore[attr-defined]
         }
         if self.progress is not None:
@@ -516,7 +548,7 @@ def open_engine(
     engine = AnomalyEngine(settings, rarity, state)
     engine.activate(model, name)
     log.info("sentinel.anomaly", phase=PHASE_DETECTION, model=str(path), name=name,
-             version=engine.model_version, threshold=engine.threshold, alerts=settings.alerts)  # fmt: skip
+             version=engine.model_version, thresholds=engine.thresholds, alerts=settings.alerts)  # fmt: skip
     return engine, []
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ FOREST_FILE = "forest.npz"
 MANIFEST_FILE = "manifest.json"
 RARITY_FILE = "rarity.json"
 FORMAT = "sentinel-iforest"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one forest per group (event type)
 ARRAY_DTYPES = {
     "feature": np.int32,
     "threshold": np.float64,
@@ -71,18 +72,48 @@ class Forest:
 
 
 @dataclass(slots=True)
-class Model:
+class Group:
+    """One forest and its threshold, for the rows it is routed: an event type has its own, because a forest
+    fitted on all events isolates the rare types (execs among opens) rather than unusual behaviour."""
+
+    name: str
     forest: Forest
+    threshold: float
+    median_row: np.ndarray | None = None
+    route: int | None = None  # index of the feature that must be 1.0 for a row to be here; None: all rows
+
+
+@dataclass(slots=True)
+class Model:
+    groups: list[Group]
     manifest: dict[str, Any]
     rarity: RarityState | None = None
 
     @property
+    def forest(self) -> Forest:
+        """The forest of a single-group model (tests and generic tools)."""
+        return self._only().forest
+
+    @property
     def threshold(self) -> float:
-        return float(self.manifest["threshold"])
+        return self._only().threshold
+
+    def _only(self) -> Group:
+        if len(self.groups) != 1:
+            raise ValueError("this model has one forest per event type: use its groups")
+        return self.groups[0]
 
     @property
     def feature_names(self) -> list[str]:
         return list(self.manifest["features"])
+
+    def route(self, x: np.ndarray) -> np.ndarray:
+        """Group index per row (-1: no group scores it, e.g. an event type the baseline never had)."""
+        out = np.full(x.shape[0], -1, dtype=np.int64)
+        for i, g in reversed(list(enumerate(self.groups))):  # the first matching group wins
+            mask = np.ones(x.shape[0], dtype=bool) if g.route is None else x[:, g.route] == 1.0
+            out[mask] = i
+        return out
 
 
 def sha256_file(path: Path) -> str:
@@ -93,24 +124,45 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_model(directory: str | Path, forest: Forest, manifest: dict[str, Any], rarity: RarityState) -> Path:
-    """Write forest.npz, rarity.json and manifest.json (with their sha256); returns the directory."""
+def save_model(
+    directory: str | Path,
+    forests: Forest | dict[str, Forest],
+    manifest: dict[str, Any],
+    rarity: RarityState,
+) -> Path:
+    """Write forest.npz, rarity.json and manifest.json (with their sha256); returns the directory.
+
+    ``forests`` maps group names to forests, in ``manifest["groups"]`` order (each group: name, route,
+    threshold, median_row); a single Forest is the group ``all`` with the manifest's threshold/median_row.
+    """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    validate_forest(forest)
-    np.savez(out / FOREST_FILE, **forest.arrays())
-    (out / RARITY_FILE).write_text(json.dumps(rarity.to_dict(), sort_keys=True))
     full = dict(manifest)
+    if isinstance(forests, Forest):
+        forests = {"all": forests}
+        full["groups"] = [{"name": "all", "route": None, "threshold": full.pop("threshold"),
+                           "median_row": full.pop("median_row", None)}]  # fmt: skip
+    arrays: dict[str, np.ndarray] = {}
+    for name, forest in forests.items():
+        validate_forest(forest)
+        arrays.update({f"{name}.{k}": v for k, v in forest.arrays().items()})
+    if [g["name"] for g in full["groups"]] != list(forests):
+        raise ValueError("manifest groups and forests differ")
+    np.savez(out / FOREST_FILE, **arrays)
+    (out / RARITY_FILE).write_text(json.dumps(rarity.to_dict(), sort_keys=True))
     full.update(
         format=FORMAT,
         format_version=FORMAT_VERSION,
-        n_features=forest.n_features,
-        n_trees=int(forest.roots.shape[0]),
-        n_nodes=int(forest.feature.shape[0]),
+        n_features=next(iter(forests.values())).n_features,
+        n_trees=sum(int(f.roots.shape[0]) for f in forests.values()),
+        n_nodes=sum(int(f.feature.shape[0]) for f in forests.values()),
         files={FOREST_FILE: sha256_file(out / FOREST_FILE), RARITY_FILE: sha256_file(out / RARITY_FILE)},
     )
     (out / MANIFEST_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
     return out
+
+
+GROUP_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:
@@ -128,9 +180,28 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     feats = data.get("features")
     if not isinstance(feats, list) or not feats or not all(isinstance(f, str) for f in feats):
         raise ModelError(f"{path}: 'features' must be a non-empty list of names")
-    thr = data.get("threshold")
-    if not isinstance(thr, int | float) or not math.isfinite(thr):
-        raise ModelError(f"{path}: 'threshold' must be a finite number")
+    groups = data.get("groups")
+    if not isinstance(groups, list) or not groups:
+        raise ModelError(f"{path}: 'groups' must be a non-empty list")
+    seen: set[str] = set()
+    for g in groups:
+        name = g.get("name") if isinstance(g, dict) else None
+        if not isinstance(name, str) or not GROUP_NAME.fullmatch(name) or name in seen:
+            raise ModelError(f"{path}: each group needs a unique lower-case 'name'")
+        seen.add(name)
+        thr = g.get("threshold")
+        if not isinstance(thr, int | float) or isinstance(thr, bool) or not math.isfinite(thr):
+            raise ModelError(f"{path}: group {name!r}: 'threshold' must be a finite number")
+        route = g.get("route")
+        if route is not None and route not in feats:
+            raise ModelError(f"{path}: group {name!r}: route {route!r} is not a feature")
+        median = g.get("median_row")
+        if median is not None and (
+            not isinstance(median, list)
+            or len(median) != len(feats)
+            or not all(isinstance(v, int | float) and math.isfinite(v) for v in median)
+        ):
+            raise ModelError(f"{path}: group {name!r}: 'median_row' must list {len(feats)} finite numbers")
     files = data.get("files")
     if not isinstance(files, dict) or not all(
         isinstance(files.get(n), str) for n in (FOREST_FILE, RARITY_FILE)
@@ -139,14 +210,14 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     return data
 
 
-def _load_arrays(path: Path) -> dict[str, np.ndarray]:
+def _load_arrays(path: Path, groups: list[str]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     if not zipfile.is_zipfile(path):  # np.load would otherwise try it as a pickle (and refuse, less clearly)
         raise ModelError(f"{path}: corrupt or truncated (not an npz archive)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             names = set(npz.files)
-            expected = set(ARRAY_DTYPES) | {"c_psi", "n_features"}
+            expected = {f"{g}.{k}" for g in groups for k in (*ARRAY_DTYPES, "c_psi", "n_features")}
             if names != expected:
                 raise ModelError(f"{path}: arrays {sorted(names)} != expected {sorted(expected)}")
             for name in expected:
@@ -231,34 +302,43 @@ def load_model(directory: str | Path) -> Model:
             raise ModelError(f"{path}: missing")
         if sha256_file(path) != manifest["files"][name]:
             raise ModelError(f"{path}: sha256 does not match the manifest (tampered or replaced)")
-    arrays = _load_arrays(d / FOREST_FILE)
-    for name in ("c_psi", "n_features"):
-        if arrays[name].shape != (1,):
-            raise ModelError(f"{d / FOREST_FILE}: {name!r} must hold one value")
-    if arrays["c_psi"].dtype != np.float64 or arrays["n_features"].dtype != np.int64:
-        raise ModelError(f"{d / FOREST_FILE}: c_psi/n_features have the wrong dtype")
-    forest = Forest(
-        **{k: arrays[k] for k in ARRAY_DTYPES},
-        c_psi=float(arrays["c_psi"][0]),
-        n_features=int(arrays["n_features"][0]),
-    )
-    try:
-        validate_forest(forest)
-    except ModelError as exc:
-        raise ModelError(f"{d / FOREST_FILE}: {exc}") from None
-    if forest.n_features != len(manifest["features"]):
-        raise ModelError(
-            f"{d}: forest uses {forest.n_features} features, manifest lists {len(manifest['features'])}"
+    names = [g["name"] for g in manifest["groups"]]
+    arrays = _load_arrays(d / FOREST_FILE, names)
+    features = list(manifest["features"])
+    groups: list[Group] = []
+    for spec in manifest["groups"]:
+        g = spec["name"]
+        for name in ("c_psi", "n_features"):
+            if arrays[f"{g}.{name}"].shape != (1,):
+                raise ModelError(f"{d / FOREST_FILE}: {g}.{name} must hold one value")
+        if arrays[f"{g}.c_psi"].dtype != np.float64 or arrays[f"{g}.n_features"].dtype != np.int64:
+            raise ModelError(f"{d / FOREST_FILE}: {g}: c_psi/n_features have the wrong dtype")
+        forest = Forest(
+            **{k: arrays[f"{g}.{k}"] for k in ARRAY_DTYPES},
+            c_psi=float(arrays[f"{g}.c_psi"][0]),
+            n_features=int(arrays[f"{g}.n_features"][0]),
         )
-    median = manifest.get("median_row")
-    if median is not None and (
-        not isinstance(median, list)
-        or len(median) != forest.n_features
-        or not all(isinstance(v, int | float) and math.isfinite(v) for v in median)
-    ):
-        raise ModelError(f"{d / MANIFEST_FILE}: 'median_row' must list {forest.n_features} finite numbers")
+        try:
+            validate_forest(forest)
+        except ModelError as exc:
+            raise ModelError(f"{d / FOREST_FILE}: group {g!r}: {exc}") from None
+        if forest.n_features != len(features):
+            raise ModelError(
+                f"{d}: forest {g!r} uses {forest.n_features} features, manifest lists {len(features)}"
+            )
+        median = spec.get("median_row")
+        route = spec.get("route")
+        groups.append(
+            Group(
+                name=g,
+                forest=forest,
+                threshold=float(spec["threshold"]),
+                median_row=np.asarray(median, dtype=np.float64) if median is not None else None,
+                route=features.index(route) if route is not None else None,
+            )
+        )
     try:
         rarity = RarityState.from_dict(json.loads((d / RARITY_FILE).read_text()))
     except (ValueError, TypeError, UnicodeDecodeError) as exc:
         raise ModelError(f"{d / RARITY_FILE}: {exc}") from None
-    return Model(forest=forest, manifest=manifest, rarity=rarity)
+    return Model(groups=groups, manifest=manifest, rarity=rarity)

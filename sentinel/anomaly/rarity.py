@@ -36,11 +36,11 @@ class RarityTable:
         p = (self.counts.get(key, 0.0) + self.alpha) / (self.total + self.alpha * k)
         return -math.log(p) + 0.0  # + 0.0: an empty table gives 0.0, not -0.0
 
-    def update(self, key: str, ts_ns: int = 0) -> None:
-        """Count ``key`` once at event time ``ts_ns`` (decaying first if a day or more has passed)."""
+    def update(self, key: str, ts_ns: int = 0, weight: float = 1.0) -> None:
+        """Count ``key`` at event time ``ts_ns`` (decaying first if a day or more has passed)."""
         self._decay_to(ts_ns)
-        self.counts[key] = self.counts.get(key, 0.0) + 1.0
-        self.total += 1.0
+        self.counts[key] = self.counts.get(key, 0.0) + weight
+        self.total += weight
         if len(self.counts) > self.max_keys:
             self._evict()
 

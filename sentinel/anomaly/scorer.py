@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sentinel.anomaly.model import Forest
+from sentinel.anomaly.model import Forest, Model
 
 
 def average_path_length(n: np.ndarray | float) -> np.ndarray:
@@ -81,11 +81,40 @@ def explain(
     idx = np.arange(row.shape[0])
     trial[idx, idx] = median_row
     drops = base - anomaly_scores(forest, trial)
-    order = [i for i in np.argsort(-drops, kind="stable") if drops[i] > 0 and names[i] not in exclude][:top]
     details = details or {}
-    out = []
-    for i in order:
+    out: list[Contribution] = []
+    texts: set[str] = set()
+    for i in np.argsort(-drops, kind="stable"):
         name = names[i]
+        if drops[i] <= 0 or name in exclude:
+            continue
         text = details.get(name) or f"{name} = {row[i]:g} (host median {median_row[i]:g})"
+        if text in texts:  # argv features share one text (the command line): say it once
+            continue
+        texts.add(text)
         out.append(Contribution(name, float(drops[i]), float(row[i]), text))
+        if len(out) == top:
+            break
     return out
+
+
+def score_model(model: Model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and thresholds per row, each row by its own group's forest (NaN for rows no group takes)."""
+    x = np.asarray(x, dtype=np.float64)
+    scores = np.full(x.shape[0], np.nan)
+    thresholds = np.full(x.shape[0], np.nan)
+    if x.shape[0] == 0:
+        return scores, thresholds
+    route = model.route(x)
+    for i, g in enumerate(model.groups):
+        mask = route == i
+        if mask.any():
+            scores[mask] = anomaly_scores(g.forest, x[mask])
+            thresholds[mask] = g.threshold
+    return scores, thresholds
+
+
+def margins(model: Model, x: np.ndarray) -> np.ndarray:
+    """``score - threshold`` per row: comparable across groups (an alert is a margin above 0)."""
+    scores, thresholds = score_model(model, x)
+    return scores - thresholds

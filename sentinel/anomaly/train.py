@@ -16,8 +16,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from sentinel.anomaly.features import FEATURES, SCORED_TYPES, FeatureExtractor
-from sentinel.anomaly.model import Forest, save_model
+from sentinel.anomaly.features import CMD_FEATURES, FEATURES, SCORED_TYPES, FeatureExtractor
+from sentinel.anomaly.model import Forest, load_model, save_model, validate_forest
 from sentinel.anomaly.rarity import NS_PER_DAY, RarityState
 from sentinel.anomaly.scorer import anomaly_scores, average_path_length
 from sentinel.events import Event, EventType
@@ -122,10 +122,16 @@ def forest_from_sklearn(model: Any, n_features: int) -> Forest:
     )
 
 
+TOLERANCE = 0.01  # score drift a benign pattern at the cut may show later (scores lie in (0, 1])
+
+
 def budget_threshold(scores: np.ndarray, span_ns: int, alerts_per_day: float) -> float:
     """Anomaly threshold (alert when score > threshold) letting at most the budget fire on ``scores``.
 
-    Ties at the cut do not fire, so a block of equal top scores cannot blow the budget.
+    The cut sits midway between the lowest score the budget lets fire and the next one below, and at least
+    ``TOLERANCE`` above the latter: the highest non-alerting held-out rows are often a benign pattern repeated
+    many times, and its scores drift a little as the host's counts grow, so a cut right on it would fire at
+    its next occurrence. Fewer alerts than the budget may fire, never more.
     """
     if scores.size == 0:
         raise ValueError("no held-out rows to set a threshold on")
@@ -134,11 +140,118 @@ def budget_threshold(scores: np.ndarray, span_ns: int, alerts_per_day: float) ->
     desc = np.sort(scores)[::-1]
     if allowed >= desc.size:
         return float(np.nextafter(desc[-1], -np.inf))
-    return float(desc[allowed])
+    cut = float(desc[allowed]) + TOLERANCE
+    if allowed == 0:
+        return cut
+    return max(cut, float((desc[allowed] + desc[allowed - 1]) / 2.0))
 
 
 def _iso(ns: int) -> str:
     return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+GROUPS: tuple[tuple[str, str], ...] = (
+    ("exec", "type_exec"),
+    ("open", "type_open"),
+    ("connect", "type_connect"),
+)
+MIN_GROUP_ROWS = 20  # training rows an event type needs for a forest of its own
+# Features a group's forest must not use (zeroed in training, so no tree splits on them). An open inherits
+# its process's command line: with those the open forest would flag every open of a process whose command
+# line is merely uncommon. The executable rarities count execs: a daemon started once does thousands of
+# opens and connects, so for those rows they would read "seen once" forever; opens and connects are judged
+# by their own activity keys (executable→directory, executable→port, destination) instead.
+EXE_RARITIES = ("rare_exe", "rare_parent_exe", "rare_user_exe")
+IGNORED_BY_GROUP: dict[str, tuple[str, ...]] = {
+    "open": (*CMD_FEATURES, *EXE_RARITIES),
+    "connect": EXE_RARITIES,
+}
+
+
+def fit_groups(
+    x: np.ndarray,
+    wall_ns: np.ndarray,
+    alerts_per_day: float,
+    trees: int = 100,
+    seed: int = 0,
+    holdout: float = 0.2,
+    max_samples: int = 256,
+    weight: float = 1.0,
+    progress: TextIO | None = None,
+) -> tuple[dict[str, Forest], dict[str, Any]]:
+    """One forest per event type, each thresholded on its own held-out rows; the budget is shared evenly.
+
+    A single forest over all events isolates the rare event types (an exec among hundreds of opens) instead
+    of unusual behaviour, so each type is compared only with its own kind. Rows are time-ordered: the split
+    is by time. ``weight`` is how many real events a row stands for (learning mode samples). Returns the
+    forests and the manifest fields (groups, windows, counts). Raises ValueError when no type has enough.
+    """
+    from sklearn import __version__ as sklearn_version
+    from sklearn.ensemble import IsolationForest
+
+    if not 0.0 < holdout < 1.0:
+        raise ValueError("holdout must be between 0 and 1")
+    n = x.shape[0]
+    split = int(n * (1.0 - holdout))
+    if split < 2 or n - split < 1:
+        raise ValueError(f"only {n} scorable events: too few to train on")
+    span = int(wall_ns[-1] - wall_ns[split])
+    usable = []
+    skipped: dict[str, str] = {}
+    for name, feature in GROUPS:
+        col = FEATURES.index(feature)
+        train_mask = x[:split, col] == 1.0
+        held_mask = x[split:, col] == 1.0
+        if train_mask.sum() < MIN_GROUP_ROWS or not held_mask.any():
+            skipped[name] = f"{int(train_mask.sum())} training and {int(held_mask.sum())} held-out events"
+            continue
+        usable.append((name, feature, train_mask, held_mask))
+    if not usable:
+        raise ValueError(f"no event type has enough events to train on ({skipped})")
+    forests: dict[str, Forest] = {}
+    groups: list[dict[str, Any]] = []
+    share = alerts_per_day / len(usable)
+    for i, (name, feature, train_mask, held_mask) in enumerate(usable):
+        xt, xh = x[:split][train_mask].copy(), x[split:][held_mask]
+        ignored = [FEATURES.index(f) for f in IGNORED_BY_GROUP.get(name, ())]
+        xt[:, ignored] = 0.0
+        if progress is not None:
+            print(f"fitting {trees} trees for {name}: {len(xt)} rows, threshold on {len(xh)} held-out rows",
+                  file=progress)  # fmt: skip
+        fitted = IsolationForest(
+            n_estimators=trees, max_samples=min(max_samples, len(xt)), max_features=1.0, random_state=seed + i
+        ).fit(xt)
+        forest = forest_from_sklearn(fitted, len(FEATURES))
+        validate_forest(forest)
+        held = anomaly_scores(forest, xh)
+        threshold = budget_threshold(held, span, share / weight)
+        forests[name] = forest
+        groups.append({
+            "name": name,
+            "route": feature,
+            "threshold": threshold,
+            "median_row": np.median(xt, axis=0).tolist(),
+            "n_train": len(xt),
+            "n_holdout": len(xh),
+            "holdout_alerts": int(np.count_nonzero(held > threshold)),
+            "max_samples": int(fitted.max_samples_),
+            "ignored_features": list(IGNORED_BY_GROUP.get(name, ())),
+        })  # fmt: skip
+    fields = {
+        "features": list(FEATURES),
+        "versions": {"sklearn": sklearn_version, "numpy": np.__version__},
+        "training_window": {"start": _iso(int(wall_ns[0])), "end": _iso(int(wall_ns[-1]))},
+        "holdout_window": {"start": _iso(int(wall_ns[split])), "end": _iso(int(wall_ns[-1]))},
+        "n_samples": n,
+        "n_train": split,
+        "n_holdout": n - split,
+        "trees": trees,
+        "seed": seed,
+        "alerts_per_day": alerts_per_day,
+        "groups": groups,
+        "skipped_groups": skipped,
+    }
+    return forests, fields
 
 
 def train(
@@ -155,48 +268,15 @@ def train(
 
     ``progress`` (the CLI passes stderr) gets one line per capture, every 50k rows and per stage.
     """
-    from sklearn import __version__ as sklearn_version
-    from sklearn.ensemble import IsolationForest
-
-    if not 0.0 < holdout < 1.0:
-        raise ValueError("holdout must be between 0 and 1")
     rows = capture_rows(captures, progress=progress)
-    n = rows.x.shape[0]
-    split = int(n * (1.0 - holdout))
-    if split < 2 or n - split < 1:
-        raise ValueError(f"only {n} scorable events in the captures: too few to train on")
+    if rows.x.shape[0] < 3:
+        raise ValueError(f"only {rows.x.shape[0]} scorable events in the captures: too few to train on")
+    forests, fields = fit_groups(
+        rows.x, rows.wall_ns, alerts_per_day, trees, seed, holdout, max_samples, progress=progress
+    )
+    manifest = {**fields, "captures": [Path(c).name for c in captures]}
+    save_model(output_dir, forests, manifest, rows.extractor.state)
     if progress is not None:
-        print(f"fitting {trees} trees on {split} rows, threshold on {n - split} held-out rows", file=progress)
-    forest_model = IsolationForest(
-        n_estimators=trees, max_samples=min(max_samples, split), max_features=1.0, random_state=seed
-    ).fit(rows.x[:split])
-    forest = forest_from_sklearn(forest_model, len(FEATURES))
-    from sentinel.anomaly.model import validate_forest
-
-    validate_forest(forest)
-    held = anomaly_scores(forest, rows.x[split:])
-    span = int(rows.wall_ns[-1] - rows.wall_ns[split])
-    threshold = budget_threshold(held, span, alerts_per_day)
-    manifest = {
-        "features": list(FEATURES),
-        "versions": {"sklearn": sklearn_version, "numpy": np.__version__},
-        "training_window": {"start": _iso(int(rows.wall_ns[0])), "end": _iso(int(rows.wall_ns[-1]))},
-        "holdout_window": {"start": _iso(int(rows.wall_ns[split])), "end": _iso(int(rows.wall_ns[-1]))},
-        "n_samples": n,
-        "n_train": split,
-        "n_holdout": n - split,
-        "trees": trees,
-        "seed": seed,
-        "max_samples": int(forest_model.max_samples_),
-        "alerts_per_day": alerts_per_day,
-        "threshold": threshold,
-        "holdout_alerts": int(np.count_nonzero(held > threshold)),
-        "median_row": np.median(rows.x[:split], axis=0).tolist(),
-        "captures": [Path(c).name for c in captures],
-    }
-    save_model(output_dir, forest, manifest, rows.extractor.state)
-    if progress is not None:
-        print(f"model written to {output_dir} (threshold {threshold:.4f})", file=progress)
-    from sentinel.anomaly.model import load_model
-
+        thresholds = ", ".join(f"{g['name']} {g['threshold']:.4f}" for g in fields["groups"])
+        print(f"model written to {output_dir} (thresholds: {thresholds})", file=progress)
     return load_model(output_dir).manifest

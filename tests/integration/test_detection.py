@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -31,6 +32,9 @@ class Detector:
     def __init__(self, args: tuple[str, ...] = ()) -> None:
         if os.geteuid() != 0:
             pytest.fail("kernel tests need root: run the suite with scripts/run-tests.sh as root")
+        if "--state-dir" not in args:  # never the host's /var/lib/sentinel: each agent learns afresh
+            self.state_dir = tempfile.mkdtemp(prefix="sentinel-state-")
+            args = (*args, "--state-dir", self.state_dir)
         self.proc = subprocess.Popen(
             sentinel_cmd("run", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO
         )
@@ -248,6 +252,9 @@ def test_benign_workload_raises_nothing(detector: Detector) -> None:
 def test_agent_diagnostics(detector: Detector) -> None:
     loaded = [d for d in detector.diagnostics if d.get("event") == "sentinel.rules_loaded"]
     assert loaded and loaded[0]["rules"] >= 40
+    anomaly = [d for d in detector.diagnostics if d.get("event") == "sentinel.anomaly"]
+    assert anomaly and anomaly[0]["phase"] == "learning"  # no host model yet: auto mode learns first
+    assert not [a for a in detector.alerts if get(a, "rule.ruleset") == "sentinel-ml"]
 
 
 GOOD_RULE = """

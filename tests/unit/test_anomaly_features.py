@@ -71,6 +71,8 @@ def test_text_helpers() -> None:
     assert shannon_entropy("abcd") == pytest.approx(2.0)
     assert longest_b64_token("echo aGVsbG8gd29ybGQgZnJvbSBzaA== | base64 -d") == 28
     assert longest_b64_token("--configuration-directory") == 0  # a plain word, not a payload
+    assert longest_b64_token("ls /srv/sentinel-e2e-4beac7/www") == 0  # a path with digits
+    assert longest_b64_token("docker rm 3f2a9c81b7d04e6fa1c2b3d4e5f60718") == 0  # a hex id
 
 
 def test_web_shell_exec_row() -> None:
@@ -113,7 +115,8 @@ def test_open_and_connect_rows() -> None:
     assert r.values[INDEX["exe_writable_dir"]] == 1.0
     assert r.values[INDEX["uid_root"]] == 1.0 and r.values[INDEX["has_tty"]] == 1.0
     assert fx.state.tables["exe_dir"].count("/tmp/.cache/x\x00/etc") == 1.0
-    assert fx.state.tables["exe"].count("/tmp/.cache/x") == 0.0  # only execs count executables
+    # a process first met by an open (started before the agent) counts its executable once, not per event
+    assert fx.state.tables["exe"].count("/tmp/.cache/x") == 1.0
     co = Event(type=EventType.CONNECT, ts_ns=2, pid=5, tid=5, uid=0, gid=0, comm="x", family=AF_INET,
                address="198.51.100.7", port=4444, ret=-115)  # fmt: skip
     fx.state.tables["exe_port"].update("/tmp/.cache/x\x00443")  # so 4444 is rare, not merely first

@@ -38,15 +38,20 @@ def model_dir(tmp_path: Path) -> Path:
 
 
 def arrays(d: Path) -> dict[str, np.ndarray]:
+    """The single group's arrays, without the group prefix."""
     with np.load(d / FOREST_FILE, allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
+        return {k.removeprefix("all."): npz[k] for k in npz.files}
+
+
+def save(d: Path, arr: dict[str, np.ndarray]) -> None:
+    np.savez(d / FOREST_FILE, **{f"all.{k}": v for k, v in arr.items()})
 
 
 def rewrite(d: Path, **changes: np.ndarray) -> None:
     """Replace arrays and re-sign the manifest, as an attacker who can write the directory would."""
     arr = arrays(d)
     arr.update(changes)
-    np.savez(d / FOREST_FILE, **arr)
+    save(d, arr)
     resign(d)
 
 
@@ -111,9 +116,9 @@ def test_object_array_needing_pickle_is_refused(model_dir: Path) -> None:
     evil = np.array([{"__reduce__": "os.system"}], dtype=object)
     arr = arrays(model_dir)
     arr["threshold"] = evil
-    np.savez(model_dir / FOREST_FILE, **arr)  # savez pickles object arrays; load must refuse them
+    save(model_dir, arr)  # savez pickles object arrays; load must refuse them
     with zipfile.ZipFile(model_dir / FOREST_FILE) as z:
-        assert "threshold.npy" in z.namelist()
+        assert "all.threshold.npy" in z.namelist()
     resign(model_dir)
     refused(model_dir, "refused")
 
@@ -133,7 +138,7 @@ def test_unexpected_or_missing_array(model_dir: Path) -> None:
     rewrite(model_dir, extra=np.zeros(1))
     refused(model_dir, "expected")
     del a["value"]
-    np.savez(model_dir / FOREST_FILE, **a)
+    save(model_dir, a)
     resign(model_dir)
     refused(model_dir, "expected")
 
@@ -176,12 +181,12 @@ def test_feature_count_must_match_manifest(model_dir: Path) -> None:
     man = json.loads((model_dir / MANIFEST_FILE).read_text())
     man["features"] = ["a", "b"]
     (model_dir / MANIFEST_FILE).write_text(json.dumps(man))
-    refused(model_dir, "forest uses 3 features, manifest lists 2")
+    refused(model_dir, "forest 'all' uses 3 features, manifest lists 2")
 
 
 def test_bad_median_row(model_dir: Path) -> None:
     man = json.loads((model_dir / MANIFEST_FILE).read_text())
-    man["median_row"] = [0.0, "x", 1.0]
+    man["groups"][0]["median_row"] = [0.0, "x", 1.0]
     (model_dir / MANIFEST_FILE).write_text(json.dumps(man))
     refused(model_dir, "median_row")
 
