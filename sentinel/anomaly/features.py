@@ -8,6 +8,7 @@ training rows never see themselves. ``details`` keep the raw values only to expl
 
 from __future__ import annotations
 
+import functools
 import math
 import posixpath
 import re
@@ -93,6 +94,7 @@ def longest_b64_token(text: str) -> int:
     return best
 
 
+@functools.lru_cache(maxsize=4096)
 def is_net_service(exe: str) -> bool:
     base = posixpath.basename(exe)
     return base in NET_SERVICES or base.startswith("php-fpm")
@@ -143,7 +145,7 @@ class RowFacts:
     exe: str
     pexe: str
     uid: int
-    counts: tuple[float, float, float]  # exe, parent→child, user→exe: seen before this event
+    counts: tuple[float, float, float] | None  # exe, parent→child, user→exe seen before (None: not computed)
     port: int = 0
     port_count: float = 0.0
     net: str = ""
@@ -161,13 +163,14 @@ class RowFacts:
 
     def details(self) -> dict[str, str]:
         """Each feature's raw value in words ("parent→child php-fpm→sh seen 0 times on this host")."""
-        exe, (c_exe, c_pair, c_user) = self.exe, self.counts
-        pair = f"parent→child {posixpath.basename(self.pexe)}→{posixpath.basename(exe)}"
-        d = {
-            "rare_exe": f"executable {exe} seen {c_exe:g} times on this host",
-            "rare_parent_exe": f"{pair} seen {c_pair:g} times on this host",
-            "rare_user_exe": f"user {self.uid} running {exe} seen {c_user:g} times on this host",
-        }
+        exe = self.exe
+        d: dict[str, str] = {}
+        if self.counts is not None:
+            c_exe, c_pair, c_user = self.counts
+            pair = f"parent→child {posixpath.basename(self.pexe)}→{posixpath.basename(exe)}"
+            d["rare_exe"] = f"executable {exe} seen {c_exe:g} times on this host"
+            d["rare_parent_exe"] = f"{pair} seen {c_pair:g} times on this host"
+            d["rare_user_exe"] = f"user {self.uid} running {exe} seen {c_user:g} times on this host"
         if self.etype == EventType.CONNECT:
             d["rare_exe_port"] = (
                 f"{exe} connecting to port {self.port} seen {self.port_count:g} times on this host"
@@ -216,6 +219,8 @@ class FeatureExtractor:
     # Processes whose image has been counted: a process first met by an open or connect (a daemon started
     # before the agent, a forked worker) counts its executable once, or it would look never-seen forever.
     _counted: dict[str, None] = field(default_factory=dict, repr=False)
+    _lineage: dict[str, tuple[int, int, str]] = field(default_factory=dict, repr=False)  # depth, service
+    _exec_gen: int = 0
 
     def row(self, ev: Event, proc: Process | None, path: str | None = None, wall_ns: int = 0) -> FeatureRow:
         """Row of one exec/open/connect; ``path`` is the resolved open path, ``wall_ns`` the event time."""
@@ -242,30 +247,39 @@ class FeatureExtractor:
         pexe = _exe_of(parent)
         uid = ev.uid
         is_exec = etype == EventType.EXEC
-        pair = f"{pexe}\x00{exe}"
-        user_key = f"{uid}\x00{exe}"
-        t_exe, t_pair, t_user = t["exe"], t["parent_exe"], t["user_exe"]
+        is_open = etype == EventType.OPEN
         x = [0.0] * N_FEATURES
-        x[0] = t_exe.rarity(exe)
-        x[1] = t_pair.rarity(pair)
-        x[2] = t_user.rarity(user_key)
-        facts = RowFacts(
-            etype,
-            ev.type_name,
-            exe,
-            pexe,
-            uid,
-            (t_exe.count(exe), t_pair.count(pair), t_user.count(user_key)),
-        )
+        first_met = proc is not None and proc.entity_id not in self._counted
+        if is_open and not first_met:
+            # Opens are judged by what they open: the executable rarities (exec counts) are left out of the
+            # row, which saves most of the cost of the most frequent event (ml.* fields compute them lazily).
+            facts = RowFacts(etype, ev.type_name, exe, pexe, uid, None)
+        else:
+            pair = f"{pexe}\x00{exe}"
+            user_key = f"{uid}\x00{exe}"
+            t_exe, t_pair, t_user = t["exe"], t["parent_exe"], t["user_exe"]
+            if not is_open:
+                x[0] = t_exe.rarity(exe)
+                x[1] = t_pair.rarity(pair)
+                x[2] = t_user.rarity(user_key)
+            facts = RowFacts(
+                etype,
+                ev.type_name,
+                exe,
+                pexe,
+                uid,
+                (t_exe.count(exe), t_pair.count(pair), t_user.count(user_key)),
+            )
+            if is_exec or first_met:
+                keys = facts.keys
+                keys.append(("exe", exe))
+                keys.append(("parent_exe", pair))
+                keys.append(("user_exe", user_key))
+                if proc is not None:
+                    if len(self._counted) >= COUNTED_MAX:
+                        self._counted.clear()
+                    self._counted[proc.entity_id] = None
         keys = facts.keys
-        if is_exec or (proc is not None and proc.entity_id not in self._counted):
-            keys.append(("exe", exe))
-            keys.append(("parent_exe", pair))
-            keys.append(("user_exe", user_key))
-            if proc is not None:
-                if len(self._counted) >= COUNTED_MAX:
-                    self._counted.clear()
-                self._counted[proc.entity_id] = None
         if etype == EventType.CONNECT:
             port_key = f"{exe}\x00{ev.port}"
             t_port = t["exe_port"]
@@ -306,14 +320,24 @@ class FeatureExtractor:
             cmd_feats = _EMPTY_CMD
         values, facts.cmd_short = cmd_feats
         x[8], x[9], x[10], x[11], x[12] = values
-        depth = 0
-        service = ""
-        cur = parent
-        while cur is not None and depth < 64:  # Process.ancestors() without building the list
-            depth += 1
-            if not service and is_net_service(cur.exe):
-                service = cur.exe
-            cur = cur.parent
+        if is_exec:
+            self._exec_gen += 1  # an image changed: cached lineages may name an old one
+        cached = self._lineage.get(proc.entity_id) if proc is not None else None
+        if cached is not None and cached[0] == self._exec_gen:
+            _, depth, service = cached
+        else:
+            depth = 0
+            service = ""
+            cur = parent
+            while cur is not None and depth < 64:  # Process.ancestors() without building the list
+                depth += 1
+                if not service and is_net_service(cur.exe):
+                    service = cur.exe
+                cur = cur.parent
+            if proc is not None:
+                if len(self._lineage) >= COUNTED_MAX:
+                    self._lineage.clear()
+                self._lineage[proc.entity_id] = (self._exec_gen, depth, service)
         x[13] = float(depth)
         facts.depth = depth
         if service:

@@ -31,7 +31,7 @@ from sentinel.anomaly.features import FEATURES, SCORED_TYPES, FeatureExtractor, 
 from sentinel.anomaly.learning import TrainingJob
 from sentinel.anomaly.model import Group, Model, ModelError, load_model
 from sentinel.anomaly.rarity import RarityState
-from sentinel.anomaly.scorer import anomaly_scores, explain
+from sentinel.anomaly.scorer import CompiledForest, explain
 from sentinel.anomaly.state import DEFAULT_STATE_DIR, HostState, LearningProgress, RowSample
 from sentinel.events import EventType
 from sentinel.log import get_logger
@@ -54,6 +54,7 @@ NOT_CAUSES = frozenset({"type_exec", "type_open", "type_connect"})  # context, n
 # Rows that alerted count this much in the baseline: an attacker must repeat an anomaly many times to make it
 # look normal, while a benign newcomer that alerted still becomes normal instead of alerting forever.
 ALERTED_WEIGHT = 0.1
+_PROCESS_KINDS = frozenset({"exe", "parent_exe", "user_exe"})
 _RARITY = {"exe": 0, "parent_exe": 1, "user_exe": 2, "exe_port": 3, "exe_dir": 4}
 _EXEC, _OPEN, _CONNECT = EventType.EXEC, EventType.OPEN, EventType.CONNECT
 NS = 1_000_000_000
@@ -119,11 +120,17 @@ class MlView:
         kind = name.partition(".")[2]
         if (kind == "exe_port" and f.etype != _CONNECT) or (kind == "exe_dir" and f.etype != _OPEN):
             return None
+        if kind in _PROCESS_KINDS and f.etype == _OPEN:  # left out of open rows: read from the tables now
+            keys = {"exe": f.exe, "parent_exe": f"{f.pexe}\x00{f.exe}", "user_exe": f"{f.uid}\x00{f.exe}"}
+            key = keys[kind]
+            table = self.engine.extractor.state.tables[kind]
+            return table.rarity(key) if name.startswith("rarity.") else int(table.count(key))
         if name.startswith("rarity."):
             i = _RARITY.get(kind)
             return None if i is None else self.x[i]
         if name.startswith("seen."):
-            count = {"exe": f.counts[0], "parent_exe": f.counts[1], "user_exe": f.counts[2],
+            counts = f.counts or (0.0, 0.0, 0.0)
+            count = {"exe": counts[0], "parent_exe": counts[1], "user_exe": counts[2],
                      "exe_port": f.port_count, "exe_dir": f.dir_count}.get(kind)  # fmt: skip
             return None if count is None else int(count)
         if name == "new_dest":
@@ -174,6 +181,7 @@ class AnomalyEngine:
         self.model_name = ""  # host | default | the directory
         self.model_version = ""
         self.group_by_type: dict[int, Group] = {}  # the forest that scores each event type
+        self.compiled: dict[str, CompiledForest] = {}
         self.phase = PHASE_OFF
         self.pending: list[Any] = []  # EvalContexts whose ctx.ml waits for the batch score
         self.pending_pids: set[int] = set()
@@ -192,6 +200,7 @@ class AnomalyEngine:
         self.model = model
         self.model_name = name
         self.model_version = str(model.manifest.get("files", {}).get("forest.npz", ""))[:12]
+        self.compiled = {g.name: CompiledForest(g.forest) for g in model.groups}
         self.group_by_type = {}
         for etype, feature in ((_EXEC, "type_exec"), (_OPEN, "type_open"), (_CONNECT, "type_connect")):
             for g in model.groups:  # the first group whose route takes this type
@@ -240,7 +249,7 @@ class AnomalyEngine:
         if group is None:
             return None
         self.stats.lazy_scores += 1
-        return float(anomaly_scores(group.forest, np.array([x], dtype=np.float64))[0])
+        return float(self.compiled[group.name].scores(np.array([x], dtype=np.float64))[0])
 
     def score_pending(self) -> list[Alert]:
         """Score the queued rows at once; alerts for those above the threshold, the rest learned."""
@@ -261,7 +270,7 @@ class AnomalyEngine:
                 todo.setdefault(view.facts.etype, {}).setdefault(tuple(view.x), []).append(view)
         for etype, rows_views in todo.items():
             rows = np.array(list(rows_views), dtype=np.float64)
-            scores = anomaly_scores(by_type[etype].forest, rows).tolist()
+            scores = self.compiled[by_type[etype].name].scores(rows).tolist()
             for views, s in zip(rows_views.values(), scores, strict=True):
                 for v in views:
                     v.score_value = s

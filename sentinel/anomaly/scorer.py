@@ -53,6 +53,42 @@ def anomaly_scores(forest: Forest, x: np.ndarray) -> np.ndarray:
     return -score_samples(forest, x)
 
 
+class CompiledForest:
+    """The forest rearranged for the agent's hot path: same scores as :func:`anomaly_scores`, about twice as
+    fast on micro-batches.
+
+    Leaves point to themselves with an infinite threshold, so every row takes exactly ``max_depth`` steps of
+    four gathers and no masking; children sit side by side so one gather picks left or right.
+    """
+
+    def __init__(self, forest: Forest) -> None:
+        leaf = forest.left < 0
+        idx = np.arange(forest.left.shape[0], dtype=np.int64)
+        self.children = np.stack(
+            [np.where(leaf, idx, forest.left), np.where(leaf, idx, forest.right)], axis=1
+        ).reshape(-1)
+        self.feature = np.where(leaf, 0, forest.feature).astype(np.int64)
+        self.threshold = np.where(leaf, np.inf, forest.threshold)
+        self.value = forest.value
+        self.roots = forest.roots.astype(np.int64)
+        self.depth = forest.max_depth
+        self.n_features = forest.n_features
+        self.scale = forest.roots.shape[0] * forest.c_psi
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """Anomaly scores in (0, 1] of the rows of ``x``."""
+        xs = np.asarray(x, dtype=np.float64).astype(np.float32).astype(np.float64)
+        n = xs.shape[0]
+        flat = xs.reshape(-1)
+        base = (np.arange(n, dtype=np.int64) * self.n_features)[:, None]
+        node = np.broadcast_to(self.roots[None, :], (n, self.roots.shape[0]))
+        children, feature, threshold = self.children, self.feature, self.threshold
+        for _ in range(self.depth):
+            go_right = flat[base + feature[node]] > threshold[node]
+            node = children[node * 2 + go_right]
+        return 2.0 ** (-self.value[node].sum(axis=1) / self.scale)
+
+
 @dataclass(slots=True)
 class Contribution:
     feature: str
