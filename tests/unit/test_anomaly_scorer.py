@@ -10,7 +10,13 @@ from sklearn.ensemble import IsolationForest
 
 from sentinel.anomaly.features import FEATURES
 from sentinel.anomaly.model import validate_forest
-from sentinel.anomaly.scorer import anomaly_scores, average_path_length, explain, score_samples
+from sentinel.anomaly.scorer import (
+    CompiledForest,
+    anomaly_scores,
+    average_path_length,
+    explain,
+    score_samples,
+)
 from sentinel.anomaly.train import capture_rows, forest_from_sklearn
 from tests.unit.anomaly_support import write_baseline
 
@@ -40,6 +46,9 @@ def test_parity_with_sklearn_on_random_data(seed: int) -> None:
     np.testing.assert_allclose(
         score_samples(forest, test[:1]), model.score_samples(test[:1]), rtol=0, atol=1e-9
     )
+    compiled = CompiledForest(forest)  # the agent's hot-path layout scores the same
+    np.testing.assert_allclose(compiled.scores(test), -model.score_samples(test), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(compiled.scores(test[:1]), -model.score_samples(test[:1]), rtol=0, atol=1e-9)
 
 
 def test_parity_with_sklearn_on_feature_rows(tmp_path: Path) -> None:
