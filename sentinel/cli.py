@@ -474,6 +474,14 @@ def _add_run_parser(sub: Any) -> None:
     )
     _detection_args(run)
     _anomaly_args(run, live=True)
+    ops = run.add_argument_group("operations")
+    ops.add_argument(
+        "--metrics-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on /metrics and health on /healthz there (e.g. 127.0.0.1:9464; "
+        "default: off)",
+    )
     _sensor_args(run)
     run.set_defaults(wakeup_events=None, open_dedup=None)  # None = not given: the config file decides
 
@@ -584,6 +592,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         table, outcome.ruleset, host, sink, cfg.format, cfg.aggregation_window_s, anomaly=engine
     )
     log.info("sentinel.rules_loaded", **_rules_loaded_fields(outcome, cfg))
+    ops = _start_operations(args, stream, sensor, table, host)
+    if ops is None:
+        stream.close()
+        return EXIT_FAIL
     for alert in notices:
         stream.raise_internal(alert)
 
@@ -595,11 +607,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if hup:
             hup.clear()
             log.info("sentinel.reloading", signal="SIGHUP", paths=cfg.rules)
-            reload_rules(stream, cfg.rules, ts_ns=now)
+            if reload_rules(stream, cfg.rules, ts_ns=now):
+                ops.ruleset_changed()
         # Close aggregation windows on an idle host too; a second of margin for events still in the buffers.
         stream.advance(now - 1_000_000_000)
         if engine is not None:
             engine.tick(log)
+        ops.tick()
 
     try:
         code = _run_sensor(
@@ -609,14 +623,108 @@ def cmd_run(args: argparse.Namespace) -> int:
             host,
             table,
             sensor,
-            on_loss=stream.report_loss,
+            on_loss=ops.on_loss,
+            on_ready=ops.on_ready,
             on_tick=on_tick,
         )
     finally:
         signal.signal(signal.SIGHUP, previous)
         stream.close()
+        ops.close()
         log.info("sentinel.detection_stopped", **stream.stats())
     return code
+
+
+class _Operations:
+    """Metrics and health for `sentinel run`: fed from the loop, served on --metrics-address (if given)."""
+
+    def __init__(self, stream: Any, sensor: Any, table: Any, host: Any, address: str | None) -> None:
+        import time
+
+        from sentinel.health import Health
+        from sentinel.metrics import AgentMetrics, default_build_info
+
+        self.stream, self.sensor, self.table, self.host = stream, sensor, table, host
+        self.time = time
+        self.metrics = AgentMetrics(build=default_build_info(_mode_fields()["headers_mode"]))
+        self.health = Health()
+        self.server: Any = None
+        self.address = address
+        self.next_feed = 0.0
+        self.ruleset_changed()
+        boot_s = host.boot_time_ns / 1e9
+        observe = self.metrics.observe_latency
+        wall = time.time
+
+        def on_alert(alert: Any) -> None:
+            if not alert.aggregated and alert.ctx is not None:
+                observe(wall() - boot_s - alert.ts_ns / 1e9)
+
+        stream.on_alert = on_alert
+
+    def start(self) -> None:
+        from sentinel.metrics import serve
+
+        if self.address:
+            self.server = serve(self.metrics, self.address, self.health)
+            from sentinel import log as logmod
+
+            logmod.get_logger().info(
+                "sentinel.metrics_listening", url=self.server.url, metrics=f"{self.server.url}/metrics",
+                healthz=f"{self.server.url}/healthz",
+            )  # fmt: skip
+
+    def ruleset_changed(self) -> None:
+        rs = self.stream.ruleset
+        self.metrics.set_ruleset(rs.sha256, len(rs.rules), sum(1 for r in rs.rules if r.enabled))
+
+    def on_ready(self) -> None:
+        self.health.set_probes(True)
+
+    def on_loss(self, ts_ns: int, buffer: str, lost: int) -> None:
+        self.health.record_loss(lost)
+        self.stream.report_loss(ts_ns, buffer, lost)
+
+    def tick(self) -> None:
+        """Every poll: the loop is alive; once a second: fold the counters into the metrics."""
+        from sentinel.metrics import sink_stats
+        from sentinel.pipeline import live_stats
+
+        self.health.loop_tick()
+        now = self.time.monotonic()
+        if now < self.next_feed:
+            return
+        self.next_feed = now + 1.0
+        stats = self.stream.stats()
+        sinks = sink_stats(self.stream.writer.sink)
+        self.metrics.update_from_stats(live_stats(self.sensor, self.table, self.stream.events), stats, sinks)
+        self.health.set_sinks_from_stats(sinks)
+        anomaly = stats.get("anomaly", {})
+        self.health.set_model(anomaly.get("phase", "off"))
+        self.metrics.set_model(
+            version=anomaly.get("model_version") or None, source=anomaly.get("model") or None,
+            phase=anomaly.get("phase"),
+        )  # fmt: skip
+        if anomaly.get("learn_period_s"):
+            self.metrics.set_learning_progress(min(1.0, anomaly["learned_s"] / anomaly["learn_period_s"]))
+
+    def close(self) -> None:
+        self.health.set_probes(False, "stopping")
+        if self.server is not None:
+            self.server.close()
+
+
+def _start_operations(args: argparse.Namespace, stream: Any, sensor: Any, table: Any, host: Any) -> Any:
+    """Metrics and health; None after printing why the endpoint cannot listen."""
+    from sentinel.metrics import MetricsEndpointError
+
+    ops = _Operations(stream, sensor, table, host, getattr(args, "metrics_address", None))
+    try:
+        ops.start()
+    except (ValueError, MetricsEndpointError) as exc:
+        print(f"sentinel run: --metrics-address {exc}", file=sys.stderr)
+        return None
+    return ops
 
 
 def _replay_detect(args: argparse.Namespace) -> int:

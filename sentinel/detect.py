@@ -10,6 +10,7 @@ rendered for events no rule matches. The ruleset lives in one attribute, read on
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,7 @@ class DetectionStream:
     ) -> None:
         self.table = table
         self.anomaly = anomaly  # AnomalyEngine or None (rules only)
+        self.on_alert: Callable[[Alert], None] | None = None  # called per alert written (metrics latency)
         self.ruleset = ruleset  # swapped whole by reload(); read once per event
         self.host = host
         self.ecs = EcsRenderer(host, dataset="sentinel.alerts")
@@ -127,6 +129,7 @@ class DetectionStream:
         self.matches = 0
         self.match_errors = 0
         self.anomaly_errors = 0
+        self.matches_by_rule: Counter[str] = Counter()
         self.reloads = 0
         self.reload_failures = 0
         self.last_ts_ns = 0
@@ -176,6 +179,7 @@ class DetectionStream:
             for rule in rules:
                 text, fields = ruleset.output(rule, ctx)
                 self.matches += 1
+                self.matches_by_rule[rule.name] += 1
                 alert = Alert(rule, ctx, text, fields, ts, ruleset_version=version, lineage=key)
                 self._write(aggregator.offer(alert))
         except Exception as exc:  # a rule or engine bug must cost one event, not the agent
@@ -200,6 +204,7 @@ class DetectionStream:
         offer = self.aggregator.offer
         for a in alerts:
             self.matches += 1
+            self.matches_by_rule[a.rule.name] += 1
             self._write(offer(a))
 
     def score_pending(self) -> None:
@@ -214,8 +219,11 @@ class DetectionStream:
 
     def _write(self, alerts: list[Alert]) -> None:
         write = self.writer.write
+        on_alert = self.on_alert
         for a in alerts:
             write(a)
+            if on_alert is not None:
+                on_alert(a)
 
     def advance(self, now_ns: int) -> None:
         """Close aggregation windows up to ``now_ns`` (live: on an idle host no event would close them)."""
@@ -256,6 +264,7 @@ class DetectionStream:
             "matches": self.matches,
             "alerts_written": self.writer.written,
             "alerts_by_rule": dict(self.writer.by_rule),
+            "matches_by_rule": dict(self.matches_by_rule),
             "match_errors": self.match_errors,
             "reloads": self.reloads,
             "reload_failures": self.reload_failures,

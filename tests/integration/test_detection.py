@@ -302,3 +302,37 @@ def test_sighup_reload_keeps_old_rules_on_error_and_swaps_on_success(tmp_path: P
         d.wait_alert("Marker Binary Executed", lambda a: get(a, "process.name") == second)
     finally:
         assert d.stop() == 0
+
+
+def test_metrics_and_health_endpoint(tmp_path: Path) -> None:
+    """The running agent serves Prometheus metrics and /healthz on the address it was given."""
+    import json
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    d = Detector(("--metrics-address", "127.0.0.1:0", "--model", "off"))
+    try:
+        listening = [x for x in d.diagnostics if x.get("event") == "sentinel.metrics_listening"]
+        assert listening, d.diagnostics[-5:]
+        base = listening[0]["url"]
+        subprocess.run(["/bin/true"], check=True)
+        deadline = time.monotonic() + 10
+        families: dict[str, Any] = {}
+        received = 0.0
+        while time.monotonic() < deadline:
+            text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+            families = {f.name: f for f in text_string_to_metric_families(text)}
+            fam = families.get("sentinel_events_received")
+            received = sum(s.value for s in fam.samples if s.name.endswith("_total")) if fam else 0
+            if received > 0:
+                break
+            time.sleep(0.5)
+        assert received > 0
+        assert "sentinel_ruleset_info" in families and "sentinel_build_info" in families
+        with urllib.request.urlopen(f"{base}/healthz", timeout=5) as resp:
+            assert resp.status == 200
+            health = json.loads(resp.read())
+        assert health["status"] in ("ok", "degraded") and health["checks"]["probes"]["status"] == "ok"
+    finally:
+        assert d.stop() == 0
