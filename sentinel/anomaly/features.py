@@ -108,7 +108,6 @@ def _exe_of(proc: Process | None) -> str:
 
 CMD_FEATURES = ("argc", "argv_len", "argv_entropy", "b64_token_len", "argv_ip_url")
 _CMD_SLICE = slice(INDEX["argc"], INDEX["argv_ip_url"] + 1)
-CMD_CACHE_MAX = 4096
 COUNTED_MAX = 65_536
 
 
@@ -215,12 +214,11 @@ class FeatureExtractor:
 
     state: RarityState = field(default_factory=RarityState)
     learn: bool = True
-    _cmd_cache: dict[tuple[str, int], tuple[tuple[float, ...], str]] = field(default_factory=dict, repr=False)
     # Processes whose image has been counted: a process first met by an open or connect (a daemon started
     # before the agent, a forked worker) counts its executable once, or it would look never-seen forever.
     _counted: dict[str, None] = field(default_factory=dict, repr=False)
-    _lineage: dict[str, tuple[int, int, str]] = field(default_factory=dict, repr=False)  # depth, service
-    _exec_gen: int = 0
+    _static: dict[str, tuple] = field(default_factory=dict, repr=False)  # per process, see _image_part
+    _lineage: dict[str, tuple[int, int, str]] = field(default_factory=dict, repr=False)
 
     def row(self, ev: Event, proc: Process | None, path: str | None = None, wall_ns: int = 0) -> FeatureRow:
         """Row of one exec/open/connect; ``path`` is the resolved open path, ``wall_ns`` the event time."""
@@ -293,7 +291,9 @@ class FeatureExtractor:
                 facts.net, facts.net_count = net, seen
                 keys.append(("dest_net", net))
         elif etype == EventType.OPEN:
-            d = posixpath.dirname(path or ev.path) or "."
+            p = path or ev.path
+            i = p.rfind("/")
+            d = p[:i] if i > 0 else ("/" if i == 0 else ".")  # posixpath.dirname for normalised paths
             dir_key = f"{exe}\x00{d}"
             t_dir = t["exe_dir"]
             x[4] = t_dir.rarity(dir_key)
@@ -301,52 +301,43 @@ class FeatureExtractor:
             keys.append(("exe_dir", dir_key))
             facts.repeats = 1.0 + ev.repeat_count  # what the kernel de-duplicated still happened
 
-        exe_path = proc.exe if proc is not None else ""
-        facts.exe_path = exe_path
-        if exe_path.startswith(WRITABLE_DIRS):
-            x[6] = 1.0
-        if exe_path.startswith("/memfd:") or exe_path.endswith(" (deleted)"):
-            x[7] = 1.0
-        if is_exec:
-            cmd_feats = command_line_features(ev.argv, ev.argc_total)
-        elif proc is not None:  # opens and connects reuse their process's figures until it execs again
-            ck = (proc.entity_id, proc.exec_count)
-            cmd_feats = self._cmd_cache.get(ck)
-            if cmd_feats is None:
-                if len(self._cmd_cache) >= CMD_CACHE_MAX:
-                    self._cmd_cache.clear()
-                cmd_feats = self._cmd_cache[ck] = command_line_features(proc.args, 0)
-        else:
-            cmd_feats = _EMPTY_CMD
-        values, facts.cmd_short = cmd_feats
-        x[8], x[9], x[10], x[11], x[12] = values
-        if is_exec:
-            self._exec_gen += 1  # an image changed: cached lineages may name an old one
-        cached = self._lineage.get(proc.entity_id) if proc is not None else None
-        if cached is not None and cached[0] == self._exec_gen:
-            _, depth, service = cached
-        else:
-            depth = 0
-            service = ""
-            cur = parent
-            while cur is not None and depth < 64:  # Process.ancestors() without building the list
-                depth += 1
-                if not service and is_net_service(cur.exe):
-                    service = cur.exe
-                cur = cur.parent
+        # What depends only on the process image (until it execs) and on its ancestry (until its parent execs:
+        # the rarer exec of a grandparent is not worth a walk per event).
+        static = lineage = None
+        if not is_exec and proc is not None:
+            static = self._static.get(proc.entity_id)
+            if static is not None and static[0] != proc.exec_count:
+                static = None
+            lineage = self._lineage.get(proc.entity_id)
+            if lineage is not None and lineage[0] != (parent.exec_count if parent is not None else -1):
+                lineage = None
+        if static is None:
+            static = self._image_part(ev, proc, is_exec)
+            if proc is not None and not is_exec:
+                if len(self._static) >= COUNTED_MAX:
+                    self._static.clear()
+                self._static[proc.entity_id] = static
+        if lineage is None:
+            lineage = self._lineage_part(parent)
             if proc is not None:
                 if len(self._lineage) >= COUNTED_MAX:
                     self._lineage.clear()
-                self._lineage[proc.entity_id] = (self._exec_gen, depth, service)
-        x[13] = float(depth)
+                self._lineage[proc.entity_id] = lineage
+        _, exe_path, writable, memfd, cmd_values, cmd_short, tty = static
+        _, depth, service = lineage
+        facts.exe_path = exe_path
+        facts.cmd_short = cmd_short
         facts.depth = depth
+        facts.service = service
+        facts.tty = tty
+        x[6] = writable
+        x[7] = memfd
+        x[8], x[9], x[10], x[11], x[12] = cmd_values
+        x[13] = float(depth)
         if service:
             x[14] = 1.0
-            facts.service = service
-        x[15] = 1.0 if uid == 0 else 0.0
-        tty = proc is not None and proc.tty_nr != 0
-        facts.tty = tty
         x[16] = 1.0 if tty else 0.0
+        x[15] = 1.0 if uid == 0 else 0.0
         if etype == EventType.EXEC:
             x[17] = 1.0
         elif etype == EventType.OPEN:
@@ -359,6 +350,33 @@ class FeatureExtractor:
         if self.learn if learn is None else learn:  # score then update: rarities come only from earlier data
             self.commit(facts, wall_ns)
         return x, facts
+
+    def _image_part(self, ev: Event, proc: Process | None, is_exec: bool) -> tuple:
+        """(exec count, exe path, writable, memfd, argv figures, short command line, tty) of the process."""
+        exe_path = proc.exe if proc is not None else ""
+        writable = 1.0 if exe_path.startswith(WRITABLE_DIRS) else 0.0
+        memfd = 1.0 if exe_path.startswith("/memfd:") or exe_path.endswith(" (deleted)") else 0.0
+        if is_exec:
+            cmd_values, cmd_short = command_line_features(ev.argv, ev.argc_total)
+        elif proc is not None:
+            cmd_values, cmd_short = command_line_features(proc.args, 0)
+        else:
+            cmd_values, cmd_short = _EMPTY_CMD
+        tty = proc is not None and proc.tty_nr != 0
+        exec_count = proc.exec_count if proc is not None else 0
+        return exec_count, exe_path, writable, memfd, cmd_values, cmd_short, tty
+
+    def _lineage_part(self, parent: Process | None) -> tuple[int, int, str]:
+        """(parent's exec count, depth, first network-service ancestor) walking up from ``parent``."""
+        depth = 0
+        service = ""
+        cur = parent
+        while cur is not None and depth < 64:  # Process.ancestors() without building the list
+            depth += 1
+            if not service and is_net_service(cur.exe):
+                service = cur.exe
+            cur = cur.parent
+        return (parent.exec_count if parent is not None else -1), depth, service
 
     def commit(self, facts: RowFacts, wall_ns: int, weight: float = 1.0) -> None:
         """Count a row's keys (once); ``weight`` < 1 for rows that alerted, so repeating an anomaly makes it

@@ -58,6 +58,7 @@ _PROCESS_KINDS = frozenset({"exe", "parent_exe", "user_exe"})
 _RARITY = {"exe": 0, "parent_exe": 1, "user_exe": 2, "exe_port": 3, "exe_dir": 4}
 _EXEC, _OPEN, _CONNECT = EventType.EXEC, EventType.OPEN, EventType.CONNECT
 NS = 1_000_000_000
+SCORE_CACHE_MAX = 65_536
 
 
 def find_default_model() -> Path | None:
@@ -154,6 +155,7 @@ class Incident:
 @dataclass(slots=True)
 class EngineStats:
     scored: int = 0
+    cache_hits: int = 0
     anomalous: int = 0
     lazy_scores: int = 0
     batches: int = 0
@@ -182,6 +184,7 @@ class AnomalyEngine:
         self.model_version = ""
         self.group_by_type: dict[int, Group] = {}  # the forest that scores each event type
         self.compiled: dict[str, CompiledForest] = {}
+        self._score_cache: dict[tuple[float, ...], float] = {}  # (event type, *row) → score, this model
         self.phase = PHASE_OFF
         self.pending: list[Any] = []  # EvalContexts whose ctx.ml waits for the batch score
         self.pending_pids: set[int] = set()
@@ -201,6 +204,7 @@ class AnomalyEngine:
         self.model_name = name
         self.model_version = str(model.manifest.get("files", {}).get("forest.npz", ""))[:12]
         self.compiled = {g.name: CompiledForest(g.forest) for g in model.groups}
+        self._score_cache = {}
         self.group_by_type = {}
         for etype, feature in ((_EXEC, "type_exec"), (_OPEN, "type_open"), (_CONNECT, "type_connect")):
             for g in model.groups:  # the first group whose route takes this type
@@ -264,14 +268,24 @@ class AnomalyEngine:
         self.stats.batches += 1
         by_type = self.group_by_type
         todo: dict[int, dict[tuple[float, ...], list[MlView]]] = {}
-        for ctx in pending:  # per forest; identical rows (a burst of the same open) are scored once
+        cache = self._score_cache
+        for ctx in pending:  # per forest; a row seen before (a recurring pattern) is not scored again
             view = ctx.ml
             if view.score_value is None and view.facts.etype in by_type:
-                todo.setdefault(view.facts.etype, {}).setdefault(tuple(view.x), []).append(view)
+                key = (view.facts.etype, *view.x)
+                hit = cache.get(key)
+                if hit is not None:
+                    view.score_value = hit
+                    self.stats.cache_hits += 1
+                else:
+                    todo.setdefault(view.facts.etype, {}).setdefault(key, []).append(view)
         for etype, rows_views in todo.items():
-            rows = np.array(list(rows_views), dtype=np.float64)
+            rows = np.array([k[1:] for k in rows_views], dtype=np.float64)
             scores = self.compiled[by_type[etype].name].scores(rows).tolist()
-            for views, s in zip(rows_views.values(), scores, strict=True):
+            if len(cache) + len(scores) > SCORE_CACHE_MAX:
+                cache.clear()
+            for (key, views), s in zip(rows_views.items(), scores, strict=True):
+                cache[key] = s
                 for v in views:
                     v.score_value = s
         self.stats.scored += len(pending)

@@ -31,10 +31,14 @@ class RarityTable:
         return self.counts.get(key, 0.0)
 
     def rarity(self, key: str) -> float:
-        """``-log((count + a) / (N + a * K))`` with K = distinct keys + 1 (room for the unseen key)."""
+        """``-log((count + a) / (N + a * K))`` with K = distinct keys + 1 (room for the unseen key).
+
+        Rounded to 1/64 (exact in float32): finer steps carry no meaning for the model, and equal values let
+        the agent score a recurring pattern once (its score cache) instead of on every event.
+        """
         k = len(self.counts) + 1
         p = (self.counts.get(key, 0.0) + self.alpha) / (self.total + self.alpha * k)
-        return -math.log(p) + 0.0  # + 0.0: an empty table gives 0.0, not -0.0
+        return int(-math.log(p) * 64.0 + 0.5) / 64.0  # never negative (p <= 1): rounds half up
 
     def update(self, key: str, ts_ns: int = 0, weight: float = 1.0) -> None:
         """Count ``key`` at event time ``ts_ns`` (decaying first if a day or more has passed)."""
