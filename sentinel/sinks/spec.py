@@ -8,6 +8,7 @@ TLS). The config file fills every field; ``--output`` specs fill ``kind``/``targ
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 KINDS = ("stdout", "file", "http", "syslog")
 NETWORK_KINDS = ("http", "syslog")
@@ -47,6 +48,18 @@ class SinkConfig:
     retry_initial_s: float = 0.5
     retry_max_s: float = 60.0
     spool_max_bytes: int = 256 * 1024 * 1024  # on-disk bound; past it the oldest alerts are dropped, counted
+    close_timeout_s: float = 5.0  # at shutdown, keep delivering this long; the rest stays in the spool
 
     def label(self) -> str:
-        return self.name or (f"{self.kind}:{self.target}" if self.target else self.kind)
+        """The sink's name in logs, metrics and its spool directory; a URL's user:password@ and ?query are
+        left out (they may hold credentials)."""
+        if self.name:
+            return self.name
+        if not self.target:
+            return self.kind
+        target = self.target
+        if self.kind == "http" and ("@" in target or "?" in target):
+            parts = urlsplit(target)
+            netloc = parts.netloc.rpartition("@")[2]
+            target = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        return f"{self.kind}:{target}"

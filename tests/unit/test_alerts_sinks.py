@@ -13,22 +13,87 @@ import pytest
 from structlog.testing import capture_logs
 
 from sentinel import log as logmod
-from sentinel.sinks import FileSink, MultiSink, OutputSpecError, StdoutSink, open_sinks, parse_output
+from sentinel.sinks import (
+    FileSink,
+    MultiSink,
+    OutputSpecError,
+    PriorityFilter,
+    SinkConfig,
+    StdoutSink,
+    check_sink_config,
+    leaf_sinks,
+    open_sink,
+    open_sinks,
+    parse_output,
+    sink_config_from_spec,
+)
+from sentinel.sinks.base import STATS_KEYS
 
 
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [("stdout", ("stdout", None)), ("-", ("stdout", None)),
-     ("file:/var/log/a.json", ("file", "/var/log/a.json")), ("file:rel.json", ("file", "rel.json"))],
+     ("file:/var/log/a.json", ("file", "/var/log/a.json")), ("file:rel.json", ("file", "rel.json")),
+     ("http:http://127.0.0.1:8080/alerts", ("http", "http://127.0.0.1:8080/alerts")),
+     ("https:https://siem.example/hook", ("http", "https://siem.example/hook")),
+     ("http:https://siem.example/hook", ("http", "https://siem.example/hook")),
+     ("http://127.0.0.1:8080/alerts", ("http", "http://127.0.0.1:8080/alerts")),
+     ("https://[::1]:8443/x?y=1", ("http", "https://[::1]:8443/x?y=1")),
+     ("syslog:tcp://127.0.0.1:1514", ("syslog", "tcp://127.0.0.1:1514")),
+     ("syslog:tls://logs.example:6514", ("syslog", "tls://logs.example:6514")),
+     ("syslog:local", ("syslog", "unix:/dev/log")),
+     ("syslog:unix:/run/x.sock", ("syslog", "unix:/run/x.sock"))],
 )  # fmt: skip
 def test_parse_output(spec: str, expected: tuple[str, str | None]) -> None:
     assert parse_output(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["file:", "udp:1.2.3.4", "", "syslog"])
-def test_parse_output_rejects(spec: str) -> None:
-    with pytest.raises(OutputSpecError):
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("file:", "needs a path"), ("udp:1.2.3.4", "unknown output"), ("", "unknown output"),
+     ("syslog", "needs a target"), ("syslog:", "needs a target"), ("syslog:udp://h:514", "UDP"),
+     ("syslog:tcp://h:99999", "port"), ("syslog:h:514", "tcp://HOST:PORT"),
+     ("http:127.0.0.1:8080/alerts", "full URL"), ("http:", "full URL"),
+     ("https:http://h/", "https: with an http"), ("http://", "full URL"), ("http://h:port/", "port"),
+     ("http://h:0/", "port"), ("http://h/a b", "white space"),
+     ("ftp://h/", "unknown output")],
+)  # fmt: skip
+def test_parse_output_rejects(spec: str, message: str) -> None:
+    with pytest.raises(OutputSpecError, match=message):
         parse_output(spec)
+
+
+def test_sink_config_from_spec() -> None:
+    cfg = sink_config_from_spec("http:http://127.0.0.1:8080/alerts")
+    assert (cfg.kind, cfg.target, cfg.preset) == ("http", "http://127.0.0.1:8080/alerts", "webhook")
+    assert cfg.label() == "http:http://127.0.0.1:8080/alerts"
+    assert sink_config_from_spec("syslog:local").target == "unix:/dev/log"
+    assert sink_config_from_spec("stdout") == SinkConfig(kind="stdout")
+
+
+def test_label_leaves_credentials_out() -> None:
+    cfg = SinkConfig(kind="http", target="https://user:pw@siem.example:8088/in?token=abc")
+    assert cfg.label() == "http:https://siem.example:8088/in"
+    assert SinkConfig(kind="http", target="https://x/", name="siem").label() == "siem"
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [({"kind": "kafka"}, "kind"), ({"format": "ocsf"}, "format"), ({"min_priority": "high"}, "min_priority"),
+     ({"preset": "elastic"}, "preset"), ({"batch_max": 0}, "batch_max"), ({"timeout_s": 0}, "timeout_s"),
+     ({"retry_initial_s": 5, "retry_max_s": 1}, "retry_max_s"), ({"spool_max_bytes": 10}, "spool_max_bytes"),
+     ({"tls_key_file": "k.pem"}, "tls_key_file"), ({"target": "ftp://x/"}, "full URL")],
+)  # fmt: skip
+def test_check_sink_config(over: dict[str, object], message: str) -> None:
+    cfg = SinkConfig(kind="http", target="http://127.0.0.1:9/")
+    for key, value in over.items():
+        setattr(cfg, key, value)
+    with pytest.raises(OutputSpecError, match=message):
+        check_sink_config(cfg)
+    with pytest.raises(OutputSpecError, match="facility"):
+        check_sink_config(SinkConfig(kind="syslog", target="tcp://h:514", facility=30))
+    with pytest.raises(OutputSpecError, match="rotate_bytes"):
+        check_sink_config(SinkConfig(kind="file", target="/x", rotate_bytes=-1))
 
 
 def test_stdout_sink_writes_lines() -> None:
@@ -101,3 +166,56 @@ def test_open_sinks(tmp_path: Path) -> None:
 def test_open_sinks_fails_before_anything_runs(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         open_sinks([f"file:{tmp_path}/missing-dir/a.json"], stdout=io.BytesIO())
+    with pytest.raises(OutputSpecError, match="twice"):
+        open_sinks(["stdout", "-"], stdout=io.BytesIO())
+
+
+def test_open_sinks_with_configs_and_a_state_dir(tmp_path: Path) -> None:
+    out = io.BytesIO()
+    path = tmp_path / "a.json"
+    configs = [
+        SinkConfig(kind="stdout", format="falco"),
+        SinkConfig(kind="file", target=str(path), min_priority="error", rotate_bytes=1 << 20),
+        SinkConfig(kind="http", target="http://127.0.0.1:9/x", close_timeout_s=0.0),  # nobody listens
+    ]
+    sink = open_sinks(configs, stdout=out, state_dir=str(tmp_path / "state"))
+    assert isinstance(sink, MultiSink)
+    assert sink.formats == {"ecs", "falco"} and sink.format == "mixed"
+    members = leaf_sinks(sink)
+    assert [m.format for m in members] == ["falco", "ecs", "ecs"]
+    assert isinstance(members[1], PriorityFilter) and members[1].name == f"file:{path}"
+    sink.write_formats({"ecs": b'{"ecs":1}', "falco": b'{"falco":1}'}, "warning")
+    sink.write_formats({"ecs": b'{"ecs":2}', "falco": b'{"falco":2}'}, "critical")
+    sink.flush()
+    assert out.getvalue() == b'{"falco":1}\n{"falco":2}\n'
+    assert path.read_bytes() == b'{"ecs":2}\n'  # warning is below the file's min_priority
+    assert (tmp_path / "state" / "spool").is_dir()
+    stats = sink.stats()
+    assert set(STATS_KEYS) <= set(stats)
+    assert stats["written"] == 2 and stats["filtered"] == 1
+    assert members[2].stats()["backlog_alerts"] == 2
+    sink.close()
+
+
+def test_priority_filter_counts_and_passes_unknown(tmp_path: Path) -> None:
+    sink = open_sink(SinkConfig(kind="file", target=str(tmp_path / "a.json"), min_priority="warning"), "")
+    for prio in ["debug", "informational", "notice", "warning", "error", "emergency", "Critical", "novel"]:
+        sink.write(prio.encode(), prio)
+    sink.close()
+    kept = (tmp_path / "a.json").read_bytes().split()
+    assert kept == [b"warning", b"error", b"emergency", b"Critical", b"novel"]
+    assert sink.stats()["filtered"] == 3 and sink.written == 5
+
+
+def test_every_sink_has_the_same_stats_shape(tmp_path: Path) -> None:
+    for sink in (StdoutSink(io.BytesIO()), FileSink(str(tmp_path / "a.json"))):
+        sink.write(b"{}")
+        sink.flush()
+        stats = sink.stats()
+        assert set(STATS_KEYS) <= set(stats)
+        assert stats["written"] == 1 and stats["delivered"] == 1 and stats["status"] == "ok"
+        # the names sentinel.metrics.sink_stats feeds to Prometheus and /healthz
+        assert (stats["ok"], stats["failed"], stats["backlog"], stats["healthy"]) == (1, 0, 0, 1.0)
+        assert stats["last_success"] is not None
+        sink.reopen()
+        sink.close()

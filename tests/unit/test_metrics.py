@@ -348,13 +348,16 @@ def test_sink_stats_reads_the_existing_sinks(tmp_path: Path) -> None:
 
     out = io.BytesIO()
     file_sink = FileSink(str(tmp_path / "alerts.json"))
-    sink = MultiSink([StdoutSink(out), file_sink])
+    failing = FileSink("/dev/full")  # every write fails: a real failure, not a flag set by hand
+    sink = MultiSink([StdoutSink(out), file_sink, failing])
     sink.write(b"{}")
-    file_sink.errors = 2
-    file_sink._failing = True
+    sink.flush()
     stats = sink_stats(sink)
-    assert stats["stdout"] == {"ok": 1, "failed": 0, "healthy": 1.0}
-    assert stats[f"file:{tmp_path / 'alerts.json'}"] == {"ok": 1, "failed": 2, "healthy": 0.0}
+    keys = ("ok", "failed", "healthy")
+    assert {k: stats["stdout"][k] for k in keys} == {"ok": 1, "failed": 0, "healthy": 1.0}
+    good = stats[f"file:{tmp_path / 'alerts.json'}"]
+    assert {k: good[k] for k in keys} == {"ok": 1, "failed": 0, "healthy": 1.0}
+    assert stats["file:/dev/full"]["failed"] >= 1 and stats["file:/dev/full"]["healthy"] == 0.0
     sink.close()
 
     class Networked:
