@@ -55,7 +55,7 @@ class NullSink:
     def __init__(self) -> None:
         self.written = 0
 
-    def write(self, line: bytes) -> None:
+    def write(self, line: bytes, priority: str = "warning") -> None:
         self.written += 1
 
     def flush(self) -> None:

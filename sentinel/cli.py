@@ -384,7 +384,8 @@ def _detection_args(p: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         metavar="SINK",
-        help="stdout or file:PATH (NDJSON appended, mode 0600); repeatable (default stdout)",
+        help="stdout, file:PATH (NDJSON, mode 0600), http:URL (JSON POST, spooled), syslog:tcp://HOST:PORT, "
+        "syslog:tls://HOST:PORT or syslog:local; repeatable (default stdout)",
     )
     g.add_argument("--config", metavar="FILE", help="YAML configuration; command-line flags override it")
     g.add_argument(
@@ -558,14 +559,37 @@ def _rules_loaded_fields(outcome: Any, cfg: Any) -> dict[str, Any]:
     }
 
 
+DEFAULT_STATE_DIR = "/var/lib/sentinel"
+
+
+def _open_outputs(cfg: Any, command: str, state_dir: str) -> Any:
+    """The configured sinks (``--output`` specs in the run's alert format); None after printing why not."""
+    from sentinel.sinks import OutputSpecError, open_sinks, sink_config_from_spec
+
+    try:
+        configs = []
+        for spec in cfg.output:
+            sc = sink_config_from_spec(spec) if isinstance(spec, str) else spec
+            if isinstance(spec, str):
+                sc.format = cfg.format
+            configs.append(sc)
+        return open_sinks(configs, state_dir=state_dir)
+    except OutputSpecError as exc:
+        print(f"sentinel {command}: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(
+            f"sentinel {command}: cannot open output {exc.filename or ''}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import signal
 
     from sentinel import log as logmod
     from sentinel.detect import DetectionStream, reload_rules
     from sentinel.sensor.loader import boottime_ns
-    from sentinel.sinks import open_sinks
-
     cfg = _detection_settings(args, "run")
     if cfg is None:
         return EXIT_FAIL
@@ -576,22 +600,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome is None:
         return EXIT_FAIL
     log = logmod.get_logger()
-    try:
-        sink = open_sinks(cfg.output)
-    except OSError as exc:
-        print(
-            f"sentinel run: cannot open output {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr
-        )
+    sink = _open_outputs(cfg, "run", args.state_dir or DEFAULT_STATE_DIR)
+    if sink is None:
         return EXIT_FAIL
+    fmt = cfg.format if sink.format == "mixed" else sink.format
     args.wakeup_events, args.pages, args.open_dedup = cfg.wakeup_events, cfg.pages, cfg.open_dedup_s
     host, table, sensor = _live_setup(args)
     from sentinel.anomaly.live import open_engine
 
     engine, notices = open_engine(_anomaly_settings(args, live=True), log, boottime_ns())
     stream = DetectionStream(
-        table, outcome.ruleset, host, sink, cfg.format, cfg.aggregation_window_s, anomaly=engine
+        table, outcome.ruleset, host, sink, fmt, cfg.aggregation_window_s, anomaly=engine
     )
     log.info("sentinel.rules_loaded", **_rules_loaded_fields(outcome, cfg))
+    previous_usr1 = signal.signal(signal.SIGUSR1, lambda _s, _f: sink.reopen())  # after logrotate
     ops = _start_operations(args, stream, sensor, table, host)
     if ops is None:
         stream.close()
@@ -629,6 +651,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     finally:
         signal.signal(signal.SIGHUP, previous)
+        signal.signal(signal.SIGUSR1, previous_usr1)
         stream.close()
         ops.close()
         log.info("sentinel.detection_stopped", **stream.stats())
@@ -651,6 +674,9 @@ class _Operations:
         self.server: Any = None
         self.address = address
         self.next_feed = 0.0
+        self.backlog_threshold = 10_000
+        self.backlogged: set[str] = set()
+        self.dropped_seen: dict[str, int] = {}
         self.ruleset_changed()
         boot_s = host.boot_time_ns / 1e9
         observe = self.metrics.observe_latency
@@ -699,6 +725,7 @@ class _Operations:
         sinks = sink_stats(self.stream.writer.sink)
         self.metrics.update_from_stats(live_stats(self.sensor, self.table, self.stream.events), stats, sinks)
         self.health.set_sinks_from_stats(sinks)
+        self._sink_alerts(sinks)
         anomaly = stats.get("anomaly", {})
         self.health.set_model(anomaly.get("phase", "off"))
         self.metrics.set_model(
@@ -707,6 +734,29 @@ class _Operations:
         )  # fmt: skip
         if anomaly.get("learn_period_s"):
             self.metrics.set_learning_progress(min(1.0, anomaly["learned_s"] / anomaly["learn_period_s"]))
+
+    def _sink_alerts(self, sinks: dict[str, dict[str, Any]]) -> None:
+        """Internal alerts: a sink whose backlog passed the threshold (once per episode), a spool dropping."""
+        from sentinel.alerts import internal
+        from sentinel.sensor.loader import boottime_ns
+
+        now = boottime_ns()
+        for name, st in sinks.items():
+            backlog = int(st.get("backlog", st.get("backlog_alerts", 0)) or 0)
+            over = backlog > self.backlog_threshold
+            if over and name not in self.backlogged:
+                status = str(st.get("status", "failing"))
+                alert = internal.sink_backlog(now, name, backlog, self.backlog_threshold, status)
+                self.stream.raise_internal(alert)
+            if over:
+                self.backlogged.add(name)
+            elif backlog < self.backlog_threshold // 2:
+                self.backlogged.discard(name)  # recovered: the next episode alerts again
+            dropped = int(st.get("spool_dropped", 0) or 0)
+            delta = dropped - self.dropped_seen.get(name, 0)
+            if delta > 0:
+                self.stream.raise_internal(internal.spool_dropping(now, name, delta))
+            self.dropped_seen[name] = dropped
 
     def close(self) -> None:
         self.health.set_probes(False, "stopping")
@@ -733,22 +783,16 @@ def _replay_detect(args: argparse.Namespace) -> int:
     from sentinel.capture import CaptureError
     from sentinel.detect import DetectionStream
     from sentinel.recording import replay_events
-    from sentinel.sinks import open_sinks
-
     cfg = _detection_settings(args, "replay")
     if cfg is None:
         return EXIT_FAIL
     outcome = _load_rules_or_report(cfg.rules, "replay")
     if outcome is None:
         return EXIT_FAIL
-    try:
-        sink = open_sinks(cfg.output)
-    except OSError as exc:
-        print(
-            f"sentinel replay: cannot open output {exc.filename or ''}: {exc.strerror or exc}",
-            file=sys.stderr,
-        )
+    sink = _open_outputs(cfg, "replay", DEFAULT_STATE_DIR)
+    if sink is None:
         return EXIT_FAIL
+    fmt = cfg.format if sink.format == "mixed" else sink.format
     log = logmod.get_logger()
     log.info("sentinel.rules_loaded", **_rules_loaded_fields(outcome, cfg))
     from sentinel.anomaly.live import open_engine
@@ -765,7 +809,7 @@ def _replay_detect(args: argparse.Namespace) -> int:
         if streams:
             streams[-1].finish()  # a new segment (another boot): the previous one's summaries first
         stream = DetectionStream(
-            table, outcome.ruleset, host, sink, cfg.format, cfg.aggregation_window_s, anomaly=engine
+            table, outcome.ruleset, host, sink, fmt, cfg.aggregation_window_s, anomaly=engine
         )
         if not streams:
             for alert in notices:

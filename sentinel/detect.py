@@ -20,7 +20,7 @@ from sentinel.alerts import internal
 from sentinel.alerts.aggregate import DEFAULT_WINDOW_S, Aggregator
 from sentinel.alerts.ecs import EcsRenderer
 from sentinel.alerts.model import Alert
-from sentinel.alerts.render import make_renderer
+from sentinel.alerts.render import FORMATS, make_renderer
 from sentinel.alerts.writer import AlertWriter
 from sentinel.events import Event, EventType
 from sentinel.host import HostInfo
@@ -123,7 +123,9 @@ class DetectionStream:
         self.ruleset = ruleset  # swapped whole by reload(); read once per event
         self.host = host
         self.ecs = EcsRenderer(host, dataset="sentinel.alerts")
-        self.writer = AlertWriter(make_renderer(fmt, self.ecs), sink)
+        renderers = {f: make_renderer(f, self.ecs) for f in FORMATS}
+        self.writer = AlertWriter(renderers[fmt] if fmt in renderers else make_renderer(fmt, self.ecs), sink,
+                                  renderers)  # fmt: skip
         self.aggregator = Aggregator(window_s) if max_keys is None else Aggregator(window_s, max_keys)
         self.events = 0
         self.matches = 0

@@ -36,6 +36,26 @@ RELOAD_FAILED = Rule(
     tags=TAGS,
     source="internal",
 )
+SINK_BACKLOG = Rule(
+    name="Alert sink backlog",
+    desc="An alert destination is not keeping up or is down: alerts wait in its on-disk spool. They are "
+    "delivered when it recovers; past the spool's size limit the oldest are dropped.",
+    condition="",
+    output="Alert sink {sink} has {backlog} alerts waiting (threshold {threshold}): {status}",
+    priority="warning",
+    tags=TAGS,
+    source="internal",
+)
+SPOOL_DROPPING = Rule(
+    name="Alert spool dropping",
+    desc="An alert destination was down so long that its spool reached its size limit: the oldest alerts "
+    "were dropped and will never be delivered there.",
+    condition="",
+    output="Alert spool of {sink} dropped {dropped} alerts (spool full)",
+    priority="error",
+    tags=TAGS,
+    source="internal",
+)
 MODEL_REFUSED = Rule(
     name="Anomaly model refused",
     desc="The anomaly model could not be used (missing, tampered, truncated or built for other features); "
@@ -88,3 +108,14 @@ def model_refused(ts_ns: int, model: str, problem: str) -> Alert:
         MODEL_REFUSED, ts_ns, {"model": model, "problem": problem}, lineage=("model",),
         extra={"model": {"path": model, "problem": problem}},
     )  # fmt: skip
+
+
+def sink_backlog(ts_ns: int, sink: str, backlog: int, threshold: int, status: str) -> Alert:
+    fields = {"sink": sink, "backlog": backlog, "threshold": threshold, "status": status}
+    return _alert(SINK_BACKLOG, ts_ns, fields, lineage=("backlog", sink))
+
+
+def spool_dropping(ts_ns: int, sink: str, dropped: int) -> Alert:
+    """Repeats per sink aggregate with the dropped counts added up."""
+    return _alert(SPOOL_DROPPING, ts_ns, {"sink": sink, "dropped": dropped}, lineage=("spool", sink),
+                  sum_fields=("dropped",))  # fmt: skip

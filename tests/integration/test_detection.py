@@ -336,3 +336,50 @@ def test_metrics_and_health_endpoint(tmp_path: Path) -> None:
         assert health["status"] in ("ok", "degraded") and health["checks"]["probes"]["status"] == "ok"
     finally:
         assert d.stop() == 0
+
+
+def test_alerts_delivered_over_http_after_the_receiver_comes_up(tmp_path: Path) -> None:
+    """The live agent with an HTTP sink: alerts raised while the receiver is down are spooled and delivered
+    once it listens, each event.id once."""
+    received: list[dict[str, Any]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.headers.get("Content-Encoding") == "gzip":
+                import gzip
+
+                body = gzip.decompress(body)
+            received.extend(orjson.loads(line) for line in body.splitlines() if line.strip())
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    d = Detector(("--output", f"http:http://127.0.0.1:{port}/alerts", "--model", "off"))
+    try:
+        cat = tmp_path / "cat"
+        shutil.copy("/bin/cat", cat)
+        subprocess.run([str(cat), "/etc/shadow"], check=True, stdout=subprocess.DEVNULL)
+        time.sleep(2.0)  # raised and spooled while nothing listens
+        server = http.server.HTTPServer(("127.0.0.1", port), Receiver)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if any(get(a, "process.executable") == str(cat) for a in received):
+                    break
+                time.sleep(0.2)
+        finally:
+            server.shutdown()
+        shadow = [a for a in received if get(a, "process.executable") == str(cat)]
+        assert shadow, f"{len(received)} alerts received, none for {cat}"
+        ids = [get(a, "event.id") for a in received]
+        assert len(ids) == len(set(ids))
+    finally:
+        assert d.stop() == 0

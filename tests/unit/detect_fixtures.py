@@ -127,7 +127,7 @@ class ListSink:
         self.closed = False
         self.written = 0
 
-    def write(self, line: bytes) -> None:
+    def write(self, line: bytes, priority: str = "warning") -> None:
         assert b"\n" not in line
         self.lines.append(line)
         self.written += 1
