@@ -21,6 +21,7 @@ from sentinel.rules.fields import (
     CANONICAL_EVENT_NAME,
     EVENT_NAMES,
     FIELDS,
+    FLOAT,
     INT,
     IP,
     IPNET,
@@ -127,6 +128,17 @@ def parse_int(text: str) -> int:
         raise BadValue(f"{text!r} is not a number") from None
 
 
+def parse_float(text: str) -> float:
+    t = text.strip()
+    try:
+        value = float(t)
+    except ValueError:
+        raise BadValue(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise BadValue(f"{text!r} is not a finite number")
+    return value
+
+
 def parse_bool(text: str) -> bool:
     low = text.strip().lower()
     if low == "true":
@@ -194,6 +206,8 @@ def norm_prefix(text: str) -> str:
 def convert_scalar(ftype: str, text: str) -> Any:
     if ftype == INT:
         return parse_int(text)
+    if ftype == FLOAT:
+        return parse_float(text)
     if ftype == BOOL:
         return parse_bool(text)
     if ftype in (IP, IPNET):
@@ -207,7 +221,7 @@ def convert_value(ftype: str, op: str, texts: list[str]) -> Any:
         v = convert_scalar(ftype, texts[0])
         return (v,) if ftype in (IP, IPNET) else v
     if op in ("<", "<=", ">", ">="):
-        return parse_int(texts[0])
+        return parse_float(texts[0]) if ftype == FLOAT else parse_int(texts[0])
     if op in ("contains", "startswith", "endswith"):
         return texts[0]
     if op == "icontains":
@@ -397,7 +411,7 @@ class CondCompiler:
                 return None
             if (
                 rhs_field.type != lhs.type
-                or (op in ("<", "<=", ">", ">=") and lhs.type != INT)
+                or (op in ("<", "<=", ">", ">=") and lhs.type not in (INT, FLOAT))
                 or (op in ("contains", "startswith", "endswith") and lhs.type != STRING)
             ):
                 self.error(

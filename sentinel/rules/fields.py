@@ -20,6 +20,7 @@ from sentinel.events import EventType
 
 STRING = "string"
 INT = "int"
+FLOAT = "float"
 BOOL = "bool"
 IP = "ip"
 IPNET = "ipnet"
@@ -839,6 +840,36 @@ FIELDS_LIST: list[FieldDef] = [
         on=(OPEN,),
         by={OPEN: "ev.repeat_count"},
     ),
+    # -------------------------------------------------------------------------------------------------- ml
+    *(
+        FieldDef(
+            f"ml.{name}",
+            ftype,
+            desc,
+            on=on,
+            by={t: f"_ml(ctx, {name!r})" for t in on},
+            nullable=True,
+        )
+        for name, ftype, on, desc in (
+            ("score", FLOAT, MAIN, "Anomaly score in (0, 1], higher is more unusual for this host (isolation "
+             "forest of this event type); missing while the agent learns or with no model. Computed on first "
+             "use: put cheaper checks before it."),
+            ("threshold", FLOAT, MAIN, "The active model's alert threshold for this event type."),
+            ("anomalous", BOOL, MAIN, "`ml.score` above `ml.threshold`."),
+            ("rarity.exe", FLOAT, MAIN, "How rare the executable is on this host: -log of its smoothed, "
+             "decayed frequency among execs (higher is rarer); also while learning."),
+            ("rarity.parent_exe", FLOAT, MAIN, "How rare this parent→child executable pair is on this host."),
+            ("rarity.user_exe", FLOAT, MAIN, "How rare this user running this executable is on this host."),
+            ("rarity.exe_port", FLOAT, (CONNECT,), "How rare this executable connecting to this port is."),
+            ("rarity.exe_dir", FLOAT, (OPEN,), "How rare this executable opening files in this directory."),
+            ("seen.exe", INT, MAIN, "Times this host saw the executable run before this event (decayed)."),
+            ("seen.parent_exe", INT, MAIN, "Times this host saw this parent→child pair before this event."),
+            ("seen.user_exe", INT, MAIN, "Times this host saw this user run this executable before."),
+            ("seen.exe_port", INT, (CONNECT,), "Times this executable connected to this port before."),
+            ("seen.exe_dir", INT, (OPEN,), "Times this executable opened files in this directory before."),
+            ("new_dest", BOOL, (CONNECT,), "The destination /24 (IPv4) was never seen on this host."),
+        )
+    ),
 ]
 
 FIELDS: dict[str, FieldDef] = {f.name: f for f in FIELDS_LIST}
@@ -879,6 +910,7 @@ IP_OPS = frozenset(["=", "==", "!=", "in", "intersects", "exists"])
 OPS_BY_TYPE: dict[str, frozenset[str]] = {
     STRING: STRING_OPS,
     INT: INT_OPS,
+    FLOAT: INT_OPS,
     BOOL: BOOL_OPS,
     IP: IP_OPS,
     IPNET: IP_OPS,

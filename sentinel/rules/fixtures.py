@@ -212,6 +212,32 @@ def _chain(doc: Mapping[str, Any], proc_block: Mapping[str, Any], ts: int) -> Pr
     return procs[0] if procs else None
 
 
+class StaticMlView:
+    """``ml.*`` values given in a fixture (``sentinel.ml: {score: 0.9, rarity: {exe: 7.1}}``), so rules that
+    read the anomaly model can be tested without one."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any], prefix: str = "") -> StaticMlView:
+        flat: dict[str, Any] = {}
+        for key, value in doc.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, Mapping):
+                flat.update(cls.from_doc(value, name + ".").values)
+            elif isinstance(value, bool | int | float) or value is None:
+                flat[name] = value
+            else:
+                raise FixtureError(f"sentinel.ml.{name} must be a number or true/false, not {value!r}")
+        return cls(flat)
+
+    def value(self, name: str) -> Any:
+        return self.values.get(name)
+
+
 def from_ecs(doc: Mapping[str, Any]) -> EvalContext:
     """The matcher's input for an ECS event document; raises FixtureError for malformed documents."""
     doc = _map(doc, "the event")
@@ -294,7 +320,8 @@ def from_ecs(doc: Mapping[str, Any]) -> EvalContext:
         ev.ret = _ret_from(doc, detail, 0)
     elif etype is EventType.FORK:
         ev.child_pid = _int(detail.get("child_pid"), "sentinel.event.child_pid", proc.pid + 1)
-    return EvalContext(ev, proc, path, ts)
+    ml = sent.get("ml")
+    return EvalContext(ev, proc, path, ts, StaticMlView.from_doc(_map(ml, "sentinel.ml")) if ml else None)
 
 
 def _mode(value: Any) -> int:

@@ -157,6 +157,8 @@ def render(value: Any, fx: FieldX) -> str:
         return "true" if value else "false"
     if isinstance(value, list):
         return ",".join(render(v, fx) for v in value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
     helper = fx.fdef.text if not fx.transforms else None
     if helper is not None and isinstance(value, int):
         fn: Callable[[int], str] = getattr(runtime, helper)

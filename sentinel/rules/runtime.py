@@ -256,6 +256,12 @@ def iso8601(wall_ns: int) -> str:
     return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns:09d}Z"
 
 
+def ml(ctx: Any, name: str) -> Any:
+    """An ``ml.*`` field: the anomaly model's lazy view of the event (``ctx.ml``), None when there is none."""
+    view = ctx.ml
+    return None if view is None else view.value(name)
+
+
 def namespace() -> dict[str, Any]:
     """Globals for generated code: every helper under a short ``_name``."""
     ns: dict[str, Any] = {"__builtins__": __builtins__}
