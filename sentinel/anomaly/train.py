@@ -35,6 +35,7 @@ class Rows:
     x: np.ndarray
     wall_ns: np.ndarray
     extractor: FeatureExtractor = field(default_factory=FeatureExtractor)
+    lineages: list[tuple[int, ...]] | None = None
 
 
 class _RowStream:
@@ -53,17 +54,26 @@ class _RowStream:
         if ev.type == EventType.OPEN and proc is not None:
             path = self.table.resolve_path(proc, ev.dirfd, ev.path)
         wall = self.host.boot_time_ns + ev.ts_ns
-        self.sink.add(self.sink.extractor.row(ev, proc, path, wall).values, wall)
+        values, _ = self.sink.extractor.compute(ev, proc, path, wall)
+        self.sink.add(values, wall)
+        if self.sink.lineages is not None:  # pids of the process and its ancestors (attack-tree evaluation)
+            pids = [ev.pid]
+            cur = proc.parent if proc is not None else None
+            while cur is not None and len(pids) < 64:
+                pids.append(cur.pid)
+                cur = cur.parent
+            self.sink.lineages.append(tuple(pids))
 
 
 class _Collector:
     def __init__(self, extractor: FeatureExtractor, progress: TextIO | None) -> None:
         self.extractor = extractor
-        self.rows: list[np.ndarray] = []
+        self.rows: list[list[float]] = []
         self.walls: list[int] = []
         self.progress = progress
+        self.lineages: list[tuple[int, ...]] | None = None
 
-    def add(self, row: np.ndarray, wall: int) -> None:
+    def add(self, row: list[float], wall: int) -> None:
         self.rows.append(row)
         self.walls.append(wall)
         if self.progress is not None and len(self.rows) % PROGRESS_EVERY == 0:
@@ -71,11 +81,19 @@ class _Collector:
 
 
 def capture_rows(
-    captures: Iterable[str | Path], state: RarityState | None = None, progress: TextIO | None = None
+    captures: Iterable[str | Path],
+    state: RarityState | None = None,
+    progress: TextIO | None = None,
+    lineages: bool = False,
 ) -> Rows:
-    """Feature rows of every exec/open/connect in the captures (read in the order given: oldest first)."""
+    """Feature rows of every exec/open/connect in the captures (read in the order given: oldest first).
+
+    With ``lineages``, ``Rows.lineages`` holds each row's pid followed by its ancestors' pids.
+    """
     extractor = FeatureExtractor(state=state or RarityState(), learn=True)
     sink = _Collector(extractor, progress)
+    if lineages:
+        sink.lineages = []
     for cap in captures:
         if progress is not None:
             print(f"reading {cap}", file=progress, flush=True)
@@ -83,7 +101,8 @@ def capture_rows(
         if problem is not None and progress is not None:
             print(f"  {cap}: stopped early: {problem}", file=progress, flush=True)
     x = np.array(sink.rows, dtype=np.float64).reshape(len(sink.rows), len(FEATURES))
-    return Rows(x=x, wall_ns=np.array(sink.walls, dtype=np.int64), extractor=extractor)
+    walls = np.array(sink.walls, dtype=np.int64)
+    return Rows(x=x, wall_ns=walls, extractor=extractor, lineages=sink.lineages)
 
 
 def forest_from_sklearn(model: Any, n_features: int) -> Forest:
