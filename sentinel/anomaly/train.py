@@ -9,7 +9,7 @@ is not a threshold: it gave 2-19% false positives on held-out data).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -22,10 +22,12 @@ from sentinel.anomaly.rarity import NS_PER_DAY, RarityState
 from sentinel.anomaly.scorer import anomaly_scores, average_path_length
 from sentinel.events import Event, EventType
 from sentinel.host import HostInfo
-from sentinel.process.table import ProcessTable
+from sentinel.process.table import Process, ProcessTable
 from sentinel.recording import replay_events
 
 PROGRESS_EVERY = 50_000
+# Per-row metadata a caller may compute from the event and its process (evaluation: "in the attack tree?").
+RowTag = Callable[[Event, Process | None], Any]
 
 
 @dataclass(slots=True)
@@ -35,7 +37,7 @@ class Rows:
     x: np.ndarray
     wall_ns: np.ndarray
     extractor: FeatureExtractor = field(default_factory=FeatureExtractor)
-    lineages: list[tuple[int, ...]] | None = None
+    tags: list[Any] | None = None  # one per row when capture_rows got a ``row_tag``
 
 
 class _RowStream:
@@ -56,13 +58,8 @@ class _RowStream:
         wall = self.host.boot_time_ns + ev.ts_ns
         values, _ = self.sink.extractor.compute(ev, proc, path, wall)
         self.sink.add(values, wall)
-        if self.sink.lineages is not None:  # pids of the process and its ancestors (attack-tree evaluation)
-            pids = [ev.pid]
-            cur = proc.parent if proc is not None else None
-            while cur is not None and len(pids) < 64:
-                pids.append(cur.pid)
-                cur = cur.parent
-            self.sink.lineages.append(tuple(pids))
+        if self.sink.row_tag is not None:  # computed now: the table's view of the process changes later
+            self.sink.tags.append(self.sink.row_tag(ev, proc))
 
 
 class _Collector:
@@ -71,7 +68,8 @@ class _Collector:
         self.rows: list[list[float]] = []
         self.walls: list[int] = []
         self.progress = progress
-        self.lineages: list[tuple[int, ...]] | None = None
+        self.row_tag: RowTag | None = None
+        self.tags: list[Any] = []
 
     def add(self, row: list[float], wall: int) -> None:
         self.rows.append(row)
@@ -84,16 +82,17 @@ def capture_rows(
     captures: Iterable[str | Path],
     state: RarityState | None = None,
     progress: TextIO | None = None,
-    lineages: bool = False,
+    row_tag: RowTag | None = None,
 ) -> Rows:
     """Feature rows of every exec/open/connect in the captures (read in the order given: oldest first).
 
-    With ``lineages``, ``Rows.lineages`` holds each row's pid followed by its ancestors' pids.
+    ``row_tag(event, process)`` is called for every row, at the time the row is made, and its results are
+    ``Rows.tags``: evaluation uses it to know which rows belong to an attack's process tree while the
+    rarity state still learns from every event. Without it (the default) nothing changes.
     """
     extractor = FeatureExtractor(state=state or RarityState(), learn=True)
     sink = _Collector(extractor, progress)
-    if lineages:
-        sink.lineages = []
+    sink.row_tag = row_tag
     for cap in captures:
         if progress is not None:
             print(f"reading {cap}", file=progress, flush=True)
@@ -102,7 +101,8 @@ def capture_rows(
             print(f"  {cap}: stopped early: {problem}", file=progress, flush=True)
     x = np.array(sink.rows, dtype=np.float64).reshape(len(sink.rows), len(FEATURES))
     walls = np.array(sink.walls, dtype=np.int64)
-    return Rows(x=x, wall_ns=walls, extractor=extractor, lineages=sink.lineages)
+    tags = sink.tags if row_tag is not None else None
+    return Rows(x=x, wall_ns=walls, extractor=extractor, tags=tags)
 
 
 def forest_from_sklearn(model: Any, n_features: int) -> Forest:
