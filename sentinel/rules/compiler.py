@@ -113,6 +113,9 @@ class BadValue(Exception):
     pass
 
 
+NUMERIC = (INT, FLOAT)
+
+
 # --------------------------------------------------------------------------------------------- values
 
 
@@ -125,7 +128,12 @@ def parse_int(text: str) -> int:
     try:
         return int(t, 0)
     except ValueError:
+        pass
+    try:
+        float(t)
+    except ValueError:
         raise BadValue(f"{text!r} is not a number") from None
+    raise BadValue(f"{text!r} is not an integer")  # 0.5 against an int field: say what is wrong with it
 
 
 def parse_float(text: str) -> float:
@@ -409,9 +417,10 @@ class CondCompiler:
             if op not in ("=", "!=", "<", "<=", ">", ">=", "contains", "startswith", "endswith"):
                 self.error(op_at[0], op_at[1], "bad-operator", f"operator '{op}' cannot compare two fields")
                 return None
+            numeric = lhs.type in NUMERIC and rhs_field.type in NUMERIC  # ints and floats compare as numbers
             if (
-                rhs_field.type != lhs.type
-                or (op in ("<", "<=", ">", ">=") and lhs.type not in (INT, FLOAT))
+                (rhs_field.type != lhs.type and not numeric)
+                or (op in ("<", "<=", ">", ">=") and lhs.type not in NUMERIC)
                 or (op in ("contains", "startswith", "endswith") and lhs.type != STRING)
             ):
                 self.error(
@@ -423,13 +432,16 @@ class CondCompiler:
                 return None
             return ICheck(lhs, op, rhs=rhs_field)
         assert values is not None
+        origins: list[Where] = []  # where each of texts was written (a named list's items: at its name)
         if op in LIST_OPS:
             texts: list[str] = []
             for text, quoted, vloc, vpos in values:
                 items = None if quoted else self.scope.list_items(text, seq, vloc, vpos)
                 if items is not None:
                     texts.extend(items)
+                    origins.extend([(vloc, vpos)] * len(items))
                 else:
+                    origins.append((vloc, vpos))
                     if (
                         not quoted
                         and lhs.fdef.path_like
@@ -451,13 +463,27 @@ class CondCompiler:
         try:
             value = convert_value(lhs.type, op, texts)
         except BadValue as exc:
-            vloc, vpos = value_at
+            vloc, vpos = self.bad_item(lhs.type, op, texts, origins) or value_at
             msg = str(exc)
-            if lhs.type == INT and len(values) == 1 and op in LIST_OPS and re.fullmatch(r"\w+", values[0][0]):
+            word = len(values) == 1 and re.fullmatch(r"\w+", values[0][0])
+            if lhs.type in NUMERIC and op in LIST_OPS and word:
                 msg += f" (and no list named {values[0][0]!r} is defined)"
             self.error(vloc, vpos, "bad-value", f"{msg}; {lhs.text} is {lhs.type}")
             return None
         return ICheck(lhs, op, value)
+
+    @staticmethod
+    def bad_item(ftype: str, op: str, texts: list[str], origins: list[Where]) -> Where | None:
+        """Where the first unconvertible item of an in/intersects list was written, to point at it rather
+        than at the list."""
+        if op not in ("in", "intersects") or len(origins) != len(texts):
+            return None
+        for text, origin in zip(texts, origins, strict=True):
+            try:
+                convert_scalar(ftype, text)
+            except BadValue:
+                return origin
+        return None
 
     def event_type_check(
         self,
@@ -573,6 +599,44 @@ def depth(ir: Any) -> int:
         elif isinstance(node, INot):
             stack.append((node.item, d + 1))
     return best
+
+
+def fields_read(ir: Any) -> set[str]:
+    """Names of the fields a typed condition reads (both sides of val() comparisons)."""
+    out: set[str] = set()
+    stack = [ir]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ICheck):
+            out.add(node.lhs.fdef.name)
+            if node.rhs is not None:
+                out.add(node.rhs.fdef.name)
+        elif isinstance(node, (IAnd, IOr)):
+            stack.extend(node.items)
+        elif isinstance(node, INot):
+            stack.append(node.item)
+    return out
+
+
+def on_demand_first(text: str, ir: Any) -> tuple[int, str] | None:
+    """(offset, field) of a top-level AND term reading an on-demand field (the anomaly score) that comes
+    before a cheaper term: the matcher evaluates terms in order, so every event reaching it may run the model
+    even when the cheap term would have rejected it. evt.type terms do not count (they select the matcher)."""
+    try:
+        tree = parse_condition(text)
+    except (ParseError, RecursionError):
+        return None
+    if not isinstance(tree, And) or not isinstance(ir, IAnd) or len(tree.items) != len(ir.items):
+        return None
+    first: tuple[int, str] | None = None
+    for node, item in zip(tree.items, ir.items, strict=True):
+        names = fields_read(item)
+        costly = sorted(n for n in names if n in FIELDS and FIELDS[n].on_demand)
+        if costly:
+            first = first or (node.pos, costly[0])
+        elif first is not None and names - {"evt.type"}:
+            return first
+    return None
 
 
 def conjuncts(ir: Any) -> list[Any]:

@@ -13,6 +13,7 @@ load (the validator warns that they never match).
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -195,6 +196,7 @@ class FieldDef:
     index: bool = False  # equality/prefix checks on it may drive the rule index
     path_like: bool = False  # absolute paths: startswith/pmatch checks can use the prefix index
     text: str | None = None  # name of a runtime helper that renders the value in output text
+    on_demand: bool = False  # may compute something costly (the anomaly score) when read
 
     def access(self, etype: int, has_proc: bool, arg: int | str | None = None) -> Access | None:
         """The value for this event type, or None when it is always missing there."""
@@ -232,6 +234,28 @@ def _ds(*values: object) -> frozenset[object]:
 _NEVER: tuple[EventType, ...] = ()
 _PROCT = ALL
 _INET = "the destination of an outbound connect (AF_INET/AF_INET6)"
+
+# The anomaly model's fields: (name after `ml.`, type, event types, description); read through ctx.ml.
+_ML_FIELDS: tuple[tuple[str, str, tuple[EventType, ...], str], ...] = (
+    ("score", FLOAT, MAIN, "Anomaly score in (0, 1] from the active model's isolation forest for "
+     "this event type (2^(-mean path depth / c)); higher is more unusual on this host. Missing while "
+     "the agent learns or with no model. Computed on first use: put cheaper checks before it."),
+    ("threshold", FLOAT, MAIN, "The active model's alert threshold for this event type."),
+    ("anomalous", BOOL, MAIN, "`ml.score` above `ml.threshold` (computes the score, as ml.score)."),
+    ("rarity.exe", FLOAT, MAIN, "How rare the executable is on this host."),
+    ("rarity.parent_exe", FLOAT, MAIN, "How rare this parent→child executable pair is on this host."),
+    ("rarity.user_exe", FLOAT, MAIN, "How rare this user running this executable is on this host."),
+    ("rarity.exe_port", FLOAT, (CONNECT,), "How rare this executable connecting to this port is."),
+    ("rarity.exe_dir", FLOAT, (OPEN,), "How rare this executable opening files in this directory is"
+     " (the directory of fd.name)."),
+    ("seen.exe", INT, MAIN, "Times this host saw the executable run before this event."),
+    ("seen.parent_exe", INT, MAIN, "Times this host saw this parent→child pair before this event."),
+    ("seen.user_exe", INT, MAIN, "Times this host saw this user run this executable before."),
+    ("seen.exe_port", INT, (CONNECT,), "Times this executable connected to this port before."),
+    ("seen.exe_dir", INT, (OPEN,), "Times this executable opened files in this directory before."),
+    ("new_dest", BOOL, (CONNECT,), "The destination's /24 was never seen on this host (missing for "
+     "IPv6 and unix sockets)."),
+)  # fmt: skip
 
 FIELDS_LIST: list[FieldDef] = [
     # --------------------------------------------------------------------------------------------- evt
@@ -849,30 +873,29 @@ FIELDS_LIST: list[FieldDef] = [
             on=on,
             by={t: f"_ml(ctx, {name!r})" for t in on},
             nullable=True,
+            cached=True,  # one value() call per event and matcher, however many rules read it
+            on_demand=name in ("score", "anomalous"),
         )
-        for name, ftype, on, desc in (
-            ("score", FLOAT, MAIN, "Anomaly score in (0, 1], higher is more unusual for this host (isolation "
-             "forest of this event type); missing while the agent learns or with no model. Computed on first "
-             "use: put cheaper checks before it."),
-            ("threshold", FLOAT, MAIN, "The active model's alert threshold for this event type."),
-            ("anomalous", BOOL, MAIN, "`ml.score` above `ml.threshold`."),
-            ("rarity.exe", FLOAT, MAIN, "How rare the executable is on this host: -log of its smoothed, "
-             "decayed frequency among execs (higher is rarer); also while learning."),
-            ("rarity.parent_exe", FLOAT, MAIN, "How rare this parent→child executable pair is on this host."),
-            ("rarity.user_exe", FLOAT, MAIN, "How rare this user running this executable is on this host."),
-            ("rarity.exe_port", FLOAT, (CONNECT,), "How rare this executable connecting to this port is."),
-            ("rarity.exe_dir", FLOAT, (OPEN,), "How rare this executable opening files in this directory."),
-            ("seen.exe", INT, MAIN, "Times this host saw the executable run before this event (decayed)."),
-            ("seen.parent_exe", INT, MAIN, "Times this host saw this parent→child pair before this event."),
-            ("seen.user_exe", INT, MAIN, "Times this host saw this user run this executable before."),
-            ("seen.exe_port", INT, (CONNECT,), "Times this executable connected to this port before."),
-            ("seen.exe_dir", INT, (OPEN,), "Times this executable opened files in this directory before."),
-            ("new_dest", BOOL, (CONNECT,), "The destination /24 (IPv4) was never seen on this host."),
-        )
+        for name, ftype, on, desc in _ML_FIELDS
     ),
 ]
 
 FIELDS: dict[str, FieldDef] = {f.name: f for f in FIELDS_LIST}
+
+# A paragraph the reference prints at the top of a group, for what its fields share.
+GROUP_NOTES: dict[str, str] = {
+    "ml": (
+        "The anomaly model's view of the event. Every ml field is missing (checks false, `<NA>` in output) "
+        "when the anomaly engine is off (`--model off`; rule fixtures without `sentinel.ml` values) and on "
+        "events of other types; `ml.score`, `ml.threshold` and `ml.anomalous` are also missing while the "
+        "agent is still learning, whereas `ml.rarity.*`, `ml.seen.*` and `ml.new_dest` are there whenever "
+        "features are computed, learning included. A rarity is -log of the key's smoothed, decayed "
+        "frequency on this host (higher is rarer); a seen count is the decayed number of earlier events "
+        "with that key, rounded down. Floats print with 4 significant digits in output text and stay "
+        "numbers in JSON output fields. `ml.score` (and `ml.anomalous`) may run the model on demand, so put "
+        "cheaper checks first."
+    ),
+}
 
 # Types each transformer accepts and gives.
 TRANSFORMERS: dict[str, tuple[str, str]] = {
@@ -942,14 +965,18 @@ def reference(markdown: bool = False) -> str:
             "naming them load, but they are always missing (so are other `evt.arg.NAME` and",
             "`evt.rawarg.NAME` arguments); the validator warns where a rule uses one.",
             "",
-            "Types: `string`; `int` (compared as numbers, `proc.pid > 1000`); `bool` (`true`/`false`); `ip`",
-            "(an address, compared with addresses or CIDR ranges); `ipnet` (compared with CIDR ranges).",
+            "Types: `string`; `int` (compared as numbers, `proc.pid > 1000`); `float` (compared as numbers,",
+            "`ml.score > 0.8`; output text shows 4 significant digits); `bool` (`true`/`false`); `ip` (an",
+            "address, compared with addresses or CIDR ranges); `ipnet` (compared with CIDR ranges).",
             "Transformers: `tolower(f)`, `toupper(f)`, `basename(f)`, `b64(f)` (base64-decoded), `len(f)`;",
             "`val(f)` on the right-hand side compares two fields.",
             "",
         ]
         for group, fields in groups.items():
-            out += [f"## {group}", "", "| field | type | events | description |", "|---|---|---|---|"]
+            out += [f"## {group}", ""]
+            if group in GROUP_NOTES:
+                out += [GROUP_NOTES[group], ""]
+            out += ["| field | type | events | description |", "|---|---|---|---|"]
             for f in fields:
                 name = f.name + ("[N]" if f.arg.startswith("index") else "[KEY]" if f.arg else "")
                 events = event_type_names(f.on) if f.on else "*not captured*"
@@ -962,6 +989,8 @@ def reference(markdown: bool = False) -> str:
     width = max(len(f.name) for f in FIELDS_LIST) + 5
     for group, fields in groups.items():
         out.append(f"{group}:")
+        if group in GROUP_NOTES:
+            out += textwrap.wrap(GROUP_NOTES[group], 106, initial_indent="  ", subsequent_indent="  ")
         for f in fields:
             name = f.name + ("[N]" if f.arg.startswith("index") else "[KEY]" if f.arg else "")
             events = "all" if f.on == ALL else event_type_names(f.on) if f.on else "not captured"

@@ -12,8 +12,10 @@ reaches it (an event type it looks at) without expecting it: an event it examine
 
 from __future__ import annotations
 
+import difflib
 import errno
 import itertools
+import math
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ from sentinel.events import (
 )
 from sentinel.process.table import Process
 from sentinel.rules.context import EvalContext
+from sentinel.rules.fields import BOOL, FIELDS, INT
 from sentinel.rules.loader import LoadResult, expand_paths, load_rules
 from sentinel.rules.model import Diagnostic
 from sentinel.rules.source import SourceText
@@ -212,30 +215,69 @@ def _chain(doc: Mapping[str, Any], proc_block: Mapping[str, Any], ts: int) -> Pr
     return procs[0] if procs else None
 
 
+# What an ml alert holds under sentinel.ml besides field values: skipped, so pasted alerts load as fixtures.
+_ML_ALERT_KEYS = frozenset({"model", "explanation", "incident"})
+_ML_DEFS = {name[3:]: fdef for name, fdef in FIELDS.items() if name.startswith("ml.")}
+
+
 class StaticMlView:
     """``ml.*`` values given in a fixture (``sentinel.ml: {score: 0.9, rarity: {exe: 7.1}}``), so rules that
-    read the anomaly model can be tested without one."""
+    read the anomaly model can be tested without one. Same contract as the agent's view: ``value(name)`` with
+    the field name without ``ml.``, None when not given."""
 
     __slots__ = ("values",)
 
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.values = values
+    def __init__(self, values: Mapping[str, float | int | bool | None]) -> None:
+        self.values = dict(values)
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any], prefix: str = "") -> StaticMlView:
-        flat: dict[str, Any] = {}
-        for key, value in doc.items():
-            name = f"{prefix}{key}"
-            if isinstance(value, Mapping):
-                flat.update(cls.from_doc(value, name + ".").values)
-            elif isinstance(value, bool | int | float) or value is None:
-                flat[name] = value
-            else:
-                raise FixtureError(f"sentinel.ml.{name} must be a number or true/false, not {value!r}")
-        return cls(flat)
+    def from_doc(cls, doc: Mapping[str, Any]) -> StaticMlView:
+        """From the ``sentinel.ml`` mapping (nested or dotted keys); raises FixtureError for unknown names
+        (a typo would otherwise leave the field missing and the fixture failing for no visible reason) and
+        for values of the wrong type."""
+        values: dict[str, float | int | bool | None] = {}
+        _ml_values(doc, "", values)
+        return cls(values)
 
-    def value(self, name: str) -> Any:
+    def value(self, name: str) -> float | int | bool | None:
         return self.values.get(name)
+
+
+def _ml_values(doc: Mapping[str, Any], prefix: str, out: dict[str, float | int | bool | None]) -> None:
+    for key, value in doc.items():
+        name = f"{prefix}{key}"
+        fdef = _ML_DEFS.get(name)
+        if fdef is not None:
+            out[name] = _ml_value(name, fdef.type, value)
+        elif isinstance(value, Mapping) and any(n.startswith(name + ".") for n in _ML_DEFS):
+            _ml_values(value, name + ".", out)
+        elif not prefix and name in _ML_ALERT_KEYS:
+            continue
+        else:
+            close = difflib.get_close_matches(name, _ML_DEFS, n=1)
+            hint = f"; did you mean {close[0]}?" if close else f" (fields: {', '.join(_ML_DEFS)})"
+            raise FixtureError(f"sentinel.ml.{name} is not an ml field{hint}")
+
+
+def _ml_value(name: str, ftype: str, value: Any) -> float | int | bool | None:
+    """One given value, checked against its field's type (an int field takes 3 or 3.0, not 2.5)."""
+    if value is None:
+        return None
+    if ftype == BOOL:
+        if isinstance(value, bool):
+            return value
+        raise FixtureError(f"sentinel.ml.{name} must be true or false, not {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
+        raise FixtureError(f"sentinel.ml.{name} must be a finite number, not {value!r}")
+    if ftype == INT:
+        if isinstance(value, float) and not value.is_integer():
+            raise FixtureError(f"sentinel.ml.{name} must be an integer, not {value!r}")
+        return int(value)
+    return value
 
 
 def from_ecs(doc: Mapping[str, Any]) -> EvalContext:

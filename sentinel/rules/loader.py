@@ -32,6 +32,7 @@ from sentinel.rules.compiler import (
     depth,
     event_names,
     event_types,
+    on_demand_first,
     parse_output,
 )
 from sentinel.rules.fields import ALL_OPS, LIST_OPS
@@ -1049,6 +1050,19 @@ class Loader:
                 f"condition nested more than {MAX_IR_DEPTH} levels deep once its macros are expanded",
             )
             return None
+        costly = on_demand_first(text, ir)
+        if costly is not None:
+            self.diags.append(
+                diag_at(
+                    jloc,
+                    costly[0],
+                    "warning",
+                    "costly-check-first",
+                    f"{costly[1]} is checked before cheaper checks: it may run the anomaly model on every "
+                    "event that reaches it; put it after them",
+                    item.name,
+                )
+            )
         if exc_irs:
             ir = IAnd([ir, *exc_irs])
         rule.ir = ir
