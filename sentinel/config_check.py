@@ -1,0 +1,329 @@
+"""`sentinel config check`: everything the agent would refuse at start, found before it is started.
+
+Loads the configuration as the agent would (main file + drop-ins) and checks what it references: the rules
+load (their own located diagnostics are passed through), the ``rules_enable``/``rules_disable`` selectors
+name rules and tags that exist, the model verifies, the outputs are complete, the state directory can be
+made. **Errors** are mistakes in the configuration; **warnings** are things this host is not ready for yet
+(a CA file or a log directory missing, a directory the checking user cannot write) — a check run on a build
+machine or as an unprivileged user must not fail for them — and settings that have no effect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from sentinel.config import Config, ConfigError, Location, load_effective_config
+from sentinel.sinks import OutputSpecError, check_sink_config
+
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
+# A group with a repetition inside, repeated itself: ``(a+)+``, ``(\w*x)*`` — exponential backtracking.
+_NESTED_REPEAT = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)(?:[+*]|\{\d*,)")
+
+
+@dataclass(slots=True)
+class Finding:
+    """One error or warning, located (``FILE:LINE:COL: severity: message``); ``code`` says which check."""
+
+    severity: str  # error | warning
+    message: str
+    file: str = ""
+    line: int = 0
+    column: int = 0
+    code: str = "config"  # config | rules:<rule code> | selector | model | output | state-dir | redact
+    snippet: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else (self.file or "<config>")
+        return f"{where}: {self.severity}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(slots=True)
+class CheckReport:
+    """What ``check_config`` found; ``ok`` when there is no error (warnings allowed)."""
+
+    path: str | None  # the main file (None: no file, the defaults)
+    files: list[str] = field(default_factory=list)
+    errors: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+    usage_error: str | None = None  # the named file does not exist: nothing was checked
+    config: Config | None = None
+    rules_total: int = 0
+    rules_enabled: int = 0
+    ruleset_sha256: str = ""
+    outputs: list[str] = field(default_factory=list)  # labels (credentials left out)
+
+    @property
+    def ok(self) -> bool:
+        return self.usage_error is None and not self.errors
+
+    def add(self, severity: str, message: str, where: Location, code: str) -> None:
+        finding = Finding(severity, message, where[0], where[1], where[2], code)
+        (self.errors if severity == "error" else self.warnings).append(finding)
+
+    def to_dict(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "ok": self.ok,
+            "path": self.path,
+            "files": self.files,
+            "errors": [f.to_dict() for f in self.errors],
+            "warnings": [f.to_dict() for f in self.warnings],
+            "summary": {
+                "rules": self.rules_total,
+                "rules_enabled": self.rules_enabled,
+                "ruleset_sha256": self.ruleset_sha256,
+                "outputs": self.outputs,
+                "model": cfg.model if cfg else None,
+                "state_dir": cfg.state_dir if cfg else None,
+                "metrics_address": cfg.metrics_address if cfg else None,
+            },
+        }
+
+
+def check_config(path: str | None, env: dict[str, str] | None = None) -> CheckReport:
+    """Load the configuration at ``path`` (None: the default file if it exists) and check what it names."""
+    report = CheckReport(path=path)
+    if path is not None and not os.path.isfile(path):
+        report.usage_error = f"{path}: {'not a file' if os.path.exists(path) else 'no such file'}"
+        return report
+    try:
+        cfg = load_effective_config(path, env)
+    except ConfigError as exc:
+        report.errors.append(Finding("error", exc.message, exc.file, exc.line, exc.column))
+        return report
+    report.config, report.files, report.path = cfg, list(cfg.files), cfg.source
+    for w in cfg.warnings:
+        report.warnings.append(Finding("warning", w.message, w.file, w.line, w.column))
+    _check_rules(cfg, report)
+    _check_model(cfg, report)
+    _check_outputs(cfg, report)
+    _check_state_dir(cfg, report)
+    _check_redact(cfg, report)
+    return report
+
+
+def _check_rules(cfg: Config, report: CheckReport) -> None:
+    from sentinel.detect import find_rules_dir, load_ruleset
+
+    paths = cfg.rules
+    if paths is None:
+        shipped = find_rules_dir()
+        if shipped is None:
+            report.add(
+                "error",
+                "no rules: the shipped rules were not found (rules/ next to the package, /usr/share/sentinel/"
+                "rules or $SENTINEL_RULES); name them with rules:",
+                cfg.location("rules"),
+                "rules",
+            )
+            return
+        paths = [str(shipped)]
+    outcome = load_ruleset(paths)
+    for d in outcome.diagnostics:
+        finding = Finding(d.severity, d.message, str(d.file), d.line, d.column, f"rules:{d.code}", d.snippet)
+        (report.errors if d.severity == "error" else report.warnings).append(finding)
+    if not outcome.diagnostics:  # an engine failure has no diagnostic objects, only text
+        for text in outcome.errors:
+            report.add("error", text, cfg.location("rules"), "rules")
+    rs = outcome.ruleset
+    if rs is None:
+        return
+    report.ruleset_sha256 = rs.sha256
+    names = {r.name for r in rs.rules}
+    tags = {t for r in rs.rules for t in r.tags}
+    usable: dict[str, list[str]] = {"rules_enable": [], "rules_disable": []}
+    for key, selectors in (("rules_enable", cfg.rules_enable), ("rules_disable", cfg.rules_disable)):
+        for i, sel in enumerate(selectors):
+            where = cfg.location(f"{key}[{i}]")
+            if sel.startswith("tag:"):
+                if sel[4:] in tags:
+                    usable[key].append(sel)
+                else:  # tags come and go with rule updates: a stale tag selects nothing, harmlessly
+                    report.add("warning", f"{key}: no rule is tagged {sel[4:]!r}", where, "selector")
+            elif sel in names:
+                usable[key].append(sel)
+            else:
+                close = difflib.get_close_matches(sel, sorted(names), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                report.add("error", f"{key}: no rule named {sel!r}{hint}", where, "selector")
+    try:
+        tuned = rs.with_enabled(usable["rules_enable"], usable["rules_disable"])
+    except KeyError as exc:  # selectors were checked above; kept so a ruleset change cannot crash the check
+        report.add(
+            "error", f"rules_enable/rules_disable: {exc.args[0]}", cfg.location("rules_enable"), "selector"
+        )
+        return
+    report.rules_total, report.rules_enabled = len(tuned.rules), len(tuned.enabled_rules)
+    for i, sel in enumerate(cfg.rules_enable):
+        rule = tuned.get(sel) if not sel.startswith("tag:") else None
+        if rule is not None and not rule.enabled:
+            report.add(
+                "warning",
+                f"rules_enable: {sel!r} is also disabled by rules_disable, and disable wins",
+                cfg.location(f"rules_enable[{i}]"),
+                "selector",
+            )
+
+
+def _check_model(cfg: Config, report: CheckReport) -> None:
+    from sentinel.anomaly.live import find_default_model
+    from sentinel.anomaly.model import ModelError, load_model
+
+    where = cfg.location("model")
+    if cfg.model == "off":
+        return
+    if cfg.model == "auto":
+        host_model = Path(cfg.state_dir) / "anomaly" / "model"
+        if (host_model / "manifest.json").is_file():
+            try:
+                load_model(host_model)
+            except ModelError as exc:
+                report.add(
+                    "warning", f"model auto: this host's trained model is refused: {exc}", where, "model"
+                )
+        return
+    directory = find_default_model() if cfg.model == "default" else Path(cfg.model)
+    if directory is None:
+        report.add("error", "model default: no default model is installed (models/default)", where, "model")
+        return
+    try:
+        load_model(directory)
+    except ModelError as exc:
+        report.add("error", f"model {cfg.model}: {exc}", where, "model")
+
+
+def _check_outputs(cfg: Config, report: CheckReport) -> None:
+    uid = os.geteuid()
+    configs = cfg.sink_configs()
+    n_output = len(cfg.output)
+    for i, sc in enumerate(configs):
+        where = cfg.location(f"output[{i}]") if i < n_output else cfg.location(f"sinks[{i - n_output}]")
+        label = sc.label()
+        report.outputs.append(label)
+        try:
+            check_sink_config(sc)
+        except OutputSpecError as exc:
+            report.add("error", str(exc), where, "output")
+            continue
+        for attr in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+            name = getattr(sc, attr)
+            if name and not os.path.isfile(name):
+                report.add("warning", f"{label}: {attr} {name} does not exist", where, "output")
+            elif name and not os.access(name, os.R_OK):
+                report.add("warning", f"{label}: {attr} {name} is not readable by uid {uid}", where, "output")
+        if sc.kind == "file":
+            target = Path(sc.target)
+            if target.is_dir():
+                report.add("error", f"{label}: {sc.target} is a directory", where, "output")
+            elif not target.parent.is_dir():
+                report.add(
+                    "warning",
+                    f"{label}: directory {target.parent} does not exist (it is not created)",
+                    where,
+                    "output",
+                )
+            elif not os.access(target if target.exists() else target.parent, os.W_OK):
+                report.add("warning", f"{label}: {sc.target} is not writable by uid {uid}", where, "output")
+        elif sc.kind == "syslog" and sc.target.startswith("unix:") and not os.path.exists(sc.target[5:]):
+            report.add("warning", f"{label}: socket {sc.target[5:]} does not exist", where, "output")
+
+
+def _check_state_dir(cfg: Config, report: CheckReport) -> None:
+    where = cfg.location("state_dir")
+    path = Path(cfg.state_dir)
+    uid = os.geteuid()
+    if path.exists():
+        if not path.is_dir():
+            report.add("error", f"state_dir {path} exists and is not a directory", where, "state-dir")
+        elif not os.access(path, os.W_OK | os.X_OK):
+            report.add("warning", f"state_dir {path} is not writable by uid {uid}", where, "state-dir")
+        return
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        report.add(
+            "error", f"state_dir {path} cannot be created: {parent} is not a directory", where, "state-dir"
+        )
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        report.add(
+            "warning",
+            f"state_dir {path} does not exist and uid {uid} cannot create it in {parent}",
+            where,
+            "state-dir",
+        )
+
+
+def _check_redact(cfg: Config, report: CheckReport) -> None:
+    for i, pattern in enumerate(cfg.redact):
+        if _NESTED_REPEAT.search(pattern.pattern):
+            report.add(
+                "warning",
+                f"redact: {pattern.pattern!r} repeats a repetition; it can backtrack for a very long time on "
+                "some command lines",
+                cfg.location(f"redact[{i}]"),
+                "redact",
+            )
+
+
+# ---- output --------------------------------------------------------------------------------------------
+
+
+def _safe(text: str) -> str:
+    from sentinel.rules.validate import safe
+
+    return str(safe(text))
+
+
+def format_report(report: CheckReport) -> str:
+    """Located findings (errors first, then warnings; rule snippets under their line) and a summary line."""
+    lines: list[str] = []
+    for f in [*report.errors, *report.warnings]:
+        lines.append(_safe(str(f)) + (f" [{f.code[6:]}]" if f.code.startswith("rules:") else ""))
+        if f.snippet:
+            lines.append("    " + _safe(f.snippet.rstrip("\n")).replace("\n", "\n    "))
+    lines.append(_summary(report))
+    return "\n".join(lines)
+
+
+def _summary(report: CheckReport) -> str:
+    cfg = report.config
+    if report.path is None and report.files:
+        source = f"drop-ins only ({len(report.files)})"
+    elif report.path is None:
+        source = "no configuration file: the defaults"
+    else:
+        extra = len(report.files) - 1
+        source = _safe(report.path) + (f" + {extra} drop-in{'s' if extra != 1 else ''}" if extra > 0 else "")
+    counts = f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)"
+    if not report.ok:
+        return f"INVALID: {source}: {counts}"
+    assert cfg is not None
+    return (
+        f"OK: {source}: {report.rules_total} rules ({report.rules_enabled} enabled), "
+        f"{len(report.outputs)} output(s), model {_safe(cfg.model)}; {counts}"
+    )
+
+
+def run_check(path: str | None, as_json: bool, out: IO[str], err: IO[str]) -> int:
+    """``sentinel config check [--config FILE] [--json]``: 0 valid (warnings allowed), 1 errors, 2 the named
+    file does not exist."""
+    report = check_config(path)
+    if report.usage_error is not None:
+        print(f"sentinel config check: {_safe(report.usage_error)}", file=err)
+        return EXIT_USAGE
+    if as_json:
+        out.write(json.dumps(report.to_dict(), indent=2, ensure_ascii=True) + "\n")
+    else:
+        out.write(format_report(report) + "\n")
+    return EXIT_OK if report.ok else EXIT_ERRORS

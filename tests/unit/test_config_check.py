@@ -1,0 +1,233 @@
+"""`sentinel config check`: the configuration and everything it names (rules, selectors, model, outputs,
+state directory), errors located in the config or the rules file, warnings for what this host lacks."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import sentinel.config as config_mod
+from sentinel.anomaly.live import find_default_model
+from sentinel.config_check import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, check_config, format_report, run_check
+from sentinel.detect import find_rules_dir, load_ruleset
+
+RULES = find_rules_dir()
+EXAMPLE = Path(__file__).resolve().parents[2] / "packaging" / "sentinel.yaml"
+
+
+@pytest.fixture(scope="module")
+def shipped() -> object:
+    assert RULES is not None
+    outcome = load_ruleset([str(RULES)])
+    assert outcome.ruleset is not None
+    return outcome.ruleset
+
+
+def write_config(tmp_path: Path, body: str, model: str = "off") -> str:
+    path = tmp_path / "sentinel.yaml"
+    path.write_text(f"rules: [{RULES}]\nstate_dir: {tmp_path / 'state'}\nmodel: {model}\n" + body)
+    return str(path)
+
+
+def run(path: str | None, as_json: bool = False) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = run_check(path, as_json, out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_good_config(tmp_path: Path, shipped: object) -> None:
+    path = write_config(tmp_path, f"sinks: [{{kind: file, target: {tmp_path / 'alerts.json'}}}]\n")
+    report = check_config(path)
+    assert report.ok and report.errors == [] and report.warnings == []
+    assert report.rules_total == report.rules_enabled == len(shipped.rules)  # type: ignore[attr-defined]
+    assert report.outputs == [f"file:{tmp_path / 'alerts.json'}"]
+    code, out, err = run(path)
+    assert code == EXIT_OK and err == ""
+    assert out.startswith(
+        f"OK: {path}: {report.rules_total} rules ({report.rules_enabled} enabled), 1 output(s)"
+    )
+
+
+def test_selectors_resolve_like_with_enabled(tmp_path: Path, shipped: object) -> None:
+    rules = shipped.rules  # type: ignore[attr-defined]
+    tag = "mitre_discovery"
+    tagged = {r.name for r in rules if tag in r.tags}
+    assert tagged
+    keep = sorted(tagged)[0]
+    path = write_config(tmp_path, f"rules_disable: ['tag:{tag}']\nrules_enable: ['{keep}']\n")
+    report = check_config(path)
+    assert report.ok
+    expected = shipped.with_enabled([keep], [f"tag:{tag}"])  # type: ignore[attr-defined]
+    assert report.rules_enabled == len(expected.enabled_rules) == len(rules) - len(tagged)
+    # the rule named in rules_enable stays off: disable wins, and the check says so where it was enabled
+    (w,) = report.warnings
+    assert (w.file, w.line, w.column, w.code) == (path, 5, 16, "selector")
+    assert "disable wins" in w.message and keep in w.message
+
+
+def test_unknown_rule_name_is_an_error_and_unknown_tag_a_warning(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, "rules_enable:\n  - tag:no_such_tag\nrules_disable:\n  - Shell Spawned By Web Servr\n"
+    )
+    report = check_config(path)
+    assert not report.ok
+    (e,) = report.errors
+    assert (e.file, e.line, e.column, e.code) == (path, 7, 5, "selector")
+    assert "no rule named 'Shell Spawned By Web Servr'; did you mean" in e.message
+    (w,) = report.warnings
+    assert (w.line, w.column) == (5, 5) and "no rule is tagged 'no_such_tag'" in w.message
+    code, out, _ = run(path)
+    assert code == EXIT_ERRORS
+    assert out.splitlines()[0] == f"{path}:7:5: error: {e.message}"
+    assert out.splitlines()[-1] == f"INVALID: {path}: 1 error(s), 1 warning(s)"
+
+
+def test_rule_diagnostics_are_passed_through_located(tmp_path: Path) -> None:
+    rules = tmp_path / "local.yaml"
+    rules.write_text(
+        "- rule: Broken\n  desc: d\n  condition: evt.type = execve and proc.nmae = x\n"
+        "  output: o\n  priority: WARNING\n"
+    )
+    path = tmp_path / "sentinel.yaml"
+    path.write_text(f"rules: [{rules}]\nmodel: off\nstate_dir: {tmp_path}\n")
+    report = check_config(str(path))
+    assert not report.ok
+    e = report.errors[0]
+    assert (e.file, e.line) == (str(rules), 3) and e.column > 1 and e.code.startswith("rules:")
+    assert "proc.nmae" in e.message
+    _, out, _ = run(str(path))
+    assert out.startswith(f"{rules}:3:{e.column}: error: ") and f"[{e.code[6:]}]" in out.splitlines()[0]
+    assert "proc.nmae = x" in out  # the snippet
+
+
+def test_rules_append_reaches_the_check(tmp_path: Path) -> None:
+    local = tmp_path / "local.yaml"
+    local.write_text("- rule: Extra\n  desc: d\n  condition: evt.type = execve and proc.name = zz\n"
+                     "  output: o\n  priority: WARNING\n")  # fmt: skip
+    path = write_config(tmp_path, f"rules_append: [{local}]\nrules_disable: [Extra]\n")
+    report = check_config(path)
+    assert report.ok and report.rules_enabled == report.rules_total - 1
+
+
+def test_model_directory_is_verified(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "", model="./absent-model")
+    report = check_config(path)
+    (e,) = report.errors
+    assert (e.line, e.column, e.code) == (3, 1, "model") and "not a directory" in e.message
+
+
+def test_tampered_model_is_an_error(tmp_path: Path) -> None:
+    default = find_default_model()
+    if default is None:
+        pytest.skip("no default model in this checkout")
+    model = tmp_path / "model"
+    shutil.copytree(default, model)
+    path = write_config(tmp_path, "", model=str(model))
+    assert check_config(path).ok
+    data = bytearray((model / "forest.npz").read_bytes())
+    data[-1] ^= 0xFF
+    (model / "forest.npz").write_bytes(bytes(data))
+    (e,) = check_config(path).errors
+    assert "sha256 does not match" in e.message and e.line == 3
+
+
+def test_model_default_and_auto(tmp_path: Path) -> None:
+    if find_default_model() is not None:
+        assert check_config(write_config(tmp_path, "", model="default")).ok
+    assert check_config(write_config(tmp_path, "", model="auto")).ok
+
+
+def test_state_dir(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    path = tmp_path / "sentinel.yaml"
+    path.write_text(f"rules: [{RULES}]\nmodel: off\nstate_dir: {tmp_path / 'afile'}\n")
+    (e,) = check_config(str(path)).errors
+    assert (e.line, e.code) == (3, "state-dir") and "not a directory" in e.message
+    path.write_text(f"rules: [{RULES}]\nmodel: off\nstate_dir: {tmp_path / 'afile' / 'below'}\n")
+    (e,) = check_config(str(path)).errors
+    assert "cannot be created" in e.message
+    path.write_text(f"rules: [{RULES}]\nmodel: off\nstate_dir: {tmp_path / 'new' / 'deeper'}\n")
+    assert check_config(str(path)).ok  # creatable
+
+
+def test_output_paths_are_warnings_a_directory_is_an_error(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        "sinks:\n"
+        f"  - {{kind: file, target: {tmp_path / 'no-dir' / 'a.json'}}}\n"
+        f"  - {{kind: syslog, target: 'tls://logs:6514', tls_ca_file: {tmp_path / 'ca.pem'}}}\n"
+        f"  - {{kind: file, target: {tmp_path}}}\n",
+    )
+    report = check_config(path)
+    assert [(f.line, f.code) for f in report.warnings] == [(5, "output"), (6, "output")]
+    assert "does not exist" in report.warnings[0].message and "tls_ca_file" in report.warnings[1].message
+    (e,) = report.errors
+    assert (e.line, e.column) == (7, 5) and "is a directory" in e.message
+
+
+def test_redact_pattern_that_can_backtrack_is_a_warning(tmp_path: Path) -> None:
+    report = check_config(write_config(tmp_path, "redact: ['(\\w+)*x', '(a|b)+', 'tok-[0-9]+']\n"))
+    assert report.ok
+    assert [(w.code, w.line, w.column) for w in report.warnings] == [("redact", 4, 10)]
+
+
+def test_config_errors_and_usage(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "format: xml\n")
+    report = check_config(path)
+    (e,) = report.errors
+    assert (e.file, e.line, e.column, e.code) == (path, 4, 9, "config")
+    code, out, _ = run(path)
+    assert code == EXIT_ERRORS and out.startswith(f"{path}:4:9: error: format must be one of")
+
+    code, out, err = run(str(tmp_path / "absent.yaml"))
+    assert (code, out) == (EXIT_USAGE, "") and "absent.yaml: no such file" in err
+
+
+def test_json_report(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "rules_enable: [Nope]\nmetrics: {address: '127.0.0.1:9464'}\n")
+    code, out, _ = run(path, as_json=True)
+    data = json.loads(out)
+    assert code == EXIT_ERRORS and data["ok"] is False and data["files"] == [path]
+    assert data["errors"][0]["line"] == 4 and data["errors"][0]["code"] == "selector"
+    assert data["summary"]["metrics_address"] == "127.0.0.1:9464"
+
+
+def test_no_file_checks_the_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config_mod, "DEFAULT_CONFIG_PATH", str(tmp_path / "sentinel.yaml"))
+    report = check_config(None)
+    assert report.path is None and report.files == [] and report.errors == []
+    assert "no configuration file: the defaults" in format_report(report)
+
+
+def test_example_config_with_a_local_dropin_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIEM_TOKEN", "t")
+    main = tmp_path / "sentinel.yaml"
+    shutil.copy(EXAMPLE, main)
+    (tmp_path / "sentinel.d").mkdir()
+    (tmp_path / "sentinel.d" / "99-test.yaml").write_text(
+        f"rules: [{RULES}]\nstate_dir: {tmp_path / 'state'}\nmetrics: {{address: off}}\n"
+    )
+    report = check_config(str(main))
+    assert report.ok, format_report(report)
+    assert report.rules_enabled == report.rules_total - 1  # the example disables one shipped rule
+    assert {w.code for w in report.warnings} <= {"output"}  # /var/log/sentinel, the SIEM CA: not on this host
+
+
+def test_hostile_text_is_escaped(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 'rules_enable: ["\\e[31mred\\u0007"]\n')
+    _, out, _ = run(path)
+    assert "\x1b" not in out and "\x07" not in out and "\\x1b" in out
+
+
+def test_auto_with_a_refused_host_model_is_a_warning(tmp_path: Path) -> None:
+    host_model = tmp_path / "state" / "anomaly" / "model"
+    host_model.mkdir(parents=True)
+    (host_model / "manifest.json").write_text("{not json")
+    report = check_config(write_config(tmp_path, "", model="auto"))
+    assert report.ok
+    (w,) = report.warnings
+    assert w.code == "model" and "trained model is refused" in w.message
