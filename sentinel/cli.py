@@ -713,13 +713,13 @@ class _Operations:
 
     def tick(self) -> None:
         """Every poll: the loop is alive; once a second: fold the counters into the metrics."""
-        from sentinel.metrics import sink_stats
-        from sentinel.pipeline import live_stats
-
         self.health.loop_tick()
         now = self.time.monotonic()
         if now < self.next_feed:
             return
+        from sentinel.metrics import sink_stats
+        from sentinel.pipeline import live_stats
+
         self.next_feed = now + 1.0
         stats = self.stream.stats()
         sinks = sink_stats(self.stream.writer.sink)
