@@ -116,13 +116,15 @@ class DetectionStream:
         window_s: float = DEFAULT_WINDOW_S,
         max_keys: int | None = None,
         anomaly: Any = None,
+        *,
+        redactor: Any = None,
     ) -> None:
         self.table = table
         self.anomaly = anomaly  # AnomalyEngine or None (rules only)
         self.on_alert: Callable[[Alert], None] | None = None  # called per alert written (metrics latency)
         self.ruleset = ruleset  # swapped whole by reload(); read once per event
         self.host = host
-        self.ecs = EcsRenderer(host, dataset="sentinel.alerts")
+        self.ecs = EcsRenderer(host, dataset="sentinel.alerts", redactor=redactor)  # Redactor or None
         renderers = {f: make_renderer(f, self.ecs) for f in FORMATS}
         self.writer = AlertWriter(renderers[fmt] if fmt in renderers else make_renderer(fmt, self.ecs), sink,
                                   renderers)  # fmt: skip
@@ -242,6 +244,11 @@ class DetectionStream:
 
     def swap(self, ruleset: Any) -> None:
         self.ruleset = ruleset
+
+    def set_redactor(self, redactor: Any) -> None:
+        """A reload's new redaction settings (Redactor or None): every format renders with them from the
+        next alert on; cached process blocks are rebuilt."""
+        self.ecs.set_redactor(redactor)
 
     def flush(self) -> None:
         self.score_pending()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import re
 import stat
 import time
 from datetime import UTC, datetime
@@ -26,12 +27,18 @@ from sentinel.events import (
     open_flag_names,
 )
 from sentinel.host import HostInfo
+from sentinel.redact import REDACTED
 
 if TYPE_CHECKING:
     from sentinel.process.table import Process
+    from sentinel.redact import Redactor
 
 ECS_VERSION = "9.1.0"
 MAX_ANCESTORS_RENDERED = 32
+
+# Each argument redaction changed, as the process gave it, with the (start, end) spans redaction hid in it.
+KnownSecrets = tuple[tuple[str, tuple[tuple[int, int], ...]], ...]
+_MARKER = re.compile(r"\[REDACTED(?:: \d+ characters not scanned)?\]")
 
 O_WRITE_MASK = 0o3
 O_CREAT = 0o100
@@ -44,21 +51,113 @@ def error_code(ret: int) -> str | None:
     return errno_name(ret) if ret < 0 else None
 
 
+def hidden_spans(original: str, redacted: str) -> tuple[tuple[int, int], ...]:
+    """Where in ``original`` redaction put the markers found in ``redacted``.
+
+    The redactor gives text, not spans; the kept pieces between markers locate them. When that is ambiguous
+    (a kept piece that fits in two places) the answer errs wide: everything between the first and the last
+    kept piece, or the whole argument, never less than was hidden.
+    """
+    whole = ((0, len(original)),)
+    pieces = _MARKER.split(redacted)
+    first, last = pieces[0], pieces[-1]
+    limit = len(original) - len(last)
+    if len(pieces) < 2 or limit <= len(first):
+        return whole
+    if not (original.startswith(first) and original.endswith(last)):
+        return whole
+    if len(pieces) == 2:
+        return ((len(first), limit),)
+    spans: list[tuple[int, int]] = []
+    pos = len(first)
+    for piece in pieces[1:-1]:
+        at = original.find(piece, pos + 1) if piece else -1
+        if at < 0 or at + len(piece) >= limit or 0 <= original.find(piece, at + 1) < limit - len(piece):
+            return ((len(first), limit),)
+        spans.append((pos, at))
+        pos = at + len(piece)
+    spans.append((pos, limit))
+    return tuple(spans)
+
+
+def hide_known(text: str, known: KnownSecrets) -> str:
+    """``text`` with what redaction hid in each ``known`` argument hidden wherever that argument appears.
+
+    An occurrence counts where the argument stands as a whole (not inside a longer word), so a one-letter
+    password does not take every such letter of the text with it. Overlapping occurrences (a ``sh -c``
+    argument that holds its child's command line) hide the union of their parts.
+    """
+    spans: list[tuple[int, int]] = []
+    for original, hidden in known:
+        start = text.find(original)
+        while start >= 0:
+            end = start + len(original)
+            if _stands_alone(text, start, end):
+                spans.extend((start + s, start + e) for s, e in hidden)
+            start = text.find(original, start + 1)
+    if not spans:
+        return text
+    merged: list[list[int]] = []
+    for s, e in sorted(spans):
+        if merged and s <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], e)
+        elif s < e:
+            merged.append([s, e])
+    parts: list[str] = []
+    pos = 0
+    for s, e in merged:
+        parts += (text[pos:s], REDACTED)
+        pos = e
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+def _stands_alone(text: str, start: int, end: int) -> bool:
+    """``text[start:end]`` is not the middle of a longer word (``x`` in ``nginx``)."""
+    if start > 0 and _is_word(text[start]) and _is_word(text[start - 1]):
+        return False
+    return not (end < len(text) and _is_word(text[end - 1]) and _is_word(text[end]))
+
+
+def _is_word(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+class _Lineage:
+    """What redaction hid across a process's lineage, gathered while its block is built."""
+
+    __slots__ = ("found", "secrets")
+
+    def __init__(self) -> None:
+        self.found: dict[str, tuple[tuple[int, int], ...]] = {}
+        self.secrets: KnownSecrets = ()
+
+
 class EcsRenderer:
     """Builds ECS documents; the parts that never change per host are built once.
 
     The process block (with parent and ancestry) is the costly part of a document and is the same for every
     event of a process until something about it changes, so it is cached on the process, keyed by what can
     change it: any exec on the host (ancestors' images), the process's own image, cwd, ids and parent.
+
+    With an active :class:`~sentinel.redact.Redactor`, argv and command lines (the process, its parent, its
+    ancestors, an exec's message) are redacted before they enter a document. The cached block is stored
+    redacted, so the cost is once per process, not per document; without one nothing changes.
     """
 
-    def __init__(self, host: HostInfo, dataset: str = "sentinel.events") -> None:
+    def __init__(
+        self, host: HostInfo, dataset: str = "sentinel.events", *, redactor: Redactor | None = None
+    ) -> None:
         self.host = host
         self.dataset = dataset
         self._seq = itertools.count(1)
         self._id_prefix = os.urandom(8).hex()
         self._ts_cache: dict[int, str] = {}
-        self.exec_generation = 0  # bumped by the pipeline on every successful exec
+        # Part of the process-block cache key: bumped by the pipeline on every successful exec (ancestors'
+        # images changed) and by set_redactor (cached blocks were redacted by the previous redactor).
+        self.exec_generation = 0
+        self._redactor: Redactor | None = redactor
+        self._active: Redactor | None = redactor if redactor is not None and redactor.active else None
         self.host_block = {
             "name": host.hostname,
             "hostname": host.hostname,
@@ -72,6 +171,54 @@ class EcsRenderer:
             "id": host.agent_id,
             "version": host.agent_version,
         }
+
+    @property
+    def redactor(self) -> Redactor | None:
+        """The redactor applied to argv and command lines (None: none)."""
+        return self._redactor
+
+    @redactor.setter
+    def redactor(self, redactor: Redactor | None) -> None:
+        self.set_redactor(redactor)
+
+    def set_redactor(self, redactor: Redactor | None) -> None:
+        """Swap the redactor (a config reload); cached process blocks are invalidated, since they were
+        built with the old one and must neither keep a secret it missed nor hide what it no longer hides."""
+        self._redactor = redactor
+        self._active = redactor if redactor is not None and redactor.active else None
+        self.exec_generation += 1
+
+    def _args_cmdline(self, proc: Process, lineage: _Lineage | None = None) -> tuple[list[str], str]:
+        """A process's argv and command line as documents show them (redacted when a redactor is active).
+
+        ``lineage`` collects the arguments redaction changed (first pass) or, once it knows them, hides
+        them in this argv before it is redacted (second pass).
+        """
+        r = self._active
+        if r is None:
+            return proc.args, proc.command_line
+        source, command_line = proc.args, proc.command_line
+        if lineage is not None and lineage.secrets:
+            source = [hide_known(a, lineage.secrets) for a in source]
+            command_line = hide_known(command_line, lineage.secrets)
+        args = r.redact_args(source)
+        if lineage is not None and not lineage.secrets and args is not source:
+            for original, redacted in zip(source, args, strict=False):
+                if original and original != redacted and original not in lineage.found:
+                    lineage.found[original] = hidden_spans(original, redacted)
+        return args, " ".join(args) if args else r.redact(command_line)
+
+    def known_secrets(self, proc: Process | None) -> KnownSecrets:
+        """The arguments redaction changed in the process's, its parent's and its ancestors' argv, with what
+        it hid in each (empty without an active redactor); cached with the process block.
+
+        A rule's output quotes argv in forms that lost the context the redactor needs (``proc.args`` drops
+        the program name that makes ``-pX`` a mysql password; a joined ``--password two words`` looks like a
+        one-word secret): the alert renderers hide the same parts wherever these arguments appear.
+        """
+        if proc is None or self._active is None:
+            return ()
+        return self._cached(proc)[2]
 
     def timestamp(self, boot_ns: int) -> str:
         """RFC 3339 UTC with nanoseconds of a CLOCK_BOOTTIME instant."""
@@ -102,8 +249,7 @@ class EcsRenderer:
                 "user": {"id": str(ev.uid)},
                 "group": {"id": str(ev.gid)},
             }
-        block, _ = self._cached(proc)
-        block = dict(block)
+        block = dict(self._cached(proc)[0])
         block["thread"] = {"id": ev.tid, "name": ev.comm}  # the comm at the event (threads rename themselves)
         return block
 
@@ -112,33 +258,46 @@ class EcsRenderer:
             return []
         return self._cached(proc)[1]
 
-    def _cached(self, proc: Process) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def _cached(self, proc: Process) -> tuple[dict[str, Any], list[dict[str, Any]], KnownSecrets]:
         key = (self.exec_generation, proc.exec_count, proc.exe, proc.cwd, proc.uid, proc.gid, proc.parent)
         cache = proc.render_cache
         if cache is not None and cache[0] == key:
-            return cache[1], cache[2]
-        block = self._build_process_block(proc)
+            return cache[1], cache[2], cache[3]
+        lineage = _Lineage() if self._active is not None else None
+        block, ancestors = self._build(proc, lineage)
+        if lineage is not None and lineage.found:
+            # What redaction hid in one argv of the lineage is hidden in the others too: a secret handed
+            # down as a bare argument (``app --db-password X`` runs ``helper X``), a child's argument
+            # quoted in its parent's ``sh -c`` line. Rare, so paid only then: the block is built again.
+            lineage.secrets = tuple(lineage.found.items())
+            block, ancestors = self._build(proc, lineage)
+        secrets = lineage.secrets if lineage is not None else ()
+        proc.render_cache = (key, block, ancestors, secrets)
+        return block, ancestors, secrets
+
+    def _build(self, proc: Process, lineage: _Lineage | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        block = self._build_process_block(proc, lineage)
         ancestors = [
             {
                 "pid": a.pid,
                 "entity_id": a.entity_id,
                 "executable": a.exe or None,
-                "command_line": a.command_line,
+                "command_line": self._args_cmdline(a, lineage)[1],
             }
             for a in proc.ancestors(MAX_ANCESTORS_RENDERED)
         ]
-        proc.render_cache = (key, block, ancestors)
         return block, ancestors
 
-    def _build_process_block(self, proc: Process) -> dict[str, Any]:
+    def _build_process_block(self, proc: Process, lineage: _Lineage | None = None) -> dict[str, Any]:
+        args, command_line = self._args_cmdline(proc, lineage)
         block: dict[str, Any] = {
             "pid": proc.pid,
             "entity_id": proc.entity_id,
             "name": proc.comm,
             "executable": proc.exe or None,
-            "args": proc.args,
+            "args": args,
             "args_count": len(proc.args),
-            "command_line": proc.command_line,
+            "command_line": command_line,
             "working_directory": proc.cwd or None,
             "start": self.timestamp(proc.start_ns),
             "user": {"id": str(proc.uid), "name": proc.user_name},
@@ -150,13 +309,14 @@ class EcsRenderer:
             block["tty"] = {"char_device": {"major": major, "minor": minor}}
         parent = proc.parent
         if parent is not None:
+            parent_args, parent_command_line = self._args_cmdline(parent, lineage)
             block["parent"] = {
                 "pid": parent.pid,
                 "entity_id": parent.entity_id,
                 "name": parent.comm,
                 "executable": parent.exe or None,
-                "args": parent.args,
-                "command_line": parent.command_line,
+                "args": parent_args,
+                "command_line": parent_command_line,
                 "start": self.timestamp(parent.start_ns),
             }
         elif proc.ppid:
@@ -197,10 +357,16 @@ class EcsRenderer:
             detail["filename"] = ev.filename
             if ev.flags & FLAG_ARGV_TRUNCATED:
                 sentinel["truncated"] = {"args": True, "args_total": ev.argc_total}
+            argv = ev.argv
+            if self._active is not None:
+                known = self.known_secrets(proc)
+                if known:  # an argument the lineage's redaction hid, given again to this exec
+                    argv = [hide_known(a, known) for a in argv]
+                argv = self._active.redact_args(argv)
             if ev.ret != 0:
                 # A failed exec did not replace the image: show what was attempted.
-                detail["args"] = ev.argv
-            doc["message"] = f"exec {ev.filename} {' '.join(ev.argv)}"[:1024]
+                detail["args"] = argv
+            doc["message"] = f"exec {ev.filename} {' '.join(argv)}"[:1024]
             if ev.ret != 0:
                 doc["message"] += f" failed: {err}"
         elif kind is EventType.OPEN:

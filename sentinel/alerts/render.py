@@ -5,17 +5,25 @@ process with parent and ancestry, file or destination blocks) and adds what make
 ``threat.*`` from the rule's tags, ``event.severity``/``risk_score`` from its priority, and the formatted
 output as ``message``. Falco's format exists so existing Falco tooling (falcosidekick, event-generator) can
 consume sentinel unchanged.
+
+Both formats redact secrets (the stream renderer's :class:`~sentinel.redact.Redactor`) in what a rule's
+output can carry: the output text and every string among the output fields and ``extra`` (the anomaly
+model's explanations quote the command line). The process block is redacted by the ``EcsRenderer`` itself.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sentinel.alerts.ecs import ECS_VERSION, EcsRenderer
+from sentinel.alerts.ecs import ECS_VERSION, EcsRenderer, KnownSecrets, hide_known
 from sentinel.alerts.mitre import threat_from_tags
 from sentinel.alerts.model import Alert
+from sentinel.redact import REDACTED
+
+if TYPE_CHECKING:
+    from sentinel.redact import Redactor
 
 # Elastic's prebuilt "External Alerts" rule maps these to low / medium / high / critical.
 SEVERITY: dict[str, int] = {
@@ -42,6 +50,8 @@ FALCO_PRIORITY: dict[str, str] = {
 }
 AUTHOR = "sentinel"
 _RULE_CACHE_MAX = 4096
+_ARGV_KEYS = frozenset(("args", "argv"))  # a list of strings under these names is an argv
+_MAX_DEPTH = 32
 
 
 def severity(priority: str) -> int:
@@ -77,6 +87,43 @@ def nest_fields(fields: dict[str, Any]) -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def active_redactor(ecs: EcsRenderer) -> Redactor | None:
+    """The renderer's redactor when it would change anything, else None (the common, free case)."""
+    r = ecs.redactor
+    return r if r is not None and r.active else None
+
+
+def redact_text(redactor: Redactor, text: str, known: KnownSecrets = ()) -> str:
+    """``text`` redacted, after hiding what redaction hid in each ``known`` argument wherever it appears."""
+    return redactor.redact(hide_known(text, known) if known else text)
+
+
+def redact_fields(redactor: Redactor, fields: dict[str, Any], known: KnownSecrets = ()) -> dict[str, Any]:
+    """A copy of ``fields`` with every string (nested in dicts and lists too) redacted.
+
+    A copy, because the alert's own dicts may be rendered again in another format. A list of strings named
+    ``args``/``argv`` is redacted as an argv (a secret after ``--password`` is caught); any other string on
+    its own (names, paths, whole command lines such as ``proc.acmdline``'s), with ``known`` (see
+    ``EcsRenderer.known_secrets``).
+    """
+    return {k: _redact_value(redactor, v, k, known, 0) for k, v in fields.items()}
+
+
+def _redact_value(redactor: Redactor, value: Any, key: Any, known: KnownSecrets, depth: int) -> Any:
+    if isinstance(value, str):
+        return redact_text(redactor, value, known)
+    if depth >= _MAX_DEPTH and isinstance(value, (dict, list, tuple)):
+        return REDACTED  # no document of ours nests this deep: fail closed rather than recurse on
+    if isinstance(value, dict):
+        return {k: _redact_value(redactor, v, k, known, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        name = key.rpartition(".")[2] if isinstance(key, str) else ""
+        if name in _ARGV_KEYS and all(isinstance(v, str) for v in value):
+            return redactor.redact_args(list(value))
+        return [_redact_value(redactor, v, None, known, depth + 1) for v in value]
+    return value
 
 
 class AlertRenderer(Protocol):
@@ -132,18 +179,27 @@ class EcsAlertRenderer:
         doc["rule"] = rule_block
         if threat is not None:
             doc["threat"] = threat
-        doc["message"] = alert.output
+        redactor = active_redactor(ecs)
+        output_fields, extra = alert.output_fields, alert.extra
+        if redactor is None:
+            doc["message"] = alert.output
+        else:
+            known = ecs.known_secrets(ctx.proc) if ctx is not None else ()
+            doc["message"] = redact_text(redactor, alert.output, known)
+            output_fields = redact_fields(redactor, output_fields, known)
+            if extra:
+                extra = redact_fields(redactor, extra, known)
         if alert.rule.tags:
             doc["tags"] = list(alert.rule.tags)
         sentinel = doc.setdefault("sentinel", {})
         sentinel["rule"] = {"priority": alert.rule.priority, "tags": list(alert.rule.tags)}
-        sentinel["output_fields"] = nest_fields(alert.output_fields)
+        sentinel["output_fields"] = nest_fields(output_fields)
         if alert.aggregated:
             first, last = ecs.timestamp(alert.first_ns), ecs.timestamp(alert.last_ns)
             sentinel["aggregation"] = {"count": alert.count, "first": first, "last": last}
             event["start"], event["end"] = first, last
-        if alert.extra:
-            sentinel.update(alert.extra)
+        if extra:
+            sentinel.update(extra)
         return doc
 
     def _internal_doc(self, alert: Alert) -> dict[str, Any]:
@@ -184,7 +240,14 @@ class FalcoAlertRenderer:
             wall_ns = alert.ctx.wall_ns
         when = ecs.wall_timestamp(wall_ns)
         priority = FALCO_PRIORITY.get(alert.rule.priority.lower(), alert.rule.priority.capitalize())
-        fields = dict(alert.output_fields)
+        redactor = active_redactor(ecs)
+        output, fields = alert.output, alert.output_fields
+        if redactor is None:
+            fields = dict(fields)
+        else:
+            known = ecs.known_secrets(alert.ctx.proc) if alert.ctx is not None else ()
+            output = redact_text(redactor, output, known)
+            fields = redact_fields(redactor, fields, known)
         fields["evt.time"] = wall_ns
         if alert.aggregated:
             fields["sentinel.aggregation.count"] = alert.count
@@ -196,7 +259,7 @@ class FalcoAlertRenderer:
             "priority": priority,
             "source": "internal" if alert.internal else alert.rule.source or "syscall",
             "hostname": ecs.host.hostname,
-            "output": f"{when}: {priority} {alert.output}",
+            "output": f"{when}: {priority} {output}",
             "tags": list(alert.rule.tags),
             "output_fields": fields,
         }
