@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_rules_parsers(sub)
     _add_model_parsers(sub)
+    _add_config_parsers(sub)
 
     doc = sub.add_parser(
         "doctor",
@@ -162,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fields": cmd_fields,
         "train": cmd_train,
         "model": cmd_model,
+        "config": cmd_config,
     }
     try:
         return handler[args.command](args)
@@ -182,6 +184,8 @@ def _sensor_config(args: argparse.Namespace) -> Any:
         open_dedup_s=max(0.0, args.open_dedup),
         scheduling=getattr(args, "scheduling", "batch"),
     )
+    if getattr(args, "poll_ms", None):
+        cfg.poll_timeout_ms = args.poll_ms
     if args.pages:
         if args.pages & (args.pages - 1):
             raise SystemExit(f"sentinel: --pages must be a power of two, not {args.pages}")
@@ -387,7 +391,11 @@ def _detection_args(p: argparse.ArgumentParser) -> None:
         help="stdout, file:PATH (NDJSON, mode 0600), http:URL (JSON POST, spooled), syslog:tcp://HOST:PORT, "
         "syslog:tls://HOST:PORT or syslog:local; repeatable (default stdout)",
     )
-    g.add_argument("--config", metavar="FILE", help="YAML configuration; command-line flags override it")
+    g.add_argument(
+        "--config", metavar="FILE",
+        help="YAML configuration (run: default $SENTINEL_CONFIG or /etc/sentinel/sentinel.yaml when it "
+        "exists, with its drop-ins; replay: none); command-line flags override it",
+    )  # fmt: skip
     g.add_argument(
         "--aggregation-window",
         type=_non_negative_float,
@@ -450,28 +458,15 @@ def _anomaly_args(p: argparse.ArgumentParser, live: bool) -> None:
     )
 
 
-def _anomaly_settings(args: argparse.Namespace, live: bool) -> Any:
-    from sentinel.anomaly.live import AnomalySettings
-
-    settings = AnomalySettings(model=args.model or ("auto" if live else "off"))
-    if live:
-        if args.state_dir:
-            settings.state_dir = args.state_dir
-        if args.learn_period:
-            settings.learn_period_s = args.learn_period
-    else:
-        settings.state_dir = ""  # a replay never touches the host's state
-    settings.alerts = not args.no_ml_alerts
-    return settings
-
-
 def _add_run_parser(sub: Any) -> None:
     run = sub.add_parser(
         "run",
         help="the agent: match every event against the rules and write alerts",
-        description="Load and validate the rules, attach the probes and write one alert per line "
-        "(ECS JSON by default) for every rule an event matches. SIGHUP reloads the rules; "
-        "SIGINT/SIGTERM stop cleanly. Needs root.",
+        description="Read the configuration (/etc/sentinel/sentinel.yaml and its drop-ins, or --config; "
+        "flags override it), load and validate the rules, attach the probes and write one alert per line "
+        "(ECS JSON by default) for every rule an event matches. SIGHUP (or a changed file with reload.watch) "
+        "reloads configuration and rules, validated first; SIGUSR1 reopens output files; SIGINT/SIGTERM "
+        "stop cleanly. Needs root.",
     )
     _detection_args(run)
     _anomaly_args(run, live=True)
@@ -488,54 +483,22 @@ def _add_run_parser(sub: Any) -> None:
 
 
 def _detection_settings(args: argparse.Namespace, command: str) -> Any:
-    """The config file (if any) with the command-line flags over it; None after printing a located error."""
-    from sentinel.config import Config, ConfigError, load_config
-    from sentinel.detect import find_rules_dir
-    from sentinel.sinks import OutputSpecError, parse_output
+    """The configuration with the command-line flags over it; None after printing a located error."""
+    from sentinel.agent import SettingsError, effective_settings
 
     try:
-        cfg = load_config(args.config) if args.config else Config()
-    except ConfigError as exc:
+        return effective_settings(args, live=command == "run")
+    except SettingsError as exc:
         print(f"sentinel {command}: {exc}", file=sys.stderr)
         return None
-    if args.rules:
-        cfg.rules = list(args.rules)
-    if args.format:
-        cfg.format = args.format
-    if args.output:
-        try:
-            for spec in args.output:
-                parse_output(spec)
-        except OutputSpecError as exc:
-            print(f"sentinel {command}: --output {exc}", file=sys.stderr)
-            return None
-        cfg.output = list(args.output)
-    if args.aggregation_window is not None:
-        cfg.aggregation_window_s = args.aggregation_window
-    if getattr(args, "wakeup_events", None) is not None:
-        cfg.wakeup_events = args.wakeup_events
-    if getattr(args, "pages", None) is not None:
-        cfg.pages = args.pages
-    if getattr(args, "open_dedup", None) is not None:
-        cfg.open_dedup_s = args.open_dedup
-    if cfg.rules is None:
-        shipped = find_rules_dir()
-        if shipped is None:
-            print(
-                f"sentinel {command}: no rules directory found (looked for rules/ next to the package and "
-                "/usr/share/sentinel/rules); give --rules PATH",
-                file=sys.stderr,
-            )
-            return None
-        cfg.rules = [str(shipped)]
-    return cfg
 
 
-def _load_rules_or_report(paths: list[str], command: str) -> Any:
-    """Load and validate the rules; None after printing every located error (nothing else is touched)."""
-    from sentinel.detect import load_ruleset
+def _load_rules_or_report(cfg: Any, command: str) -> Any:
+    """Load and validate the rules with their rules_enable/rules_disable tuning; None after printing every
+    located error (nothing else is touched)."""
+    from sentinel.agent import load_tuned_rules
 
-    outcome = load_ruleset(paths)
+    outcome = load_tuned_rules(cfg)
     if outcome.ruleset is None:
         print(f"sentinel {command}: invalid rules, nothing started:", file=sys.stderr)
         for text in outcome.errors:
@@ -554,26 +517,18 @@ def _rules_loaded_fields(outcome: Any, cfg: Any) -> dict[str, Any]:
         "warnings": outcome.warnings[:20],
         "warning_count": len(outcome.warnings),
         "format": cfg.format,
-        "output": cfg.output,
+        "outputs": [sc.label() for sc in cfg.sink_configs()],
         "aggregation_window_s": cfg.aggregation_window_s,
     }
 
 
-DEFAULT_STATE_DIR = "/var/lib/sentinel"
-
-
-def _open_outputs(cfg: Any, command: str, state_dir: str) -> Any:
-    """The configured sinks (``--output`` specs in the run's alert format); None after printing why not."""
-    from sentinel.sinks import OutputSpecError, open_sinks, sink_config_from_spec
+def _open_outputs(cfg: Any, command: str) -> Any:
+    """Every configured output (``output`` specs and ``sinks``, formats resolved); None after printing why
+    one cannot open. Network sinks spool under the state directory."""
+    from sentinel.sinks import OutputSpecError, open_sinks
 
     try:
-        configs = []
-        for spec in cfg.output:
-            sc = sink_config_from_spec(spec) if isinstance(spec, str) else spec
-            if isinstance(spec, str):
-                sc.format = cfg.format
-            configs.append(sc)
-        return open_sinks(configs, state_dir=state_dir)
+        return open_sinks(cfg.sink_configs(), state_dir=cfg.state_dir)
     except OutputSpecError as exc:
         print(f"sentinel {command}: {exc}", file=sys.stderr)
     except OSError as exc:
@@ -584,42 +539,52 @@ def _open_outputs(cfg: Any, command: str, state_dir: str) -> Any:
     return None
 
 
+def _log_config(log: Any, cfg: Any) -> None:
+    """Which files configured this run, and what in them does nothing (warnings do not stop the agent)."""
+    log.info("sentinel.config_loaded", config=cfg.source, files=cfg.files, reload_watch=cfg.reload_watch)
+    for w in cfg.warnings:
+        log.warning("sentinel.config_warning", warning=str(w))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import signal
+    import time
 
     from sentinel import log as logmod
-    from sentinel.detect import DetectionStream, reload_rules
+    from sentinel.agent import Reloader, anomaly_settings
+    from sentinel.detect import DetectionStream
     from sentinel.sensor.loader import boottime_ns
     cfg = _detection_settings(args, "run")
     if cfg is None:
         return EXIT_FAIL
-    if cfg.pages and cfg.pages & (cfg.pages - 1):
-        print(f"sentinel run: --pages must be a power of two, not {cfg.pages}", file=sys.stderr)
-        return EXIT_USAGE
-    outcome = _load_rules_or_report(cfg.rules, "run")
+    outcome = _load_rules_or_report(cfg, "run")
     if outcome is None:
         return EXIT_FAIL
     log = logmod.get_logger()
-    sink = _open_outputs(cfg, "run", args.state_dir or DEFAULT_STATE_DIR)
+    _log_config(log, cfg)
+    sink = _open_outputs(cfg, "run")
     if sink is None:
         return EXIT_FAIL
     fmt = cfg.format if sink.format == "mixed" else sink.format
     args.wakeup_events, args.pages, args.open_dedup = cfg.wakeup_events, cfg.pages, cfg.open_dedup_s
+    args.poll_ms = max(1, min(50, int(cfg.ml_batch_ms)))  # the engine scores queued rows at every poll
     host, table, sensor = _live_setup(args)
     from sentinel.anomaly.live import open_engine
 
-    engine, notices = open_engine(_anomaly_settings(args, live=True), log, boottime_ns())
+    engine, notices = open_engine(anomaly_settings(cfg, live=True), log, boottime_ns())
     stream = DetectionStream(
-        table, outcome.ruleset, host, sink, fmt, cfg.aggregation_window_s, anomaly=engine
-    )
+        table, outcome.ruleset, host, sink, fmt, cfg.aggregation_window_s, anomaly=engine,
+        redactor=cfg.redactor(),
+    )  # fmt: skip
     log.info("sentinel.rules_loaded", **_rules_loaded_fields(outcome, cfg))
     previous_usr1 = signal.signal(signal.SIGUSR1, lambda _s, _f: sink.reopen())  # after logrotate
-    ops = _start_operations(args, stream, sensor, table, host)
+    ops = _start_operations(cfg, stream, sensor, table, host)
     if ops is None:
         stream.close()
         return EXIT_FAIL
     for alert in notices:
         stream.raise_internal(alert)
+    reloader = Reloader(args, cfg, stream, engine, log, time.monotonic, on_swapped=ops.settings_changed)
 
     hup: list[int] = []
     previous = signal.signal(signal.SIGHUP, lambda signum, _frame: hup.append(signum))
@@ -628,9 +593,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         now = boottime_ns()
         if hup:
             hup.clear()
-            log.info("sentinel.reloading", signal="SIGHUP", paths=cfg.rules)
-            if reload_rules(stream, cfg.rules, ts_ns=now):
-                ops.ruleset_changed()
+            reloader.reload("SIGHUP", now)
+        elif reloader.files_changed():
+            reloader.reload("files changed", now)
         # Close aggregation windows on an idle host too; a second of margin for events still in the buffers.
         stream.advance(now - 1_000_000_000)
         if engine is not None:
@@ -661,7 +626,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 class _Operations:
     """Metrics and health for `sentinel run`: fed from the loop, served on --metrics-address (if given)."""
 
-    def __init__(self, stream: Any, sensor: Any, table: Any, host: Any, address: str | None) -> None:
+    def __init__(
+        self, stream: Any, sensor: Any, table: Any, host: Any, address: str | None, backlog_threshold: int
+    ) -> None:
         import time
 
         from sentinel.health import Health
@@ -674,7 +641,7 @@ class _Operations:
         self.server: Any = None
         self.address = address
         self.next_feed = 0.0
-        self.backlog_threshold = 10_000
+        self.backlog_threshold = backlog_threshold
         self.backlogged: set[str] = set()
         self.dropped_seen: dict[str, int] = {}
         self.ruleset_changed()
@@ -699,6 +666,11 @@ class _Operations:
                 "sentinel.metrics_listening", url=self.server.url, metrics=f"{self.server.url}/metrics",
                 healthz=f"{self.server.url}/healthz",
             )  # fmt: skip
+
+    def settings_changed(self, cfg: Any) -> None:
+        """After a reload: the new ruleset's figures and internal-alert threshold."""
+        self.backlog_threshold = cfg.sink_backlog_threshold
+        self.ruleset_changed()
 
     def ruleset_changed(self) -> None:
         rs = self.stream.ruleset
@@ -764,15 +736,15 @@ class _Operations:
             self.server.close()
 
 
-def _start_operations(args: argparse.Namespace, stream: Any, sensor: Any, table: Any, host: Any) -> Any:
+def _start_operations(cfg: Any, stream: Any, sensor: Any, table: Any, host: Any) -> Any:
     """Metrics and health; None after printing why the endpoint cannot listen."""
     from sentinel.metrics import MetricsEndpointError
 
-    ops = _Operations(stream, sensor, table, host, getattr(args, "metrics_address", None))
+    ops = _Operations(stream, sensor, table, host, cfg.metrics_address, cfg.sink_backlog_threshold)
     try:
         ops.start()
     except (ValueError, MetricsEndpointError) as exc:
-        print(f"sentinel run: --metrics-address {exc}", file=sys.stderr)
+        print(f"sentinel run: metrics address {cfg.metrics_address!r}: {exc}", file=sys.stderr)
         return None
     return ops
 
@@ -786,18 +758,19 @@ def _replay_detect(args: argparse.Namespace) -> int:
     cfg = _detection_settings(args, "replay")
     if cfg is None:
         return EXIT_FAIL
-    outcome = _load_rules_or_report(cfg.rules, "replay")
+    outcome = _load_rules_or_report(cfg, "replay")
     if outcome is None:
         return EXIT_FAIL
-    sink = _open_outputs(cfg, "replay", DEFAULT_STATE_DIR)
+    sink = _open_outputs(cfg, "replay")
     if sink is None:
         return EXIT_FAIL
     fmt = cfg.format if sink.format == "mixed" else sink.format
     log = logmod.get_logger()
     log.info("sentinel.rules_loaded", **_rules_loaded_fields(outcome, cfg))
+    from sentinel.agent import anomaly_settings
     from sentinel.anomaly.live import open_engine
 
-    settings = _anomaly_settings(args, live=False)
+    settings = anomaly_settings(cfg, live=False)
     if settings.model == "auto":
         print("sentinel replay: --model auto needs a live host; give default or a directory", file=sys.stderr)
         sink.close()
@@ -809,8 +782,9 @@ def _replay_detect(args: argparse.Namespace) -> int:
         if streams:
             streams[-1].finish()  # a new segment (another boot): the previous one's summaries first
         stream = DetectionStream(
-            table, outcome.ruleset, host, sink, fmt, cfg.aggregation_window_s, anomaly=engine
-        )
+            table, outcome.ruleset, host, sink, fmt, cfg.aggregation_window_s, anomaly=engine,
+            redactor=cfg.redactor(),
+        )  # fmt: skip
         if not streams:
             for alert in notices:
                 stream.raise_internal(alert)
@@ -1013,6 +987,33 @@ def cmd_model(args: argparse.Namespace) -> int:
         f"{len(model.feature_names)} features; forests: {groups})"
     )
     return EXIT_OK
+
+
+def _add_config_parsers(sub: Any) -> None:
+    config = sub.add_parser(
+        "config", help="check the agent's configuration", description="Work with the configuration file."
+    )
+    csub = config.add_subparsers(dest="config_command", metavar="COMMAND", required=True)
+    check = csub.add_parser(
+        "check",
+        help="validate the configuration as the agent would load it, with located errors",
+        description="Load the configuration file and its drop-ins exactly as `sentinel run` would, then "
+        "check "
+        "what it names: the rules (and rules_enable/rules_disable), the model, the outputs, the state "
+        "directory, the redaction patterns. Errors are FILE:LINE:COL located. Exit 0 when valid (warnings "
+        "allowed), 1 on errors, 2 when the named file does not exist.",
+    )
+    check.add_argument(
+        "--config", metavar="FILE",
+        help="the file to check (default $SENTINEL_CONFIG or /etc/sentinel/sentinel.yaml, with its drop-ins)",
+    )  # fmt: skip
+    check.add_argument("--json", action="store_true", help="machine-readable report")
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from sentinel.config_check import run_check
+
+    return run_check(args.config, args.json, sys.stdout, sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -767,8 +767,9 @@ def _finish(cfg: Config) -> None:
 
 
 def default_config_path() -> str:
-    """The file read when no ``--config`` is given (used only if it exists)."""
-    return DEFAULT_CONFIG_PATH
+    """The file read when no ``--config`` is given (used only if it exists): ``$SENTINEL_CONFIG`` (containers
+    mounting a ConfigMap elsewhere; tests keep the host's file out) or ``/etc/sentinel/sentinel.yaml``."""
+    return os.environ.get("SENTINEL_CONFIG") or DEFAULT_CONFIG_PATH
 
 
 def dropin_dir(path: str) -> Path:

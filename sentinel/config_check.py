@@ -11,7 +11,6 @@ machine or as an unprivileged user must not fail for them — and settings that 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 import re
@@ -113,6 +112,7 @@ def check_config(path: str | None, env: dict[str, str] | None = None) -> CheckRe
 
 
 def _check_rules(cfg: Config, report: CheckReport) -> None:
+    from sentinel.agent import check_selectors
     from sentinel.detect import find_rules_dir, load_ruleset
 
     paths = cfg.rules
@@ -139,40 +139,13 @@ def _check_rules(cfg: Config, report: CheckReport) -> None:
     if rs is None:
         return
     report.ruleset_sha256 = rs.sha256
-    names = {r.name for r in rs.rules}
-    tags = {t for r in rs.rules for t in r.tags}
-    usable: dict[str, list[str]] = {"rules_enable": [], "rules_disable": []}
-    for key, selectors in (("rules_enable", cfg.rules_enable), ("rules_disable", cfg.rules_disable)):
-        for i, sel in enumerate(selectors):
-            where = cfg.location(f"{key}[{i}]")
-            if sel.startswith("tag:"):
-                if sel[4:] in tags:
-                    usable[key].append(sel)
-                else:  # tags come and go with rule updates: a stale tag selects nothing, harmlessly
-                    report.add("warning", f"{key}: no rule is tagged {sel[4:]!r}", where, "selector")
-            elif sel in names:
-                usable[key].append(sel)
-            else:
-                close = difflib.get_close_matches(sel, sorted(names), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                report.add("error", f"{key}: no rule named {sel!r}{hint}", where, "selector")
-    try:
-        tuned = rs.with_enabled(usable["rules_enable"], usable["rules_disable"])
-    except KeyError as exc:  # selectors were checked above; kept so a ruleset change cannot crash the check
-        report.add(
-            "error", f"rules_enable/rules_disable: {exc.args[0]}", cfg.location("rules_enable"), "selector"
-        )
-        return
-    report.rules_total, report.rules_enabled = len(tuned.rules), len(tuned.enabled_rules)
-    for i, sel in enumerate(cfg.rules_enable):
-        rule = tuned.get(sel) if not sel.startswith("tag:") else None
-        if rule is not None and not rule.enabled:
-            report.add(
-                "warning",
-                f"rules_enable: {sel!r} is also disabled by rules_disable, and disable wins",
-                cfg.location(f"rules_enable[{i}]"),
-                "selector",
-            )
+    sel = check_selectors(rs, cfg)
+    for message, where in sel.errors:
+        report.add("error", message, where, "selector")
+    for message, where in sel.warnings:
+        report.add("warning", message, where, "selector")
+    if sel.tuned is not None:
+        report.rules_total, report.rules_enabled = len(sel.tuned.rules), len(sel.tuned.enabled_rules)
 
 
 def _check_model(cfg: Config, report: CheckReport) -> None:

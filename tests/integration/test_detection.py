@@ -383,3 +383,47 @@ def test_alerts_delivered_over_http_after_the_receiver_comes_up(tmp_path: Path) 
         assert len(ids) == len(set(ids))
     finally:
         assert d.stop() == 0
+
+
+def test_config_file_redaction_and_reload_on_change(tmp_path: Path) -> None:
+    """The agent configured by a file only: a real exec with a password on its command line alerts with the
+    secret redacted; editing the file (no signal) disables the rule, which the agent applies by itself."""
+    name, other = "mk" + uuid.uuid4().hex[:8], "mk" + uuid.uuid4().hex[:8]
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(GOOD_RULE.format(name=name) + GOOD_RULE.format(name=other).replace("Marker", "Other"))
+    for n in (name, other):
+        shutil.copy("/bin/true", tmp_path / n)
+    config = tmp_path / "sentinel.yaml"
+    base = (
+        f"rules: [{rules}]\naggregation_window_s: 0\nmodel: 'off'\n"
+        "redact: ['--vault-code[= ](?P<secret>\\S+)']\nreload: {watch: true, interval_s: 0.5}\n"
+    )
+    config.write_text(base)
+    d = Detector(("--config", str(config)))
+    try:
+        argv = [str(tmp_path / name), "--password", "hunter2hunter", "--vault-code=77aa99"]
+        subprocess.run(argv, check=True)
+        alert = d.wait_alert("Marker Binary Executed", lambda a: get(a, "process.name") == name)
+        text = orjson.dumps(alert).decode()
+        assert "hunter2hunter" not in text and "77aa99" not in text
+        assert get(alert, "process.args")[1:] == ["--password", "[REDACTED]", "--vault-code=[REDACTED]"]
+        assert "[REDACTED]" in get(alert, "message")
+
+        tmp = config.with_suffix(".new")
+        tmp.write_text(base + "rules_disable: [Marker Binary Executed]\n")
+        os.replace(tmp, config)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not any(
+            x.get("event") == "sentinel.rules_reloaded" for x in d.diagnostics
+        ):
+            time.sleep(0.1)
+        reloaded = [x for x in d.diagnostics if x.get("event") == "sentinel.rules_reloaded"]
+        assert reloaded and reloaded[0]["config"] == str(config)
+        subprocess.run([str(tmp_path / name)], check=True)  # disabled now
+        subprocess.run([str(tmp_path / other)], check=True)  # still on: proves the events went through
+        d.wait_alert("Other Binary Executed", lambda a: get(a, "process.name") == other)
+        time.sleep(0.5)
+        assert sum(get(a, "rule.name") == "Marker Binary Executed" for a in d.alerts) == 1
+    finally:
+        assert d.stop() == 0
+    assert not d.bad

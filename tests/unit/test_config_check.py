@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import sentinel.config as config_mod
 from sentinel.anomaly.live import find_default_model
 from sentinel.config_check import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, check_config, format_report, run_check
 from sentinel.detect import find_rules_dir, load_ruleset
@@ -197,7 +196,7 @@ def test_json_report(tmp_path: Path) -> None:
 
 
 def test_no_file_checks_the_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config_mod, "DEFAULT_CONFIG_PATH", str(tmp_path / "sentinel.yaml"))
+    monkeypatch.setenv("SENTINEL_CONFIG", str(tmp_path / "sentinel.yaml"))
     report = check_config(None)
     assert report.path is None and report.files == [] and report.errors == []
     assert "no configuration file: the defaults" in format_report(report)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-import sentinel.config as config_mod
 from sentinel.config import (
     Config,
     ConfigError,
@@ -31,27 +30,30 @@ def write(path: Path, text: str) -> str:
 # ---- default path --------------------------------------------------------------------------------------
 
 
-def test_default_path() -> None:
+def test_default_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SENTINEL_CONFIG", raising=False)
     assert default_config_path() == "/etc/sentinel/sentinel.yaml"
+    monkeypatch.setenv("SENTINEL_CONFIG", "/srv/conf/agent.yaml")
+    assert default_config_path() == "/srv/conf/agent.yaml"
     assert dropin_dir("/etc/sentinel/sentinel.yaml") == Path("/etc/sentinel/sentinel.d")
     assert dropin_dir("/srv/agent.yaml") == Path("/srv/agent.d")
 
 
 def test_no_file_gives_the_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config_mod, "DEFAULT_CONFIG_PATH", str(tmp_path / "sentinel.yaml"))
+    monkeypatch.setenv("SENTINEL_CONFIG", str(tmp_path / "sentinel.yaml"))
     cfg = load_effective_config(None)
     assert cfg == Config() and cfg.source is None and cfg.files == []
 
 
 def test_default_file_is_used_when_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     main = write(tmp_path / "sentinel.yaml", "format: falco\n")
-    monkeypatch.setattr(config_mod, "DEFAULT_CONFIG_PATH", main)
+    monkeypatch.setenv("SENTINEL_CONFIG", main)
     cfg = load_effective_config(None)
     assert cfg.format == "falco" and cfg.source == main
 
 
 def test_dropins_apply_without_a_main_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config_mod, "DEFAULT_CONFIG_PATH", str(tmp_path / "sentinel.yaml"))
+    monkeypatch.setenv("SENTINEL_CONFIG", str(tmp_path / "sentinel.yaml"))
     extra = write(tmp_path / "sentinel.d" / "10-a.yaml", "model: off\n")
     cfg = load_effective_config(None)
     assert cfg.model == "off" and cfg.source is None and cfg.files == [extra]
