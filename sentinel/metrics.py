@@ -114,9 +114,9 @@ SPECS: tuple[MetricSpec, ...] = (
     _spec("sentinel_alert_latency_seconds", "histogram", "Kernel event to alert written"),
     # rules
     _spec("sentinel_ruleset_info", "info", "The running ruleset: sha256, rules loaded and enabled"),
-    _spec("sentinel_reloads_total", "counter", "Successful rule reloads (SIGHUP)"),
-    _spec("sentinel_reload_failures_total", "counter", "Rule reloads refused (old set kept)"),
-    _spec("sentinel_last_reload_timestamp_seconds", "gauge", "When the rules were last reloaded, unix time"),
+    _spec("sentinel_reloads_total", "counter", "Successful reloads of configuration and rules"),
+    _spec("sentinel_reload_failures_total", "counter", "Reloads refused (invalid; the running state kept)"),
+    _spec("sentinel_last_reload_timestamp_seconds", "gauge", "When the agent last reloaded, unix time"),
     _spec("sentinel_last_reload_successful", "gauge", "1 unless the last reload failed"),
     # sinks
     _spec("sentinel_sink_alerts_total", "counter", "Alerts per sink and outcome", "sink", "status"),
