@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 REDACTED = "[REDACTED]"
 SCAN_LIMIT = 64 * 1024  # characters scanned per text / per joined command line
@@ -70,10 +70,39 @@ BUILTIN_PATTERNS: tuple[re.Pattern[str], ...] = (
     _PRIVATE_KEY, _HEADER, _URL_CREDENTIALS, _OPENSSL_PASS, _OPT_PAIR, _ASSIGN, _JSON, _AWS_KEY_ID,
     _GITHUB_TOKEN,
 )  # fmt: skip
-# Cheap test before the built-in patterns: text without any of these cannot match one of them.
-_PREFILTER = re.compile(
-    r"(?i)pass|secret|token|key|_pwd|authoriz|://|-----BEGIN|AKIA|ASIA|gh[pousr]_|mysql|mariadb|sshpass|curl|login"
+# Cheap test before the built-in patterns: text whose lower-case form holds none of these cannot match one of
+# them (nor a program rule). Substring tests on the lowered text: ~10x faster than one case-insensitive
+# regex alternation, which Python's engine cannot prefilter.
+_TRIGGERS = (
+    "pass", "secret", "token", "key", "_pwd", "authoriz", "://", "-----begin", "akia", "asia", "gh",
+    "mysql", "mariadb", "sshpass", "curl", "login",
+)  # fmt: skip
+_KEYWORDS = ("pass", "secret", "token", "key", "_pwd")  # what every name in _KW ends with (lower case)
+_PROGRAMS_SEEN = ("mysql", "mariadb", "sshpass", "curl", "login")
+
+
+def _may_hold_secret(lower: str) -> bool:
+    return any(k in lower for k in _TRIGGERS)
+
+
+def _has_keyword(lower: str) -> bool:
+    return any(k in lower for k in _KEYWORDS)
+
+
+# Each built-in pattern with a necessary condition for it to match, cheaper than running it: most command
+# lines that pass the prefilter (a "key" or "token" somewhere) need two or three patterns, not nine.
+_GATED_PATTERNS: tuple[tuple[re.Pattern[str], Callable[[str, str], bool]], ...] = (
+    (_PRIVATE_KEY, lambda t, low: "-----BEGIN" in t),
+    (_HEADER, lambda t, low: "authorization" in low or "api-key" in low or "-token" in low),
+    (_URL_CREDENTIALS, lambda t, low: "://" in t),
+    (_OPENSSL_PASS, lambda t, low: "-pass" in t),
+    (_OPT_PAIR, lambda t, low: _has_keyword(low)),
+    (_ASSIGN, lambda t, low: "=" in t and _has_keyword(low)),
+    (_JSON, lambda t, low: '"' in t and _has_keyword(low)),
+    (_AWS_KEY_ID, lambda t, low: "AKIA" in t or "ASIA" in t),
+    (_GITHUB_TOKEN, lambda t, low: "gh" in t and "_" in t),
 )
+assert {p for p, _ in _GATED_PATTERNS} == set(BUILTIN_PATTERNS)
 
 # Whole-argument forms (argv mode): ``--password`` then the next argument; ``NAME=value`` whole.
 _OPT_NAME = re.compile(rf"(?i)-{{1,2}}(?!-|no-)[\w.-]*?{_KW}")
@@ -136,6 +165,10 @@ class Redactor:
             pos += len(item) + 1
         joined = " ".join(items)
         scanned = min(len(joined), SCAN_LIMIT)
+        if not self.patterns and len(joined) <= SCAN_LIMIT and not _may_hold_secret(joined.lower()):
+            # Nothing a built-in pattern or program rule needs is in the whole line (the prefilter names
+            # every keyword and program they depend on): the common case, one search instead of dozens.
+            return original if isinstance(original, list) else items
         spans: list[Span] = []
         tokens: list[tuple[int, int]] = []
         for item, start in zip(items, offsets, strict=True):
@@ -175,10 +208,16 @@ class Redactor:
             return spans
         for pattern in self.patterns:
             spans.extend(_match_spans(pattern, text))
-        if self.builtin and _PREFILTER.search(text):
-            for pattern in BUILTIN_PATTERNS:
-                spans.extend(_match_spans(pattern, text))
-            spans.extend(_program_spans(text, [m.span() for m in _TEXT_TOKEN.finditer(text)], whole=False))
+        if not self.builtin:
+            return spans
+        lower = text.lower()
+        if _may_hold_secret(lower):
+            for pattern, needed in _GATED_PATTERNS:
+                if needed(text, lower):
+                    spans.extend(_match_spans(pattern, text))
+            if any(p in lower for p in _PROGRAMS_SEEN):
+                tokens = [m.span() for m in _TEXT_TOKEN.finditer(text)]
+                spans.extend(_program_spans(text, tokens, whole=False))
         return spans
 
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 ECS_VERSION = "9.1.0"
 MAX_ANCESTORS_RENDERED = 32
+_REDACTED_MEMO_MAX = 8192  # processes whose redacted argv is remembered (cleared whole when full)
 
 # Each argument redaction changed, as the process gave it, with the (start, end) spans redaction hid in it.
 KnownSecrets = tuple[tuple[str, tuple[tuple[int, int], ...]], ...]
@@ -158,6 +159,8 @@ class EcsRenderer:
         self.exec_generation = 0
         self._redactor: Redactor | None = redactor
         self._active: Redactor | None = redactor if redactor is not None and redactor.active else None
+        # (entity id, exec count) → (argv it was computed from, redacted argv, command line, what was hidden)
+        self._redacted: dict[tuple[str, int], tuple[list[str], list[str], str, KnownSecrets]] = {}
         self.host_block = {
             "name": host.hostname,
             "hostname": host.hostname,
@@ -186,27 +189,49 @@ class EcsRenderer:
         built with the old one and must neither keep a secret it missed nor hide what it no longer hides."""
         self._redactor = redactor
         self._active = redactor if redactor is not None and redactor.active else None
+        self._redacted = {}
         self.exec_generation += 1
 
     def _args_cmdline(self, proc: Process, lineage: _Lineage | None = None) -> tuple[list[str], str]:
         """A process's argv and command line as documents show them (redacted when a redactor is active).
 
         ``lineage`` collects the arguments redaction changed (first pass) or, once it knows them, hides
-        them in this argv before it is redacted (second pass).
+        them in this argv before it is redacted (second pass). The first-pass result is memoised per process
+        image: a parent's or ancestor's argv is redacted once, not once per child that renders it.
         """
         r = self._active
         if r is None:
             return proc.args, proc.command_line
         source, command_line = proc.args, proc.command_line
-        if lineage is not None and lineage.secrets:
-            source = [hide_known(a, lineage.secrets) for a in source]
-            command_line = hide_known(command_line, lineage.secrets)
-        args = r.redact_args(source)
-        if lineage is not None and not lineage.secrets and args is not source:
-            for original, redacted in zip(source, args, strict=False):
-                if original and original != redacted and original not in lineage.found:
-                    lineage.found[original] = hidden_spans(original, redacted)
-        return args, " ".join(args) if args else r.redact(command_line)
+        key = (proc.entity_id, proc.exec_count)
+        memo = self._redacted.get(key)
+        if memo is None or memo[0] is not source:
+            args = r.redact_args(source)
+            found: list[tuple[str, tuple[tuple[int, int], ...]]] = []
+            if args is not source:
+                for original, redacted in zip(source, args, strict=False):
+                    if original and original != redacted:
+                        found.append((original, hidden_spans(original, redacted)))
+            if len(self._redacted) >= _REDACTED_MEMO_MAX:
+                self._redacted.clear()
+            memo = (source, args, " ".join(args) if args else r.redact(command_line), tuple(found))
+            self._redacted[key] = memo
+        if lineage is None:
+            return memo[1], memo[2]
+        if not lineage.secrets:
+            for original, spans in memo[3]:
+                lineage.found.setdefault(original, spans)
+            return memo[1], memo[2]
+        # Second pass: only secrets found in *other* argv of the lineage can change this one.
+        own = {original for original, _ in memo[3]}
+        foreign = tuple(item for item in lineage.secrets if item[0] not in own)
+        if foreign:
+            hidden = [hide_known(a, foreign) for a in source]
+            hidden_line = hide_known(command_line, foreign)
+            if hidden != source or hidden_line != command_line:
+                args = r.redact_args(hidden)
+                return args, " ".join(args) if args else r.redact(hidden_line)
+        return memo[1], memo[2]
 
     def known_secrets(self, proc: Process | None) -> KnownSecrets:
         """The arguments redaction changed in the process's, its parent's and its ancestors' argv, with what

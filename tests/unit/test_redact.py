@@ -253,4 +253,5 @@ def test_internal_failure_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(red, "_text_spans", boom)
     assert red.redact("PASSWORD=x") == REDACTED
-    assert red.redact_args(["a", "b"]) == [REDACTED, REDACTED]
+    assert red.redact_args(["--password", "b"]) == [REDACTED, REDACTED]
+    assert red.redact_args(["a", "b"]) == ["a", "b"]  # the prefilter alone clears it: no internals run
