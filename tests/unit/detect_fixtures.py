@@ -36,24 +36,22 @@ def ev(etype: EventType, ts: int, pid: int, **kw: Any) -> Event:
     return Event(type=etype, ts_ns=ts, pid=pid, **kw)
 
 
-def make_table() -> ProcessTable:
-    """init (1) → nginx (100, cwd /srv/www) → nothing else yet."""
+def table_with(child: ProcFacts) -> ProcessTable:
+    """init (1) → ``child``, bootstrapped; users and groups all root."""
     facts = ReplayFacts()
     facts.feed(ProcFacts(pid=1, start_ticks=1, ppid=0, comm="init", exe="/sbin/init", cwd="/", args=["init"]))
-    facts.feed(
-        ProcFacts(
-            pid=100,
-            start_ticks=50,
-            ppid=1,
-            comm="nginx",
-            exe="/usr/sbin/nginx",
-            cwd="/srv/www",
-            args=["nginx"],
-        )
-    )
+    facts.feed(child)
     table = ProcessTable("b", facts, clk_tck=100, user_lookup=lambda _: "root", group_lookup=lambda _: "root")
     table.bootstrap()
     return table
+
+
+def make_table() -> ProcessTable:
+    """init (1) → nginx (100, cwd /srv/www) → nothing else yet."""
+    return table_with(
+        ProcFacts(pid=100, start_ticks=50, ppid=1, comm="nginx", exe="/usr/sbin/nginx", cwd="/srv/www",
+                  args=["nginx"])
+    )  # fmt: skip
 
 
 def rule(

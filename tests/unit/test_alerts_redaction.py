@@ -19,12 +19,12 @@ from sentinel.alerts.render import EcsAlertRenderer, FalcoAlertRenderer, redact_
 from sentinel.anomaly.live import ML_RULE
 from sentinel.detect import DetectionStream
 from sentinel.events import EventType
-from sentinel.process.facts import ProcFacts, ReplayFacts
+from sentinel.process.facts import ProcFacts
 from sentinel.process.table import ProcessTable
 from sentinel.redact import REDACTED, SCAN_LIMIT, Redactor
 from sentinel.rules import load_text
 from sentinel.rules.context import EvalContext
-from tests.unit.detect_fixtures import HOST, ListSink, S, ev
+from tests.unit.detect_fixtures import HOST, ListSink, S, ev, table_with
 
 SECRET = "S3cret"
 MYSQL = ["mysql", "-uroot", f"-p{SECRET}", "db"]
@@ -57,22 +57,10 @@ APP_ARGS = ["app", "--db-password", SECRET, "--port", "8080"]
 
 def make_table(app_args: list[str] = APP_ARGS) -> ProcessTable:
     """init (1) → app (100), by default started with a password of its own on its command line."""
-    facts = ReplayFacts()
-    facts.feed(ProcFacts(pid=1, start_ticks=1, ppid=0, comm="init", exe="/sbin/init", cwd="/", args=["init"]))
-    facts.feed(
-        ProcFacts(
-            pid=100,
-            start_ticks=50,
-            ppid=1,
-            comm="app",
-            exe="/opt/app/bin/app",
-            cwd="/srv",
-            args=list(app_args),
-        )
-    )
-    table = ProcessTable("b", facts, clk_tck=100, user_lookup=lambda _: "root", group_lookup=lambda _: "root")
-    table.bootstrap()
-    return table
+    return table_with(
+        ProcFacts(pid=100, start_ticks=50, ppid=1, comm="app", exe="/opt/app/bin/app", cwd="/srv",
+                  args=list(app_args))
+    )  # fmt: skip
 
 
 def stream(
