@@ -217,7 +217,11 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer events and loads")
     ap.add_argument("--live", action="store_true", help="also measure event-to-alert latency live (root)")
     ap.add_argument("--live-seconds", type=float, default=20.0, metavar="S")
+    ap.add_argument("--live-only", action="store_true", help="only the live latency run (root)")
     args = ap.parse_args()
+    if args.live_only:
+        bench_live(args.live_seconds)
+        return 0
     n = 50_000 if args.quick else args.events
     default = REPO / "models" / "default"
     with tempfile.TemporaryDirectory() as tmp:

@@ -175,11 +175,19 @@ class Sensor:
         return out
 
     def poll(self, timeout_ms: int | None = None) -> list[Event]:
-        """Wait for samples, drain every CPU and return the events that are safe to process, in time order."""
-        cutoff = boottime_ns() - int(self.config.holdback_ms * 1e6)
-        self.bpf.perf_buffer_poll(self.config.poll_timeout_ms if timeout_ms is None else timeout_ms)
+        """Wait for samples, drain every CPU and return the events that are safe to process, in time order.
+
+        Events newer than ``holdback_ms`` *at the time the buffers were drained* wait for the next poll (an
+        event on another CPU may still be on its way); while some wait, that poll is short. The cut-off was
+        once taken before the wait, which held everything that arrived during it for a whole extra poll:
+        ~100 ms of alert latency on a quiet host.
+        """
+        timeout = self.config.poll_timeout_ms if timeout_ms is None else timeout_ms
+        if self._held:
+            timeout = min(timeout, int(self.config.holdback_ms) + 1)
+        self.bpf.perf_buffer_poll(timeout)
         self.bpf.perf_buffer_consume()
-        return self._release(cutoff)
+        return self._release(boottime_ns() - int(self.config.holdback_ms * 1e6))
 
     def drain(self) -> list[Event]:
         """Everything still buffered (at shutdown)."""
