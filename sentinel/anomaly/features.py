@@ -200,6 +200,7 @@ class RowFacts:
         return d
 
 
+_OPEN_TYPE = EventType.OPEN
 _TYPE_FEATURE = {EventType.EXEC: "type_exec", EventType.OPEN: "type_open", EventType.CONNECT: "type_connect"}
 _EMPTY_CMD = command_line_features([], 0)
 
@@ -219,6 +220,7 @@ class FeatureExtractor:
     _counted: dict[str, None] = field(default_factory=dict, repr=False)
     _static: dict[str, tuple] = field(default_factory=dict, repr=False)  # per process, see _image_part
     _lineage: dict[str, tuple[int, int, str]] = field(default_factory=dict, repr=False)
+    _open_rows: dict[str, tuple] = field(default_factory=dict, repr=False)  # per process, see _known_open
 
     def row(self, ev: Event, proc: Process | None, path: str | None = None, wall_ns: int = 0) -> FeatureRow:
         """Row of one exec/open/connect; ``path`` is the resolved open path, ``wall_ns`` the event time."""
@@ -238,16 +240,18 @@ class FeatureExtractor:
         With ``learn`` (default: the extractor's setting) the row's keys are counted right after scoring;
         without, the caller may count them later with :meth:`commit` (the agent skips rows that alerted).
         """
-        t = self.state.tables
         etype = ev.type
+        is_open = etype == EventType.OPEN
+        first_met = proc is not None and proc.entity_id not in self._counted
+        if is_open and proc is not None and not first_met:
+            return self._known_open(ev, proc, path, wall_ns, self.learn if learn is None else learn)
+        t = self.state.tables
         exe = _exe_of(proc)
         parent = proc.parent if proc is not None else None
         pexe = _exe_of(parent)
         uid = ev.uid
         is_exec = etype == EventType.EXEC
-        is_open = etype == EventType.OPEN
         x = [0.0] * N_FEATURES
-        first_met = proc is not None and proc.entity_id not in self._counted
         if is_open and not first_met:
             # Opens are judged by what they open: the executable rarities (exec counts) are left out of the
             # row, which saves most of the cost of the most frequent event (ml.* fields compute them lazily).
@@ -350,6 +354,68 @@ class FeatureExtractor:
         if self.learn if learn is None else learn:  # score then update: rarities come only from earlier data
             self.commit(facts, wall_ns)
         return x, facts
+
+    def _known_open(
+        self, ev: Event, proc: Process, path: str | None, wall_ns: int, learn: bool
+    ) -> tuple[list[float], RowFacts]:
+        """The most frequent row, an open by a process already counted: everything but the directory's
+        rarity and the result comes from a per-process template (the same values ``compute`` derives)."""
+        parent = proc.parent
+        exe = _exe_of(proc)
+        pexe = _exe_of(parent)
+        uid = ev.uid
+        tmpl = self._open_rows.get(proc.entity_id)
+        if (
+            tmpl is None
+            or tmpl[0] != proc.exec_count
+            or tmpl[1] != (parent.exec_count if parent is not None else -1)
+            or tmpl[2] != uid
+            or tmpl[3] != exe
+            or tmpl[4] != pexe
+        ):
+            tmpl = self._open_template(ev, proc, parent, exe, pexe)
+        base, prefix, exe_path, cmd_short, depth, service, tty = tmpl[5]
+        x = base.copy()
+        p = path or ev.path
+        i = p.rfind("/")
+        d = p[:i] if i > 0 else ("/" if i == 0 else ".")  # posixpath.dirname for normalised paths
+        dir_key = prefix + d
+        x[4], dir_count = self.state.tables["exe_dir"].rarity_and_count(dir_key)
+        ret = ev.ret
+        if ret < 0:
+            x[20] = 1.0
+        facts = RowFacts(
+            _OPEN_TYPE, ev.type_name, exe, pexe, uid, None, 0, 0.0, "", 0.0, d, dir_count, exe_path,
+            cmd_short, depth, service, tty, ret, [("exe_dir", dir_key)], 1.0 + ev.repeat_count,
+        )  # fmt: skip
+        if learn:
+            self.commit(facts, wall_ns)
+        return x, facts
+
+    def _open_template(self, ev: Event, proc: Process, parent: Process | None, exe: str, pexe: str) -> tuple:
+        pexec = parent.exec_count if parent is not None else -1
+        static = self._static.get(proc.entity_id)
+        if static is None or static[0] != proc.exec_count:
+            static = self._image_part(ev, proc, False)
+            if len(self._static) >= COUNTED_MAX:
+                self._static.clear()
+            self._static[proc.entity_id] = static
+        _, exe_path, writable, memfd, cmd_values, cmd_short, tty = static
+        _, depth, service = self._lineage_part(parent)
+        base = [0.0] * N_FEATURES
+        base[6], base[7] = writable, memfd
+        base[8], base[9], base[10], base[11], base[12] = cmd_values
+        base[13] = float(depth)
+        base[14] = 1.0 if service else 0.0
+        base[15] = 1.0 if ev.uid == 0 else 0.0
+        base[16] = 1.0 if tty else 0.0
+        base[18] = 1.0
+        tmpl = (proc.exec_count, pexec, ev.uid, exe, pexe,
+                (base, f"{exe}\x00", exe_path, cmd_short, depth, service, tty))  # fmt: skip
+        if len(self._open_rows) >= COUNTED_MAX:
+            self._open_rows.clear()
+        self._open_rows[proc.entity_id] = tmpl
+        return tmpl
 
     def _image_part(self, ev: Event, proc: Process | None, is_exec: bool) -> tuple:
         """(exec count, exe path, writable, memfd, argv figures, short command line, tty) of the process."""

@@ -40,9 +40,16 @@ class RarityTable:
         p = (self.counts.get(key, 0.0) + self.alpha) / (self.total + self.alpha * k)
         return int(-math.log(p) * 64.0 + 0.5) / 64.0  # never negative (p <= 1): rounds half up
 
+    def rarity_and_count(self, key: str) -> tuple[float, float]:
+        """``(rarity(key), count(key))`` with one lookup: the feature hot path wants both."""
+        c = self.counts.get(key, 0.0)
+        p = (c + self.alpha) / (self.total + self.alpha * (len(self.counts) + 1))
+        return int(-math.log(p) * 64.0 + 0.5) / 64.0, c
+
     def update(self, key: str, ts_ns: int = 0, weight: float = 1.0) -> None:
         """Count ``key`` at event time ``ts_ns`` (decaying first if a day or more has passed)."""
-        self._decay_to(ts_ns)
+        if ts_ns - self.last_decay_ns >= NS_PER_DAY or self.last_decay_ns <= 0:
+            self._decay_to(ts_ns)
         self.counts[key] = self.counts.get(key, 0.0) + weight
         self.total += weight
         if len(self.counts) > self.max_keys:

@@ -146,3 +146,28 @@ def test_open_rows_follow_the_process_command_line_across_exec() -> None:
     row = fx.row(op, p, "/a")
     assert row.values[INDEX["argc"]] == 3 and row.values[INDEX["argv_ip_url"]] == 1.0
     assert row.details["argc"] == "command line 'sh -c id; curl http://198.51.100.1/'"
+
+
+def test_known_process_open_rows_follow_uid_parent_and_image_changes() -> None:
+    """Opens by a process already counted come from a per-process template: it must follow what changes."""
+    fx = FeatureExtractor()
+    parent = proc(1, "/usr/bin/bash", uid=0)
+    p = proc(9, "/usr/bin/python3", parent, uid=0)
+
+    def open_row(uid: int, path: str = "/srv/a", ret: int = 3) -> np.ndarray:
+        ev = Event(type=EventType.OPEN, ts_ns=1, pid=9, tid=9, uid=uid, gid=uid, comm="py", path=path,
+                   ret=ret)  # fmt: skip
+        return fx.row(ev, p, path).values
+
+    first = open_row(0)  # first met: counts the image
+    again = open_row(0)
+    assert again[INDEX["uid_root"]] == 1.0 and again[INDEX["lineage_depth"]] == 1.0
+    assert again[INDEX["net_service_ancestor"]] == 0.0
+    assert np.array_equal(np.delete(first, [0, 1, 2, 4]), np.delete(again, [0, 1, 2, 4]))
+    assert open_row(33)[INDEX["uid_root"]] == 0.0  # setuid: the template is rebuilt
+    assert open_row(33, ret=-2)[INDEX["failed"]] == 1.0 and open_row(33)[INDEX["failed"]] == 0.0
+    parent.exe, parent.exec_count = "/usr/sbin/nginx", parent.exec_count + 1  # the parent became a service
+    assert open_row(33)[INDEX["net_service_ancestor"]] == 1.0
+    seen = fx.state.tables["exe_dir"].count("/usr/bin/python3\x00/srv")
+    assert open_row(33, "/srv/b")[INDEX["rare_exe_dir"]] < open_row(33, "/var/x")[INDEX["rare_exe_dir"]]
+    assert fx.state.tables["exe_dir"].count("/usr/bin/python3\x00/srv") == seen + 1
