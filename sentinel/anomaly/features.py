@@ -9,6 +9,7 @@ training rows never see themselves. ``details`` keep the raw values only to expl
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import posixpath
 import re
@@ -159,6 +160,9 @@ class RowFacts:
     ret: int = 0
     keys: list[tuple[str, str]] = field(default_factory=list)  # (kind, key) to count once learned
     repeats: float = 1.0  # occurrences the event stands for (an open with the kernel's suppressed repeats)
+    # A short key that determines the whole row (a per-process template token and the values that vary),
+    # so the agent's score cache hashes 3 values instead of 21; None: the row itself is the key.
+    row_key: tuple[int, float, float] | None = None
 
     def details(self) -> dict[str, str]:
         """Each feature's raw value in words ("parent→child php-fpm→sh seen 0 times on this host")."""
@@ -201,6 +205,7 @@ class RowFacts:
 
 
 _OPEN_TYPE = EventType.OPEN
+_TEMPLATE_TOKENS = itertools.count(1)
 _TYPE_FEATURE = {EventType.EXEC: "type_exec", EventType.OPEN: "type_open", EventType.CONNECT: "type_connect"}
 _EMPTY_CMD = command_line_features([], 0)
 
@@ -221,6 +226,7 @@ class FeatureExtractor:
     _static: dict[str, tuple] = field(default_factory=dict, repr=False)  # per process, see _image_part
     _lineage: dict[str, tuple[int, int, str]] = field(default_factory=dict, repr=False)
     _open_rows: dict[str, tuple] = field(default_factory=dict, repr=False)  # per process, see _known_open
+    _tokens: dict[tuple[float, ...], int] = field(default_factory=dict, repr=False)  # base row → its token
 
     def row(self, ev: Event, proc: Process | None, path: str | None = None, wall_ns: int = 0) -> FeatureRow:
         """Row of one exec/open/connect; ``path`` is the resolved open path, ``wall_ns`` the event time."""
@@ -374,7 +380,7 @@ class FeatureExtractor:
             or tmpl[4] != pexe
         ):
             tmpl = self._open_template(ev, proc, parent, exe, pexe)
-        base, prefix, exe_path, cmd_short, depth, service, tty = tmpl[5]
+        base, prefix, exe_path, cmd_short, depth, service, tty, token = tmpl[5]
         x = base.copy()
         p = path or ev.path
         i = p.rfind("/")
@@ -387,6 +393,7 @@ class FeatureExtractor:
         facts = RowFacts(
             _OPEN_TYPE, ev.type_name, exe, pexe, uid, None, 0, 0.0, "", 0.0, d, dir_count, exe_path,
             cmd_short, depth, service, tty, ret, [("exe_dir", dir_key)], 1.0 + ev.repeat_count,
+            (token, x[4], x[20]),
         )  # fmt: skip
         if learn:
             self.commit(facts, wall_ns)
@@ -410,8 +417,16 @@ class FeatureExtractor:
         base[15] = 1.0 if ev.uid == 0 else 0.0
         base[16] = 1.0 if tty else 0.0
         base[18] = 1.0
+        # One token per distinct base row (processes with the same image, arguments and lineage share it,
+        # and so share cached scores); a token is never reused for another base row.
+        tokens = self._tokens
+        token = tokens.get(tuple(base))
+        if token is None:
+            if len(tokens) >= COUNTED_MAX:
+                tokens.clear()
+            token = tokens[tuple(base)] = next(_TEMPLATE_TOKENS)
         tmpl = (proc.exec_count, pexec, ev.uid, exe, pexe,
-                (base, f"{exe}\x00", exe_path, cmd_short, depth, service, tty))  # fmt: skip
+                (base, f"{exe}\x00", exe_path, cmd_short, depth, service, tty, token))  # fmt: skip
         if len(self._open_rows) >= COUNTED_MAX:
             self._open_rows.clear()
         self._open_rows[proc.entity_id] = tmpl

@@ -184,7 +184,7 @@ class AnomalyEngine:
         self.model_version = ""
         self.group_by_type: dict[int, Group] = {}  # the forest that scores each event type
         self.compiled: dict[str, CompiledForest] = {}
-        self._score_cache: dict[tuple[float, ...], float] = {}  # (event type, *row) → score, this model
+        self._score_cache: dict[tuple[Any, ...], float] = {}  # row (or its short key) → score, this model
         self.phase = PHASE_OFF
         self.pending: list[Any] = []  # EvalContexts whose ctx.ml waits for the batch score
         self.pending_pids: set[int] = set()
@@ -267,20 +267,26 @@ class AnomalyEngine:
             return []
         self.stats.batches += 1
         by_type = self.group_by_type
-        todo: dict[int, dict[tuple[float, ...], list[MlView]]] = {}
+        todo: dict[int, dict[tuple[Any, ...], list[MlView]]] = {}
         cache = self._score_cache
+        get = cache.get
+        hits = 0
         for ctx in pending:  # per forest; a row seen before (a recurring pattern) is not scored again
             view = ctx.ml
-            if view.score_value is None and view.facts.etype in by_type:
-                key = (view.facts.etype, *view.x)
-                hit = cache.get(key)
+            facts = view.facts
+            if view.score_value is None and facts.etype in by_type:
+                # The row's short key (a template token and what varies) or the row itself: the type is in
+                # the row (one-hot), so equal keys mean equal rows, scored by the same forest.
+                key = facts.row_key or tuple(view.x)
+                hit = get(key)
                 if hit is not None:
                     view.score_value = hit
-                    self.stats.cache_hits += 1
+                    hits += 1
                 else:
-                    todo.setdefault(view.facts.etype, {}).setdefault(key, []).append(view)
+                    todo.setdefault(facts.etype, {}).setdefault(key, []).append(view)
+        self.stats.cache_hits += hits
         for etype, rows_views in todo.items():
-            rows = np.array([k[1:] for k in rows_views], dtype=np.float64)
+            rows = np.array([views[0].x for views in rows_views.values()], dtype=np.float64)
             scores = self.compiled[by_type[etype].name].scores(rows).tolist()
             if len(cache) + len(scores) > SCORE_CACHE_MAX:
                 cache.clear()
