@@ -227,10 +227,7 @@ class FileWatcher:
 
 def restart_needed(old: Config, new: Config) -> list[str]:
     """The settings a reload cannot apply (the resources behind them were opened at start) that differ."""
-    changed = [k for k in RESTART_KEYS if getattr(old, k) != getattr(new, k)]
-    if "output" not in changed and "sinks" not in changed and old.sink_configs() != new.sink_configs():
-        changed.append("sinks")
-    return changed
+    return [k for k in RESTART_KEYS if getattr(old, k) != getattr(new, k)]
 
 
 class Reloader:
