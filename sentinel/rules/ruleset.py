@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -88,7 +89,8 @@ class RuleSet:
 
     def with_enabled(self, enable: Iterable[str] = (), disable: Iterable[str] = ()) -> RuleSet:
         """A copy with rules switched on or off by name or by ``tag:NAME`` (config-driven tuning without
-        editing files); ``disable`` is applied after ``enable``. Unknown names raise KeyError."""
+        editing files); ``disable`` is applied after ``enable``. Unknown names raise KeyError. When the
+        tuning switches any rule, the copy's sha256 (the ``rule.version`` of its alerts) covers it too."""
         enable, disable = list(enable), list(disable)
         rules = [dataclasses.replace(r, matcher=None) for r in self.rules]
         for selectors, value in ((enable, True), (disable, False)):
@@ -100,7 +102,13 @@ class RuleSet:
                     raise KeyError(f"no rule {'tagged ' + sel[4:] if sel.startswith('tag:') else sel!r}")
                 for r in hits:
                     r.enabled = value
-        return RuleSet(rules, self.sha256, index_min=self.index_min)
+        # The version names the rules that run: the files' digest, and which rules the tuning switched.
+        switched = sorted(f"{r.name}={int(r.enabled)}" for r, o in zip(rules, self.rules, strict=True)
+                          if r.enabled != o.enabled)  # fmt: skip
+        sha = self.sha256
+        if switched and sha:
+            sha = hashlib.sha256("\n".join([sha, *switched]).encode()).hexdigest()
+        return RuleSet(rules, sha, index_min=self.index_min)
 
     @property
     def enabled_rules(self) -> list[Rule]:

@@ -284,5 +284,8 @@ def test_with_enabled_by_name_and_tag() -> None:
     tuned = rs.with_enabled(enable=["b"], disable=["tag:noisy"])
     assert [r.name for r in tuned.match(exec_ctx())] == ["b"]
     assert [r.name for r in rs.match(exec_ctx())] == ["a"]  # the original is untouched
+    if rs.sha256:  # the version names the rules that run
+        assert tuned.sha256 != rs.sha256
+        assert rs.with_enabled(enable=["a"]).sha256 == rs.sha256  # already on: nothing switched
     with pytest.raises(KeyError):
         rs.with_enabled(disable=["nope"])
