@@ -273,6 +273,13 @@ class Reloader:
         files: list[str] = list(self.cfg.files)
         try:
             new = effective_settings(self.args, live=True)
+            if self.cfg.source is not None and new.source != self.cfg.source:
+                # A file that vanished (mid-upgrade, or by mistake) must not revert the agent to the
+                # defaults: the operator's redaction patterns and rule tuning would be gone without a word.
+                raise SettingsError(
+                    f"{self.cfg.source}: the configuration file is gone; the running configuration is kept "
+                    "(restart the agent to run without it)"
+                )
             files = list(new.files)
             outcome = load_tuned_rules(new)
             files += outcome.files

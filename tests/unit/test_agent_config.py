@@ -368,3 +368,27 @@ def test_reloader_applies_live_settings_and_keeps_restart_bound_ones(
 class _NullLog:
     def __getattr__(self, _name: str) -> Any:
         return lambda *_a, **_k: None
+
+
+def test_a_vanished_default_config_is_a_failed_reload_not_a_return_to_defaults(
+    tmp_path: Path, rules_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sentinel.agent import Reloader
+    from sentinel.detect import DetectionStream
+    from tests.unit.detect_fixtures import ListSink, make_table
+
+    config = tmp_path / "sentinel.yaml"
+    config.write_text(f"rules: [{rules_file}]\nmodel: 'off'\nrules_disable: [Outbound 443]\n")
+    monkeypatch.setenv("SENTINEL_CONFIG", str(config))
+    args = cli.build_parser().parse_args(["run"])
+    cfg = effective_settings(args, live=True)
+    outcome = load_tuned_rules(cfg)
+    sink = ListSink()
+    stream = DetectionStream(make_table(), outcome.ruleset, HOST, sink, "ecs", 0.0)
+    reloader = Reloader(args, cfg, stream, None, _NullLog(), time.monotonic)
+    config.unlink()
+    assert not reloader.reload("SIGHUP", 5 * S)
+    assert stream.ruleset is outcome.ruleset
+    (doc,) = sink.docs()
+    assert doc["rule"]["name"] == "Rules reload failed"
+    assert "is gone" in doc["sentinel"]["reload"]["errors"][0]
