@@ -45,8 +45,12 @@ class Agent:
         self.bad_lines: list[bytes] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self._readers = [
+            threading.Thread(target=self._read_stdout, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for t in self._readers:
+            t.start()
         if not self._ready.wait(READY_TIMEOUT) or self.proc.poll() is not None:
             self.proc.kill()
             diag = "\n".join(orjson.dumps(d).decode() for d in self.diagnostics[-20:])
@@ -92,12 +96,16 @@ class Agent:
             time.sleep(0.05)
 
     def stop(self) -> int:
+        """Stop the agent and wait until its last lines are read (its stop record comes last)."""
         self.proc.terminate()
         try:
-            return self.proc.wait(15)
+            rc = self.proc.wait(15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            return -9
+            rc = -9
+        for t in self._readers:
+            t.join(10)
+        return rc
 
 
 @pytest.fixture(scope="session")

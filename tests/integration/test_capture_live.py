@@ -35,7 +35,9 @@ def start_recorder(path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], li
             if rec.get("event") == "sentinel.ready":
                 ready.set()
 
-    threading.Thread(target=read, daemon=True).start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    proc.reader = reader  # type: ignore[attr-defined]  # joined by callers that read the last lines
     if not ready.wait(60):
         proc.kill()
         pytest.fail(f"sentinel record did not become ready: {diags}")
@@ -84,6 +86,7 @@ def recording(agent: Agent, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     agent.wait_for(lambda d: mark in (get(d, "process.args") or []), what="marker in the live stream")
     proc.terminate()
     assert proc.wait(30) == 0
+    proc.reader.join(10)  # type: ignore[attr-defined]  # the stop record is the last line
     assert any(d.get("event") == "sentinel.stopped" for d in diags)
     return path, mark, work
 

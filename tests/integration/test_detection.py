@@ -42,8 +42,12 @@ class Detector:
         self.diagnostics: list[dict[str, Any]] = []
         self.bad: list[bytes] = []
         self._ready = threading.Event()
-        threading.Thread(target=self._out, daemon=True).start()
-        threading.Thread(target=self._err, daemon=True).start()
+        self._readers = [
+            threading.Thread(target=self._out, daemon=True),
+            threading.Thread(target=self._err, daemon=True),
+        ]
+        for t in self._readers:
+            t.start()
         if not self._ready.wait(90) or self.proc.poll() is not None:
             self.proc.kill()
             pytest.fail(f"sentinel run did not become ready: {self.diagnostics[-10:]}")
@@ -80,12 +84,16 @@ class Detector:
         pytest.fail(f"no {rule!r} alert within {timeout}s; rules seen: {seen}")
 
     def stop(self) -> int:
+        """Stop the agent and wait until its last lines are read (pending summaries come at shutdown)."""
         self.proc.terminate()
         try:
-            return self.proc.wait(30)
+            rc = self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            return -9
+            rc = -9
+        for t in self._readers:
+            t.join(10)
+        return rc
 
 
 @pytest.fixture(scope="module")
