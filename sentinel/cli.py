@@ -998,8 +998,7 @@ def _add_config_parsers(sub: Any) -> None:
         "check",
         help="validate the configuration as the agent would load it, with located errors",
         description="Load the configuration file and its drop-ins exactly as `sentinel run` would, then "
-        "check "
-        "what it names: the rules (and rules_enable/rules_disable), the model, the outputs, the state "
+        "check what it names: the rules (and rules_enable/rules_disable), the model, the outputs, the state "
         "directory, the redaction patterns. Errors are FILE:LINE:COL located. Exit 0 when valid (warnings "
         "allowed), 1 on errors, 2 when the named file does not exist.",
     )
