@@ -109,7 +109,8 @@ def explain(
     """Rank features by how much resetting each one to the host median lowers the score, in plain words.
 
     One batch of ``d`` re-scored copies: cheap enough per alert, and it needs no model-specific attribution.
-    ``exclude`` names features that give context rather than a cause (the event type).
+    ``exclude`` names features that give context rather than a cause (the event type). When no single
+    feature lowers the score, the features furthest from the median are given with a zero contribution.
     """
     row = np.asarray(row, dtype=np.float64)
     base = anomaly_scores(forest, row[None, :])[0]
@@ -131,6 +132,22 @@ def explain(
         out.append(Contribution(name, float(drops[i]), float(row[i]), text))
         if len(out) == top:
             break
+    if not out:
+        # No single feature explains it (the forest isolated the combination: resetting any one alone does
+        # not lower the score). Still say what is unusual: the features furthest from the host median, with
+        # a zero contribution, rather than an alert that explains nothing.
+        spread = np.abs(row - median_row)
+        for i in np.argsort(-spread, kind="stable"):
+            name = names[i]
+            if spread[i] <= 0 or name in exclude:
+                continue
+            text = details.get(name) or f"{name} = {row[i]:g} (host median {median_row[i]:g})"
+            if text in texts:
+                continue
+            texts.add(text)
+            out.append(Contribution(name, 0.0, float(row[i]), text))
+            if len(out) == top:
+                break
     return out
 
 

@@ -81,3 +81,16 @@ def test_explain_finds_planted_features() -> None:
     assert texts["f2"] == "parent→child php-fpm→sh seen 0 times on this host"
     assert texts["f4"] == "f4 = -8 (host median " + f"{median[4]:g})"
     assert anomaly_scores(forest, row[None, :])[0] > anomaly_scores(forest, median[None, :])[0]
+
+
+def test_explain_says_what_is_unusual_when_no_single_feature_lowers_the_score() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(1000, 4))
+    x[:, 3] = 0.0  # constant in training: no tree splits on it, so resetting it changes nothing
+    _, forest = fit(x, trees=50)
+    median = np.median(x, axis=0)
+    row = median.copy()
+    row[3] = 5.0
+    out = explain(forest, ["a", "b", "c", "rare"], row, median, details={"rare": "rare thing seen 0 times"})
+    assert [(c.feature, c.drop, c.text) for c in out] == [("rare", 0.0, "rare thing seen 0 times")]
+    assert explain(forest, ["a", "b", "c", "rare"], median, median) == []  # nothing unusual: nothing said
