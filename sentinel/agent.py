@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sentinel.config import Config, ConfigError, Location, load_config, load_effective_config
-from sentinel.detect import RulesOutcome, find_rules_dir, load_ruleset
+from sentinel.detect import RulesOutcome, apply_reload, find_rules_dir, load_ruleset
 
 # Config attributes that take effect only at start; a reload that changes them says so.
 RESTART_KEYS = (
@@ -266,11 +266,9 @@ class Reloader:
 
     def reload(self, reason: str, ts_ns: int) -> bool:
         """Read the configuration and the rules again; True when the new state runs."""
-        from sentinel.alerts import internal
-
         self.log.info("sentinel.reloading", reason=reason, config=self.cfg.source, paths=self.cfg.rules)
-        old_rs = self.stream.ruleset
         files: list[str] = list(self.cfg.files)
+        new: Config | None = None
         try:
             new = effective_settings(self.args, live=True)
             if self.cfg.source is not None and new.source != self.cfg.source:
@@ -282,51 +280,35 @@ class Reloader:
                 )
             files = list(new.files)
             outcome = load_tuned_rules(new)
-            files += outcome.files
-            errors = outcome.errors
         except SettingsError as exc:
-            errors = [str(exc)]
-            outcome = None
+            outcome = RulesOutcome(None, errors=[str(exc)])
         except Exception as exc:  # a reload must never take the agent down
-            errors = [f"reload failed: {exc!r}"]
-            outcome = None
-        if outcome is None or outcome.ruleset is None:
-            self.stream.reload_failures += 1
-            self.log.error(
-                "sentinel.reload_failed", reason=reason, errors=errors[:50], files=files,
-                kept_sha256=old_rs.sha256, kept_rules=len(old_rs.rules),
-            )  # fmt: skip
-            self.stream.raise_internal(internal.reload_failed(ts_ns, errors, old_rs.sha256, files))
-            self.stream.flush()
+            outcome = RulesOutcome(None, errors=[f"reload failed: {exc!r}"])
+        if outcome.ruleset is None:
+            files += outcome.files
+            refused = dataclasses.replace(outcome, files=files)
+            apply_reload(self.stream, refused, ts_ns, self.log, reason=reason)
             if self.watcher is not None:  # watch what the broken config names too, so its fix is seen
                 self.watcher.reset(self.watcher.paths + files, self.watcher.interval_s)
             return False
-        self._swap(new, outcome)
+        assert new is not None
+        apply_reload(self.stream, outcome, ts_ns, self.log, reason=reason, config=new.source)
+        self._apply_settings(new)
         return True
 
-    def _swap(self, new: Config, outcome: RulesOutcome) -> None:
+    def _apply_settings(self, new: Config) -> None:
+        """After the rules are swapped: the other settings a reload applies, and what waits for a restart."""
         old = self.cfg
         stream = self.stream
-        old_sha = stream.ruleset.sha256
-        stream.swap(outcome.ruleset)
         stream.set_redactor(new.redactor())
         stream.aggregator.window_ns = int(new.aggregation_window_s * 1e9)
         if self.engine is not None:
             self.engine.settings.alerts = new.ml_alerts_enabled
-        stream.reloads += 1
         pending = restart_needed(old, new)
         # Restart-bound settings stay as they run, so the next reload still reports them.
         self.cfg = dataclasses.replace(new, **{k: getattr(old, k) for k in RESTART_KEYS})
         self.cfg.sink_format_inherited = old.sink_format_inherited
         self._watch(new)
-        rs = outcome.ruleset
-        self.log.info(
-            "sentinel.rules_reloaded", rules=len(rs.rules), enabled=sum(1 for r in rs.rules if r.enabled),
-            sha256=rs.sha256, previous_sha256=old_sha, warnings=len(outcome.warnings),
-            files=outcome.files, config=new.source,
-        )  # fmt: skip
-        for text in outcome.warnings[:20]:
-            self.log.warning("sentinel.reload_warning", warning=text)
         if pending:
             self.log.warning(
                 "sentinel.restart_needed", settings=pending,

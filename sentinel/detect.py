@@ -289,32 +289,36 @@ def reload_rules(
     ts_ns: int | None = None,
     load: Loader | None = None,
 ) -> bool:
-    """SIGHUP: load and validate ``paths``; valid → swap, invalid → keep the old set and raise an alert."""
-    log = get_logger()
-    outcome = load_ruleset(paths, load)
+    """Load and validate ``paths``; valid → swap, invalid → keep the old set and raise an alert."""
+    return apply_reload(stream, load_ruleset(paths, load), ts_ns)
+
+
+def apply_reload(
+    stream: DetectionStream, outcome: RulesOutcome, ts_ns: int | None = None, log: Any = None, **context: Any
+) -> bool:
+    """The one place a reload takes effect or is refused: ``outcome.ruleset`` None → the running set stays,
+    the refusal is counted, logged and raised as an internal alert; else the new set is swapped in.
+    ``context`` (reason, config file) goes into both log records."""
+    log = log or get_logger()
     old = stream.ruleset
     if outcome.ruleset is None:
         stream.reload_failures += 1
         log.error(
-            "sentinel.reload_failed",
-            errors=outcome.errors,
-            files=outcome.files,
-            kept_sha256=old.sha256,
-            kept_rules=len(old.rules),
-        )
+            "sentinel.reload_failed", **context, errors=outcome.errors[:50], error_count=len(outcome.errors),
+            files=outcome.files, kept_sha256=old.sha256, kept_rules=len(old.rules),
+        )  # fmt: skip
         when = ts_ns if ts_ns is not None else stream.last_ts_ns
         stream.raise_internal(internal.reload_failed(when, outcome.errors, old.sha256, outcome.files))
         stream.flush()
         return False
-    stream.swap(outcome.ruleset)
+    rs = outcome.ruleset
+    stream.swap(rs)
     stream.reloads += 1
+    enabled = sum(1 for r in rs.rules if r.enabled)
     log.info(
-        "sentinel.rules_reloaded",
-        rules=len(outcome.ruleset.rules),
-        enabled=sum(1 for r in outcome.ruleset.rules if r.enabled),
-        sha256=outcome.ruleset.sha256,
-        previous_sha256=old.sha256,
-        warnings=len(outcome.warnings),
-        files=outcome.files,
-    )
+        "sentinel.rules_reloaded", **context, rules=len(rs.rules), enabled=enabled, sha256=rs.sha256,
+        previous_sha256=old.sha256, warnings=len(outcome.warnings), files=outcome.files,
+    )  # fmt: skip
+    for text in outcome.warnings[:20]:
+        log.warning("sentinel.reload_warning", warning=text)
     return True
