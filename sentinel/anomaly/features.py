@@ -210,6 +210,25 @@ _TYPE_FEATURE = {EventType.EXEC: "type_exec", EventType.OPEN: "type_open", Event
 _EMPTY_CMD = command_line_features([], 0)
 
 
+def _open_dir(path: str) -> str:
+    """``posixpath.dirname`` for the table's normalised paths, without its generality's cost."""
+    i = path.rfind("/")
+    return path[:i] if i > 0 else ("/" if i == 0 else ".")
+
+
+def _fill_process(x: list[float], static: tuple, lineage: tuple[int, int, str], uid: int) -> None:
+    """The row's process columns (image, argv, lineage, user, terminal), for every event type alike."""
+    _, _, writable, memfd, cmd_values, _, tty = static
+    _, depth, service = lineage
+    x[6] = writable
+    x[7] = memfd
+    x[8], x[9], x[10], x[11], x[12] = cmd_values
+    x[13] = float(depth)
+    x[14] = 1.0 if service else 0.0
+    x[15] = 1.0 if uid == 0 else 0.0
+    x[16] = 1.0 if tty else 0.0
+
+
 def _failed(etype: int, ret: int) -> bool:
     return ret < 0 and not (etype == EventType.CONNECT and ret == EINPROGRESS)
 
@@ -301,9 +320,7 @@ class FeatureExtractor:
                 facts.net, facts.net_count = net, seen
                 keys.append(("dest_net", net))
         elif etype == EventType.OPEN:
-            p = path or ev.path
-            i = p.rfind("/")
-            d = p[:i] if i > 0 else ("/" if i == 0 else ".")  # posixpath.dirname for normalised paths
+            d = _open_dir(path or ev.path)
             dir_key = f"{exe}\x00{d}"
             t_dir = t["exe_dir"]
             x[4] = t_dir.rarity(dir_key)
@@ -311,43 +328,15 @@ class FeatureExtractor:
             keys.append(("exe_dir", dir_key))
             facts.repeats = 1.0 + ev.repeat_count  # what the kernel de-duplicated still happened
 
-        # What depends only on the process image (until it execs) and on its ancestry (until its parent execs:
-        # the rarer exec of a grandparent is not worth a walk per event).
-        static = lineage = None
-        if not is_exec and proc is not None:
-            static = self._static.get(proc.entity_id)
-            if static is not None and static[0] != proc.exec_count:
-                static = None
-            lineage = self._lineage.get(proc.entity_id)
-            if lineage is not None and lineage[0] != (parent.exec_count if parent is not None else -1):
-                lineage = None
-        if static is None:
-            static = self._image_part(ev, proc, is_exec)
-            if proc is not None and not is_exec:
-                if len(self._static) >= COUNTED_MAX:
-                    self._static.clear()
-                self._static[proc.entity_id] = static
-        if lineage is None:
-            lineage = self._lineage_part(parent)
-            if proc is not None:
-                if len(self._lineage) >= COUNTED_MAX:
-                    self._lineage.clear()
-                self._lineage[proc.entity_id] = lineage
-        _, exe_path, writable, memfd, cmd_values, cmd_short, tty = static
+        static, lineage = self._process_parts(ev, proc, parent, is_exec)
+        _fill_process(x, static, lineage, uid)
+        _, exe_path, _, _, _, cmd_short, tty = static
         _, depth, service = lineage
         facts.exe_path = exe_path
         facts.cmd_short = cmd_short
         facts.depth = depth
         facts.service = service
         facts.tty = tty
-        x[6] = writable
-        x[7] = memfd
-        x[8], x[9], x[10], x[11], x[12] = cmd_values
-        x[13] = float(depth)
-        if service:
-            x[14] = 1.0
-        x[16] = 1.0 if tty else 0.0
-        x[15] = 1.0 if uid == 0 else 0.0
         if etype == EventType.EXEC:
             x[17] = 1.0
         elif etype == EventType.OPEN:
@@ -382,9 +371,7 @@ class FeatureExtractor:
             tmpl = self._open_template(ev, proc, parent, exe, pexe)
         base, prefix, exe_path, cmd_short, depth, service, tty, token = tmpl[5]
         x = base.copy()
-        p = path or ev.path
-        i = p.rfind("/")
-        d = p[:i] if i > 0 else ("/" if i == 0 else ".")  # posixpath.dirname for normalised paths
+        d = _open_dir(path or ev.path)
         dir_key = prefix + d
         x[4], dir_count = self.state.tables["exe_dir"].rarity_and_count(dir_key)
         ret = ev.ret
@@ -401,21 +388,11 @@ class FeatureExtractor:
 
     def _open_template(self, ev: Event, proc: Process, parent: Process | None, exe: str, pexe: str) -> tuple:
         pexec = parent.exec_count if parent is not None else -1
-        static = self._static.get(proc.entity_id)
-        if static is None or static[0] != proc.exec_count:
-            static = self._image_part(ev, proc, False)
-            if len(self._static) >= COUNTED_MAX:
-                self._static.clear()
-            self._static[proc.entity_id] = static
-        _, exe_path, writable, memfd, cmd_values, cmd_short, tty = static
-        _, depth, service = self._lineage_part(parent)
+        static, lineage = self._process_parts(ev, proc, parent, False)
+        _, exe_path, _, _, _, cmd_short, tty = static
+        _, depth, service = lineage
         base = [0.0] * N_FEATURES
-        base[6], base[7] = writable, memfd
-        base[8], base[9], base[10], base[11], base[12] = cmd_values
-        base[13] = float(depth)
-        base[14] = 1.0 if service else 0.0
-        base[15] = 1.0 if ev.uid == 0 else 0.0
-        base[16] = 1.0 if tty else 0.0
+        _fill_process(base, static, lineage, ev.uid)
         base[18] = 1.0
         # One token per distinct base row (processes with the same image, arguments and lineage share it,
         # and so share cached scores); a token is never reused for another base row.
@@ -431,6 +408,33 @@ class FeatureExtractor:
             self._open_rows.clear()
         self._open_rows[proc.entity_id] = tmpl
         return tmpl
+
+    def _process_parts(
+        self, ev: Event, proc: Process | None, parent: Process | None, is_exec: bool
+    ) -> tuple[tuple, tuple[int, int, str]]:
+        """What depends only on the process image (until it execs) and on its ancestry (until its parent
+        execs: the rarer exec of a grandparent is not worth a walk per event), cached per process."""
+        static = lineage = None
+        if not is_exec and proc is not None:
+            static = self._static.get(proc.entity_id)
+            if static is not None and static[0] != proc.exec_count:
+                static = None
+            lineage = self._lineage.get(proc.entity_id)
+            if lineage is not None and lineage[0] != (parent.exec_count if parent is not None else -1):
+                lineage = None
+        if static is None:
+            static = self._image_part(ev, proc, is_exec)
+            if proc is not None and not is_exec:
+                if len(self._static) >= COUNTED_MAX:
+                    self._static.clear()
+                self._static[proc.entity_id] = static
+        if lineage is None:
+            lineage = self._lineage_part(parent)
+            if proc is not None:
+                if len(self._lineage) >= COUNTED_MAX:
+                    self._lineage.clear()
+                self._lineage[proc.entity_id] = lineage
+        return static, lineage
 
     def _image_part(self, ev: Event, proc: Process | None, is_exec: bool) -> tuple:
         """(exec count, exe path, writable, memfd, argv figures, short command line, tty) of the process."""
