@@ -141,7 +141,7 @@ class Redactor:
             spans = self._text_spans(head)
             if len(text) > SCAN_LIMIT:
                 spans.append((len(head), len(text), _unscanned(len(text) - len(head))))
-            return _apply(text, _merge(spans)) if spans else text
+            return apply_spans(text, merge_spans(spans)) if spans else text
         except Exception:  # never let a redaction bug leak the text or stop the alert
             return REDACTED
 
@@ -184,7 +184,7 @@ class Redactor:
             spans.append((scanned, len(joined), ""))  # filled per argument below
         if not spans:
             return original if isinstance(original, list) else items
-        merged = _merge(spans)
+        merged = merge_spans(spans)
         out: list[str] = []
         k = 0
         for item, start in zip(items, offsets, strict=True):
@@ -199,7 +199,7 @@ class Redactor:
                 if s < e:
                     local.append((s, e, rep or _unscanned(e - s)))
                 j += 1
-            out.append(_apply(item, local) if local else item)
+            out.append(apply_spans(item, local) if local else item)
         return out
 
     def _text_spans(self, text: str) -> list[Span]:
@@ -241,7 +241,7 @@ def _match_spans(pattern: re.Pattern[str], text: str) -> Iterable[Span]:
             yield s, e, REDACTED
 
 
-def _merge(spans: list[Span]) -> list[Span]:
+def merge_spans(spans: list[Span]) -> list[Span]:
     """Sorted; overlapping or touching spans with the same marker joined (one marker where secrets meet)."""
     spans.sort()
     out: list[Span] = []
@@ -253,7 +253,7 @@ def _merge(spans: list[Span]) -> list[Span]:
     return out
 
 
-def _apply(text: str, spans: list[Span]) -> str:
+def apply_spans(text: str, spans: list[Span]) -> str:
     parts: list[str] = []
     pos = 0
     for s, e, rep in spans:

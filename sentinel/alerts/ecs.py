@@ -27,7 +27,7 @@ from sentinel.events import (
     open_flag_names,
 )
 from sentinel.host import HostInfo
-from sentinel.redact import REDACTED
+from sentinel.redact import REDACTED, Span, apply_spans, merge_spans
 
 if TYPE_CHECKING:
     from sentinel.process.table import Process
@@ -88,29 +88,15 @@ def hide_known(text: str, known: KnownSecrets) -> str:
     password does not take every such letter of the text with it. Overlapping occurrences (a ``sh -c``
     argument that holds its child's command line) hide the union of their parts.
     """
-    spans: list[tuple[int, int]] = []
+    spans: list[Span] = []
     for original, hidden in known:
         start = text.find(original)
         while start >= 0:
             end = start + len(original)
             if _stands_alone(text, start, end):
-                spans.extend((start + s, start + e) for s, e in hidden)
+                spans.extend((start + s, start + e, REDACTED) for s, e in hidden if s < e)
             start = text.find(original, start + 1)
-    if not spans:
-        return text
-    merged: list[list[int]] = []
-    for s, e in sorted(spans):
-        if merged and s <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], e)
-        elif s < e:
-            merged.append([s, e])
-    parts: list[str] = []
-    pos = 0
-    for s, e in merged:
-        parts += (text[pos:s], REDACTED)
-        pos = e
-    parts.append(text[pos:])
-    return "".join(parts)
+    return apply_spans(text, merge_spans(spans)) if spans else text
 
 
 def _stands_alone(text: str, start: int, end: int) -> bool:
@@ -183,6 +169,11 @@ class EcsRenderer:
     @redactor.setter
     def redactor(self, redactor: Redactor | None) -> None:
         self.set_redactor(redactor)
+
+    @property
+    def active_redactor(self) -> Redactor | None:
+        """The redactor when it would change anything, else None (the common, free case)."""
+        return self._active
 
     def set_redactor(self, redactor: Redactor | None) -> None:
         """Swap the redactor (a config reload); cached process blocks are invalidated, since they were

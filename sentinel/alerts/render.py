@@ -89,12 +89,6 @@ def nest_fields(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def active_redactor(ecs: EcsRenderer) -> Redactor | None:
-    """The renderer's redactor when it would change anything, else None (the common, free case)."""
-    r = ecs.redactor
-    return r if r is not None and r.active else None
-
-
 def redact_text(redactor: Redactor, text: str, known: KnownSecrets = ()) -> str:
     """``text`` redacted, after hiding what redaction hid in each ``known`` argument wherever it appears."""
     return redactor.redact(hide_known(text, known) if known else text)
@@ -109,6 +103,23 @@ def redact_fields(redactor: Redactor, fields: dict[str, Any], known: KnownSecret
     ``EcsRenderer.known_secrets``).
     """
     return {k: _redact_value(redactor, v, k, known, 0) for k, v in fields.items()}
+
+
+def redacted_output(
+    ecs: EcsRenderer, alert: Alert, with_extra: bool
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The alert's output text, output fields and (``with_extra``) extra as they may leave the host: as they
+    are without an active redactor, else redacted copies (the alert may be rendered again in another
+    format), hiding what the process's lineage had hidden too."""
+    redactor = ecs.active_redactor
+    if redactor is None:
+        return alert.output, alert.output_fields, alert.extra
+    known = ecs.known_secrets(alert.ctx.proc) if alert.ctx is not None else ()
+    extra = alert.extra
+    if with_extra and extra:
+        extra = redact_fields(redactor, extra, known)
+    fields = redact_fields(redactor, alert.output_fields, known)
+    return redact_text(redactor, alert.output, known), fields, extra
 
 
 def _redact_value(redactor: Redactor, value: Any, key: Any, known: KnownSecrets, depth: int) -> Any:
@@ -179,16 +190,7 @@ class EcsAlertRenderer:
         doc["rule"] = rule_block
         if threat is not None:
             doc["threat"] = threat
-        redactor = active_redactor(ecs)
-        output_fields, extra = alert.output_fields, alert.extra
-        if redactor is None:
-            doc["message"] = alert.output
-        else:
-            known = ecs.known_secrets(ctx.proc) if ctx is not None else ()
-            doc["message"] = redact_text(redactor, alert.output, known)
-            output_fields = redact_fields(redactor, output_fields, known)
-            if extra:
-                extra = redact_fields(redactor, extra, known)
+        doc["message"], output_fields, extra = redacted_output(ecs, alert, with_extra=True)
         if alert.rule.tags:
             doc["tags"] = list(alert.rule.tags)
         sentinel = doc.setdefault("sentinel", {})
@@ -240,14 +242,8 @@ class FalcoAlertRenderer:
             wall_ns = alert.ctx.wall_ns
         when = ecs.wall_timestamp(wall_ns)
         priority = FALCO_PRIORITY.get(alert.rule.priority.lower(), alert.rule.priority.capitalize())
-        redactor = active_redactor(ecs)
-        output, fields = alert.output, alert.output_fields
-        if redactor is None:
-            fields = dict(fields)
-        else:
-            known = ecs.known_secrets(alert.ctx.proc) if alert.ctx is not None else ()
-            output = redact_text(redactor, output, known)
-            fields = redact_fields(redactor, fields, known)
+        output, fields, _ = redacted_output(ecs, alert, with_extra=False)  # Falco's format has no extra
+        fields = dict(fields)  # evt.time and the aggregation go in below; the alert's own dict stays as is
         fields["evt.time"] = wall_ns
         if alert.aggregated:
             fields["sentinel.aggregation.count"] = alert.count
