@@ -8,8 +8,13 @@
  * Per-thread argument stashes live in BPF task storage when the kernel allows it (USE_TASK_STORAGE: a
  * pointer chase instead of three hash operations per syscall, ~0.3 us less per open), else in hash maps.
  *
+ * Kernel structs are read only through offsets taken from the running kernel's BTF at load time
+ * (HAVE_KOFFSETS and the K_* macros, from sentinel/sensor/koffsets.py), never from the headers bcc compiles
+ * against: on hosts whose headers do not match the kernel those layouts are wrong. Without them the probes
+ * send no credentials, start times or executable identity (flags say so) and do not de-duplicate opens.
+ *
  * Compile-time parameters (set by sentinel/sensor/loader.py): SELF_TGID, OPEN_DEDUP_NS (0 disables),
- * STASH_ENTRIES, DEDUP_ENTRIES, USE_TASK_STORAGE.
+ * STASH_ENTRIES, DEDUP_ENTRIES, USE_TASK_STORAGE, HAVE_KOFFSETS + K_*, HAVE_TP_* for optional tracepoints.
  */
 #include <uapi/linux/ptrace.h>
 #include "sentinel_events.h"
@@ -25,6 +30,11 @@
 #endif
 #ifndef DEDUP_ENTRIES
 #define DEDUP_ENTRIES 16384
+#endif
+#ifndef HAVE_KOFFSETS
+/* The de-duplication key must name the file, not its spelling: without kernel offsets it cannot. */
+#undef OPEN_DEDUP_NS
+#define OPEN_DEDUP_NS 0
 #endif
 
 #define S_AT_FDCWD -100
@@ -134,6 +144,212 @@ static __always_inline int keys_equal(const struct open_key *a, const struct ope
     return 1;
 }
 
+/* ---------------------------------------------------------------- kernel objects (BTF offsets) */
+
+#ifdef HAVE_KOFFSETS
+#define KADDR(base, off) ((const void *)((u64)(base) + (u64)(off)))
+
+/* The u64 (or pointer) at base + off through bpf_probe_read_kernel; 0 when base is 0 or the read faults. */
+static __always_inline u64 kread64(u64 base, u64 off) {
+    u64 v = 0;
+    if (base)
+        bpf_probe_read_kernel(&v, sizeof(v), KADDR(base, off));
+    return v;
+}
+
+static __always_inline u32 kread32(u64 base, u64 off) {
+    u32 v = 0;
+    if (base)
+        bpf_probe_read_kernel(&v, sizeof(v), KADDR(base, off));
+    return v;
+}
+
+#ifdef USE_TASK_STORAGE
+/* With bpf_get_current_task_btf (5.11+, as task storage) the task pointer is typed: the verifier checks every
+ * load from it against the running kernel's BTF and pointers loaded from it stay typed, so a field is a plain
+ * load (a fault reads 0) instead of a helper call. Pointers whose target is not a struct (an fd array) are
+ * read with bpf_probe_read_kernel. */
+#define BTF_LOADS
+#define CURRENT_TASK() ((u64)bpf_get_current_task_btf())
+#define KLOAD64(base, off) (*(const u64 *)((const char *)(base) + (off)))
+#define KLOAD32(base, off) (*(const u32 *)((const char *)(base) + (off)))
+#else
+#define CURRENT_TASK() ((u64)bpf_get_current_task())
+#define KLOAD64(base, off) kread64((u64)(base), (off))
+#define KLOAD32(base, off) kread32((u64)(base), (off))
+#endif
+
+/* Credentials (from real_cred, as /proc/PID/status shows them), login identity and process start time. */
+static __always_inline void read_task_identity(struct event_header *h) {
+    u64 task = CURRENT_TASK();
+    u64 cred = KLOAD64(task, K_TASK_REAL_CRED);
+    if (cred) {
+        h->cred.euid = KLOAD32(cred, K_CRED_EUID);
+        h->cred.suid = KLOAD32(cred, K_CRED_SUID);
+        h->cred.fsuid = KLOAD32(cred, K_CRED_FSUID);
+        h->cred.egid = KLOAD32(cred, K_CRED_EGID);
+        h->cred.sgid = KLOAD32(cred, K_CRED_SGID);
+        h->cred.fsgid = KLOAD32(cred, K_CRED_FSGID);
+        /* kernel_cap_t is a u64 (6.3+) or two u32 (before): read halves, valid either way. */
+        h->cred.cap_effective =
+            KLOAD32(cred, K_CRED_CAP_EFFECTIVE) | ((u64)KLOAD32(cred, K_CRED_CAP_EFFECTIVE + 4) << 32);
+        h->cred.cap_permitted =
+            KLOAD32(cred, K_CRED_CAP_PERMITTED) | ((u64)KLOAD32(cred, K_CRED_CAP_PERMITTED + 4) << 32);
+        h->flags |= EVF_CREDS;
+    }
+#ifdef K_TASK_LOGINUID
+    h->cred.loginuid = KLOAD32(task, K_TASK_LOGINUID);
+    h->cred.sessionid = KLOAD32(task, K_TASK_SESSIONID);
+    h->flags |= EVF_LOGIN;
+#endif
+    u64 leader = KLOAD64(task, K_TASK_GROUP_LEADER);
+    if (leader) {
+        u64 start = KLOAD64(leader, K_TASK_START_BOOTTIME);
+        if (start) {
+            h->start_ns = start;
+            h->flags |= EVF_START;
+        }
+    }
+}
+
+/* One fd_array slot as its own load instruction (an immediate offset the compiler cannot merge). */
+#define FD_SLOT(n)                                                                                            \
+    case n:                                                                                                   \
+        asm volatile("%0 = *(u64 *)(%1 + %2)" : "=r"(f) : "r"(files), "i"(K_FILES_FD_ARRAY + 8 * (n)));      \
+        break;
+#define FD_SLOTS8(n) FD_SLOT(n) FD_SLOT(n + 1) FD_SLOT(n + 2) FD_SLOT(n + 3) FD_SLOT(n + 4) FD_SLOT(n + 5)  \
+    FD_SLOT(n + 6) FD_SLOT(n + 7)
+
+/* Where the file open as fd in the current task lives: its mount, dentry and (if asked) inode. */
+static __always_inline int fd_location(u64 task, s64 fd, u64 *mnt, u64 *dentry, u64 *inode) {
+    u64 files = KLOAD64(task, K_TASK_FILES);
+    if (!files)
+        return -1;
+    u64 fdt = KLOAD64(files, K_FILES_FDT);
+    if (!fdt)
+        return -1;
+    u32 max = KLOAD32(fdt, K_FDTABLE_MAX_FDS);
+    if (fd < 0 || fd >= max)
+        return -1;
+    u64 arr = KLOAD64(fdt, K_FDTABLE_FD);  /* struct file **: not a typed pointer */
+#if defined(BTF_LOADS) && K_FD_ARRAY_LEN == 64
+    if (arr == files + K_FILES_FD_ARRAY && fd < 64) {
+        /* A table never resized is files->fd_array, inside files_struct: one load at a constant offset
+         * from the typed files pointer gives a typed struct file pointer, so its fields are plain loads too
+         * (no helper call on the hot path). The verifier takes only constant offsets there, so each slot
+         * is its own load instruction, chosen by a switch. */
+        u64 f = 0;
+        switch (fd) {
+            FD_SLOTS8(0) FD_SLOTS8(8) FD_SLOTS8(16) FD_SLOTS8(24)
+            FD_SLOTS8(32) FD_SLOTS8(40) FD_SLOTS8(48) FD_SLOTS8(56)
+        }
+        if (!f)
+            return -1;
+        *mnt = KLOAD64(f, K_FILE_F_PATH + K_PATH_MNT);
+        *dentry = KLOAD64(f, K_FILE_F_PATH + K_PATH_DENTRY);
+        if (inode)
+            *inode = KLOAD64(f, K_FILE_F_INODE);
+        return 0;
+    }
+#endif
+    u64 f = kread64(arr, (u64)fd * 8);
+    if (!f)
+        return -1;
+    /* f_path and f_inode in one read (the loader checks they sit within K_FILE_SPAN_WORDS words). */
+    u64 span[K_FILE_SPAN_WORDS];
+    if (bpf_probe_read_kernel(span, sizeof(span), KADDR(f, K_FILE_SPAN_OFF)) < 0)
+        return -1;
+    *mnt = span[(K_FILE_F_PATH + K_PATH_MNT - K_FILE_SPAN_OFF) / 8];
+    *dentry = span[(K_FILE_F_PATH + K_PATH_DENTRY - K_FILE_SPAN_OFF) / 8];
+    if (inode)
+        *inode = span[(K_FILE_F_INODE - K_FILE_SPAN_OFF) / 8];
+    return 0;
+}
+
+/* Identity of what an open reached: its base directory for relative paths (the cwd, or the dirfd's file)
+ * and, when it succeeded, the file's mount, dentry and inode. Kernel objects, not names: a different
+ * directory or file cannot share them while both are alive, whatever the path spelled. */
+static __always_inline int open_identity(struct open_key *k, s32 dirfd, long ret) {
+    u64 task = CURRENT_TASK();
+    if (k->path[0] != '/') {
+        if (dirfd == S_AT_FDCWD) {
+            u64 fs = KLOAD64(task, K_TASK_FS);
+            if (!fs)
+                return -1;
+            k->base_mnt = KLOAD64(fs, K_FS_PWD + K_PATH_MNT);
+            k->base_dentry = KLOAD64(fs, K_FS_PWD + K_PATH_DENTRY);
+        } else if (fd_location(task, dirfd, &k->base_mnt, &k->base_dentry, NULL) < 0) {
+            return -1;
+        }
+        if (!k->base_dentry)
+            return -1;
+    }
+    if (ret >= 0) {
+        if (fd_location(task, ret, &k->file_mnt, &k->file_dentry, &k->file_inode) < 0)
+            return -1;
+        if (!k->file_dentry || !k->file_inode)
+            return -1;
+    }
+    return 0;
+}
+
+/* What the process runs now (after a successful exec): the file's own name, inode, filesystem and links,
+ * so a memfd or a deleted file is told apart from a path that merely looks like one. Also its terminal. */
+static __always_inline void read_exec_identity(struct exec_event *e) {
+    u64 task = CURRENT_TASK();
+    u64 mm = KLOAD64(task, K_TASK_MM);
+    u64 exe = mm ? KLOAD64(mm, K_MM_EXE_FILE) : 0;
+    if (exe) {
+        u64 dentry = KLOAD64(exe, K_FILE_F_PATH + K_PATH_DENTRY);
+        u64 inode = KLOAD64(exe, K_FILE_F_INODE);
+        if (dentry && inode) {
+            e->exe_nlink = KLOAD32(inode, K_INODE_I_NLINK);
+            e->exe_ino = KLOAD64(inode, K_INODE_I_INO);
+            u64 sb = KLOAD64(inode, K_INODE_I_SB);
+            e->exe_dev = sb ? KLOAD32(sb, K_SUPER_BLOCK_S_DEV) : 0;
+            u64 name = KLOAD64(dentry, K_DENTRY_D_NAME + K_QSTR_NAME);
+            int n = name ? bpf_probe_read_kernel_str(&e->exe_name[0], EXE_NAME_LEN, (const void *)name) : -1;
+            if (n > 0) {
+                e->exe_name_len = n;
+                e->h.flags |= EVF_EXE_INFO;
+            }
+        }
+    }
+    u64 signal = KLOAD64(task, K_TASK_SIGNAL);
+    if (signal) {
+        u64 tty = KLOAD64(signal, K_SIGNAL_TTY);
+        e->tty = 0;
+        if (tty) {
+            u32 index = KLOAD32(tty, K_TTY_INDEX);
+            u64 driver = KLOAD64(tty, K_TTY_DRIVER);
+            if (driver) {
+                u32 major = KLOAD32(driver, K_TTY_DRIVER_MAJOR);
+                u32 minor = KLOAD32(driver, K_TTY_DRIVER_MINOR_START) + index;
+                e->tty = (major << 20) | (minor & 0xfffff);
+            }
+        }
+        e->h.flags |= EVF_TTY;
+    }
+}
+
+/* The child sched_process_fork announces: the newest entry of its parent's children list (a container_of
+ * walk, so through bpf_probe_read_kernel; fork only). */
+static __always_inline u64 child_start(u32 child_pid) {
+    u64 task = bpf_get_current_task();
+    u64 parents[2] = {task, kread64(task, K_TASK_REAL_PARENT)};  /* CLONE_PARENT: the caller's parent */
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        u64 newest = kread64(parents[i], K_TASK_CHILDREN + K_LIST_HEAD_PREV);
+        if (!newest)
+            continue;
+        u64 child = newest - K_TASK_SIBLING;
+        if (kread32(child, K_TASK_TGID) == child_pid)
+            return kread64(child, K_TASK_START_BOOTTIME);
+    }
+    return 0;
+}
+#endif
+
 #ifdef USE_TASK_STORAGE
 static __always_inline struct task_state *my_state(u64 flags) {
     return task_state.task_storage_get(bpf_get_current_task_btf(), 0, flags);
@@ -233,6 +449,11 @@ static __always_inline void fill_header(struct event_header *h, u16 type, u64 pi
     h->gid = uid_gid >> 32;
     h->type = type;
     bpf_get_current_comm(&h->comm, sizeof(h->comm));
+    h->start_ns = 0;
+    __builtin_memset(&h->cred, 0, sizeof(h->cred));
+#ifdef HAVE_KOFFSETS
+    read_task_identity(h);
+#endif
 }
 
 /* ---------------------------------------------------------------- exec */
@@ -251,6 +472,11 @@ static __always_inline int exec_enter(const char *filename, const char *const *a
     e->dirfd = dirfd;
     e->at_flags = at_flags;
     e->ret = 0;
+    e->tty = 0;
+    e->exe_nlink = 0;
+    e->exe_ino = 0;
+    e->exe_dev = 0;
+    e->exe_name_len = 0;
 
     int flen = bpf_probe_read_user_str(&e->data[0], PATH_LEN, filename);
     if (flen < 0) {
@@ -321,13 +547,14 @@ static __always_inline int exec_exit(void *ctx, long ret) {
         count(STAT_EXEC_STASH_MISS);
         return 0;
     }
-    u16 flags = e->h.flags;
-    fill_header(&e->h, EVT_EXEC, pid_tgid);
-    e->h.flags = flags;
+    fill_header(&e->h, EVT_EXEC, pid_tgid);  /* keeps the flags exec_enter set */
     e->ret = ret;
     if (ret == 0) {
         /* A new image: opens of the same paths are news again. */
         new_generation(pid_tgid >> 32, e->h.ts_ns);
+#ifdef HAVE_KOFFSETS
+        read_exec_identity(e);
+#endif
     }
     u32 len = e->filename_len + e->args_len;
     if (len > EXEC_DATA_LEN)
@@ -382,6 +609,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_clone) {
     return 0;
 }
 
+#ifdef HAVE_TP_CLONE3
 TRACEPOINT_PROBE(syscalls, sys_enter_clone3) {
     u32 tid = (u32)bpf_get_current_pid_tgid();
     u64 flags = 0;
@@ -401,6 +629,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_clone3) {
     clone_stash.delete(&tid);
     return 0;
 }
+#endif
 
 TRACEPOINT_PROBE(sched, sched_process_fork) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -416,6 +645,11 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
     e.child_pid = args->child_pid;
     e.parent_tid = args->parent_pid;
     e.clone_flags = flags;
+#ifdef HAVE_KOFFSETS
+    e.child_start_ns = child_start(args->child_pid);
+    if (e.child_start_ns)
+        e.h.flags |= EVF_CHILD_START;
+#endif
 #ifndef USE_TASK_STORAGE
     u32 child = args->child_pid;  /* with task storage the child's state starts empty: a new generation */
     u64 gen = e.h.ts_ns;
@@ -500,9 +734,12 @@ static __always_inline int open_exit(void *ctx, long ret) {
         !(st.flags & (S_O_DIRECTORY | S_O_PATH))) {
         e->key.tgid = tgid;
         e->key.flags_class = st.flags & (S_O_ACCMODE | S_O_CREAT | S_O_TRUNC | S_O_APPEND | S_O_TMPFILE);
-        e->key.dirfd = st.dirfd;
         e->key.result = ret >= 0 ? 0 : (s32)ret;
         e->key.gen = gen;
+    }
+#ifdef HAVE_KOFFSETS
+    /* Only an open whose directory and file the kernel could name takes part; anything else is reported. */
+    if (OPEN_DEDUP_NS && e->key.tgid && open_identity(&e->key, st.dirfd, ret) == 0) {
         u64 now = bpf_ktime_get_boot_ns();
 #ifdef USE_TASK_STORAGE
         struct task_state *ts = state;
@@ -541,6 +778,7 @@ static __always_inline int open_exit(void *ctx, long ret) {
 #endif
         open_dedup.update(&e->key, &nv);
     }
+#endif
 
     fill_header(&e->h, st.type, pid_tgid);
     e->ret = ret;
@@ -558,24 +796,33 @@ static __always_inline int open_exit(void *ctx, long ret) {
     return 0;
 }
 
+#ifdef HAVE_TP_OPEN
 TRACEPOINT_PROBE(syscalls, sys_enter_open) {
     return open_enter(args->filename, S_AT_FDCWD, (u32)args->flags, (u32)args->mode, 0, EVT_OPEN);
 }
+TRACEPOINT_PROBE(syscalls, sys_exit_open) { return open_exit(args, args->ret); }
+#endif
 
 TRACEPOINT_PROBE(syscalls, sys_enter_openat) {
     return open_enter(args->filename, (s32)args->dfd, (u32)args->flags, (u32)args->mode, 0, EVT_OPEN);
 }
 
+#ifdef HAVE_TP_OPENAT2
 TRACEPOINT_PROBE(syscalls, sys_enter_openat2) {
     u64 how[2] = {};
     bpf_probe_read_user(&how, sizeof(how), (void *)args->how);
     return open_enter(args->filename, (s32)args->dfd, (u32)how[0], (u32)how[1], EVF_OPENAT2, EVT_OPEN);
 }
+TRACEPOINT_PROBE(syscalls, sys_exit_openat2) { return open_exit(args, args->ret); }
+#endif
 
+#ifdef HAVE_TP_CREAT
 TRACEPOINT_PROBE(syscalls, sys_enter_creat) {
     return open_enter(args->pathname, S_AT_FDCWD, S_O_CREAT | S_O_WRONLY | S_O_TRUNC, (u32)args->mode, EVF_CREAT,
                       EVT_OPEN);
 }
+TRACEPOINT_PROBE(syscalls, sys_exit_creat) { return open_exit(args, args->ret); }
+#endif
 
 TRACEPOINT_PROBE(syscalls, sys_enter_chdir) {
     return open_enter(args->filename, S_AT_FDCWD, 0, 0, 0, EVT_CHDIR);
@@ -585,10 +832,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_fchdir) {
     return open_enter(NULL, (s32)args->fd, 0, 0, 0, EVT_CHDIR);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_open) { return open_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return open_exit(args, args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_exit_openat2) { return open_exit(args, args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_exit_creat) { return open_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_exit_chdir) { return open_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_exit_fchdir) { return open_exit(args, args->ret); }
 

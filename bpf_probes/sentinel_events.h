@@ -1,7 +1,7 @@
 /* Wire layout of the events sentinel's probes send to user space.
  *
  * Every event starts with struct event_header. Its layout is mirrored by sentinel/sensor/decoder.py; change
- * both together (tests/unit/test_decoder.py checks the sizes against the compiled offsets the loader reports).
+ * both together (tests/integration/test_sensor.py checks the decoder against events the compiled probes send).
  * All integers are little-endian host order; strings are raw bytes from the monitored process.
  */
 #ifndef SENTINEL_EVENTS_H
@@ -21,6 +21,12 @@
 #define EVF_OPENAT2 (1 << 3)
 #define EVF_CREAT (1 << 4)
 #define EVF_ARGV_FAULT (1 << 5)
+#define EVF_CREDS (1 << 6)       /* header.cred holds the task's credentials (kernel offsets known) */
+#define EVF_LOGIN (1 << 7)       /* header.cred.loginuid/sessionid are valid (CONFIG_AUDIT) */
+#define EVF_START (1 << 8)       /* header.start_ns is the kernel's start time of the process */
+#define EVF_EXE_INFO (1 << 9)    /* exec: the exe_* fields describe the file the process now runs */
+#define EVF_TTY (1 << 10)        /* exec: tty is the controlling terminal (0 = none) */
+#define EVF_CHILD_START (1 << 11) /* fork: child_start_ns is the child's kernel start time */
 
 #define COMM_LEN 16
 #define PATH_LEN 4096         /* longest path captured (PATH_MAX) */
@@ -29,20 +35,37 @@
 #define MAX_ARGS 64           /* arguments captured per exec */
 #define ARGC_COUNT_MAX 1024   /* pointers walked to count argc once truncated */
 #define EXEC_DATA_LEN 16384   /* filename + argument bytes: PATH_LEN + ARGS_LIMIT + ARG_LEN */
+#define EXE_NAME_LEN 256      /* the executable's own file name (dentry name; memfd:NAME for a memfd) */
 #define UNIX_PATH_LEN 108
 #define DEDUP_PATH_LEN 256    /* paths shorter than this take part in open de-duplication */
+
+/* Credentials tracepoints do not carry, read through offsets from the running kernel's BTF. */
+struct creds {
+    u32 euid;
+    u32 suid;
+    u32 fsuid;
+    u32 egid;
+    u32 sgid;
+    u32 fsgid;
+    u32 loginuid;       /* 4294967295: never logged in (AUDIT_UID_UNSET) */
+    u32 sessionid;
+    u64 cap_effective;
+    u64 cap_permitted;
+};
 
 struct event_header {
     u64 ts_ns;      /* CLOCK_BOOTTIME at syscall exit */
     u64 cgroup_id;
+    u64 start_ns;   /* CLOCK_BOOTTIME start of the process (its group leader), EVF_START */
     u32 pid;        /* thread-group id */
     u32 tid;
-    u32 uid;
+    u32 uid;        /* real ids */
     u32 gid;
     u16 type;
     u16 flags;
     u32 aux;        /* open: repeats suppressed since the previous event for the same key */
     char comm[COMM_LEN];
+    struct creds cred;  /* EVF_CREDS / EVF_LOGIN */
 };
 
 struct exec_event {
@@ -54,16 +77,29 @@ struct exec_event {
     u32 argc_total;     /* >= argc_captured; exact unless more than ARGC_COUNT_MAX */
     u32 filename_len;   /* bytes of data[] holding the filename, NUL included */
     u32 args_len;       /* bytes of data[] after the filename holding NUL-separated arguments */
+    u32 tty;            /* controlling terminal, kernel dev_t (major << 20 | minor), EVF_TTY */
+    u32 exe_nlink;      /* links of the executable file: 0 = deleted (or never linked: memfd) */
+    u64 exe_ino;
+    u32 exe_dev;        /* kernel dev_t of the executable's filesystem */
+    u32 exe_name_len;   /* bytes of exe_name, NUL included */
+    char exe_name[EXE_NAME_LEN];
     char data[EXEC_DATA_LEN];
 };
 
-/* The dedup key is a prefix of the event's tail so the path is read from user memory once. */
+/* The dedup key is a prefix of the event's tail so the path is read from user memory once. Two opens share
+ * a key only if the same process image spelled the same path from the same directory (cwd or dirfd, by
+ * kernel object) and reached the same file (mount, dentry and inode) with the same access and result. */
 struct open_key {
     u32 tgid;
-    u32 flags_class;    /* access mode | O_CREAT | O_TRUNC | O_DIRECTORY ... what changes the meaning */
-    s32 dirfd;
+    u32 flags_class;    /* access mode | O_CREAT | O_TRUNC | O_APPEND | O_TMPFILE */
     s32 result;         /* fd >= 0 collapses to 0; errors keep their errno */
+    u32 pad;
     u64 gen;            /* process generation: reset on fork and exec */
+    u64 base_mnt;       /* relative paths: the vfsmount and dentry of the cwd or dirfd; 0 for absolute */
+    u64 base_dentry;
+    u64 file_mnt;       /* successful opens: where the file was found and which inode it is */
+    u64 file_dentry;
+    u64 file_inode;
     char path[DEDUP_PATH_LEN];
 };
 
@@ -95,6 +131,7 @@ struct fork_event {
     u32 child_pid;
     u32 parent_tid;
     u64 clone_flags;
+    u64 child_start_ns; /* EVF_CHILD_START */
 };
 
 #endif

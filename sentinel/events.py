@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 class EventType(enum.IntEnum):
@@ -39,6 +40,12 @@ FLAG_EXECVEAT = 1 << 2  # the exec came through execveat (dirfd/flags are meanin
 FLAG_OPENAT2 = 1 << 3  # the open came through openat2
 FLAG_CREAT = 1 << 4  # the open came through creat(2)
 FLAG_ARGV_FAULT = 1 << 5  # reading argv from user memory failed part way
+FLAG_CREDS = 1 << 6  # the probe read the task's credentials (kernel offsets known)
+FLAG_LOGIN = 1 << 7  # ... and its login uid / session id (CONFIG_AUDIT)
+FLAG_START = 1 << 8  # start_ns is the kernel's start time of the process
+FLAG_EXE_INFO = 1 << 9  # exec: exe_* describe the file the process now runs
+FLAG_TTY = 1 << 10  # exec: tty_nr is the controlling terminal (0 = none)
+FLAG_CHILD_START = 1 << 11  # fork: child_start_ns is the child's kernel start time
 
 AT_FDCWD = -100
 
@@ -81,6 +88,27 @@ def errno_name(ret: int) -> str:
     import errno
 
     return errno.errorcode.get(-ret, f"E{-ret}")
+
+LOGINUID_UNSET = 4294967295  # AUDIT_UID_UNSET: never logged in (``/proc/PID/loginuid`` shows this number)
+
+
+class Credentials(NamedTuple):
+    """What ``/proc/PID/status`` shows beyond the real ids, read by the probe at the event.
+
+    ``loginuid``/``sessionid`` are ``None`` on kernels without CONFIG_AUDIT.
+    """
+
+    euid: int
+    suid: int
+    fsuid: int
+    egid: int
+    sgid: int
+    fsgid: int
+    loginuid: int | None
+    sessionid: int | None
+    cap_effective: int
+    cap_permitted: int
+
 
 # Address families we decode.
 AF_UNIX = 1
@@ -126,6 +154,16 @@ class Event:
     # fork
     child_pid: int = 0
     clone_flags: int = 0
+    child_start_ns: int = 0  # the child's kernel start time, 0 = not known
+    # exec: what the process runs now, as the kernel sees it (FLAG_EXE_INFO), and its terminal (FLAG_TTY)
+    exe_name: str = ""  # the executable's own file name: "memfd:NAME" for a memfd
+    exe_ino: int = 0
+    exe_dev: int = 0  # st_dev form (os.major/os.minor work on it)
+    exe_nlink: int = -1  # 0: deleted, or never linked (memfd)
+    tty_nr: int = -1  # /proc/PID/stat's tty_nr encoding, -1 = not known
+    # every event (kernel offsets known)
+    start_ns: int = 0  # the kernel's start time of the process (CLOCK_BOOTTIME), 0 = not known
+    creds: Credentials | None = None  # None: the probe could not read them (no kernel offsets)
 
     @property
     def type_name(self) -> str:

@@ -4,17 +4,21 @@ A capture is a stream of msgpack objects (no framing, no index), so a writer onl
 costs at most the one record being written. The stream is made of *segments*; each starts with a header map
 and continues with records until the next header map or the end of the file::
 
-    header   {"format": "sentinel-capture", "version": 1, "hostname": str, "machine_id": str, "boot_id": str,
+    header   {"format": "sentinel-capture", "version": 2, "hostname": str, "machine_id": str, "boot_id": str,
               "kernel": str, "boot_time_ns": int, "created_ns": int, "agent_version": str, "probe_mode": str}
     event    [1, type, ts_ns, pid, tid, uid, gid, comm, cgroup_id, flags, ret, filename, argv, argc_total,
               path, dirfd, open_flags, mode, repeat_count, fd, family, address, port, sock_type, child_pid,
-              clone_flags]
-    facts    [2, pid, start_ticks, ppid, comm, exe, cwd, args, uid, gid, tty_nr]
+              clone_flags, child_start_ns, exe_name, exe_ino, exe_dev, exe_nlink, tty_nr, start_ns, creds]
+    facts    [2, pid, start_ticks, ppid, comm, exe, cwd, args, uid, gid, tty_nr, exe_deleted, exe_memfd]
     fd       [3, pid, fd, path]
     loss     [4, ts_ns, event_type_name, count]
     snapshot [5, ts_ns]            end of the /proc bootstrap snapshot (optional)
     miss     [6, pid]              a /proc read that found no process (replay must forget older facts)
     realpath [7, path, resolved]   a symlink resolution on the host (exe of a process already gone)
+
+Version 2 added the event's last eight elements (``creds`` is nil or ``[euid, suid, fsuid, egid, sgid, fsgid,
+loginuid, sessionid, cap_effective, cap_permitted]`` with nil login fields on kernels without audit;
+``exe_name`` is bin) and the facts' two booleans; a reader takes version-1 records (without them) too.
 
 Appending (a restart of the agent) starts a new segment, possibly from another boot: ``ts_ns`` values are
 CLOCK_BOOTTIME of *their* segment's boot, and ``boot_time_ns + ts_ns`` is wall-clock epoch ns.
@@ -42,7 +46,8 @@ if TYPE_CHECKING:
     from sentinel.process.facts import ProcFacts
 
 FORMAT = "sentinel-capture"
-VERSION = 1
+VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 
 KIND_EVENT = 1
 KIND_FACTS = 2
@@ -69,13 +74,19 @@ EVENT_FIELDS: tuple[str, ...] = (
     "argc_total", "path", "dirfd", "open_flags", "mode", "repeat_count", "fd", "family", "address", "port",
     "sock_type", "child_pid", "clone_flags",
 )  # fmt: skip
+EVENT_V2_FIELDS: tuple[str, ...] = (
+    "child_start_ns", "exe_name", "exe_ino", "exe_dev", "exe_nlink", "tty_nr", "start_ns", "creds",
+)  # fmt: skip
 EVENT_BIN_FIELDS = frozenset({"comm", "filename", "path", "address"})
-EVENT_RECORD_LEN = 1 + len(EVENT_FIELDS)
+EVENT_RECORD_LEN_V1 = 1 + len(EVENT_FIELDS)
+EVENT_RECORD_LEN = EVENT_RECORD_LEN_V1 + len(EVENT_V2_FIELDS)
 
 FACTS_FIELDS: tuple[str, ...] = (
-    "pid", "start_ticks", "ppid", "comm", "exe", "cwd", "args", "uid", "gid", "tty_nr",
+    "pid", "start_ticks", "ppid", "comm", "exe", "cwd", "args", "uid", "gid", "tty_nr", "exe_deleted",
+    "exe_memfd",
 )  # fmt: skip
 FACTS_RECORD_LEN = 1 + len(FACTS_FIELDS)
+FACTS_RECORD_LEN_V1 = FACTS_RECORD_LEN - 2
 
 HEADER_FIELDS: dict[str, type] = {
     "format": str,
@@ -195,8 +206,9 @@ def header_problem(header: object) -> tuple[str, str] | None:
     version = header.get("version")
     if type(version) is not int:
         return "corrupt", f"header version is {short_repr(version)}, not an integer"
-    if version != VERSION:
-        return "unsupported", f"unsupported capture version {version} (this reader supports {VERSION})"
+    if version not in SUPPORTED_VERSIONS:
+        supported = ", ".join(map(str, SUPPORTED_VERSIONS))
+        return "unsupported", f"unsupported capture version {version} (this reader supports {supported})"
     for key, want in HEADER_FIELDS.items():
         if key not in header:
             return "corrupt", f"header lacks {key!r}"

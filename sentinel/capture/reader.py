@@ -21,8 +21,11 @@ from sentinel.capture.format import (
     EVENT_BIN_FIELDS,
     EVENT_FIELDS,
     EVENT_RECORD_LEN,
+    EVENT_RECORD_LEN_V1,
+    EVENT_V2_FIELDS,
     FACTS_FIELDS,
     FACTS_RECORD_LEN,
+    FACTS_RECORD_LEN_V1,
     KIND_EVENT,
     KIND_FACTS,
     KIND_FACTS_MISS,
@@ -50,7 +53,7 @@ from sentinel.capture.format import (
     header_problem,
     short_repr,
 )
-from sentinel.events import Event, EventType
+from sentinel.events import Credentials, Event, EventType
 
 if TYPE_CHECKING:
     from sentinel.process.facts import ProcFacts
@@ -179,6 +182,25 @@ def _ints(record: list[Any], positions: tuple[int, ...], names: tuple[str, ...])
     for i in positions:
         if type(record[i]) is not int:
             raise _Bad(f"{names[i - 1]} is {short_repr(record[i])}, expected an integer")
+
+
+def _event_v2(ev: Event, extra: list[Any]) -> None:
+    """The version-2 elements of an event record: identity and credentials the probe read."""
+    child_start_ns, exe_name, exe_ino, exe_dev, exe_nlink, tty_nr, start_ns, creds = extra
+    for name, value in zip(EVENT_V2_FIELDS, extra, strict=True):
+        if name not in ("creds", "exe_name") and type(value) is not int:
+            raise _Bad(f"{name} is {short_repr(value)}, expected an integer")
+    if creds is not None:
+        if type(creds) is not list or len(creds) != 10:
+            raise _Bad(f"creds is {short_repr(creds)}, expected nil or an array of 10")
+        for i, value in enumerate(creds):
+            if type(value) is not int and not (value is None and i in (6, 7)):
+                raise _Bad(f"creds[{i}] is {short_repr(value)}, expected an integer")
+        ev.creds = Credentials(*creds)
+    ev.start_ns, ev.child_start_ns, ev.exe_ino, ev.exe_dev, ev.exe_nlink, ev.tty_nr = (
+        start_ns, child_start_ns, exe_ino, exe_dev, exe_nlink, tty_nr
+    )
+    ev.exe_name = _text(exe_name, "exe_name")
 
 
 def _length(record: list[Any], want: int) -> None:
@@ -332,21 +354,22 @@ class CaptureReader:
         if etype is None:
             self.unknown_event_types[record[1]] = self.unknown_event_types.get(record[1], 0) + 1
             return None
-        if len(record) != EVENT_RECORD_LEN:
-            raise _Bad(f"has {len(record)} elements, expected {EVENT_RECORD_LEN}")
+        n = len(record)
+        if n != EVENT_RECORD_LEN and n != EVENT_RECORD_LEN_V1:
+            raise _Bad(f"has {n} elements, expected {EVENT_RECORD_LEN} (or {EVENT_RECORD_LEN_V1}, version 1)")
         for i in _EVENT_INT_POS:
             if type(record[i]) is not int:
                 raise _Bad(f"{EVENT_FIELDS[i - 1]} is {short_repr(record[i])}, expected an integer")
         # fmt: off
         (_, _, ts, pid, tid, uid, gid, comm, cgroup_id, flags, ret, filename, argv, argc_total, path,
          dirfd, open_flags, mode, repeat_count, fd, family, address, port, sock_type, child_pid,
-         clone_flags) = record
+         clone_flags) = record[:EVENT_RECORD_LEN_V1]
         # fmt: on
         if type(argv) is not list:
             raise _Bad(f"argv is {short_repr(argv)}, expected an array")
         try:
             # fmt: off
-            return Event(
+            ev = Event(
                 etype, ts, pid, tid, uid, gid, comm.decode(_ENC, _ERR), cgroup_id, flags, ret,
                 filename.decode(_ENC, _ERR), [a.decode(_ENC, _ERR) for a in argv], argc_total,
                 path.decode(_ENC, _ERR), dirfd, open_flags, mode, repeat_count, fd, family,
@@ -359,6 +382,9 @@ class CaptureReader:
             for n, arg in enumerate(argv):
                 _text(arg, f"argv[{n}]")
             raise _Bad("has a field of the wrong type") from None
+        if n == EVENT_RECORD_LEN:
+            _event_v2(ev, record[EVENT_RECORD_LEN_V1:])
+        return ev
 
     def _decode_other(self, record: object, start: int) -> CaptureItem:
         if type(record) is dict:
@@ -379,9 +405,13 @@ class CaptureReader:
             )
         kind = record[0]
         if kind == KIND_FACTS:
-            _length(record, FACTS_RECORD_LEN)
+            if len(record) != FACTS_RECORD_LEN_V1:
+                _length(record, FACTS_RECORD_LEN)
             _ints(record, _FACTS_INT_POS, FACTS_FIELDS)
-            values = dict(zip(FACTS_FIELDS, record[1:], strict=True))
+            values = dict(zip(FACTS_FIELDS, record[1:], strict=False))
+            for name in ("exe_deleted", "exe_memfd"):
+                if type(values.setdefault(name, False)) is not bool:
+                    raise _Bad(f"{name} is {short_repr(values[name])}, expected a boolean")
             values["comm"] = _text(values["comm"], "comm")
             values["exe"] = _opt_text(values["exe"], "exe")
             values["cwd"] = _opt_text(values["cwd"], "cwd")

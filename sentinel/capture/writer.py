@@ -59,6 +59,8 @@ class FactsLike(Protocol):
     uid: int
     gid: int
     tty_nr: int
+    exe_deleted: bool
+    exe_memfd: bool
 
 
 def capture_header(probe_mode: str, host: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -139,6 +141,14 @@ class CaptureWriter:
                     ev.sock_type,
                     ev.child_pid,
                     ev.clone_flags,
+                    ev.child_start_ns,
+                    ev.exe_name.encode(_ENC, _ERR),
+                    ev.exe_ino,
+                    ev.exe_dev,
+                    ev.exe_nlink,
+                    ev.tty_nr,
+                    ev.start_ns,
+                    None if ev.creds is None else list(ev.creds),
                 ]
             )
         except (TypeError, ValueError, OverflowError, AttributeError) as exc:
@@ -167,6 +177,8 @@ class CaptureWriter:
                 f.uid,
                 f.gid,
                 f.tty_nr,
+                f.exe_deleted,
+                f.exe_memfd,
             ]
         )
 

@@ -7,23 +7,51 @@ are decoded with ``surrogateescape`` so any byte sequence survives.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 
-from sentinel.events import AF_INET, AF_INET6, AF_UNIX, Event, EventType
+from sentinel.events import (
+    AF_INET,
+    AF_INET6,
+    AF_UNIX,
+    FLAG_CHILD_START,
+    FLAG_CREDS,
+    FLAG_EXE_INFO,
+    FLAG_LOGIN,
+    FLAG_START,
+    FLAG_TTY,
+    Credentials,
+    Event,
+    EventType,
+)
 
-HEADER = struct.Struct("<QQIIIIHHI16s")
-EXEC_FIXED = struct.Struct(
-    "<qiIIIII"
-)  # ret, dirfd, at_flags, argc_captured, argc_total, filename_len, args_len
+# ts_ns, cgroup_id, start_ns, pid, tid, uid, gid, type, flags, aux, comm, then struct creds: euid, suid,
+# fsuid, egid, sgid, fsgid, loginuid, sessionid, cap_effective, cap_permitted
+HEADER = struct.Struct("<QQQIIIIHHI16sIIIIIIIIQQ")
+# ret, dirfd, at_flags, argc_captured, argc_total, filename_len, args_len, tty, exe_nlink, exe_ino, exe_dev,
+# exe_name_len, exe_name
+EXEC_FIXED = struct.Struct("<qiIIIIIIIQII256s")
 OPEN_FIXED = struct.Struct("<qIIiI")  # ret, flags, mode, dirfd, path_len
-OPEN_KEY = struct.Struct("<IIiiQ")  # the dedup key prefix before the path
+OPEN_KEY = struct.Struct("<IIiIQQQQQQ")  # the dedup key before the path (identities of directory and file)
 CONNECT_FIXED = struct.Struct("<qiHHII16s108s")
-FORK_FIXED = struct.Struct("<IIQ")
+FORK_FIXED = struct.Struct("<IIQQ")  # child_pid, parent_tid, clone_flags, child_start_ns
 
 HEADER_SIZE = HEADER.size
 EXEC_DATA_OFFSET = HEADER_SIZE + EXEC_FIXED.size
 OPEN_PATH_OFFSET = HEADER_SIZE + OPEN_FIXED.size + OPEN_KEY.size
+_CRED_SLICE = slice(11, 21)
+
+
+def kernel_dev_to_user(dev: int) -> int:
+    """A kernel-internal dev_t (major << 20 | minor) in the form stat(2) gives (os.major/os.minor work)."""
+    return os.makedev(dev >> 20, dev & 0xFFFFF)
+
+
+def kernel_dev_to_tty_nr(dev: int) -> int:
+    """A kernel dev_t as ``/proc/PID/stat`` prints a tty (new_encode_dev)."""
+    major, minor = dev >> 20, dev & 0xFFFFF
+    return (minor & 0xFF) | (major << 8) | ((minor & ~0xFF) << 12)
 
 
 class DecodeError(ValueError):
@@ -44,12 +72,17 @@ def decode(data: bytes) -> Event:
     """Decode one perf-buffer sample."""
     if len(data) < HEADER_SIZE:
         raise DecodeError(f"sample of {len(data)} bytes is shorter than the {HEADER_SIZE}-byte header")
-    ts, cgroup, pid, tid, uid, gid, etype, flags, aux, comm = HEADER.unpack_from(data, 0)
+    fields = HEADER.unpack_from(data, 0)
+    ts, cgroup, start, pid, tid, uid, gid, etype, flags, aux, comm = fields[:11]
     try:
         kind = EventType(etype)
     except ValueError:
         raise DecodeError(f"unknown event type {etype}") from None
     ev = Event(kind, ts, pid, tid, uid, gid, _cstr(comm), cgroup, flags)
+    if flags & FLAG_START:
+        ev.start_ns = start
+    if flags & FLAG_CREDS:
+        ev.creds = _credentials(fields[_CRED_SLICE], flags)
     if kind is EventType.OPEN or kind is EventType.CHDIR:
         _decode_open(data, ev, aux)
     elif kind is EventType.EXEC:
@@ -59,8 +92,17 @@ def decode(data: bytes) -> Event:
     elif kind is EventType.FORK:
         if len(data) < HEADER_SIZE + FORK_FIXED.size:
             raise DecodeError("short fork sample")
-        ev.child_pid, _parent_tid, ev.clone_flags = FORK_FIXED.unpack_from(data, HEADER_SIZE)
+        ev.child_pid, _parent_tid, ev.clone_flags, child_start = FORK_FIXED.unpack_from(data, HEADER_SIZE)
+        if flags & FLAG_CHILD_START:
+            ev.child_start_ns = child_start
     return ev
+
+
+def _credentials(raw: tuple[int, ...], flags: int) -> Credentials:
+    euid, suid, fsuid, egid, sgid, fsgid, loginuid, sessionid, cap_eff, cap_prm = raw
+    if not flags & FLAG_LOGIN:
+        loginuid = sessionid = None
+    return Credentials(euid, suid, fsuid, egid, sgid, fsgid, loginuid, sessionid, cap_eff, cap_prm)
 
 
 def _decode_open(data: bytes, ev: Event, aux: int) -> None:
@@ -77,7 +119,13 @@ def _decode_open(data: bytes, ev: Event, aux: int) -> None:
 def _decode_exec(data: bytes, ev: Event) -> None:
     if len(data) < EXEC_DATA_OFFSET:
         raise DecodeError("short exec sample")
-    ev.ret, ev.dirfd, ev.open_flags, argc, argc_total, flen, alen = EXEC_FIXED.unpack_from(data, HEADER_SIZE)
+    (ev.ret, ev.dirfd, ev.open_flags, argc, argc_total, flen, alen, tty, nlink, ino, dev, name_len,
+     name) = EXEC_FIXED.unpack_from(data, HEADER_SIZE)  # fmt: skip
+    if ev.flags & FLAG_TTY:
+        ev.tty_nr = kernel_dev_to_tty_nr(tty)
+    if ev.flags & FLAG_EXE_INFO:
+        ev.exe_name = _cstr(name[: max(0, min(name_len, len(name)))])
+        ev.exe_ino, ev.exe_dev, ev.exe_nlink = ino, kernel_dev_to_user(dev), nlink
     payload = data[EXEC_DATA_OFFSET : EXEC_DATA_OFFSET + flen + alen]
     ev.filename = _cstr(payload[:flen])
     args = payload[flen:].split(b"\0")

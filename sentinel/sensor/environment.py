@@ -48,20 +48,20 @@ REQUIRED_TRACEPOINTS: list[str] = [
     "syscalls/sys_enter_fchdir",
     "syscalls/sys_exit_fchdir",
     "syscalls/sys_enter_clone",
+    "syscalls/sys_exit_clone",
     "syscalls/sys_enter_clone3",
+    "syscalls/sys_exit_clone3",
     "syscalls/sys_enter_socket",
     "syscalls/sys_exit_socket",
 ]
 
-# Legacy syscalls that newer arches (arm64, riscv) never had: libc uses openat there, so their absence
-# loses nothing and the probes for them must be attached only when present.
+# Probes compiled in only when their tracepoints exist (the loader's HAVE_TP_* macros): legacy syscalls newer
+# arches never had (arm64, riscv: libc uses openat there, so nothing is lost) and calls older kernels lack
+# (openat2 came in 5.6, clone3 in 5.3; without clone3 libc uses clone, which is watched).
 OPTIONAL_TRACEPOINTS: frozenset[str] = frozenset(
-    {
-        "syscalls/sys_enter_open",
-        "syscalls/sys_exit_open",
-        "syscalls/sys_enter_creat",
-        "syscalls/sys_exit_creat",
-    }
+    f"syscalls/sys_{half}_{call}"
+    for call in ("open", "creat", "openat2", "clone3")
+    for half in ("enter", "exit")
 )
 
 HeadersMode = Literal["matching", "substitute", "missing"]
@@ -98,11 +98,6 @@ def kernel_version_tuple(release: str | None = None) -> tuple[int, int, int]:
         return (0, 0, 0)
     major, minor, patch = (int(part) if part else 0 for part in match.groups())
     return (major, minor, patch)
-
-
-def btf_available(path: str = "/sys/kernel/btf/vmlinux") -> bool:
-    """Whether kernel BTF can be read: the only trustworthy source of struct offsets on this kernel."""
-    return os.access(path, os.R_OK)
 
 
 # --- kernel headers ----------------------------------------------------------------------------------------
@@ -160,7 +155,7 @@ def headers_mode(release: str | None = None, modules_root: str = MODULES_ROOT) -
         running,
         version,
         str(tree),
-        f"headers {version} used for kernel {running}: only tracepoint fields and helpers are read, "
+        f"headers {version} used for kernel {running}: kernel struct offsets come from BTF, "
         "so struct layouts from these headers are never relied on",
     )
 

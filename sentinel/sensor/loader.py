@@ -20,6 +20,7 @@ from typing import Any
 
 from sentinel.events import Event, EventType
 from sentinel.sensor.decoder import DecodeError, decode
+from sentinel.sensor.koffsets import kernel_offsets
 
 BUFFERS = ("exec", "open", "connect", "proc")
 STAT_NAMES = (
@@ -84,6 +85,38 @@ def find_probe_dir() -> Path:
     raise SensorError("bpf_probes/sentinel.c not found (set SENTINEL_PROBES to the probes directory)")
 
 
+# Optional tracepoints and the macro that compiles their probes in: legacy syscalls newer arches never had
+# (arm64 has no open/creat), and calls older kernels lack (openat2 5.6, clone3 5.3).
+OPTIONAL_PROBES: dict[str, str] = {
+    "syscalls/sys_enter_open": "HAVE_TP_OPEN",
+    "syscalls/sys_enter_creat": "HAVE_TP_CREAT",
+    "syscalls/sys_enter_openat2": "HAVE_TP_OPENAT2",
+    "syscalls/sys_enter_clone3": "HAVE_TP_CLONE3",
+}
+
+
+def tracepoint_present(tracefs: str, name: str) -> bool:
+    """Both halves of a syscall's tracepoints (enter and exit) exist."""
+    from sentinel.sensor.environment import tracepoint_exists
+
+    return tracepoint_exists(tracefs, name) and tracepoint_exists(
+        tracefs, name.replace("sys_enter_", "sys_exit_")
+    )
+
+
+def probe_cflags(probe_dir: Path, cfg: SensorConfig, tracefs: str) -> list[str]:
+    """Compiler flags for bpf_probes/sentinel.c on this host (kernel offsets are added by the caller)."""
+    flags = [
+        f"-I{probe_dir}",
+        f"-DSELF_TGID={cfg.ignore_pid}",
+        f"-DOPEN_DEDUP_NS={int(cfg.open_dedup_s * 1e9)}ULL",
+        "-Wno-unused-function",
+        "-Wno-macro-redefined",
+    ]
+    flags += [f"-D{macro}" for name, macro in OPTIONAL_PROBES.items() if tracepoint_present(tracefs, name)]
+    return flags
+
+
 def boottime_ns() -> int:
     return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
@@ -104,11 +137,18 @@ class Sensor:
         self.attached: list[str] = []
         self.stash_mode = ""
         self.scheduling = ""
+        self.kernel_offsets_mode = ""  # "btf", or "none (why)": credentials, exe identity, open dedup
+        self.optional_absent: list[str] = []  # optional tracepoints this kernel lacks (not attached)
+
+    @property
+    def open_dedup_active(self) -> bool:
+        """In-kernel open de-duplication runs only with kernel offsets: its key names files by object."""
+        return self.config.open_dedup_s > 0 and self.kernel_offsets_mode == "btf"
 
     def start(self) -> None:
         from sentinel.sensor.environment import ensure_tracefs  # mounts tracefs when needed
 
-        ensure_tracefs()
+        tracefs = ensure_tracefs()
         self.scheduling = apply_scheduling(self.config.scheduling)
         try:
             from bcc import BPF
@@ -119,13 +159,11 @@ class Sensor:
             ) from exc
         probe_dir = find_probe_dir()
         cfg = self.config
-        cflags = [
-            f"-I{probe_dir}",
-            f"-DSELF_TGID={cfg.ignore_pid}",
-            f"-DOPEN_DEDUP_NS={int(cfg.open_dedup_s * 1e9)}ULL",
-            "-Wno-unused-function",
-            "-Wno-macro-redefined",
-        ]
+        cflags = probe_cflags(probe_dir, cfg, tracefs)
+        self.optional_absent = [name for name in OPTIONAL_PROBES if not tracepoint_present(tracefs, name)]
+        offsets = kernel_offsets()
+        self.kernel_offsets_mode = offsets.mode
+        cflags += offsets.cflags()
         src = str(probe_dir / "sentinel.c").encode()
         try:
             self.bpf = BPF(src_file=src, cflags=[*cflags, "-DUSE_TASK_STORAGE"])

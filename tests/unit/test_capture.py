@@ -29,18 +29,13 @@ from sentinel.capture import (
 )
 from sentinel.capture.format import (
     EVENT_FIELDS,
+    EVENT_V2_FIELDS,
     FACTS_FIELDS,
     MAX_ARRAY_LEN,
     MAX_RECORD_BYTES,
 )
-from sentinel.events import AT_FDCWD, Event, EventType
-
-try:
-    from sentinel.process.facts import ProcFacts
-except ImportError:  # the process package is written in parallel; facts tests wait for it
-    ProcFacts = None  # type: ignore[assignment,misc]
-
-needs_facts = pytest.mark.skipif(ProcFacts is None, reason="sentinel.process.facts is not available yet")
+from sentinel.events import AT_FDCWD, Credentials, Event, EventType
+from sentinel.process.facts import ProcFacts
 
 HOST = {
     "hostname": "host-1",
@@ -66,7 +61,7 @@ def raw(data: bytes) -> str:
 
 
 def header_bytes(**changes: Any) -> bytes:
-    header = {"format": "sentinel-capture", "version": 1, "created_ns": 5, **HOST, "probe_mode": "test"}
+    header = {"format": "sentinel-capture", "version": 2, "created_ns": 5, **HOST, "probe_mode": "test"}
     header.update(changes)
     return msgpack.packb({k: v for k, v in header.items() if v is not None}, use_bin_type=True)
 
@@ -133,10 +128,9 @@ def make_facts(pid: int = 42, **changes: Any) -> Any:
 
 def test_event_record_layout_covers_every_event_field() -> None:
     # A new Event field must be added to the capture layout (and the version bumped), or replay loses it.
-    assert tuple(f.name for f in dataclasses.fields(Event)) == EVENT_FIELDS
+    assert tuple(f.name for f in dataclasses.fields(Event)) == EVENT_FIELDS + EVENT_V2_FIELDS
 
 
-@needs_facts
 def test_facts_record_layout_covers_every_procfacts_field() -> None:
     assert tuple(f.name for f in dataclasses.fields(ProcFacts)) == FACTS_FIELDS
 
@@ -150,7 +144,59 @@ def test_event_record_is_the_documented_array(tmp_path: Path) -> None:
     assert list(objs[0])[:2] == ["format", "version"]
     assert objs[1][:8] == [1, 2, 7, 1, 2, 3, 4, b"cat"]
     assert objs[1][14] == b"/etc/passwd"
-    assert len(objs[1]) == 1 + len(EVENT_FIELDS)
+    assert len(objs[1]) == 1 + len(EVENT_FIELDS) + len(EVENT_V2_FIELDS)
+    assert objs[1][-2:] == [0, None]  # start_ns and creds: not known for this event
+
+
+def test_version_1_records_still_read(tmp_path: Path) -> None:
+    """Captures written before credentials existed keep replaying: their events simply lack them."""
+    path = tmp_path / "c"
+    record = [
+        1,
+        2,
+        7,
+        1,
+        2,
+        3,
+        4,
+        b"cat",
+        0,
+        0,
+        3,
+        b"",
+        [],
+        0,
+        b"/etc/passwd",
+        -100,
+        0,
+        0,
+        0,
+        -1,
+        0,
+        b"",
+        0,
+        0,
+        0,
+        0,
+    ]
+    facts = [2, 5, 100, 1, b"sh", b"/usr/bin/dash", b"/", b"sh\0", 0, 0, 0]
+    path.write_bytes(header_bytes(version=1) + pack(record) + pack(facts))
+    items, reader = read_all(path)
+    assert reader.problem is None
+    ev, proc_facts = items[1], items[2]
+    assert isinstance(ev, Event) and ev.path == "/etc/passwd" and ev.creds is None and ev.start_ns == 0
+    assert proc_facts.exe == "/usr/bin/dash" and not proc_facts.exe_memfd and not proc_facts.exe_deleted
+
+
+def test_credentials_and_exe_identity_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "c"
+    creds = Credentials(0, 0, 0, 0, 0, 0, None, None, 0x1FF, 0x3FF)
+    ev = Event(EventType.EXEC, 7, 1, 2, 65534, 65534, "x", start_ns=5, creds=creds, exe_name="memfd:\udcff",
+               exe_nlink=0, exe_dev=1, exe_ino=9, tty_nr=34816, child_start_ns=0)  # fmt: skip
+    with CaptureWriter(path, HEADER) as w:
+        w.write_event(ev)
+    items, reader = read_all(path)
+    assert reader.problem is None and items[1] == ev
 
 
 # -- round trips -------------------------------------------------------------------------------------------
@@ -240,7 +286,6 @@ def test_unknown_event_types_are_skipped_and_counted(tmp_path: Path) -> None:
     assert describe(path).unknown_event_types == {99: 2, 1000: 1}
 
 
-@needs_facts
 def test_facts_fd_loss_snapshot_and_miss_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "c"
     facts = [
@@ -276,7 +321,6 @@ def test_facts_fd_loss_snapshot_and_miss_round_trip(tmp_path: Path) -> None:
     assert type(items[1]) is ProcFacts
 
 
-@needs_facts
 def test_facts_with_a_nul_inside_an_argument_are_refused(tmp_path: Path) -> None:
     with CaptureWriter(tmp_path / "c", HEADER) as w, pytest.raises(ValueError, match="NUL"):
         w.write_facts(make_facts(args=["a\x00b"]))
@@ -297,7 +341,7 @@ def test_header_is_complete_and_segments_are_exposed(tmp_path: Path) -> None:
     assert [h["boot_id"] for h in reader.headers] == ["b00t", "other-boot"]
     assert reader.headers[1]["created_ns"] == 77
     head = reader.headers[0]
-    assert head["format"] == "sentinel-capture" and head["version"] == 1
+    assert head["format"] == "sentinel-capture" and head["version"] == 2
     assert {k: head[k] for k in HOST} == HOST and head["probe_mode"] == "test"
     assert isinstance(head["created_ns"], int)
 
@@ -522,7 +566,7 @@ def test_headerless_file_is_not_a_capture(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("changes", "kind", "message"),
     [
-        ({"version": 2}, "unsupported", "unsupported capture version 2"),
+        ({"version": 3}, "unsupported", "unsupported capture version 3"),
         ({"version": "1"}, "corrupt", "version is str"),
         ({"format": "sentinel-capturez"}, "not-a-capture", "not a sentinel capture: format is str"),
         ({"boot_time_ns": None}, "corrupt", "lacks 'boot_time_ns'"),
@@ -554,7 +598,7 @@ def _with(index: int, value: object) -> list[object]:
 
 
 BAD_RECORDS: list[Any] = [
-    (pack(VALID_EVENT[:10]), "event record has 10 elements, expected 26"),
+    (pack(VALID_EVENT[:10]), r"event record has 10 elements, expected 34 \(or 26, version 1\)"),
     (pack([*VALID_EVENT, 0]), "event record has 27 elements"),
     (pack(_with(3, "1")), "event record pid is str '1', expected an integer"),
     (pack(_with(3, True)), "pid is True"),
@@ -581,9 +625,9 @@ BAD_RECORDS: list[Any] = [
     (pack([5]), "snapshot_end record has 1 elements"),
     (pack([6, "1"]), "facts_miss record pid is str"),
     *(
-        pytest.param(bad, message, marks=needs_facts)
+        pytest.param(bad, message)
         for bad, message in [
-            (pack([2, 1, 2]), "facts record has 3 elements, expected 11"),
+            (pack([2, 1, 2]), "facts record has 3 elements, expected 13"),
             (
                 pack([2, 1, 2, 3, b"c", None, None, b"no-nul", 0, 0, 0]),
                 "facts record args does not end with NUL",
@@ -671,7 +715,7 @@ def test_a_record_whose_parts_add_up_past_the_limit_is_refused(tmp_path: Path) -
 def test_a_later_segment_with_another_version_stops_there(tmp_path: Path) -> None:
     path = tmp_path / "c"
     first = header_bytes() + pack([6, 1])
-    path.write_bytes(first + header_bytes(version=2) + pack([6, 2]))
+    path.write_bytes(first + header_bytes(version=3) + pack([6, 2]))
     items, reader = read_all(path)
     assert items[1:] == [FactsMiss(1)]
     assert reader.problem is not None

@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import shutil
 import socket
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sentinel.events import AF_INET, AF_INET6, AF_UNIX, FLAG_ARGV_TRUNCATED, EventType
+from sentinel import events
+from sentinel.events import (
+    AF_INET,
+    AF_INET6,
+    AF_UNIX,
+    FLAG_ARGV_TRUNCATED,
+    FLAG_CHILD_START,
+    FLAG_CREDS,
+    FLAG_EXE_INFO,
+    FLAG_LOGIN,
+    FLAG_START,
+    FLAG_TTY,
+    EventType,
+)
 from sentinel.sensor import decoder
 from sentinel.sensor.decoder import (
     CONNECT_FIXED,
@@ -28,29 +44,156 @@ from sentinel.sensor.decoder import (
 HEADER_H = Path(__file__).resolve().parents[2] / "bpf_probes" / "sentinel_events.h"
 
 
-def header(etype: int, flags: int = 0, aux: int = 0, comm: bytes = b"proc") -> bytes:
-    return HEADER.pack(123_456_789, 42, 1000, 1001, 0, 0, etype, flags, aux, comm)
+NO_CREDS = (0,) * 10
+
+
+def header(
+    etype: int,
+    flags: int = 0,
+    aux: int = 0,
+    comm: bytes = b"proc",
+    start: int = 0,
+    creds: tuple[int, ...] = NO_CREDS,
+) -> bytes:
+    return HEADER.pack(123_456_789, 42, start, 1000, 1001, 0, 0, etype, flags, aux, comm, *creds)
 
 
 def exec_sample(
-    filename: bytes, args: list[bytes], ret: int = 0, flags: int = 0, total: int | None = None
+    filename: bytes,
+    args: list[bytes],
+    ret: int = 0,
+    flags: int = 0,
+    total: int | None = None,
+    exe: tuple[int, int, int, int, bytes] = (0, 0, 0, 0, b""),
 ) -> bytes:
     data = filename + b"\0" + b"".join(a + b"\0" for a in args)
+    tty, nlink, ino, dev, name = exe
     fixed = EXEC_FIXED.pack(
-        ret, -100, 0, len(args), total or len(args), len(filename) + 1, len(data) - len(filename) - 1
-    )
+        ret, -100, 0, len(args), total or len(args), len(filename) + 1, len(data) - len(filename) - 1,
+        tty, nlink, ino, dev, len(name) + 1, name,
+    )  # fmt: skip
     return header(1, flags) + fixed + data
 
 
-def test_struct_sizes_match_the_c_header() -> None:
+# Where each struct of the C header puts its members, as the decoder's formats must reproduce them.
+LAYOUT_PROGRAM = r"""
+#include <stddef.h>
+#include <stdio.h>
+typedef unsigned char u8; typedef unsigned short u16; typedef unsigned int u32; typedef int s32;
+typedef unsigned long long u64; typedef long long s64;
+#include "sentinel_events.h"
+#define P(s, m) printf(#s "." #m " %zu %zu\n", offsetof(struct s, m), sizeof(((struct s *)0)->m))
+int main(void) {
+    P(event_header, ts_ns); P(event_header, cgroup_id); P(event_header, start_ns); P(event_header, pid);
+    P(event_header, tid); P(event_header, uid); P(event_header, gid); P(event_header, type);
+    P(event_header, flags); P(event_header, aux); P(event_header, comm); P(event_header, cred);
+    P(creds, euid); P(creds, suid); P(creds, fsuid); P(creds, egid); P(creds, sgid); P(creds, fsgid);
+    P(creds, loginuid); P(creds, sessionid); P(creds, cap_effective); P(creds, cap_permitted);
+    P(exec_event, ret); P(exec_event, dirfd); P(exec_event, at_flags); P(exec_event, argc_captured);
+    P(exec_event, argc_total); P(exec_event, filename_len); P(exec_event, args_len); P(exec_event, tty);
+    P(exec_event, exe_nlink); P(exec_event, exe_ino); P(exec_event, exe_dev); P(exec_event, exe_name_len);
+    P(exec_event, exe_name); P(exec_event, data);
+    P(open_event, ret); P(open_event, flags); P(open_event, mode); P(open_event, dirfd);
+    P(open_event, path_len); P(open_event, key);
+    P(open_key, tgid); P(open_key, flags_class); P(open_key, result); P(open_key, pad); P(open_key, gen);
+    P(open_key, base_mnt); P(open_key, base_dentry); P(open_key, file_mnt); P(open_key, file_dentry);
+    P(open_key, file_inode); P(open_key, path);
+    P(connect_event, ret); P(connect_event, fd); P(connect_event, family); P(connect_event, port);
+    P(connect_event, sock_type); P(connect_event, addrlen); P(connect_event, addr);
+    P(connect_event, unix_path);
+    P(fork_event, child_pid); P(fork_event, parent_tid); P(fork_event, clone_flags);
+    P(fork_event, child_start_ns);
+    printf("sizeof.event_header %zu 0\n", sizeof(struct event_header));
+    return 0;
+}
+"""
+
+
+def compiled_layout(tmp_path: Path) -> dict[str, tuple[int, int]]:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "no C compiler: scripts/setup.sh installs gcc"
+    (tmp_path / "layout.c").write_text(LAYOUT_PROGRAM)
+    binary = tmp_path / "layout"
+    subprocess.run([cc, f"-I{HEADER_H.parent}", "-o", str(binary), str(tmp_path / "layout.c")], check=True)
+    out = subprocess.run([str(binary)], check=True, capture_output=True, text=True).stdout
+    return {name: (int(off), int(size)) for name, off, size in (line.split() for line in out.splitlines())}
+
+
+def struct_offsets(fmt: struct.Struct) -> list[tuple[int, int]]:
+    """(offset, size) of each item of a little-endian struct format, expanding counts like ``16s``."""
+    out = []
+    offset = 0
+    for count, code in re.findall(r"(\d*)([a-zA-Z])", fmt.format.lstrip("<")):
+        n = int(count or 1)
+        size = struct.calcsize("<" + code)
+        if code == "s":
+            out.append((offset, n))
+            offset += n
+            continue
+        for _ in range(n):
+            out.append((offset, size))
+            offset += size
+    return out
+
+
+def test_decoder_formats_match_the_compiled_c_layout(tmp_path: Path) -> None:
+    c = compiled_layout(tmp_path)
+    header_members = ["ts_ns", "cgroup_id", "start_ns", "pid", "tid", "uid", "gid", "type", "flags", "aux",
+                      "comm"]  # fmt: skip
+    cred_members = ["euid", "suid", "fsuid", "egid", "sgid", "fsgid", "loginuid", "sessionid",
+                    "cap_effective",
+                    "cap_permitted"]  # fmt: skip
+    cred_base = c["event_header.cred"][0]
+    expected = [c[f"event_header.{m}"] for m in header_members]
+    expected += [(cred_base + c[f"creds.{m}"][0], c[f"creds.{m}"][1]) for m in cred_members]
+    assert struct_offsets(HEADER) == expected
+    assert HEADER.size == c["sizeof.event_header"][0]
+
+    def body(struct_name: str, members: list[str]) -> list[tuple[int, int]]:
+        return [(c[f"{struct_name}.{m}"][0] - HEADER.size, c[f"{struct_name}.{m}"][1]) for m in members]
+
+    exec_members = ["ret", "dirfd", "at_flags", "argc_captured", "argc_total", "filename_len", "args_len",
+                    "tty",
+                    "exe_nlink", "exe_ino", "exe_dev", "exe_name_len", "exe_name"]  # fmt: skip
+    assert struct_offsets(EXEC_FIXED) == body("exec_event", exec_members)
+    assert c["exec_event.data"][0] == decoder.EXEC_DATA_OFFSET
+    assert struct_offsets(OPEN_FIXED) == body("open_event", ["ret", "flags", "mode", "dirfd", "path_len"])
+    key_base = c["open_event.key"][0] - HEADER.size - OPEN_FIXED.size
+    key_members = ["tgid", "flags_class", "result", "pad", "gen", "base_mnt", "base_dentry", "file_mnt",
+                   "file_dentry", "file_inode"]  # fmt: skip
+    assert key_base == 0
+    assert struct_offsets(OPEN_KEY) == [c[f"open_key.{m}"] for m in key_members]
+    assert c["open_event.key"][0] + c["open_key.path"][0] == decoder.OPEN_PATH_OFFSET
+    connect_members = ["ret", "fd", "family", "port", "sock_type", "addrlen", "addr", "unix_path"]
+    assert struct_offsets(CONNECT_FIXED) == body("connect_event", connect_members)
+    fork_members = ["child_pid", "parent_tid", "clone_flags", "child_start_ns"]
+    assert struct_offsets(FORK_FIXED) == body("fork_event", fork_members)
+
+
+def test_event_type_numbers_match_the_c_header() -> None:
     text = HEADER_H.read_text()
-    assert "#define COMM_LEN 16" in text
-    assert HEADER.size == 56  # u64 u64 u32*4 u16 u16 u32 char[16]
-    assert EXEC_FIXED.size == 32
-    assert OPEN_FIXED.size + OPEN_KEY.size == 24 + 24
-    assert CONNECT_FIXED.size == 8 + 4 + 2 + 2 + 4 + 4 + 16 + 108
-    assert FORK_FIXED.size == 16
-    assert re.search(r"#define EVT_CHDIR 6", text)
+    defined = {name: int(value) for name, value in re.findall(r"#define EVT_([A-Z]+) (\d+)", text)}
+    assert {t.name: int(t) for t in EventType} == defined
+    flags = {name: int(bit) for name, bit in re.findall(r"#define EVF_([A-Z_]+) \(1 << (\d+)\)", text)}
+    for name, bit in flags.items():
+        assert getattr(events, f"FLAG_{name}") == 1 << bit, name
+
+
+def test_credentials_start_and_exe_identity_are_decoded_only_when_flagged() -> None:
+    creds = (0, 0, 0, 0, 0, 0, 1000, 7, 0x1FF, 0x3FF)
+    sample = exec_sample(b"/proc/self/fd/3", [b"x"], exe=((136 << 20) | 2, 0, 99, (0 << 20) | 1, b"memfd:x"))
+    plain = decode(sample)
+    assert plain.creds is None and plain.start_ns == 0 and plain.exe_name == "" and plain.tty_nr == -1
+    flags = FLAG_CREDS | FLAG_LOGIN | FLAG_START | FLAG_EXE_INFO | FLAG_TTY
+    full = header(1, flags, start=555, creds=creds) + sample[HEADER.size :]
+    ev = decode(full)
+    assert ev.start_ns == 555
+    assert ev.creds is not None and ev.creds.loginuid == 1000 and ev.creds.sessionid == 7
+    assert ev.creds.cap_effective == 0x1FF and ev.creds.cap_permitted == 0x3FF and ev.creds.euid == 0
+    assert ev.exe_name == "memfd:x" and ev.exe_nlink == 0 and ev.exe_ino == 99 and os.minor(ev.exe_dev) == 1
+    assert ev.tty_nr == 34818  # pts/2 as /proc/PID/stat prints it: (136 << 8) | 2
+    no_login = decode(header(1, FLAG_CREDS, creds=creds) + sample[HEADER.size :])
+    assert no_login.creds is not None and no_login.creds.loginuid is None and no_login.creds.sessionid is None
 
 
 def test_exec_round_trip_with_hostile_bytes() -> None:
@@ -79,14 +222,14 @@ def test_exec_lengths_are_clamped_to_received_bytes() -> None:
 def test_open_decodes_path_flags_and_repeat_count() -> None:
     path = b"/etc/\xffshadow"
     fixed = OPEN_FIXED.pack(-13, 0o100101, 0o644, -100, len(path) + 1)
-    ev = decode(header(2, aux=7) + fixed + OPEN_KEY.pack(0, 0, 0, 0, 0) + path + b"\0")
+    ev = decode(header(2, aux=7) + fixed + bytes(OPEN_KEY.size) + path + b"\0")
     assert ev.type is EventType.OPEN and ev.ret == -13 and ev.open_flags == 0o100101 and ev.mode == 0o644
     assert ev.path.encode("utf-8", "surrogateescape") == path and ev.repeat_count == 7
 
 
 def test_fchdir_carries_the_fd() -> None:
     fixed = OPEN_FIXED.pack(0, 0, 0, 5, 1)
-    ev = decode(header(6) + fixed + OPEN_KEY.pack(0, 0, 0, 0, 0) + b"\0")
+    ev = decode(header(6) + fixed + bytes(OPEN_KEY.size) + b"\0")
     assert ev.type is EventType.CHDIR and ev.path == "" and ev.fd == 5
 
 
@@ -111,9 +254,11 @@ def test_connect_unix_path_and_abstract() -> None:
 
 
 def test_fork_and_exit() -> None:
-    ev = decode(header(4) + FORK_FIXED.pack(2000, 1001, 0x11))
-    assert ev.child_pid == 2000 and ev.clone_flags == 0x11
-    assert decode(header(5) + FORK_FIXED.pack(0, 0, 0)).type is EventType.EXIT
+    ev = decode(header(4) + FORK_FIXED.pack(2000, 1001, 0x11, 777))
+    assert ev.child_pid == 2000 and ev.clone_flags == 0x11 and ev.child_start_ns == 0  # not flagged
+    ev = decode(header(4, FLAG_CHILD_START) + FORK_FIXED.pack(2000, 1001, 0x11, 777))
+    assert ev.child_start_ns == 777
+    assert decode(header(5) + FORK_FIXED.pack(0, 0, 0, 0)).type is EventType.EXIT
 
 
 def test_short_and_unknown_samples_raise_decode_error() -> None:
@@ -130,8 +275,3 @@ def test_short_and_unknown_samples_raise_decode_error() -> None:
 def test_random_bodies_never_crash(body: bytes, etype: int) -> None:
     with contextlib.suppress(DecodeError):
         decode(header(etype) + body)
-
-
-def test_decoder_module_has_no_kernel_dependency() -> None:
-    assert "bcc" not in decoder.__dict__
-    assert struct.calcsize("<Q") == 8
