@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from sentinel.alerts.identity import process_identity, sentinel_process, thread_capabilities, top_level_user
 from sentinel.events import (
     AF_INET,
     AF_INET6,
@@ -266,7 +267,11 @@ class EcsRenderer:
                 "group": {"id": str(ev.gid)},
             }
         block = dict(self._cached(proc)[0])
-        block["thread"] = {"id": ev.tid, "name": ev.comm}  # the comm at the event (threads rename themselves)
+        thread: dict[str, Any] = {"id": ev.tid, "name": ev.comm}  # the comm at the event (threads rename)
+        caps = thread_capabilities(proc)
+        if caps is not None:
+            thread["capabilities"] = caps
+        block["thread"] = thread
         return block
 
     def ancestry(self, proc: Process | None) -> list[dict[str, Any]]:
@@ -275,7 +280,10 @@ class EcsRenderer:
         return self._cached(proc)[1]
 
     def _cached(self, proc: Process) -> tuple[dict[str, Any], list[dict[str, Any]], KnownSecrets]:
-        key = (self.exec_generation, proc.exec_count, proc.exe, proc.cwd, proc.uid, proc.gid, proc.parent)
+        key = (
+            self.exec_generation, proc.exec_count, proc.exe, proc.cwd, proc.uid, proc.gid, proc.parent,
+            proc.creds, proc.tty_nr, proc.exe_deleted,
+        )  # fmt: skip
         cache = proc.render_cache
         if cache is not None and cache[0] == key:
             return cache[1], cache[2], cache[3]
@@ -316,13 +324,8 @@ class EcsRenderer:
             "command_line": command_line,
             "working_directory": proc.cwd or None,
             "start": self.timestamp(proc.start_ns),
-            "user": {"id": str(proc.uid), "name": proc.user_name},
-            "group": {"id": str(proc.gid), "name": proc.group_name},
+            **process_identity(proc),
         }
-        if proc.tty_nr:
-            major = (proc.tty_nr >> 8) & 0xFFF
-            minor = (proc.tty_nr & 0xFF) | ((proc.tty_nr >> 12) & 0xFFF00)
-            block["tty"] = {"char_device": {"major": major, "minor": minor}}
         parent = proc.parent
         if parent is not None:
             parent_args, parent_command_line = self._args_cmdline(parent, lineage)
@@ -360,8 +363,13 @@ class EcsRenderer:
             "host": self.host_block,
             "process": self.process_block(proc, ev),
         }
+        if proc is not None:
+            doc["user"] = top_level_user(proc)
         detail: dict[str, Any] = {"type": ev.type_name, "ret": ev.ret, "cgroup_id": ev.cgroup_id}
         sentinel: dict[str, Any] = {"event": detail, "ancestors": self.ancestry(proc)}
+        extra = sentinel_process(proc) if proc is not None else None
+        if extra is not None:
+            sentinel["process"] = extra
         doc["sentinel"] = sentinel
         err = error_code(ev.ret)
         if err:

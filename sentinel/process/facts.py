@@ -8,6 +8,7 @@ table sees exactly what it saw live and never touches the replaying host's ``/pr
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -29,12 +30,52 @@ class ProcFacts:
     start_ticks: int  # /proc/<pid>/stat field 22: clock ticks since boot (CLOCK_BOOTTIME)
     ppid: int
     comm: str
-    exe: str | None = None  # readlink of /proc/<pid>/exe, " (deleted)" kept
+    exe: str | None = None  # readlink of /proc/<pid>/exe; "memfd:NAME" for a memfd, " (deleted)" removed
     cwd: str | None = None
     args: list[str] | None = None  # /proc/<pid>/cmdline split on NUL; [] for kernel threads and zombies
     uid: int = -1  # real ids from /proc/<pid>/status
     gid: int = -1
     tty_nr: int = 0  # /proc/<pid>/stat field 7
+    exe_deleted: bool = False  # the executable file has no links left (deleted after the exec)
+    exe_memfd: bool = False  # the executable is a memfd (fileless): ``exe`` is "memfd:NAME"
+
+
+DELETED_SUFFIX = " (deleted)"
+MFD_HUGETLB = 0x0004
+
+
+@functools.cache
+def memfd_devices() -> frozenset[int]:
+    """Device numbers of the kernel's internal memfd filesystems (shmem, hugetlbfs), from memfds of our own.
+
+    A file whose name merely starts with "memfd:" lives elsewhere; only these devices hold real memfds.
+    """
+    devs = set()
+    for flags in (0, MFD_HUGETLB):
+        try:
+            fd = os.memfd_create("sentinel-memfd-probe", flags | os.MFD_CLOEXEC)
+        except (OSError, AttributeError):
+            continue
+        try:
+            devs.add(os.fstat(fd).st_dev)
+        finally:
+            os.close(fd)
+    return frozenset(devs)
+
+
+def classify_exe(link: str | None, st: os.stat_result | None) -> tuple[str | None, bool, bool]:
+    """(exe, deleted, memfd) from the readlink of /proc/PID/exe and a stat through it.
+
+    The kernel appends " (deleted)" to a path without links, but a file may also be *named* that way: only a
+    link count of 0 says it was deleted. A memfd reads as "/memfd:NAME (deleted)" and is named "memfd:NAME",
+    as Falco shows it, when it sits on the memfd filesystem.
+    """
+    if link is None or st is None or st.st_nlink != 0 or not link.endswith(DELETED_SUFFIX):
+        return link, False, False
+    path = link[: -len(DELETED_SUFFIX)]
+    if path.startswith("/memfd:") and "/" not in path[1:] and st.st_dev in memfd_devices():
+        return path[1:], False, True
+    return path, True, False
 
 
 def _parse_stat(data: bytes) -> tuple[str, int, int, int] | None:
@@ -70,6 +111,13 @@ def _read_file(name: str, dir_fd: int) -> bytes | None:
 def _readlink(name: str, dir_fd: int) -> str | None:
     try:
         return os.fsdecode(os.readlink(os.fsencode(name), dir_fd=dir_fd))
+    except OSError:
+        return None
+
+
+def _stat_exe(dir_fd: int) -> os.stat_result | None:
+    try:
+        return os.stat("exe", dir_fd=dir_fd)
     except OSError:
         return None
 
@@ -118,12 +166,16 @@ def read_proc_facts(pid: int, proc_root: str = "/proc") -> ProcFacts | None:
             return None
         comm, ppid, tty_nr, start_ticks = parsed
         uid, gid = _status_ids(_read_file("status", dfd))
+        link = _readlink("exe", dfd)
+        exe, deleted, memfd = classify_exe(link, _stat_exe(dfd) if link else None)
         return ProcFacts(
             pid=pid,
             start_ticks=start_ticks,
             ppid=ppid,
             comm=comm,
-            exe=_readlink("exe", dfd),
+            exe=exe,
+            exe_deleted=deleted,
+            exe_memfd=memfd,
             cwd=_readlink("cwd", dfd),
             args=_split_cmdline(_read_file("cmdline", dfd)),
             uid=uid,
@@ -144,6 +196,8 @@ class FactSource(Protocol):
     def read_fd(self, pid: int, fd: int) -> str | None: ...
 
     def realpath(self, path: str) -> str: ...
+
+    def is_memfd_dev(self, dev: int) -> bool: ...
 
 
 # Exec storms resolve the same few executables over and over; symlinks under /usr rarely change.
@@ -175,6 +229,9 @@ class LiveFacts:
         self.on_realpath = on_realpath
         self._realpaths: dict[str, tuple[str, float]] = {}  # path -> (resolved, valid until)
 
+    def is_memfd_dev(self, dev: int) -> bool:
+        return dev in memfd_devices()
+
     def read(self, pid: int) -> ProcFacts | None:
         facts = read_proc_facts(pid, self.proc_root)
         if facts is not None:
@@ -204,7 +261,7 @@ class LiveFacts:
         """Symlinks resolved on this host's filesystem: the exe of a process that exited before /proc could
         be read is still reported as the kernel would (``/bin/sh`` → ``/usr/bin/dash``)."""
         now = time.monotonic()
-        hit = self._realpaths.get(path)
+        hit = None if path.startswith("/proc/") else self._realpaths.get(path)  # per process: never cached
         if hit is not None and hit[1] > now:
             resolved = hit[0]
         else:
@@ -214,7 +271,8 @@ class LiveFacts:
                 resolved = path
             if len(self._realpaths) >= REALPATH_CACHE_SIZE:
                 self._realpaths.clear()
-            self._realpaths[path] = (resolved, now + REALPATH_CACHE_S)
+            if not path.startswith("/proc/"):
+                self._realpaths[path] = (resolved, now + REALPATH_CACHE_S)
         if self.on_realpath is not None:
             self.on_realpath(path, resolved)
         return resolved
@@ -229,6 +287,10 @@ class ReplayFacts:
         self._facts: dict[int, ProcFacts] = {}
         self._fds: dict[tuple[int, int], str] = {}
         self._realpaths: dict[str, str] = {}
+
+    def is_memfd_dev(self, dev: int) -> bool:
+        """A capture does not record the live host's memfd devices: the name and link count decide."""
+        return True
 
     def feed_realpath(self, path: str, resolved: str) -> None:
         self._realpaths[path] = resolved

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sentinel.events import AT_FDCWD, FLAG_EXECVEAT, Event, EventType
+from sentinel.events import AT_FDCWD, FLAG_EXECVEAT, Credentials, Event, EventType
 from sentinel.process.facts import FactSource, ProcFacts
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "Process",
     "ProcessTable",
     "TableStats",
+    "acting_process_path",
     "entity_id",
     "normalize_path",
 ]
@@ -54,7 +55,6 @@ _CONNECT = EventType.CONNECT
 _EXEC = EventType.EXEC
 _FORK = EventType.FORK
 _EXIT = EventType.EXIT
-_CHDIR: EventType | None = getattr(EventType, "CHDIR", None)
 _DIR_OPEN = O_DIRECTORY | O_PATH
 
 
@@ -80,6 +80,10 @@ class Process:
     user_name: str | None = None
     group_name: str | None = None
     tty_nr: int = 0
+    creds: Credentials | None = None  # as of the latest event (None: the probes cannot read them)
+    exe_memfd: bool = False  # runs from a memfd: ``exe`` is "memfd:NAME"
+    exe_deleted: bool = False  # its executable file has no links left
+    start_exact: bool = False  # start_ticks is the kernel's (from /proc or the probes), not an event time
     parent: Process | None = field(default=None, repr=False)
     depth: int = 0
     exited_ns: int | None = None
@@ -131,6 +135,31 @@ def normalize_path(path: str) -> str:
     if norm.startswith("//"):  # POSIX keeps a leading "//"; Linux treats it as "/"
         norm = "/" + norm.lstrip("/")
     return norm
+
+
+def acting_process_path(path: str, pid: int, tid: int) -> str:
+    """``/proc/self``, ``/proc/thread-self`` and ``/dev/fd`` as the process that named them meant them.
+
+    Resolved by the agent as written, they would name the agent's own files: an exec of
+    ``/proc/self/fd/3`` would be reported as whatever the agent holds open as fd 3.
+    """
+    if path.startswith("/proc/"):
+        head, sep, rest = path[6:].partition("/")
+        if head == "self":
+            return f"/proc/{pid}{sep}{rest}"
+        if head == "thread-self":
+            return f"/proc/{pid}/task/{tid}{sep}{rest}"
+        return path
+    if path.startswith("/dev/"):
+        if path.startswith("/dev/fd/"):
+            return f"/proc/{pid}/fd/{path[8:]}"
+        std = _STD_STREAMS.get(path)
+        if std is not None:
+            return f"/proc/{pid}/fd/{std}"
+    return path
+
+
+_STD_STREAMS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 
 
 def _pwd_name(uid: int) -> str | None:
@@ -278,12 +307,17 @@ class ProcessTable:
         if ev.pid <= 0:
             return None
         proc = self._procs.get(ev.pid)
+        if proc is not None and ev.start_ns and proc.start_exact and self._reused(proc, ev.start_ns):
+            proc = None  # the kernel says this is another process: its exit and fork never reached us
         created = proc is None
         facts: ProcFacts | None = None  # what /proc said when this event created the entry
         if proc is None:
             proc, facts = self._create_late(ev)
         if proc.uid != ev.uid or proc.gid != ev.gid:
             self._set_ids(proc, ev.uid, ev.gid)
+        creds = ev.creds
+        if creds is not None and creds != proc.creds:
+            proc.creds = creds
         etype = ev.type
         if etype == _OPEN:
             if ev.ret >= 0:
@@ -299,9 +333,12 @@ class ProcessTable:
             if proc.exited_ns is None:
                 proc.exited_ns = ts
                 exits.append((ts, proc.pid, proc))
-        elif etype == _CHDIR and ev.ret == 0:
+        elif etype == EventType.CHDIR and ev.ret == 0:
             self._on_chdir(proc, ev, created, facts)
         return proc
+
+    def _reused(self, proc: Process, start_ns: int) -> bool:
+        return abs(self.ticks(start_ns) - proc.start_ticks) > EXEC_MATCH_TICKS
 
     def _on_open(self, proc: Process, ev: Event) -> None:
         fd = ev.ret
@@ -324,7 +361,7 @@ class ProcessTable:
             real_parent, ppid = parent, parent.pid
         if self._procs.get(parent.pid) is parent:
             self._procs.move_to_end(parent.pid)
-        ts = ev.ts_ns
+        ts = ev.child_start_ns or ev.ts_ns  # the kernel's start of the child when the probe could read it
         existing = self._procs.get(child_pid)
         if existing is not None:
             match = self._fork_match(existing, ts)
@@ -354,9 +391,13 @@ class ProcessTable:
             user_name=parent.user_name,
             group_name=parent.group_name,
             tty_nr=parent.tty_nr,
+            creds=parent.creds,
+            exe_memfd=parent.exe_memfd,
+            exe_deleted=parent.exe_deleted,
             dirfds=dict(parent.dirfds),
             source=SOURCE_FORK,
             start_ticks=ticks,
+            start_exact=ev.child_start_ns != 0,
         )
         self._link(child, real_parent)
         self._insert(child)
@@ -370,6 +411,7 @@ class ProcessTable:
             child.tty_nr = parent.tty_nr
         if child.exec_count == 0 and not child.exe:
             child.exe, child.filename, child.args = parent.exe, parent.filename, list(parent.args)
+            child.exe_memfd, child.exe_deleted = parent.exe_memfd, parent.exe_deleted
         for fd, path in parent.dirfds.items():
             if len(child.dirfds) >= MAX_DIRFDS:
                 break
@@ -404,12 +446,25 @@ class ProcessTable:
             self._adopt_parent(proc, facts)
         if facts is not None and facts.exe:
             proc.exe = facts.exe  # the kernel's own resolution: symlinks followed
+            proc.exe_deleted, proc.exe_memfd = facts.exe_deleted, facts.exe_memfd
         else:
             dirfd = ev.dirfd if ev.flags & FLAG_EXECVEAT else AT_FDCWD
-            exe = self.resolve_path(proc, dirfd, ev.filename)
+            exe = acting_process_path(self.resolve_path(proc, dirfd, ev.filename), proc.pid, ev.tid)
             proc.exe = self.facts.realpath(exe) if exe.startswith("/") else exe
+            proc.exe_deleted = proc.exe_memfd = False
+        if ev.exe_nlink >= 0:  # what the probe saw the process run: decides memfd and deleted files
+            self._exe_identity(proc, ev)
         if self._procs.get(proc.pid) is proc:
             self._procs.move_to_end(proc.pid)
+
+    def _exe_identity(self, proc: Process, ev: Event) -> None:
+        """A memfd has no path at all: name it as the kernel does ("memfd:NAME"), whatever was exec'd."""
+        name = ev.exe_name
+        if ev.exe_nlink == 0 and name.startswith("memfd:") and self.facts.is_memfd_dev(ev.exe_dev):
+            proc.exe, proc.exe_memfd, proc.exe_deleted = name, True, False
+        else:
+            proc.exe_memfd = False
+            proc.exe_deleted = ev.exe_nlink == 0
 
     def _on_chdir(self, proc: Process, ev: Event, created: bool, facts: ProcFacts | None) -> None:
         if facts is not None:  # the entry was created from /proc just now: its cwd is already the new one
@@ -482,22 +537,33 @@ class ProcessTable:
             user_name=self.user_name(uid),
             group_name=self.group_name(gid),
             tty_nr=facts.tty_nr,
+            exe_deleted=facts.exe_deleted,
+            exe_memfd=facts.exe_memfd,
             source=source,
             start_ticks=facts.start_ticks,
+            start_exact=True,
         )
 
     def _create_late(self, ev: Event) -> tuple[Process, ProcFacts | None]:
         """An event for a pid we never saw fork: build it from /proc if still there, else from the event."""
         facts = self.facts.read(ev.pid)
+        if (
+            facts is not None
+            and ev.start_ns
+            and abs(facts.start_ticks - self.ticks(ev.start_ns)) > EXEC_MATCH_TICKS
+        ):
+            facts = None  # /proc (or the capture) describes an older process that had this pid
         if facts is not None:
             proc = self._from_facts(facts, SOURCE_LATE, ev.uid, ev.gid)
             parent = self._procs.get(facts.ppid) if facts.ppid > 0 else None
         else:
-            ticks = self.ticks(ev.ts_ns)
+            start = ev.start_ns or ev.ts_ns  # the kernel's start when the probe could read it
+            ticks = self.ticks(start)
             proc = Process(
                 pid=ev.pid,
                 ppid=0,
-                start_ns=ev.ts_ns,
+                start_ns=start,
+                start_exact=ev.start_ns != 0,
                 entity_id=entity_id(self.boot_id, ev.pid, ticks),
                 comm=ev.comm,
                 uid=ev.uid,

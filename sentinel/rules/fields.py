@@ -436,6 +436,21 @@ FIELDS_LIST: list[FieldDef] = [
     FieldDef("proc.pid", INT, "Process id (thread-group id).", p="proc.pid", np="ev.pid", index=True),
     FieldDef("thread.tid", INT, "Thread id.", p="ev.tid", np="ev.tid"),
     FieldDef(
+        "thread.cap_effective",
+        STRING,
+        "Effective capabilities of the thread at the event, names separated by spaces "
+        "(`thread.cap_effective contains CAP_SYS_ADMIN`). Missing without BTF.",
+        p="_cap_text(proc.creds.cap_effective if proc.creds is not None else None)",
+        nullable=True,
+    ),
+    FieldDef(
+        "thread.cap_permitted",
+        STRING,
+        "Permitted capabilities of the thread at the event, as thread.cap_effective.",
+        p="_cap_text(proc.creds.cap_permitted if proc.creds is not None else None)",
+        nullable=True,
+    ),
+    FieldDef(
         "proc.ppid", INT, "Parent process id (the original parent, kept when re-parented).", p="proc.ppid"
     ),
     FieldDef(
@@ -457,8 +472,8 @@ FIELDS_LIST: list[FieldDef] = [
     FieldDef(
         "proc.exepath",
         STRING,
-        "Resolved absolute path of the executable (symlinks resolved); "
-        "` (deleted)` appended when the file was deleted.",
+        "Resolved absolute path of the executable (symlinks resolved); `memfd:NAME` for a memfd "
+        "(see proc.is_exe_from_memfd, proc.is_exe_deleted).",
         p="(proc.exe or None)",
         nullable=True,
         index=True,
@@ -490,19 +505,27 @@ FIELDS_LIST: list[FieldDef] = [
         index=True,
         path_like=True,
     ),
-    FieldDef("proc.tty", INT, "Controlling terminal (tty_nr from /proc, 0 when none).", p="proc.tty_nr"),
+    FieldDef(
+        "proc.tty",
+        INT,
+        "Controlling terminal as /proc/PID/stat's tty_nr (read by the probe at exec, else from /proc; "
+        "0 when none).",
+        p="proc.tty_nr",
+    ),
     FieldDef("proc.duration", INT, "Nanoseconds since the process started.", p="(ev.ts_ns - proc.start_ns)"),
     FieldDef(
         "proc.is_exe_from_memfd",
         BOOL,
-        "The executable is a memfd (its path starts with `/memfd:`).",
-        p='proc.exe.startswith("/memfd:")',
+        "The executable is a memfd (fileless execution): the kernel's own view of the file the process runs "
+        "(no links, on the memfd filesystem), not its name; proc.exepath is then `memfd:NAME`.",
+        p="proc.exe_memfd",
     ),
     FieldDef(
         "proc.is_exe_deleted",
         BOOL,
-        "The executable was deleted after it was started.",
-        p='proc.exe.endswith(" (deleted)")',
+        "The executable file has no links left: deleted before the exec (executed from an open fd) or seen "
+        "deleted in /proc (deleted after the exec, for processes the agent found running).",
+        p="proc.exe_deleted",
     ),
     FieldDef(
         "proc.pname",
@@ -609,25 +632,37 @@ FIELDS_LIST: list[FieldDef] = [
     FieldDef("proc.stdout.name", STRING, "Not captured (always missing).", on=_NEVER),
     # --------------------------------------------------------------------------------------------- user
     FieldDef(
-        "user.uid", INT, "Real user id of the thread at the event.", p="ev.uid", np="ev.uid", index=True
+        "user.uid",
+        INT,
+        "Effective user id of the thread at the event, as Falco's drivers report it (the real user id when "
+        "the probes cannot read credentials: no BTF).",
+        p="_euid(proc, ev)",
+        np="ev.uid",
+        index=True,
     ),
     FieldDef(
         "user.name",
         STRING,
         "User name of user.uid (from the host's user database).",
-        p="proc.user_name",
+        p="_euser_name(proc, ev)",
         nullable=True,
         index=True,
     ),
     FieldDef(
         "user.loginuid",
         INT,
-        "Audit login uid: not captured, always -1 (Falco's value for none).",
-        p="-1",
-        np="-1",
-        domain={t: _ds(-1) for t in ALL},
+        "Audit login uid: who logged in, kept across sudo and su; -1 when nobody did (daemons). Missing "
+        "without BTF or CONFIG_AUDIT.",
+        p="_loginuid(proc)",
+        nullable=True,
     ),
-    FieldDef("user.loginname", STRING, "Not captured (always missing).", on=_NEVER),
+    FieldDef(
+        "user.loginname",
+        STRING,
+        "User name of user.loginuid; missing when nobody logged in.",
+        p="_loginname(proc)",
+        nullable=True,
+    ),
     FieldDef("user.homedir", STRING, "Not captured (always missing).", on=_NEVER),
     FieldDef("user.shell", STRING, "Not captured (always missing).", on=_NEVER),
     FieldDef("group.gid", INT, "Real group id of the thread at the event.", p="ev.gid", np="ev.gid"),

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from sentinel.alerts.identity import CAPABILITIES
 from sentinel.events import (
     AF_INET,
     AF_INET6,
@@ -33,7 +34,9 @@ from sentinel.events import (
     FLAG_CREAT,
     FLAG_EXECVEAT,
     FLAG_OPENAT2,
+    LOGINUID_UNSET,
     OPEN_FLAG_VALUES,
+    Credentials,
     Event,
     EventType,
 )
@@ -168,8 +171,9 @@ def _process(block: Mapping[str, Any], what: str, default_pid: int, ts: int) -> 
     if args is None:
         cmd = block.get("command_line")
         args = _str(cmd, f"{what}.command_line").split(" ") if cmd else ([exe] if exe else [])
-    user = _map(block.get("user"), f"{what}.user")
-    group = _map(block.get("group"), f"{what}.group")
+    # ECS: process.user is the effective user; the real one is process.real_user when the document has it.
+    user = _map(block.get("real_user") or block.get("user"), f"{what}.user")
+    group = _map(block.get("real_group") or block.get("group"), f"{what}.group")
     tty = _map(_map(block.get("tty"), f"{what}.tty").get("char_device"), f"{what}.tty.char_device")
     major, minor = _int(tty.get("major"), "tty major", 0), _int(tty.get("minor"), "tty minor", 0)
     pid = _int(block.get("pid"), f"{what}.pid", default_pid)
@@ -188,6 +192,50 @@ def _process(block: Mapping[str, Any], what: str, default_pid: int, ts: int) -> 
         user_name=_str(user.get("name"), f"{what}.user.name") or None,
         group_name=_str(group.get("name"), f"{what}.group.name") or None,
         tty_nr=(minor & 0xFF) | (major << 8) | ((minor & ~0xFF) << 12),
+    )
+
+
+def _cap_mask(names: Any, what: str) -> int:
+    if names is None:
+        return 0
+    if not isinstance(names, list):
+        raise FixtureError(f"{what} must be a list of capability names")
+    mask = 0
+    for name in names:
+        text = _str(name, what)
+        if text.isdigit():
+            mask |= 1 << int(text)
+        elif text in CAPABILITIES:
+            mask |= 1 << CAPABILITIES.index(text)
+        else:
+            raise FixtureError(f"{what}: unknown capability {text!r}")
+    return mask
+
+
+def _credentials(
+    block: Mapping[str, Any], thread: Mapping[str, Any], extra: Mapping[str, Any]
+) -> Credentials | None:
+    """What the probes' credentials gave this document, when it shows more than the real ids."""
+    caps = _map(thread.get("capabilities"), "process.thread.capabilities")
+    if not ("real_user" in block or "saved_user" in block or caps or "login_user" in extra):
+        return None
+
+    def uid_of(key: str, default: int) -> int:
+        return _int(_map(block.get(key), f"process.{key}").get("id"), f"process.{key}.id", default)
+
+    euid, egid = uid_of("user", 0), uid_of("group", 0)
+    login = _map(extra.get("login_user"), "sentinel.process.login_user")
+    return Credentials(
+        euid=euid,
+        suid=uid_of("saved_user", euid),
+        fsuid=_int(_map(extra.get("fs_user"), "sentinel.process.fs_user").get("id"), "fs_user.id", euid),
+        egid=egid,
+        sgid=uid_of("saved_group", egid),
+        fsgid=_int(_map(extra.get("fs_group"), "sentinel.process.fs_group").get("id"), "fs_group.id", egid),
+        loginuid=_int(login.get("id"), "sentinel.process.login_user.id", LOGINUID_UNSET),
+        sessionid=_int(extra.get("session_id"), "sentinel.process.session_id", LOGINUID_UNSET),
+        cap_effective=_cap_mask(caps.get("effective"), "process.thread.capabilities.effective"),
+        cap_permitted=_cap_mask(caps.get("permitted"), "process.thread.capabilities.permitted"),
     )
 
 
@@ -304,6 +352,10 @@ def from_ecs(doc: Mapping[str, Any]) -> EvalContext:
     elif isinstance(pblock.get("parent"), Mapping):
         proc.ppid = _int(pblock["parent"].get("pid"), "process.parent.pid", 0)
     thread = _map(pblock.get("thread"), "process.thread")
+    extra = _map(sent.get("process"), "sentinel.process")
+    proc.creds = _credentials(pblock, thread, extra)
+    proc.exe_memfd = extra.get("exe_from_memfd") is True
+    proc.exe_deleted = extra.get("exe_deleted") is True
     ev = Event(
         type=etype,
         ts_ns=ts,

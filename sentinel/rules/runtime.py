@@ -95,6 +95,42 @@ def cmdlenargs(proc: Any) -> int:
     return sum(len(a) for a in args[1:]) + max(0, len(args) - 2)
 
 
+def euid(proc: Any, ev: Any) -> int:
+    """Falco's ``user.uid``: the effective user its drivers report; the real one when credentials are
+    unknown."""
+    creds = proc.creds
+    return ev.uid if creds is None else creds.euid
+
+
+def loginuid(proc: Any) -> int | None:
+    """Falco's ``user.loginuid``: -1 when nobody logged in; missing when the probes cannot read it."""
+    creds = proc.creds
+    if creds is None or creds.loginuid is None:
+        return None
+    return -1 if creds.loginuid == 4294967295 else creds.loginuid
+
+
+def loginname(proc: Any) -> str | None:
+    from sentinel.alerts.identity import user_name
+
+    uid = loginuid(proc)
+    return None if uid is None or uid < 0 else user_name(uid)
+
+
+def euser_name(proc: Any, ev: Any) -> str | None:
+    from sentinel.alerts.identity import user_name
+
+    creds = proc.creds
+    return proc.user_name if creds is None or creds.euid == ev.uid else user_name(creds.euid)
+
+
+def cap_text(mask: int | None) -> str | None:
+    """Falco's ``thread.cap_*``: capability names separated by spaces (``contains CAP_SYS_ADMIN`` works)."""
+    from sentinel.alerts.identity import capability_names
+
+    return None if mask is None else " ".join(capability_names(mask))
+
+
 def ancestor(proc: Any, n: int) -> Any:
     """The process itself for 0, its parent for 1 ...; None past the known root."""
     cur = proc

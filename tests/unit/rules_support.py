@@ -6,7 +6,7 @@ import functools
 import itertools
 from typing import Any
 
-from sentinel.events import AF_INET, Event, EventType
+from sentinel.events import AF_INET, Credentials, Event, EventType
 from sentinel.process.table import Process
 from sentinel.rules import EvalContext, RuleSet, load_text
 from sentinel.rules.model import Diagnostic
@@ -43,13 +43,16 @@ def proc_chain(*links: tuple[str, str, list[str]], uid: int = 0, user: str | Non
 
 
 def web_shell() -> Process:
-    return proc_chain(
+    proc = proc_chain(
         ("bash", "/usr/bin/bash", ["bash", "-c", "id; uname -a"]),
         ("nginx", "/usr/sbin/nginx", ["nginx", "-g", "daemon off;"]),
         ("systemd", "/usr/lib/systemd/systemd", ["/sbin/init"]),
         uid=33,
         user="www-data",
     )
+    # As the probes read them: www-data throughout, logged in as www-data (session 2), CAP_CHOWN, CAP_NET_RAW.
+    proc.creds = Credentials(33, 33, 33, 33, 33, 33, 33, 2, 0x2001, 0x2001 | 1 << 21)
+    return proc
 
 
 def event(etype: EventType, proc: Process | None = None, **kw: Any) -> Event:

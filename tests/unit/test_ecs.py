@@ -28,6 +28,7 @@ from sentinel.events import (
     AT_FDCWD,
     FLAG_ARGV_TRUNCATED,
     FLAG_PATH_TRUNCATED,
+    Credentials,
     Event,
     EventType,
 )
@@ -249,7 +250,10 @@ def test_process_block_from_table() -> None:
         "start": "2023-11-14T22:13:25.000000000Z",  # 500 ticks at 100 Hz after boot
         "user": {"id": "1000", "name": "alice"},
         "group": {"id": "1000", "name": "users"},
+        "real_user": {"id": "1000", "name": "alice"},
+        "real_group": {"id": "1000", "name": "users"},
         "tty": {"char_device": {"major": 136, "minor": 3}},
+        "interactive": True,
         "parent": {
             "pid": 1,
             "entity_id": entity_id(BOOT, 1, 1),
@@ -268,6 +272,47 @@ def test_process_block_from_table() -> None:
             "command_line": "/sbin/init",
         }
     ]
+
+
+def test_credentials_follow_ecs_meanings() -> None:
+    """process.user is the effective user (ECS), user.id the real one; saved ids, capabilities, login."""
+    table, _ = standard_table()
+    creds = Credentials(0, 0, 0, 0, 0, 0, 1000, 3, (1 << 21) | 1, (1 << 21) | (1 << 39) | 1)
+    event = ev(EventType.OPEN, 10 * S, 100, tid=101, uid=65534, gid=65534, path="/etc/shadow", creds=creds)
+    proc = table.apply(event)
+    assert proc is not None
+    doc = render(event, proc)
+    p = doc["process"]
+    assert p["user"]["id"] == "0" and p["real_user"]["id"] == "65534" and p["saved_user"]["id"] == "0"
+    assert p["group"]["id"] == "0" and p["real_group"]["id"] == "65534" and p["saved_group"]["id"] == "0"
+    assert p["thread"]["capabilities"] == {
+        "effective": ["CAP_CHOWN", "CAP_SYS_ADMIN"],
+        "permitted": ["CAP_CHOWN", "CAP_SYS_ADMIN", "CAP_BPF"],
+    }
+    assert doc["user"]["id"] == "65534" and doc["user"]["effective"]["id"] == "0"
+    assert doc["sentinel"]["process"]["login_user"]["id"] == "1000"
+    assert doc["sentinel"]["process"]["session_id"] == 3
+
+
+def test_without_credentials_the_fields_are_absent_not_zero() -> None:
+    table, _ = standard_table()
+    event = ev(EventType.OPEN, 10 * S, 100, tid=101, path="/etc/hosts")
+    doc = render(event, table.apply(event))
+    p = doc["process"]
+    assert "saved_user" not in p and "capabilities" not in p["thread"] and "effective" not in doc["user"]
+    assert "login_user" not in doc["sentinel"].get("process", {})
+    assert p["user"] == p["real_user"]  # the real user is the only one known
+
+
+def test_memfd_executable_is_marked() -> None:
+    table, _ = standard_table()
+    event = ev(EventType.EXEC, 10 * S, 100, tid=100, filename="/proc/self/fd/3", exe_name="memfd:payload",
+               exe_nlink=0, exe_dev=1)  # fmt: skip
+    proc = table.apply(event)
+    assert proc is not None and proc.exe == "memfd:payload" and proc.exe_memfd
+    doc = render(event, proc)
+    assert doc["process"]["executable"] == "memfd:payload"
+    assert doc["sentinel"]["process"]["exe_from_memfd"] is True
 
 
 def test_tty_with_large_minor() -> None:

@@ -5,17 +5,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import pytest
-
-import sentinel.process.table as table_mod
-from sentinel.events import AT_FDCWD, FLAG_EXECVEAT, Event, EventType
-from sentinel.process.facts import LiveFacts, ProcFacts, ReplayFacts
+from sentinel.events import AT_FDCWD, FLAG_EXECVEAT, Credentials, Event, EventType
+from sentinel.process.facts import LiveFacts, ProcFacts, ReplayFacts, classify_exe, memfd_devices
 from sentinel.process.table import (
     CLONE_PARENT,
     O_DIRECTORY,
     O_PATH,
     Process,
     ProcessTable,
+    acting_process_path,
     entity_id,
     normalize_path,
 )
@@ -27,7 +25,6 @@ MS = 1_000_000
 USERS = {0: "root", 1000: "alice", 1001: "bob"}
 GROUPS = {0: "root", 1000: "alice"}
 CLONE_THREAD = 0x10000
-EVT_CHDIR = 6  # wire value of EVT_CHDIR in bpf_probes/sentinel_events.h
 
 
 def ev(etype: int, ts: int, pid: int, **kw: Any) -> Event:
@@ -454,7 +451,9 @@ def test_execveat_and_fexecve_resolution() -> None:
 # ---------------------------------------------------------------- chdir
 
 
-def _chdir_sequence(table: ProcessTable, source: ReplayFacts, chdir: int) -> None:
+def test_chdir_tracking() -> None:
+    table, source = shell_table()
+    chdir = EventType.CHDIR
     bash = get(table, 100)
     t = 100 * S
     table.apply(ev(chdir, t, 100, path="projects/../src"))
@@ -480,24 +479,148 @@ def _chdir_sequence(table: ProcessTable, source: ReplayFacts, chdir: int) -> Non
     assert get(table, 800).cwd == "/tmp/work"
 
 
-@pytest.mark.skipif(
-    getattr(EventType, "CHDIR", None) is None, reason="sentinel.events.EventType has no CHDIR member yet"
-)
-def test_chdir_tracking() -> None:
-    table, source = shell_table()
-    _chdir_sequence(table, source, int(EventType.CHDIR))  # type: ignore[attr-defined]
-
-
-def test_chdir_tracking_with_the_wire_value(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same logic, today: pretend the wire value EVT_CHDIR is already an EventType."""
-    monkeypatch.setattr(table_mod, "_CHDIR", EVT_CHDIR)
-    table, source = shell_table()
-    _chdir_sequence(table, source, EVT_CHDIR)
-
-
 def test_unrelated_event_types_are_harmless() -> None:
     table, _ = shell_table()
     before = (get(table, 100).cwd, get(table, 100).dirfds)
     assert table.apply(ev(99, 100 * S, 100, path="x")) is get(table, 100)
     assert (get(table, 100).cwd, get(table, 100).dirfds) == before
     assert table.apply(ev(EventType.OPEN, 100 * S, 0)) is None
+
+
+# ---------------------------------------------------------------- kernel identity (BTF offsets)
+
+
+def test_child_start_from_the_kernel_makes_entity_id_exact_across_a_tick_boundary() -> None:
+    """The fork event comes after the child's start; when a 10 ms tick lies between, only the kernel's
+    start gives the entity id /proc will give."""
+    start = 1234 * S + 9 * MS + 999_000  # tick 123400
+    fork_seen = start + 2 * MS  # tick 123401
+    table, _ = shell_table()
+    table.apply(ev(EventType.FORK, fork_seen, 100, child_pid=4242, child_start_ns=start))
+    child = get(table, 4242)
+    assert child.entity_id == entity_id(BOOT, 4242, 123400) and child.start_exact
+    booted, _ = make(pf(4242, 100, 123400))
+    assert get(booted, 4242).entity_id == child.entity_id
+
+
+def test_an_event_with_another_start_time_is_a_reused_pid() -> None:
+    """The table missed the old process's exit and the new one's fork: the kernel's start time says so."""
+    table, _ = shell_table()
+    old = get(table, 100)
+    new_start = 9000 * S
+    proc = table.apply(ev(EventType.OPEN, new_start + S, 100, path="/x", ret=3, start_ns=new_start))
+    assert proc is not None and proc is not old
+    assert proc.entity_id == entity_id(BOOT, 100, 900000)
+    same = table.apply(ev(EventType.OPEN, new_start + 2 * S, 100, path="/y", ret=3, start_ns=new_start))
+    assert same is proc  # the same start: the same process
+
+
+def test_late_process_without_facts_takes_the_kernel_start() -> None:
+    table, _ = shell_table()
+    proc = table.apply(ev(EventType.OPEN, 50 * S, 777, path="/x", start_ns=12 * S + 345 * MS))
+    assert proc is not None and proc.entity_id == entity_id(BOOT, 777, 1234) and proc.start_exact
+
+
+def test_credentials_follow_the_latest_event() -> None:
+    table, _ = shell_table()
+    first = Credentials(1000, 1000, 1000, 1000, 1000, 1000, 1000, 5, 0, 0)
+    table.apply(ev(EventType.OPEN, 10 * S, 100, path="/a", creds=first))
+    assert get(table, 100).creds == first
+    table.apply(ev(EventType.OPEN, 11 * S, 100, path="/b"))  # no credentials read: keep the last ones
+    assert get(table, 100).creds == first
+    root = first._replace(euid=0, suid=0, fsuid=0)
+    table.apply(ev(EventType.OPEN, 12 * S, 100, path="/c", creds=root))
+    assert get(table, 100).creds == root
+    table.apply(ev(EventType.FORK, 13 * S, 100, child_pid=101))
+    assert get(table, 101).creds == root  # inherited at fork
+
+
+def test_memfd_is_named_by_the_kernel_view_not_the_path() -> None:
+    table, _ = shell_table()
+    table.apply(ev(EventType.FORK, 10 * S, 100, child_pid=300))
+    table.apply(
+        ev(
+            EventType.EXEC,
+            11 * S,
+            300,
+            filename="/proc/self/fd/3",
+            exe_name="memfd:x",
+            exe_nlink=0,
+            exe_dev=1,
+        )
+    )
+    child = get(table, 300)
+    assert child.exe == "memfd:x" and child.exe_memfd and not child.exe_deleted
+    # A regular file that happens to be called memfd:...: links > 0, so it is what its path says.
+    table.apply(ev(EventType.FORK, 12 * S, 100, child_pid=301))
+    table.apply(ev(EventType.EXEC, 13 * S, 301, filename="/srv/memfd:x", exe_name="memfd:x", exe_nlink=1))
+    assert get(table, 301).exe == "/srv/memfd:x" and not get(table, 301).exe_memfd
+    # Executed from an fd after it was deleted.
+    table.apply(ev(EventType.FORK, 14 * S, 100, child_pid=302))
+    table.apply(ev(EventType.EXEC, 15 * S, 302, filename="/tmp/dropper", exe_name="dropper", exe_nlink=0))
+    assert get(table, 302).exe_deleted and not get(table, 302).exe_memfd
+
+
+class _OnlyShm(ReplayFacts):
+    """Facts that know the memfd filesystem's device, as the live agent does."""
+
+    def is_memfd_dev(self, dev: int) -> bool:
+        return dev == 1
+
+
+def test_a_deleted_file_named_memfd_on_another_filesystem_is_not_a_memfd() -> None:
+    source = _OnlyShm()
+    source.feed(pf(100, 1, 5000, comm="bash", exe="/usr/bin/bash"))
+    table = ProcessTable(BOOT, source, clk_tck=CLK, user_lookup=USERS.get, group_lookup=GROUPS.get)
+    table.bootstrap()
+    table.apply(ev(EventType.FORK, 10 * S, 100, child_pid=300))
+    table.apply(ev(EventType.EXEC, 11 * S, 300, filename="/tmp/memfd:x", exe_name="memfd:x", exe_nlink=0,
+                   exe_dev=os.makedev(254, 0)))  # fmt: skip
+    child = get(table, 300)
+    assert not child.exe_memfd and child.exe_deleted
+
+
+def test_proc_self_is_resolved_for_the_acting_process() -> None:
+    assert acting_process_path("/proc/self/fd/3", 42, 43) == "/proc/42/fd/3"
+    assert acting_process_path("/proc/self", 42, 43) == "/proc/42"
+    assert acting_process_path("/proc/thread-self/exe", 42, 43) == "/proc/42/task/43/exe"
+    assert acting_process_path("/dev/fd/7", 42, 43) == "/proc/42/fd/7"
+    assert acting_process_path("/dev/stdin", 42, 43) == "/proc/42/fd/0"
+    assert acting_process_path("/proc/selfish/x", 42, 43) == "/proc/selfish/x"
+    assert acting_process_path("/usr/bin/id", 42, 43) == "/usr/bin/id"
+
+
+class _RecordingFacts(ReplayFacts):
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[str] = []
+
+    def realpath(self, path: str) -> str:
+        self.asked.append(path)
+        return path
+
+
+def test_exec_of_proc_self_fd_is_never_resolved_in_the_agent() -> None:
+    """A process gone before /proc could be read: its exe is looked up under its own pid, not the agent's."""
+    source = _RecordingFacts()
+    table = ProcessTable(BOOT, source, clk_tck=CLK, user_lookup=USERS.get, group_lookup=GROUPS.get)
+    table.apply(ev(EventType.EXEC, 11 * S, 555, filename="/proc/self/fd/3"))
+    assert source.asked == ["/proc/555/fd/3"]
+    assert get(table, 555).exe == "/proc/555/fd/3"
+
+
+def test_classify_exe_trusts_the_deleted_suffix_only_with_zero_links() -> None:
+    st = os.stat("/")
+
+    def fake(nlink: int, dev: int) -> os.stat_result:
+        values = list(st)
+        values[3], values[2] = nlink, dev
+        return os.stat_result(values)
+
+    shm = next(iter(memfd_devices()))
+    assert classify_exe("/memfd:evil (deleted)", fake(0, shm)) == ("memfd:evil", False, True)
+    assert classify_exe("/memfd:evil (deleted)", fake(0, os.makedev(254, 0))) == ("/memfd:evil", True, False)
+    assert classify_exe("/tmp/x (deleted)", fake(0, os.makedev(254, 0))) == ("/tmp/x", True, False)
+    # A file really named "x (deleted)": it has links, so nothing is stripped.
+    assert classify_exe("/tmp/x (deleted)", fake(1, os.makedev(254, 0))) == ("/tmp/x (deleted)", False, False)
+    assert classify_exe(None, None) == (None, False, False)

@@ -208,7 +208,10 @@ def child_block() -> dict[str, Any]:
         "start": rfc3339(30 * S),
         "user": {"id": "0", "name": user(0)},
         "group": {"id": "0", "name": group(0)},
+        "real_user": {"id": "0", "name": user(0)},
+        "real_group": {"id": "0", "name": group(0)},
         "tty": {"char_device": {"major": 136, "minor": 3}},
+        "interactive": True,
         "parent": SHELL_AS_PARENT,
     }
 
@@ -237,6 +240,7 @@ def test_replay_exact_exec_document(capture: Capture) -> None:
             "action": "exec",
         },
         "process": child_block(),
+        "user": {"id": "0", "name": user(0), "group": {"id": "0", "name": group(0)}},
         "sentinel": {
             "event": {"type": "execve", "ret": 0, "cgroup_id": 0, "filename": "/bin/cat"},
             "ancestors": ANCESTORS_OF_CHILD,
@@ -260,6 +264,7 @@ def test_replay_exact_open_document(capture: Capture) -> None:
             "action": "open",
         },
         "process": child_block(),
+        "user": {"id": "0", "name": user(0), "group": {"id": "0", "name": group(0)}},
         "sentinel": {
             "event": {
                 "type": "open",

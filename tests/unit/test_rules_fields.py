@@ -69,7 +69,10 @@ EXEC_VALUES: dict[str, Any] = {
     "proc.acmdline[2]": "systemd",
     "user.uid": 33,
     "user.name": "www-data",
-    "user.loginuid": -1,
+    "user.loginuid": 33,
+    "user.loginname": "www-data",
+    "thread.cap_effective": "CAP_CHOWN CAP_NET_RAW",
+    "thread.cap_permitted": "CAP_CHOWN CAP_NET_RAW CAP_SYS_ADMIN",
     "group.gid": 33,
     "group.name": "www-data",
     "container.id": "host",
@@ -216,14 +219,37 @@ def test_other_event_shapes() -> None:
 
 
 def test_memfd_and_deleted_executables() -> None:
+    """The kernel's view decides, not the name: a file named like a memfd is not one."""
     proc = web_shell()
-    proc.exe = "/memfd:payload (deleted)"
+    proc.exe, proc.exe_memfd = "memfd:payload", True
     ctx = exec_ctx(proc)
     assert RS.field_value("proc.is_exe_from_memfd", ctx) is True
+    assert RS.field_value("proc.exepath", ctx) == "memfd:payload"
+    assert RS.field_value("proc.is_exe_deleted", ctx) is False
+    proc.exe, proc.exe_memfd, proc.exe_deleted = "/memfd:payload (deleted)", False, False
+    assert RS.field_value("proc.is_exe_from_memfd", ctx) is False
+    proc.exe, proc.exe_deleted = "/tmp/dropper", True
     assert RS.field_value("proc.is_exe_deleted", ctx) is True
     proc.exe = ""
     assert RS.field_value("proc.exepath", ctx) is None
-    assert RS.field_value("proc.is_exe_from_memfd", ctx) is False
+
+
+def test_credentials_fields_without_btf_are_missing_and_user_uid_is_real() -> None:
+    proc = web_shell()
+    proc.creds = None
+    ctx = exec_ctx(proc)
+    for name in ("user.loginuid", "user.loginname", "thread.cap_effective", "thread.cap_permitted"):
+        assert RS.field_value(name, ctx) is None, name
+    assert RS.field_value("user.uid", ctx) == 33  # the real uid, the only one known
+
+
+def test_user_uid_is_the_effective_user_and_loginuid_unset_is_minus_one() -> None:
+    proc = web_shell()
+    assert proc.creds is not None
+    proc.creds = proc.creds._replace(euid=0, loginuid=4294967295, sessionid=4294967295)
+    ctx = exec_ctx(proc)
+    assert RS.field_value("user.uid", ctx) == 0 and RS.field_value("user.name", ctx) == "root"
+    assert RS.field_value("user.loginuid", ctx) == -1 and RS.field_value("user.loginname", ctx) is None
 
 
 def test_without_a_process_only_event_fields_exist() -> None:
