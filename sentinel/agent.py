@@ -25,7 +25,8 @@ from sentinel.detect import RulesOutcome, apply_reload, find_rules_dir, load_rul
 
 # Config attributes that take effect only at start; a reload that changes them says so.
 RESTART_KEYS = (
-    "format", "output", "sinks", "state_dir", "model", "learn_period_s", "learn_min_events", "ml_batch_ms",
+    "format", "output", "sinks", "state_dir", "model", "learn_period_s", "learn_min_events",
+    "learn_save_interval_s", "ml_batch_ms",
     "metrics_address", "wakeup_events", "pages", "open_dedup_s",
 )  # fmt: skip
 
@@ -99,6 +100,7 @@ def anomaly_settings(cfg: Config, live: bool) -> Any:
         state_dir=cfg.state_dir if live else "",  # a replay never touches the host's state
         learn_period_s=cfg.learn_period_s,
         min_events=cfg.learn_min_events,
+        save_interval_s=cfg.learn_save_interval_s,
         alerts=cfg.ml_alerts_enabled,
     )
     return settings

@@ -223,7 +223,7 @@ def _mode_fields() -> dict[str, Any]:
         "headers_mode": info.mode,
         "headers": info.headers_version,
         "kernel": info.running,
-        "struct_layouts": "not used (tracepoint arguments and BPF helpers only)",
+        "struct_layouts": "from the running kernel's BTF only, never from headers (see kernel_offsets)",
     }
 
 
@@ -551,9 +551,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     import time
 
     from sentinel import log as logmod
+    from sentinel import tasks
     from sentinel.agent import Reloader, anomaly_settings
     from sentinel.detect import DetectionStream
     from sentinel.sensor.loader import boottime_ns
+
+    failures = tasks.reset()  # this agent's task failures: counted, logged, raised as internal alerts
     cfg = _detection_settings(args, "run")
     if cfg is None:
         return EXIT_FAIL
@@ -576,8 +579,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         table, outcome.ruleset, host, sink, fmt, cfg.aggregation_window_s, anomaly=engine,
         redactor=cfg.redactor(),
     )  # fmt: skip
+    stream.task_failures = failures
     log.info("sentinel.rules_loaded", **_rules_loaded_fields(outcome, cfg))
-    previous_usr1 = signal.signal(signal.SIGUSR1, lambda _s, _f: sink.reopen())  # after logrotate
+    # after logrotate; a signal handler's exception would surface wherever the loop happens to be
+    previous_usr1 = signal.signal(signal.SIGUSR1, lambda _s, _f: tasks.guard("reopen", sink.reopen))
     ops = _start_operations(cfg, stream, sensor, table, host)
     if ops is None:
         stream.close()
@@ -588,19 +593,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     hup: list[int] = []
     previous = signal.signal(signal.SIGHUP, lambda signum, _frame: hup.append(signum))
+    guard = tasks.guard
 
     def on_tick() -> None:
+        """Each step is a task of its own: one failing (any exception) is counted and reported as an
+        ``Agent task failed`` internal alert, and the others, and the agent, go on."""
         now = boottime_ns()
         if hup:
             hup.clear()
-            reloader.reload("SIGHUP", now)
-        elif reloader.files_changed():
-            reloader.reload("files changed", now)
+            guard("reload", reloader.reload, "SIGHUP", now, log=log)
+        elif guard("reload", reloader.files_changed, log=log):
+            guard("reload", reloader.reload, "files changed", now, log=log)
         # Close aggregation windows on an idle host too; a second of margin for events still in the buffers.
-        stream.advance(now - 1_000_000_000)
+        guard("aggregation", stream.advance, now - 1_000_000_000, log=log)
         if engine is not None:
-            engine.tick(log)
-        ops.tick()
+            guard("anomaly", engine.tick, log, log=log)
+        guard("metrics", ops.tick, log=log)
+        guard("alerts", stream.report_task_failures, now, log=log)
 
     try:
         code = _run_sensor(
@@ -617,9 +626,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGHUP, previous)
         signal.signal(signal.SIGUSR1, previous_usr1)
-        stream.close()
-        ops.close()
-        log.info("sentinel.detection_stopped", **stream.stats())
+        stream.close()  # never raises for a failed step (recorded), so SIGTERM still exits 0
+        guard("shutdown", ops.close, log=log)
+        guard("shutdown", lambda: log.info("sentinel.detection_stopped", **stream.stats()), log=log)
     return code
 
 
@@ -755,6 +764,7 @@ def _replay_detect(args: argparse.Namespace) -> int:
     from sentinel.capture import CaptureError
     from sentinel.detect import DetectionStream
     from sentinel.recording import replay_events
+
     cfg = _detection_settings(args, "replay")
     if cfg is None:
         return EXIT_FAIL

@@ -45,7 +45,7 @@ TOP_KEYS = (
     "metrics", "internal_alerts", "reload",
 )  # fmt: skip
 SENSOR_KEYS = ("wakeup_events", "pages", "open_dedup_s")
-LEARNING_KEYS = ("period", "min_events")
+LEARNING_KEYS = ("period", "min_events", "save_interval")
 ML_KEYS = ("alerts_enabled", "batch_ms")
 METRICS_KEYS = ("address",)
 INTERNAL_ALERTS_KEYS = ("sink_backlog",)
@@ -112,6 +112,7 @@ class Config:
     model: str = "auto"  # auto | default | off | a model directory
     learn_period_s: float = 7 * 86_400.0
     learn_min_events: int = 1_000
+    learn_save_interval_s: float = 300.0
     ml_alerts_enabled: bool = True
     ml_batch_ms: float = 50.0
     redact: list[re.Pattern[str]] = field(default_factory=list)
@@ -589,6 +590,8 @@ def _apply(r: _Reader, items: dict[str, tuple[yaml.Node, yaml.Node]], cfg: Confi
                 cfg.learn_period_s = r.duration(sub["period"][1], "learning: period")
             if "min_events" in sub:
                 cfg.learn_min_events = r.integer(sub["min_events"][1], "learning: min_events", 1)
+            if "save_interval" in sub:
+                cfg.learn_save_interval_s = r.duration(sub["save_interval"][1], "learning: save_interval")
             _where_keys(r, cfg, "learning", sub)
         elif key == "ml":
             sub = r.mapping(node, "ml", ML_KEYS)

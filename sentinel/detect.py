@@ -10,12 +10,14 @@ rendered for events no rule matches. The ruleset lives in one attribute, read on
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sentinel import tasks
 from sentinel.alerts import internal
 from sentinel.alerts.aggregate import DEFAULT_WINDOW_S, Aggregator
 from sentinel.alerts.ecs import EcsRenderer
@@ -137,6 +139,8 @@ class DetectionStream:
         self.reloads = 0
         self.reload_failures = 0
         self.last_ts_ns = 0
+        # The agent's task-failure registry (sentinel run sets it): its reports become internal alerts.
+        self.task_failures: tasks.TaskFailures | None = None
 
     # ------------------------------------------------------------------------------------------- events
 
@@ -240,6 +244,14 @@ class DetectionStream:
         """``run_live``'s ``on_loss``: kernel events lost is an internal alert."""
         self.raise_internal(internal.events_lost(ts_ns, buffer, lost))
 
+    def report_task_failures(self, ts_ns: int) -> None:
+        """``Agent task failed`` internal alerts for the failures :attr:`task_failures` reported since the
+        last call (already rate-limited per task there)."""
+        if self.task_failures is None:
+            return
+        for r in self.task_failures.take_reports():
+            self.raise_internal(internal.task_failed(ts_ns, r.task, r.problem, r.failures, r.total))
+
     # ------------------------------------------------------------------------------------------- rules
 
     def swap(self, ruleset: Any) -> None:
@@ -261,11 +273,14 @@ class DetectionStream:
         self.writer.flush()
 
     def close(self) -> None:
-        """Write every pending summary, then flush and close the outputs."""
-        if self.anomaly is not None:
-            self._write_all(self.anomaly.close())
-        self._write(self.aggregator.flush())
-        self.writer.close()
+        """Write every pending summary, then flush and close the outputs. A step that fails is recorded
+        (:mod:`sentinel.tasks`) and the next one still runs: the agent is stopping and must exit cleanly."""
+        anomaly = self.anomaly
+        if anomaly is not None:
+            tasks.guard("shutdown", lambda: self._write_all(anomaly.close()))
+        tasks.guard("shutdown", self.report_task_failures, time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+        tasks.guard("shutdown", lambda: self._write(self.aggregator.flush()))
+        tasks.guard("shutdown", self.writer.close)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -280,6 +295,8 @@ class DetectionStream:
             "aggregation": self.aggregator.snapshot(),
             "anomaly_errors": self.anomaly_errors,
             "anomaly": self.anomaly.snapshot() if self.anomaly is not None else {"phase": "off"},
+            # the agent's (sentinel.detection_stopped comes after the shutdown steps, which may fail too)
+            "task_failures": self.task_failures.snapshot() if self.task_failures is not None else {},
         }
 
 

@@ -36,7 +36,8 @@ class HostInfo:
     @property
     def agent_id(self) -> str:
         """Stable per host install, without leaking the machine id itself."""
-        return hashlib.sha256(f"sentinel:{self.machine_id or self.hostname}".encode()).hexdigest()[:32]
+        ident = f"sentinel:{self.machine_id or self.hostname}".encode("utf-8", "surrogateescape")  # any bytes
+        return hashlib.sha256(ident).hexdigest()[:32]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,7 +1,9 @@
 """The agent's own diagnostics: JSON lines on stderr through structlog, separate from events and alerts.
 
 Records carry ``event`` (what happened, e.g. ``sentinel.ready``), ``level`` and ``@timestamp``; they are what
-operators and tests read to know the agent's state.
+operators and tests read to know the agent's state. Fields often quote process strings (paths, command
+lines), so records are encoded like alerts (:func:`sentinel.text.dumps`: non-UTF-8 escaped and listed in
+``sentinel.escaped_fields``): a diagnostic must never be what raises.
 """
 
 from __future__ import annotations
@@ -13,11 +15,19 @@ from typing import Any
 import orjson
 import structlog
 
+from sentinel.text import dumps, printable
+
 _configured = False
 
 
 def _render(_logger: Any, _name: str, event_dict: dict[str, Any]) -> str:
-    return orjson.dumps(event_dict, default=str).decode()
+    try:
+        return dumps(event_dict, default=str).decode()
+    except Exception as exc:  # last resort: the record's name and why it could not be written
+        keep = [k for k in ("event", "level", "@timestamp") if k in event_dict]
+        fallback = {k: printable(str(event_dict[k])) for k in keep}
+        fallback["log_error"] = printable(repr(exc))
+        return orjson.dumps(fallback).decode()
 
 
 def configure(level: str = "info") -> None:

@@ -8,15 +8,16 @@ The only per-alert call is :meth:`AgentMetrics.observe_latency` (a bisect and tw
 Values live in plain dicts exported by one custom collector on a private ``CollectorRegistry``: several
 instances (tests, replays) never collide, no ``_created`` series double the cardinality, and a scrape copies
 the values under a lock the loop takes once a second. Label values come from bounded sets (event types, perf
-buffers, configured sinks, the ruleset's rule names); each metric is still capped at
-:data:`MAX_SERIES_PER_METRIC` series, past which new label values are counted under ``_other``.
+buffers, configured sinks, the ruleset's rule names, task names); each metric is still capped at
+:data:`MAX_SERIES_PER_METRIC` series, past which new label values are counted under ``_other``. Label and
+info values are written by the project's escaping rule (:func:`sentinel.text.printable`): a name that is not
+UTF-8 (a model directory given on the command line, a rules file's bytes) must not make every scrape fail.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
-import json
 import platform
 import socket
 import socketserver
@@ -41,6 +42,7 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 
 from sentinel.health import FAILING, Health
+from sentinel.text import dumps, printable
 
 # Alerts normally leave within a poll (50 ms) and the 5 ms hold-back; seconds mean a stall.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -87,6 +89,7 @@ SPECS: tuple[MetricSpec, ...] = (
     _spec("sentinel_start_time_seconds", "gauge", "When the agent started, unix time"),
     _spec("sentinel_build_info", "info", "Agent build: version, Python, bcc and the kernel headers mode"),
     _spec("sentinel_metrics_update_errors_total", "counter", "Stats snapshots the metrics could not read"),
+    _spec("sentinel_task_failures_total", "counter", "Periodic or background task runs that failed", "task"),
     # sensor
     _spec("sentinel_events_received_total", "counter", "Kernel events decoded, per event type", "type"),
     _spec("sentinel_events_lost_total", "counter", "Kernel events lost, per perf buffer", "buffer"),
@@ -346,6 +349,7 @@ class AgentMetrics:
         else:
             self._feed("sentinel_queue_dropped_total", ("events",), dropped)
         self._feed_map("sentinel_kernel_counter_total", live.get("kernel"))  # {} after close: kept
+        self._feed_map("sentinel_task_failures_total", live.get("task_failures"))
         table = live.get("process_table")
         if isinstance(table, Mapping):
             size = _num(table.get("size"))
@@ -489,7 +493,8 @@ class AgentMetrics:
                 yield (self.latency if latency else self.batch).family(spec)
             elif spec.kind == "info":
                 if spec.name in info:
-                    yield InfoMetricFamily(spec.name[: -len("_info")], spec.doc, value=info[spec.name])
+                    value = {k: printable(v) for k, v in info[spec.name].items()}
+                    yield InfoMetricFamily(spec.name[: -len("_info")], spec.doc, value=value)
             else:
                 values = series[spec.name]
                 if not values:
@@ -497,7 +502,7 @@ class AgentMetrics:
                 family_type = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
                 family = family_type(spec.name, spec.doc, labels=list(spec.labels))
                 for labels, value in sorted(values.items()):
-                    family.add_metric(list(labels), value)
+                    family.add_metric([printable(label) for label in labels], value)
                 yield family
 
     def render(self) -> bytes:
@@ -654,7 +659,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif path == "/healthz" and app.health is not None:
                 report = app.health.report()
                 status = 503 if report.get("status") == FAILING else 200
-                ctype, body = "application/json", json.dumps(report).encode() + b"\n"
+                ctype, body = "application/json", dumps(report, default=str) + b"\n"
             else:
                 status, ctype, body = 404, TEXT, b"not found: try /metrics or /healthz\n"
         except Exception as exc:  # never let a bug kill the thread silently: answer 500 and say what

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from sentinel import tasks
 from sentinel.alerts.ecs import EcsRenderer
-from sentinel.alerts.encoding import dumps
 from sentinel.events import Event, EventType
 from sentinel.process.table import ProcessTable
+from sentinel.text import dumps
 
 DEFAULT_TYPES = frozenset({EventType.EXEC, EventType.OPEN, EventType.CONNECT})
 TYPE_BY_NAME: dict[str, EventType] = {
@@ -118,7 +119,10 @@ def run_live(
     """Attach, bootstrap, loop until a signal or the duration, drain. Returns the number of events handled.
 
     ``on_tick`` runs once per poll, after the batch is handled and before the flush (``sentinel run`` reloads
-    rules there on SIGHUP and closes aggregation windows on an idle host).
+    rules there on SIGHUP and closes aggregation windows on an idle host). Nothing after the poll can stop
+    the loop: an event that fails to be handled, or a failed loss report, tick, flush or stats record, is
+    counted and reported (:mod:`sentinel.tasks`) and the loop goes on; only a signal, the duration, a sensor
+    failure or a closed stdout (the reader went away) end it.
     """
     stop = StopFlag()
     stop.install()
@@ -134,12 +138,26 @@ def run_live(
         processes=count,
         wakeup_events=sensor.config.wakeup_events,
         pages=sensor.config.pages,
-        open_dedup_s=sensor.config.open_dedup_s,
+        kernel_offsets=sensor.kernel_offsets_mode,
+        open_dedup_s=sensor.config.open_dedup_s if sensor.open_dedup_active else 0,
+        optional_tracepoints_absent=sensor.optional_absent,
     )
     deadline = None if duration is None else time.monotonic() + duration
     next_stats = time.monotonic() + stats_interval
     next_kernel_read = 0.0
     handled = 0
+
+    def handle_all(events: list[Event]) -> None:
+        for ev in events:
+            try:
+                handle(ev)
+            except BrokenPipeError:
+                raise
+            except Exception as exc:  # one event, not the agent
+                tasks.record("handle_event", exc, log, event_type=ev.type_name, pid=ev.pid)
+
+    def log_stats(events_handled: int) -> None:
+        log.info("sentinel.stats", **live_stats(sensor, table, events_handled))
 
     def report_losses(read_kernel: bool, ts_ns: int) -> None:
         for name, lost in sensor.take_losses(read_kernel):
@@ -150,27 +168,26 @@ def run_live(
     try:
         while not stop.stop:
             batch = sensor.poll()
-            for ev in batch:
-                handle(ev)
+            handle_all(batch)
             handled += len(batch)
             now = time.monotonic()
             read_kernel = now >= next_kernel_read
             if read_kernel:
                 next_kernel_read = now + 1.0  # the probes' counters: a few map reads, once a second
-            report_losses(read_kernel, event_time(batch))
+            tasks.guard("loss_report", report_losses, read_kernel, event_time(batch), log=log)
             if on_tick is not None:
-                on_tick()
-            flush()
+                tasks.guard("tick", on_tick, log=log)
+            tasks.guard("flush", flush, log=log)
             if deadline is not None and now >= deadline:
                 break
             if now >= next_stats:
                 next_stats = now + stats_interval
-                log.info("sentinel.stats", **live_stats(sensor, table, handled))
-        for ev in sensor.drain():
-            handle(ev)
-            handled += 1
-        report_losses(True, event_time([]))
-        flush()
+                tasks.guard("stats", log_stats, handled, log=log)
+        drained = sensor.drain()
+        handle_all(drained)
+        handled += len(drained)
+        tasks.guard("loss_report", report_losses, True, event_time([]), log=log)
+        tasks.guard("flush", flush, log=log)
     finally:
         stats = live_stats(sensor, table, handled)
         sensor.close()
@@ -194,4 +211,5 @@ def live_stats(sensor: Any, table: ProcessTable, handled: int) -> dict[str, Any]
         "decode_errors": sensor.decode_errors,
         "kernel": kernel,
         "process_table": {k: getattr(tstats, k) for k in tstats.__slots__},
+        "task_failures": tasks.snapshot(),
     }

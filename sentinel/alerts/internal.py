@@ -1,8 +1,10 @@
 """Alerts about the agent itself (ruleset ``sentinel-internal``): a blind spot is a security event too.
 
 Kernel events lost means detections may have been missed; a failed rules reload means the rules running
-are not the ones the operator just deployed. Both go to the same alert stream as detections, so the SIEM
-sees them, and through the same aggregation (losses in a flood add up into one summary).
+are not the ones the operator just deployed; a failed agent task (the anomaly state not saved, a sink's
+delivery thread hitting a bug) means part of the agent is not doing its job. All go to the same alert stream
+as detections, so the SIEM sees them, and through the same aggregation (losses in a flood add up into one
+summary).
 """
 
 from __future__ import annotations
@@ -66,6 +68,18 @@ MODEL_REFUSED = Rule(
     tags=TAGS,
     source="internal",
 )
+TASK_FAILED = Rule(
+    name="Agent task failed",
+    desc="A periodic or background task of the agent (saving the anomaly state, training the host model, "
+    "delivering to a sink, feeding the metrics, a reload…) failed. The agent keeps running and the task runs "
+    "again at its next turn; until the cause is fixed, what that task does is not done. Reported at most "
+    "once per task every few minutes, with the count of failures since the last report.",
+    condition="",
+    output="Agent task {task} failed ({failures} time(s) since the last report, {total} in all): {problem}",
+    priority="error",
+    tags=TAGS,
+    source="internal",
+)
 
 
 def _alert(rule: Rule, ts_ns: int, fields: dict[str, Any], **kw: Any) -> Alert:
@@ -119,3 +133,12 @@ def spool_dropping(ts_ns: int, sink: str, dropped: int) -> Alert:
     """Repeats per sink aggregate with the dropped counts added up."""
     return _alert(SPOOL_DROPPING, ts_ns, {"sink": sink, "dropped": dropped}, lineage=("spool", sink),
                   sum_fields=("dropped",))  # fmt: skip
+
+
+def task_failed(ts_ns: int, task: str, problem: str, failures: int, total: int) -> Alert:
+    """Repeats per task aggregate with the failure counts added up."""
+    fields = {"task": task, "problem": problem, "failures": failures, "total": total}
+    return _alert(
+        TASK_FAILED, ts_ns, fields, lineage=("task", task), sum_fields=("failures",),
+        extra={"task": {"name": task, "error": problem}},
+    )  # fmt: skip

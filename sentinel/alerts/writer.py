@@ -3,7 +3,7 @@
 Sinks of different formats (ECS to a file, Falco to falcosidekick) get each format rendered once per alert.
 It is separate from the diagnostics logger (``sentinel.log``, JSON lines on stderr): a dedicated logger
 built with ``structlog.wrap_logger`` whose processors turn the :class:`Alert` into its document (ECS or
-Falco), encode it with :func:`sentinel.alerts.encoding.dumps` (hostile strings escaped, one line always) and
+Falco), encode it with :func:`sentinel.text.dumps` (hostile strings escaped, one line always) and
 hand the bytes to the sink. The alert travels under ``alert``, because ``event`` is structlog's message
 argument, and ``@timestamp`` comes from the kernel event, never from a TimeStamper.
 """
@@ -16,9 +16,9 @@ from typing import Any
 
 import structlog
 
-from sentinel.alerts.encoding import dumps
 from sentinel.alerts.model import Alert
 from sentinel.alerts.render import AlertRenderer
+from sentinel.text import dumps
 
 
 class _SinkLogger:

@@ -44,11 +44,16 @@ def train_from_sample(
 
 @dataclass(slots=True)
 class TrainingJob:
-    """Training on a background thread so the event loop keeps reading the perf buffers meanwhile."""
+    """Training on a background thread so the event loop keeps reading the perf buffers meanwhile.
+
+    The thread never raises: any failure is kept in ``exc``/``error`` for the agent's loop, which counts and
+    reports it (:mod:`sentinel.tasks`) and lets learning go on.
+    """
 
     thread: threading.Thread | None = None
     manifest: dict[str, Any] | None = None
     error: str | None = None
+    exc: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
     def start(self, **kwargs: Any) -> None:
@@ -56,6 +61,7 @@ class TrainingJob:
             try:
                 self.manifest = train_from_sample(**kwargs)
             except Exception as exc:  # reported by the agent; learning goes on
+                self.exc = exc
                 self.error = f"{type(exc).__name__}: {exc}"
             finally:
                 self.done.set()

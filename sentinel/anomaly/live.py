@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from sentinel import tasks
 from sentinel.alerts import internal
 from sentinel.alerts.model import ML_RULESET, Alert
 from sentinel.anomaly.features import FEATURES, SCORED_TYPES, FeatureExtractor, RowFacts
@@ -59,6 +60,7 @@ _RARITY = {"exe": 0, "parent_exe": 1, "user_exe": 2, "exe_port": 3, "exe_dir": 4
 _EXEC, _OPEN, _CONNECT = EventType.EXEC, EventType.OPEN, EventType.CONNECT
 NS = 1_000_000_000
 SCORE_CACHE_MAX = 65_536
+TRAIN_RETRY_S = 3600.0  # learning time before a failed training is tried again
 
 
 def find_default_model() -> Path | None:
@@ -426,15 +428,25 @@ class AnomalyEngine:
     # ------------------------------------------------------------------------------------------ time
 
     def tick(self, log: Any = None) -> None:
-        """Per poll: learning time, the training job, periodic saves of the state."""
+        """Per poll: learning time, the training job, periodic saves of the state.
+
+        Never raises: a failure of any kind is counted and reported (:mod:`sentinel.tasks`) and the work is
+        tried again at its next turn; the agent must not stop because, say, a key did not serialize.
+        """
         now = time.monotonic()
         elapsed, self._last_tick = now - self._last_tick, now
         log = log or get_logger()
         if self.phase == PHASE_LEARNING and self.progress is not None:
             self.progress.learned_s += max(0.0, min(elapsed, 60.0))  # a suspended host does not count
-            self._maybe_train(log)
+            try:
+                self._maybe_train(log)
+            except Exception as exc:
+                self._training_failed(exc, log)
         if self.job is not None and self.job.done.is_set():
-            self._finish_training(log)
+            try:
+                self._finish_training(log)
+            except Exception as exc:
+                self._training_failed(exc, log)
         if now >= self._next_save:
             self._next_save = now + self.settings.save_interval_s
             self.save(log)
@@ -464,24 +476,30 @@ class AnomalyEngine:
         job, self.job = self.job, None
         assert job is not None
         if job.error is not None or self.state is None:
-            self.stats.training_errors += 1
-            assert self.progress is not None
-            self._retry_learned_s = self.progress.learned_s + 3600.0
-            log.error("sentinel.training_failed", problem=job.error, retry_after_s=3600)
+            self._training_failed(job.exc or RuntimeError(job.error or "no state directory"), log)
             return
         try:
             model = load_model(self.state.model_dir)
         except ModelError as exc:
-            self.stats.training_errors += 1
-            log.error("sentinel.training_failed", problem=str(exc))
+            self._training_failed(exc, log)
             return
         self.save(log)
         self.activate(model, "host")
         log.info("sentinel.model_trained", model=str(self.state.model_dir), thresholds=self.thresholds,
                  version=self.model_version, rows=model.manifest.get("n_samples"))  # fmt: skip
 
+    def _training_failed(self, exc: BaseException, log: Any) -> None:
+        """Counted and reported; learning goes on and training is tried again an hour of learning later."""
+        self.job = None
+        self.stats.training_errors += 1
+        if self.progress is not None:
+            self._retry_learned_s = self.progress.learned_s + TRAIN_RETRY_S
+        log.error("sentinel.training_failed", problem=tasks.describe(exc), retry_after_s=TRAIN_RETRY_S)
+        tasks.record("training", exc, log)
+
     def save(self, log: Any = None) -> None:
-        """Persist the rarity baseline (and the learning sample); a failure is logged, never fatal."""
+        """Persist the rarity baseline (and the learning sample); a failure of any kind is counted, logged
+        and reported, never fatal (the next save tries again)."""
         if self.state is None:
             return
         try:
@@ -489,17 +507,27 @@ class AnomalyEngine:
             if self.phase == PHASE_LEARNING and self.progress is not None and self.sample is not None:
                 self.state.save_learning(self.progress, self.sample)
             self.stats.saves += 1
-        except OSError as exc:
+        except Exception as exc:
             self.stats.save_errors += 1
-            (log or get_logger()).error(
-                "sentinel.state_save_failed", dir=str(self.state.dir), problem=str(exc)
-            )
+            log = log or get_logger()
+            log.error("sentinel.state_save_failed", dir=str(self.state.dir), problem=tasks.describe(exc))
+            tasks.record("state_save", exc, log)
 
     def close(self, log: Any = None) -> list[Alert]:
-        alerts = self.score_pending()
-        if self.job is not None:
-            self.job.done.wait(60)
-            self._finish_training(log or get_logger())
+        """Score what is queued, finish a training that is done, save; never raises (the agent is stopping
+        and must still exit cleanly)."""
+        log = log or get_logger()
+        alerts: list[Alert] = []
+        try:
+            alerts = self.score_pending()
+        except Exception as exc:
+            self.pending, self.pending_pids = [], set()
+            tasks.record("shutdown", exc, log)
+        if self.job is not None and self.job.done.wait(60):
+            try:
+                self._finish_training(log)
+            except Exception as exc:
+                self._training_failed(exc, log)
         self.save(log)
         return alerts
 

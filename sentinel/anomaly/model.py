@@ -149,7 +149,8 @@ def save_model(
     if [g["name"] for g in full["groups"]] != list(forests):
         raise ValueError("manifest groups and forests differ")
     np.savez(out / FOREST_FILE, **arrays)
-    (out / RARITY_FILE).write_text(json.dumps(rarity.to_dict(), sort_keys=True))
+    # Keys that are not UTF-8 escaped (and listed): the file is strict JSON and reloads to the same keys.
+    (out / RARITY_FILE).write_text(json.dumps(rarity.to_dict(json_safe=True), sort_keys=True))
     full.update(
         format=FORMAT,
         format_version=FORMAT_VERSION,

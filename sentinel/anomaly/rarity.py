@@ -4,6 +4,11 @@ The model never sees raw strings; it sees ``-log((count + a) / (N + a * K))`` pe
 over event time so a host's habits can change, and the table keeps at most ``max_keys`` keys (the least
 counted are evicted first) so memory is bounded. Callers score a key *before* counting it, so a training
 row's rarity comes only from the data before it. State is plain JSON-able data: no pickle anywhere.
+
+Keys are process strings (executables, directories, command-line derived), so they may hold bytes that are
+not UTF-8. ``to_dict(json_safe=True)``, the form written to files, escapes them by the project's one rule
+(:func:`sentinel.text.escape_keys`: escaped keys are listed under ``escaped_keys``) and ``from_dict`` gives
+the same keys back, so a reloaded baseline still knows the hostile path it counted.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from sentinel.text import escape_keys, unescape_keys
 
 NS_PER_DAY = 86_400 * 1_000_000_000
 STATE_VERSION = 1
@@ -77,26 +84,38 @@ class RarityTable:
         self.counts = dict(ranked)
         self.total = sum(self.counts.values())
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, json_safe: bool = False) -> dict[str, Any]:
+        """The table as plain data; ``json_safe`` (files): keys that are not UTF-8 (or hold a backslash)
+        escaped and listed in ``escaped_keys``, so any JSON encoder takes it and ``from_dict`` reverses it."""
+        counts, escaped = escape_keys(self.counts) if json_safe else (dict(self.counts), [])
+        out: dict[str, Any] = {
             "max_keys": self.max_keys,
             "alpha": self.alpha,
             "half_life_days": self.half_life_days,
             "total": self.total,
             "last_decay_ns": self.last_decay_ns,
-            "counts": dict(self.counts),
+            "counts": counts,
         }
+        if escaped:
+            out["escaped_keys"] = escaped
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RarityTable:
+        if not isinstance(data, dict):
+            raise ValueError("a rarity table must be an object")
         counts = data.get("counts", {})
         if not isinstance(counts, dict):
             raise ValueError("rarity counts must be an object")
+        escaped = data.get("escaped_keys", [])
+        if not isinstance(escaped, list) or not all(isinstance(k, str) for k in escaped):
+            raise ValueError("escaped_keys must be a list of keys")
         clean: dict[str, float] = {}
         for k, v in counts.items():
             if not isinstance(k, str) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"bad rarity count for key {k!r}")
             clean[k] = float(v)
+        clean = unescape_keys(clean, escaped)
         table = cls(
             max_keys=int(data.get("max_keys", 50_000)),
             alpha=float(data.get("alpha", 1.0)),
@@ -120,8 +139,10 @@ class RarityState:
 
     tables: dict[str, RarityTable] = field(default_factory=lambda: {k: RarityTable() for k in KINDS})
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"version": STATE_VERSION, "tables": {k: t.to_dict() for k, t in self.tables.items()}}
+    def to_dict(self, json_safe: bool = False) -> dict[str, Any]:
+        """Plain data; ``json_safe`` for what is written to a file (see :meth:`RarityTable.to_dict`)."""
+        tables = {k: t.to_dict(json_safe) for k, t in self.tables.items()}
+        return {"version": STATE_VERSION, "tables": tables}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RarityState:

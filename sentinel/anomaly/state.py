@@ -6,6 +6,10 @@ start it over. Layout under ``<state_dir>/anomaly/``: ``rarity.json`` (the rarit
 arrays only, loaded with ``allow_pickle=False``) and ``model/`` (the model trained at the end of learning).
 Files are replaced atomically (write, fsync, rename), so a crash leaves the previous version. A file that
 cannot be read is moved aside as ``NAME.corrupt`` and reported; the agent starts that part afresh.
+
+The rarity keys are process strings: ``rarity.json`` holds them escaped by the project's rule where they are
+not UTF-8 (:mod:`sentinel.text`, listed under ``escaped_keys``), so it is valid JSON whatever a local user
+named a file, and reloads to the same keys. A save that still fails is the caller's to count and report.
 """
 
 from __future__ import annotations
@@ -185,7 +189,7 @@ class HostState:
             return None, f"{path}: {exc}; moved to {quarantine(path)}, the baseline starts afresh"
 
     def save_rarity(self, state: RarityState) -> None:
-        atomic_write(self.dir / RARITY_FILE, orjson.dumps(state.to_dict()))
+        atomic_write(self.dir / RARITY_FILE, orjson.dumps(state.to_dict(json_safe=True)))
 
     def load_learning(self, capacity: int) -> tuple[LearningProgress | None, RowSample | None, list[str]]:
         problems: list[str] = []

@@ -24,6 +24,7 @@ from sentinel.events import Event, EventType
 from sentinel.host import HostInfo
 from sentinel.process.table import Process, ProcessTable
 from sentinel.recording import replay_events
+from sentinel.text import printable
 
 PROGRESS_EVERY = 50_000
 # Per-row metadata a caller may compute from the event and its process (evaluation: "in the attack tree?").
@@ -293,7 +294,7 @@ def train(
     forests, fields = fit_groups(
         rows.x, rows.wall_ns, alerts_per_day, trees, seed, holdout, max_samples, progress=progress
     )
-    manifest = {**fields, "captures": [Path(c).name for c in captures]}
+    manifest = {**fields, "captures": [printable(Path(c).name) for c in captures]}  # names are shown only
     save_model(output_dir, forests, manifest, rows.extractor.state)
     if progress is not None:
         thresholds = ", ".join(f"{g['name']} {g['threshold']:.4f}" for g in fields["groups"])

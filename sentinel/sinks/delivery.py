@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sentinel import tasks
 from sentinel.log import get_logger
 from sentinel.sinks.base import Episode, base_stats
 from sentinel.sinks.spec import SinkConfig
@@ -138,6 +139,9 @@ class SpooledSink:
     # ---- delivery thread --------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        """Deliver until closing. Nothing else ends the thread: a failure of any kind (a transport or spool
+        bug, an unexpected exception) is counted, reported (:mod:`sentinel.tasks`) and retried with backoff,
+        because a thread that died silently would leave alerts piling up in the spool for ever."""
         batch: Batch | None = None
         attempt = 0
         while True:
@@ -151,41 +155,48 @@ class SpooledSink:
                     batch = None
                     continue
                 outcome = self.transport.send(batch.lines)
-            except Exception as exc:  # a bug must not silently end delivery
-                outcome = Outcome(RETRY, f"{type(exc).__name__}: {exc}")
-                get_logger().exception("sentinel.sink_thread_error", sink=self.name)
-            if outcome.status == DELIVERED and batch is not None:
-                self.spool.ack(batch)
-                self.delivered += len(batch.lines)
-                self.last_success = time.time()
-                attempt = 0
-                self._limit = self._batch_max
-                self._rejecting = False
-                self._episode.ok(errors=self.errors, delivered=self.delivered)
-                batch = None
-            elif outcome.status == TOO_LARGE and batch is not None and len(batch.lines) > 1:
-                self._limit = max(1, len(batch.lines) // 2)
-                batch = None  # read again from the same position, fewer lines
-            elif outcome.status in (REJECTED, TOO_LARGE) and batch is not None:
-                self.spool.ack(batch)
-                self.rejected += len(batch.lines)
+                batch, attempt, delay = self._settle(batch, outcome, attempt)
+            except Exception as exc:  # the batch stays where it is and is tried again
                 self.errors += 1
-                if not self._rejecting:  # once per episode: until a batch is accepted again
-                    self._rejecting = True
-                    get_logger().error(
-                        "sentinel.sink_rejected", sink=self.name, problem=outcome.problem,
-                        alerts=len(batch.lines), rejected=self.rejected,
-                    )  # fmt: skip
-                batch = None
-            else:
-                self.errors += 1
-                self._episode.fail(outcome.problem, backlog=self.spool.backlog())
+                self._episode.fail(tasks.describe(exc))
+                tasks.record("sink_delivery", exc, sink=self.name)
                 attempt += 1
                 delay = backoff_delay(attempt, self.cfg.retry_initial_s, self.cfg.retry_max_s, self._rng)
-                if outcome.retry_after is not None:
-                    delay = min(max(delay, outcome.retry_after), self.cfg.retry_max_s)
-                if not self._sleep(delay):
-                    return
+            if delay is not None and not self._sleep(delay):
+                return
+
+    def _settle(self, batch: Batch, outcome: Outcome, attempt: int) -> tuple[Batch | None, int, float | None]:
+        """What the peer's answer means: the batch still to send (None when done with it), the attempt
+        count and how long to back off before the next send (None: go on at once)."""
+        if outcome.status == DELIVERED:
+            self.spool.ack(batch)
+            self.delivered += len(batch.lines)
+            self.last_success = time.time()
+            self._limit = self._batch_max
+            self._rejecting = False
+            self._episode.ok(errors=self.errors, delivered=self.delivered)
+            return None, 0, None
+        if outcome.status == TOO_LARGE and len(batch.lines) > 1:
+            self._limit = max(1, len(batch.lines) // 2)
+            return None, attempt, None  # read again from the same position, fewer lines
+        if outcome.status in (REJECTED, TOO_LARGE):
+            self.spool.ack(batch)
+            self.rejected += len(batch.lines)
+            self.errors += 1
+            if not self._rejecting:  # once per episode: until a batch is accepted again
+                self._rejecting = True
+                get_logger().error(
+                    "sentinel.sink_rejected", sink=self.name, problem=outcome.problem,
+                    alerts=len(batch.lines), rejected=self.rejected,
+                )  # fmt: skip
+            return None, attempt, None
+        self.errors += 1
+        self._episode.fail(outcome.problem, backlog=self.spool.backlog())
+        attempt += 1
+        delay = backoff_delay(attempt, self.cfg.retry_initial_s, self.cfg.retry_max_s, self._rng)
+        if outcome.retry_after is not None:
+            delay = min(max(delay, outcome.retry_after), self.cfg.retry_max_s)
+        return batch, attempt, delay
 
     def _next_batch(self) -> Batch | None:
         """Wait for ``batch_max`` lines, or for the first waiting line to be ``batch_wait_s`` old."""

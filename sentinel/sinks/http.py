@@ -37,6 +37,7 @@ from sentinel import __version__
 from sentinel.sinks.base import client_tls_context
 from sentinel.sinks.delivery import DELIVERED, REJECTED, RETRY, TOO_LARGE, Outcome, SpooledSink
 from sentinel.sinks.spec import HTTP_PRESETS, SinkConfig
+from sentinel.text import printable
 
 GZIP_MIN_BYTES = 1024  # smaller bodies are sent as they are: compressing them gains nothing
 GZIP_LEVEL = 3  # ~3x cheaper than 6 on alert batches for ~15% more bytes: agent CPU matters more
@@ -115,7 +116,7 @@ class HttpTransport:
             self.content_type = "application/x-ndjson"
         else:
             self.content_type = "application/json"
-        self.host_json = orjson.dumps(socket.gethostname())
+        self.host_json = orjson.dumps(printable(socket.gethostname()))  # a root-set name can be any bytes
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
 

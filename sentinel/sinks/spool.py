@@ -48,7 +48,7 @@ class SpoolError(OSError):
 def spool_dir(state_dir: str, label: str) -> str:
     """``<state_dir>/spool/<label made file-name safe>-<hash>``: readable, distinct for distinct labels."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._")[:80] or "sink"
-    digest = hashlib.sha1(label.encode(), usedforsecurity=False).hexdigest()[:8]
+    digest = hashlib.sha1(label.encode("utf-8", "surrogateescape"), usedforsecurity=False).hexdigest()[:8]
     return os.path.join(state_dir, "spool", f"{safe}-{digest}")
 
 

@@ -283,3 +283,29 @@ def test_replay_with_model_cli(tmp_path: Path, model_dir: Path, capsys: pytest.C
     assert docs[0]["rule"]["ruleset"] == "sentinel-internal"
     assert main(["replay", str(attack), "--rules", str(rules), "--model", "auto"]) == 2
     assert HostState  # imported for the layout it documents
+
+
+def test_a_non_utf8_path_survives_the_periodic_save_and_reloads_to_the_same_key(tmp_path: Path) -> None:
+    """Issue 10: a local user opened ``/tmp/x-\\xff/f\\xfe``; its directory became a rarity key, and the
+    periodic save raised TypeError (orjson refuses lone surrogates), killing the agent. The save must succeed,
+    write strict JSON, and reload to the same key, so the baseline still knows that path."""
+    settings = AnomalySettings(state_dir=str(tmp_path), save_interval_s=0.0)
+    log = Log()
+    engine, _ = open_engine(settings, log)
+    assert engine is not None and engine.phase == PHASE_LEARNING
+    hostile = b"/tmp/x-\xff/f\xfe".decode("utf-8", "surrogateescape")
+    engine.observe(open_ctx(proc(5, "/usr/bin/cat"), 10, hostile))
+    before = {kind: dict(t.counts) for kind, t in engine.extractor.state.tables.items()}
+    (key,) = [k for k in before["exe_dir"] if "\udcff" in k]
+    rarity = engine.extractor.state.tables["exe_dir"].rarity(key)
+    engine.tick(log)  # the periodic save (due at every tick here)
+    assert engine.stats.saves == 1 and engine.stats.save_errors == 0
+    assert "sentinel.state_save_failed" not in log.events()
+    data = orjson.loads((tmp_path / "anomaly" / "rarity.json").read_bytes())  # strict JSON parses it
+    assert data["tables"]["exe_dir"]["escaped_keys"] == ["/usr/bin/cat\x00/tmp/x-\\xff"]
+    reloaded, problem = HostState(tmp_path).load_rarity()
+    assert problem is None and reloaded is not None
+    assert {kind: dict(t.counts) for kind, t in reloaded.tables.items()} == before
+    assert key in reloaded.to_dict()["tables"]["exe_dir"]["counts"]  # plain data: the key as it is
+    again, _ = open_engine(settings, log)  # a restart: the same hostile path is as familiar as before
+    assert again is not None and again.extractor.state.tables["exe_dir"].rarity(key) == rarity

@@ -433,6 +433,9 @@ class FakeSensor:
         self.attached = ["t1", "t2"]
         self.stash_mode = "test"
         self.scheduling = "normal"
+        self.kernel_offsets_mode = "none (test)"
+        self.open_dedup_active = False
+        self.optional_absent: list[str] = []
         self.bpf = None
         self.received: dict[str, int] = {}
         self.lost = {"open": 0}

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sentinel.alerts.encoding import dumps, escape, needs_escape, unescape
+from sentinel.text import dumps, escape, needs_escape, unescape
 
 
 def raw(data: bytes) -> str:

@@ -114,6 +114,7 @@ def live(
                 "exited_pending": 0,
             },
         ),
+        "task_failures": extra.pop("task_failures", {"state_save": 0, "sink_delivery": 0}),
         **extra,
     }
 
@@ -253,6 +254,24 @@ def test_every_spec_is_exported_with_its_type_and_labels() -> None:
                 assert set(sample.labels) == set(spec.labels), spec.name
     assert all(name.startswith("sentinel_") for name in families)
     assert "_created" not in text  # no duplicate series per counter
+
+
+def test_task_failures_are_counted_and_hostile_label_values_never_break_a_scrape() -> None:
+    """Label and info values are escaped by the project's rule: a non-UTF-8 rule name (a rules file's bytes)
+    or model path (a command-line argument) used to make every scrape fail on encoding."""
+    m = AgentMetrics(clock=Clock())
+    hostile_rule = b"Rule \xff".decode("utf-8", "surrogateescape")
+    failures = {"state_save": 2, "sink_delivery": 0}
+    m.update_from_stats(live({"exec": 1}, {}, task_failures=failures), detection({hostile_rule: 1}))
+    m.set_model(source=b"/models/\xfe".decode("utf-8", "surrogateescape"), phase="detection")
+    s = parse(m.render().decode())
+    assert value(s, "sentinel_task_failures_total", task="state_save") == 2
+    assert value(s, "sentinel_task_failures_total", task="sink_delivery") == 0
+    assert value(s, "sentinel_rule_alerts_total", rule="Rule \\xff") == 1
+    info = dict(next(iter(s["sentinel_model_info"])))
+    assert info["source"] == "/models/\\xfe"
+    m.update_from_stats(live({"exec": 1}, {}, task_failures={"state_save": 5}))
+    assert value(parse(m.render().decode()), "sentinel_task_failures_total", task="state_save") == 5
 
 
 def test_gauges_infos_and_model_state() -> None:
