@@ -8,35 +8,41 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, Protocol, TextIO
 
+from sentinel.events import Event, EventType
+from sentinel.process.table import EXEC_MATCH_TICKS, NS_PER_SEC
 from sentinel.sensor import environment as env
+from sentinel.sensor.koffsets import BTF_PATH, KernelOffsets, kernel_offsets
+from sentinel.sensor.loader import OPTIONAL_PROBES, Sensor, SensorConfig, SensorError, tracepoint_present
 
 Status = Literal["ok", "warn", "fail"]
 
 MIN_KERNEL = (5, 8)
 DISTRO_SITE = "/usr/lib/python3/dist-packages/"
+EXEC_PATH = "/bin/true"  # what the compile check runs to see an exec event
 
-# Counts its own getppid() calls: proves compile, load, attach and map reads all work, not just compile.
-_TEST_PROGRAM = """
-BPF_ARRAY(hits, u64, 1);
-
-TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
-    if ((bpf_get_current_pid_tgid() >> 32) != SELF_PID)
-        return 0;
-    int zero = 0;
-    u64 *count = hits.lookup(&zero);
-    if (count)
-        __sync_fetch_and_add(count, 1);
-    return 0;
+# Why an optional tracepoint may be absent, and why that loses nothing (shown only for absent ones).
+OPTIONAL_WHY = {
+    "open": "arches without open(2), e.g. arm64: libc uses openat, which is watched",
+    "creat": "arches without creat(2), e.g. arm64: libc uses openat, which is watched",
+    "openat2": "kernels before 5.6 have no openat2",
+    "clone3": "kernels before 5.3 have no clone3: libc uses clone, which is watched",
 }
-"""
+
+# What the probes read through kernel offsets, in Event field names: absent (never zero) without them.
+WITHOUT_OFFSETS = (
+    "creds (euid, suid, fsuid, egid, sgid, fsgid, cap_effective, cap_permitted, loginuid, sessionid) "
+    "and start_ns on every event, child_start_ns on forks, "
+    "exe_name/exe_ino/exe_dev/exe_nlink (memfd and deleted executables) and tty_nr on execs"
+)
 
 
 @dataclass(frozen=True)
@@ -66,16 +72,36 @@ def check_kernel() -> Check:
     )
 
 
-def check_btf() -> Check:
-    """BTF is the only way to verify a struct offset on a kernel whose headers we lack."""
-    if env.btf_available():
-        return Check("btf", "ok", "/sys/kernel/btf/vmlinux readable")
+def check_btf(btf_path: str = BTF_PATH) -> Check:
+    """Kernel struct offsets come only from BTF (the headers may be another kernel's): say what they give."""
+    return btf_check(kernel_offsets(btf_path), btf_path, os.path.exists(btf_path))
+
+
+def btf_check(offsets: KernelOffsets, btf_path: str, btf_exists: bool) -> Check:
+    """The btf finding for ``offsets`` as the loader will compile them in."""
+    if offsets.available:
+        login = "login uid and session, " if offsets.login else ""
+        detail = (
+            f"kernel offsets from BTF ({btf_path}): "
+            "credentials (euid/suid/fsuid/egid/sgid/fsgid, capabilities), "
+            f"{login}process start times, executable identity (memfd/deleted), open de-duplication"
+        )
+        if not offsets.login:
+            detail += "; no login uid or session: task_struct has no loginuid (kernel without CONFIG_AUDIT)"
+        return Check("btf", "ok", detail)
+    if btf_exists:
+        fix = (
+            f"{btf_path} does not describe what the probes read; report this output as a sentinel bug "
+            "(events stay correct, these fields are absent)"
+        )
+    else:
+        fix = "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (events stay correct, these fields are absent)"
     return Check(
         "btf",
         "warn",
-        "/sys/kernel/btf/vmlinux missing or unreadable: struct offsets cannot be verified",
-        "sentinel reads only tracepoint fields today, so events stay correct; "
-        "use a kernel built with CONFIG_DEBUG_INFO_BTF=y",
+        f"no kernel offsets ({offsets.problem}): events lack {WITHOUT_OFFSETS}; "
+        "open de-duplication is off (every open is reported)",
+        fix,
     )
 
 
@@ -110,7 +136,7 @@ def check_tracefs(can_mount: bool) -> tuple[Check, str | None]:
 
 
 def check_tracepoints(tracefs: str | None) -> Check:
-    """Every probe attaches to a tracepoint; a missing required one means a blind spot."""
+    """Every probe attaches to a tracepoint: a required one missing is a blind spot, an optional one not."""
     if tracefs is None:
         return Check("tracepoints", "fail", "not checked: tracefs is unavailable", "fix tracefs first")
     if not os.access(os.path.join(tracefs, "events"), os.R_OK | os.X_OK):
@@ -120,17 +146,28 @@ def check_tracepoints(tracefs: str | None) -> Check:
             f"cannot read {tracefs}/events as uid {os.geteuid()}",
             "run as root, or grant CAP_DAC_READ_SEARCH (tracefs is mode 0700)",
         )
-    required, optional = env.missing_tracepoints(tracefs)
-    total = len(env.REQUIRED_TRACEPOINTS)
+    required, _ = env.missing_tracepoints(tracefs)
+    total = sum(name not in env.OPTIONAL_TRACEPOINTS for name in env.REQUIRED_TRACEPOINTS)
+    optional = optional_tracepoints(tracefs)
+    listing = ", ".join(f"{call} {'present' if present else 'absent'}" for call, present in optional.items())
+    absent = [call for call, present in optional.items() if not present]
+    detail = f"optional (probes compiled in only when present): {listing}"
+    if absent:
+        why = "; ".join(f"{call}: {OPTIONAL_WHY.get(call, 'not on this kernel')}" for call in absent)
+        detail += f"; the probes for {', '.join(absent)} are not compiled in ({why})"
     if required:
         return Check(
             "tracepoints",
             "fail",
-            f"missing {len(required)} of {total}: {', '.join(required)}",
+            f"missing {len(required)} of {total} required: {', '.join(required)}; {detail}",
             "use a kernel with CONFIG_FTRACE_SYSCALLS=y and CONFIG_TRACEPOINTS=y",
         )
-    note = f" (absent, optional on this arch: {', '.join(optional)})" if optional else ""
-    return Check("tracepoints", "ok", f"{total - len(optional)} of {total} present{note}")
+    return Check("tracepoints", "ok", f"all {total} required present; {detail}")
+
+
+def optional_tracepoints(tracefs: str) -> dict[str, bool]:
+    """Syscall name -> whether the loader compiles its probes in (both enter and exit tracepoints exist)."""
+    return {name.rsplit("sys_enter_", 1)[1]: tracepoint_present(tracefs, name) for name in OPTIONAL_PROBES}
 
 
 def check_bcc() -> Check:
@@ -168,7 +205,8 @@ def check_headers() -> Check:
             "headers",
             "warn",
             f"headers {info.headers_version} used for kernel {info.running} ({info.build_path}){note}",
-            "sentinel reads only tracepoint fields and helpers, so events stay correct; run scripts/setup.sh "
+            "kernel struct offsets come from BTF, never from these headers, so events stay correct; "
+            "run scripts/setup.sh "
             f"or install linux-headers-{info.running} on a production host",
         )
     return Check("headers", "fail", f"{info.detail}{note}", "bcc cannot compile probes: run scripts/setup.sh")
@@ -198,38 +236,236 @@ def _tail(tmp: Any, lines: int = 6) -> str:
     return " | ".join(line.strip() for line in text[-lines:])
 
 
-def check_compile() -> Check:
-    """Compile, load and attach a tiny tracepoint program: the only proof that bcc works end to end."""
+class ProbeSensor(Protocol):
+    """What the compile check uses of :class:`Sensor` (tests pass fakes)."""
+
+    attached: list[str]
+    stash_mode: str
+    kernel_offsets_mode: str
+
+    def start(self) -> None: ...
+    def poll(self, timeout_ms: int | None = None) -> list[Event]: ...
+    def drain(self) -> list[Event]: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ProbeRun:
+    """What the real probes reported of doctor's own open and exec: the evidence of the compile check."""
+
+    attached: int
+    stash_mode: str
+    offsets_mode: str
+    elapsed_s: float
+    path: str  # the uniquely named file doctor created (events are matched by it, not by pid)
+    argv: list[str]  # the EXEC_PATH doctor ran, with a unique argument
+    pid: int  # doctor's pid and the child's, as doctor sees them
+    exec_pid: int
+    opened: Event | None
+    executed: Event | None
+
+
+@dataclass(frozen=True)
+class SelfIdentity:
+    """What /proc says about doctor itself, to compare with what the probes read from kernel structs."""
+
+    resuid: tuple[int, int, int]
+    resgid: tuple[int, int, int]
+    cap_effective: int
+    loginuid: int | None  # None: /proc/self/loginuid absent (no CONFIG_AUDIT)
+    sessionid: int | None
+    start_ticks: int  # /proc/self/stat field 22
+    clk_tck: int
+    exe_name: str  # the file EXEC_PATH resolves to, as the kernel names the running executable
+
+    @classmethod
+    def current(cls) -> SelfIdentity:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        return cls(
+            resuid=os.getresuid(),
+            resgid=os.getresgid(),
+            cap_effective=env.effective_capabilities(),
+            loginuid=_read_int("/proc/self/loginuid"),
+            sessionid=_read_int("/proc/self/sessionid"),
+            start_ticks=int(stat[stat.rindex(b")") + 1 :].split()[19]),
+            clk_tck=os.sysconf("SC_CLK_TCK"),
+            exe_name=os.path.basename(os.path.realpath(EXEC_PATH)),
+        )
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def check_compile(make_sensor: Callable[[], ProbeSensor] | None = None, wait_s: float = 5.0) -> Check:
+    """Compile, load and attach the real probes as the agent does, and see doctor's own syscalls come back.
+
+    Only this proves the host runs sentinel: bcc, the headers, the verifier, every attach, the perf buffers,
+    the decoder and, with BTF, the kernel offsets (credentials and start times are compared with /proc).
+    """
     started = time.monotonic()
+    # ignore_pid=0: doctor's own syscalls are the evidence, so they must not be filtered out like the agent's.
+    sensor = make_sensor() if make_sensor else Sensor(SensorConfig(ignore_pid=0, scheduling="normal"))
+    fix = "run scripts/setup.sh (kernel headers, tracefs), then rerun `sentinel doctor`"
     try:
-        from bcc import BPF
-    except Exception as exc:
-        return Check("compile", "fail", f"not tried: import bcc failed ({exc})", "fix the bcc check first")
-    with _capture_native_output() as captured:
+        with _capture_native_output() as captured:
+            try:
+                sensor.start()
+            except Exception as exc:
+                output = _tail(captured)
+                said = str(exc) if isinstance(exc, SensorError | env.EnvironmentProblem) else repr(exc)
+                return Check(
+                    "compile",
+                    "fail",
+                    f"the real probes did not start: {said}" + (f" [{output}]" if output else ""),
+                    fix,
+                )
         try:
-            bpf = BPF(text=_TEST_PROGRAM, cflags=[f"-DSELF_PID={os.getpid()}"])
+            run = _exercise(sensor, started, wait_s)
         except Exception as exc:
-            output = _tail(captured)
-            return Check(
-                "compile",
-                "fail",
-                f"bcc could not compile/load a test program: {exc}" + (f" [{output}]" if output else ""),
-                "run scripts/setup.sh (kernel headers, tracefs), then rerun `sentinel doctor`",
-            )
-    try:
-        os.getppid()
-        hits = bpf["hits"][0].value
+            return Check("compile", "fail", f"the probes loaded but the test syscalls failed: {exc}", fix)
     finally:
-        bpf.cleanup()
-    elapsed = time.monotonic() - started
-    if hits < 1:
+        sensor.close()
+    return judge_probe_run(run, SelfIdentity.current())
+
+
+def _exercise(sensor: ProbeSensor, started: float, wait_s: float) -> ProbeRun:
+    """Open a uniquely named file and run EXEC_PATH, then poll until both events are back (or time is up)."""
+    fd, path = tempfile.mkstemp(prefix="sentinel-doctor-")
+    os.close(fd)
+    os.unlink(path)
+    argv = [EXEC_PATH, os.path.basename(path)]
+    child = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    child.wait()
+    opened: Event | None = None
+    executed: Event | None = None
+
+    def take(events: list[Event]) -> None:
+        nonlocal opened, executed
+        for ev in events:
+            if ev.type is EventType.OPEN and ev.path == path:
+                opened = ev
+            elif ev.type is EventType.EXEC and ev.argv == argv:
+                executed = ev
+
+    deadline = time.monotonic() + wait_s
+    while (opened is None or executed is None) and time.monotonic() < deadline:
+        take(sensor.poll(100))
+    if opened is None or executed is None:
+        take(sensor.drain())
+    return ProbeRun(
+        attached=len(sensor.attached),
+        stash_mode=sensor.stash_mode,
+        offsets_mode=sensor.kernel_offsets_mode,
+        elapsed_s=time.monotonic() - started,
+        path=path,
+        argv=argv,
+        pid=os.getpid(),
+        exec_pid=child.pid,
+        opened=opened,
+        executed=executed,
+    )
+
+
+def judge_probe_run(run: ProbeRun, me: SelfIdentity) -> Check:
+    """ok when both events arrived and, with BTF offsets, what they carry matches /proc."""
+    head = (
+        f"bpf_probes/sentinel.c compiled, loaded and attached to {run.attached} tracepoints in "
+        f"{run.elapsed_s:.1f} s (stash: {run.stash_mode}; kernel offsets: {run.offsets_mode})"
+    )
+    opened, executed = run.opened, run.executed
+    if opened is None or executed is None:
+        unseen = [f"doctor's open of {run.path}"] if opened is None else []
+        if executed is None:
+            unseen.append(f"the exec of {' '.join(run.argv)}")
         return Check(
             "compile",
             "fail",
-            f"test program attached in {elapsed:.1f} s but saw none of our syscalls",
-            "check that syscall tracepoints fire (perf trace, or bpftrace) on this kernel",
+            f"{head}, but no event arrived for {' nor '.join(unseen)}",
+            "check that syscall tracepoints fire on this kernel (perf trace -e 'syscalls:sys_enter_openat')",
         )
-    return Check("compile", "ok", f"test tracepoint program compiled, attached and fired in {elapsed:.1f} s")
+    if (opened.pid, executed.pid) != (run.pid, run.exec_pid):
+        return Check(
+            "compile",
+            "fail",
+            f"{head}; the events name pids {opened.pid} and {executed.pid} for doctor's {run.pid} and its "
+            f"child's {run.exec_pid}: this runs in a PID namespace other than the host's, where the agent "
+            "would watch itself and enrich processes from the wrong /proc entries",
+            "run sentinel in the host's PID namespace (docker run --pid=host, Kubernetes hostPID: true)",
+        )
+    if run.offsets_mode != "btf":
+        return Check(
+            "compile",
+            "ok",
+            f"{head}; saw doctor's own open and exec (without credentials, start times or executable "
+            "identity: see btf)",
+        )
+    problems = event_problems(opened, executed, me)
+    if problems:
+        return Check(
+            "compile",
+            "fail",
+            f"{head}; the events arrived but disagree with /proc: {'; '.join(problems)}",
+            "the kernel offsets taken from BTF do not match the running kernel: report this output as a "
+            "sentinel bug",
+        )
+    return Check(
+        "compile",
+        "ok",
+        f"{head}; saw doctor's own open and exec, their credentials, start time and executable identity "
+        "matching /proc",
+    )
+
+
+def event_problems(opened: Event, executed: Event, me: SelfIdentity) -> list[str]:
+    """Where what the probes read through kernel offsets differs from what /proc says (empty: all agree)."""
+    problems: list[str] = []
+    for what, ev in (("open", opened), ("exec", executed)):
+        creds = ev.creds
+        if creds is None:
+            problems.append(f"the {what} event carries no credentials")
+            continue
+        pairs = [
+            ("euid", creds.euid, me.resuid[1]),
+            ("fsuid", creds.fsuid, me.resuid[1]),
+            ("egid", creds.egid, me.resgid[1]),
+            ("fsgid", creds.fsgid, me.resgid[1]),
+        ]
+        if what == "open":  # doctor's own; the exec's saved ids and capabilities follow the new image
+            pairs += [("suid", creds.suid, me.resuid[2]), ("sgid", creds.sgid, me.resgid[2])]
+            pairs.append(("cap_effective", hex(creds.cap_effective), hex(me.cap_effective)))
+            if creds.loginuid is not None and me.loginuid is not None:
+                pairs.append(("loginuid", creds.loginuid, me.loginuid))
+            if creds.sessionid is not None and me.sessionid is not None:
+                pairs.append(("sessionid", creds.sessionid, me.sessionid))
+        wrong = [(name, seen, want) for name, seen, want in pairs if seen != want]
+        if wrong:
+            problems.append(
+                f"the {what} event has {', '.join(f'{n} {seen}' for n, seen, _ in wrong)} where /proc has "
+                + ", ".join(str(want) for _, _, want in wrong)
+            )
+    if not opened.start_ns:
+        problems.append("the open event carries no process start time")
+    elif abs(opened.start_ns * me.clk_tck // NS_PER_SEC - me.start_ticks) > EXEC_MATCH_TICKS:
+        ticks = opened.start_ns * me.clk_tck // NS_PER_SEC
+        problems.append(f"doctor's start time reads {ticks} ticks, /proc/self/stat has {me.start_ticks}")
+    if not 0 < executed.start_ns <= executed.ts_ns:
+        problems.append(f"the exec event's process start time {executed.start_ns} is not before the event")
+    if executed.exe_nlink < 0:
+        problems.append("the exec event carries no executable identity")
+    elif executed.exe_name != me.exe_name or executed.exe_nlink == 0:
+        problems.append(
+            f"the exec event names the executable {executed.exe_name!r} (links {executed.exe_nlink}) where "
+            f"{EXEC_PATH} is {me.exe_name!r}"
+        )
+    return problems
 
 
 # --- driver ------------------------------------------------------------------------------------------------
