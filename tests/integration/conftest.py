@@ -110,7 +110,8 @@ class Agent:
 
 @pytest.fixture(scope="session")
 def agent() -> Iterator[Agent]:
-    a = Agent("--open-dedup", "0")
+    """The shipped defaults (open de-duplication on): what users run is what the kernel tests exercise."""
+    a = Agent()
     yield a
     rc = a.stop()
     assert rc == 0, f"agent exited with {rc}"

@@ -177,6 +177,24 @@ def test_exec_from_dev_shm(detector: Detector) -> None:
     assert get(alert, "event.action") == "exec"
 
 
+def test_fileless_execution_from_a_memfd(detector: Detector) -> None:
+    """memfd_create + exec of /proc/self/fd/N: the alert names the memfd, not a file of the agent."""
+    name = f"implant-{uuid.uuid4().hex[:8]}"
+    code = (
+        "import os, subprocess, sys\n"
+        "fd = os.memfd_create(sys.argv[1], 0)\n"
+        "os.write(fd, open('/bin/true', 'rb').read())\n"
+        "subprocess.run([f'/proc/self/fd/{fd}'], pass_fds=[fd], check=True)\n"
+    )
+    subprocess.run([sys.executable, "-c", code, name], check=True)
+    alert = detector.wait_alert(
+        "Fileless Execution From Memory File", lambda a: get(a, "process.executable") == f"memfd:{name}"
+    )
+    common_alert_fields(alert)
+    assert get(alert, "sentinel.process.exe_from_memfd") is True
+    assert "T1620" in str(get(alert, "threat.technique"))
+
+
 def test_shell_connecting_to_a_loopback_listener(detector: Detector) -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]

@@ -304,7 +304,10 @@ def marker_in_path(doc: dict[str, Any], name: bytes) -> bool:
 
 
 def test_losses_are_counted_and_reported() -> None:
-    """Stop a small-buffer agent, flood it, resume it: the kernel drops samples and the agent says so."""
+    """Stop a small-buffer agent, flood it, resume it: the kernel drops samples and the agent says so.
+
+    Not the defaults, on purpose: 8 pages so that it loses; every open reported so that the count is exact.
+    """
     lossy = Agent("--pages", "8", "--types", "open", "--open-dedup", "0")
     try:
         lossy.proc.send_signal(signal.SIGSTOP)

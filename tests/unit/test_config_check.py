@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.anomaly.live import find_default_model
 from sentinel.config_check import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, check_config, format_report, run_check
 from sentinel.detect import find_rules_dir, load_ruleset
 
 RULES = find_rules_dir()
 EXAMPLE = Path(__file__).resolve().parents[2] / "packaging" / "sentinel.yaml"
+SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "default"
 
 
 @pytest.fixture(scope="module")
@@ -120,11 +120,8 @@ def test_model_directory_is_verified(tmp_path: Path) -> None:
 
 
 def test_tampered_model_is_an_error(tmp_path: Path) -> None:
-    default = find_default_model()
-    if default is None:
-        pytest.skip("no default model in this checkout")
     model = tmp_path / "model"
-    shutil.copytree(default, model)
+    shutil.copytree(SHIPPED_MODEL, model)
     path = write_config(tmp_path, "", model=str(model))
     assert check_config(path).ok
     data = bytearray((model / "forest.npz").read_bytes())
@@ -135,8 +132,7 @@ def test_tampered_model_is_an_error(tmp_path: Path) -> None:
 
 
 def test_model_default_and_auto(tmp_path: Path) -> None:
-    if find_default_model() is not None:
-        assert check_config(write_config(tmp_path, "", model="default")).ok
+    assert check_config(write_config(tmp_path, "", model="default")).ok
     assert check_config(write_config(tmp_path, "", model="auto")).ok
 
 

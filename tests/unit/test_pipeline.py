@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from sentinel import cli
 from sentinel.alerts.ecs import EcsRenderer
 from sentinel.events import AF_INET, Event, EventType
 from sentinel.filters import compile_filters
@@ -86,7 +87,10 @@ def test_every_type_has_a_name() -> None:
 
 
 def test_default_types_match_the_cli_default() -> None:
-    assert parse_types("exec,open,connect") == DEFAULT_TYPES
+    """What `sentinel events`/`replay` print without --types is what EventStream defaults to."""
+    parser = cli.build_parser()
+    for argv in (["events"], ["replay", "capture.bin"]):
+        assert parse_types(parser.parse_args(argv).types) == DEFAULT_TYPES
 
 
 @pytest.mark.parametrize("spec", ["bogus", "exec,bogus", "exec;open", "opens", "all,fork"])
