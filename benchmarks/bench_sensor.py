@@ -9,7 +9,7 @@
    counters give events received and lost (kernel-side losses, failed submits).
 3. Agent CPU while a generator runs --exec-rate fork+execs per second (Sysmon for Linux's published test).
 
-    sudo .venv/bin/python benchmarks/bench_sensor.py [--quick]
+    .venv/bin/python benchmarks/bench_sensor.py [--quick]
 """
 
 from __future__ import annotations

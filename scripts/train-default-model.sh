@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the default anomaly model (models/default) and its evaluation with one command, as root:
 #
-#   sudo bash scripts/train-default-model.sh [--train-seconds 480] [--eval-seconds 180] \
+#   bash scripts/train-default-model.sh [--train-seconds 480] [--eval-seconds 180] \
 #                                            [--workdir /var/tmp/sentinel-lab] [--output models/default]
 #
 # 0. the lab's services (scripts/lab/lab.py up) start before any recording and run until the end, as a
@@ -121,7 +121,7 @@ from pathlib import Path
 work, train_s, eval_s, elapsed = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 report = json.loads((work / "evaluation.raw.json").read_text())
 report["setup"] = {
-    "command": "sudo bash scripts/train-default-model.sh",
+    "command": "bash scripts/train-default-model.sh",
     "train_capture": {"name": "baseline.cap", "workload_seconds": train_s, "workload_seed": 0},
     "normal_captures": [{"name": "normal.cap", "workload_seconds": eval_s, "workload_seed": 1}],
     "attack_captures": sorted(p.name for p in work.glob("attack-*.cap")),
