@@ -20,7 +20,7 @@ from typing import Any
 
 from sentinel.events import Event, EventType
 from sentinel.sensor.decoder import DecodeError, decode
-from sentinel.sensor.koffsets import kernel_offsets
+from sentinel.sensor.koffsets import BTF_PATH, kernel_offsets
 
 BUFFERS = ("exec", "open", "connect", "proc")
 STAT_NAMES = (
@@ -161,7 +161,8 @@ class Sensor:
         cfg = self.config
         cflags = probe_cflags(probe_dir, cfg, tracefs)
         self.optional_absent = [name for name in OPTIONAL_PROBES if not tracepoint_present(tracefs, name)]
-        offsets = kernel_offsets()
+        # $SENTINEL_BTF names another BTF file; a missing one runs the agent as on a host without BTF.
+        offsets = kernel_offsets(os.environ.get("SENTINEL_BTF") or BTF_PATH)
         self.kernel_offsets_mode = offsets.mode
         cflags += offsets.cflags()
         src = str(probe_dir / "sentinel.c").encode()

@@ -414,3 +414,37 @@ def test_controlling_terminal_matches_proc(agent: Agent) -> None:
     finally:
         os.waitpid(child, 0)
         os.close(master)
+
+
+def test_without_btf_fields_are_absent_and_every_open_is_reported(tmp_path: Path) -> None:
+    """Not the defaults, on purpose: the agent as it runs on a host whose kernel has no BTF."""
+    target = tmp_path / "f"
+    target.write_text("x")
+    os.environ["SENTINEL_BTF"] = str(tmp_path / "no-such-btf")
+    try:
+        blind = Agent()
+    finally:
+        del os.environ["SENTINEL_BTF"]
+    try:
+        ready = next(d for d in blind.diagnostics if d.get("event") == "sentinel.ready")
+        assert ready["kernel_offsets"].startswith("none (") and ready["open_dedup_s"] == 0
+        pid = run_actor(
+            """
+            import os, sys
+            for _ in range(3):
+                os.close(os.open(sys.argv[1], os.O_RDONLY))
+            print(os.getpid())
+            """,
+            str(target),
+        )
+        docs = blind.wait_for(
+            lambda d: get(d, "process.pid") == pid and get(d, "file.path") == str(target),
+            count=3,
+            what="3 opens",
+        )
+        doc = docs[0]
+        assert get(doc, "process.saved_user") is None and get(doc, "user.effective") is None
+        assert get(doc, "process.thread.capabilities") is None
+        assert get(doc, "process.user") == get(doc, "process.real_user")  # the real user, the only one known
+    finally:
+        assert blind.stop() == 0
