@@ -9,9 +9,10 @@ the probes (kernel offsets from BTF); without them those fields are absent, neve
 
 from __future__ import annotations
 
-import grp
-import pwd
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from sentinel.process.table import group_db_name, user_db_name
 
 if TYPE_CHECKING:
     from sentinel.process.table import Process
@@ -48,30 +49,24 @@ def capability_names(mask: int) -> list[str]:
     return names
 
 
-def user_name(uid: int) -> str | None:
-    name = _user_names.get(uid, "")
-    if name == "":
-        try:
-            name = pwd.getpwuid(uid).pw_name
-        except (KeyError, OverflowError):
-            name = None
-        if len(_user_names) >= _CACHE_MAX:
-            _user_names.clear()
-        _user_names[uid] = name
+def _memo(cache: dict[int, str | None], lookup: Callable[[int], str | None], key: int) -> str | None:
+    """Names from the host's databases, misses cached too; the cache restarts when full."""
+    try:
+        return cache[key]
+    except KeyError:
+        pass
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    name = cache[key] = lookup(key)
     return name
+
+
+def user_name(uid: int) -> str | None:
+    return _memo(_user_names, user_db_name, uid)
 
 
 def group_name(gid: int) -> str | None:
-    name = _group_names.get(gid, "")
-    if name == "":
-        try:
-            name = grp.getgrgid(gid).gr_name
-        except (KeyError, OverflowError):
-            name = None
-        if len(_group_names) >= _CACHE_MAX:
-            _group_names.clear()
-        _group_names[gid] = name
-    return name
+    return _memo(_group_names, group_db_name, gid)
 
 
 def _user(uid: int, name: str | None = None) -> dict[str, Any]:

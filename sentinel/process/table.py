@@ -162,14 +162,16 @@ def acting_process_path(path: str, pid: int, tid: int) -> str:
 _STD_STREAMS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 
 
-def _pwd_name(uid: int) -> str | None:
+def user_db_name(uid: int) -> str | None:
+    """The host's name for ``uid`` (passwd, NSS), None when it has none."""
     try:
         return pwd.getpwuid(uid).pw_name
     except (KeyError, OverflowError):
         return None
 
 
-def _grp_name(gid: int) -> str | None:
+def group_db_name(gid: int) -> str | None:
+    """The host's name for ``gid``, None when it has none."""
     try:
         return grp.getgrgid(gid).gr_name
     except (KeyError, OverflowError):
@@ -188,8 +190,8 @@ class ProcessTable:
         max_depth: int = 64,
         clk_tck: int = os.sysconf("SC_CLK_TCK"),
         *,
-        user_lookup: Callable[[int], str | None] = _pwd_name,
-        group_lookup: Callable[[int], str | None] = _grp_name,
+        user_lookup: Callable[[int], str | None] = user_db_name,
+        group_lookup: Callable[[int], str | None] = group_db_name,
     ) -> None:
         self.boot_id = boot_id
         self.facts = facts
