@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sentinel.alerts.identity import process_identity, sentinel_process, thread_capabilities, top_level_user
+from sentinel.alerts.identity import identity_parts, process_identity
 from sentinel.events import (
     AF_INET,
     AF_INET6,
@@ -268,7 +268,7 @@ class EcsRenderer:
             }
         block = dict(self._cached(proc)[0])
         thread: dict[str, Any] = {"id": ev.tid, "name": ev.comm}  # the comm at the event (threads rename)
-        caps = thread_capabilities(proc)
+        caps = identity_parts(proc)[2]
         if caps is not None:
             thread["capabilities"] = caps
         block["thread"] = thread
@@ -363,11 +363,11 @@ class EcsRenderer:
             "host": self.host_block,
             "process": self.process_block(proc, ev),
         }
+        extra = None
         if proc is not None:
-            doc["user"] = top_level_user(proc)
+            doc["user"], extra, _ = identity_parts(proc)
         detail: dict[str, Any] = {"type": ev.type_name, "ret": ev.ret, "cgroup_id": ev.cgroup_id}
         sentinel: dict[str, Any] = {"event": detail, "ancestors": self.ancestry(proc)}
-        extra = sentinel_process(proc) if proc is not None else None
         if extra is not None:
             sentinel["process"] = extra
         doc["sentinel"] = sentinel

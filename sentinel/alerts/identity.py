@@ -9,6 +9,7 @@ the probes (kernel offsets from BTF); without them those fields are absent, neve
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -95,10 +96,32 @@ def process_identity(proc: Process) -> dict[str, Any]:
     return out
 
 
+@functools.cache
+def all_capabilities(path: str = "/proc/sys/kernel/cap_last_cap") -> int:
+    """Every capability this kernel has: what an unrestricted root thread holds."""
+    try:
+        with open(path) as f:
+            last = int(f.read())
+    except (OSError, ValueError):
+        last = len(CAPABILITIES) - 1
+    return (1 << (last + 1)) - 1
+
+
+def ordinary_capabilities(euid: int, effective: int, permitted: int) -> bool:
+    """Root holding every capability, or another user holding none: what the user already says."""
+    if euid == 0:
+        full = all_capabilities()
+        return effective & full == full and permitted & full == full
+    return effective == 0 and permitted == 0
+
+
 def thread_capabilities(proc: Process) -> dict[str, Any] | None:
-    """``process.thread.capabilities`` (the credentials the event's thread acted with), or None."""
+    """``process.thread.capabilities`` (the credentials the event's thread acted with) when they say more than
+    the user does: root with some dropped (a container, a hardened service) or a non-root thread holding any
+    (file capabilities, ambient ones). The ordinary case is left out: 41 names twice would double the size of
+    every root document. Rules always have them (``thread.cap_effective``)."""
     creds = proc.creds
-    if creds is None:
+    if creds is None or ordinary_capabilities(creds.euid, creds.cap_effective, creds.cap_permitted):
         return None
     return {
         "effective": capability_names(creds.cap_effective),
@@ -114,6 +137,23 @@ def top_level_user(proc: Process) -> dict[str, Any]:
     if creds is not None:
         user["effective"] = _user(creds.euid)
     return user
+
+
+def identity_parts(proc: Process) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+    """``user``, ``sentinel.process`` and ``process.thread.capabilities`` for ``proc``, rebuilt only when its
+    credentials or executable flags change (the table keeps the same credentials object while they hold)."""
+    cache = proc.identity_cache
+    if (
+        cache is not None
+        and cache[0] is proc.creds
+        and cache[1] == proc.uid
+        and cache[2] == proc.gid
+        and cache[3] == (proc.exe_memfd, proc.exe_deleted)
+    ):
+        return cache[4]
+    parts = (top_level_user(proc), sentinel_process(proc), thread_capabilities(proc))
+    proc.identity_cache = (proc.creds, proc.uid, proc.gid, (proc.exe_memfd, proc.exe_deleted), parts)
+    return parts
 
 
 def sentinel_process(proc: Process) -> dict[str, Any] | None:

@@ -92,6 +92,7 @@ class Process:
     source: str = SOURCE_EVENT
     start_ticks: int = 0
     render_cache: Any = field(default=None, repr=False)  # renderers' per-process cache (see alerts/ecs.py)
+    identity_cache: Any = field(default=None, repr=False)  # see alerts/identity.py
 
     def ancestors(self, max_depth: int = 64) -> list[Process]:
         """Parent first, up to the root; bounded so a corrupt chain cannot loop."""

@@ -99,10 +99,10 @@ def decode(data: bytes) -> Event:
 
 
 def _credentials(raw: tuple[int, ...], flags: int) -> Credentials:
-    euid, suid, fsuid, egid, sgid, fsgid, loginuid, sessionid, cap_eff, cap_prm = raw
-    if not flags & FLAG_LOGIN:
-        loginuid = sessionid = None
-    return Credentials(euid, suid, fsuid, egid, sgid, fsgid, loginuid, sessionid, cap_eff, cap_prm)
+    if flags & FLAG_LOGIN:
+        return tuple.__new__(Credentials, raw)  # what Credentials._make does, without the length check
+    euid, suid, fsuid, egid, sgid, fsgid, _, _, cap_eff, cap_prm = raw
+    return Credentials(euid, suid, fsuid, egid, sgid, fsgid, None, None, cap_eff, cap_prm)
 
 
 def _decode_open(data: bytes, ev: Event, aux: int) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from sentinel.alerts.identity import capability_names, ordinary_capabilities
 from sentinel.process.table import entity_id
 from sentinel.sensor.environment import boot_id
 
@@ -289,10 +290,12 @@ def check_against_proc(doc: dict[str, Any], pid: int) -> None:
     assert get(doc, "sentinel.process.fs_user.id") == fsuid
     assert get(doc, "process.real_group.id") == rgid and get(doc, "process.group.id") == egid
     assert get(doc, "process.saved_group.id") == sgid and get(doc, "sentinel.process.fs_group.id") == fsgid
-    from sentinel.alerts.identity import capability_names
-
-    assert get(doc, "process.thread.capabilities.effective") == capability_names(int(status["CapEff"][0], 16))
-    assert get(doc, "process.thread.capabilities.permitted") == capability_names(int(status["CapPrm"][0], 16))
+    eff, prm = int(status["CapEff"][0], 16), int(status["CapPrm"][0], 16)
+    if ordinary_capabilities(int(euid), eff, prm):
+        assert get(doc, "process.thread.capabilities") is None
+    else:
+        assert get(doc, "process.thread.capabilities.effective") == capability_names(eff)
+        assert get(doc, "process.thread.capabilities.permitted") == capability_names(prm)
     loginuid = int(Path(f"/proc/{pid}/loginuid").read_text())
     if loginuid == 4294967295:
         assert get(doc, "sentinel.process.login_user") is None
@@ -306,12 +309,15 @@ def check_against_proc(doc: dict[str, Any], pid: int) -> None:
 # Stays alive until told to open a file, then waits again, so /proc can be compared with the event.
 WAITER = """
     import os, sys
-    if len(sys.argv) > 2:
-        os.setresgid(65534, 0, 0)
-        os.setresuid(65534, 0, 0)  # real nobody, effective and saved root
-    if len(sys.argv) > 3:
+    mode = sys.argv[2] if len(sys.argv) > 2 else ""
+    if "loginuid" in mode:
         with open("/proc/self/loginuid", "w") as f:  # as pam_loginuid does at a login
             f.write("1000")
+    if "setresuid" in mode:
+        os.setresgid(65534, 0, 0)
+        os.setresuid(65534, 0, 0)  # real nobody, effective and saved root
+    if "dropped" in mode:
+        os.setresuid(65534, 65534, 0)  # effective nobody: no effective capabilities, permitted ones kept
     print(os.getpid(), flush=True)
     sys.stdin.readline()
     os.close(os.open(sys.argv[1], os.O_RDONLY))
@@ -343,24 +349,32 @@ def test_credentials_match_proc_for_processes_started_before_and_after_the_agent
     before_pid = int(before.stdout.readline())
     fresh = Agent()  # the defaults, started after `before`
     try:
-        after = start_waiter(after_target, "setresuid", "loginuid")
+        after = start_waiter(after_target, "setresuid,loginuid")
         assert after.stdout is not None
         after_pid = int(after.stdout.readline())
-        for proc in (before, after):
+        dropped = start_waiter(Path("/etc/hostname"), "dropped")  # nobody may read it
+        assert dropped.stdout is not None
+        dropped_pid = int(dropped.stdout.readline())
+        for proc in (before, after, dropped):
             poke(proc)
         docs = {
             pid: fresh.wait_for(
                 lambda d, pid=pid: get(d, "process.pid") == pid and get(d, "event.action") == "open"
-                and get(d, "file.path") in (str(before_target), str(after_target)),
+                and get(d, "file.path") in (str(before_target), str(after_target), "/etc/hostname"),
                 what=f"open by {pid}",
             )[0]
-            for pid in (before_pid, after_pid)
+            for pid in (before_pid, after_pid, dropped_pid)
         }
         for pid, doc in docs.items():
             check_against_proc(doc, pid)
-            assert get(doc, "process.user.id") == "0" and get(doc, "process.real_user.id") == "65534"
+        for pid in (before_pid, after_pid):
+            assert get(docs[pid], "process.user.id") == "0"
+            assert get(docs[pid], "process.real_user.id") == "65534"
         assert get(docs[after_pid], "sentinel.process.login_user.id") == "1000"
-        for proc in (before, after):
+        caps = get(docs[dropped_pid], "process.thread.capabilities")  # not what its user implies: shown
+        assert caps["effective"] == [] and "CAP_SYS_ADMIN" in caps["permitted"]
+        assert get(docs[dropped_pid], "process.saved_user.id") == "0"
+        for proc in (before, after, dropped):
             poke(proc)
             proc.wait(10)
     finally:
