@@ -29,6 +29,8 @@ from sentinel.events import (
 # ts_ns, cgroup_id, start_ns, pid, tid, uid, gid, type, flags, aux, comm, then struct creds: euid, suid,
 # fsuid, egid, sgid, fsgid, loginuid, sessionid, cap_effective, cap_permitted
 HEADER = struct.Struct("<QQQIIIIHHI16sIIIIIIIIQQ")
+_BASE = struct.Struct("<QQQIIIIHHI16s")  # the header without the credentials, unpacked on every event
+_CREDS = struct.Struct("<IIIIIIIIQQ")  # ... and those, only when the probe could read them
 # ret, dirfd, at_flags, argc_captured, argc_total, filename_len, args_len, tty, exe_nlink, exe_ino, exe_dev,
 # exe_name_len, exe_name
 EXEC_FIXED = struct.Struct("<qiIIIIIIIQII256s")
@@ -40,7 +42,7 @@ FORK_FIXED = struct.Struct("<IIQQ")  # child_pid, parent_tid, clone_flags, child
 HEADER_SIZE = HEADER.size
 EXEC_DATA_OFFSET = HEADER_SIZE + EXEC_FIXED.size
 OPEN_PATH_OFFSET = HEADER_SIZE + OPEN_FIXED.size + OPEN_KEY.size
-_CRED_SLICE = slice(11, 21)
+_CREDS_OFFSET = _BASE.size
 
 
 def kernel_dev_to_user(dev: int) -> int:
@@ -72,8 +74,7 @@ def decode(data: bytes) -> Event:
     """Decode one perf-buffer sample."""
     if len(data) < HEADER_SIZE:
         raise DecodeError(f"sample of {len(data)} bytes is shorter than the {HEADER_SIZE}-byte header")
-    fields = HEADER.unpack_from(data, 0)
-    ts, cgroup, start, pid, tid, uid, gid, etype, flags, aux, comm = fields[:11]
+    ts, cgroup, start, pid, tid, uid, gid, etype, flags, aux, comm = _BASE.unpack_from(data, 0)
     try:
         kind = EventType(etype)
     except ValueError:
@@ -82,7 +83,7 @@ def decode(data: bytes) -> Event:
     if flags & FLAG_START:
         ev.start_ns = start
     if flags & FLAG_CREDS:
-        ev.creds = _credentials(fields[_CRED_SLICE], flags)
+        ev.creds = _credentials(_CREDS.unpack_from(data, _CREDS_OFFSET), flags)
     if kind is EventType.OPEN or kind is EventType.CHDIR:
         _decode_open(data, ev, aux)
     elif kind is EventType.EXEC:
