@@ -266,13 +266,15 @@ class EcsRenderer:
                 "user": {"id": str(ev.uid)},
                 "group": {"id": str(ev.gid)},
             }
-        block = dict(self._cached(proc)[0])
-        thread: dict[str, Any] = {"id": ev.tid, "name": ev.comm}  # the comm at the event (threads rename)
-        caps = identity_parts(proc)[2]
+        return self._with_thread(self._cached(proc)[0], ev, identity_parts(proc)[2])
+
+    @staticmethod
+    def _with_thread(block: dict[str, Any], ev: Event, caps: dict[str, Any] | None) -> dict[str, Any]:
+        """The cached process block with this event's thread: its comm (threads rename) and capabilities."""
+        thread: dict[str, Any] = {"id": ev.tid, "name": ev.comm}
         if caps is not None:
             thread["capabilities"] = caps
-        block["thread"] = thread
-        return block
+        return {**block, "thread": thread}
 
     def ancestry(self, proc: Process | None) -> list[dict[str, Any]]:
         if proc is None:
@@ -361,15 +363,18 @@ class EcsRenderer:
             "event": event,
             "agent": self.agent_block,
             "host": self.host_block,
-            "process": self.process_block(proc, ev),
         }
-        extra = None
-        if proc is not None:
-            doc["user"], extra, _ = identity_parts(proc)
         detail: dict[str, Any] = {"type": ev.type_name, "ret": ev.ret, "cgroup_id": ev.cgroup_id}
-        sentinel: dict[str, Any] = {"event": detail, "ancestors": self.ancestry(proc)}
-        if extra is not None:
-            sentinel["process"] = extra
+        sentinel: dict[str, Any] = {"event": detail}
+        if proc is None:
+            doc["process"] = self.process_block(None, ev)
+            sentinel["ancestors"] = []
+        else:  # one cache lookup each for the lineage and the identity (process_block would repeat both)
+            block, sentinel["ancestors"], _ = self._cached(proc)
+            doc["user"], extra, caps = identity_parts(proc)
+            doc["process"] = self._with_thread(block, ev, caps)
+            if extra is not None:
+                sentinel["process"] = extra
         doc["sentinel"] = sentinel
         err = error_code(ev.ret)
         if err:

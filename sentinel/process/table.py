@@ -84,6 +84,7 @@ class Process:
     exe_memfd: bool = False  # runs from a memfd: ``exe`` is "memfd:NAME"
     exe_deleted: bool = False  # its executable file has no links left
     start_exact: bool = False  # start_ticks is the kernel's (from /proc or the probes), not an event time
+    kernel_start_ns: int = 0  # the probes' start time once an event carried it (0: not yet)
     parent: Process | None = field(default=None, repr=False)
     depth: int = 0
     exited_ns: int | None = None
@@ -310,8 +311,12 @@ class ProcessTable:
         if ev.pid <= 0:
             return None
         proc = self._procs.get(ev.pid)
-        if proc is not None and ev.start_ns and proc.start_exact and self._reused(proc, ev.start_ns):
-            proc = None  # the kernel says this is another process: its exit and fork never reached us
+        start = ev.start_ns
+        if start and proc is not None and start != proc.kernel_start_ns:  # checked once per process
+            if proc.kernel_start_ns or (proc.start_exact and self._reused(proc, start)):
+                proc = None  # the kernel says this is another process: its exit and fork never reached us
+            else:
+                proc.kernel_start_ns = start
         created = proc is None
         facts: ProcFacts | None = None  # what /proc said when this event created the entry
         if proc is None:
@@ -401,6 +406,7 @@ class ProcessTable:
             source=SOURCE_FORK,
             start_ticks=ticks,
             start_exact=ev.child_start_ns != 0,
+            kernel_start_ns=ev.child_start_ns,
         )
         self._link(child, real_parent)
         self._insert(child)
@@ -567,6 +573,7 @@ class ProcessTable:
                 ppid=0,
                 start_ns=start,
                 start_exact=ev.start_ns != 0,
+                kernel_start_ns=ev.start_ns,
                 entity_id=entity_id(self.boot_id, ev.pid, ticks),
                 comm=ev.comm,
                 uid=ev.uid,

@@ -624,3 +624,16 @@ def test_classify_exe_trusts_the_deleted_suffix_only_with_zero_links() -> None:
     # A file really named "x (deleted)": it has links, so nothing is stripped.
     assert classify_exe("/tmp/x (deleted)", fake(1, os.makedev(254, 0))) == ("/tmp/x (deleted)", False, False)
     assert classify_exe(None, None) == (None, False, False)
+
+
+def test_a_start_time_seen_once_identifies_the_process_from_then_on() -> None:
+    """Even an entry whose own start was only an event time (a fork the probe could not time) learns the
+    kernel's start from its first event; another start later is another process."""
+    table, _ = shell_table()
+    table.apply(ev(EventType.FORK, 10 * S, 100, child_pid=600))  # no child_start_ns: not exact
+    first = get(table, 600)
+    assert not first.start_exact
+    table.apply(ev(EventType.OPEN, 11 * S, 600, path="/a", ret=3, start_ns=10 * S - 5))
+    assert table.get(600) is first and first.kernel_start_ns == 10 * S - 5
+    later = table.apply(ev(EventType.OPEN, 90 * S, 600, path="/b", ret=3, start_ns=80 * S))
+    assert later is not None and later is not first and later.kernel_start_ns == 80 * S
