@@ -10,10 +10,9 @@ the probes (kernel offsets from BTF); without them those fields are absent, neve
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sentinel.process.table import group_db_name, user_db_name
+from sentinel.process.table import cached_name, group_db_name, user_db_name
 
 if TYPE_CHECKING:
     from sentinel.process.table import Process
@@ -50,24 +49,12 @@ def capability_names(mask: int) -> list[str]:
     return names
 
 
-def _memo(cache: dict[int, str | None], lookup: Callable[[int], str | None], key: int) -> str | None:
-    """Names from the host's databases, misses cached too; the cache restarts when full."""
-    try:
-        return cache[key]
-    except KeyError:
-        pass
-    if len(cache) >= _CACHE_MAX:
-        cache.clear()
-    name = cache[key] = lookup(key)
-    return name
-
-
 def user_name(uid: int) -> str | None:
-    return _memo(_user_names, user_db_name, uid)
+    return cached_name(_user_names, user_db_name, uid)
 
 
 def group_name(gid: int) -> str | None:
-    return _memo(_group_names, group_db_name, gid)
+    return cached_name(_group_names, group_db_name, gid)
 
 
 def _user(uid: int, name: str | None = None) -> dict[str, Any]:

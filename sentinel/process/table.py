@@ -164,6 +164,18 @@ def acting_process_path(path: str, pid: int, tid: int) -> str:
 _STD_STREAMS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 
 
+def cached_name(cache: dict[int, str | None], lookup: Callable[[int], str | None], key: int) -> str | None:
+    """A name from the host's databases through ``cache`` (misses too; it simply restarts when full)."""
+    try:
+        return cache[key]
+    except KeyError:
+        pass
+    if len(cache) >= NAME_CACHE_MAX:
+        cache.clear()
+    name = cache[key] = lookup(key) if key >= 0 else None
+    return name
+
+
 def user_db_name(uid: int) -> str | None:
     """The host's name for ``uid`` (passwd, NSS), None when it has none."""
     try:
@@ -232,27 +244,10 @@ class ProcessTable:
         return ns * self.clk_tck // NS_PER_SEC
 
     def user_name(self, uid: int) -> str | None:
-        """Cached (misses too); the cache is small and simply restarts when full."""
-        cache = self._users
-        try:
-            return cache[uid]
-        except KeyError:
-            pass
-        if len(cache) >= NAME_CACHE_MAX:
-            cache.clear()
-        name = cache[uid] = self._user_lookup(uid) if uid >= 0 else None
-        return name
+        return cached_name(self._users, self._user_lookup, uid)
 
     def group_name(self, gid: int) -> str | None:
-        cache = self._groups
-        try:
-            return cache[gid]
-        except KeyError:
-            pass
-        if len(cache) >= NAME_CACHE_MAX:
-            cache.clear()
-        name = cache[gid] = self._group_lookup(gid) if gid >= 0 else None
-        return name
+        return cached_name(self._groups, self._group_lookup, gid)
 
     # ------------------------------------------------------------------ bootstrap
 
