@@ -698,6 +698,52 @@ static __always_inline int open_enter(const char *path, s32 dirfd, u32 flags, u3
     return 0;
 }
 
+#ifdef HAVE_KOFFSETS
+/* Whether the open in e, whose key is complete, repeats one reported less than OPEN_DEDUP_NS ago: then it is
+ * counted and not sent. Otherwise e->h.aux gets the repeats suppressed since that key's last event. The
+ * thread's last key (task storage) is checked first: a tight loop on one file never touches the LRU map. */
+static __always_inline int open_suppressed(struct open_event *e, void *state) {
+    u64 now = bpf_ktime_get_boot_ns();
+#ifdef USE_TASK_STORAGE
+    struct task_state *ts = state;
+    int same_as_last = ts && keys_equal(&ts->last_key, &e->key);
+    if (same_as_last && now - ts->last_ns < OPEN_DEDUP_NS) {
+        ts->last_suppressed++;
+        count(STAT_OPEN_SUPPRESSED);
+        return 1;
+    }
+#endif
+    struct dedup_val *v = open_dedup.lookup(&e->key);
+    if (v && now - v->last_ns < OPEN_DEDUP_NS) {
+        __sync_fetch_and_add(&v->suppressed, 1);
+        count(STAT_OPEN_SUPPRESSED);
+#ifdef USE_TASK_STORAGE
+        if (ts && !same_as_last) {
+            ts->last_key = e->key;
+            ts->last_ns = v->last_ns;
+            ts->last_suppressed = 0;
+        }
+#endif
+        return 1;
+    }
+    struct dedup_val nv = {};
+    nv.last_ns = now;
+    if (v)
+        e->h.aux = v->suppressed;
+#ifdef USE_TASK_STORAGE
+    if (ts) {
+        if (same_as_last)
+            e->h.aux += ts->last_suppressed;
+        ts->last_key = e->key;
+        ts->last_ns = now;
+        ts->last_suppressed = 0;
+    }
+#endif
+    open_dedup.update(&e->key, &nv);
+    return 0;
+}
+#endif
+
 static __always_inline int open_exit(void *ctx, long ret) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tid = (u32)pid_tgid;
@@ -730,53 +776,16 @@ static __always_inline int open_exit(void *ctx, long ret) {
         e->h.flags |= EVF_PATH_TRUNCATED;
 
     e->h.aux = 0;
+#ifdef HAVE_KOFFSETS
+    /* Only an open whose directory and file the kernel could name takes part; anything else is reported. */
     if (OPEN_DEDUP_NS && st.type == EVT_OPEN && n < DEDUP_PATH_LEN &&
         !(st.flags & (S_O_DIRECTORY | S_O_PATH))) {
         e->key.tgid = tgid;
         e->key.flags_class = st.flags & (S_O_ACCMODE | S_O_CREAT | S_O_TRUNC | S_O_APPEND | S_O_TMPFILE);
         e->key.result = ret >= 0 ? 0 : (s32)ret;
         e->key.gen = gen;
-    }
-#ifdef HAVE_KOFFSETS
-    /* Only an open whose directory and file the kernel could name takes part; anything else is reported. */
-    if (OPEN_DEDUP_NS && e->key.tgid && open_identity(&e->key, st.dirfd, ret) == 0) {
-        u64 now = bpf_ktime_get_boot_ns();
-#ifdef USE_TASK_STORAGE
-        struct task_state *ts = state;
-        int same_as_last = ts && keys_equal(&ts->last_key, &e->key);
-        if (same_as_last && now - ts->last_ns < OPEN_DEDUP_NS) {
-            ts->last_suppressed++;
-            count(STAT_OPEN_SUPPRESSED);
+        if (open_identity(&e->key, st.dirfd, ret) == 0 && open_suppressed(e, state))
             return 0;
-        }
-#endif
-        struct dedup_val *v = open_dedup.lookup(&e->key);
-        if (v && now - v->last_ns < OPEN_DEDUP_NS) {
-            __sync_fetch_and_add(&v->suppressed, 1);
-            count(STAT_OPEN_SUPPRESSED);
-#ifdef USE_TASK_STORAGE
-            if (ts && !same_as_last) {
-                ts->last_key = e->key;
-                ts->last_ns = v->last_ns;
-                ts->last_suppressed = 0;
-            }
-#endif
-            return 0;
-        }
-        struct dedup_val nv = {};
-        nv.last_ns = now;
-        if (v)
-            e->h.aux = v->suppressed;
-#ifdef USE_TASK_STORAGE
-        if (ts) {
-            if (same_as_last)
-                e->h.aux += ts->last_suppressed;
-            ts->last_key = e->key;
-            ts->last_ns = now;
-            ts->last_suppressed = 0;
-        }
-#endif
-        open_dedup.update(&e->key, &nv);
     }
 #endif
 

@@ -58,10 +58,9 @@ REQUIRED_TRACEPOINTS: list[str] = [
 # Probes compiled in only when their tracepoints exist (the loader's HAVE_TP_* macros): legacy syscalls newer
 # arches never had (arm64, riscv: libc uses openat there, so nothing is lost) and calls older kernels lack
 # (openat2 came in 5.6, clone3 in 5.3; without clone3 libc uses clone, which is watched).
+OPTIONAL_SYSCALLS = ("open", "creat", "openat2", "clone3")
 OPTIONAL_TRACEPOINTS: frozenset[str] = frozenset(
-    f"syscalls/sys_{half}_{call}"
-    for call in ("open", "creat", "openat2", "clone3")
-    for half in ("enter", "exit")
+    f"syscalls/sys_{half}_{call}" for call in OPTIONAL_SYSCALLS for half in ("enter", "exit")
 )
 
 HeadersMode = Literal["matching", "substitute", "missing"]

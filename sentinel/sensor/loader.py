@@ -20,6 +20,7 @@ from typing import Any
 
 from sentinel.events import Event, EventType
 from sentinel.sensor.decoder import DecodeError, decode
+from sentinel.sensor.environment import OPTIONAL_SYSCALLS, ensure_tracefs, tracepoint_exists
 from sentinel.sensor.koffsets import BTF_PATH, kernel_offsets
 
 BUFFERS = ("exec", "open", "connect", "proc")
@@ -85,27 +86,22 @@ def find_probe_dir() -> Path:
     raise SensorError("bpf_probes/sentinel.c not found (set SENTINEL_PROBES to the probes directory)")
 
 
-# Optional tracepoints and the macro that compiles their probes in: legacy syscalls newer arches never had
-# (arm64 has no open/creat), and calls older kernels lack (openat2 5.6, clone3 5.3).
+# Optional tracepoints (environment.OPTIONAL_SYSCALLS) and the macro that compiles their probes in.
 OPTIONAL_PROBES: dict[str, str] = {
-    "syscalls/sys_enter_open": "HAVE_TP_OPEN",
-    "syscalls/sys_enter_creat": "HAVE_TP_CREAT",
-    "syscalls/sys_enter_openat2": "HAVE_TP_OPENAT2",
-    "syscalls/sys_enter_clone3": "HAVE_TP_CLONE3",
+    f"syscalls/sys_enter_{call}": f"HAVE_TP_{call.upper()}" for call in OPTIONAL_SYSCALLS
 }
 
 
 def tracepoint_present(tracefs: str, name: str) -> bool:
     """Both halves of a syscall's tracepoints (enter and exit) exist."""
-    from sentinel.sensor.environment import tracepoint_exists
-
     return tracepoint_exists(tracefs, name) and tracepoint_exists(
         tracefs, name.replace("sys_enter_", "sys_exit_")
     )
 
 
-def probe_cflags(probe_dir: Path, cfg: SensorConfig, tracefs: str) -> list[str]:
-    """Compiler flags for bpf_probes/sentinel.c on this host (kernel offsets are added by the caller)."""
+def probe_cflags(probe_dir: Path, cfg: SensorConfig, present: list[str]) -> list[str]:
+    """Compiler flags for bpf_probes/sentinel.c, given the optional tracepoints ``present`` (kernel offsets
+    are added by the caller)."""
     flags = [
         f"-I{probe_dir}",
         f"-DSELF_TGID={cfg.ignore_pid}",
@@ -113,7 +109,7 @@ def probe_cflags(probe_dir: Path, cfg: SensorConfig, tracefs: str) -> list[str]:
         "-Wno-unused-function",
         "-Wno-macro-redefined",
     ]
-    flags += [f"-D{macro}" for name, macro in OPTIONAL_PROBES.items() if tracepoint_present(tracefs, name)]
+    flags += [f"-D{OPTIONAL_PROBES[name]}" for name in present]
     return flags
 
 
@@ -146,8 +142,6 @@ class Sensor:
         return self.config.open_dedup_s > 0 and self.kernel_offsets_mode == "btf"
 
     def start(self) -> None:
-        from sentinel.sensor.environment import ensure_tracefs  # mounts tracefs when needed
-
         tracefs = ensure_tracefs()
         self.scheduling = apply_scheduling(self.config.scheduling)
         try:
@@ -159,8 +153,9 @@ class Sensor:
             ) from exc
         probe_dir = find_probe_dir()
         cfg = self.config
-        cflags = probe_cflags(probe_dir, cfg, tracefs)
-        self.optional_absent = [name for name in OPTIONAL_PROBES if not tracepoint_present(tracefs, name)]
+        present = [name for name in OPTIONAL_PROBES if tracepoint_present(tracefs, name)]
+        self.optional_absent = [name for name in OPTIONAL_PROBES if name not in present]
+        cflags = probe_cflags(probe_dir, cfg, present)
         # $SENTINEL_BTF names another BTF file; a missing one runs the agent as on a host without BTF.
         offsets = kernel_offsets(os.environ.get("SENTINEL_BTF") or BTF_PATH)
         self.kernel_offsets_mode = offsets.mode
