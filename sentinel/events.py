@@ -90,6 +90,7 @@ def errno_name(ret: int) -> str:
     return errno.errorcode.get(-ret, f"E{-ret}")
 
 LOGINUID_UNSET = 4294967295  # AUDIT_UID_UNSET: never logged in (``/proc/PID/loginuid`` shows this number)
+SESSION_UNSET = 4294967295  # AUDIT_SID_UNSET: no audit session
 
 
 class Credentials(NamedTuple):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
+from sentinel.events import LOGINUID_UNSET, SESSION_UNSET
 from sentinel.process.table import cached_name, group_db_name, user_db_name
 
 if TYPE_CHECKING:
@@ -28,8 +29,6 @@ CAPABILITIES = (
     "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
     "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
 )  # fmt: skip
-SESSION_UNSET = 4294967295  # AUDIT_SID_UNSET
-LOGINUID_UNSET = 4294967295  # AUDIT_UID_UNSET
 _CACHE_MAX = 4096
 
 _cap_names: dict[int, list[str]] = {}

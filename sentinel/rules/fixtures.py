@@ -36,6 +36,7 @@ from sentinel.events import (
     FLAG_OPENAT2,
     LOGINUID_UNSET,
     OPEN_FLAG_VALUES,
+    SESSION_UNSET,
     Credentials,
     Event,
     EventType,
@@ -233,7 +234,7 @@ def _credentials(
         sgid=uid_of("saved_group", egid),
         fsgid=_int(_map(extra.get("fs_group"), "sentinel.process.fs_group").get("id"), "fs_group.id", egid),
         loginuid=_int(login.get("id"), "sentinel.process.login_user.id", LOGINUID_UNSET),
-        sessionid=_int(extra.get("session_id"), "sentinel.process.session_id", LOGINUID_UNSET),
+        sessionid=_int(extra.get("session_id"), "sentinel.process.session_id", SESSION_UNSET),
         cap_effective=_cap_mask(caps.get("effective"), "process.thread.capabilities.effective"),
         cap_permitted=_cap_mask(caps.get("permitted"), "process.thread.capabilities.permitted"),
     )

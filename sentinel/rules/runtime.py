@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sentinel.events import AF_INET, AF_INET6, AF_UNIX, errno_name, open_flag_names
+from sentinel.alerts.identity import capability_names, user_name
+from sentinel.events import AF_INET, AF_INET6, AF_UNIX, LOGINUID_UNSET, errno_name, open_flag_names
 
 __all__ = [
     "U",
@@ -107,27 +108,21 @@ def loginuid(proc: Any) -> int | None:
     creds = proc.creds
     if creds is None or creds.loginuid is None:
         return None
-    return -1 if creds.loginuid == 4294967295 else creds.loginuid
+    return -1 if creds.loginuid == LOGINUID_UNSET else creds.loginuid
 
 
 def loginname(proc: Any) -> str | None:
-    from sentinel.alerts.identity import user_name
-
     uid = loginuid(proc)
     return None if uid is None or uid < 0 else user_name(uid)
 
 
 def euser_name(proc: Any, ev: Any) -> str | None:
-    from sentinel.alerts.identity import user_name
-
     creds = proc.creds
     return proc.user_name if creds is None or creds.euid == ev.uid else user_name(creds.euid)
 
 
 def cap_text(mask: int | None) -> str | None:
     """Falco's ``thread.cap_*``: capability names separated by spaces (``contains CAP_SYS_ADMIN`` works)."""
-    from sentinel.alerts.identity import capability_names
-
     return None if mask is None else " ".join(capability_names(mask))
 
 
