@@ -49,6 +49,7 @@ SOURCE_PROC = "proc"  # bootstrap from /proc
 SOURCE_FORK = "fork"  # a fork event
 SOURCE_LATE = "late"  # first seen by another event; details from /proc facts
 SOURCE_EVENT = "event"  # first seen by another event, no facts: only what the event carried
+_FROM_PROC = (SOURCE_PROC, SOURCE_LATE)  # entries whose start_ticks came from /proc
 
 _OPEN = EventType.OPEN
 _CONNECT = EventType.CONNECT
@@ -83,7 +84,6 @@ class Process:
     creds: Credentials | None = None  # as of the latest event (None: the probes cannot read them)
     exe_memfd: bool = False  # runs from a memfd: ``exe`` is "memfd:NAME"
     exe_deleted: bool = False  # its executable file has no links left
-    start_exact: bool = False  # start_ticks is the kernel's (from /proc or the probes), not an event time
     kernel_start_ns: int = 0  # the probes' start time once an event carried it (0: not yet)
     parent: Process | None = field(default=None, repr=False)
     depth: int = 0
@@ -94,6 +94,11 @@ class Process:
     start_ticks: int = 0
     render_cache: Any = field(default=None, repr=False)  # renderers' per-process cache (see alerts/ecs.py)
     identity_cache: Any = field(default=None, repr=False)  # see alerts/identity.py
+
+    @property
+    def start_exact(self) -> bool:
+        """Whether start_ticks is the kernel's (from the probes or /proc), not the time of an event."""
+        return self.kernel_start_ns != 0 or self.source in _FROM_PROC
 
     def ancestors(self, max_depth: int = 64) -> list[Process]:
         """Parent first, up to the root; bounded so a corrupt chain cannot loop."""
@@ -308,7 +313,7 @@ class ProcessTable:
         proc = self._procs.get(ev.pid)
         start = ev.start_ns
         if start and proc is not None and start != proc.kernel_start_ns:  # checked once per process
-            if proc.kernel_start_ns or (proc.start_exact and self._reused(proc, start)):
+            if proc.kernel_start_ns or (proc.source in _FROM_PROC and self._reused(proc, start)):
                 proc = None  # the kernel says this is another process: its exit and fork never reached us
             else:
                 proc.kernel_start_ns = start
@@ -400,7 +405,6 @@ class ProcessTable:
             dirfds=dict(parent.dirfds),
             source=SOURCE_FORK,
             start_ticks=ticks,
-            start_exact=ev.child_start_ns != 0,
             kernel_start_ns=ev.child_start_ns,
         )
         self._link(child, real_parent)
@@ -448,6 +452,8 @@ class ProcessTable:
                 proc.cwd = facts.cwd
             proc.tty_nr = facts.tty_nr
             self._adopt_parent(proc, facts)
+        if ev.tty_nr >= 0:  # the probe read the terminal at the exec: exact even when /proc is gone
+            proc.tty_nr = ev.tty_nr
         if facts is not None and facts.exe:
             proc.exe = facts.exe  # the kernel's own resolution: symlinks followed
             proc.exe_deleted, proc.exe_memfd = facts.exe_deleted, facts.exe_memfd
@@ -545,7 +551,6 @@ class ProcessTable:
             exe_memfd=facts.exe_memfd,
             source=source,
             start_ticks=facts.start_ticks,
-            start_exact=True,
         )
 
     def _create_late(self, ev: Event) -> tuple[Process, ProcFacts | None]:
@@ -567,7 +572,6 @@ class ProcessTable:
                 pid=ev.pid,
                 ppid=0,
                 start_ns=start,
-                start_exact=ev.start_ns != 0,
                 kernel_start_ns=ev.start_ns,
                 entity_id=entity_id(self.boot_id, ev.pid, ticks),
                 comm=ev.comm,

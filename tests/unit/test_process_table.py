@@ -637,3 +637,14 @@ def test_a_start_time_seen_once_identifies_the_process_from_then_on() -> None:
     assert table.get(600) is first and first.kernel_start_ns == 10 * S - 5
     later = table.apply(ev(EventType.OPEN, 90 * S, 600, path="/b", ret=3, start_ns=80 * S))
     assert later is not None and later is not first and later.kernel_start_ns == 80 * S
+
+
+def test_the_terminal_the_probe_read_at_exec_is_used_without_proc() -> None:
+    """A process gone before /proc could be read still shows the terminal the probe saw at its exec."""
+    table, _ = shell_table()
+    table.apply(ev(EventType.FORK, 10 * S, 100, child_pid=700))
+    assert get(table, 700).tty_nr == 34816  # inherited from the shell
+    table.apply(ev(EventType.EXEC, 11 * S, 700, filename="/usr/bin/setsid", tty_nr=0))
+    assert get(table, 700).tty_nr == 0  # detached from the terminal: the probe says so
+    table.apply(ev(EventType.EXEC, 12 * S, 700, filename="/usr/bin/id", tty_nr=34817))
+    assert get(table, 700).tty_nr == 34817
