@@ -29,13 +29,13 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from sentinel.alerts.ecs import EcsRenderer  # noqa: E402
-from sentinel.alerts.encoding import dumps  # noqa: E402
 from sentinel.capture import CaptureReader, CaptureWriter, capture_header  # noqa: E402
 from sentinel.events import AF_INET, AF_UNIX, Event, EventType  # noqa: E402
 from sentinel.host import HostInfo  # noqa: E402
 from sentinel.process.facts import ProcFacts, ReplayFacts  # noqa: E402
 from sentinel.process.table import Process, ProcessTable  # noqa: E402
 from sentinel.rules import EvalContext, RuleSet, load_rules, load_text  # noqa: E402
+from sentinel.text import dumps  # noqa: E402
 
 S = 1_000_000_000
 HOST = HostInfo("bench", "0" * 32, "bench-boot", "6.1.0", 1_700_000_000 * S)

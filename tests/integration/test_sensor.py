@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from sentinel.alerts.encoding import unescape
+from sentinel.text import unescape
 
 from .conftest import Agent, get
 

@@ -13,7 +13,6 @@ import orjson
 import pytest
 
 from sentinel.alerts.ecs import EcsRenderer, hidden_spans, hide_known
-from sentinel.alerts.encoding import dumps
 from sentinel.alerts.model import ML_RULESET, Alert
 from sentinel.alerts.render import EcsAlertRenderer, FalcoAlertRenderer, redact_fields
 from sentinel.anomaly.live import ML_RULE
@@ -24,6 +23,7 @@ from sentinel.process.table import ProcessTable
 from sentinel.redact import REDACTED, SCAN_LIMIT, Redactor
 from sentinel.rules import load_text
 from sentinel.rules.context import EvalContext
+from sentinel.text import dumps
 from tests.unit.detect_fixtures import HOST, ListSink, S, ev, table_with
 
 SECRET = "S3cret"

@@ -15,7 +15,6 @@ from sentinel import __version__
 from sentinel import log as logmod
 from sentinel.alerts import internal
 from sentinel.alerts.ecs import ECS_VERSION, EcsRenderer
-from sentinel.alerts.encoding import unescape
 from sentinel.alerts.mitre import TECHNIQUES, threat_from_tags
 from sentinel.alerts.model import Alert
 from sentinel.alerts.render import (
@@ -30,6 +29,7 @@ from sentinel.alerts.writer import AlertWriter
 from sentinel.events import AF_INET, EventType
 from sentinel.rules.context import EvalContext
 from sentinel.rules.model import PRIORITIES
+from sentinel.text import unescape
 from tests.unit.detect_fixtures import HOST, SHA, FakeRuleSet, ListSink, S, ev, make_table, rule
 
 RFC3339_NS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")

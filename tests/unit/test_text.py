@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sentinel import log as logmod
-from sentinel.alerts import encoding
 from sentinel.text import (
     dumps,
     escape,
@@ -28,10 +27,6 @@ from sentinel.text import (
 
 def raw(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
-
-
-def test_the_alerts_module_re_exports_the_one_implementation() -> None:
-    assert encoding.dumps is dumps and encoding.escape is escape and encoding.unescape is unescape
 
 
 def test_unescape_text_inverts_escape() -> None:
