@@ -136,11 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     doc = sub.add_parser(
         "doctor",
         help="check that this host can run the agent",
-        description="Check kernel, BTF, tracefs, bcc, kernel headers and privileges, and say "
-        "what to fix. Exit 1 if the agent cannot run.",
+        description="Check kernel, BTF and the kernel offsets it gives, tracefs and the tracepoints "
+        "(optional ones listed), bcc, kernel headers and privileges; then load the real probes and check "
+        "that doctor's own open and exec come back matching /proc. Say what to fix. Exit 1 if the agent "
+        "cannot run.",
     )
     doc.add_argument("--json", action="store_true", help="machine-readable output")
-    doc.add_argument("--no-compile", action="store_true", help="skip the test compile of a probe")
+    doc.add_argument("--no-compile", action="store_true", help="skip loading the real probes")
     return parser
 
 
