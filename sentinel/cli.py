@@ -6,12 +6,12 @@ Exit codes: 0 success, 1 the agent could not do its work (probes failed, unreada
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from sentinel import __version__
+from sentinel.outstream import claim_stdout
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -171,8 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler[args.command](args)
     except BrokenPipeError:
         # The reader went away (`sentinel events | head`): not an error worth a traceback.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        from sentinel.outstream import silence_closed_reader
+
+        silence_closed_reader()
         return EXIT_OK
     except KeyboardInterrupt:
         return EXIT_OK
@@ -287,8 +288,8 @@ def cmd_events(args: argparse.Namespace) -> int:
     if options is None:
         return EXIT_USAGE
     types, keep = options
+    out = claim_stdout()  # before bcc loads: its native warnings go to stderr, never into a JSON line
     host, table, sensor = _live_setup(args)
-    out = sys.stdout.buffer
     stream = EventStream(table, EcsRenderer(host), out, types, keep)
     return _run_sensor(args, stream.handle, out.flush, host, table, sensor)
 
@@ -524,13 +525,13 @@ def _rules_loaded_fields(outcome: Any, cfg: Any) -> dict[str, Any]:
     }
 
 
-def _open_outputs(cfg: Any, command: str) -> Any:
+def _open_outputs(cfg: Any, command: str, stdout: Any = None) -> Any:
     """Every configured output (``output`` specs and ``sinks``, formats resolved); None after printing why
-    one cannot open. Network sinks spool under the state directory."""
+    one cannot open. Network sinks spool under the state directory; ``stdout`` replaces the process's."""
     from sentinel.sinks import OutputSpecError, open_sinks
 
     try:
-        return open_sinks(cfg.sink_configs(), state_dir=cfg.state_dir)
+        return open_sinks(cfg.sink_configs(), state_dir=cfg.state_dir, stdout=stdout)
     except OutputSpecError as exc:
         print(f"sentinel {command}: {exc}", file=sys.stderr)
     except OSError as exc:
@@ -567,7 +568,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     log = logmod.get_logger()
     _log_config(log, cfg)
-    sink = _open_outputs(cfg, "run")
+    # JSON on stdout: claimed before bcc loads, so its native warnings go to stderr, never into a JSON line
+    to_stdout = any(sc.kind == "stdout" for sc in cfg.sink_configs())
+    sink = _open_outputs(cfg, "run", claim_stdout() if to_stdout else None)
     if sink is None:
         return EXIT_FAIL
     fmt = cfg.format if sink.format == "mixed" else sink.format

@@ -28,6 +28,12 @@ def sentinel_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "sentinel.cli", *args]
 
 
+def bad_line_reason(line: bytes, exc: orjson.JSONDecodeError) -> str:
+    """Where a line stopped being JSON: a long line's middle is what a truncated repr would hide."""
+    pos = getattr(exc, "pos", 0) or 0
+    return f"{len(line)} bytes, {exc}; around byte {pos}: {line[max(0, pos - 300) : pos + 300]!r}"
+
+
 class Agent:
     """A running `sentinel events` process whose stdout documents are collected by a thread."""
 
@@ -43,6 +49,7 @@ class Agent:
         self.docs: list[dict[str, Any]] = []
         self.diagnostics: list[dict[str, Any]] = []
         self.bad_lines: list[bytes] = []
+        self.bad_reasons: list[str] = []  # the parser's message and the bytes around where it failed
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._readers = [
@@ -61,8 +68,9 @@ class Agent:
         for line in self.proc.stdout:
             try:
                 doc = orjson.loads(line)
-            except orjson.JSONDecodeError:
+            except orjson.JSONDecodeError as exc:
                 self.bad_lines.append(line)
+                self.bad_reasons.append(bad_line_reason(line, exc))
                 continue
             with self._lock:
                 self.docs.append(doc)
@@ -115,7 +123,7 @@ def agent() -> Iterator[Agent]:
     yield a
     rc = a.stop()
     assert rc == 0, f"agent exited with {rc}"
-    assert not a.bad_lines, f"agent wrote lines that are not JSON: {a.bad_lines[:3]}"
+    assert not a.bad_lines, "agent wrote lines that are not JSON:\n" + "\n".join(a.bad_reasons[:3])
 
 
 @pytest.fixture(scope="session")

@@ -275,7 +275,7 @@ def test_agent_own_activity_is_absent(agent: Agent) -> None:
 
 
 def test_every_line_is_json_and_ready_was_logged(agent: Agent) -> None:
-    assert not agent.bad_lines
+    assert not agent.bad_lines, "\n".join(agent.bad_reasons[:3])
     ready = [d for d in agent.diagnostics if d.get("event") == "sentinel.ready"]
     assert ready and ready[0]["tracepoints"] >= 20
     starting = [d for d in agent.diagnostics if d.get("event") == "sentinel.starting"]
