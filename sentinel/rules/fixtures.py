@@ -265,7 +265,7 @@ def _chain(doc: Mapping[str, Any], proc_block: Mapping[str, Any], ts: int) -> Pr
 
 
 # What an ml alert holds under sentinel.ml besides field values: skipped, so pasted alerts load as fixtures.
-_ML_ALERT_KEYS = frozenset({"model", "explanation", "incident"})
+_ML_ALERT_KEYS = frozenset({"model", "explanation", "incident", "new", "baseline_s"})
 _ML_DEFS = {name[3:]: fdef for name, fdef in FIELDS.items() if name.startswith("ml.")}
 
 

@@ -33,8 +33,8 @@ def test_default_model_loads_and_matches_the_features() -> None:
     assert model.manifest["features"] == list(FEATURES)
     assert {g.name for g in model.groups} == {"exec", "open", "connect"}
     assert all(0.0 < g.threshold < 1.0 for g in model.groups)
-    assert model.rarity is not None
-    for name in ("forest.npz", "rarity.json"):
+    assert model.profiles is not None
+    for name in ("forest.npz", "profiles.json"):
         assert (DEFAULT / name).stat().st_size < 2_000_000  # the repository stays small
 
 
@@ -44,7 +44,7 @@ def test_default_model_evaluation_is_recorded() -> None:
     assert report["attack_instances"] >= 6 and len(report["instances"]) == report["attack_instances"]
     assert set(report["detected"]) == {i["scenario"] for i in report["instances"]}
     assert 0.0 <= report["auc"] <= 1.0
-    assert report["setup"]["command"] == "sudo bash scripts/train-default-model.sh"
+    assert report["setup"]["command"] == "bash scripts/train-default-model.sh"
 
 
 def test_model_card_reports_the_evaluation() -> None:
