@@ -10,8 +10,10 @@ path. An attacker can hide a name among those shapes (``/tmp/tmp.payload1``), no
 components stay as they are.
 
 A *program* is its executable, and for an interpreter also what it interprets (``python3 -m pytest``,
-``python3 /srv/app/job.py``, ``java -jar app.jar``): every Python program is ``/usr/bin/python3.11``, and a
-profile of "what python3.11 does" would hold the whole host.
+``python3 /srv/app/job.py``, ``java -jar app.jar``, ``bash /usr/local/bin/backup.sh``, ``sh -c``): every
+Python program is ``/usr/bin/python3.11``, and a profile of "what python3.11 does" would hold the whole host.
+A shell with no script is the interactive shell: an admin's session, whose children are new all the time,
+is then not one profile with the shells that run the host's scripts, whose children never change.
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ _HEXISH = re.compile(r"(?=[^/]*[0-9])(?=[^/]*[a-fA-F])[0-9a-fA-F][0-9a-fA-F-]{7,
 _TEMP = re.compile(r"tmp[._-]?[A-Za-z0-9_]{6,}")
 _WRITE_FLAGS = 0o1 | 0o2 | 0o100 | 0o1000  # O_WRONLY | O_RDWR | O_CREAT | O_TRUNC
 DIR_DEPTH = 4
-_INTERPRETER = re.compile(r"(?:python|pypy|perl|ruby|php|lua|node|nodejs|java|Rscript|tclsh|wish)[0-9.]*")
+_INTERPRETER = re.compile(
+    r"(?:python|pypy|perl|ruby|php|lua|node|nodejs|java|Rscript|tclsh|wish)[0-9.]*|(?:ba|da|z|k|mk|c|tc|fi)?sh"
+)
+_SHELL = re.compile(r"(?:ba|da|z|k|mk|c|tc|fi)?sh")
+_SHELL_VALUED = frozenset({"-o", "+o", "-O", "+O", "--rcfile", "--init-file"})
 # Options that take the next argument as their value, so it is not the script (python -X opt, -W arg…).
 _VALUED = frozenset({"-X", "-W", "-Q", "-I", "-e", "-E", "-r", "-cp", "-classpath", "--class-path",
                      "--require", "-d", "-M"})  # fmt: skip
@@ -60,9 +66,12 @@ def program(exe: str, args: list[str] | None) -> str:
     for a in it:
         if a in ("-m", "-jar") or a.startswith("--module"):
             return f"{exe} {a} {next(it, '')}"
-        if a in ("-c", "-e") and not base.startswith(("java", "node")):  # inline code: its own program
+        shell = _SHELL.fullmatch(base) is not None
+        if a == "-c" or (a == "-e" and not shell and not base.startswith("java")):  # inline code
             return f"{exe} {a}"
-        if a in _VALUED:
+        if shell and len(a) > 1 and a[0] == "-" and "c" in a[1:] and a[1] != "-":
+            return f"{exe} -c"  # sh -ec '…', bash -lc '…': inline code too
+        if a in (_SHELL_VALUED if shell else _VALUED):
             next(it, None)
             continue
         if a.startswith("-") or not a:

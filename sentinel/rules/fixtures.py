@@ -270,7 +270,7 @@ _ML_DEFS = {name[3:]: fdef for name, fdef in FIELDS.items() if name.startswith("
 
 
 class StaticMlView:
-    """``ml.*`` values given in a fixture (``sentinel.ml: {score: 0.9, rarity: {exe: 7.1}}``), so rules that
+    """``ml.*`` values given in a fixture (``sentinel.ml: {score: 0.9, novelty: {child: 7}}``), so rules that
     read the anomaly model can be tested without one. Same contract as the agent's view: ``value(name)`` with
     the field name without ``ml.``, None when not given."""
 

@@ -115,7 +115,11 @@ def test_a_program_is_the_executable_or_what_an_interpreter_runs() -> None:
     assert program(py, ["python3", "/tmp/tmpab12cd34/x.py"]) == f"{py} /tmp/*/x.py"
     assert program(py, ["python3"]) == py and program(py, []) == py
     assert program("/usr/bin/java", ["java", "-Xmx1g", "-jar", "app.jar"]) == "/usr/bin/java -jar app.jar"
-    assert program("/usr/bin/bash", ["bash", "x.sh"]) == "/usr/bin/bash"  # shells: the executable
+    bash = "/usr/bin/bash"
+    assert program(bash, ["bash", "-i"]) == bash and program(bash, ["-bash"]) == bash  # interactive
+    assert program(bash, ["bash", "-e", "/usr/local/bin/b.sh"]) == f"{bash} /usr/local/bin/b.sh"
+    assert program(bash, ["bash", "-lc", "make"]) == program(bash, ["bash", "-c", "ls"]) == f"{bash} -c"
+    assert program("/usr/bin/perl", ["perl", "-e", "print 1"]) == "/usr/bin/perl -e"
     fx = FeatureExtractor()
     svc = proc(3, py)
     svc.args = ["python3", "/srv/app/web.py"]

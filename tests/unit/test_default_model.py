@@ -82,3 +82,18 @@ def test_benign_workload_has_help() -> None:
         [sys.executable, str(LAB / "benign_workload.py"), "--duration", "0"], capture_output=True, timeout=30
     )
     assert bad.returncode == 2
+
+
+def test_novelty_scenarios_and_the_quality_benchmark_have_help() -> None:
+    """The live quality benchmark's scenarios: at least two of each kind the issue names."""
+    out = subprocess.run(
+        [sys.executable, str(LAB / "novelty.py"), "--list"], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0
+    kinds = [line.split()[1] for line in out.stdout.splitlines()]
+    for kind in ("service_new_program", "service_new_read", "service_new_write", "service_new_destination",
+                 "job_new_behaviour", "db_child_process"):  # fmt: skip
+        assert kinds.count(kind) >= 2, kind
+    bench = REPO / "benchmarks" / "bench_model_quality.py"
+    out = subprocess.run([sys.executable, str(bench), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "--learn" in out.stdout and "--normal" in out.stdout
