@@ -313,11 +313,15 @@ class FeatureExtractor:
         state.saw(wall_ns)
 
 
-def loo_row(state: ProfileState, x: np.ndarray, keys: list[tuple[int, str, str, str]], weight: float) -> None:
+def loo_row(
+    state: ProfileState, x: np.ndarray, keys: list[tuple[int, str, str, str]], weight: float = 1.0
+) -> None:
     """Re-measure a training row's novelty columns against the final profiles with the row left out.
 
-    The row then looks as it would at detection time, had it happened after learning: an item seen only by
-    this row reads as new, one seen again later reads as known (``x`` is changed in place).
+    The row then looks as it would at detection time, had it happened after learning: an item seen only in
+    this row's time slot reads as new, one seen again later reads as known (``x`` is changed in place).
+    Items count once per slot (:data:`sentinel.anomaly.profiles.SLOT_NS`), so a row stands for one count
+    (``weight``, 1): the slot it fell in.
     """
     tables = state.tables
     for col, kind, subject, item in keys:

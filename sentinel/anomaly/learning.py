@@ -43,8 +43,8 @@ def train_from_sample(
         raise ValueError(f"only {n} sampled events: too few to train on")
     x = np.array([r[0] for r in rows], dtype=np.float64).reshape(n, N_FEATURES)
     wall = np.array([r[1] for r in rows], dtype=np.int64)
-    for i, (_, _, weight, keys) in enumerate(rows):
-        loo_row(profiles, x[i], list(keys), weight)
+    for i, (_, _, _, keys) in enumerate(rows):
+        loo_row(profiles, x[i], list(keys))  # a row is one slot's count, whatever its repeats
     weight = max(seen, n) / n  # real events per sampled row
     forests, fields = fit_groups(x, wall, alerts_per_day, trees, seed, HOLDOUT, weight=weight)
     save_model(output_dir, forests, {**fields, "events_seen": seen, "source": "learning mode"}, profiles)

@@ -30,6 +30,12 @@ STATE_VERSION = 2
 SEEN = 0.5  # a decayed count below this is forgotten: the item reads as new again
 SINGLE = 1.5  # an item counted below this (and at least SEEN) was seen about once
 SMOOTHING = 0.5  # ``a`` in the novelty: a subject with n1 = 0 still has some chance of something new
+# A habit is what recurs over time, not what one burst repeats: an item counts at most once per slot of this
+# length for its subject. By raw event count, a young program that read one directory a thousand times in
+# its first seconds looked like a creature of habit, and every new directory it then read looked like news
+# (measured on the lab's held-out capture: 210 events above the thresholds in 3 minutes, 16 with 10 s slots,
+# every lab attack still caught). Ten seconds keeps the evidence of a service that works every few seconds.
+SLOT_NS = 10 * 1_000_000_000
 HOST = ""  # the subject of host-wide kinds (a program new on the host, a destination new to the host)
 
 # Kinds of profile, and what their subject and item are.
@@ -53,10 +59,13 @@ class Profile:
     total: float = 0.0
     singles: int = 0
     forgotten: float = 0.0
+    slots: dict[str, int] = field(default_factory=dict)  # item → the time slot it was last counted in
 
     def recount(self) -> None:
         """Singles from the items (after eviction or decay); the total keeps forgotten items' events."""
         self.singles = sum(1 for c in self.items.values() if SEEN <= c < SINGLE)
+        if len(self.slots) > len(self.items):
+            self.slots = {i: s for i, s in self.slots.items() if i in self.items}
 
 
 def _is_single(count: float) -> bool:
@@ -114,6 +123,12 @@ class ProfileTable:
         prof = self.subjects.get(subject)
         if prof is None:
             prof = self.subjects[subject] = Profile()
+        if ts_ns > 0:  # (0: no event time, as in direct calls: every call counts)
+            slot = ts_ns // SLOT_NS
+            if prof.slots.get(item) == slot:
+                return  # counted in this slot already: a habit is what recurs over time
+            prof.slots[item] = slot
+            weight = min(weight, 1.0)
         items = prof.items
         old = items.get(item)
         if old is None:

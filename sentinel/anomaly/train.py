@@ -114,8 +114,8 @@ def capture_rows(
             print(f"  {cap}: stopped early: {problem}", file=progress, flush=True)
     x = np.array(sink.rows, dtype=np.float64).reshape(len(sink.rows), len(FEATURES))
     if sink.keys is not None:
-        for i, (keys, weight) in enumerate(sink.keys):
-            loo_row(extractor.state, x[i], list(keys), weight)
+        for i, (keys, _) in enumerate(sink.keys):
+            loo_row(extractor.state, x[i], list(keys))  # a row is one slot's count
     walls = np.array(sink.walls, dtype=np.int64)
     tags = sink.tags if row_tag is not None else None
     return Rows(x=x, wall_ns=walls, extractor=extractor, tags=tags)

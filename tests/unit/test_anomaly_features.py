@@ -10,7 +10,7 @@ import pytest
 
 from sentinel.anomaly.features import FEATURES, INDEX, FeatureExtractor, loo_row
 from sentinel.anomaly.keys import dest_range, dir_class, is_write_open, program
-from sentinel.anomaly.profiles import HOST, NS_PER_DAY, ProfileState, ProfileTable, novelty_value
+from sentinel.anomaly.profiles import HOST, NS_PER_DAY, SLOT_NS, ProfileState, ProfileTable, novelty_value
 from sentinel.events import AF_INET, AF_INET6, AF_UNIX, Event, EventType
 from sentinel.process.table import Process
 
@@ -63,11 +63,12 @@ def test_leave_one_out_makes_a_singleton_new_and_a_repeat_known() -> None:
 def test_profiles_decay_per_day_and_evict_least_counted_keeping_singles_counted() -> None:
     t = ProfileTable(half_life_days=1.0, max_items=10_000, max_per_subject=10)
     t.update("p", "old", DAY0)
-    t.update("p", "old", DAY0)
+    t.update("p", "old", DAY0 + 1)  # the same time slot: counted once
+    t.update("p", "old", DAY0 + SLOT_NS)
     t.update("p", "new", DAY0 + 2 * NS_PER_DAY)
     assert t.count("p", "old") == pytest.approx(0.5)  # two half-lives
     for i in range(20):
-        t.update("p", f"k{i}", DAY0 + 2 * NS_PER_DAY)
+        t.update("p", f"k{i}", DAY0 + 2 * NS_PER_DAY + i * SLOT_NS)
     assert len(t.subjects["p"].items) <= 10
     _, total, singles = t.subject_stats("p")
     assert singles >= 15  # forgotten singles still say this program does new things
@@ -172,8 +173,8 @@ def test_open_and_connect_rows() -> None:
     assert fx.state.tables["write_dir"].count("/tmp/.cache/x", "/etc/cron.d") == 1.0
     co = Event(type=EventType.CONNECT, ts_ns=2, pid=5, tid=5, uid=0, gid=0, comm="x", family=AF_INET,
                address="198.51.100.7", port=4444, ret=-115)  # fmt: skip
-    for _ in range(30):
-        fx.state.update("exe_port", "/tmp/.cache/x", "443", DAY0)  # so 4444 is news for this program
+    for i in range(30):  # so 4444 is news for this program: 443 in 30 time slots
+        fx.state.update("exe_port", "/tmp/.cache/x", "443", DAY0 + i * SLOT_NS)
     c1 = fx.row(co, p)
     c2 = fx.row(co, p)
     assert c1.values[INDEX["new_port"]] == novelty_value(0, 30) and c2.values[INDEX["new_port"]] == 0.0
@@ -192,7 +193,7 @@ def test_training_rows_leave_themselves_out() -> None:
         path = "/etc/once/f" if i == 7 else "/srv/data/f"
         x, facts = fx.compute(open_ev(9, path), svc, path)
         rows.append((np.array(x), list(facts.keys), facts.repeats))
-        fx.commit(facts, DAY0 + i)
+        fx.commit(facts, DAY0 + i * SLOT_NS)
     live_first = rows[0][0][INDEX["new_read_dir"]]
     assert live_first > 0  # live, score-then-update: the very first open looked new
     for x, keys, weight in rows:
