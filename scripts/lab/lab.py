@@ -330,6 +330,23 @@ def prepare(root: Path = ROOT) -> None:
             os.chown(path, *acct)
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def boottime_ticks() -> int:
+    """Now, in /proc's clock ticks since boot: the scale of a process's start time."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) * CLK_TCK // 1_000_000_000
+
+
+def start_ticks_of(pid: int, fallback: int) -> int:
+    """/proc/PID/stat starttime (field 22), or ``fallback`` when the process is already gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return fallback
+
+
 def port_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):

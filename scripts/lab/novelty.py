@@ -48,7 +48,7 @@ import lab
 
 TIMEOUT_S = 30.0
 PICKUP_TIMEOUT_S = 10.0  # the workload looks at its trigger twice a second
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+CLK_TCK = lab.CLK_TCK
 # Ports nothing in the lab uses (an ephemeral one when taken); none is a port rules single out.
 WEB_NEW_PORT = 18443
 DB_NEW_PORT = 15433
@@ -90,19 +90,6 @@ class ScenarioError(Exception):
     """The novelty could not be done (no service, no workload to pick up the job trigger, a timeout)."""
 
 
-def boottime_ticks() -> int:
-    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) * CLK_TCK // 1_000_000_000
-
-
-def start_ticks_of(pid: int, fallback: int) -> int:
-    """/proc/PID/stat starttime (field 22), or ``fallback`` when the process is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return fallback
-
-
 class Lab:
     """The running lab as the scenarios need it, looked up once by :meth:`load`.
 
@@ -122,7 +109,7 @@ class Lab:
             pid = _service_pid(name, self.root)
             if pid is None:
                 raise ScenarioError(f"the lab service {name} is not running (lab.py up)")
-            self.services[name] = (pid, start_ticks_of(pid, 0))
+            self.services[name] = (pid, lab.start_ticks_of(pid, 0))
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{lab.WEB_PORT}/health", timeout=TIMEOUT_S) as r:
                 r.read()
@@ -392,7 +379,7 @@ def _job(ctx: Lab, scenario: str, spec: str) -> Performed:
             time.sleep(0.05)
         pid_text, _, ticks_text = os.readlink(done).partition(" ")
         pid = int(pid_text)
-        ticks = start_ticks_of(pid, int(ticks_text))  # still there until the workload reaps it
+        ticks = lab.start_ticks_of(pid, int(ticks_text))  # still there until the workload reaps it
         deadline = time.monotonic() + TIMEOUT_S
         while os.path.exists(f"/proc/{pid}/exe") and time.monotonic() < deadline:  # a zombie has no exe
             time.sleep(0.05)
@@ -446,7 +433,7 @@ def _as_user(ctx: Lab, scenario: str, service: str, user: str) -> Performed:
         raise ScenarioError(f"no account {user} here") from exc
     if not os.access(exe, os.X_OK):
         raise ScenarioError(f"{exe} is missing (lab.py up)")
-    before = boottime_ticks()
+    before = lab.boottime_ticks()
     started = time.time()
     # Pipes, not /dev/null: opening /dev/null here would be one more event of ours in the window.
     proc = subprocess.Popen(
@@ -460,7 +447,7 @@ def _as_user(ctx: Lab, scenario: str, service: str, user: str) -> Performed:
         group=account.pw_gid,
         extra_groups=[],
     )
-    ticks = start_ticks_of(proc.pid, before)
+    ticks = lab.start_ticks_of(proc.pid, before)
     try:
         proc.communicate(timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:
