@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sentinel.anomaly.keys import dest_range, dir_class, is_write_open, program
-from sentinel.anomaly.profiles import HOST, ProfileState
+from sentinel.anomaly.profiles import ACTIVE, ACTIVITY_KINDS, HOST, SLOT_NS, ProfileState
 from sentinel.events import AF_UNIX, Event, EventType
 from sentinel.process.table import Process
 
@@ -179,6 +179,21 @@ class FeatureExtractor:
     # before the agent, a forked worker) counts its executable once, or it would look never-seen forever.
     _counted: dict[str, None] = field(default_factory=dict, repr=False)
     _programs: dict[str, tuple[int, str]] = field(default_factory=dict, repr=False)  # entity: exec, program
+    _active: dict[str, int] = field(default_factory=dict, repr=False)  # entity → last slot counted active
+
+    def _activity(self, facts: RowFacts, proc: Process | None, program: str, wall_ns: int) -> None:
+        """Once per time slot per process: count the program active in its per-program profiles."""
+        if proc is None or wall_ns <= 0:
+            return
+        slot = wall_ns // SLOT_NS
+        if self._active.get(proc.entity_id) == slot:
+            return
+        if len(self._active) >= COUNTED_MAX:
+            self._active.clear()
+        self._active[proc.entity_id] = slot
+        for kind in ACTIVITY_KINDS:
+            facts.keys.append((-1, kind, program, ACTIVE))
+            facts.counts.append(0.0)
 
     def program_of(self, proc: Process | None) -> str:
         """The profiles' subject for a process (:func:`sentinel.anomaly.keys.program`), cached per image."""
@@ -269,6 +284,7 @@ class FeatureExtractor:
         col = _TYPE_COLUMN.get(etype)
         if col is not None:
             x[col] = 1.0
+        self._activity(facts, proc, exe, wall_ns)
         if self.learn if learn is None else learn:  # measure, then count: a row never sees itself
             self.commit(facts, wall_ns)
         return x, facts
@@ -296,6 +312,7 @@ class FeatureExtractor:
         if value > 0.0:
             items, total, _ = table.subject_stats(exe)
             facts.new = [NewItem(FEATURES[col], exe, directory, total, items)]
+        self._activity(facts, proc, exe, wall_ns)
         if learn:
             self.commit(facts, wall_ns)
         return x, facts

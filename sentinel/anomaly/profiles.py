@@ -37,6 +37,13 @@ SMOOTHING = 0.5  # ``a`` in the novelty: a subject with n1 = 0 still has some ch
 # every lab attack still caught). Ten seconds keeps the evidence of a service that works every few seconds.
 SLOT_NS = 10 * 1_000_000_000
 HOST = ""  # the subject of host-wide kinds (a program new on the host, a destination new to the host)
+# The pseudo-item a program's per-program profiles count in every time slot it is active, whatever it did: a
+# daemon that ran for an hour and never started a child (or wrote, or connected) has an hour of evidence that
+# it does not, and its first child is news; counted by its children alone it had no evidence at all
+# (measured live: a database's first child scored as unexpected as a brand-new program's, and was missed).
+# No path, port, uid or address holds a NUL.
+ACTIVE = "\x00active"
+ACTIVITY_KINDS = ("parent_exe", "read_dir", "write_dir", "exe_port", "exe_net")
 
 # Kinds of profile, and what their subject and item are.
 KINDS: dict[str, str] = {
@@ -114,7 +121,7 @@ class ProfileTable:
         prof = self.subjects.get(subject)
         if prof is None:
             return 0, 0.0, 0.0
-        return len(prof.items), prof.total, prof.singles + prof.forgotten
+        return len(prof.items) - (ACTIVE in prof.items), prof.total, prof.singles + prof.forgotten
 
     def update(self, subject: str, item: str, ts_ns: int = 0, weight: float = 1.0) -> None:
         """Count ``item`` for ``subject`` at event time ``ts_ns`` (decaying first once a day has passed)."""
