@@ -135,7 +135,9 @@ class MlView:
         i = self._index(col)
         if i is None:
             return None
-        return self.x[col] if group == "novelty" else int(f.counts[i])  # seen.*: before this event
+        if group == "seen":
+            return int(f.counts[i])  # before this event
+        return next((n.novelty for n in f.new or () if n.feature == feature), 0.0)  # the raw value
 
     def _index(self, col: int) -> int | None:
         """Position in the row's keys of the key measured into column ``col``; None if the event has none."""
@@ -191,6 +193,8 @@ class AnomalyEngine:
         self.group_by_type: dict[int, Group] = {}  # the forest that scores each event type
         self.compiled: dict[str, CompiledForest] = {}
         self._score_cache: dict[tuple[Any, ...], float] = {}  # row (or its short key) → score, this model
+        # Per event type, the score of a row with no news (its forest's novelty columns all 0): most rows.
+        self._familiar: dict[int, float] = {}
         self.phase = PHASE_OFF
         self.pending: list[Any] = []  # EvalContexts whose ctx.ml waits for the batch score
         self.pending_pids: set[int] = set()
@@ -212,10 +216,16 @@ class AnomalyEngine:
         self.compiled = {g.name: CompiledForest(g.forest) for g in model.groups}
         self._score_cache = {}
         self.group_by_type = {}
+        self._familiar = {}
         for etype, feature in ((_EXEC, "type_exec"), (_OPEN, "type_open"), (_CONNECT, "type_connect")):
             for g in model.groups:  # the first group whose route takes this type
                 if g.route is None or g.route == FEATURES.index(feature):
                     self.group_by_type[etype] = g
+                    row = np.zeros((1, len(FEATURES)))
+                    row[0, FEATURES.index(feature)] = 1.0
+                    score = float(self.compiled[g.name].scores(row)[0])
+                    if score <= g.threshold:  # (a model under which even this alerts is scored as it says)
+                        self._familiar[etype] = score
                     break
         self.phase = PHASE_DETECTION
 
@@ -247,6 +257,14 @@ class AnomalyEngine:
             self.extractor.commit(facts, ctx.wall_ns)
             self.stats.learned_rows += 1
             return
+        if not facts.news:  # the forest would score it exactly as the familiar row: no queue, no batch
+            familiar = self._familiar.get(ev.type)
+            if familiar is not None:
+                view.score_value = familiar
+                self.extractor.commit(facts, ctx.wall_ns)
+                self.stats.scored += 1
+                self.stats.learned_rows += 1
+                return
         self.pending.append(ctx)
         self.pending_pids.add(ev.pid)
 
@@ -577,6 +595,7 @@ def new_item_doc(n: Any, text: str) -> dict[str, Any]:
         "item": n.item,
         "baseline_events": round(n.total),
         "baseline_distinct": n.distinct,
+        "novelty": n.novelty,
         "text": text,
     }
 

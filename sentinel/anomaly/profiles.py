@@ -5,11 +5,14 @@ programs a parent started, the users a program ran as, the directories it read o
 ranges it connected to. Counts decay over event time, so habits can change, and memory is bounded.
 
 What the model is told is not "how rare is this item" but "how unexpected is it that *this* subject does
-something new": per subject the table keeps its total ``N`` and the number of items seen about once ``n1``,
-and Good–Turing's estimate of the chance that the subject's next event is new is ``n1 / N``. A compiler opens
-new directories all the time (high ``n1 / N``: a new one means little); a database daemon that has touched
-the same twelve directories ten thousand times has ``n1 = 0`` (a new one is news). The novelty of an unseen
-item is ``-log((n1 + a) / (N + 1))``; a seen item's novelty is 0.
+something new": per subject the table keeps its total ``N``, its distinct items ``K`` and the items seen
+about once ``n1``. Two estimates of the chance that the subject's next event is new are taken, and the
+*higher* one is believed: Good–Turing's ``n1 / N`` (a compiler opens new directories all the time: a new one
+means little) and Witten–Bell's ``K / (N + K)`` (an admin's shell has started thirty different programs:
+even once each has recurred, a thirty-first is no news). Good–Turing alone called an admin shell's first
+`stat` news once its thirty usual commands had each come back (measured on the lab: N = 139, n1 = 2, novelty
+4.0 against 1.7 with both). A database daemon that touched the same three directories for an hour has both
+near 0: a new one is news. The novelty of an unseen item is ``-log(p)``; a seen item's novelty is 0.
 
 Training rows are measured against the profiles as they stand at the end of learning with the row itself
 left out (:meth:`ProfileTable.novelty` with ``minus``): the row then looks exactly as it would have looked at
@@ -79,10 +82,11 @@ def _is_single(count: float) -> bool:
     return SEEN <= count < SINGLE
 
 
-def novelty_value(n1: float, total: float) -> float:
-    """``-log((n1 + a) / (N + 1))`` rounded to 1/16: equal values let the agent's score cache work."""
-    p = min(1.0, (n1 + SMOOTHING) / (total + 1.0))
-    return int(-math.log(p) * 16.0 + 0.5) / 16.0
+def novelty_value(n1: float, total: float, distinct: float = 0.0) -> float:
+    """``-log(p)``, ``p`` the higher of ``(n1 + a) / (N + 1)`` and ``max(K, a) / (N + K + 1)``, rounded to
+    1/16: equal values let the agent's score cache work."""
+    p = max((n1 + SMOOTHING) / (total + 1.0), max(distinct, SMOOTHING) / (total + distinct + 1.0))
+    return int(-math.log(min(1.0, p)) * 16.0 + 0.5) / 16.0
 
 
 @dataclass(slots=True)
@@ -105,16 +109,21 @@ class ProfileTable:
         prof = self.subjects.get(subject)
         if prof is None:
             return novelty_value(0.0, 0.0), 0.0
-        count = prof.items.get(item, 0.0)
+        items = prof.items
+        count = items.get(item, 0.0)
         if not minus:
             if count >= SEEN:
                 return 0.0, count
-            return novelty_value(prof.singles + prof.forgotten, prof.total), count
+            distinct = len(items) - (ACTIVE in items) + prof.forgotten - (item in items)
+            return novelty_value(prof.singles + prof.forgotten, prof.total, distinct), count
         left = count - minus
         if left >= SEEN:
             return 0.0, left
+        # Left out, the item is unseen: it leaves the singles and the distinct items it was counted in.
         singles = prof.singles + prof.forgotten - (1 if _is_single(count) else 0)
-        return novelty_value(max(0.0, singles), max(0.0, prof.total - minus)), max(0.0, left)
+        distinct = len(items) - (ACTIVE in items) + prof.forgotten - (item in items)
+        value = novelty_value(max(0.0, singles), max(0.0, prof.total - minus), max(0.0, distinct))
+        return value, max(0.0, left)
 
     def subject_stats(self, subject: str) -> tuple[int, float, float]:
         """(items, total, about-once items) of a subject: the explanation's "in N events of baseline"."""

@@ -16,7 +16,15 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from sentinel.anomaly.features import FEATURES, NOVELTY, SCORED_TYPES, TYPE_NOVELTY, FeatureExtractor, loo_row
+from sentinel.anomaly.features import (
+    FEATURES,
+    NEWS_LEVEL,
+    NOVELTY,
+    SCORED_TYPES,
+    TYPE_NOVELTY,
+    FeatureExtractor,
+    loo_row,
+)
 from sentinel.anomaly.model import Forest, load_model, save_model, validate_forest
 from sentinel.anomaly.profiles import NS_PER_DAY, ProfileState
 from sentinel.anomaly.scorer import anomaly_scores, average_path_length
@@ -201,10 +209,13 @@ MAX_SAMPLES = 1024  # rows per tree: enough that a tree's sample holds the perio
 ANCHOR_SHARE = 0.005
 ANCHOR_MIN = 4  # per novelty column
 ANCHOR_VALUE = 16.0
-# An event alerts when it scores above a row whose only novelty is this unexpected: something new from a
-# program whose chance of doing something new is 1 % (-log 0.01; e.g. a program with 50 events and nothing
-# new among them), or above the budget cut on held-out rows that did nothing new, whichever is higher.
-NOVELTY_LEVEL = 4.6
+# An event alerts when it scores at least as high as the lowest-scoring row whose only novelty is at the news
+# level or above (features.NEWS_LEVEL: something new from a program whose chance of doing something new is
+# below 1.8 %), and above the budget cut on held-out rows that did nothing new. Rows below the news level hold
+# 0 and score as familiar rows do; taking the lowest score over the whole range up to the anchors keeps a
+# forest's dips (its score is not monotone in a column) from hiding a novelty above the level.
+NOVELTY_LEVEL = NEWS_LEVEL
+LEVEL_GRID_STEP = 0.25
 
 
 def fit_groups(
@@ -276,10 +287,9 @@ def fit_groups(
         novel = np.any(xh[:, NOVELTY_COLUMNS] > 0.0, axis=1)
         familiar = held[~novel] if (~novel).any() else held
         budget_cut = budget_threshold(familiar, span, share / weight)
-        probes = np.repeat(median[None, :], len(cols), axis=0)
-        probes[np.arange(len(cols)), cols] = NOVELTY_LEVEL
-        level_cut = float(anomaly_scores(forest, probes).min())
-        threshold = max(budget_cut, level_cut)
+        level_cut = float(anomaly_scores(forest, level_probes(median, cols)).min())
+        # Alert is score > threshold: a hair below the lowest probe, so the probe itself alerts.
+        threshold = max(budget_cut, level_cut - 1e-9)
         forests[name] = forest
         groups.append({
             "name": name,
@@ -314,6 +324,14 @@ def fit_groups(
         "skipped_groups": skipped,
     }
     return forests, fields
+
+
+def level_probes(median: np.ndarray, cols: list[int]) -> np.ndarray:
+    """Rows like the median row with one of ``cols`` at each value from the news level to the anchors."""
+    values = np.arange(NOVELTY_LEVEL, ANCHOR_VALUE + LEVEL_GRID_STEP / 2, LEVEL_GRID_STEP)
+    probes = np.repeat(median[None, :], len(cols) * len(values), axis=0)
+    probes[np.arange(len(probes)), np.repeat(cols, len(values))] = np.tile(values, len(cols))
+    return probes
 
 
 def range_anchors(xt: np.ndarray, cols: list[int], seed: int) -> np.ndarray:

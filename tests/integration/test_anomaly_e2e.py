@@ -110,7 +110,8 @@ def ml_alerts(d: Detector) -> list[dict[str, Any]]:
 
 
 # A program's first child alerts once its profiles hold enough evidence that it does not start children: about
-# fifty 10-second slots of activity (NOVELTY_LEVEL, -log 0.01). Ten minutes is what the lab measures.
+# thirty 10-second slots of activity (features.NEWS_LEVEL, -log 0.018); sixty here. Ten minutes is also the
+# learning period the lab measures.
 WARM_UP_S = 600
 
 

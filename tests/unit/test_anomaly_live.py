@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
@@ -206,23 +207,28 @@ def test_lazy_view_values(model_dir: Path, tmp_path: Path) -> None:
     op = open_ctx(p, 5, "/etc/shadow")
     engine.observe(op)
     v = op.ml
-    assert v.score_value is None  # nothing scored until asked or batched
-    assert v.value("novelty.read_dir") == v.x[INDEX["new_read_dir"]] > 0
+    # a program never seen reads: new (the field says how unexpected), below the news level (0 in the row)
+    assert v.value("novelty.read_dir") > 0 and v.x[INDEX["new_read_dir"]] == 0.0
+    # no news: the forest would score it as the familiar row, so that score is set at once, nothing queued
+    assert v.score_value is not None and not engine.pending and v.value("anomalous") is False
+    assert v.score_value == float(engine.compiled["open"].scores(np.array([v.x]))[0])
     assert v.value("novelty.write_dir") is None  # a reading open
     assert v.value("novelty.port") is None and v.value("seen.port") is None  # connect only
     assert v.value("seen.read_dir") == 0
     assert v.value("new_dest") is None
-    score = v.value("score")
-    assert isinstance(score, float) and 0 < score <= 1
-    threshold = engine.thresholds["open"]
-    assert v.value("threshold") == threshold
-    assert v.value("anomalous") == (score > threshold)
-    assert engine.stats.lazy_scores == 1
     co = connect_ctx(p, 6, "203.0.113.9", 4444)
     engine.observe(co)
-    assert co.ml.value("new_dest") is True and co.ml.value("seen.port") == 0
-    assert co.ml.value("novelty.host_dest") == co.ml.x[INDEX["new_host_dest"]] > 0
-    assert co.ml.value("nonsense") is None
+    c = co.ml
+    assert c.score_value is None and engine.pending  # news: nothing scored until asked or batched
+    assert c.value("new_dest") is True and c.value("seen.port") == 0
+    assert c.value("novelty.host_dest") == c.x[INDEX["new_host_dest"]] > 0
+    assert c.value("nonsense") is None
+    score = c.value("score")
+    assert isinstance(score, float) and 0 < score <= 1
+    threshold = engine.thresholds["connect"]
+    assert c.value("threshold") == threshold
+    assert c.value("anomalous") == (score > threshold)
+    assert engine.stats.lazy_scores == 1
 
 
 def test_batch_alerts_grouped_per_tree_and_novelty_alerts_once(model_dir: Path) -> None:
@@ -258,8 +264,9 @@ def test_batch_alerts_grouped_per_tree_and_novelty_alerts_once(model_dir: Path) 
     assert ml["new"] and "in the baseline" not in first.output  # the baseline's length is said
     assert any(n["text"] in first.output for n in ml["new"])
     again = proc(12, "/tmp/.x", shell)
-    engine.observe(exec_ctx(again, 20, ["/tmp/.x", "-e", "ZWNobyBoZWxsbzsgY3VybCBodHRwOi8vMjAzLjAuMTEzLjkv"]))
-    assert engine.pending[0].ml.x[INDEX["new_exe"]] == 0.0  # its second run is not new
+    second = exec_ctx(again, 20, ["/tmp/.x", "-e", "ZWNobyBoZWxsbzsgY3VybCBodHRwOi8vMjAzLjAuMTEzLjkv"])
+    engine.observe(second)
+    assert second.ml.x[INDEX["new_exe"]] == 0.0  # its second run is not new
 
 
 def test_exec_scores_queued_rows_first_so_alerts_show_the_old_image(model_dir: Path) -> None:

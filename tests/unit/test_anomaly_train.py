@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sentinel.anomaly import features
 from sentinel.anomaly.features import FEATURES, INDEX
 from sentinel.anomaly.model import MANIFEST_FILE, load_model
 from sentinel.anomaly.profiles import HOST, NS_PER_DAY
@@ -31,7 +32,10 @@ def test_budget_threshold() -> None:
         budget_threshold(np.array([]), NS_PER_DAY, 1)
 
 
-def test_rows_are_time_ordered_live_then_leave_one_out_for_training(tmp_path: Path) -> None:
+def test_rows_are_time_ordered_live_then_leave_one_out_for_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(features, "NEWS_LEVEL", 0.0)  # every novelty in the rows: the small baseline's too
     cap = write_baseline(tmp_path / "b.cap", runs=40)
     live = capture_rows([cap])
     assert np.all(np.diff(live.wall_ns) >= 0)
@@ -44,7 +48,10 @@ def test_rows_are_time_ordered_live_then_leave_one_out_for_training(tmp_path: Pa
     assert loo[30, INDEX["new_exe"]] > 0.0  # run 30 is a one-off tool: new even with the period known
 
 
-def test_train_then_info_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_then_info_round_trip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(features, "NEWS_LEVEL", 0.0)  # the small baseline's one-off runs are novel rows
     cap = write_baseline(tmp_path / "base.cap")
     out = tmp_path / "model"
     assert main(["train", str(cap), "--output", str(out), "--trees", "20", "--alerts-per-day", "2"]) == 0
