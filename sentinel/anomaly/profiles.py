@@ -132,8 +132,9 @@ class ProfileTable:
             return 0, 0.0, 0.0
         return len(prof.items) - (ACTIVE in prof.items), prof.total, prof.singles + prof.forgotten
 
-    def update(self, subject: str, item: str, ts_ns: int = 0, weight: float = 1.0) -> None:
-        """Count ``item`` for ``subject`` at event time ``ts_ns`` (decaying first once a day has passed)."""
+    def update(self, subject: str, item: str, ts_ns: int = 0, weight: float = 1.0, span: int = 1) -> None:
+        """Count ``item`` for ``subject`` at event time ``ts_ns`` (decaying first once a day has passed);
+        ``span`` > 1: in each of the ``span`` slots up to ``ts_ns``'s not counted yet for the item."""
         if ts_ns - self.last_decay_ns >= NS_PER_DAY or self.last_decay_ns <= 0:
             self._decay_to(ts_ns)
         prof = self.subjects.get(subject)
@@ -141,10 +142,13 @@ class ProfileTable:
             prof = self.subjects[subject] = Profile()
         if ts_ns > 0:  # (0: no event time, as in direct calls: every call counts)
             slot = ts_ns // SLOT_NS
-            if prof.slots.get(item) == slot:
+            last = prof.slots.get(item)
+            if last == slot:
                 return  # counted in this slot already: a habit is what recurs over time
             prof.slots[item] = slot
             weight = min(weight, 1.0)
+            if span > 1:
+                weight *= span if last is None else max(1, min(span, slot - last))
         items = prof.items
         old = items.get(item)
         if old is None:

@@ -10,7 +10,15 @@ import pytest
 
 from sentinel.anomaly.features import FEATURES, INDEX, NEWS_LEVEL, FeatureExtractor, loo_row
 from sentinel.anomaly.keys import dest_range, dir_class, is_write_open, program
-from sentinel.anomaly.profiles import HOST, NS_PER_DAY, SLOT_NS, ProfileState, ProfileTable, novelty_value
+from sentinel.anomaly.profiles import (
+    ACTIVE,
+    HOST,
+    NS_PER_DAY,
+    SLOT_NS,
+    ProfileState,
+    ProfileTable,
+    novelty_value,
+)
 from sentinel.events import AF_INET, AF_INET6, AF_UNIX, Event, EventType
 from sentinel.process.table import Process
 
@@ -251,3 +259,33 @@ def test_known_process_open_rows_are_their_directory_novelty_and_cache_key() -> 
     assert written[INDEX["new_write_dir"]] > 0.0 and written[INDEX["new_read_dir"]] == 0.0
     assert fx.state.tables["read_dir"].count("/usr/bin/python3", "/srv") == 2.0
     assert fx.state.tables["write_dir"].count("/usr/bin/python3", "/srv") == 1.0
+
+
+def test_a_daemon_active_for_an_hour_makes_its_first_child_news() -> None:
+    """Every 10-second slot a program is active counts as evidence in its per-program profiles: a daemon
+    that served for an hour without a child has an hour of evidence that it does not start children."""
+    fx = FeatureExtractor()
+    db = proc(7, "/usr/sbin/dbd", proc(1, "/usr/lib/systemd/systemd", uid=0), uid=999)
+    for i in range(360):  # an open now and then, every slot of an hour
+        fx.compute(open_ev(7, "/var/lib/dbd/base/1", uid=999), db, "/var/lib/dbd/base/1", DAY0 + i * SLOT_NS)
+    active = fx.state.tables["parent_exe"].count("/usr/sbin/dbd", ACTIVE)
+    assert active == 360.0
+    child = proc(70, "/usr/bin/id", db, uid=999)
+    x, facts = fx.compute(exec_ev(70, "/usr/bin/id", ["id"]), child, None, DAY0 + 361 * SLOT_NS)
+    assert x[INDEX["new_child"]] == novelty_value(0, 360) > NEWS_LEVEL and facts.news
+
+
+def test_folded_repeats_vouch_for_the_slots_the_kernel_hid() -> None:
+    """A daemon rereading one file is reported once per de-duplication window (30 s), the next report
+    carrying the repeats: those count the slots since it was last seen active (at most three more)."""
+    fx = FeatureExtractor()
+    svc = proc(8, "/usr/sbin/svc", proc(1, "/usr/lib/systemd/systemd", uid=0), uid=33)
+    for i in range(20):  # ten minutes: a report every 30 s, each standing for 29 folded repeats
+        ev = open_ev(8, "/etc/svc.conf")
+        ev.repeat_count = 0 if i == 0 else 29
+        fx.compute(ev, svc, "/etc/svc.conf", DAY0 + i * 3 * SLOT_NS)
+    assert fx.state.tables["parent_exe"].count("/usr/sbin/svc", ACTIVE) == 1 + 19 * 3  # every slot
+    quiet = open_ev(8, "/etc/svc.conf")
+    quiet.repeat_count = 2  # idle for ten minutes, then a report folding two: not ten minutes of evidence
+    fx.compute(quiet, svc, "/etc/svc.conf", DAY0 + 120 * SLOT_NS)
+    assert fx.state.tables["parent_exe"].count("/usr/sbin/svc", ACTIVE) == 58 + 3
