@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -120,6 +121,19 @@ def agent_learn_period(agent_args: list[str], default: float) -> float:
 # ------------------------------------------------------------------------------------------- processes
 
 
+def copy_lines(proc: subprocess.Popen[bytes], out: IO[bytes], each: Callable[[bytes], None]) -> None:
+    """Copy a child's stderr to ``out`` line by line (flushed: a crash leaves its last words), each line
+    also to ``each``; closes ``out`` at the end."""
+    assert proc.stderr is not None
+    try:
+        for line in proc.stderr:
+            out.write(line)
+            out.flush()
+            each(line)
+    finally:
+        out.close()
+
+
 class Agent:
     """``sentinel run`` with its JSON log on a pipe: followed for its state, copied to a file."""
 
@@ -147,15 +161,8 @@ class Agent:
         self._thread.start()
 
     def _read(self) -> None:
-        assert self.proc.stderr is not None
-        try:
-            for line in self.proc.stderr:
-                self._out.write(line)
-                self._out.flush()
-                self._record(line)
-        finally:
-            self._out.close()
-            self.eof.set()
+        copy_lines(self.proc, self._out, self._record)
+        self.eof.set()
 
     def _record(self, line: bytes) -> None:
         text = line.decode(errors="replace").strip()
@@ -230,14 +237,10 @@ class Workload:
         self._thread.start()
 
     def _read(self) -> None:
-        assert self.proc.stderr is not None
-        try:
-            for line in self.proc.stderr:
-                self._out.write(line)
-                self._out.flush()
-                self.tail = [*self.tail[-9:], line.decode(errors="replace").rstrip()]
-        finally:
-            self._out.close()
+        copy_lines(self.proc, self._out, self._remember)
+
+    def _remember(self, line: bytes) -> None:
+        self.tail = [*self.tail[-9:], line.decode(errors="replace").rstrip()]
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -309,32 +309,26 @@ def _web_write(ctx: Lab, scenario: str, target: Path) -> Performed:
     return done
 
 
-def web_connects_new_port(ctx: Lab) -> Performed:
-    """php-fpm connects to 127.0.0.1 on a port it never used (a listener opened here)."""
-    with listening(WEB_NEW_PORT) as srv:
-        done = _service_own(
-            ctx,
-            "web_connects_new_port",
-            "service_new_destination",
-            "php-fpm",
-            lambda: web_novel("connect", str(srv.port)),
-        )
+def _service_connects(
+    ctx: Lab, scenario: str, service: str, port: int, ask: Callable[[str], Any]
+) -> Performed:
+    """The service connects, itself, to a listener opened here on ``port`` (an ephemeral one if taken)."""
+    with listening(port) as srv:
+        done = _service_own(ctx, scenario, "service_new_destination", service, lambda: ask(str(srv.port)))
     done.objects = {"port": srv.port}
     return done
+
+
+def web_connects_new_port(ctx: Lab) -> Performed:
+    """php-fpm connects to 127.0.0.1 on a port it never used (a listener opened here)."""
+    return _service_connects(ctx, "web_connects_new_port", "php-fpm", WEB_NEW_PORT,
+                             lambda port: web_novel("connect", port))  # fmt: skip
 
 
 def db_connects_new_port(ctx: Lab) -> Performed:
     """postgres connects to 127.0.0.1 on a port (it never connects anywhere; a listener opened here)."""
-    with listening(DB_NEW_PORT) as srv:
-        done = _service_own(
-            ctx,
-            "db_connects_new_port",
-            "service_new_destination",
-            "postgres",
-            lambda: db_novel("connect", str(srv.port)),
-        )
-    done.objects = {"port": srv.port}
-    return done
+    return _service_connects(ctx, "db_connects_new_port", "postgres", DB_NEW_PORT,
+                             lambda port: db_novel("connect", port))  # fmt: skip
 
 
 def job_connects_new_port(ctx: Lab) -> Performed:
