@@ -3,6 +3,7 @@
 #
 #   bash scripts/train-default-model.sh [--train-seconds 480] [--eval-seconds 180] \
 #                                            [--workdir /var/tmp/sentinel-lab] [--output models/default]
+#                                            [--reuse-captures]
 #
 # 0. the lab's services (scripts/lab/lab.py up) start before any recording and run until the end, as a
 #    server's daemons outlive any one capture (a daemon starting in every short capture would look like news);
@@ -13,6 +14,8 @@
 # 4. `sentinel train` (seed 0, 5 alerts/day budget), then `sentinel model eval` on the held-out normal
 #    capture and the attack captures; the figures are printed and written to <output>/evaluation.json.
 # Captures and logs stay in the work directory (outside the repository). About 14 minutes with the defaults.
+# --reuse-captures skips steps 0-3 and trains and evaluates on the captures already in the work directory
+# (when only features or training changed: the same data, a minute instead of 14).
 # Exit codes: 0 done, 1 a step failed, 2 bad usage.
 set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,13 +24,15 @@ EVAL_S=180
 WORK=/var/tmp/sentinel-lab
 OUT="$REPO_ROOT/models/default"
 ALERTS_PER_DAY=5
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+REUSE=0
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
     case "$1" in
         --train-seconds) TRAIN_S=${2:?}; shift 2 ;;
         --eval-seconds) EVAL_S=${2:?}; shift 2 ;;
         --workdir) WORK=${2:?}; shift 2 ;;
         --output) OUT=${2:?}; shift 2 ;;
+        --reuse-captures) REUSE=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "train-default-model: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -42,7 +47,9 @@ bash "$REPO_ROOT/scripts/setup.sh" >&2
 PY="$REPO_ROOT/.venv/bin/python"
 SENTINEL="$REPO_ROOT/.venv/bin/sentinel"
 LAB="$REPO_ROOT/scripts/lab"
-if ! "$PY" - "$LAB" <<'EOF'
+if ((REUSE)); then
+    [[ -s $WORK/baseline.cap && -s $WORK/normal.cap ]] || { log "--reuse-captures: no captures in $WORK"; exit 1; }
+elif ! "$PY" - "$LAB" <<'EOF'
 import sys
 sys.path.insert(0, sys.argv[1])
 import lab
@@ -52,7 +59,7 @@ then
     log "the lab's ports are in use: is another lab workload running?"; exit 1
 fi
 mkdir -p "$WORK"
-rm -f "$WORK"/*.cap "$WORK"/*.cap.log "$WORK"/*.attack.json "$WORK"/*.workload.log
+((REUSE)) || rm -f "$WORK"/*.cap "$WORK"/*.cap.log "$WORK"/*.attack.json "$WORK"/*.workload.log
 rm -rf "$WORK/model"
 
 REC_PID=""
@@ -90,6 +97,11 @@ record() {
     if ((rc != 0)); then log "'$*' failed with exit code $rc"; exit 1; fi
 }
 
+ATTACKS=()
+if ((REUSE)); then
+    log "reusing the captures in $WORK"
+    for cap in "$WORK"/attack-*.cap; do ATTACKS+=("$cap"); done
+else
 "$PY" "$LAB/lab.py" up
 LAB_UP=1
 log "1/4 baseline: ${TRAIN_S}s of the benign workload (seed 0)"
@@ -99,12 +111,12 @@ log "2/4 held-out normal data: ${EVAL_S}s of the benign workload (seed 1, not us
 record "$WORK/normal.cap" bash -c '"$@" 2> >(tee "$0" >&2)' "$WORK/normal.workload.log" \
     "$PY" "$LAB/benign_workload.py" --duration "$EVAL_S" --seed 1
 log "3/4 attacks: one capture per scenario"
-ATTACKS=()
 for name in $("$PY" "$LAB/attacks.py" --list | awk '{print $1}'); do
     cap="$WORK/attack-$name.cap"
     record "$cap" "$PY" "$LAB/attacks.py" run "$name" --sidecar "$cap.attack.json"
     ATTACKS+=("$cap")
 done
+fi
 
 log "4/4 training and evaluation"
 "$SENTINEL" train "$WORK/baseline.cap" --output "$WORK/model" --alerts-per-day "$ALERTS_PER_DAY" --seed 0

@@ -429,9 +429,9 @@ def _anomaly_args(p: argparse.ArgumentParser, live: bool) -> None:
             "--model",
             default=None,
             metavar="MODEL",
-            help="auto (default: this host's own model from the state directory, or learn the host first, "
-            "then train and switch by itself), default (the shipped model, at once), off (rules only), "
-            "or a model directory",
+            help="auto (default: learn this host for --learn-period, then detect while it keeps learning and "
+            "retraining), off (rules only), or a model directory trained for this host; the shipped model "
+            "is not a detection mode (see models/README.md)",
         )
         g.add_argument(
             "--state-dir",
@@ -445,14 +445,15 @@ def _anomaly_args(p: argparse.ArgumentParser, live: bool) -> None:
             type=parse_duration,
             default=None,
             metavar="DURATION",
-            help="how long auto mode learns the host before training (agent running time; default 7d)",
+            help="warm-up: how long auto mode learns the host before its first model (agent running time; "
+            "default 1h); it retrains at 2x, 4x… that time, at least daily",
         )
     else:
         g.add_argument(
             "--model",
             default=None,
             metavar="MODEL",
-            help="score the recorded events with a model: default or a model directory (default: off)",
+            help="score the recorded events with a model directory, e.g. models/default (default: off)",
         )
     g.add_argument(
         "--no-ml-alerts",
@@ -787,7 +788,7 @@ def _replay_detect(args: argparse.Namespace) -> int:
 
     settings = anomaly_settings(cfg, live=False)
     if settings.model == "auto":
-        print("sentinel replay: --model auto needs a live host; give default or a directory", file=sys.stderr)
+        print("sentinel replay: --model auto needs a live host; give a model directory", file=sys.stderr)
         sink.close()
         return EXIT_USAGE
     engine, notices = open_engine(settings, log)
@@ -921,7 +922,7 @@ def _add_model_parsers(sub: Any) -> None:
     tr = sub.add_parser(
         "train",
         help="train a host anomaly model from baseline captures",
-        description="Replay baseline captures (oldest first), compute rarity features, fit an isolation "
+        description="Replay baseline captures (oldest first), compute novelty features, fit an isolation "
         "forest on the earlier part and set the alert threshold from an alert budget on the later part.",
     )
     tr.add_argument("captures", nargs="+", metavar="CAPTURE", help="baseline capture files, oldest first")
@@ -941,6 +942,18 @@ def _add_model_parsers(sub: Any) -> None:
         "when the model does not verify.",
     )
     info.add_argument("--model", required=True, metavar="DIR", help="model directory")
+    status = msub.add_parser(
+        "status",
+        help="where this host's model stands: phase, time learned, next training",
+        description="Read the state directory the agent saves to (it may be running) and print the phase "
+        "(learning or detection), the time learned and the warm-up, events seen, the next training, the "
+        "host model's thresholds and the baseline's size. Exit 1 when a state file cannot be read.",
+    )
+    status.add_argument("--config", default=None, metavar="FILE", help="configuration file (state_dir, "
+                        "learning.period)")  # fmt: skip
+    status.add_argument("--state-dir", default=None, metavar="DIR", help="state directory (default: the "
+                        "configuration's, /var/lib/sentinel)")  # fmt: skip
+    status.add_argument("--json", action="store_true", help="machine-readable output")
     ev = msub.add_parser(
         "eval",
         help="evaluate a model on normal and attack captures",
@@ -979,6 +992,8 @@ def cmd_model(args: argparse.Namespace) -> int:
 
     from sentinel.anomaly.model import ModelError, load_model
 
+    if args.model_command == "status":
+        return _model_status(args)
     try:
         model = load_model(args.model)
     except ModelError as exc:
@@ -1002,6 +1017,22 @@ def cmd_model(args: argparse.Namespace) -> int:
         f"{len(model.feature_names)} features; forests: {groups})"
     )
     return EXIT_OK
+
+
+def _model_status(args: argparse.Namespace) -> int:
+    import json
+
+    from sentinel.anomaly.status import format_status, read_status
+    from sentinel.config import ConfigError, load_effective_config
+
+    try:
+        cfg = load_effective_config(args.config)
+    except ConfigError as exc:
+        print(f"sentinel model status: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    st = read_status(args.state_dir or cfg.state_dir, cfg.learn_period_s)
+    print(json.dumps(st.to_dict(), indent=2) if args.json else format_status(st))
+    return EXIT_FAIL if st.problems else EXIT_OK
 
 
 def _add_config_parsers(sub: Any) -> None:

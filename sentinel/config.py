@@ -110,7 +110,7 @@ class Config:
     sinks: list[SinkConfig] = field(default_factory=list)  # beside ``output``; both are used
     state_dir: str = DEFAULT_STATE_DIR
     model: str = "auto"  # auto | default | off | a model directory
-    learn_period_s: float = 7 * 86_400.0
+    learn_period_s: float = 3_600.0  # the warm-up: README says why one hour
     learn_min_events: int = 1_000
     learn_save_interval_s: float = 300.0
     ml_alerts_enabled: bool = True

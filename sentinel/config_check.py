@@ -149,8 +149,7 @@ def _check_rules(cfg: Config, report: CheckReport) -> None:
 
 
 def _check_model(cfg: Config, report: CheckReport) -> None:
-    from sentinel.anomaly.live import find_default_model
-    from sentinel.anomaly.model import ModelError, load_model
+    from sentinel.anomaly.live import DEFAULT_REFUSED, load_checked_model
 
     where = cfg.location("model")
     if cfg.model == "off":
@@ -158,21 +157,17 @@ def _check_model(cfg: Config, report: CheckReport) -> None:
     if cfg.model == "auto":
         host_model = Path(cfg.state_dir) / "anomaly" / "model"
         if (host_model / "manifest.json").is_file():
-            try:
-                load_model(host_model)
-            except ModelError as exc:
-                report.add(
-                    "warning", f"model auto: this host's trained model is refused: {exc}", where, "model"
-                )
+            _, problem = load_checked_model(host_model)
+            if problem:
+                report.add("warning", f"model auto: this host's trained model is refused ({problem}); the "
+                           "agent learns this host again", where, "model")  # fmt: skip
         return
-    directory = find_default_model() if cfg.model == "default" else Path(cfg.model)
-    if directory is None:
-        report.add("error", "model default: no default model is installed (models/default)", where, "model")
+    if cfg.model == "default":
+        report.add("error", f"model default: {DEFAULT_REFUSED}", where, "model")
         return
-    try:
-        load_model(directory)
-    except ModelError as exc:
-        report.add("error", f"model {cfg.model}: {exc}", where, "model")
+    _, problem = load_checked_model(Path(cfg.model))
+    if problem:
+        report.add("error", f"model {cfg.model}: {problem}", where, "model")
 
 
 def _check_outputs(cfg: Config, report: CheckReport) -> None:

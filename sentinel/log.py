@@ -30,6 +30,20 @@ def _render(_logger: Any, _name: str, event_dict: dict[str, Any]) -> str:
         return orjson.dumps(fallback).decode()
 
 
+class StderrLogger:
+    """Writes each record to ``sys.stderr`` as it is *now*: whoever replaces the stream later (a daemon
+    wrapper, a test's capture) gets the records, instead of a stream closed since configure() ran."""
+
+    def msg(self, message: str) -> None:
+        stream = sys.stderr
+        if stream is None:  # no stderr at all (pythonw-like embedding): diagnostics have nowhere to go
+            return
+        stream.write(message + "\n")
+        stream.flush()
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
 def configure(level: str = "info") -> None:
     """JSON diagnostics to stderr at ``level``."""
     global _configured
@@ -41,7 +55,7 @@ def configure(level: str = "info") -> None:
             _render,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *_args: StderrLogger(),
         cache_logger_on_first_use=False,
     )
     _configured = True

@@ -12,7 +12,7 @@ strings it escaped, so a reader recovers the bytes exactly:
   under ``sentinel.escaped_fields`` (:func:`dumps`); every string under a listed name is escaped, clean or
   not (list elements and a path repeated in a list of objects included), so :func:`unescape` is right for
   each of them.
-- mappings whose keys are read back (the anomaly rarity baseline): :func:`escape_keys` escapes and lists
+- mappings whose keys are read back (the anomaly baseline's profiles): :func:`escape_keys` escapes and lists
   every key that is not valid UTF-8 *or holds a backslash*, so an escaped key can never equal a key written
   as it is; :func:`unescape_keys` gives the same keys back.
 - text that is only displayed (Prometheus label values): :func:`printable`, escaped without a marker.
@@ -78,6 +78,15 @@ def unescape_text(text: str) -> str:
 def unescape(text: str) -> bytes:
     """The original bytes of an escaped string (a field listed in ``sentinel.escaped_fields``)."""
     return unescape_text(text).encode("utf-8", "surrogateescape")
+
+
+def raw_bytes(text: str) -> bytes:
+    """The bytes a ``surrogateescape`` string came from (for binary state such as msgpack); a surrogate no
+    byte produced becomes U+FFFD, as everywhere else. ``os.fsdecode`` gives the same string back."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return re.sub("[\ud800-\udc7f\udd00-\udfff]", "\ufffd", text).encode("utf-8", "surrogateescape")
 
 
 def printable(text: str) -> str:

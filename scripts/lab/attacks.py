@@ -23,12 +23,10 @@ import contextlib
 import datetime as dt
 import http.server
 import json
-import os
 import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -41,7 +39,7 @@ import lab
 C2_PORT = 4444  # the attacker's listener; an ephemeral port when 4444 is taken
 STAGER_PORT = 31337
 TIMEOUT_S = 60.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+CLK_TCK = lab.CLK_TCK
 PAYLOAD_TEXT = "echo lab-attack-payload; id; uname -a; cat /etc/hostname\n"
 PAYLOAD = base64.b64encode(PAYLOAD_TEXT.encode()).decode()
 STAGE2 = b"id; uname -a; d=/tmp/.lab-x; mkdir -p $d && echo staged > $d/flag && ls -la $d; rm -rf $d\n"
@@ -60,31 +58,18 @@ class ScenarioError(Exception):
     """The scenario could not run (as opposed to an attack command that failed, which is still an attack)."""
 
 
-def boottime_ticks() -> int:
-    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) * CLK_TCK // 1_000_000_000
-
-
-def start_ticks_of(pid: int, fallback: int) -> int:
-    """/proc/PID/stat starttime (field 22), or ``fallback`` when the process is already gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return fallback
-
-
 def spawn(argv: list[str], timeout: float = TIMEOUT_S) -> Root:
     """Start the attack's root process, note its start, wait for it (killed after ``timeout``).
 
     It runs with the lab administrator's environment, as the benign admin sessions do: an attacker with a
     root shell on the server, not this machine's developer environment.
     """
-    before = boottime_ticks()
+    before = lab.boottime_ticks()
     env = lab.admin_env()
     cwd = env["HOME"]
     quiet = subprocess.DEVNULL
     proc = subprocess.Popen(argv, env=env, stdin=quiet, stdout=quiet, stderr=quiet, cwd=cwd)
-    ticks = start_ticks_of(proc.pid, before)
+    ticks = lab.start_ticks_of(proc.pid, before)
     try:
         rc = proc.wait(timeout)
     except subprocess.TimeoutExpired as exc:

@@ -14,11 +14,18 @@ the end (``--keep`` leaves it); one kept up by ``lab.py up`` is left to ``lab.py
 
 Progress goes to stderr every 30 s. Exit codes: 0 done, 1 a service failed, 2 bad usage, 130 interrupted
 (cleaned up either way).
+
+For benchmarks only, ``--novelty-trigger PATH`` (off by default) lets ``novelty.py`` ask for one
+database-report job with one new behaviour: when a symlink appears at PATH, its target (``connect:PORT`` or
+``exec:nproc``) is given to that job once, in ``lab.NOVELTY_ENV``, and ``PATH.done`` is made a symlink to
+"PID TICKS" of the job's shell. Symlinks are read and made without opening a file, so the workload itself
+shows nothing new.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import heapq
 import os
 import random
@@ -31,6 +38,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -102,6 +110,7 @@ DEPLOY = (  # rarer: publish a page from the site repository
     "cd {root}/repo && cp ../www/page{n}.html . && git add -A"
     " && git -c user.name=admin -c user.email=admin@lab.invalid commit -qm 'update page {n}' || true"
 )
+NOVELTY_POLL_S = 0.5  # how often --novelty-trigger is looked at (a readlink, no file is opened)
 PAGES = (
     ["/", "/index.php", "/products.php", "/static/app.css", "/static/app.js", "/static/logo.png",
      "/favicon.ico"] + [f"/page{i}.html" for i in range(8)]
@@ -220,6 +229,17 @@ class Workload:
         self.session = threading.Thread(target=feed, daemon=True)
         self.session.start()
 
+    def novelty_job(self, spec: str) -> tuple[int, int] | None:
+        """Run the database-report job now, exactly as its cron entry does, with ``spec`` in its environment
+        (one new behaviour; see ``lab.NOVELTY_ENV``). Returns (pid, boot-time ticks before the start)."""
+        jobs = [cmd for _, cmd in self.cron if "dbreport.py" in cmd]
+        if not jobs:
+            return None
+        ticks = time.clock_gettime_ns(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK") // 1_000_000_000
+        env = {**lab.cron_env(), lab.NOVELTY_ENV: spec}
+        proc = self.spawn(["/bin/sh", "-c", jobs[0].format(**self.fmt)], env)
+        return proc.pid, ticks
+
     def reap(self) -> None:
         self.children = [c for c in self.children if c.poll() is None]
 
@@ -256,6 +276,29 @@ def prepare_repo(root: Path) -> None:
         subprocess.run(cmd, cwd=repo, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
+def check_novelty_trigger(trigger: Path, work: Workload, log: Callable[[str], None]) -> None:
+    """One novelty job per symlink at ``trigger`` (its target names it); answered in ``trigger``.done."""
+    try:
+        spec = os.readlink(trigger)
+    except OSError:
+        return  # none asked for (the usual case)
+    with contextlib.suppress(OSError):
+        os.unlink(trigger)
+    port = spec.removeprefix("connect:")
+    valid_port = spec.startswith("connect:") and port.isdigit() and 0 < int(port) < 65536
+    if spec != "exec:nproc" and not valid_port:
+        log(f"novelty trigger {spec!r} ignored (expected connect:PORT or exec:nproc)")
+        return
+    started = work.novelty_job(spec)
+    if started is None:
+        log("novelty trigger ignored: the database-report job does not run on this host")
+        return
+    pid, ticks = started
+    with contextlib.suppress(OSError):
+        os.symlink(f"{pid} {ticks}", f"{trigger}.done")
+    log(f"novelty job pid={pid} {lab.NOVELTY_ENV}={spec}")
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -274,6 +317,13 @@ def main() -> int:
         help="client and admin activity multiplier; cron periods stay fixed",
     )
     ap.add_argument("--keep", action="store_true", help="leave the lab tree in place at the end")
+    ap.add_argument(
+        "--novelty-trigger",
+        type=Path,
+        metavar="PATH",
+        help="benchmarks only: run the database-report job once with a novelty when a symlink appears at "
+        f"PATH (novelty.py uses {lab.NOVELTY_TRIGGER}); default off",
+    )
     args = ap.parse_args()
     if args.duration <= 0 or args.rate <= 0:
         ap.error("--duration and --rate must be positive")
@@ -299,6 +349,7 @@ def main() -> int:
         start = time.monotonic()
         end = start + args.duration
         next_report = start + 30
+        next_trigger = start if args.novelty_trigger is not None else float("inf")
         heap = work.schedule(start)
         seq = len(heap)
         while True:
@@ -314,9 +365,12 @@ def main() -> int:
                     log(f"a lab service stopped answering (ports {dead})")
                     rc = 1
                     break
+            if now >= next_trigger:
+                next_trigger = now + NOVELTY_POLL_S
+                check_novelty_trigger(args.novelty_trigger, work, log)
             due, _, kind, index = heap[0]
             if due > now:
-                time.sleep(min(due, end, next_report) - now)
+                time.sleep(min(due, end, next_report, next_trigger) - now)
                 continue
             heapq.heappop(heap)
             if kind == "web":

@@ -13,6 +13,14 @@ plants one (the web shell). Nothing here listens beyond 127.0.0.1.
 Run as a script it keeps the services up between workloads, as a real server's daemons outlive any one
 recording: ``lab.py up`` (prepare the tree, start the services detached, pids in ROOT/run), ``lab.py status``,
 ``lab.py down`` (stop them and remove the tree). Exit codes: 0 done, 1 failed, 2 bad usage.
+
+Novelty hooks, for ``novelty.py`` and ``benchmarks/bench_model_quality.py`` only (nothing in the benign
+workload or the attacks uses them): the web service answers ``NOVELTY_PATH`` itself (start one of a fixed set
+of programs, read a file, write and remove a file in a fixed set of directories, connect to a loopback port),
+the database answers lines starting with ``NOVELTY_DB_PREFIX`` (start a program, connect to a loopback port),
+and the database-report job does one extra thing when ``NOVELTY_ENV`` is set (``benign_workload.py
+--novelty-trigger`` sets it for one run). Each answer names the process that acted, so the novelty can be
+attributed.
 """
 
 from __future__ import annotations
@@ -36,6 +44,11 @@ SERVICE_START_TIMEOUT_S = 15.0
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 ADMIN_HOME = ROOT / "home" / "admin"
 BASHRC = "HISTSIZE=1000\nalias ll='ls -l'\nalias la='ls -A'\nexport EDITOR=vi\n"
+# Novelty hooks (see the module docstring); the service scripts below spell the same values.
+NOVELTY_PATH = "/lab/novel"
+NOVELTY_DB_PREFIX = "LAB NOVEL"
+NOVELTY_ENV = "LAB_NOVEL"
+NOVELTY_TRIGGER = ROOT / "run" / "novelty-job"
 
 WEB_SERVICE = r'''
 """Lab web server (runs as php-fpm): static files, PHP-like templates, a database behind /app."""
@@ -47,6 +60,17 @@ PORT, ROOT, DB_PORT = int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 WWW = ROOT / "www"
 LOG = open(ROOT / "log" / "access.log", "a", buffering=1)
 TICK = os.sysconf("SC_CLK_TCK")
+# /lab/novel (benchmarks only, never requested by the workload): fixed programs, writes in fixed places
+NOVEL_EXEC = {"uname": ["uname", "-a"], "getent": ["getent", "passwd"]}
+NOVEL_WRITE_DIRS = (WWW / "uploads", Path("/var/tmp"), Path("/tmp"))
+
+
+def which(name):
+    """The program's path on PATH, found without exec attempts (a failed exec is an event of its own)."""
+    for d in os.environ.get("PATH", "").split(":"):
+        if d and os.access(os.path.join(d, name), os.X_OK):
+            return os.path.join(d, name)
+    return None
 
 
 def db(query):
@@ -68,6 +92,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             body = b"ok\n"
         elif url.path == "/app":
             body = db("SELECT * FROM items WHERE id=%d" % int(query.get("id", ["1"])[0]))
+        elif url.path == "/lab/novel":
+            status, body, headers = self.novel(query)
         else:
             rel = url.path.lstrip("/") or "index.php"
             page = WWW / rel
@@ -97,6 +123,35 @@ class Handler(http.server.BaseHTTPRequestHandler):
         rows = db("SELECT title FROM pages").decode() if "$rows" in src else ""
         return src.replace("<?php echo $rows; ?>", rows).encode(), {}
 
+    def novel(self, query):
+        """One novelty done by this process (or a child it starts): op=exec|read|write|connect, arg=..."""
+        op, arg = query.get("op", [""])[0], query.get("arg", [""])[0]
+        headers = {"X-Lab-Pid": str(os.getpid())}
+        try:
+            if op == "exec" and arg in NOVEL_EXEC and which(NOVEL_EXEC[arg][0]):
+                start = time.clock_gettime_ns(time.CLOCK_BOOTTIME) * TICK // 1_000_000_000
+                proc = subprocess.Popen([which(NOVEL_EXEC[arg][0]), *NOVEL_EXEC[arg][1:]],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                out, _ = proc.communicate(timeout=30)
+                headers = {"X-Lab-Pid": str(proc.pid), "X-Lab-Start-Ticks": str(start)}
+                return 200, b"ran %s: %d bytes\n" % (arg.encode(), len(out)), headers
+            if op == "read" and arg.startswith("/"):
+                with open(arg, "rb") as f:
+                    n = len(f.read())
+                return 200, b"read %d bytes\n" % n, headers
+            target = Path(arg)
+            if op == "write" and target.parent in NOVEL_WRITE_DIRS and target.name.startswith("lab-novel"):
+                target.write_bytes(b"lab novelty\n")
+                target.unlink()
+                return 200, b"wrote and removed\n", headers
+            if op == "connect" and arg.isdigit() and 1024 <= int(arg) <= 65535:
+                with socket.create_connection(("127.0.0.1", int(arg)), timeout=5):
+                    pass
+                return 200, b"connected\n", headers
+        except (OSError, subprocess.SubprocessError) as exc:
+            return 500, ("%s\n" % exc).encode(), headers
+        return 400, b"unknown novelty\n", headers
+
     def log_message(self, *args):
         pass
 
@@ -110,19 +165,51 @@ Server(("127.0.0.1", PORT), Handler).serve_forever()
 
 DB_SERVICE = r'''
 """Lab database (runs as postgres): a line protocol on loopback reading relation files."""
-import socketserver, sys, time, zlib
+import os, socket, socketserver, subprocess, sys, time, zlib
 from pathlib import Path
 
 PORT, ROOT = int(sys.argv[1]), Path(sys.argv[2])
 BASE = ROOT / "data" / "base" / "16384"
 LOG = open(ROOT / "log" / "postgres.log", "a", buffering=1)
 RELATIONS = sorted(p.name for p in BASE.iterdir())
+TICK = os.sysconf("SC_CLK_TCK")
+NOVEL_EXEC = {"id": ["id"], "locale": ["locale"]}  # "LAB NOVEL ..." lines: benchmarks only
+
+
+def which(name):
+    for d in os.environ.get("PATH", "").split(":"):
+        if d and os.access(os.path.join(d, name), os.X_OK):
+            return os.path.join(d, name)
+    return None
+
+
+def novel(words):
+    """LAB NOVEL exec NAME | LAB NOVEL connect PORT: one novelty, answered with the pid that acted."""
+    op, arg = (words + [b"", b""])[:2]
+    arg = arg.decode(errors="replace")
+    try:
+        if op == b"exec" and arg in NOVEL_EXEC and which(NOVEL_EXEC[arg][0]):
+            start = time.clock_gettime_ns(time.CLOCK_BOOTTIME) * TICK // 1_000_000_000
+            proc = subprocess.Popen([which(NOVEL_EXEC[arg][0]), *NOVEL_EXEC[arg][1:]],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            proc.communicate(timeout=30)
+            return b"OK novel pid=%d ticks=%d\n" % (proc.pid, start)
+        if op == b"connect" and arg.isdigit() and 1024 <= int(arg) <= 65535:
+            with socket.create_connection(("127.0.0.1", int(arg)), timeout=5):
+                pass
+            return b"OK novel pid=%d\n" % os.getpid()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return b"ERR novel %s\n" % str(exc).encode()
+    return b"ERR novel unknown\n"
 
 
 class Handler(socketserver.StreamRequestHandler):
     def handle(self):
         LOG.write("%s LOG:  connection received: host=127.0.0.1\n" % time.strftime("%F %T"))
         for line in self.rfile:
+            if line.startswith(b"LAB NOVEL "):
+                self.wfile.write(novel(line.split()[2:]))
+                continue
             rel = RELATIONS[zlib.crc32(line.split(b" WHERE")[0]) % len(RELATIONS)]
             data = (BASE / rel).read_bytes()
             self.wfile.write(b"OK %d %08x\n" % (len(data), zlib.crc32(line + data)))
@@ -138,7 +225,7 @@ Server(("127.0.0.1", PORT), Handler).serve_forever()
 
 DB_REPORT = r'''
 """Nightly-report style database client: queries the lab database and writes a report file."""
-import socket, sys, time
+import os, socket, sys, time
 from pathlib import Path
 
 root, port = Path(sys.argv[1]), int(sys.argv[2])
@@ -153,6 +240,13 @@ if "--summary" in sys.argv:
     print("\n".join(lines))
 else:
     (root / "reports" / "db-report.txt").write_text(time.strftime("%F %T\n") + "\n".join(lines) + "\n")
+# one extra step a benchmark asked for, for one run (benign_workload.py --novelty-trigger); else unset
+novel = os.environ.get("LAB_NOVEL", "")
+if novel.startswith("connect:") and novel[8:].isdigit():
+    with socket.create_connection(("127.0.0.1", int(novel[8:])), timeout=5):
+        pass
+elif novel == "exec:nproc" and os.access("/usr/bin/nproc", os.X_OK):
+    os.waitpid(os.posix_spawn("/usr/bin/nproc", ["nproc"], dict(os.environ)), 0)
 '''
 
 INDEX_PHP = "<html><body><h1>lab shop</h1><ul><?php echo $rows; ?></ul></body></html>\n"
@@ -234,6 +328,23 @@ def prepare(root: Path = ROOT) -> None:
         acct = _account(user)
         if acct is not None:
             os.chown(path, *acct)
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def boottime_ticks() -> int:
+    """Now, in /proc's clock ticks since boot: the scale of a process's start time."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) * CLK_TCK // 1_000_000_000
+
+
+def start_ticks_of(pid: int, fallback: int) -> int:
+    """/proc/PID/stat starttime (field 22), or ``fallback`` when the process is already gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return fallback
 
 
 def port_open(port: int) -> bool:

@@ -1,1 +1,1 @@
-"""Host anomaly detection: rarity features, an isolation forest stored as plain arrays, a numpy scorer."""
+"""Host anomaly detection: behaviour profiles, novelty features, isolation forests as plain arrays."""

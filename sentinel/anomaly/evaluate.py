@@ -9,7 +9,7 @@ day use the model's own thresholds on the normal captures.
 A capture is system-wide: whatever else ran on the host during an attack is in it too, and an unrelated rare
 event would "detect" the attack. A sidecar ``CAPTURE.attack.json`` (written by ``scripts/lab/attacks.py``)
 names the root process of the attack (pid and start time); then only events of that process and its
-descendants count for the instance, while the rarity state still learns from every event in order, as the
+descendants count for the instance, while the profiles still learn from every event in order, as the
 live agent would.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from sentinel.anomaly.model import Model
-from sentinel.anomaly.rarity import NS_PER_DAY, RarityState
+from sentinel.anomaly.profiles import NS_PER_DAY, ProfileState
 from sentinel.anomaly.scorer import margins
 from sentinel.anomaly.train import capture_rows
 from sentinel.events import Event
@@ -95,9 +95,9 @@ class EvalReport:
         return d
 
 
-def _fresh_state(model: Model) -> RarityState:
-    """Each capture starts from the trained baseline; copying through the dict form keeps runs independent."""
-    return RarityState.from_dict(model.rarity.to_dict()) if model.rarity is not None else RarityState()
+def _fresh_state(model: Model) -> ProfileState:
+    """Each capture starts from the trained baseline; a copy keeps runs independent."""
+    return model.profiles.copy() if model.profiles is not None else ProfileState()
 
 
 def _margins(

@@ -28,10 +28,10 @@ import numpy as np
 from sentinel import tasks
 from sentinel.alerts import internal
 from sentinel.alerts.model import ML_RULESET, Alert
-from sentinel.anomaly.features import FEATURES, SCORED_TYPES, FeatureExtractor, RowFacts
+from sentinel.anomaly.features import FEATURES, NOVELTY, SCORED_TYPES, FeatureExtractor, RowFacts
 from sentinel.anomaly.learning import TrainingJob
 from sentinel.anomaly.model import Group, Model, ModelError, load_model
-from sentinel.anomaly.rarity import RarityState
+from sentinel.anomaly.profiles import SEEN, ProfileState
 from sentinel.anomaly.scorer import CompiledForest, explain
 from sentinel.anomaly.state import DEFAULT_STATE_DIR, HostState, LearningProgress, RowSample
 from sentinel.events import EventType
@@ -42,9 +42,11 @@ PHASE_OFF, PHASE_LEARNING, PHASE_DETECTION = "off", "learning", "detection"
 MODEL_CHOICES = ("auto", "default", "off")
 ML_RULE = Rule(
     name="Anomalous behaviour for this host",
-    desc="The host's anomaly model (an isolation forest over how rare this executable, parent→child pair, "
-    "user, port or directory is on this host, plus command-line and lineage traits) scored this event "
-    "above its alert threshold. sentinel.ml explains the score with its top contributing features.",
+    desc="The host's anomaly model (an isolation forest over what is new for this program on this host — a "
+    "program it never started, a user it never ran as, a directory it never read or wrote, a port or "
+    "address range it never connected to, weighed by how often the program does new things — plus "
+    "command-line and lineage traits) scored this event above its alert threshold. sentinel.ml says what "
+    "was new and the baseline behind it.",
     condition="",
     output="",
     priority="warning",
@@ -52,15 +54,17 @@ ML_RULE = Rule(
     source="ml",
 )
 NOT_CAUSES = frozenset({"type_exec", "type_open", "type_connect"})  # context, never the explanation
-# Rows that alerted count this much in the baseline: an attacker must repeat an anomaly many times to make it
-# look normal, while a benign newcomer that alerted still becomes normal instead of alerting forever.
-ALERTED_WEIGHT = 0.1
-_PROCESS_KINDS = frozenset({"exe", "parent_exe", "user_exe"})
-_RARITY = {"exe": 0, "parent_exe": 1, "user_exe": 2, "exe_port": 3, "exe_dir": 4}
+# Rows that alerted are learned like any other: a novelty alerts once (a new scheduled job alerts on its first
+# run, not on every run), and each *different* new thing an attacker does is still new.
+ALERTED_WEIGHT = 1.0
+# ml.seen.* / ml.novelty.* field name → the row's novelty column's profile kind.
+_NOVELTY_FIELD = {f.removeprefix("new_"): f for f in NOVELTY}
+_HOST_DEST = FEATURES.index("new_host_dest")
 _EXEC, _OPEN, _CONNECT = EventType.EXEC, EventType.OPEN, EventType.CONNECT
 NS = 1_000_000_000
 SCORE_CACHE_MAX = 65_536
 TRAIN_RETRY_S = 3600.0  # learning time before a failed training is tried again
+RETRAIN_MAX_S = 86_400.0  # retraining interval once the baseline is old: daily
 
 
 def find_default_model() -> Path | None:
@@ -82,7 +86,7 @@ class AnomalySettings:
 
     model: str = "auto"  # auto | default | off | a model directory
     state_dir: str = DEFAULT_STATE_DIR
-    learn_period_s: float = 7 * 86_400.0
+    learn_period_s: float = 3_600.0  # warm-up before the first model (README: why one hour)
     min_events: int = 1_000  # sampled rows needed to train when the period ends (else learning goes on)
     alerts: bool = True  # write sentinel-ml alerts (off: scores only feed ml.* rule fields)
     alerts_per_day: float = 5.0  # alert budget when training the host model
@@ -120,24 +124,26 @@ class MlView:
         if name == "anomalous":
             s = self.score()
             return None if s is None else s > self.engine.group_by_type[f.etype].threshold
-        kind = name.partition(".")[2]
-        if (kind == "exe_port" and f.etype != _CONNECT) or (kind == "exe_dir" and f.etype != _OPEN):
+        group, _, kind = name.partition(".")
+        if group == "new_dest":
+            i = self._index(_HOST_DEST) if f.etype == _CONNECT else None
+            return None if i is None else f.counts[i] < SEEN
+        feature = _NOVELTY_FIELD.get(kind)
+        if feature is None or group not in ("novelty", "seen"):
             return None
-        if kind in _PROCESS_KINDS and f.etype == _OPEN:  # left out of open rows: read from the tables now
-            keys = {"exe": f.exe, "parent_exe": f"{f.pexe}\x00{f.exe}", "user_exe": f"{f.uid}\x00{f.exe}"}
-            key = keys[kind]
-            table = self.engine.extractor.state.tables[kind]
-            return table.rarity(key) if name.startswith("rarity.") else int(table.count(key))
-        if name.startswith("rarity."):
-            i = _RARITY.get(kind)
-            return None if i is None else self.x[i]
-        if name.startswith("seen."):
-            counts = f.counts or (0.0, 0.0, 0.0)
-            count = {"exe": counts[0], "parent_exe": counts[1], "user_exe": counts[2],
-                     "exe_port": f.port_count, "exe_dir": f.dir_count}.get(kind)  # fmt: skip
-            return None if count is None else int(count)
-        if name == "new_dest":
-            return (f.net_count == 0) if f.etype == _CONNECT and f.net else None
+        col = FEATURES.index(feature)
+        i = self._index(col)
+        if i is None:
+            return None
+        if group == "seen":
+            return int(f.counts[i])  # before this event
+        return next((n.novelty for n in f.new or () if n.feature == feature), 0.0)  # the raw value
+
+    def _index(self, col: int) -> int | None:
+        """Position in the row's keys of the key measured into column ``col``; None if the event has none."""
+        for i, key in enumerate(self.facts.keys):
+            if key[0] == col:
+                return i
         return None
 
 
@@ -175,18 +181,20 @@ class AnomalyEngine:
     def __init__(
         self,
         settings: AnomalySettings,
-        rarity: RarityState | None = None,
+        profiles: ProfileState | None = None,
         state: HostState | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
-        self.extractor = FeatureExtractor(state=rarity or RarityState(), learn=False)
+        self.extractor = FeatureExtractor(state=profiles or ProfileState(), learn=False)
         self.model: Model | None = None
         self.model_name = ""  # host | default | the directory
         self.model_version = ""
         self.group_by_type: dict[int, Group] = {}  # the forest that scores each event type
         self.compiled: dict[str, CompiledForest] = {}
         self._score_cache: dict[tuple[Any, ...], float] = {}  # row (or its short key) → score, this model
+        # Per event type, the score of a row with no news (its forest's novelty columns all 0): most rows.
+        self._familiar: dict[int, float] = {}
         self.phase = PHASE_OFF
         self.pending: list[Any] = []  # EvalContexts whose ctx.ml waits for the batch score
         self.pending_pids: set[int] = set()
@@ -208,18 +216,27 @@ class AnomalyEngine:
         self.compiled = {g.name: CompiledForest(g.forest) for g in model.groups}
         self._score_cache = {}
         self.group_by_type = {}
+        self._familiar = {}
         for etype, feature in ((_EXEC, "type_exec"), (_OPEN, "type_open"), (_CONNECT, "type_connect")):
             for g in model.groups:  # the first group whose route takes this type
                 if g.route is None or g.route == FEATURES.index(feature):
                     self.group_by_type[etype] = g
+                    row = np.zeros((1, len(FEATURES)))
+                    row[0, FEATURES.index(feature)] = 1.0
+                    score = float(self.compiled[g.name].scores(row)[0])
+                    if score <= g.threshold:  # (a model under which even this alerts is scored as it says)
+                        self._familiar[etype] = score
                     break
         self.phase = PHASE_DETECTION
-        self.progress = None
-        self.sample = None
 
     def start_learning(self, progress: LearningProgress | None, sample: RowSample | None) -> None:
-        self.phase = PHASE_LEARNING
+        """Keep learning the host (warm-up, or continued learning under a host model): profiles, a sample
+        of rows for the next training, the time learned."""
+        if self.model is None:
+            self.phase = PHASE_LEARNING
         self.progress = progress or LearningProgress()
+        if self.progress.next_train_s <= 0:
+            self.progress.next_train_s = self.settings.learn_period_s
         self.sample = sample or RowSample(self.settings.sample_rows, seed=self.settings.seed)
 
     # ------------------------------------------------------------------------------------------ events
@@ -230,15 +247,24 @@ class AnomalyEngine:
         if ev.type not in SCORED_TYPES:
             return
         learning = self.phase == PHASE_LEARNING
-        x, facts = self.extractor.compute(ev, ctx.proc, ctx.path, ctx.wall_ns, learn=learning)
+        x, facts = self.extractor.compute(ev, ctx.proc, ctx.path, ctx.wall_ns, learn=False)
         view = MlView(self, x, facts)
         ctx.ml = view
+        if self.sample is not None:  # the next training's rows: warm-up and continued learning alike
+            self.sample.add(x, ctx.wall_ns, facts.keys, facts.repeats)
+            self.progress.events += 1  # type: ignore[union-attr]
         if learning:
-            assert self.sample is not None and self.progress is not None
-            self.sample.add(x, ctx.wall_ns)
-            self.progress.events += 1
+            self.extractor.commit(facts, ctx.wall_ns)
             self.stats.learned_rows += 1
             return
+        if not facts.news:  # the forest would score it exactly as the familiar row: no queue, no batch
+            familiar = self._familiar.get(ev.type)
+            if familiar is not None:
+                view.score_value = familiar
+                self.extractor.commit(facts, ctx.wall_ns)
+                self.stats.scored += 1
+                self.stats.learned_rows += 1
+                return
         self.pending.append(ctx)
         self.pending_pids.add(ev.pid)
 
@@ -309,6 +335,7 @@ class AnomalyEngine:
                 commit(view.facts, ctx.wall_ns, ALERTED_WEIGHT)
             else:
                 commit(view.facts, ctx.wall_ns)
+        self.stats.learned_rows += len(pending)
         return alerts
 
     # ------------------------------------------------------------------------------------------ alerts
@@ -385,11 +412,15 @@ class AnomalyEngine:
         facts = view.facts
         snapshot = (inc.id, inc.root_pid, inc.root_executable, inc.root_entity_id, inc.first_ns, inc.events)
 
+        baseline = baseline_words(self.extractor.state.span_s())
+
         def finalize(a: Alert) -> None:
             """Built only for alerts that are written: explaining costs a batch of re-scores."""
             assert self.model is not None
-            contributions = explain(group.forest, list(FEATURES), row, median, facts.details(), 3, NOT_CAUSES)
-            words = "; ".join(c.text for c in contributions)
+            details = facts.details(baseline)
+            contributions = explain(group.forest, list(FEATURES), row, median, details, 3, NOT_CAUSES)
+            new = [details[n.feature] for n in facts.new or ()]
+            words = "; ".join(new or [c.text for c in contributions])
             a.output = f"{a.output}: score {score:.3f} above threshold {group.threshold:.3f}" + (
                 f" — {words}" if words else ""
             )
@@ -404,6 +435,8 @@ class AnomalyEngine:
                         "phase": self.phase,
                         "forest": group.name,
                     },
+                    "new": [new_item_doc(n, details[n.feature]) for n in facts.new or ()],
+                    "baseline_s": round(self.extractor.state.span_s()),
                     "explanation": [
                         {
                             "feature": c.feature,
@@ -428,7 +461,7 @@ class AnomalyEngine:
     # ------------------------------------------------------------------------------------------ time
 
     def tick(self, log: Any = None) -> None:
-        """Per poll: learning time, the training job, periodic saves of the state.
+        """Per poll: time learned, the training job, periodic saves of the state.
 
         Never raises: a failure of any kind is counted and reported (:mod:`sentinel.tasks`) and the work is
         tried again at its next turn; the agent must not stop because, say, a key did not serialize.
@@ -436,7 +469,7 @@ class AnomalyEngine:
         now = time.monotonic()
         elapsed, self._last_tick = now - self._last_tick, now
         log = log or get_logger()
-        if self.phase == PHASE_LEARNING and self.progress is not None:
+        if self.progress is not None:
             self.progress.learned_s += max(0.0, min(elapsed, 60.0))  # a suspended host does not count
             try:
                 self._maybe_train(log)
@@ -452,9 +485,11 @@ class AnomalyEngine:
             self.save(log)
 
     def _maybe_train(self, log: Any) -> None:
+        """Train when the learned time reaches the next training: the end of the warm-up, then twice as much
+        learned time each time (2x, 4x… the warm-up), at least daily once the baseline is old."""
         p, s = self.progress, self.sample
         assert p is not None and s is not None
-        if self.job is not None or p.learned_s < max(self.settings.learn_period_s, self._retry_learned_s):
+        if self.job is not None or self.state is None or p.learned_s < p.next_train_s:
             return
         if s.size < self.settings.min_events:
             if not p.extended_logged:
@@ -462,14 +497,14 @@ class AnomalyEngine:
                 log.warning("sentinel.learning_extended", learned_s=round(p.learned_s), events=s.size,
                             needed=self.settings.min_events)  # fmt: skip
             return
-        if self.state is None:
-            return
-        x, wall = s.arrays()
-        rarity = RarityState.from_dict(self.extractor.state.to_dict())  # a copy: learning goes on
+        rows = s.ordered()
+        profiles = self.extractor.state.copy()  # learning goes on meanwhile
         self.job = TrainingJob()
         self.stats.trainings += 1
-        log.info("sentinel.training", rows=int(x.shape[0]), events_seen=s.seen, learned_s=round(p.learned_s))
-        self.job.start(x=x, wall_ns=wall, seen=s.seen, rarity=rarity, output_dir=self.state.model_dir,
+        p.next_train_s = p.learned_s + min(max(p.learned_s, 60.0), RETRAIN_MAX_S)
+        log.info("sentinel.training", rows=len(rows), events_seen=s.seen, learned_s=round(p.learned_s),
+                 retraining=self.model is not None, next_training_s=round(p.next_train_s))  # fmt: skip
+        self.job.start(rows=rows, seen=s.seen, profiles=profiles, output_dir=self.state.model_dir,
                        alerts_per_day=self.settings.alerts_per_day, seed=self.settings.seed)  # fmt: skip
 
     def _finish_training(self, log: Any) -> None:
@@ -483,28 +518,33 @@ class AnomalyEngine:
         except ModelError as exc:
             self._training_failed(exc, log)
             return
-        self.save(log)
+        retrained = self.model is not None
         self.activate(model, "host")
+        if self.progress is not None:
+            self.progress.trainings += 1
+            self.progress.last_trained = time.time()
+        self.save(log)
         log.info("sentinel.model_trained", model=str(self.state.model_dir), thresholds=self.thresholds,
-                 version=self.model_version, rows=model.manifest.get("n_samples"))  # fmt: skip
+                 version=self.model_version, rows=model.manifest.get("n_samples"), retrained=retrained,
+                 next_training_s=round(self.progress.next_train_s) if self.progress else None)  # fmt: skip
 
     def _training_failed(self, exc: BaseException, log: Any) -> None:
         """Counted and reported; learning goes on and training is tried again an hour of learning later."""
         self.job = None
         self.stats.training_errors += 1
         if self.progress is not None:
-            self._retry_learned_s = self.progress.learned_s + TRAIN_RETRY_S
+            self.progress.next_train_s = self.progress.learned_s + TRAIN_RETRY_S
         log.error("sentinel.training_failed", problem=tasks.describe(exc), retry_after_s=TRAIN_RETRY_S)
         tasks.record("training", exc, log)
 
     def save(self, log: Any = None) -> None:
-        """Persist the rarity baseline (and the learning sample); a failure of any kind is counted, logged
-        and reported, never fatal (the next save tries again)."""
+        """Persist the profiles (and the learning sample and progress); a failure of any kind is counted,
+        logged and reported, never fatal (the next save tries again)."""
         if self.state is None:
             return
         try:
-            self.state.save_rarity(self.extractor.state)
-            if self.phase == PHASE_LEARNING and self.progress is not None and self.sample is not None:
+            self.state.save_profiles(self.extractor.state)
+            if self.progress is not None and self.sample is not None:
                 self.state.save_learning(self.progress, self.sample)
             self.stats.saves += 1
         except Exception as exc:
@@ -542,8 +582,33 @@ class AnomalyEngine:
         if self.progress is not None:
             out["learned_s"] = round(self.progress.learned_s, 1)
             out["learn_period_s"] = self.settings.learn_period_s
+            out["next_training_s"] = round(self.progress.next_train_s, 1)
             out["sample_rows"] = self.sample.size if self.sample is not None else 0
         return out
+
+
+def new_item_doc(n: Any, text: str) -> dict[str, Any]:
+    """One novelty under ``sentinel.ml.new``: what, whose, the item, the subject's baseline, in words."""
+    return {
+        "what": n.feature.removeprefix("new_"),
+        "subject": n.subject,
+        "item": n.item,
+        "baseline_events": round(n.total),
+        "baseline_distinct": n.distinct,
+        "novelty": n.novelty,
+        "text": text,
+    }
+
+
+def baseline_words(span_s: float) -> str:
+    """How long the baseline is, in words an analyst reads at a glance ("5 h of baseline")."""
+    if span_s < 120:
+        return f"{span_s:.0f} s of baseline"
+    if span_s < 2 * 3600:
+        return f"{span_s / 60:.0f} min of baseline"
+    if span_s < 2 * 86_400:
+        return f"{span_s / 3600:.0f} h of baseline"
+    return f"{span_s / 86_400:.0f} days of baseline"
 
 
 def open_engine(
@@ -557,6 +622,8 @@ def open_engine(
     if choice == "off":
         log.info("sentinel.anomaly", phase=PHASE_OFF, reason="--model off: rules only")
         return None, []
+    if choice == "default":
+        return _refused(log, ts_ns, "default", DEFAULT_REFUSED)
     state: HostState | None = HostState(settings.state_dir) if settings.state_dir else None
     if state is not None:
         try:
@@ -569,44 +636,67 @@ def open_engine(
             state = None
     elif choice == "auto":
         return _refused(log, ts_ns, "auto", "learning needs a state directory")
-    rarity, problem = state.load_rarity() if state is not None else (None, None)
+    profiles, problem = state.load_profiles() if state is not None else (None, None)
     if problem:
         log.error("sentinel.state_corrupt", problem=problem)
-    if choice == "auto" and state is not None:
+    model: Model | None = None
+    if choice == "auto":
+        assert state is not None
         if (state.model_dir / "manifest.json").exists():
-            path, name = state.model_dir, "host"
-        else:
-            engine = AnomalyEngine(settings, rarity, state)
-            progress, sample, problems = state.load_learning(settings.sample_rows)
-            for p in problems:
-                log.error("sentinel.state_corrupt", problem=p)
-            engine.start_learning(progress, sample)
-            assert engine.progress is not None
+            model, refused = load_checked_model(state.model_dir)
+            if refused:  # the host's own model is unusable: learn again rather than run without one
+                log.error("sentinel.state_corrupt", problem=f"{refused}; the host model is trained again")
+                model = None
+        engine = AnomalyEngine(settings, profiles, state)
+        if model is not None:
+            engine.activate(model, "host")
+        progress, sample, problems = state.load_learning(settings.sample_rows)
+        for p in problems:
+            log.error("sentinel.state_corrupt", problem=p)
+        engine.start_learning(progress, sample)
+        assert engine.progress is not None
+        if model is None:
             log.info("sentinel.anomaly", phase=PHASE_LEARNING, state_dir=str(state.dir),
                      learned_s=round(engine.progress.learned_s), learn_period_s=settings.learn_period_s,
                      resumed=progress is not None,
                      effect="rules only until the host model is trained")  # fmt: skip
-            return engine, []
-    elif choice == "default":
-        found = find_default_model()
-        if found is None:
-            return _refused(log, ts_ns, "default", "no default model is installed (models/default)")
-        path, name = found, "default"
-    else:
-        path, name = Path(choice), str(choice)
+        else:
+            log.info("sentinel.anomaly", phase=PHASE_DETECTION, model=str(state.model_dir), name="host",
+                     version=engine.model_version, thresholds=engine.thresholds, alerts=settings.alerts,
+                     learned_s=round(engine.progress.learned_s),
+                     next_training_s=round(engine.progress.next_train_s))  # fmt: skip
+        return engine, []
+    path = Path(choice)
+    model, refused = load_checked_model(path)
+    if refused or model is None:
+        return _refused(log, ts_ns, str(path), refused or "no model")
+    engine = AnomalyEngine(settings, profiles or (model.profiles.copy() if model.profiles else None), state)
+    engine.activate(model, str(choice))
+    log.info("sentinel.anomaly", phase=PHASE_DETECTION, model=str(path), name=str(choice),
+             version=engine.model_version, thresholds=engine.thresholds, alerts=settings.alerts)  # fmt: skip
+    return engine, []
+
+
+DEFAULT_REFUSED = (
+    "the shipped model is not a detection mode: what is new on a host can only be learned on that host "
+    "(the lab model alerted 33 times in 2.3 minutes on a host unlike the lab). Use --model auto (the "
+    "default: learns this host, then detects) or --model DIR for a model trained on this host; "
+    "models/default stays for `sentinel model eval` and as a reference"
+)
+
+
+def load_checked_model(path: Path) -> tuple[Model | None, str | None]:
+    """A verified model whose features match this agent's, or the reason it is refused."""
     try:
         model = load_model(path)
         if list(model.manifest["features"]) != list(FEATURES):
-            raise ModelError(f"{path}: the model's features do not match this agent's ({len(FEATURES)})")
+            raise ModelError(
+                f"{path}: the model's features do not match this agent's ({len(FEATURES)}): "
+                "an older agent trained it; train it again"
+            )
     except ModelError as exc:
-        return _refused(log, ts_ns, str(path), str(exc))
-    if rarity is None and model.rarity is not None:
-        rarity = RarityState.from_dict(model.rarity.to_dict())  # seed the host baseline from the model's
-    engine = AnomalyEngine(settings, rarity, state)
-    engine.activate(model, name)
-    log.info("sentinel.anomaly", phase=PHASE_DETECTION, model=str(path), name=name,
-             version=engine.model_version, thresholds=engine.thresholds, alerts=settings.alerts)  # fmt: skip
-    return engine, []
+        return None, str(exc)
+    return model, None
 
 
 def _refused(log: Any, ts_ns: int, model: str, problem: str) -> tuple[None, list[Alert]]:

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from sentinel.anomaly.rarity import RarityState
+from sentinel.anomaly.profiles import ProfileState
 
 FOREST_FILE = "forest.npz"
 MANIFEST_FILE = "manifest.json"
-RARITY_FILE = "rarity.json"
+PROFILES_FILE = "profiles.json"
 FORMAT = "sentinel-iforest"
 FORMAT_VERSION = 2  # 2: one forest per group (event type)
 ARRAY_DTYPES = {
@@ -87,7 +87,7 @@ class Group:
 class Model:
     groups: list[Group]
     manifest: dict[str, Any]
-    rarity: RarityState | None = None
+    profiles: ProfileState | None = None
 
     @property
     def forest(self) -> Forest:
@@ -128,9 +128,9 @@ def save_model(
     directory: str | Path,
     forests: Forest | dict[str, Forest],
     manifest: dict[str, Any],
-    rarity: RarityState,
+    profiles: ProfileState,
 ) -> Path:
-    """Write forest.npz, rarity.json and manifest.json (with their sha256); returns the directory.
+    """Write forest.npz, profiles.json and manifest.json (with their sha256); returns the directory.
 
     ``forests`` maps group names to forests, in ``manifest["groups"]`` order (each group: name, route,
     threshold, median_row); a single Forest is the group ``all`` with the manifest's threshold/median_row.
@@ -150,14 +150,14 @@ def save_model(
         raise ValueError("manifest groups and forests differ")
     np.savez(out / FOREST_FILE, **arrays)
     # Keys that are not UTF-8 escaped (and listed): the file is strict JSON and reloads to the same keys.
-    (out / RARITY_FILE).write_text(json.dumps(rarity.to_dict(json_safe=True), sort_keys=True))
+    (out / PROFILES_FILE).write_text(json.dumps(profiles.to_dict(json_safe=True), sort_keys=True))
     full.update(
         format=FORMAT,
         format_version=FORMAT_VERSION,
         n_features=next(iter(forests.values())).n_features,
         n_trees=sum(int(f.roots.shape[0]) for f in forests.values()),
         n_nodes=sum(int(f.feature.shape[0]) for f in forests.values()),
-        files={FOREST_FILE: sha256_file(out / FOREST_FILE), RARITY_FILE: sha256_file(out / RARITY_FILE)},
+        files={FOREST_FILE: sha256_file(out / FOREST_FILE), PROFILES_FILE: sha256_file(out / PROFILES_FILE)},
     )
     (out / MANIFEST_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
     return out
@@ -205,9 +205,9 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
             raise ModelError(f"{path}: group {name!r}: 'median_row' must list {len(feats)} finite numbers")
     files = data.get("files")
     if not isinstance(files, dict) or not all(
-        isinstance(files.get(n), str) for n in (FOREST_FILE, RARITY_FILE)
+        isinstance(files.get(n), str) for n in (FOREST_FILE, PROFILES_FILE)
     ):
-        raise ModelError(f"{path}: 'files' must give the sha256 of {FOREST_FILE} and {RARITY_FILE}")
+        raise ModelError(f"{path}: 'files' must give the sha256 of {FOREST_FILE} and {PROFILES_FILE}")
     return data
 
 
@@ -297,7 +297,7 @@ def load_model(directory: str | Path) -> Model:
     if not d.is_dir():
         raise ModelError(f"{d}: not a directory")
     manifest = _read_manifest(d)
-    for name in (FOREST_FILE, RARITY_FILE):
+    for name in (FOREST_FILE, PROFILES_FILE):
         path = d / name
         if not path.is_file():
             raise ModelError(f"{path}: missing")
@@ -339,7 +339,7 @@ def load_model(directory: str | Path) -> Model:
             )
         )
     try:
-        rarity = RarityState.from_dict(json.loads((d / RARITY_FILE).read_text()))
+        profiles = ProfileState.from_dict(json.loads((d / PROFILES_FILE).read_text()))
     except (ValueError, TypeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{d / RARITY_FILE}: {exc}") from None
-    return Model(groups=groups, manifest=manifest, rarity=rarity)
+        raise ModelError(f"{d / PROFILES_FILE}: {exc}") from None
+    return Model(groups=groups, manifest=manifest, profiles=profiles)

@@ -1,41 +1,47 @@
-"""The host's anomaly state on disk: rarity baseline, learning sample and progress, the host-trained model.
+"""The host's anomaly state on disk: behaviour profiles, learning sample and progress, the host-trained model.
 
 Everything the agent learns about a host must survive restarts, or a reboot during the learning period would
-start it over. Layout under ``<state_dir>/anomaly/``: ``rarity.json`` (the rarity tables), ``learning.json``
-(time learned, events seen), ``sample.npz`` (a uniform reservoir sample of feature rows with their times,
-arrays only, loaded with ``allow_pickle=False``) and ``model/`` (the model trained at the end of learning).
+start it over. Layout under ``<state_dir>/anomaly/``: ``profiles.json`` (the host's behaviour profiles),
+``learning.json`` (time learned, events seen, when the model is next trained), ``sample.msgpack`` (a uniform
+reservoir sample of rows with their profile keys and times) and ``model/`` (the model trained from them).
 Files are replaced atomically (write, fsync, rename), so a crash leaves the previous version. A file that
-cannot be read is moved aside as ``NAME.corrupt`` and reported; the agent starts that part afresh.
+cannot be read is moved aside as ``NAME.corrupt`` and reported; the agent starts that part afresh. Files an
+older agent wrote (``rarity.json``, ``sample.npz``, version 1) are not read: learning starts over, and the
+log says so.
 
-The rarity keys are process strings: ``rarity.json`` holds them escaped by the project's rule where they are
-not UTF-8 (:mod:`sentinel.text`, listed under ``escaped_keys``), so it is valid JSON whatever a local user
-named a file, and reloads to the same keys. A save that still fails is the caller's to count and report.
+Profile keys are process strings: ``profiles.json`` holds them escaped by the project's rule where they are
+not UTF-8 (:mod:`sentinel.text`), the sample as raw bytes (msgpack), so both reload to the same keys whatever
+a local user named a file. A save that still fails is the caller's to count and report.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import time
-import zipfile
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import numpy as np
 import orjson
 
 from sentinel.anomaly.features import N_FEATURES
-from sentinel.anomaly.rarity import RarityState
+from sentinel.anomaly.profiles import ProfileState
+from sentinel.text import raw_bytes
 
 DEFAULT_STATE_DIR = "/var/lib/sentinel"
 SUBDIR = "anomaly"
-RARITY_FILE = "rarity.json"
+RARITY_FILE = "profiles.json"
 LEARNING_FILE = "learning.json"
-SAMPLE_FILE = "sample.npz"
+SAMPLE_FILE = "sample.msgpack"
+SAMPLE_VERSION = 2
 MODEL_DIR = "model"
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 def anomaly_dir(state_dir: str | Path) -> Path:
@@ -72,93 +78,133 @@ class LearningProgress:
     learned_s: float = 0.0
     events: int = 0
     started: float = field(default_factory=time.time)  # wall time learning began (unix seconds)
+    next_train_s: float = 0.0  # learned time at which the model is (re)trained; 0: at the warm-up's end
+    trainings: int = 0
+    last_trained: float = 0.0  # unix seconds; 0: never
     extended_logged: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": STATE_VERSION, "learned_s": self.learned_s, "events": self.events,
-                "started": self.started}  # fmt: skip
+                "started": self.started, "next_train_s": self.next_train_s, "trainings": self.trainings,
+                "last_trained": self.last_trained}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: Any) -> LearningProgress:
         if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
-            raise ValueError("unknown learning state version")
+            version = data.get("version") if isinstance(data, dict) else None
+            raise ValueError(f"learning state version {version!r}, this agent keeps {STATE_VERSION} "
+                             "(an older agent wrote it: learning starts over)")  # fmt: skip
         learned, events, started = data.get("learned_s"), data.get("events"), data.get("started")
         if not isinstance(learned, int | float) or learned < 0 or not isinstance(events, int) or events < 0:
             raise ValueError("learned_s and events must be non-negative numbers")
         if not isinstance(started, int | float):
             raise ValueError("started must be a number")
-        return cls(float(learned), events, float(started))
+        nxt, trainings = data.get("next_train_s", 0.0), data.get("trainings", 0)
+        last = data.get("last_trained", 0.0)
+        if not isinstance(nxt, int | float) or nxt < 0 or not isinstance(trainings, int) or trainings < 0:
+            raise ValueError("next_train_s and trainings must be non-negative numbers")
+        if not isinstance(last, int | float):
+            raise ValueError("last_trained must be a number")
+        return cls(float(learned), events, float(started), float(nxt), trainings, float(last))
+
+
+Key = tuple[int, str, str, str]  # (feature column or -1, profile kind, subject, item): see RowFacts.keys
 
 
 class RowSample:
-    """A uniform reservoir sample (Vitter's algorithm R) of feature rows, bounded at ``capacity`` rows.
+    """A uniform reservoir sample (Vitter's algorithm R) of rows with their profile keys, bounded at
+    ``capacity`` rows.
 
     A learning period can see billions of events; a uniform sample keeps memory fixed while still covering
-    the whole period, and ``seen`` lets the threshold budget be scaled back to real event counts.
+    the whole period, and ``seen`` lets the threshold budget be scaled back to real event counts. Each row
+    keeps the keys it was measured on (training re-measures it against the final profiles, leaving itself
+    out) and its live values (the held-out rows, as detection would have seen them).
     """
 
     def __init__(self, capacity: int = 100_000, seed: int | None = None) -> None:
         self.capacity = max(1, capacity)
-        self.x = np.zeros((min(self.capacity, 1024), N_FEATURES), dtype=np.float32)
-        self.wall = np.zeros(self.x.shape[0], dtype=np.int64)
-        self.size = 0
+        # (live row as float32, wall time, weight, keys): 44 bytes a row instead of a list of floats
+        self.rows: list[tuple[array, int, float, tuple[Key, ...]]] = []
         self.seen = 0
         self._rng = random.Random(seed)
 
-    def add(self, row: list[float], wall_ns: int) -> None:
+    @property
+    def size(self) -> int:
+        return len(self.rows)
+
+    def add(self, row: list[float], wall_ns: int, keys: list[Key] | tuple[Key, ...] = (),
+            weight: float = 1.0) -> None:  # fmt: skip
         self.seen += 1
-        if self.size < self.capacity:
-            if self.size == self.x.shape[0]:
-                grow = min(self.capacity, self.x.shape[0] * 2)
-                self.x = np.resize(self.x, (grow, N_FEATURES))
-                self.wall = np.resize(self.wall, grow)
-            i = self.size
-            self.size += 1
-        else:
-            i = self._rng.randrange(self.seen)
-            if i >= self.capacity:
-                return
-        self.x[i] = row
-        self.wall[i] = wall_ns
+        if len(self.rows) < self.capacity:
+            self.rows.append((array("f", row), wall_ns, weight, tuple(keys)))
+            return
+        i = self._rng.randrange(self.seen)  # decided first: most events of a long period are not kept
+        if i < self.capacity:
+            self.rows[i] = (array("f", row), wall_ns, weight, tuple(keys))
+
+    def ordered(self) -> list[tuple[array, int, float, tuple[Key, ...]]]:
+        """The rows in time order (a copy)."""
+        return sorted(self.rows, key=lambda r: r[1])
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Rows and times in time order (a copy)."""
-        order = np.argsort(self.wall[: self.size], kind="stable")
-        return self.x[: self.size][order].astype(np.float64), self.wall[: self.size][order].copy()
+        """Live rows and times in time order."""
+        rows = self.ordered()
+        x = np.array([r[0] for r in rows], dtype=np.float64).reshape(len(rows), N_FEATURES)
+        return x, np.array([r[1] for r in rows], dtype=np.int64)
 
     def to_bytes(self) -> bytes:
-        import io
+        """msgpack: keys as bytes (``os.fsencode``), so any name a process used survives the round trip."""
+        strings: dict[str, int] = {}
 
-        buf = io.BytesIO()
-        np.savez(buf, x=self.x[: self.size], wall=self.wall[: self.size],
-                 seen=np.array([self.seen], dtype=np.int64))  # fmt: skip
-        return buf.getvalue()
+        def ref(text: str) -> int:
+            i = strings.get(text)
+            if i is None:
+                i = strings[text] = len(strings)
+            return i
+
+        rows = [[list(map(float, x)), wall, weight, [[c, ref(k), ref(s), ref(i)] for c, k, s, i in keys]]
+                for x, wall, weight, keys in self.rows]  # fmt: skip
+        return msgpack.packb({
+            "version": SAMPLE_VERSION,
+            "features": N_FEATURES,
+            "seen": self.seen,
+            "strings": [raw_bytes(t) for t in strings],
+            "rows": rows,
+        })  # fmt: skip
 
     @classmethod
     def load(cls, path: Path, capacity: int) -> RowSample:
         """Raises ValueError when the file is not a sample this agent wrote."""
-        if not zipfile.is_zipfile(path):
-            raise ValueError("not an npz archive")
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                if set(npz.files) != {"x", "wall", "seen"}:
-                    raise ValueError(f"arrays {sorted(npz.files)} != ['seen', 'wall', 'x']")
-                x, wall, seen = npz["x"], npz["wall"], npz["seen"]
-        except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
-            raise ValueError(f"corrupt ({exc})") from None
-        if x.dtype != np.float32 or x.ndim != 2 or x.shape[1] != N_FEATURES:
-            raise ValueError(f"rows must be float32 with {N_FEATURES} columns")
-        if wall.dtype != np.int64 or wall.shape != (x.shape[0],) or seen.shape != (1,):
-            raise ValueError("times/seen have the wrong shape")
-        if not np.all(np.isfinite(x)) or int(seen[0]) < x.shape[0]:
-            raise ValueError("non-finite rows or an inconsistent count")
+            data = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
+        except OSError as exc:
+            raise ValueError(f"unreadable ({exc.strerror or exc})") from None
+        except Exception as exc:  # msgpack raises several types on corrupt input
+            raise ValueError(f"corrupt ({type(exc).__name__}: {exc})") from None
+        if not isinstance(data, dict) or data.get("version") != SAMPLE_VERSION:
+            raise ValueError(f"not a version {SAMPLE_VERSION} learning sample (another agent wrote it)")
+        if data.get("features") != N_FEATURES:
+            raise ValueError(f"rows have {data.get('features')!r} features, this agent {N_FEATURES}")
+        strings, rows, seen = data.get("strings"), data.get("rows"), data.get("seen")
+        if not isinstance(strings, list) or not all(isinstance(t, bytes) for t in strings):
+            raise ValueError("strings must be a list of byte strings")
+        if not isinstance(rows, list) or not isinstance(seen, int) or seen < len(rows):
+            raise ValueError("rows must be a list and seen at least their number")
+        text = [os.fsdecode(t) for t in strings]
         sample = cls(capacity)
-        n = min(x.shape[0], sample.capacity)
-        sample.x = np.zeros((max(n, 1024) if n < sample.capacity else sample.capacity, N_FEATURES),
-                            dtype=np.float32)  # fmt: skip
-        sample.wall = np.zeros(sample.x.shape[0], dtype=np.int64)
-        sample.x[:n], sample.wall[:n] = x[:n], wall[:n]
-        sample.size, sample.seen = n, int(seen[0])
+        try:
+            for x, wall, weight, keys in rows[: sample.capacity]:
+                if len(x) != N_FEATURES or not all(isinstance(v, float) and math.isfinite(v) for v in x):
+                    raise ValueError("a row has the wrong length or a non-finite value")
+                if not isinstance(wall, int) or not isinstance(weight, float) or not weight > 0:
+                    raise ValueError("a row's time or weight is invalid")
+                parsed = tuple((int(c), text[k], text[s], text[i]) for c, k, s, i in keys)
+                if any(c >= N_FEATURES for c, *_ in parsed):
+                    raise ValueError("a key names a feature column out of range")
+                sample.rows.append((array("f", x), wall, weight, parsed))
+        except (TypeError, IndexError) as exc:
+            raise ValueError(f"malformed row ({exc})") from None
+        sample.seen = seen
         return sample
 
 
@@ -179,16 +225,16 @@ class HostState:
         probe.write_bytes(b"")
         probe.unlink()
 
-    def load_rarity(self) -> tuple[RarityState | None, str | None]:
+    def load_profiles(self) -> tuple[ProfileState | None, str | None]:
         path = self.dir / RARITY_FILE
         if not path.exists():
             return None, None
         try:
-            return RarityState.from_dict(orjson.loads(path.read_bytes())), None
+            return ProfileState.from_dict(orjson.loads(path.read_bytes())), None
         except (OSError, ValueError, TypeError) as exc:
             return None, f"{path}: {exc}; moved to {quarantine(path)}, the baseline starts afresh"
 
-    def save_rarity(self, state: RarityState) -> None:
+    def save_profiles(self, state: ProfileState) -> None:
         atomic_write(self.dir / RARITY_FILE, orjson.dumps(state.to_dict(json_safe=True)))
 
     def load_learning(self, capacity: int) -> tuple[LearningProgress | None, RowSample | None, list[str]]:

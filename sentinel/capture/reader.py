@@ -10,6 +10,7 @@ bounded memory.
 from __future__ import annotations
 
 import functools
+import operator
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -64,6 +65,11 @@ _ENC = TEXT_ENCODING
 _ERR = TEXT_ERRORS
 _TYPES: dict[int, EventType] = {int(t): t for t in EventType}
 _EVENT_INT_POS = tuple(i + 1 for i, n in enumerate(EVENT_FIELDS) if n not in EVENT_BIN_FIELDS and n != "argv")
+# The hot path checks every integer element at once (C loops); a bad record is walked to name the culprit.
+_EVENT_INTS = operator.itemgetter(*_EVENT_INT_POS)
+_V2_INT_POS = tuple(i for i, n in enumerate(EVENT_V2_FIELDS) if n not in ("creds", "exe_name"))
+_V2_INTS = operator.itemgetter(*_V2_INT_POS)
+_INT_ONLY = {int}
 _FACTS_INT_POS = tuple(
     i + 1
     for i, name in enumerate(FACTS_FIELDS)
@@ -187,9 +193,10 @@ def _ints(record: list[Any], positions: tuple[int, ...], names: tuple[str, ...])
 def _event_v2(ev: Event, extra: list[Any]) -> None:
     """The version-2 elements of an event record: identity and credentials the probe read."""
     child_start_ns, exe_name, exe_ino, exe_dev, exe_nlink, tty_nr, start_ns, creds = extra
-    for name, value in zip(EVENT_V2_FIELDS, extra, strict=True):
-        if name not in ("creds", "exe_name") and type(value) is not int:
-            raise _Bad(f"{name} is {short_repr(value)}, expected an integer")
+    if set(map(type, _V2_INTS(extra))) != _INT_ONLY:
+        for name, value in zip(EVENT_V2_FIELDS, extra, strict=True):
+            if name not in ("creds", "exe_name") and type(value) is not int:
+                raise _Bad(f"{name} is {short_repr(value)}, expected an integer")
     if creds is not None:
         if type(creds) is not list or len(creds) != 10:
             raise _Bad(f"creds is {short_repr(creds)}, expected nil or an array of 10")
@@ -357,9 +364,10 @@ class CaptureReader:
         n = len(record)
         if n != EVENT_RECORD_LEN and n != EVENT_RECORD_LEN_V1:
             raise _Bad(f"has {n} elements, expected {EVENT_RECORD_LEN} (or {EVENT_RECORD_LEN_V1}, version 1)")
-        for i in _EVENT_INT_POS:
-            if type(record[i]) is not int:
-                raise _Bad(f"{EVENT_FIELDS[i - 1]} is {short_repr(record[i])}, expected an integer")
+        if set(map(type, _EVENT_INTS(record))) != _INT_ONLY:
+            for i in _EVENT_INT_POS:
+                if type(record[i]) is not int:
+                    raise _Bad(f"{EVENT_FIELDS[i - 1]} is {short_repr(record[i])}, expected an integer")
         # fmt: off
         (_, _, ts, pid, tid, uid, gid, comm, cgroup_id, flags, ret, filename, argv, argc_total, path,
          dirfd, open_flags, mode, repeat_count, fd, family, address, port, sock_type, child_pid,

@@ -242,19 +242,33 @@ _ML_FIELDS: tuple[tuple[str, str, tuple[EventType, ...], str], ...] = (
      "the agent learns or with no model. Computed on first use: put cheaper checks before it."),
     ("threshold", FLOAT, MAIN, "The active model's alert threshold for this event type."),
     ("anomalous", BOOL, MAIN, "`ml.score` above `ml.threshold` (computes the score, as ml.score)."),
-    ("rarity.exe", FLOAT, MAIN, "How rare the executable is on this host."),
-    ("rarity.parent_exe", FLOAT, MAIN, "How rare this parent→child executable pair is on this host."),
-    ("rarity.user_exe", FLOAT, MAIN, "How rare this user running this executable is on this host."),
-    ("rarity.exe_port", FLOAT, (CONNECT,), "How rare this executable connecting to this port is."),
-    ("rarity.exe_dir", FLOAT, (OPEN,), "How rare this executable opening files in this directory is"
-     " (the directory of fd.name)."),
-    ("seen.exe", INT, MAIN, "Times this host saw the executable run before this event."),
-    ("seen.parent_exe", INT, MAIN, "Times this host saw this parent→child pair before this event."),
-    ("seen.user_exe", INT, MAIN, "Times this host saw this user run this executable before."),
-    ("seen.exe_port", INT, (CONNECT,), "Times this executable connected to this port before."),
-    ("seen.exe_dir", INT, (OPEN,), "Times this executable opened files in this directory before."),
-    ("new_dest", BOOL, (CONNECT,), "The destination's /24 was never seen on this host (missing for "
-     "IPv6 and unix sockets)."),
+    ("novelty.exe", FLOAT, (EXEC,), "How unexpected it is that this host runs this program: 0 when it ran "
+     "before, else -log of the host's chance of a new program (higher: the host rarely runs new ones)."),
+    ("novelty.child", FLOAT, (EXEC,), "0 when the parent program started this program before, else how "
+     "unexpected a new child is for that parent."),
+    ("novelty.user", FLOAT, (EXEC,), "0 when the program ran as this user before, else how unexpected."),
+    ("novelty.read_dir", FLOAT, (OPEN,), "0 when the program read from this directory before, else how "
+     "unexpected a new directory is for this program (missing for opens that can write)."),
+    ("novelty.write_dir", FLOAT, (OPEN,), "0 when the program opened files in this directory for writing "
+     "before, else how unexpected (missing for read-only opens)."),
+    ("novelty.port", FLOAT, (CONNECT,), "0 when the program connected to this port before, else how "
+     "unexpected a new port is for this program."),
+    ("novelty.dest", FLOAT, (CONNECT,), "0 when the program connected to this address range (IPv4 /24, "
+     "IPv6 /64, a unix socket's path with ids in its directory normalised) before, else how unexpected."),
+    ("novelty.host_dest", FLOAT, (CONNECT,), "0 when any program on this host connected to this range "
+     "before, else how unexpected (missing for unix sockets)."),
+    ("seen.exe", INT, (EXEC,), "Times this host ran the program before this event."),
+    ("seen.child", INT, (EXEC,), "Times the parent program started this program before."),
+    ("seen.user", INT, (EXEC,), "Times the program ran as this user before."),
+    ("seen.read_dir", INT, (OPEN,), "Times the program read from this directory before (missing for opens "
+     "that can write)."),
+    ("seen.write_dir", INT, (OPEN,), "Times the program opened files in this directory for writing before "
+     "(missing for read-only opens)."),
+    ("seen.port", INT, (CONNECT,), "Times the program connected to this port before."),
+    ("seen.dest", INT, (CONNECT,), "Times the program connected to this address range before."),
+    ("seen.host_dest", INT, (CONNECT,), "Times any program here connected to this address range before."),
+    ("new_dest", BOOL, (CONNECT,), "No program on this host connected to the destination's range before "
+     "(missing for unix sockets)."),
 )  # fmt: skip
 
 FIELDS_LIST: list[FieldDef] = [
@@ -923,12 +937,14 @@ GROUP_NOTES: dict[str, str] = {
         "The anomaly model's view of the event. Every ml field is missing (checks false, `<NA>` in output) "
         "when the anomaly engine is off (`--model off`; rule fixtures without `sentinel.ml` values) and on "
         "events of other types; `ml.score`, `ml.threshold` and `ml.anomalous` are also missing while the "
-        "agent is still learning, whereas `ml.rarity.*`, `ml.seen.*` and `ml.new_dest` are there whenever "
-        "features are computed, learning included. A rarity is -log of the key's smoothed, decayed "
-        "frequency on this host (higher is rarer); a seen count is the decayed number of earlier events "
-        "with that key, rounded down. Floats print with 4 significant digits in output text and stay "
-        "numbers in JSON output fields. `ml.score` (and `ml.anomalous`) may run the model on demand, so put "
-        "cheaper checks first."
+        "agent is still learning, whereas `ml.novelty.*`, `ml.seen.*` and `ml.new_dest` are there whenever "
+        "features are computed, learning included. Directories are compared as habits (digit runs, hex ids "
+        "and temporary names normalised). A novelty is 0 for something the program did before and otherwise "
+        "-log of the program's chance of doing something new (the higher of its Good-Turing and Witten-Bell "
+        "estimates; higher novelty: it rarely does new things; the model's rows count it from 4); a seen "
+        "count is the decayed number of earlier events with that key, rounded down. Floats print with 4 "
+        "significant digits in output text and stay numbers in JSON output fields. `ml.score` (and "
+        "`ml.anomalous`) may run the model on demand, so put cheaper checks first."
     ),
 }
 

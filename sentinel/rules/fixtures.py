@@ -265,12 +265,12 @@ def _chain(doc: Mapping[str, Any], proc_block: Mapping[str, Any], ts: int) -> Pr
 
 
 # What an ml alert holds under sentinel.ml besides field values: skipped, so pasted alerts load as fixtures.
-_ML_ALERT_KEYS = frozenset({"model", "explanation", "incident"})
+_ML_ALERT_KEYS = frozenset({"model", "explanation", "incident", "new", "baseline_s"})
 _ML_DEFS = {name[3:]: fdef for name, fdef in FIELDS.items() if name.startswith("ml.")}
 
 
 class StaticMlView:
-    """``ml.*`` values given in a fixture (``sentinel.ml: {score: 0.9, rarity: {exe: 7.1}}``), so rules that
+    """``ml.*`` values given in a fixture (``sentinel.ml: {score: 0.9, novelty: {child: 7}}``), so rules that
     read the anomaly model can be tested without one. Same contract as the agent's view: ``value(name)`` with
     the field name without ``ml.``, None when not given."""
 

@@ -1,6 +1,8 @@
-"""End to end on the real kernel: record a benign capture, train a model on it, run the agent with that model;
-more benign activity raises no anomaly alert, a web shell in the service (bash connecting out on an odd
-port) raises explained sentinel-ml alerts that form one incident."""
+"""End to end on the real kernel, with the shipped default (``--model auto``): the agent learns a lab service
+for a short warm-up, trains its host model by itself and switches to detection; more benign activity raises
+no anomaly alert, while a web shell in the service (a shell it never started, connecting out on a port it
+never used) raises sentinel-ml alerts that say what was new, as one incident. A model trained from a
+recorded capture (`sentinel record` + `sentinel train`) is checked to load and verify as well."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from .conftest import HELPERS, REPO, get, sentinel_cmd
 from .test_detection import Detector, in_tree
 
 pytestmark = pytest.mark.kernel
-RECORD_S = 40.0
+RECORD_S = 20.0
 
 
 class Lab:
@@ -103,35 +105,33 @@ def record_baseline(lab: Lab, capture: Path) -> None:
     assert rec.wait(60) == 0, lines[-10:]
 
 
-@pytest.fixture(scope="module")
-def model(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    work = tmp_path_factory.mktemp("anomaly")
-    capture = work / "baseline.cap"
-    record_baseline(lab, capture)
-    out = work / "model"
-    train = subprocess.run(
-        # A 40 s baseline is short: an hour's budget at 300/day lets the threshold sit below the few odd
-        # events any busy host has in its held-out slice, instead of at the single oddest one.
-        sentinel_cmd("train", str(capture), "--output", str(out), "--alerts-per-day", "300"),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    assert train.returncode == 0, train.stderr
-    info = subprocess.run(sentinel_cmd("model", "info", "--model", str(out)), capture_output=True, cwd=REPO)
-    assert info.returncode == 0, info.stderr
-    return out
-
-
 def ml_alerts(d: Detector) -> list[dict[str, Any]]:
     return [a for a in list(d.alerts) if get(a, "rule.ruleset") == "sentinel-ml"]
 
 
-def test_model_alerts_on_a_web_shell_and_stays_quiet_on_benign(lab: Lab, model: Path, tmp_path: Path) -> None:
-    d = Detector(("--model", str(model), "--state-dir", str(tmp_path / "state")))
+# A program's first child alerts once its profiles hold enough evidence that it does not start children: about
+# thirty 10-second slots of activity (features.NEWS_LEVEL, -log 0.018); sixty here. Ten minutes is also the
+# learning period the issue's lab measures.
+WARM_UP_S = 600
+
+
+def test_auto_learns_then_alerts_on_a_web_shell_saying_what_was_new(lab: Lab, tmp_path: Path) -> None:
+    state = str(tmp_path / "s")
+    d = Detector(("--model", "auto", "--learn-period", f"{WARM_UP_S}s", "--state-dir", state))
     try:
         started = [x for x in d.diagnostics if x.get("event") == "sentinel.anomaly"]
-        assert started and started[0]["phase"] == "detection", d.diagnostics[-5:]
+        assert started and started[0]["phase"] == "learning", d.diagnostics[-5:]
+        deadline = time.monotonic() + WARM_UP_S + 120
+        while not any(x.get("event") == "sentinel.model_trained" for x in d.diagnostics):
+            assert time.monotonic() < deadline, [x.get("event") for x in d.diagnostics][-20:]
+            lab.benign_round()
+            time.sleep(0.1)
+        trained = next(x for x in d.diagnostics if x.get("event") == "sentinel.model_trained")
+        assert trained["retrained"] is False and trained["next_training_s"] >= 2 * WARM_UP_S
+        assert not ml_alerts(d)  # nothing while learning: rules only
+        status = subprocess.run(sentinel_cmd("model", "status", "--state-dir", state, "--json"),
+                                capture_output=True, cwd=REPO)  # fmt: skip
+        assert status.returncode == 0 and orjson.loads(status.stdout)["phase"] == "detection", status.stderr
 
         first_benign = len(lab.benign_pids)
         lab.run_for(8.0)
@@ -170,8 +170,13 @@ def test_model_alerts_on_a_web_shell_and_stays_quiet_on_benign(lab: Lab, model: 
         assert get(a, "event.kind") == "alert" and get(a, "rule.name") == "Anomalous behaviour for this host"
         ml = get(a, "sentinel.ml")
         assert ml["score"] > ml["threshold"] and ml["model"]["phase"] == "detection"
+        assert ml["model"]["name"] == "host"
         assert 1 <= len(ml["explanation"]) <= 3
         assert all(e["text"] and "feature" in e for e in ml["explanation"])
+        news = [n for x in attack for n in get(x, "sentinel.ml.new") or []]
+        assert news and all(n["text"] in get(x, "message") for x in attack for n in get(x, "sentinel.ml.new"))
+        assert any(n["what"] in ("child", "exe", "port", "dest") for n in news), news
+        assert any("of baseline" in n["text"] for n in news)
         assert get(a, "process.parent.executable") == str(lab.exe) or any(
             x.get("executable") == str(lab.exe) for x in get(a, "sentinel.ancestors") or []
         )
@@ -182,4 +187,15 @@ def test_model_alerts_on_a_web_shell_and_stays_quiet_on_benign(lab: Lab, model: 
     stopped = [x for x in d.diagnostics if x.get("event") == "sentinel.detection_stopped"]
     assert stopped and stopped[0]["anomaly"]["scored"] > 0
     assert not d.bad, d.bad[:3]
-    assert orjson  # documents were parsed by the Detector
+
+
+def test_a_model_trained_from_a_recorded_capture_loads_and_verifies(lab: Lab, tmp_path: Path) -> None:
+    capture = tmp_path / "baseline.cap"
+    record_baseline(lab, capture)
+    out = tmp_path / "model"
+    train = subprocess.run(sentinel_cmd("train", str(capture), "--output", str(out)), capture_output=True,
+                           text=True, cwd=REPO)  # fmt: skip
+    assert train.returncode == 0, train.stderr
+    assert "fitting" in train.stderr and "model written" in train.stderr  # progress on stderr
+    info = subprocess.run(sentinel_cmd("model", "info", "--model", str(out)), capture_output=True, cwd=REPO)
+    assert info.returncode == 0, info.stderr

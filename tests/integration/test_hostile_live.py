@@ -84,9 +84,9 @@ def test_hostile_processes_cannot_break_the_agent_or_its_state(
     stopped = [d for d in agent.diagnostics if d.get("event") == "sentinel.stopped"][-1]
     assert not any((stopped.get("task_failures") or {}).values()), stopped.get("task_failures")
 
-    rarity, problem = HostState(state_dir).load_rarity()
-    assert problem is None and rarity is not None
-    keys = list(strings_in(rarity.to_dict()))
+    profiles, problem = HostState(state_dir).load_profiles()
+    assert problem is None and profiles is not None
+    keys = list(strings_in(profiles.to_dict()))
     assert any("x-\udcff" in k for k in keys), "the hostile directory is not in the reloaded baseline"
 
     again = Detector(args)  # the next start reads the same state

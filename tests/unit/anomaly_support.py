@@ -23,6 +23,16 @@ TOOLS = [
     ("/usr/bin/curl", ["curl", "-s", "https://example.org/"], "/etc/resolv.conf", ("93.184.216.34", 443)),
     ("/usr/bin/grep", ["grep", "-r", "todo", "."], "/home/u/src/a.py", None),
 ]
+# Now and then the user does something once, as people do: the baseline then has things that happened a
+# single time (what novelty looks like), not only endless repeats.
+ONE_OFF_EVERY = 10
+
+
+def one_off(i: int) -> tuple[str, list[str], str, tuple[str, int] | None]:
+    k = i // ONE_OFF_EVERY
+    exe = ["/usr/bin/ls", "/usr/bin/cat", "/usr/bin/grep", f"/usr/bin/tool{k}"][k % 4]
+    dest = ("93.184.216.34", 8000 + k) if k % 3 == 0 else None
+    return exe, [exe.rsplit("/", 1)[-1], f"/home/u/p{k}"], f"/home/u/p{k}/f", dest
 
 
 def ev(etype: EventType, ts: int, pid: int, **kw: object) -> Event:
@@ -46,7 +56,7 @@ def write_baseline(path: Path, runs: int = 300, span_s: int = 2 * 86_400, attack
         w.write_facts(SHELL)
         w.write_snapshot_end(10 * S)
         for i in range(runs):
-            exe, argv, opened, dest = TOOLS[i % len(TOOLS)]
+            exe, argv, opened, dest = TOOLS[i % len(TOOLS)] if i % ONE_OFF_EVERY else one_off(i)
             pid = 1000 + i
             t = (20 + i * step) * S
             w.write_event(ev(EventType.FORK, t, 100, child_pid=pid))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sentinel.anomaly import features
 from sentinel.anomaly.evaluate import (
     CLK_TCK,
     AttackTree,
@@ -23,7 +24,8 @@ from sentinel.anomaly.evaluate import (
 )
 from sentinel.anomaly.features import INDEX
 from sentinel.anomaly.model import Model, load_model
-from sentinel.anomaly.rarity import RarityState
+from sentinel.anomaly.profiles import HOST as HOST_SUBJECT
+from sentinel.anomaly.profiles import ProfileState
 from sentinel.anomaly.train import capture_rows, train
 from sentinel.capture import CaptureWriter, capture_header
 from sentinel.events import AF_INET, EventType
@@ -41,10 +43,10 @@ def ticks(ts_ns: int) -> int:
     return ts_ns * CLK_TCK // 1_000_000_000
 
 
-def baseline_state(model: Model) -> RarityState:
+def baseline_state(model: Model) -> ProfileState:
     """A copy: capture_rows learns into the state it is given, and the model is shared by the tests."""
-    assert model.rarity is not None
-    return RarityState.from_dict(model.rarity.to_dict())
+    assert model.profiles is not None
+    return model.profiles.copy()
 
 
 @pytest.fixture(scope="module")
@@ -125,22 +127,26 @@ def test_a_reused_pid_is_not_the_root(model: Model, tmp_path: Path) -> None:
     assert attack_instance(model, cap).events == 6
 
 
-def test_rarity_still_learns_from_events_outside_the_tree(model: Model, tmp_path: Path) -> None:
+def test_profiles_still_learn_from_events_outside_the_tree(
+    model: Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The unrelated process ran the attack's binary first: the attack then looks less new, as live."""
+    monkeypatch.setattr(features, "NEWS_LEVEL", 0.0)  # every novelty in the rows: the small baseline's too
     fresh = write_attack_capture(tmp_path / "fresh.cap")
     seen = write_attack_capture(tmp_path / "seen.cap", other_exe="/dev/shm/.y")
     tree = AttackTree("dropper", 5000, ticks(T_ROOT))
-    rare_exe = {}
+    new_exe = {}
     for cap in (fresh, seen):
         rows = capture_rows([cap], state=baseline_state(model), row_tag=lambda e, p: tree.contains(p))
         assert rows.tags is not None and len(rows.tags) == rows.x.shape[0]  # a tag for every row
         in_tree = rows.x[np.array(rows.tags, dtype=bool)]
         assert in_tree.shape[0] == 4
         dropped_exec = in_tree[1]  # the grandchild's exec of /dev/shm/.y
-        assert dropped_exec[INDEX["type_exec"]] == 1.0 and dropped_exec[INDEX["exe_writable_dir"]] == 1.0
-        rare_exe[cap.name] = dropped_exec[INDEX["rare_exe"]]
-        assert rows.extractor.state.tables["exe"].count("/dev/shm/.y") == (2 if cap is seen else 1)
-    assert rare_exe["seen.cap"] < rare_exe["fresh.cap"]
+        assert dropped_exec[INDEX["type_exec"]] == 1.0
+        new_exe[cap.name] = dropped_exec[INDEX["new_exe"]]
+        seen_count = rows.extractor.state.tables["exe"].count(HOST_SUBJECT, "/dev/shm/.y")
+        assert seen_count == (2 if cap is seen else 1)
+    assert new_exe["seen.cap"] == 0.0 < new_exe["fresh.cap"]
 
 
 def test_missing_root_is_a_miss_and_evaluate_reports_instances(model: Model, tmp_path: Path) -> None:

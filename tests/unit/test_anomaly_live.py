@@ -1,5 +1,6 @@
-"""The anomaly engine inside the agent: learning that survives restarts, training and switching, refusal of
-bad models, lazy ml.* values, micro-batch alerts grouped per process tree, no learning from alerted rows."""
+"""The anomaly engine inside the agent: learning that survives restarts, training, switching and
+retraining, refusal of bad models, lazy ml.* values, alerts grouped per process tree, novelty alerting
+once."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
@@ -15,6 +17,7 @@ from sentinel.alerts.model import ML_RULESET
 from sentinel.anomaly.features import FEATURES, INDEX
 from sentinel.anomaly.live import PHASE_DETECTION, PHASE_LEARNING, AnomalyEngine, AnomalySettings, open_engine
 from sentinel.anomaly.model import load_model
+from sentinel.anomaly.profiles import HOST as HOST_SUBJECT
 from sentinel.anomaly.state import HostState
 from sentinel.anomaly.train import train
 from sentinel.cli import main
@@ -98,16 +101,18 @@ def test_learning_survives_restart_then_trains_and_switches(tmp_path: Path) -> N
     ctx = open_ctx(proc(5, "/usr/bin/ls"), 10**12, "/etc/hostname")
     engine.observe(ctx)
     assert ctx.ml.value("score") is None  # no model while learning: ml.score is missing
-    assert ctx.ml.value("rarity.exe_dir") is not None  # rarities are there for rules already
+    assert ctx.ml.value("novelty.read_dir") is not None  # novelties are there for rules already
     assert engine.progress is not None
     engine.progress.learned_s = 1000.0
+    ls_count = engine.extractor.state.tables["exe"].count(HOST_SUBJECT, "/usr/bin/ls")
+    assert ls_count == 16.0  # 50 runs over 150 s: once per 10 s slot, plus pid 5 (an open, later)
     engine.close(log)  # the agent stops: state saved
 
     again, _ = open_engine(settings, log)
     assert again is not None and again.phase == PHASE_LEARNING
     assert again.progress is not None and again.progress.learned_s == 1000.0  # resumed, not restarted
     assert again.sample is not None and again.sample.size == 301
-    assert again.extractor.state.tables["exe"].count("/usr/bin/ls") == 51.0  # 50 execs + pid 5 met by an open
+    assert again.extractor.state.tables["exe"].count(HOST_SUBJECT, "/usr/bin/ls") == ls_count
     benign_stream(again, 100, start_ts=200 * 10**9)
     again.progress.learned_s = 3600.0
     again.tick(log)
@@ -118,9 +123,23 @@ def test_learning_survives_restart_then_trains_and_switches(tmp_path: Path) -> N
     assert "sentinel.model_trained" in log.events()
     manifest = load_model(tmp_path / "anomaly" / "model").manifest
     assert manifest["features"] == list(FEATURES) and manifest["events_seen"] == 501
-    # the next start uses the host model directly
+    assert again.progress.trainings == 1  # next: at twice the learned time
+    assert again.progress.next_train_s == pytest.approx(7200.0, abs=30)
+    # the next start uses the host model directly, and goes on learning towards the next training
     third, _ = open_engine(settings, log)
     assert third is not None and third.phase == PHASE_DETECTION and third.model_name == "host"
+    assert third.progress is not None and third.progress.next_train_s == pytest.approx(7200.0, abs=30)
+    assert third.sample is not None and third.sample.size == 501
+    benign_stream(third, 10, start_ts=400 * 10**9)
+    third.score_pending()
+    assert third.sample.size == 521  # detection keeps sampling rows for the next training
+    third.progress.learned_s = 7300.0
+    third.tick(log)
+    assert third.job is not None and third.phase == PHASE_DETECTION  # retrains without stopping detection
+    third.job.done.wait(60)
+    third.tick(log)
+    assert third.progress.trainings == 2 and third.progress.next_train_s == pytest.approx(14_600.0, abs=30)
+    assert log.records[-1][2]["retrained"] is True
 
 
 def test_too_few_events_extends_learning(tmp_path: Path) -> None:
@@ -157,15 +176,28 @@ def test_tampered_model_is_refused_and_rules_run_alone(tmp_path: Path, model_dir
 def test_state_corruption_is_quarantined_not_fatal(tmp_path: Path) -> None:
     d = tmp_path / "anomaly"
     d.mkdir()
-    (d / "rarity.json").write_text("{not json")
-    (d / "learning.json").write_text(json.dumps({"version": 1, "learned_s": 5, "events": 3, "started": 0}))
-    (d / "sample.npz").write_bytes(b"PK\x03\x04garbage")
+    (d / "profiles.json").write_text("{not json")
+    (d / "learning.json").write_text(json.dumps({"version": 2, "learned_s": 5, "events": 3, "started": 0}))
+    (d / "sample.msgpack").write_bytes(b"\xc1garbage")
     log = Log()
     engine, _ = open_engine(AnomalySettings(state_dir=str(tmp_path)), log)
     assert engine is not None and engine.phase == PHASE_LEARNING
     assert engine.progress is not None and engine.progress.learned_s == 0.0  # started over, and said so
-    assert (d / "rarity.json.corrupt").exists() and (d / "sample.npz.corrupt").exists()
+    assert (d / "profiles.json.corrupt").exists() and (d / "sample.msgpack.corrupt").exists()
     assert log.events().count("sentinel.state_corrupt") == 2
+
+
+def test_state_an_older_agent_wrote_starts_learning_over_and_says_so(tmp_path: Path) -> None:
+    d = tmp_path / "anomaly"
+    d.mkdir()
+    (d / "learning.json").write_text(json.dumps({"version": 1, "learned_s": 5, "events": 3, "started": 0}))
+    (d / "sample.npz").write_bytes(b"PK\x03\x04old")
+    log = Log()
+    engine, _ = open_engine(AnomalySettings(state_dir=str(tmp_path)), log)
+    assert engine is not None and engine.phase == PHASE_LEARNING and engine.progress is not None
+    assert engine.progress.learned_s == 0.0
+    (problem,) = [kw["problem"] for _, e, kw in log.records if e == "sentinel.state_corrupt"]
+    assert "an older agent wrote it: learning starts over" in problem
 
 
 def test_lazy_view_values(model_dir: Path, tmp_path: Path) -> None:
@@ -175,24 +207,31 @@ def test_lazy_view_values(model_dir: Path, tmp_path: Path) -> None:
     op = open_ctx(p, 5, "/etc/shadow")
     engine.observe(op)
     v = op.ml
-    assert v.score_value is None  # nothing scored until asked or batched
-    assert v.value("rarity.exe_dir") == v.x[INDEX["rare_exe_dir"]]
-    assert v.value("rarity.exe_port") is None and v.value("seen.exe_port") is None  # connect only
-    assert v.value("seen.exe_dir") == 0
+    # a program never seen reads: new (the field says how unexpected), below the news level (0 in the row)
+    assert v.value("novelty.read_dir") > 0 and v.x[INDEX["new_read_dir"]] == 0.0
+    # no news: the forest would score it as the familiar row, so that score is set at once, nothing queued
+    assert v.score_value is not None and not engine.pending and v.value("anomalous") is False
+    assert v.score_value == float(engine.compiled["open"].scores(np.array([v.x]))[0])
+    assert v.value("novelty.write_dir") is None  # a reading open
+    assert v.value("novelty.port") is None and v.value("seen.port") is None  # connect only
+    assert v.value("seen.read_dir") == 0
     assert v.value("new_dest") is None
-    score = v.value("score")
-    assert isinstance(score, float) and 0 < score <= 1
-    threshold = engine.thresholds["open"]
-    assert v.value("threshold") == threshold
-    assert v.value("anomalous") == (score > threshold)
-    assert engine.stats.lazy_scores == 1
     co = connect_ctx(p, 6, "203.0.113.9", 4444)
     engine.observe(co)
-    assert co.ml.value("new_dest") is True and co.ml.value("seen.exe_port") == 0
-    assert co.ml.value("nonsense") is None
+    c = co.ml
+    assert c.score_value is None and engine.pending  # news: nothing scored until asked or batched
+    assert c.value("new_dest") is True and c.value("seen.port") == 0
+    assert c.value("novelty.host_dest") == c.x[INDEX["new_host_dest"]] > 0
+    assert c.value("nonsense") is None
+    score = c.value("score")
+    assert isinstance(score, float) and 0 < score <= 1
+    threshold = engine.thresholds["connect"]
+    assert c.value("threshold") == threshold
+    assert c.value("anomalous") == (score > threshold)
+    assert engine.stats.lazy_scores == 1
 
 
-def test_batch_alerts_grouped_per_tree_and_not_learned(model_dir: Path) -> None:
+def test_batch_alerts_grouped_per_tree_and_novelty_alerts_once(model_dir: Path) -> None:
     engine, _ = open_engine(AnomalySettings(model=str(model_dir), state_dir=""), Log())
     assert engine is not None
     shell = proc(100, "/usr/bin/bash", proc(1, "/usr/lib/systemd/systemd", uid=0))
@@ -203,8 +242,9 @@ def test_batch_alerts_grouped_per_tree_and_not_learned(model_dir: Path) -> None:
     )
     engine.observe(connect_ctx(dropper, 11, "203.0.113.9", 4444))
     engine.observe(exec_ctx(child, 12, ["/dev/shm/.y", "203.0.113.9"]))
+    engine.observe(connect_ctx(child, 13, "198.51.100.7", 443))  # a range this host never reached
     ls = proc(11, "/usr/bin/ls", shell)
-    engine.observe(exec_ctx(ls, 13, ["ls"]))
+    engine.observe(exec_ctx(ls, 14, ["ls"]))
     alerts = engine.score_pending()
     assert alerts and all(a.ruleset == ML_RULESET for a in alerts)
     assert {a.ctx.proc.pid for a in alerts} >= {9, 10}  # type: ignore[union-attr]
@@ -212,8 +252,8 @@ def test_batch_alerts_grouped_per_tree_and_not_learned(model_dir: Path) -> None:
     assert len({a.lineage for a in alerts}) == 2  # aggregated per process inside it
     assert 11 not in {a.ctx.proc.pid for a in alerts}  # type: ignore[union-attr]
     tables = engine.extractor.state.tables
-    assert tables["exe"].count("/tmp/.x") == pytest.approx(0.1)  # alerted rows count a tenth
-    assert tables["exe"].count("/usr/bin/ls") > 0  # benign ones are
+    assert tables["exe"].count(HOST_SUBJECT, "/tmp/.x") == 1.0  # learned: the same novelty alerts once
+    assert tables["exe"].count(HOST_SUBJECT, "/usr/bin/ls") > 0
     first = alerts[0]
     assert first.finalize is not None
     first.finalize(first)
@@ -221,7 +261,12 @@ def test_batch_alerts_grouped_per_tree_and_not_learned(model_dir: Path) -> None:
     assert ml["score"] > ml["threshold"] and ml["model"]["phase"] == PHASE_DETECTION
     assert 1 <= len(ml["explanation"]) <= 3
     assert all("type_" not in e["feature"] for e in ml["explanation"])
-    assert "seen 0 times on this host" in first.output
+    assert ml["new"] and "in the baseline" not in first.output  # the baseline's length is said
+    assert any(n["text"] in first.output for n in ml["new"])
+    again = proc(12, "/tmp/.x", shell)
+    second = exec_ctx(again, 20, ["/tmp/.x", "-e", "ZWNobyBoZWxsbzsgY3VybCBodHRwOi8vMjAzLjAuMTEzLjkv"])
+    engine.observe(second)
+    assert second.ml.x[INDEX["new_exe"]] == 0.0  # its second run is not new
 
 
 def test_exec_scores_queued_rows_first_so_alerts_show_the_old_image(model_dir: Path) -> None:
@@ -295,17 +340,24 @@ def test_a_non_utf8_path_survives_the_periodic_save_and_reloads_to_the_same_key(
     assert engine is not None and engine.phase == PHASE_LEARNING
     hostile = b"/tmp/x-\xff/f\xfe".decode("utf-8", "surrogateescape")
     engine.observe(open_ctx(proc(5, "/usr/bin/cat"), 10, hostile))
-    before = {kind: dict(t.counts) for kind, t in engine.extractor.state.tables.items()}
-    (key,) = [k for k in before["exe_dir"] if "\udcff" in k]
-    rarity = engine.extractor.state.tables["exe_dir"].rarity(key)
+    state = engine.extractor.state
+
+    def items(s: Any) -> dict[str, dict[str, dict[str, float]]]:
+        return {kind: {sub: dict(p.items) for sub, p in t.subjects.items()} for kind, t in s.tables.items()}
+
+    before = items(state)
+    (key,) = [k for k in before["read_dir"]["/usr/bin/cat"] if "\udcff" in k]
+    assert state.tables["read_dir"].novelty("/usr/bin/cat", key)[0] == 0.0
     engine.tick(log)  # the periodic save (due at every tick here)
     assert engine.stats.saves == 1 and engine.stats.save_errors == 0
     assert "sentinel.state_save_failed" not in log.events()
-    data = orjson.loads((tmp_path / "anomaly" / "rarity.json").read_bytes())  # strict JSON parses it
-    assert data["tables"]["exe_dir"]["escaped_keys"] == ["/usr/bin/cat\x00/tmp/x-\\xff"]
-    reloaded, problem = HostState(tmp_path).load_rarity()
+    data = orjson.loads((tmp_path / "anomaly" / "profiles.json").read_bytes())  # strict JSON parses it
+    assert data["tables"]["read_dir"]["subjects"]["/usr/bin/cat"]["escaped_keys"] == ["/tmp/x-\\xff"]
+    reloaded, problem = HostState(tmp_path).load_profiles()
     assert problem is None and reloaded is not None
-    assert {kind: dict(t.counts) for kind, t in reloaded.tables.items()} == before
-    assert key in reloaded.to_dict()["tables"]["exe_dir"]["counts"]  # plain data: the key as it is
+    assert items(reloaded) == before
     again, _ = open_engine(settings, log)  # a restart: the same hostile path is as familiar as before
-    assert again is not None and again.extractor.state.tables["exe_dir"].rarity(key) == rarity
+    assert again is not None and again.extractor.state.tables["read_dir"].count("/usr/bin/cat", key) == 1.0
+    assert (tmp_path / "anomaly" / "sample.msgpack").exists()  # the sample keeps the raw bytes too
+    assert again.sample is not None
+    assert [k[3] for k in again.sample.rows[0][3] if k[1] == "read_dir" and k[0] >= 0] == [key]

@@ -16,12 +16,12 @@ from sklearn.ensemble import IsolationForest
 from sentinel.anomaly.model import (
     FOREST_FILE,
     MANIFEST_FILE,
-    RARITY_FILE,
+    PROFILES_FILE,
     ModelError,
     load_model,
     save_model,
 )
-from sentinel.anomaly.rarity import RarityState
+from sentinel.anomaly.profiles import ProfileState
 from sentinel.anomaly.scorer import score_samples
 from sentinel.anomaly.train import forest_from_sklearn
 
@@ -33,7 +33,7 @@ def model_dir(tmp_path: Path) -> Path:
     x = np.random.default_rng(0).normal(size=(300, 3))
     sk = IsolationForest(n_estimators=10, random_state=0, max_features=1.0).fit(x)
     out = tmp_path / "m"
-    save_model(out, forest_from_sklearn(sk, 3), {"features": NAMES, "threshold": 0.6}, RarityState())
+    save_model(out, forest_from_sklearn(sk, 3), {"features": NAMES, "threshold": 0.6}, ProfileState())
     return out
 
 
@@ -57,7 +57,7 @@ def rewrite(d: Path, **changes: np.ndarray) -> None:
 
 def resign(d: Path) -> None:
     man = json.loads((d / MANIFEST_FILE).read_text())
-    for name in (FOREST_FILE, RARITY_FILE):
+    for name in (FOREST_FILE, PROFILES_FILE):
         man["files"][name] = hashlib.sha256((d / name).read_bytes()).hexdigest()
     (d / MANIFEST_FILE).write_text(json.dumps(man))
 
@@ -94,9 +94,9 @@ def test_tampered_forest_is_refused_by_checksum(model_dir: Path) -> None:
     refused(model_dir, "sha256 does not match")
 
 
-def test_tampered_rarity_is_refused_by_checksum(model_dir: Path) -> None:
-    (model_dir / RARITY_FILE).write_text(json.dumps(RarityState().to_dict()) + " ")
-    refused(model_dir, "rarity.json: sha256")
+def test_tampered_profiles_are_refused_by_checksum(model_dir: Path) -> None:
+    (model_dir / PROFILES_FILE).write_text(json.dumps(ProfileState().to_dict()) + " ")
+    refused(model_dir, "profiles.json: sha256")
 
 
 def test_truncated_forest(model_dir: Path) -> None:

@@ -131,8 +131,9 @@ def test_tampered_model_is_an_error(tmp_path: Path) -> None:
     assert "sha256 does not match" in e.message and e.line == 3
 
 
-def test_model_default_and_auto(tmp_path: Path) -> None:
-    assert check_config(write_config(tmp_path, "", model="default")).ok
+def test_model_default_is_refused_with_the_reason_and_auto_is_fine(tmp_path: Path) -> None:
+    (e,) = check_config(write_config(tmp_path, "", model="default")).errors
+    assert e.line == 3 and "not a detection mode" in e.message and "--model auto" in e.message
     assert check_config(write_config(tmp_path, "", model="auto")).ok
 
 

@@ -32,7 +32,7 @@ def test_defaults_are_the_agents() -> None:
     assert cfg.sinks == [] and cfg.output == ["stdout"]
     assert (cfg.rules_enable, cfg.rules_disable) == ([], [])
     assert cfg.state_dir == DEFAULT_STATE_DIR == "/var/lib/sentinel"
-    assert (cfg.model, cfg.learn_period_s, cfg.learn_min_events) == ("auto", 7 * 86400.0, 1000)
+    assert (cfg.model, cfg.learn_period_s, cfg.learn_min_events) == ("auto", 3600.0, 1000)
     assert (cfg.ml_alerts_enabled, cfg.ml_batch_ms) == (True, 50.0)
     assert (cfg.redact, cfg.redact_builtin) == ([], True)
     assert cfg.metrics_address is None

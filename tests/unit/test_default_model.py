@@ -33,8 +33,8 @@ def test_default_model_loads_and_matches_the_features() -> None:
     assert model.manifest["features"] == list(FEATURES)
     assert {g.name for g in model.groups} == {"exec", "open", "connect"}
     assert all(0.0 < g.threshold < 1.0 for g in model.groups)
-    assert model.rarity is not None
-    for name in ("forest.npz", "rarity.json"):
+    assert model.profiles is not None
+    for name in ("forest.npz", "profiles.json"):
         assert (DEFAULT / name).stat().st_size < 2_000_000  # the repository stays small
 
 
@@ -44,7 +44,7 @@ def test_default_model_evaluation_is_recorded() -> None:
     assert report["attack_instances"] >= 6 and len(report["instances"]) == report["attack_instances"]
     assert set(report["detected"]) == {i["scenario"] for i in report["instances"]}
     assert 0.0 <= report["auc"] <= 1.0
-    assert report["setup"]["command"] == "sudo bash scripts/train-default-model.sh"
+    assert report["setup"]["command"] == "bash scripts/train-default-model.sh"
 
 
 def test_model_card_reports_the_evaluation() -> None:
@@ -82,3 +82,18 @@ def test_benign_workload_has_help() -> None:
         [sys.executable, str(LAB / "benign_workload.py"), "--duration", "0"], capture_output=True, timeout=30
     )
     assert bad.returncode == 2
+
+
+def test_novelty_scenarios_and_the_quality_benchmark_have_help() -> None:
+    """The live quality benchmark's scenarios: at least two of each kind the issue names."""
+    out = subprocess.run(
+        [sys.executable, str(LAB / "novelty.py"), "--list"], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0
+    kinds = [line.split()[1] for line in out.stdout.splitlines()]
+    for kind in ("service_new_program", "service_new_read", "service_new_write", "service_new_destination",
+                 "job_new_behaviour", "db_child_process"):  # fmt: skip
+        assert kinds.count(kind) >= 2, kind
+    bench = REPO / "benchmarks" / "bench_model_quality.py"
+    out = subprocess.run([sys.executable, str(bench), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "--learn" in out.stdout and "--normal" in out.stdout

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from sentinel.anomaly.live import AnomalyEngine, AnomalySettings, MlView
 from sentinel.events import AF_INET6, AF_UNIX, EventType
 from sentinel.rules import EvalContext, load_text
 from sentinel.rules.fields import FIELDS, FIELDS_LIST, FLOAT, INT, INT_OPS, OPS_BY_TYPE, reference
@@ -28,6 +29,12 @@ from tests.unit.rules_support import (
 
 CONDITION_COL = len("  condition: '") + 1  # column of a rule_yaml condition's first character
 ML_NAMES = [f.name for f in FIELDS_LIST if f.name.startswith("ml.")]
+# What ml.novelty.K and ml.seen.K measure, in registry order, and the one event type that has it.
+KINDS = {
+    "exe": EventType.EXEC, "child": EventType.EXEC, "user": EventType.EXEC,
+    "read_dir": EventType.OPEN, "write_dir": EventType.OPEN,
+    "port": EventType.CONNECT, "dest": EventType.CONNECT, "host_dest": EventType.CONNECT,
+}  # fmt: skip
 
 
 class View:
@@ -55,24 +62,22 @@ def diags(condition: str, **kw: Any) -> list[Any]:
 
 
 def test_ml_fields_are_registered_with_types_and_event_types() -> None:
-    assert ML_NAMES == [
-        "ml.score", "ml.threshold", "ml.anomalous",
-        "ml.rarity.exe", "ml.rarity.parent_exe", "ml.rarity.user_exe",
-        "ml.rarity.exe_port", "ml.rarity.exe_dir",
-        "ml.seen.exe", "ml.seen.parent_exe", "ml.seen.user_exe", "ml.seen.exe_port", "ml.seen.exe_dir",
-        "ml.new_dest",
-    ]  # fmt: skip
+    novelty, seen = [f"ml.novelty.{k}" for k in KINDS], [f"ml.seen.{k}" for k in KINDS]
+    registered = ML_NAMES
+    assert registered == ["ml.score", "ml.threshold", "ml.anomalous", *novelty, *seen, "ml.new_dest"]
     types = {name: FIELDS[name].type for name in ML_NAMES}
     assert {n for n, t in types.items() if t == FLOAT} == {
-        "ml.score", "ml.threshold", *(n for n in ML_NAMES if n.startswith("ml.rarity."))
+        "ml.score", "ml.threshold", *(n for n in ML_NAMES if n.startswith("ml.novelty."))
     }  # fmt: skip
     assert {n for n, t in types.items() if t == INT} == {n for n in ML_NAMES if n.startswith("ml.seen.")}
     assert types["ml.anomalous"] == types["ml.new_dest"] == "bool"
     main = {EventType.EXEC, EventType.OPEN, EventType.CONNECT}
+    want = {"score": main, "threshold": main, "anomalous": main, "new_dest": {EventType.CONNECT}} | {
+        k: {etype} for k, etype in KINDS.items()
+    }  # novelty.K and seen.K: only the event type that has K (exe/child/user: execs alone now)
     for name in ML_NAMES:
         f = FIELDS[name]
-        want = {"exe_port": {EventType.CONNECT}, "exe_dir": {EventType.OPEN}, "new_dest": {EventType.CONNECT}}
-        assert set(f.on) == want.get(name.rsplit(".", 1)[-1], main), name
+        assert set(f.on) == want[name.rsplit(".", 1)[-1]], name
         assert f.nullable and f.cached, name  # missing without a model; read once per event
     assert OPS_BY_TYPE[FLOAT] == INT_OPS
     assert [n for n in ML_NAMES if FIELDS[n].on_demand] == ["ml.score", "ml.anomalous"]
@@ -80,10 +85,11 @@ def test_ml_fields_are_registered_with_types_and_event_types() -> None:
 
 def test_the_helper_passes_the_name_without_prefix() -> None:
     ml = namespace()["_ml"]
-    view = View(score=0.5, seen__parent_exe=2)
+    view = View(score=0.5, seen__child=2, novelty__child=3.5)
     ctx = with_ml(exec_ctx(), view)
-    assert ml(ctx, "score") == 0.5 and ml(ctx, "seen.parent_exe") == 2 and ml(ctx, "new_dest") is None
-    assert view.asked == ["score", "seen.parent_exe", "new_dest"]
+    assert ml(ctx, "score") == 0.5 and ml(ctx, "seen.child") == 2 and ml(ctx, "new_dest") is None
+    assert ml(ctx, "novelty.child") == 3.5
+    assert view.asked == ["score", "seen.child", "new_dest", "novelty.child"]
     assert ml(with_ml(exec_ctx(), None), "score") is None
 
 
@@ -93,6 +99,8 @@ def test_the_reference_documents_floats_and_the_ml_group() -> None:
     group = md.split("## ml\n\n", 1)[1]
     assert group.startswith("The anomaly model's view of the event.")  # the group note comes first
     assert "| `ml.new_dest` | bool | connect |" in group
+    assert "| `ml.novelty.child` | float | exec |" in group and "| `ml.seen.port` | int | connect |" in group
+    assert "| `ml.novelty.read_dir` | float | open |" in group and "ml.rarity" not in md
     assert "ml:\n  The anomaly model's view" in reference()
 
 
@@ -116,12 +124,12 @@ def test_float_comparisons() -> None:
 
 
 def test_integer_literals_and_integer_values_compare_as_numbers() -> None:
-    one = with_ml(exec_ctx(), View(score=1.0, threshold=1, rarity__exe=3))  # a view may answer an int
+    one = with_ml(exec_ctx(), View(score=1.0, threshold=1, novelty__exe=3))  # a view may answer an int
     assert holds("ml.score >= 1", one)
     assert holds("ml.score = 1", one)
     assert holds("ml.score in (1, 2)", one)
     assert holds("ml.threshold = 1.0", one)
-    assert holds("ml.rarity.exe > 2", one)
+    assert holds("ml.novelty.exe > 2", one)
     assert holds("ml.score = val(ml.threshold)", one)
 
 
@@ -132,10 +140,11 @@ def test_lists_of_floats() -> None:
 
 
 def test_ints_and_floats_compare_across_fields() -> None:
-    ctx = with_ml(exec_ctx(), View(rarity__exe=7.5, seen__exe=3))
-    assert holds("ml.rarity.exe > val(ml.seen.exe)", ctx)
-    assert holds("ml.seen.exe < val(ml.rarity.exe)", ctx)
-    assert not holds("ml.seen.exe = val(ml.rarity.exe)", ctx)
+    ctx = with_ml(exec_ctx(), View(novelty__exe=7.5, seen__exe=3, novelty__child=3.0))
+    assert holds("ml.novelty.exe > val(ml.seen.exe)", ctx)
+    assert holds("ml.seen.exe < val(ml.novelty.exe)", ctx)
+    assert not holds("ml.seen.exe = val(ml.novelty.exe)", ctx)
+    assert holds("ml.seen.exe = val(ml.novelty.child)", ctx)  # 3 = 3.0
 
 
 def test_missing_values_behave_like_other_missing_fields() -> None:
@@ -147,31 +156,97 @@ def test_missing_values_behave_like_other_missing_fields() -> None:
         assert not holds(f"{name} exists", ctx), name
     assert not holds("ml.score < 2 or ml.seen.exe = 0", ctx)
     assert not holds("ml.score > val(ml.threshold)", with_ml(exec_ctx(), View(score=0.9)))  # one side missing
-    learning = with_ml(exec_ctx(web_shell()), View(rarity__exe=7.5, seen__exe=0))  # learning: no score
-    assert holds("ml.rarity.exe > 7 and ml.seen.exe = 0", learning)
+    learning = with_ml(exec_ctx(web_shell()), View(novelty__exe=7.5, seen__exe=0))  # learning: no score
+    assert holds("ml.novelty.exe > 7 and ml.seen.exe = 0", learning)
     assert not holds("ml.score exists", learning)
     assert holds("not ml.anomalous = true", learning)
 
 
 def test_fields_limited_to_their_event_types() -> None:
-    view = View(new_dest=True, rarity__exe_port=6.0, rarity__exe_dir=5.0, seen__exe_port=0, seen__exe_dir=2)
+    # A view answering every name: what a rule sees still depends on the event type.
+    view = View(new_dest=True, **{f"novelty__{k}": 6.0 for k in KINDS}, **{f"seen__{k}": 2 for k in KINDS})
     assert holds("ml.new_dest = true", with_ml(connect_ctx(), view))
-    assert holds("ml.rarity.exe_port > 5 and ml.seen.exe_port = 0", with_ml(connect_ctx(), view))
+    assert holds("ml.novelty.port > 5 and ml.seen.port = 2", with_ml(connect_ctx(), view))
+    assert holds("ml.novelty.dest > 5 and ml.seen.host_dest = 2", with_ml(connect_ctx(), view))
     assert not holds("ml.new_dest = true", with_ml(open_ctx("/etc/passwd"), view))
     assert not holds("ml.new_dest = true", with_ml(exec_ctx(), view))
     assert holds("not ml.new_dest = true", with_ml(exec_ctx(), view))
-    assert holds("ml.rarity.exe_dir > 4 and ml.seen.exe_dir = 2", with_ml(open_ctx("/etc/passwd"), view))
-    assert not holds("ml.rarity.exe_dir > 4", with_ml(exec_ctx(web_shell()), view))
-    assert not holds("ml.rarity.exe_port > 5", with_ml(open_ctx("/etc/passwd"), view))
+    assert holds("ml.novelty.read_dir > 4 and ml.seen.write_dir = 2", with_ml(open_ctx("/etc/passwd"), view))
+    assert not holds("ml.novelty.read_dir > 4", with_ml(exec_ctx(web_shell()), view))
+    assert not holds("ml.novelty.port > 5", with_ml(open_ctx("/etc/passwd"), view))
+    assert holds("ml.novelty.child > 5 and ml.seen.user = 2", with_ml(exec_ctx(), view))
+    for other in (open_ctx("/etc/passwd"), connect_ctx()):  # exe/child/user: execs only (were every type)
+        for name in ("ml.novelty.exe", "ml.novelty.child", "ml.novelty.user"):
+            assert not holds(f"{name} > 0", with_ml(other, view)), name
+            assert not holds(f"{name.replace('novelty', 'seen')} exists", with_ml(other, view)), name
+    by_type = {EventType.EXEC: exec_ctx(), EventType.OPEN: open_ctx("/x"), EventType.CONNECT: connect_ctx()}
+    for etype, ctx in by_type.items():
+        for k, has in KINDS.items():
+            for name in (f"ml.novelty.{k}", f"ml.seen.{k}"):
+                assert holds(f"{name} exists", with_ml(ctx, view)) == (has == etype), (etype, name)
     fork = EvalContext(event(EventType.FORK, web_shell(), child_pid=9), web_shell(), None, 0, View(score=1.0))
     assert not holds("ml.score > 0", fork)
 
 
-def test_new_dest_missing_where_the_agent_has_no_net() -> None:
-    # The agent answers None for IPv6 and unix sockets; the rule then treats it as any missing field.
+def test_new_dest_missing_where_the_agent_has_no_range() -> None:
+    # The agent answers None for unix sockets (no host-wide range); the rule treats it as any missing field.
     for ctx in (connect_ctx("2001:db8::1", family=AF_INET6), connect_ctx("/run/x.sock", family=AF_UNIX)):
         assert not holds("ml.new_dest = true", with_ml(ctx, View()))
         assert not holds("ml.new_dest = false", with_ml(ctx, View()))
+
+
+def learning_engine() -> AnomalyEngine:
+    """A real engine learning the host (no model): rows are computed and counted, nothing is scored."""
+    engine = AnomalyEngine(AnomalySettings(state_dir=""))
+    engine.start_learning(None, None)
+    return engine
+
+
+def observed(engine: AnomalyEngine, ctx: EvalContext) -> EvalContext:
+    engine.observe(ctx)
+    assert isinstance(ctx.ml, MlView)
+    return ctx
+
+
+def test_the_agent_view_answers_novelty_and_seen_per_event_type() -> None:
+    engine = learning_engine()
+    first = observed(engine, exec_ctx())
+    for k in ("exe", "child", "user"):  # a new program, child of its parent and user: unexpected, never seen
+        assert first.ml.value(f"novelty.{k}") > 0 and first.ml.value(f"seen.{k}") == 0, k  # type: ignore
+    assert holds("ml.novelty.child > 0 and ml.seen.child = 0 and not ml.score exists", first)
+    again = observed(engine, exec_ctx())
+    assert {k: again.ml.value(f"novelty.{k}") for k in ("exe", "child", "user")} == dict.fromkeys(
+        ("exe", "child", "user"), 0.0
+    )  # done before: 0
+    assert again.ml.value("seen.child") == 1 and isinstance(again.ml.value("seen.child"), int)
+    assert not holds("ml.novelty.child > 0", again) and holds("ml.seen.child = 1", again)
+    for name in ("score", "threshold", "anomalous", "novelty.port", "seen.read_dir", "new_dest"):
+        assert again.ml.value(name) is None, name  # learning: no score; the other types' fields
+
+    read = observed(engine, open_ctx("/etc/passwd"))
+    assert read.ml.value("novelty.read_dir") > 0 and read.ml.value("seen.read_dir") == 0  # type: ignore
+    assert observed(engine, open_ctx("/etc/shadow")).ml.value("seen.read_dir") == 1  # same directory
+    write = observed(engine, open_ctx("/etc/passwd", flags=1))  # O_WRONLY: a write, new to this program
+    assert write.ml.value("novelty.write_dir") > 0 and write.ml.value("seen.write_dir") == 0  # type: ignore
+    assert write.ml.value("seen.read_dir") is None and read.ml.value("seen.write_dir") is None
+    for name in ("novelty.exe", "seen.child", "novelty.port"):
+        assert read.ml.value(name) is None, name
+
+    con = observed(engine, connect_ctx("203.0.113.7", 4444))
+    assert con.ml.value("new_dest") is True and holds("ml.new_dest = true and ml.seen.port = 0", con)
+    for k in ("port", "dest", "host_dest"):
+        assert con.ml.value(f"novelty.{k}") > 0 and con.ml.value(f"seen.{k}") == 0, k  # type: ignore
+    near = observed(engine, connect_ctx("203.0.113.99", 4444))  # the same /24 and port
+    assert near.ml.value("new_dest") is False and near.ml.value("novelty.host_dest") == 0.0
+    assert [near.ml.value(f"seen.{k}") for k in ("port", "dest", "host_dest")] == [1, 1, 1]
+    assert con.ml.value("novelty.exe") is None and con.ml.value("seen.user") is None  # execs only
+
+    v6 = observed(engine, connect_ctx("2001:db8::1", 443, family=AF_INET6))
+    assert v6.ml.value("new_dest") is True  # IPv6 has a range now (/64)
+    unix = observed(engine, connect_ctx("/run/x.sock", 0, family=AF_UNIX))
+    assert unix.ml.value("new_dest") is None and unix.ml.value("novelty.host_dest") is None
+    assert unix.ml.value("novelty.dest") > 0 and unix.ml.value("seen.dest") == 0  # type: ignore
+    assert not holds("ml.new_dest = true", unix) and not holds("ml.new_dest = false", unix)
 
 
 # --------------------------------------------------------------------------------------------- laziness
@@ -234,7 +309,7 @@ def test_an_ml_check_written_first_still_works_and_is_warned_about() -> None:
     [
         "evt.type = execve and proc.name = bash and ml.score > 0.5",
         "ml.score > 0.5 and evt.type = execve",  # evt.type picks the matcher: nothing to gain
-        "evt.type = execve and ml.rarity.exe > 5 and proc.name = bash",  # features are computed anyway
+        "evt.type = execve and ml.novelty.exe > 5 and proc.name = bash",  # features are computed anyway
         "evt.type = execve and (ml.score > 0.5 or proc.name = bash)",
         "evt.type = execve and ml.score > 0.5 and ml.score < val(ml.threshold)",
     ],
@@ -279,6 +354,15 @@ def test_no_order_warning(condition: str) -> None:
             "cannot compare ml.score (float)",
         ),
         ("evt.type = execve and ml.scor > 1", 22, "unknown-field", "did you mean ml.score?"),
+        (
+            "evt.type = execve and ml.seen.child > 0.5",
+            38,
+            "bad-value",
+            "'0.5' is not an integer; ml.seen.child is int",
+        ),
+        # The names before the novelty redesign are gone.
+        ("evt.type = execve and ml.rarity.exe > 1", 22, "unknown-field", "did you mean ml.novelty.exe?"),
+        ("evt.type = execve and ml.seen.parent_exe = 0", 22, "unknown-field", "did you mean ml.seen.exe?"),
     ],
 )
 def test_bad_conditions_are_located_errors(condition: str, offset: int, code: str, words: str) -> None:
@@ -294,14 +378,14 @@ def test_bad_conditions_are_located_errors(condition: str, offset: int, code: st
 def test_exceptions_on_ml_fields() -> None:
     extra = """  exceptions:
     - name: known_rare
-      fields: [proc.name, ml.rarity.exe]
+      fields: [proc.name, ml.novelty.exe]
       comps: [=, <]
       values:
         - [bash, 9.5]
 """
-    rs = ruleset(rule_yaml("evt.type = execve and ml.rarity.exe > 5", extra=extra))
-    assert not rs.match(with_ml(exec_ctx(), View(rarity__exe=7.0)))  # excepted: bash below 9.5
-    assert rs.match(with_ml(exec_ctx(), View(rarity__exe=9.9)))
+    rs = ruleset(rule_yaml("evt.type = execve and ml.novelty.exe > 5", extra=extra))
+    assert not rs.match(with_ml(exec_ctx(), View(novelty__exe=7.0)))  # excepted: bash below 9.5
+    assert rs.match(with_ml(exec_ctx(), View(novelty__exe=9.9)))
     bad = load_text(rule_yaml("evt.type = execve", extra=extra.replace("9.5", "rare")), "r.yaml")
     assert [d.code for d in errors(bad.diagnostics)] == ["bad-value"] and errors(bad.diagnostics)[
         0
@@ -326,14 +410,19 @@ def test_output_renders_floats_briefly(value: float | None, text: str) -> None:
 
 
 def test_output_of_every_ml_type() -> None:
-    out = "s=%ml.score t=%ml.threshold a=%ml.anomalous seen=%ml.seen.parent_exe new=%ml.new_dest"
+    out = (
+        "s=%ml.score t=%ml.threshold a=%ml.anomalous nov=%ml.novelty.port seen=%ml.seen.port "
+        "new=%ml.new_dest child=%ml.seen.child"
+    )
     rs = ruleset(rule_yaml("evt.type = connect", output=out))
-    ctx = with_ml(connect_ctx(), View(score=0.912345, threshold=0.6, anomalous=True, seen__parent_exe=0))
+    view = View(score=0.912345, threshold=0.6, anomalous=True, novelty__port=3.0625, seen__port=0)
+    view.values["seen.child"] = 4  # the view has it, but an exec-only field is missing on a connect
+    ctx = with_ml(connect_ctx(), view)
     text, fields = rs.output(rs.match(ctx)[0], ctx)
-    assert text == "s=0.9123 t=0.6 a=true seen=0 new=<NA>"
+    assert text == "s=0.9123 t=0.6 a=true nov=3.062 seen=0 new=<NA> child=<NA>"  # seen.child: execs only
     assert fields == {
-        "ml.score": 0.912345, "ml.threshold": 0.6, "ml.anomalous": True,
-        "ml.seen.parent_exe": 0, "ml.new_dest": None,
+        "ml.score": 0.912345, "ml.threshold": 0.6, "ml.anomalous": True, "ml.novelty.port": 3.0625,
+        "ml.seen.port": 0, "ml.new_dest": None, "ml.seen.child": None,
     }  # fmt: skip
     assert rs.field_text("ml.score", ctx) == "0.9123" and rs.field_value("ml.score", ctx) == 0.912345
 
@@ -352,15 +441,15 @@ def exec_doc(**ml: Any) -> dict[str, Any]:
 
 
 def test_fixture_documents_can_carry_ml_values() -> None:
-    ctx = from_ecs(exec_doc(score=0.9, threshold=0.6, rarity={"exe": 7.1}, seen={"parent_exe": 0}))
+    ctx = from_ecs(exec_doc(score=0.9, threshold=0.6, novelty={"child": 7.1}, seen={"child": 0}))
     assert ctx.ml is not None
-    assert ctx.ml.value("score") == 0.9 and ctx.ml.value("rarity.exe") == 7.1
-    assert ctx.ml.value("seen.parent_exe") == 0 and ctx.ml.value("new_dest") is None
-    assert holds("ml.score > val(ml.threshold) and ml.seen.parent_exe = 0", ctx)
-    assert not holds("ml.new_dest exists or ml.rarity.user_exe exists", ctx)
+    assert ctx.ml.value("score") == 0.9 and ctx.ml.value("novelty.child") == 7.1
+    assert ctx.ml.value("seen.child") == 0 and ctx.ml.value("new_dest") is None
+    assert holds("ml.score > val(ml.threshold) and ml.seen.child = 0 and ml.novelty.child > 7", ctx)
+    assert not holds("ml.new_dest exists or ml.novelty.user exists", ctx)
     assert from_ecs(exec_doc()).ml is None
-    dotted = StaticMlView.from_doc({"rarity.exe": 2, "seen.exe": 3.0, "anomalous": False, "score": None})
-    assert dotted.values == {"rarity.exe": 2, "seen.exe": 3, "anomalous": False, "score": None}
+    dotted = StaticMlView.from_doc({"novelty.exe": 2, "seen.exe": 3.0, "anomalous": False, "score": None})
+    assert dotted.values == {"novelty.exe": 2, "seen.exe": 3, "anomalous": False, "score": None}
     assert isinstance(dotted.value("seen.exe"), int)
 
 
@@ -369,11 +458,26 @@ def test_a_pasted_ml_alert_loads_as_a_fixture() -> None:
         "score": 0.8123,
         "threshold": 0.61,
         "model": {"name": "default", "version": "1", "phase": "detection", "forest": "exec"},
-        "explanation": [{"feature": "rarity_exe", "value": 9.1, "contribution": 0.1, "text": "rare"}],
+        "explanation": [{"feature": "new_child", "value": 9.1, "contribution": 0.1, "text": "new child"}],
         "incident": {"id": "i-1", "root": {"pid": 1}, "first_ns": 1, "events": 2},
     }
     ctx = from_ecs(exec_doc(**ml))
     assert ctx.ml is not None and ctx.ml.value("score") == 0.8123 and ctx.ml.value("model") is None
+
+
+def test_a_pasted_ml_alert_with_its_novelties_loads_as_a_fixture() -> None:
+    new = {"what": "child", "subject": "/usr/sbin/nginx", "item": "/bin/sh", "baseline_events": 310}
+    ml = {
+        "score": 0.8123,
+        "threshold": 0.61,
+        "model": {"name": "host", "version": "1", "phase": "detection", "forest": "exec"},
+        "new": [{**new, "baseline_distinct": 2, "text": "nginx started /bin/sh: ..."}],  # as live.py writes
+        "baseline_s": 18000,
+        "explanation": [{"feature": "new_child", "value": 9.1, "contribution": 0.1, "text": "new child"}],
+        "incident": {"id": "i-1", "root": {"pid": 1}, "first_ns": 1, "events": 2},
+    }
+    ctx = from_ecs(exec_doc(**ml))
+    assert ctx.ml is not None and ctx.ml.value("score") == 0.8123 and ctx.ml.value("new") is None
 
 
 @pytest.mark.parametrize(
@@ -385,8 +489,12 @@ def test_a_pasted_ml_alert_loads_as_a_fixture() -> None:
         ({"seen": {"exe": 2.5}}, "sentinel.ml.seen.exe must be an integer"),
         ({"anomalous": 1}, "sentinel.ml.anomalous must be true or false"),
         ({"scor": 0.9}, "sentinel.ml.scor is not an ml field; did you mean score?"),
-        ({"rarity": {"exe_name": 1.0}}, "sentinel.ml.rarity.exe_name is not an ml field"),
-        ({"rarity": 3.0}, "sentinel.ml.rarity is not an ml field"),
+        ({"novelty": {"exe_name": 1.0}}, "sentinel.ml.novelty.exe_name is not an ml field"),
+        ({"novelty": 3.0}, "sentinel.ml.novelty is not an ml field"),
+        ({"seen": {"port": 1.5}}, "sentinel.ml.seen.port must be an integer"),
+        ({"novelty": {"child": "new"}}, "sentinel.ml.novelty.child must be a finite number"),
+        ({"rarity": {"exe": 7.0}}, "sentinel.ml.rarity is not an ml field"),  # the names before novelty
+        ({"seen": {"parent_exe": 0}}, "sentinel.ml.seen.parent_exe is not an ml field"),
     ],
 )
 def test_bad_fixture_ml_values(ml: dict[str, Any], words: str) -> None:
@@ -399,7 +507,7 @@ RULES = """
 - rule: Rare Child Of A Web Server
   desc: d
   condition: >-
-    evt.type = execve and proc.pname = nginx and ml.seen.parent_exe = 0
+    evt.type = execve and proc.pname = nginx and ml.seen.child = 0
     and ml.score > val(ml.threshold)
   output: "child=%proc.exepath score=%ml.score"
   priority: warning
@@ -414,13 +522,13 @@ FIXTURES = """
   event:
     event: {action: exec}
     process: {name: sh, executable: /usr/bin/dash, parent: {pid: 100, name: nginx}}
-    sentinel: {ml: {score: 0.91, threshold: 0.6, seen: {parent_exe: 0}}}
+    sentinel: {ml: {score: 0.91, threshold: 0.6, seen: {child: 0}}}
   expect: [Rare Child Of A Web Server]
 - name: never-seen child, usual score
   event:
     event: {action: exec}
     process: {name: sh, parent: {pid: 100, name: nginx}}
-    sentinel: {ml: {score: 0.42, threshold: 0.6, seen: {parent_exe: 0}}}
+    sentinel: {ml: {score: 0.42, threshold: 0.6, seen: {child: 0}}}
   expect: []
 - name: no model values
   event:
@@ -431,7 +539,7 @@ FIXTURES = """
   event:
     event: {action: connect}
     destination: {ip: 198.51.100.7, port: 443}
-    sentinel: {ml: {new_dest: true, rarity: {exe_port: 8.5}}}
+    sentinel: {ml: {new_dest: true, novelty: {port: 8.5}, seen: {port: 0}}}
   expect: [New Destination]
 - name: known destination
   event:

@@ -1,7 +1,7 @@
 """Periodic and background work survives any failure: counted, logged, reported as a rate-limited ``Agent task
 failed`` internal alert, and the agent goes on (and still exits 0 on SIGTERM).
 
-Issue 10: a non-UTF-8 file name became a rarity key, saving the baseline raised TypeError (only OSError was
+Issue 10: a non-UTF-8 file name became a baseline key, saving the baseline raised TypeError (only OSError was
 caught), the agent died 5 minutes later and exited 1 on every SIGTERM after. The end-to-end tests below run
 `sentinel run` on the fake sensor of test_detect.py with the real rules engine, state directory and sinks.
 """
@@ -145,7 +145,7 @@ def test_a_save_failing_with_any_exception_is_counted_and_the_engine_goes_on(
     def refuse(_state: Any) -> None:
         raise TypeError("str is not valid UTF-8: surrogates not allowed")
 
-    monkeypatch.setattr(engine.state, "save_rarity", refuse)
+    monkeypatch.setattr(engine.state, "save_profiles", refuse)
     engine.observe(open_ctx(proc(5, "/usr/bin/cat"), 10, HOSTILE))
     for _ in range(3):
         engine.tick(log)  # the periodic save, due on every tick here
@@ -164,7 +164,8 @@ def test_a_failed_training_is_reported_and_tried_again_later(tmp_path: Path, fai
     for i in range(5):
         engine.observe(open_ctx(proc(5, "/usr/bin/cat"), 10 + i, "/etc/hostname"))
     engine.progress.learned_s = 10.0
-    engine.sample.x[:] = float("nan")  # a fitting that fails inside the training thread
+    for row in engine.sample.rows:
+        row[0][0] = float("nan")  # a fitting that fails inside the training thread
     engine.tick(log)  # starts the training thread (which may fail before the tick ends: then it is handled)
     if engine.job is not None:
         assert engine.job.done.wait(60)
@@ -315,10 +316,10 @@ def test_run_with_a_non_utf8_open_saves_its_baseline_and_exits_0_on_sigterm(
     assert set(stopped["task_failures"].values()) == {0}
     assert docs and all(d["rule"]["name"] == "Cat Reads Anything" for d in docs)
     assert unescape(docs[0]["file"]["path"]).startswith(b"/tmp/x-\xff/f\xfe")
-    orjson.loads((state_dir / "anomaly" / "rarity.json").read_bytes())  # strict JSON
-    rarity, problem = HostState(state_dir).load_rarity()
-    assert problem is None and rarity is not None
-    assert rarity.tables["exe_dir"].count("/usr/bin/cat\x00" + HOSTILE.rpartition("/")[0]) == 3.0
+    orjson.loads((state_dir / "anomaly" / "profiles.json").read_bytes())  # strict JSON
+    profiles, problem = HostState(state_dir).load_profiles()
+    assert problem is None and profiles is not None
+    assert profiles.tables["read_dir"].count("/usr/bin/cat", HOSTILE.rpartition("/")[0]) >= 1.0  # per slot
 
 
 def test_run_survives_a_save_failing_on_every_tick_and_reports_it_once(
@@ -331,7 +332,7 @@ def test_run_survives_a_save_failing_on_every_tick_and_reports_it_once(
     def refuse(_self: Any, _state: Any) -> None:
         raise TypeError("str is not valid UTF-8: surrogates not allowed")
 
-    monkeypatch.setattr(HostState, "save_rarity", refuse)
+    monkeypatch.setattr(HostState, "save_profiles", refuse)
     code, docs, _ = run_agent(tmp_path, monkeypatch, hostile_opens(5))
     logs = diagnostics(capsys)
     assert code == 0  # SIGTERM after the failures: a clean stop

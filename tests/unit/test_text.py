@@ -4,6 +4,7 @@ holding objects, huge integers and cycles, and diagnostics with hostile fields."
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,11 @@ def test_diagnostics_with_hostile_fields_are_one_json_line() -> None:
     assert unescape(first["path"]) == b"/tmp/x-\xff/f\xfe"
     assert {"path", "where", "argv"} <= set(first["sentinel"]["escaped_fields"])
     assert "OSError" in second["exception"]
+
+
+def test_raw_bytes_gives_the_bytes_back_and_never_raises() -> None:
+    from sentinel.text import raw_bytes
+
+    hostile = b"/tmp/x-\xff/f\xfe".decode("utf-8", "surrogateescape")
+    assert raw_bytes(hostile) == b"/tmp/x-\xff/f\xfe" and os.fsdecode(raw_bytes(hostile)) == hostile
+    assert raw_bytes("a\ud800b") == "a\ufffdb".encode()  # no byte made that surrogate: U+FFFD, as elsewhere
