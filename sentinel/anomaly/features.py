@@ -333,7 +333,7 @@ class FeatureExtractor:
         table = self.state.tables[kind]
         value, count = table.novelty(exe, directory)
         x = _OPEN_BASE.copy()
-        row_value = value if value >= NEWS_LEVEL else 0.0
+        row_value = news(value)
         x[col] = row_value
         parent = proc.parent
         keys = [(col, kind, exe, directory), (-1, "user_exe", exe, str(ev.uid))]  # see compute()

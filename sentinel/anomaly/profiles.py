@@ -78,6 +78,13 @@ class Profile:
             self.slots = {i: s for i, s in self.slots.items() if i in self.items}
 
 
+def _distinct_besides(prof: Profile, item: str) -> float:
+    """``K`` for measuring ``item``: the subject's distinct items other than it and the activity marker,
+    forgotten singles included."""
+    items = prof.items
+    return len(items) - (ACTIVE in items) + prof.forgotten - (item in items)
+
+
 def _is_single(count: float) -> bool:
     return SEEN <= count < SINGLE
 
@@ -109,19 +116,18 @@ class ProfileTable:
         prof = self.subjects.get(subject)
         if prof is None:
             return novelty_value(0.0, 0.0), 0.0
-        items = prof.items
-        count = items.get(item, 0.0)
+        count = prof.items.get(item, 0.0)
         if not minus:
             if count >= SEEN:
                 return 0.0, count
-            distinct = len(items) - (ACTIVE in items) + prof.forgotten - (item in items)
+            distinct = _distinct_besides(prof, item)
             return novelty_value(prof.singles + prof.forgotten, prof.total, distinct), count
         left = count - minus
         if left >= SEEN:
             return 0.0, left
         # Left out, the item is unseen: it leaves the singles and the distinct items it was counted in.
         singles = prof.singles + prof.forgotten - (1 if _is_single(count) else 0)
-        distinct = len(items) - (ACTIVE in items) + prof.forgotten - (item in items)
+        distinct = _distinct_besides(prof, item)
         value = novelty_value(max(0.0, singles), max(0.0, prof.total - minus), max(0.0, distinct))
         return value, max(0.0, left)
 
