@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sentinel.anomaly.keys import dest_range, dir_class, is_write_open, program
-from sentinel.anomaly.profiles import ACTIVE, ACTIVITY_KINDS, HOST, SLOT_NS, ProfileState
+from sentinel.anomaly.keys import WRITE_FLAGS, dest_range, dir_class, is_write_open, program
+from sentinel.anomaly.profiles import ACTIVE, ACTIVITY_KINDS, HOST, SEEN, SLOT_NS, ProfileState, ProfileTable
 from sentinel.events import AF_UNIX, Event, EventType
 from sentinel.process.table import Process
 
@@ -70,6 +70,7 @@ TYPE_NOVELTY: dict[str, tuple[str, ...]] = {
     "connect": ("new_port", "new_dest", "new_host_dest"),
 }
 COUNTED_MAX = 65_536
+MEMO_MAX = 16_384  # repeated opens remembered per time slot
 ACTIVE_SPAN_MAX = 3  # slots an open's folded repeats can vouch for beyond its own (the default 30 s window)
 
 
@@ -126,6 +127,7 @@ class RowFacts:
     committed: bool = False  # the keys are counted (once)
     active_span: int = 1  # time slots up to this one the activity keys vouch for (folded repeats)
     news: bool = False  # a column its type's forest splits on holds a novelty (from NEWS_LEVEL)
+    memo_key: tuple[str, bool, str, int] | None = None  # a known open's (program, write, directory, uid)
 
     def details(self, baseline: str = "the baseline") -> dict[str, str]:
         """Each novelty in words ("appsrv connected to 127.0.0.1:18999: no connection to this port by this
@@ -181,6 +183,8 @@ _NEW_READ, _NEW_WRITE = INDEX["new_read_dir"], INDEX["new_write_dir"]
 _NEW_PORT, _NEW_DEST, _NEW_HOST_DEST = INDEX["new_port"], INDEX["new_dest"], INDEX["new_host_dest"]
 _OPEN_BASE = [0.0] * N_FEATURES
 _OPEN_BASE[_TYPE_COLUMN[EventType.OPEN]] = 1.0
+# The row of an open whose directory the program knows (read or write alike): never changed by its users.
+FAMILIAR_OPEN_ROW: list[float] = _OPEN_BASE.copy()
 _ROW_TOKENS = itertools.count(1)
 
 
@@ -201,6 +205,11 @@ class FeatureExtractor:
     _counted: dict[str, None] = field(default_factory=dict, repr=False)
     _programs: dict[str, tuple[int, str]] = field(default_factory=dict, repr=False)  # entity: exec, program
     _active: dict[str, int] = field(default_factory=dict, repr=False)  # entity → last slot counted active
+    # This time slot's repeated opens (:meth:`familiar_open`): memo key → (facts, its tables and generations).
+    _memo: dict[tuple[str, bool, str, int], tuple[RowFacts, ProfileTable, int, ProfileTable, int]] = field(
+        default_factory=dict, repr=False
+    )
+    _memo_slot: int = -1
 
     def _activity(self, facts: RowFacts, proc: Process | None, program: str, wall_ns: int) -> None:
         """Once per time slot per process: count the program active in its per-program profiles.
@@ -329,6 +338,7 @@ class FeatureExtractor:
         full = path or ev.path
         write = is_write_open(ev.open_flags)
         col, kind = (_NEW_WRITE, "write_dir") if write else (_NEW_READ, "read_dir")
+        cut = full.rfind("/") + 1
         directory = dir_class(_open_dir(full))
         table = self.state.tables[kind]
         value, count = table.novelty(exe, directory)
@@ -341,6 +351,7 @@ class FeatureExtractor:
             _OPEN_TYPE, ev.type_name, _exe_of(proc), _exe_of(parent), ev.uid, keys, exe, [count, 0.0], None,
             0, "", full, ev.ret, 1.0 + ev.repeat_count, (_OPEN_TYPE, col, row_value),
         )  # fmt: skip
+        facts.memo_key = (exe, write, full[:cut], ev.uid)
         if value > 0.0:
             items, total, _ = table.subject_stats(exe)
             facts.new = [NewItem(FEATURES[col], exe, directory, total, items, value)]
@@ -349,6 +360,60 @@ class FeatureExtractor:
         if learn:
             self.commit(facts, wall_ns)
         return x, facts
+
+    def familiar_open(self, ev: Event, proc: Process, path: str | None, wall_ns: int) -> RowFacts | None:
+        """The facts of an open that changes nothing, from this time slot's memo; None: measure it.
+
+        Most opens repeat one a process of the same program made in the same slot, as the same user, in the
+        same directory: its row is the familiar one and counting it changes no profile (an item counts once
+        per slot). Such an open is answered from the memo :meth:`remember` filled after counting the first,
+        without measuring, building facts or counting again (measured: ~8 µs an open in replay). The memo is
+        exact: its key is everything the row and its counts depend on (the program, write access, the
+        directory as resolved, the uid); it lives for one slot, holds only opens whose directory was known
+        after counting, and expires when a table forgets (eviction, decay: ``generation``). The process
+        must have been counted active in this slot already (else its activity is still to count).
+        The facts are shared: they hold the first open's path and executables, so they serve only rows
+        that cannot alert (the caller's rule)."""
+        slot = wall_ns // SLOT_NS
+        if slot != self._memo_slot:
+            self._memo.clear()
+            self._memo_slot = slot
+            return None
+        entity = proc.entity_id
+        if self._active.get(entity) != slot or entity not in self._counted:
+            return None
+        full = path or ev.path
+        key = (self.program_of(proc), bool(ev.open_flags & WRITE_FLAGS), full[: full.rfind("/") + 1], ev.uid)
+        hit = self._memo.get(key)
+        if hit is None:
+            return None
+        facts, table, generation, users, user_generation = hit
+        if table.generation != generation or users.generation != user_generation:
+            return None
+        state = self.state
+        if wall_ns > state.last_ns:
+            state.last_ns = wall_ns
+        return facts
+
+    def remember(self, facts: RowFacts, wall_ns: int) -> None:
+        """After a known open is counted: keep its facts for the slot's repeats (:meth:`familiar_open`)."""
+        key = facts.memo_key
+        if key is None or wall_ns <= 0 or wall_ns // SLOT_NS != self._memo_slot or not facts.committed:
+            return
+        col, kind, subject, item = facts.keys[0]
+        tables = self.state.tables
+        table, users = tables[kind], tables["user_exe"]
+        count = table.count(subject, item)
+        if count < SEEN:
+            return
+        memo = self._memo
+        if len(memo) >= MEMO_MAX:
+            memo.clear()
+        shared = RowFacts(
+            _OPEN_TYPE, facts.type_name, facts.exe, facts.pexe, facts.uid, facts.keys[:2], facts.program,
+            [count, 0.0], None, 0, "", facts.path, facts.ret, 1.0, (_OPEN_TYPE, col, 0.0), True,
+        )  # fmt: skip
+        memo[key] = (shared, table, table.generation, users, users.generation)
 
     def commit(self, facts: RowFacts, wall_ns: int, weight: float = 1.0) -> None:
         """Count a row's keys (once). An open stands for the repeats the kernel folded into it."""

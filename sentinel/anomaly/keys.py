@@ -26,7 +26,7 @@ from sentinel.events import AF_INET, AF_INET6, AF_UNIX
 _DIGITS = re.compile(r"[0-9]+")
 _HEXISH = re.compile(r"(?=[^/]*[0-9])(?=[^/]*[a-fA-F])[0-9a-fA-F][0-9a-fA-F-]{7,}")
 _TEMP = re.compile(r"tmp[._-]?[A-Za-z0-9_]{6,}")
-_WRITE_FLAGS = 0o1 | 0o2 | 0o100 | 0o1000  # O_WRONLY | O_RDWR | O_CREAT | O_TRUNC
+WRITE_FLAGS = 0o1 | 0o2 | 0o100 | 0o1000  # O_WRONLY | O_RDWR | O_CREAT | O_TRUNC
 DIR_DEPTH = 4
 _INTERPRETER = re.compile(
     r"(?:python|pypy|perl|ruby|php|lua|node|nodejs|java|Rscript|tclsh|wish)[0-9.]*|(?:ba|da|z|k|mk|c|tc|fi)?sh"
@@ -83,7 +83,7 @@ def program(exe: str, args: list[str] | None) -> str:
 
 def is_write_open(flags: int) -> bool:
     """An open that can change the file: write access, create or truncate."""
-    return bool(flags & _WRITE_FLAGS)
+    return bool(flags & WRITE_FLAGS)
 
 
 def dest_range(family: int, address: str) -> str:

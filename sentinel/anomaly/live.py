@@ -28,7 +28,14 @@ import numpy as np
 from sentinel import tasks
 from sentinel.alerts import internal
 from sentinel.alerts.model import ML_RULESET, Alert
-from sentinel.anomaly.features import FEATURES, NOVELTY, SCORED_TYPES, FeatureExtractor, RowFacts
+from sentinel.anomaly.features import (
+    FAMILIAR_OPEN_ROW,
+    FEATURES,
+    NOVELTY,
+    SCORED_TYPES,
+    FeatureExtractor,
+    RowFacts,
+)
 from sentinel.anomaly.learning import TrainingJob
 from sentinel.anomaly.model import Group, Model, ModelError, load_model
 from sentinel.anomaly.profiles import SEEN, ProfileState
@@ -102,11 +109,13 @@ class MlView:
 
     __slots__ = ("engine", "facts", "score_value", "x")
 
-    def __init__(self, engine: AnomalyEngine, x: list[float], facts: RowFacts) -> None:
+    def __init__(
+        self, engine: AnomalyEngine, x: list[float], facts: RowFacts, score: float | None = None
+    ) -> None:
         self.engine = engine
-        self.x = x
+        self.x = x  # (shared by familiar repeated opens: never changed)
         self.facts = facts
-        self.score_value: float | None = None
+        self.score_value = score
 
     def score(self) -> float | None:
         if self.score_value is None and self.engine.model is not None:
@@ -164,6 +173,7 @@ class Incident:
 class EngineStats:
     scored: int = 0
     cache_hits: int = 0
+    memo_hits: int = 0  # repeated opens answered from the slot's memo
     anomalous: int = 0
     lazy_scores: int = 0
     batches: int = 0
@@ -244,29 +254,58 @@ class AnomalyEngine:
     def observe(self, ctx: Any) -> None:
         """Compute the event's row and set ``ctx.ml``; queue it for scoring (detection) or sample it."""
         ev = ctx.ev
-        if ev.type not in SCORED_TYPES:
+        etype = ev.type
+        if etype not in SCORED_TYPES:
             return
+        sample = self.sample
+        extractor = self.extractor
+        if etype is _OPEN and self._memo_ok and ctx.proc is not None:
+            shared = extractor.familiar_open(ev, ctx.proc, ctx.path, ctx.wall_ns)
+            if shared is not None:  # a repeat in this slot: the familiar row, its keys counted already
+                ctx.ml = MlView(self, FAMILIAR_OPEN_ROW, shared, self._familiar.get(_OPEN))
+                if sample is not None:
+                    if sample.due():  # the row and keys measuring it would give (no activity: counted)
+                        sample.add(FAMILIAR_OPEN_ROW, ctx.wall_ns, shared.keys, 1.0 + ev.repeat_count)
+                    else:
+                        sample.pass_over()
+                    self.progress.events += 1  # type: ignore[union-attr]
+                stats = self.stats
+                stats.memo_hits += 1
+                stats.learned_rows += 1
+                if self.phase == PHASE_DETECTION:
+                    stats.scored += 1
+                return
         learning = self.phase == PHASE_LEARNING
-        x, facts = self.extractor.compute(ev, ctx.proc, ctx.path, ctx.wall_ns, learn=False)
+        x, facts = extractor.compute(ev, ctx.proc, ctx.path, ctx.wall_ns, learn=False)
         view = MlView(self, x, facts)
         ctx.ml = view
-        if self.sample is not None:  # the next training's rows: warm-up and continued learning alike
-            self.sample.add(x, ctx.wall_ns, facts.keys, facts.repeats)
+        if sample is not None:  # the next training's rows: warm-up and continued learning alike
+            if sample.due():
+                sample.add(x, ctx.wall_ns, facts.keys, facts.repeats)
+            else:
+                sample.pass_over()
             self.progress.events += 1  # type: ignore[union-attr]
         if learning:
-            self.extractor.commit(facts, ctx.wall_ns)
+            extractor.commit(facts, ctx.wall_ns)
+            extractor.remember(facts, ctx.wall_ns)
             self.stats.learned_rows += 1
             return
         if not facts.news:  # the forest would score it exactly as the familiar row: no queue, no batch
-            familiar = self._familiar.get(ev.type)
+            familiar = self._familiar.get(etype)
             if familiar is not None:
                 view.score_value = familiar
-                self.extractor.commit(facts, ctx.wall_ns)
+                extractor.commit(facts, ctx.wall_ns)
+                extractor.remember(facts, ctx.wall_ns)
                 self.stats.scored += 1
                 self.stats.learned_rows += 1
                 return
         self.pending.append(ctx)
         self.pending_pids.add(ev.pid)
+
+    @property
+    def _memo_ok(self) -> bool:
+        """Repeated opens may be answered from the extractor's memo: they cannot alert in this phase."""
+        return self.phase == PHASE_LEARNING or (self.phase == PHASE_DETECTION and _OPEN in self._familiar)
 
     def must_score_before(self, pid: int) -> bool:
         """An exec by a process with queued rows changes what its alert would show: score them first."""

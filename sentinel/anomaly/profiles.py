@@ -106,6 +106,7 @@ class ProfileTable:
     subjects: dict[str, Profile] = field(default_factory=dict)
     size: int = 0
     last_decay_ns: int = 0
+    generation: int = 0  # bumped whenever counts go down (eviction, decay): memos of "already known" expire
 
     def count(self, subject: str, item: str) -> float:
         prof = self.subjects.get(subject)
@@ -173,6 +174,7 @@ class ProfileTable:
     def _evict_subject(self, prof: Profile) -> None:
         """Drop a subject's least-counted tenth; the singles among them stay counted in ``forgotten``, or a
         broad program that forgets would look as if it never did anything new."""
+        self.generation += 1
         keep = max(1, self.max_per_subject - self.max_per_subject // 10)
         ranked = sorted(prof.items.items(), key=lambda kv: kv[1], reverse=True)
         dropped = ranked[keep:]
@@ -183,6 +185,7 @@ class ProfileTable:
 
     def _evict(self) -> None:
         """Over the table's bound: drop the least-counted tenth of all items (rare: bounded cost)."""
+        self.generation += 1
         keep = max(1, self.max_items - self.max_items // 10)
         everything = sorted(
             ((c, s, i) for s, p in self.subjects.items() for i, c in p.items.items()), reverse=True
@@ -207,6 +210,7 @@ class ProfileTable:
         days = (ts_ns - self.last_decay_ns) // NS_PER_DAY
         if days <= 0 or self.half_life_days <= 0:
             return
+        self.generation += 1
         factor = 0.5 ** (days / self.half_life_days)
         size = 0
         for s, prof in list(self.subjects.items()):

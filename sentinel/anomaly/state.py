@@ -112,13 +112,16 @@ Key = tuple[int, str, str, str]  # (feature column or -1, profile kind, subject,
 
 
 class RowSample:
-    """A uniform reservoir sample (Vitter's algorithm R) of rows with their profile keys, bounded at
-    ``capacity`` rows.
+    """A uniform reservoir sample of rows with their profile keys, bounded at ``capacity`` rows.
 
     A learning period can see billions of events; a uniform sample keeps memory fixed while still covering
     the whole period, and ``seen`` lets the threshold budget be scaled back to real event counts. Each row
     keeps the keys it was measured on (training re-measures it against the final profiles, leaving itself
     out) and its live values (the held-out rows, as detection would have seen them).
+
+    Once full, the reservoir decides in advance how many events to pass over before the next one it keeps
+    (Li's algorithm L), so an event it will not keep costs a counter: asking a random number for every event
+    cost the live agent 5 µs an event (measured with cProfile: 0.6 s per 120k events), for rows it dropped.
     """
 
     def __init__(self, capacity: int = 100_000, seed: int | None = None) -> None:
@@ -127,20 +130,57 @@ class RowSample:
         self.rows: list[tuple[array, int, float, tuple[Key, ...]]] = []
         self.seen = 0
         self._rng = random.Random(seed)
+        self._w = 1.0  # algorithm L's state: the largest of the kept rows' uniform keys
+        self.next_kept = 1  # the ``seen`` number of the next event the reservoir keeps
 
     @property
     def size(self) -> int:
         return len(self.rows)
 
+    def due(self) -> bool:
+        """Whether the next event is one the reservoir keeps (then :meth:`add` needs its row and keys)."""
+        return self.seen + 1 >= self.next_kept
+
     def add(self, row: list[float], wall_ns: int, keys: list[Key] | tuple[Key, ...] = (),
             weight: float = 1.0) -> None:  # fmt: skip
         self.seen += 1
-        if len(self.rows) < self.capacity:
-            self.rows.append((array("f", row), wall_ns, weight, tuple(keys)))
+        if self.seen < self.next_kept:
             return
-        i = self._rng.randrange(self.seen)  # decided first: most events of a long period are not kept
-        if i < self.capacity:
-            self.rows[i] = (array("f", row), wall_ns, weight, tuple(keys))
+        item = (array("f", row), wall_ns, weight, tuple(keys))
+        if len(self.rows) < self.capacity:
+            self.rows.append(item)
+            self.next_kept = self.seen + 1
+            if len(self.rows) == self.capacity:
+                self._w = math.exp(math.log(self._uniform()) / self.capacity)
+                self._skip()
+            return
+        self.rows[self._rng.randrange(self.capacity)] = item
+        self._w *= math.exp(math.log(self._uniform()) / self.capacity)
+        self._skip()
+
+    def pass_over(self) -> None:
+        """Count an event the caller knows is not due (:meth:`due` was false): nothing else to do."""
+        self.seen += 1
+
+    def _uniform(self) -> float:
+        return self._rng.random() or 1e-300  # (0, 1): log() needs it positive
+
+    def _skip(self) -> None:
+        """Draw how many events pass before the next kept one (geometric with the current ``_w``)."""
+        w = min(self._w, 1.0 - 1e-16)
+        self.next_kept = self.seen + int(math.log(self._uniform()) / math.log1p(-w)) + 1
+
+    def resume(self) -> None:
+        """After loading: the reservoir's state for ``seen`` events kept in ``capacity`` rows (the largest of
+        the kept keys is the ``capacity``-th smallest of ``seen`` uniforms: Beta(k, n - k + 1))."""
+        if len(self.rows) < self.capacity or self.seen <= self.capacity:
+            self.next_kept = self.seen + 1
+            if len(self.rows) >= self.capacity:
+                self._w = math.exp(math.log(self._uniform()) / self.capacity)
+                self._skip()
+            return
+        self._w = self._rng.betavariate(self.capacity, self.seen - self.capacity + 1)
+        self._skip()
 
     def ordered(self) -> list[tuple[array, int, float, tuple[Key, ...]]]:
         """The rows in time order (a copy)."""
@@ -205,6 +245,7 @@ class RowSample:
         except (TypeError, IndexError) as exc:
             raise ValueError(f"malformed row ({exc})") from None
         sample.seen = seen
+        sample.resume()
         return sample
 
 

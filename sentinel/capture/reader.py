@@ -70,6 +70,9 @@ _EVENT_INTS = operator.itemgetter(*_EVENT_INT_POS)
 _V2_INT_POS = tuple(i for i, n in enumerate(EVENT_V2_FIELDS) if n not in ("creds", "exe_name"))
 _V2_INTS = operator.itemgetter(*_V2_INT_POS)
 _INT_ONLY = {int}
+# A version-2 record's integers, both parts at once (one C pass instead of two).
+_ALL_INTS = operator.itemgetter(*_EVENT_INT_POS, *(EVENT_RECORD_LEN_V1 + i for i in _V2_INT_POS))
+_INT_OR_NONE = {int, type(None)}  # credentials: the login uid and session id (6, 7) may be nil
 _FACTS_INT_POS = tuple(
     i + 1
     for i, name in enumerate(FACTS_FIELDS)
@@ -190,24 +193,29 @@ def _ints(record: list[Any], positions: tuple[int, ...], names: tuple[str, ...])
             raise _Bad(f"{names[i - 1]} is {short_repr(record[i])}, expected an integer")
 
 
-def _event_v2(ev: Event, extra: list[Any]) -> None:
-    """The version-2 elements of an event record: identity and credentials the probe read."""
+def _event_v2(ev: Event, extra: list[Any], checked: bool = False) -> None:
+    """The version-2 elements of an event record: identity and credentials the probe read (``checked``:
+    their integers are known to be integers)."""
     child_start_ns, exe_name, exe_ino, exe_dev, exe_nlink, tty_nr, start_ns, creds = extra
-    if set(map(type, _V2_INTS(extra))) != _INT_ONLY:
+    if not checked and set(map(type, _V2_INTS(extra))) != _INT_ONLY:
         for name, value in zip(EVENT_V2_FIELDS, extra, strict=True):
             if name not in ("creds", "exe_name") and type(value) is not int:
                 raise _Bad(f"{name} is {short_repr(value)}, expected an integer")
     if creds is not None:
         if type(creds) is not list or len(creds) != 10:
             raise _Bad(f"creds is {short_repr(creds)}, expected nil or an array of 10")
-        for i, value in enumerate(creds):
-            if type(value) is not int and not (value is None and i in (6, 7)):
-                raise _Bad(f"creds[{i}] is {short_repr(value)}, expected an integer")
+        types = set(map(type, creds))
+        if types != _INT_ONLY and (types != _INT_OR_NONE or None in creds[:6] or None in creds[8:]):
+            for i, value in enumerate(creds):
+                if type(value) is not int and not (value is None and i in (6, 7)):
+                    raise _Bad(f"creds[{i}] is {short_repr(value)}, expected an integer")
         ev.creds = Credentials(*creds)
     ev.start_ns, ev.child_start_ns, ev.exe_ino, ev.exe_dev, ev.exe_nlink, ev.tty_nr = (
         start_ns, child_start_ns, exe_ino, exe_dev, exe_nlink, tty_nr
     )
-    ev.exe_name = _text(exe_name, "exe_name")
+    if type(exe_name) is not bytes:
+        raise _Bad(f"exe_name is {short_repr(exe_name)}, expected bin")
+    ev.exe_name = exe_name.decode(_ENC, _ERR)
 
 
 def _length(record: list[Any], want: int) -> None:
@@ -364,10 +372,12 @@ class CaptureReader:
         n = len(record)
         if n != EVENT_RECORD_LEN and n != EVENT_RECORD_LEN_V1:
             raise _Bad(f"has {n} elements, expected {EVENT_RECORD_LEN} (or {EVENT_RECORD_LEN_V1}, version 1)")
-        if set(map(type, _EVENT_INTS(record))) != _INT_ONLY:
+        v2 = n == EVENT_RECORD_LEN
+        if set(map(type, _ALL_INTS(record) if v2 else _EVENT_INTS(record))) != _INT_ONLY:
             for i in _EVENT_INT_POS:
                 if type(record[i]) is not int:
                     raise _Bad(f"{EVENT_FIELDS[i - 1]} is {short_repr(record[i])}, expected an integer")
+            _event_v2(Event(EventType.EXIT, 0, 0, 0, 0, 0, ""), record[EVENT_RECORD_LEN_V1:])  # names it
         # fmt: off
         (_, _, ts, pid, tid, uid, gid, comm, cgroup_id, flags, ret, filename, argv, argc_total, path,
          dirfd, open_flags, mode, repeat_count, fd, family, address, port, sock_type, child_pid,
@@ -390,8 +400,8 @@ class CaptureReader:
             for n, arg in enumerate(argv):
                 _text(arg, f"argv[{n}]")
             raise _Bad("has a field of the wrong type") from None
-        if n == EVENT_RECORD_LEN:
-            _event_v2(ev, record[EVENT_RECORD_LEN_V1:])
+        if v2:
+            _event_v2(ev, record[EVENT_RECORD_LEN_V1:], checked=True)
         return ev
 
     def _decode_other(self, record: object, start: int) -> CaptureItem:
