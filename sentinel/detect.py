@@ -167,7 +167,7 @@ class DetectionStream:
         ts = ev.ts_ns
         self.last_ts_ns = ts
         aggregator = self.aggregator
-        if aggregator.windows:
+        if ts >= aggregator.next_due_ns:
             self._write(aggregator.advance(ts))
         ruleset = self.ruleset
         ctx = EvalContext(ev, proc, path, self.host.boot_time_ns + ts)

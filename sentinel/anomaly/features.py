@@ -195,6 +195,19 @@ def _open_dir(path: str) -> str:
 
 
 @dataclass(slots=True)
+class MemoEntry:
+    """A repeated open's answer for one slot: its shared facts, valid while both tables keep their
+    generation; ``view`` is the caller's (the engine keeps its ``ctx.ml`` for the facts there)."""
+
+    facts: RowFacts
+    table: ProfileTable
+    generation: int
+    users: ProfileTable
+    user_generation: int
+    view: object = None
+
+
+@dataclass(slots=True)
 class FeatureExtractor:
     """Turns (event, process) into rows, measured against the host profiles and then (``learn``) counted."""
 
@@ -205,10 +218,8 @@ class FeatureExtractor:
     _counted: dict[str, None] = field(default_factory=dict, repr=False)
     _programs: dict[str, tuple[int, str]] = field(default_factory=dict, repr=False)  # entity: exec, program
     _active: dict[str, int] = field(default_factory=dict, repr=False)  # entity → last slot counted active
-    # This time slot's repeated opens (:meth:`familiar_open`): memo key → (facts, its tables and generations).
-    _memo: dict[tuple[str, bool, str, int], tuple[RowFacts, ProfileTable, int, ProfileTable, int]] = field(
-        default_factory=dict, repr=False
-    )
+    # This time slot's repeated opens (:meth:`familiar_open`): memo key → MemoEntry.
+    _memo: dict[tuple[str, bool, str, int], MemoEntry] = field(default_factory=dict, repr=False)
     _memo_slot: int = -1
 
     def _activity(self, facts: RowFacts, proc: Process | None, program: str, wall_ns: int) -> None:
@@ -361,8 +372,8 @@ class FeatureExtractor:
             self.commit(facts, wall_ns)
         return x, facts
 
-    def familiar_open(self, ev: Event, proc: Process, path: str | None, wall_ns: int) -> RowFacts | None:
-        """The facts of an open that changes nothing, from this time slot's memo; None: measure it.
+    def familiar_open(self, ev: Event, proc: Process, path: str | None, wall_ns: int) -> MemoEntry | None:
+        """The memo's answer for an open that changes nothing in this time slot; None: measure it.
 
         Most opens repeat one a process of the same program made in the same slot, as the same user, in the
         same directory: its row is the familiar one and counting it changes no profile (an item counts once
@@ -385,15 +396,18 @@ class FeatureExtractor:
         full = path or ev.path
         key = (self.program_of(proc), bool(ev.open_flags & WRITE_FLAGS), full[: full.rfind("/") + 1], ev.uid)
         hit = self._memo.get(key)
-        if hit is None:
+        if hit is None or hit.table.generation != hit.generation:
             return None
-        facts, table, generation, users, user_generation = hit
-        if table.generation != generation or users.generation != user_generation:
+        if hit.users.generation != hit.user_generation:
             return None
         state = self.state
         if wall_ns > state.last_ns:
             state.last_ns = wall_ns
-        return facts
+        return hit
+
+    def forget_memo(self) -> None:
+        """Drop the slot's answers (the caller's views in them are out of date: a new model)."""
+        self._memo.clear()
 
     def remember(self, facts: RowFacts, wall_ns: int) -> None:
         """After a known open is counted: keep its facts for the slot's repeats (:meth:`familiar_open`)."""
@@ -413,7 +427,7 @@ class FeatureExtractor:
             _OPEN_TYPE, facts.type_name, facts.exe, facts.pexe, facts.uid, facts.keys[:2], facts.program,
             [count, 0.0], None, 0, "", facts.path, facts.ret, 1.0, (_OPEN_TYPE, col, 0.0), True,
         )  # fmt: skip
-        memo[key] = (shared, table, table.generation, users, users.generation)
+        memo[key] = MemoEntry(shared, table, table.generation, users, users.generation)
 
     def commit(self, facts: RowFacts, wall_ns: int, weight: float = 1.0) -> None:
         """Count a row's keys (once). An open stands for the repeats the kernel folded into it."""

@@ -206,6 +206,7 @@ class AnomalyEngine:
         # Per event type, the score of a row with no news (its forest's novelty columns all 0): most rows.
         self._familiar: dict[int, float] = {}
         self.phase = PHASE_OFF
+        self.memo_ok = False
         self.pending: list[Any] = []  # EvalContexts whose ctx.ml waits for the batch score
         self.pending_pids: set[int] = set()
         self.progress: LearningProgress | None = None
@@ -238,12 +239,16 @@ class AnomalyEngine:
                         self._familiar[etype] = score
                     break
         self.phase = PHASE_DETECTION
+        self.extractor.forget_memo()  # its views hold the old model's score
+        # Repeated opens may be answered from the extractor's memo when they cannot alert.
+        self.memo_ok = _OPEN in self._familiar
 
     def start_learning(self, progress: LearningProgress | None, sample: RowSample | None) -> None:
         """Keep learning the host (warm-up, or continued learning under a host model): profiles, a sample
         of rows for the next training, the time learned."""
         if self.model is None:
             self.phase = PHASE_LEARNING
+            self.memo_ok = True  # nothing alerts while learning
         self.progress = progress or LearningProgress()
         if self.progress.next_train_s <= 0:
             self.progress.next_train_s = self.settings.learn_period_s
@@ -259,13 +264,16 @@ class AnomalyEngine:
             return
         sample = self.sample
         extractor = self.extractor
-        if etype is _OPEN and self._memo_ok and ctx.proc is not None:
-            shared = extractor.familiar_open(ev, ctx.proc, ctx.path, ctx.wall_ns)
-            if shared is not None:  # a repeat in this slot: the familiar row, its keys counted already
-                ctx.ml = MlView(self, FAMILIAR_OPEN_ROW, shared, self._familiar.get(_OPEN))
+        if etype is _OPEN and self.memo_ok and ctx.proc is not None:
+            memo = extractor.familiar_open(ev, ctx.proc, ctx.path, ctx.wall_ns)
+            if memo is not None:  # a repeat in this slot: the familiar row, its keys counted already
+                view = memo.view
+                if view is None:  # one view serves the entry's repeats: the same facts and score
+                    view = memo.view = MlView(self, FAMILIAR_OPEN_ROW, memo.facts, self._familiar.get(_OPEN))
+                ctx.ml = view
                 if sample is not None:
                     if sample.due():  # the row and keys measuring it would give (no activity: counted)
-                        sample.add(FAMILIAR_OPEN_ROW, ctx.wall_ns, shared.keys, 1.0 + ev.repeat_count)
+                        sample.add(FAMILIAR_OPEN_ROW, ctx.wall_ns, memo.facts.keys, 1.0 + ev.repeat_count)
                     else:
                         sample.pass_over()
                     self.progress.events += 1  # type: ignore[union-attr]
@@ -301,11 +309,6 @@ class AnomalyEngine:
                 return
         self.pending.append(ctx)
         self.pending_pids.add(ev.pid)
-
-    @property
-    def _memo_ok(self) -> bool:
-        """Repeated opens may be answered from the extractor's memo: they cannot alert in this phase."""
-        return self.phase == PHASE_LEARNING or (self.phase == PHASE_DETECTION and _OPEN in self._familiar)
 
     def must_score_before(self, pid: int) -> bool:
         """An exec by a process with queued rows changes what its alert would show: score them first."""

@@ -138,6 +138,8 @@ def entity_id(boot_id: str, pid: int, start_ticks: int) -> str:
 
 def normalize_path(path: str) -> str:
     """Collapse ``.``, ``..`` and repeated slashes as strings only (no symlinks, no filesystem access)."""
+    if path[:1] == "/" and path[-1] != "/" and "//" not in path and "/." not in path:
+        return path  # already normal: no empty, "." or ".." component, no trailing slash (most paths)
     norm = posixpath.normpath(path)
     if norm.startswith("//"):  # POSIX keeps a leading "//"; Linux treats it as "/"
         norm = "/" + norm.lstrip("/")

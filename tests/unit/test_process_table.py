@@ -648,3 +648,24 @@ def test_the_terminal_the_probe_read_at_exec_is_used_without_proc() -> None:
     assert get(table, 700).tty_nr == 0  # detached from the terminal: the probe says so
     table.apply(ev(EventType.EXEC, 12 * S, 700, filename="/usr/bin/id", tty_nr=34817))
     assert get(table, 700).tty_nr == 34817
+
+
+def test_normalize_path_shortcut_agrees_with_normpath_on_every_shape() -> None:
+    """Paths that are already normal skip normpath: the shortcut must never keep a "." or ".." (an attacker's
+    ``/etc/./shadow`` or ``/tmp/../etc/shadow`` must read as /etc/shadow)."""
+    import posixpath
+    import random
+
+    def reference(p: str) -> str:
+        n = posixpath.normpath(p)
+        return "/" + n.lstrip("/") if n.startswith("//") else n
+
+    rnd = random.Random(0)
+    parts = ["", ".", "..", "a", ".a", "..b", "a.", "b..", "...", "/", "//", "x y"]
+    for _ in range(20_000):
+        p = "".join(rnd.choice(parts) + rnd.choice(["/", "", "//"]) for _ in range(rnd.randrange(6)))
+        p = "/" + p if rnd.random() < 0.5 else p
+        if p:
+            assert normalize_path(p) == reference(p), p
+    assert normalize_path("/tmp/../etc/shadow") == "/etc/shadow"
+    assert normalize_path("/etc/./shadow") == "/etc/shadow" and normalize_path("/etc/") == "/etc"
