@@ -60,7 +60,8 @@
 #define STAT_EXEC_STASH_MISS 5
 #define STAT_STASH_FULL 6
 #define STAT_ARGV_TRUNCATED 7
-#define STAT_MAX 8
+#define STAT_SUBMIT_FAIL_SYS 8
+#define STAT_MAX 9
 
 /* Stop clang from merging a bounds check into arithmetic the verifier cannot follow. */
 #define barrier_var(v) asm volatile("" : "+r"(v))
@@ -931,3 +932,6 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
         count(STAT_SUBMIT_FAIL_CONNECT);
     return 0;
 }
+
+/* ---------------------------------------------------------------- security syscalls, tamper evidence */
+/* bpf_probes/sentinel_security.c follows here: the loader appends it (see there why not #include). */

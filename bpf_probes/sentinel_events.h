@@ -13,6 +13,36 @@
 #define EVT_FORK 4
 #define EVT_EXIT 5
 #define EVT_CHDIR 6
+/* Security-relevant syscalls (bpf_probes/sentinel_security.c): one wire type per call, all in struct
+ * sys_event. Values mirror sentinel/events.py (EventType). */
+#define EVT_TAMPER 15         /* a signal or ptrace aimed at the agent (from signal_generate / ptrace entry) */
+#define EVT_SETUID 16
+#define EVT_SETGID 17
+#define EVT_SETREUID 18
+#define EVT_SETREGID 19
+#define EVT_SETRESUID 20
+#define EVT_SETRESGID 21
+#define EVT_SETFSUID 22
+#define EVT_SETFSGID 23
+#define EVT_CAPSET 24
+#define EVT_PTRACE 25
+#define EVT_PROCESS_VM_WRITEV 26
+#define EVT_INIT_MODULE 27
+#define EVT_FINIT_MODULE 28
+#define EVT_DELETE_MODULE 29
+#define EVT_BPF 30
+#define EVT_MEMFD_CREATE 31
+#define EVT_MOUNT 32
+#define EVT_UMOUNT2 33
+#define EVT_SETNS 34
+#define EVT_UNSHARE 35
+#define EVT_PIVOT_ROOT 36
+#define EVT_CHROOT 37
+#define EVT_MOVE_MOUNT 38
+#define EVT_KILL 39
+#define EVT_TKILL 40
+#define EVT_TGKILL 41
+#define EVT_PIDFD_SEND_SIGNAL 42
 
 /* event_header.flags */
 #define EVF_ARGV_TRUNCATED (1 << 0)
@@ -38,6 +68,8 @@
 #define EXE_NAME_LEN 256      /* the executable's own file name (dentry name; memfd:NAME for a memfd) */
 #define UNIX_PATH_LEN 108
 #define DEDUP_PATH_LEN 256    /* paths shorter than this take part in open de-duplication */
+#define SYS_STR_LEN 4096      /* each string argument of a security syscall (paths, names) */
+#define SYS_STRS 3            /* string arguments per call at most (mount: source, target, type) */
 
 /* Credentials tracepoints do not carry, read through offsets from the running kernel's BTF. */
 struct creds {
@@ -133,5 +165,33 @@ struct fork_event {
     u64 clone_flags;
     u64 child_start_ns; /* EVF_CHILD_START */
 };
+
+/* A security-relevant syscall at exit: its raw arguments as passed, what the probe read behind pointers
+ * (extra: capset's requested sets; bpf's attr head), and up to SYS_STRS strings, each in its own slot of
+ * SYS_STR_LEN bytes; the sample ends after the last string used. The credentials in the header are the
+ * ones the call left (the resulting ids and capability sets). */
+struct sys_event {
+    struct event_header h;
+    s64 ret;
+    u64 arg[6];
+    u64 extra[3];       /* capset: requested effective, permitted, inheritable; bpf: attr's first 8 bytes */
+    u16 str_len[SYS_STRS];  /* bytes of each string, NUL included; 0 = none */
+    u16 nstr;
+    char str[SYS_STRS][SYS_STR_LEN];
+};
+
+/* Something aimed at the agent itself, reported from the sender's context (and kept in a pinned map that
+ * outlives the agent, so a SIGKILL is reported by the next start). */
+struct tamper_event {
+    struct event_header h;
+    u32 what;           /* TAMPER_SIGNAL, TAMPER_PTRACE, TAMPER_VM_WRITE */
+    s32 sig;            /* the signal, or the ptrace request */
+    u32 target_tid;
+    u32 pad;
+};
+
+#define TAMPER_SIGNAL 1
+#define TAMPER_PTRACE 2
+#define TAMPER_VM_ACCESS 3
 
 #endif

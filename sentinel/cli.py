@@ -90,9 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     _sensor_args(ev)
     ev.add_argument(
         "--types",
-        default="exec,open,connect",
+        default="exec,open,connect,security",
         metavar="LIST",
-        help="event types: exec,open,connect,fork,exit,chdir or all (default exec,open,connect)",
+        help="event types: exec, open, connect, fork, exit, chdir, tamper, a family of security syscalls "
+        "(privilege, injection, kernel, fileless, mount, namespace, signal; security: all of them), a "
+        "syscall's name (setuid, ptrace, mount, ...) or all (default exec,open,connect,security)",
     )
     ev.add_argument(
         "--filter",
@@ -123,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--events", action="store_true", help="print the events as ECS JSON lines instead of detecting"
     )
-    rep.add_argument("--types", default="exec,open,connect", metavar="LIST", help="as for `sentinel events`")
+    rep.add_argument(
+        "--types", default="exec,open,connect,security", metavar="LIST", help="as for `sentinel events`"
+    )
     rep.add_argument("--filter", action="append", default=[], metavar="EXPR", help="as for `sentinel events`")
     _detection_args(rep)
     _anomaly_args(rep, live=False)

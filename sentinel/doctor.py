@@ -35,6 +35,10 @@ OPTIONAL_WHY = {
     "creat": "arches without creat(2), e.g. arm64: libc uses openat, which is watched",
     "openat2": "kernels before 5.6 have no openat2",
     "clone3": "kernels before 5.3 have no clone3: libc uses clone, which is watched",
+    "init_module": "a kernel without CONFIG_MODULES loads no modules",
+    "finit_module": "a kernel without CONFIG_MODULES loads no modules",
+    "delete_module": "a kernel without CONFIG_MODULES loads no modules",
+    "bpf": "a kernel without CONFIG_BPF_SYSCALL has no bpf(2)",
 }
 
 # What the probes read through kernel offsets, in Event field names: absent (never zero) without them.

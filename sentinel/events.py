@@ -22,6 +22,35 @@ class EventType(enum.IntEnum):
     FORK = 4
     EXIT = 5
     CHDIR = 6  # internal: keeps the process table's cwd right for processes that exit at once
+    # Security-relevant syscalls (sentinel/syscalls.py says what each carries), and tamper evidence.
+    TAMPER = 15  # a signal, ptrace or memory write aimed at the agent itself
+    SETUID = 16
+    SETGID = 17
+    SETREUID = 18
+    SETREGID = 19
+    SETRESUID = 20
+    SETRESGID = 21
+    SETFSUID = 22
+    SETFSGID = 23
+    CAPSET = 24
+    PTRACE = 25
+    PROCESS_VM_WRITEV = 26
+    INIT_MODULE = 27
+    FINIT_MODULE = 28
+    DELETE_MODULE = 29
+    BPF = 30
+    MEMFD_CREATE = 31
+    MOUNT = 32
+    UMOUNT2 = 33
+    SETNS = 34
+    UNSHARE = 35
+    PIVOT_ROOT = 36
+    CHROOT = 37
+    MOVE_MOUNT = 38
+    KILL = 39
+    TKILL = 40
+    TGKILL = 41
+    PIDFD_SEND_SIGNAL = 42
 
 
 EVENT_TYPE_NAMES: dict[int, str] = {
@@ -31,7 +60,10 @@ EVENT_TYPE_NAMES: dict[int, str] = {
     EventType.FORK: "fork",
     EventType.EXIT: "exit",
     EventType.CHDIR: "chdir",
+    EventType.TAMPER: "tamper",
+    **{t: t.name.lower() for t in EventType if t >= 16},  # Falco's evt.type: the syscall's name
 }
+SYSCALL_TYPES = frozenset(t for t in EventType if t >= 16)
 
 # Header flag bits (``EVF_*`` in the C header).
 FLAG_ARGV_TRUNCATED = 1 << 0  # more arguments, or more bytes, than the probe captures
@@ -165,6 +197,10 @@ class Event:
     # every event (kernel offsets known)
     start_ns: int = 0  # the kernel's start time of the process (CLOCK_BOOTTIME), 0 = not known
     creds: Credentials | None = None  # None: the probe could not read them (no kernel offsets)
+    # security syscalls (type >= 16) and tamper: raw arguments, values read behind pointers, strings
+    sys_args: tuple[int, ...] = ()
+    sys_extra: tuple[int, ...] = ()
+    sys_strs: tuple[str, ...] = ()
 
     @property
     def type_name(self) -> str:

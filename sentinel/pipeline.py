@@ -15,12 +15,16 @@ from typing import IO, Any
 
 from sentinel import tasks
 from sentinel.alerts.ecs import EcsRenderer
-from sentinel.events import Event, EventType
+from sentinel.events import SYSCALL_TYPES, Event, EventType
 from sentinel.process.table import ProcessTable
+from sentinel.syscalls import FAMILIES, SYSCALLS, target_pid
 from sentinel.text import dumps
 
-DEFAULT_TYPES = frozenset({EventType.EXEC, EventType.OPEN, EventType.CONNECT})
-TYPE_BY_NAME: dict[str, EventType] = {
+SECURITY_TYPES = frozenset({EventType.TAMPER, *SYSCALL_TYPES})
+# The security syscalls are rare and each can matter: shown by default with exec, open and connect.
+DEFAULT_TYPES = frozenset({EventType.EXEC, EventType.OPEN, EventType.CONNECT, *SECURITY_TYPES})
+DEFAULT_TYPES_SPEC = "exec,open,connect,security"
+TYPE_BY_NAME: dict[str, EventType | frozenset[EventType]] = {
     "exec": EventType.EXEC,
     "execve": EventType.EXEC,
     "open": EventType.OPEN,
@@ -28,7 +32,24 @@ TYPE_BY_NAME: dict[str, EventType] = {
     "fork": EventType.FORK,
     "exit": EventType.EXIT,
     "chdir": EventType.CHDIR,
+    "tamper": EventType.TAMPER,
+    "security": SECURITY_TYPES,
+    **{family: frozenset(types) for family, types in FAMILIES.items()},
+    **{spec.name: t for t, spec in SYSCALLS.items()},
 }
+
+
+def security_target(table: ProcessTable, ev: Event) -> tuple[int | None, Any, str | None]:
+    """What a security syscall is aimed at: the target pid and its process (ptrace, memory writes,
+    signals), and the path behind its fd (setns: the namespace; finit_module: the module file)."""
+    pid = target_pid(ev)
+    target = table.get(pid) if pid is not None else None
+    fd_path = None
+    if ev.type in (EventType.SETNS, EventType.FINIT_MODULE) and ev.sys_args:
+        fd = ev.sys_args[0] & 0xFFFFFFFF
+        if fd < 0x80000000:
+            fd_path = table.facts.read_fd(ev.pid, fd)
+    return pid, target, fd_path
 
 
 def parse_types(spec: str) -> frozenset[EventType]:
@@ -44,7 +65,8 @@ def parse_types(spec: str) -> frozenset[EventType]:
             raise ValueError(
                 f"unknown event type {part!r}; choose from {', '.join(sorted(TYPE_BY_NAME))}, all"
             )
-        out.add(TYPE_BY_NAME[name])
+        chosen = TYPE_BY_NAME[name]
+        out.update(chosen if isinstance(chosen, frozenset) else (chosen,))
     if not out:
         raise ValueError("no event types given")
     return frozenset(out)
@@ -80,7 +102,8 @@ class EventStream:
             elif ev.path or proc.cwd != cwd_before:
                 resolved = proc.cwd  # apply() already moved the cwd: resolving again would apply it twice
             # else: an fchdir to a directory the table could not learn: say nothing rather than the old cwd
-        doc = self.renderer.event_doc(ev, proc, resolved)
+        target = security_target(self.table, ev) if ev.type >= EventType.TAMPER else None
+        doc = self.renderer.event_doc(ev, proc, resolved, target)
         if self.keep is not None and not self.keep(doc):
             self.filtered += 1
             return

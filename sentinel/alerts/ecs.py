@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from sentinel.alerts.ecs_security import security_doc
 from sentinel.alerts.identity import identity_parts, process_identity
 from sentinel.events import (
     AF_INET,
@@ -344,8 +345,15 @@ class EcsRenderer:
             block["parent"] = {"pid": proc.ppid}
         return block
 
-    def event_doc(self, ev: Event, proc: Process | None, resolved_path: str | None = None) -> dict[str, Any]:
-        """An ``event.kind: event`` document for ``sentinel events`` and captures."""
+    def event_doc(
+        self,
+        ev: Event,
+        proc: Process | None,
+        resolved_path: str | None = None,
+        target: tuple[int | None, Process | None, str | None] | None = None,
+    ) -> dict[str, Any]:
+        """An ``event.kind: event`` document for ``sentinel events`` and captures; ``target`` (security
+        syscalls): the pid aimed at, its process, and the path behind the call's fd."""
         kind = ev.type
         doc_id, seq = self.new_id()
         event: dict[str, Any] = {
@@ -448,4 +456,7 @@ class EcsRenderer:
         elif kind is EventType.CHDIR:
             event.update(category=["process"], type=["change"], action="chdir")
             doc["message"] = f"chdir {resolved_path or ev.path}"
+        elif kind >= EventType.TAMPER:
+            pid, target_proc, fd_path = target or (None, None, None)
+            security_doc(doc, event, detail, ev, target_proc, pid, fd_path)
         return doc

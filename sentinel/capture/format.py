@@ -8,7 +8,8 @@ and continues with records until the next header map or the end of the file::
               "kernel": str, "boot_time_ns": int, "created_ns": int, "agent_version": str, "probe_mode": str}
     event    [1, type, ts_ns, pid, tid, uid, gid, comm, cgroup_id, flags, ret, filename, argv, argc_total,
               path, dirfd, open_flags, mode, repeat_count, fd, family, address, port, sock_type, child_pid,
-              clone_flags, child_start_ns, exe_name, exe_ino, exe_dev, exe_nlink, tty_nr, start_ns, creds]
+              clone_flags, child_start_ns, exe_name, exe_ino, exe_dev, exe_nlink, tty_nr, start_ns, creds,
+              sys_args, sys_extra, sys_strs]
     facts    [2, pid, start_ticks, ppid, comm, exe, cwd, args, uid, gid, tty_nr, exe_deleted, exe_memfd]
     fd       [3, pid, fd, path]
     loss     [4, ts_ns, event_type_name, count]
@@ -19,6 +20,9 @@ and continues with records until the next header map or the end of the file::
 Version 2 added the event's last eight elements (``creds`` is nil or ``[euid, suid, fsuid, egid, sgid, fsgid,
 loginuid, sessionid, cap_effective, cap_permitted]`` with nil login fields on kernels without audit;
 ``exe_name`` is bin) and the facts' two booleans; a reader takes version-1 records (without them) too.
+Version 3 added the last three: for a security syscall (``sentinel.syscalls``) or tamper record its raw
+arguments (array of at most 6 integers), what the probe read behind pointers (at most 3 integers) and its
+strings (at most 3 bin); nil for every other event. Version-1 and -2 records are read too.
 
 Appending (a restart of the agent) starts a new segment, possibly from another boot: ``ts_ns`` values are
 CLOCK_BOOTTIME of *their* segment's boot, and ``boot_time_ns + ts_ns`` is wall-clock epoch ns.
@@ -46,8 +50,8 @@ if TYPE_CHECKING:
     from sentinel.process.facts import ProcFacts
 
 FORMAT = "sentinel-capture"
-VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)
 
 KIND_EVENT = 1
 KIND_FACTS = 2
@@ -77,9 +81,12 @@ EVENT_FIELDS: tuple[str, ...] = (
 EVENT_V2_FIELDS: tuple[str, ...] = (
     "child_start_ns", "exe_name", "exe_ino", "exe_dev", "exe_nlink", "tty_nr", "start_ns", "creds",
 )  # fmt: skip
+EVENT_V3_FIELDS: tuple[str, ...] = ("sys_args", "sys_extra", "sys_strs")
 EVENT_BIN_FIELDS = frozenset({"comm", "filename", "path", "address"})
 EVENT_RECORD_LEN_V1 = 1 + len(EVENT_FIELDS)
-EVENT_RECORD_LEN = EVENT_RECORD_LEN_V1 + len(EVENT_V2_FIELDS)
+EVENT_RECORD_LEN_V2 = EVENT_RECORD_LEN_V1 + len(EVENT_V2_FIELDS)
+EVENT_RECORD_LEN = EVENT_RECORD_LEN_V2 + len(EVENT_V3_FIELDS)
+SYS_LIMITS = {"sys_args": 6, "sys_extra": 3, "sys_strs": 3}  # elements each array may hold
 
 FACTS_FIELDS: tuple[str, ...] = (
     "pid", "start_ticks", "ppid", "comm", "exe", "cwd", "args", "uid", "gid", "tty_nr", "exe_deleted",

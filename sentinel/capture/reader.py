@@ -23,7 +23,9 @@ from sentinel.capture.format import (
     EVENT_FIELDS,
     EVENT_RECORD_LEN,
     EVENT_RECORD_LEN_V1,
+    EVENT_RECORD_LEN_V2,
     EVENT_V2_FIELDS,
+    EVENT_V3_FIELDS,
     FACTS_FIELDS,
     FACTS_RECORD_LEN,
     FACTS_RECORD_LEN_V1,
@@ -40,6 +42,7 @@ from sentinel.capture.format import (
     MAX_MAP_LEN,
     MAX_RECORD_BYTES,
     MAX_STR_LEN,
+    SYS_LIMITS,
     TEXT_ENCODING,
     TEXT_ERRORS,
     CaptureError,
@@ -218,6 +221,23 @@ def _event_v2(ev: Event, extra: list[Any], checked: bool = False) -> None:
     ev.exe_name = exe_name.decode(_ENC, _ERR)
 
 
+def _event_v3(ev: Event, sys_args: object, sys_extra: object, sys_strs: object) -> None:
+    """The version-3 elements: a security syscall's arguments, values read behind pointers, strings."""
+    for name, value in zip(EVENT_V3_FIELDS, (sys_args, sys_extra, sys_strs), strict=True):
+        if value is None:
+            continue
+        if type(value) is not list or len(value) > SYS_LIMITS[name]:
+            limit = SYS_LIMITS[name]
+            raise _Bad(f"{name} is {short_repr(value)}, expected nil or an array of {limit} at most")
+        want, what = (bytes, "bin") if name == "sys_strs" else (int, "an integer")
+        for i, item in enumerate(value):
+            if type(item) is not want:
+                raise _Bad(f"{name}[{i}] is {short_repr(item)}, expected {what}")
+    ev.sys_args = tuple(sys_args) if sys_args is not None else ()  # type: ignore[arg-type]
+    ev.sys_extra = tuple(sys_extra) if sys_extra is not None else ()  # type: ignore[arg-type]
+    ev.sys_strs = tuple(t.decode(_ENC, _ERR) for t in sys_strs) if sys_strs is not None else ()  # type: ignore[union-attr]
+
+
 def _length(record: list[Any], want: int) -> None:
     if len(record) != want:
         raise _Bad(f"has {len(record)} elements, expected {want}")
@@ -370,14 +390,18 @@ class CaptureReader:
             self.unknown_event_types[record[1]] = self.unknown_event_types.get(record[1], 0) + 1
             return None
         n = len(record)
-        if n != EVENT_RECORD_LEN and n != EVENT_RECORD_LEN_V1:
-            raise _Bad(f"has {n} elements, expected {EVENT_RECORD_LEN} (or {EVENT_RECORD_LEN_V1}, version 1)")
-        v2 = n == EVENT_RECORD_LEN
+        if n != EVENT_RECORD_LEN and n != EVENT_RECORD_LEN_V2 and n != EVENT_RECORD_LEN_V1:
+            raise _Bad(
+                f"has {n} elements, expected {EVENT_RECORD_LEN} (or {EVENT_RECORD_LEN_V2} or "
+                f"{EVENT_RECORD_LEN_V1}, versions 2 and 1)"
+            )
+        v2 = n >= EVENT_RECORD_LEN_V2
         if set(map(type, _ALL_INTS(record) if v2 else _EVENT_INTS(record))) != _INT_ONLY:
             for i in _EVENT_INT_POS:
                 if type(record[i]) is not int:
                     raise _Bad(f"{EVENT_FIELDS[i - 1]} is {short_repr(record[i])}, expected an integer")
-            _event_v2(Event(EventType.EXIT, 0, 0, 0, 0, 0, ""), record[EVENT_RECORD_LEN_V1:])  # names it
+            v2_part = record[EVENT_RECORD_LEN_V1:EVENT_RECORD_LEN_V2]
+            _event_v2(Event(EventType.EXIT, 0, 0, 0, 0, 0, ""), v2_part)  # names it
         # fmt: off
         (_, _, ts, pid, tid, uid, gid, comm, cgroup_id, flags, ret, filename, argv, argc_total, path,
          dirfd, open_flags, mode, repeat_count, fd, family, address, port, sock_type, child_pid,
@@ -401,7 +425,11 @@ class CaptureReader:
                 _text(arg, f"argv[{n}]")
             raise _Bad("has a field of the wrong type") from None
         if v2:
-            _event_v2(ev, record[EVENT_RECORD_LEN_V1:], checked=True)
+            _event_v2(ev, record[EVENT_RECORD_LEN_V1:EVENT_RECORD_LEN_V2], checked=True)
+            if n == EVENT_RECORD_LEN:
+                sys_args, sys_extra, sys_strs = record[EVENT_RECORD_LEN_V2:]
+                if sys_args is not None or sys_extra is not None or sys_strs is not None:
+                    _event_v3(ev, sys_args, sys_extra, sys_strs)
         return ev
 
     def _decode_other(self, record: object, start: int) -> CaptureItem:

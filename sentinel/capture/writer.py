@@ -149,6 +149,9 @@ class CaptureWriter:
                     ev.tty_nr,
                     ev.start_ns,
                     None if ev.creds is None else list(ev.creds),
+                    list(ev.sys_args) if ev.sys_args else None,
+                    list(ev.sys_extra) if ev.sys_extra else None,
+                    [t.encode(_ENC, _ERR) for t in ev.sys_strs] if ev.sys_strs else None,
                 ]
             )
         except (TypeError, ValueError, OverflowError, AttributeError) as exc:

@@ -26,6 +26,8 @@ from sentinel.events import (
     EventType,
 )
 
+SYSCALL_FIRST = EventType.SETUID  # wire types from here on are security syscalls (struct sys_event)
+
 # ts_ns, cgroup_id, start_ns, pid, tid, uid, gid, type, flags, aux, comm, then struct creds: euid, suid,
 # fsuid, egid, sgid, fsgid, loginuid, sessionid, cap_effective, cap_permitted
 HEADER = struct.Struct("<QQQIIIIHHI16sIIIIIIIIQQ")
@@ -38,10 +40,15 @@ OPEN_FIXED = struct.Struct("<qIIiI")  # ret, flags, mode, dirfd, path_len
 OPEN_KEY = struct.Struct("<IIiIQQQQQQ")  # the dedup key before the path (identities of directory and file)
 CONNECT_FIXED = struct.Struct("<qiHHII16s108s")
 FORK_FIXED = struct.Struct("<IIQQ")  # child_pid, parent_tid, clone_flags, child_start_ns
+SYS_FIXED = struct.Struct("<q6Q3Q3HH")  # ret, arg[6], extra[3], str_len[3], nstr
+TAMPER_FIXED = struct.Struct("<IiII")  # what, sig (or ptrace request), target_tid, pad
+SYS_STR_LEN = 4096
+SYS_STRS = 3
 
 HEADER_SIZE = HEADER.size
 EXEC_DATA_OFFSET = HEADER_SIZE + EXEC_FIXED.size
 OPEN_PATH_OFFSET = HEADER_SIZE + OPEN_FIXED.size + OPEN_KEY.size
+SYS_STR_OFFSET = HEADER_SIZE + SYS_FIXED.size
 _CREDS_OFFSET = _BASE.size
 
 
@@ -90,6 +97,13 @@ def decode(data: bytes) -> Event:
         _decode_exec(data, ev)
     elif kind is EventType.CONNECT:
         _decode_connect(data, ev)
+    elif kind >= SYSCALL_FIRST:
+        _decode_sys(data, ev)
+    elif kind is EventType.TAMPER:
+        if len(data) < HEADER_SIZE + TAMPER_FIXED.size:
+            raise DecodeError("short tamper sample")
+        what, sig, target, _ = TAMPER_FIXED.unpack_from(data, HEADER_SIZE)
+        ev.sys_args = (what, sig, target)
     elif kind is EventType.FORK:
         if len(data) < HEADER_SIZE + FORK_FIXED.size:
             raise DecodeError("short fork sample")
@@ -148,6 +162,24 @@ def _decode_connect(data: bytes, ev: Event) -> None:
         ev.address = socket.inet_ntop(socket.AF_INET6, addr)
     elif family == AF_UNIX:
         ev.address = unix_socket_path(unix_path[: max(0, min(addrlen - 2, len(unix_path)))])
+
+
+def _decode_sys(data: bytes, ev: Event) -> None:
+    """A security syscall: raw arguments, values read behind pointers, and up to three strings, each in its
+    own slot (the sample ends after the last one used)."""
+    if len(data) < SYS_STR_OFFSET:
+        raise DecodeError("short syscall sample")
+    fixed = SYS_FIXED.unpack_from(data, HEADER_SIZE)
+    ev.ret = fixed[0]
+    ev.sys_args = fixed[1:7]
+    ev.sys_extra = fixed[7:10]
+    lens, nstr = fixed[10:13], min(fixed[13], SYS_STRS)
+    strs = []
+    for i in range(nstr):
+        start = SYS_STR_OFFSET + i * SYS_STR_LEN
+        end = min(start + min(lens[i], SYS_STR_LEN), len(data))
+        strs.append(_cstr(data[start:end]) if end > start else "")
+    ev.sys_strs = tuple(strs)
 
 
 def unix_socket_path(raw: bytes) -> str:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from sentinel.syscalls import SYSCALLS
 
 TRACEFS_PATH = "/sys/kernel/tracing"
 DEBUGFS_TRACEFS_PATH = "/sys/kernel/debug/tracing"
@@ -58,12 +61,39 @@ REQUIRED_TRACEPOINTS: list[str] = [
 # Probes compiled in only when their tracepoints exist (the loader's HAVE_TP_* macros): legacy syscalls newer
 # arches never had (arm64, riscv: libc uses openat there, so nothing is lost) and calls older kernels lack
 # (openat2 came in 5.6, clone3 in 5.3; without clone3 libc uses clone, which is watched).
-OPTIONAL_SYSCALLS = ("open", "creat", "openat2", "clone3")
+# The security syscalls (sentinel.syscalls) are optional too: a kernel without CONFIG_MODULES has no
+# init_module tracepoints, one without CONFIG_BPF_SYSCALL no bpf; each is reported as absent.
+OPTIONAL_SYSCALLS = ("open", "creat", "openat2", "clone3", *(s.tracepoint for s in SYSCALLS.values()))
+REQUIRED_TRACEPOINTS += [
+    f"syscalls/sys_{half}_{s.tracepoint}" for s in SYSCALLS.values() for half in ("enter", "exit")
+]
 OPTIONAL_TRACEPOINTS: frozenset[str] = frozenset(
     f"syscalls/sys_{half}_{call}" for call in OPTIONAL_SYSCALLS for half in ("enter", "exit")
 )
 
 HeadersMode = Literal["matching", "substitute", "missing"]
+
+
+def ensure_bpffs(directory: str) -> bool:
+    """A BPF filesystem at ``directory`` (mounted there if it is an empty mount point): where the probes pin
+    what must outlive the agent. False (and the agent runs without pinning) when it cannot be had."""
+    if not os.path.isdir(directory):
+        return False
+    if _is_bpffs(directory):
+        return True
+    try:
+        subprocess.run(["mount", "-t", "bpf", "bpf", directory], check=True, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return _is_bpffs(directory)
+
+
+def _is_bpffs(directory: str) -> bool:
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as fh:
+            return any(line.split()[1:3] == [directory, "bpf"] for line in fh if len(line.split()) > 2)
+    except OSError:
+        return False
 
 
 class EnvironmentProblem(Exception):

@@ -20,10 +20,11 @@ from typing import Any
 
 from sentinel.events import Event, EventType
 from sentinel.sensor.decoder import DecodeError, decode
-from sentinel.sensor.environment import OPTIONAL_SYSCALLS, ensure_tracefs, tracepoint_exists
+from sentinel.sensor.environment import OPTIONAL_SYSCALLS, ensure_bpffs, ensure_tracefs, tracepoint_exists
 from sentinel.sensor.koffsets import BTF_PATH, kernel_offsets
 
-BUFFERS = ("exec", "open", "connect", "proc")
+BUFFERS = ("exec", "open", "connect", "proc", "sys")
+TAMPER_PIN = "/sys/fs/bpf/sentinel_tamper"  # the kernel's record of tamper attempts, outliving the agent
 STAT_NAMES = (
     "submit_failed_exec",
     "submit_failed_open",
@@ -33,6 +34,7 @@ STAT_NAMES = (
     "exec_stash_miss",
     "stash_full",
     "argv_truncated",
+    "submit_failed_sys",
 )
 
 
@@ -45,7 +47,7 @@ class SensorConfig:
     """Probe and transport settings (all have defaults that hold 50k events/s on 2 CPUs)."""
 
     pages: dict[str, int] = field(
-        default_factory=lambda: {"exec": 256, "open": 1024, "connect": 128, "proc": 256}
+        default_factory=lambda: {"exec": 256, "open": 1024, "connect": 128, "proc": 256, "sys": 128}
     )
     wakeup_events: int = 64
     poll_timeout_ms: int = 50
@@ -53,6 +55,8 @@ class SensorConfig:
     open_dedup_s: float = 30.0  # 0 disables in-kernel de-duplication of identical opens
     ignore_pid: int = field(default_factory=os.getpid)
     scheduling: str = "batch"  # batch | normal | idle: see apply_scheduling
+    # Where the kernel keeps tamper records (signals, ptrace aimed at the agent) across the agent's death.
+    tamper_pin: str = TAMPER_PIN
 
 
 SCHED_POLICIES = {"batch": os.SCHED_BATCH, "normal": os.SCHED_OTHER, "idle": os.SCHED_IDLE}
@@ -90,6 +94,7 @@ def find_probe_dir() -> Path:
 OPTIONAL_PROBES: dict[str, str] = {
     f"syscalls/sys_enter_{call}": f"HAVE_TP_{call.upper()}" for call in OPTIONAL_SYSCALLS
 }
+SIGNAL_TRACEPOINT = "signal/signal_generate"  # tamper evidence for every signal aimed at the agent
 
 
 def tracepoint_present(tracefs: str, name: str) -> bool:
@@ -97,6 +102,11 @@ def tracepoint_present(tracefs: str, name: str) -> bool:
     return tracepoint_exists(tracefs, name) and tracepoint_exists(
         tracefs, name.replace("sys_enter_", "sys_exit_")
     )
+
+
+def c_string(text: str) -> str:
+    """A C string literal for a -D flag (a path: no quotes or backslashes expected, escaped anyway)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def probe_cflags(probe_dir: Path, cfg: SensorConfig, present: list[str]) -> list[str]:
@@ -109,8 +119,18 @@ def probe_cflags(probe_dir: Path, cfg: SensorConfig, present: list[str]) -> list
         "-Wno-unused-function",
         "-Wno-macro-redefined",
     ]
-    flags += [f"-D{OPTIONAL_PROBES[name]}" for name in present]
+    flags += [f"-D{OPTIONAL_PROBES[name]}" for name in present if name in OPTIONAL_PROBES]
+    if SIGNAL_TRACEPOINT in present:
+        flags.append("-DHAVE_TP_SIGNAL_GENERATE")
+    if cfg.tamper_pin:
+        flags.append(f"-DTAMPER_PIN={c_string(cfg.tamper_pin)}")
     return flags
+
+
+def probe_source(probe_dir: Path) -> bytes:
+    """sentinel.c with sentinel_security.c appended: bcc generates tracepoint argument structs only for
+    probes in the main source text."""
+    return (probe_dir / "sentinel.c").read_bytes() + b"\n" + (probe_dir / "sentinel_security.c").read_bytes()
 
 
 def boottime_ns() -> int:
@@ -135,6 +155,7 @@ class Sensor:
         self.scheduling = ""
         self.kernel_offsets_mode = ""  # "btf", or "none (why)": credentials, exe identity, open dedup
         self.optional_absent: list[str] = []  # optional tracepoints this kernel lacks (not attached)
+        self.tamper_pin = ""  # the pinned map of tamper records, "" when bpffs is not available
 
     @property
     def open_dedup_active(self) -> bool:
@@ -155,23 +176,32 @@ class Sensor:
         cfg = self.config
         present = [name for name in OPTIONAL_PROBES if tracepoint_present(tracefs, name)]
         self.optional_absent = [name for name in OPTIONAL_PROBES if name not in present]
+        if tracepoint_exists(tracefs, SIGNAL_TRACEPOINT):
+            present.append(SIGNAL_TRACEPOINT)
+        else:
+            self.optional_absent.append(SIGNAL_TRACEPOINT)
+        if cfg.tamper_pin:
+            self.tamper_pin = cfg.tamper_pin if ensure_bpffs(os.path.dirname(cfg.tamper_pin)) else ""
         cflags = probe_cflags(probe_dir, cfg, present)
+        if not self.tamper_pin:
+            cflags.append("-DNO_TAMPER_PIN")
         # $SENTINEL_BTF names another BTF file; a missing one runs the agent as on a host without BTF.
         offsets = kernel_offsets(os.environ.get("SENTINEL_BTF") or BTF_PATH)
         self.kernel_offsets_mode = offsets.mode
         cflags += offsets.cflags()
-        src = str(probe_dir / "sentinel.c").encode()
+        src = probe_source(probe_dir)
         try:
-            self.bpf = BPF(src_file=src, cflags=[*cflags, "-DUSE_TASK_STORAGE"])
+            self.bpf = BPF(text=src, cflags=[*cflags, "-DUSE_TASK_STORAGE"])
             self.stash_mode = "task-storage"
         except Exception as first:
             # Kernels before 5.11 (or without BTF) have no task storage for tracing programs: use hash maps.
             try:
-                self.bpf = BPF(src_file=src, cflags=cflags)
+                self.bpf = BPF(text=src, cflags=cflags)
                 self.stash_mode = f"hash (task storage unavailable: {str(first)[:200]})"
             except Exception as exc:
                 raise SensorError(f"compiling/attaching bpf_probes/sentinel.c failed: {exc}") from exc
         self.attached = [tp.decode() if isinstance(tp, bytes) else str(tp) for tp in self.bpf.tracepoint_fds]
+        self.refresh_self_tids()
         for name in BUFFERS:
             self.bpf[f"events_{name}"].open_perf_buffer(
                 self._on_sample,
@@ -179,6 +209,18 @@ class Sensor:
                 lost_cb=self._lost_callback(name),
                 wakeup_events=cfg.wakeup_events,
             )
+
+    def refresh_self_tids(self) -> None:
+        """Tell the probes the agent's threads (a signal to any of them is tamper evidence)."""
+        if self.bpf is None:
+            return
+        table = self.bpf["self_tids"]
+        try:
+            tids = [int(t) for t in os.listdir("/proc/self/task")]
+        except OSError:
+            tids = [os.getpid()]
+        for tid in tids:
+            table[ctypes.c_uint32(tid)] = ctypes.c_uint8(1)
 
     def _on_sample(self, _cpu: int, data: int, size: int) -> None:
         self._raw.append(ctypes.string_at(data, size))
@@ -271,6 +313,8 @@ def _ts(ev: Event) -> int:
 
 
 def _buffer_of(kind: EventType) -> str:
+    if kind >= EventType.SETUID:
+        return "sys"
     if kind is EventType.EXEC:
         return "exec"
     if kind is EventType.OPEN:

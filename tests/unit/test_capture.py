@@ -30,6 +30,7 @@ from sentinel.capture import (
 from sentinel.capture.format import (
     EVENT_FIELDS,
     EVENT_V2_FIELDS,
+    EVENT_V3_FIELDS,
     FACTS_FIELDS,
     MAX_ARRAY_LEN,
     MAX_RECORD_BYTES,
@@ -128,7 +129,8 @@ def make_facts(pid: int = 42, **changes: Any) -> Any:
 
 def test_event_record_layout_covers_every_event_field() -> None:
     # A new Event field must be added to the capture layout (and the version bumped), or replay loses it.
-    assert tuple(f.name for f in dataclasses.fields(Event)) == EVENT_FIELDS + EVENT_V2_FIELDS
+    layout = EVENT_FIELDS + EVENT_V2_FIELDS + EVENT_V3_FIELDS
+    assert tuple(f.name for f in dataclasses.fields(Event)) == layout
 
 
 def test_facts_record_layout_covers_every_procfacts_field() -> None:
@@ -144,8 +146,9 @@ def test_event_record_is_the_documented_array(tmp_path: Path) -> None:
     assert list(objs[0])[:2] == ["format", "version"]
     assert objs[1][:8] == [1, 2, 7, 1, 2, 3, 4, b"cat"]
     assert objs[1][14] == b"/etc/passwd"
-    assert len(objs[1]) == 1 + len(EVENT_FIELDS) + len(EVENT_V2_FIELDS)
-    assert objs[1][-2:] == [0, None]  # start_ns and creds: not known for this event
+    assert len(objs[1]) == 1 + len(EVENT_FIELDS) + len(EVENT_V2_FIELDS) + len(EVENT_V3_FIELDS)
+    assert objs[1][-5:-3] == [0, None]  # start_ns and creds: not known for this event
+    assert objs[1][-3:] == [None, None, None]  # no syscall arguments: an open
 
 
 def test_version_1_records_still_read(tmp_path: Path) -> None:
@@ -341,7 +344,7 @@ def test_header_is_complete_and_segments_are_exposed(tmp_path: Path) -> None:
     assert [h["boot_id"] for h in reader.headers] == ["b00t", "other-boot"]
     assert reader.headers[1]["created_ns"] == 77
     head = reader.headers[0]
-    assert head["format"] == "sentinel-capture" and head["version"] == 2
+    assert head["format"] == "sentinel-capture" and head["version"] == 3
     assert {k: head[k] for k in HOST} == HOST and head["probe_mode"] == "test"
     assert isinstance(head["created_ns"], int)
 
@@ -566,7 +569,7 @@ def test_headerless_file_is_not_a_capture(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("changes", "kind", "message"),
     [
-        ({"version": 3}, "unsupported", "unsupported capture version 3"),
+        ({"version": 4}, "unsupported", "unsupported capture version 4"),
         ({"version": "1"}, "corrupt", "version is str"),
         ({"format": "sentinel-capturez"}, "not-a-capture", "not a sentinel capture: format is str"),
         ({"boot_time_ns": None}, "corrupt", "lacks 'boot_time_ns'"),
@@ -598,7 +601,7 @@ def _with(index: int, value: object) -> list[object]:
 
 
 BAD_RECORDS: list[Any] = [
-    (pack(VALID_EVENT[:10]), r"event record has 10 elements, expected 34 \(or 26, version 1\)"),
+    (pack(VALID_EVENT[:10]), r"event record has 10 elements, expected 37 \(or 34 or 26, versions 2 and 1\)"),
     (pack([*VALID_EVENT, 0]), "event record has 27 elements"),
     (pack(_with(3, "1")), "event record pid is str '1', expected an integer"),
     (pack(_with(3, True)), "pid is True"),
@@ -638,7 +641,7 @@ BAD_RECORDS: list[Any] = [
             (pack([2, 1, 2, 3, b"c", None, None, None, 0, 0, None]), "tty_nr is None"),
         ]
     ),
-    (pack({"format": "sentinel-capture", "version": 3}), "unsupported capture version 3"),
+    (pack({"format": "sentinel-capture", "version": 4}), "unsupported capture version 4"),
     (pack({"format": "x", "version": 1}), "a map that is not a segment header: format is str 'x'"),
     (pack({"format": "sentinel-capture", "version": 1}), "header lacks 'hostname'"),
     (b"\xc1", "not valid msgpack"),
@@ -715,7 +718,7 @@ def test_a_record_whose_parts_add_up_past_the_limit_is_refused(tmp_path: Path) -
 def test_a_later_segment_with_another_version_stops_there(tmp_path: Path) -> None:
     path = tmp_path / "c"
     first = header_bytes() + pack([6, 1])
-    path.write_bytes(first + header_bytes(version=3) + pack([6, 2]))
+    path.write_bytes(first + header_bytes(version=4) + pack([6, 2]))
     items, reader = read_all(path)
     assert items[1:] == [FactsMiss(1)]
     assert reader.problem is not None

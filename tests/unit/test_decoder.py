@@ -172,7 +172,7 @@ def test_decoder_formats_match_the_compiled_c_layout(tmp_path: Path) -> None:
 
 def test_event_type_numbers_match_the_c_header() -> None:
     text = HEADER_H.read_text()
-    defined = {name: int(value) for name, value in re.findall(r"#define EVT_([A-Z]+) (\d+)", text)}
+    defined = {name: int(value) for name, value in re.findall(r"#define EVT_([A-Z_0-9]+) (\d+)", text)}
     assert {t.name: int(t) for t in EventType} == defined
     flags = {name: int(bit) for name, bit in re.findall(r"#define EVF_([A-Z_]+) \(1 << (\d+)\)", text)}
     for name, bit in flags.items():

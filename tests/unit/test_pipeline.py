@@ -10,7 +10,7 @@ import pytest
 
 from sentinel import cli
 from sentinel.alerts.ecs import EcsRenderer
-from sentinel.events import AF_INET, Event, EventType
+from sentinel.events import AF_INET, SYSCALL_TYPES, Event, EventType
 from sentinel.filters import compile_filters
 from sentinel.host import HostInfo
 from sentinel.pipeline import DEFAULT_TYPES, TYPE_BY_NAME, EventStream, parse_types
@@ -83,7 +83,17 @@ def test_parse_types(spec: str, expected: set[EventType]) -> None:
 
 
 def test_every_type_has_a_name() -> None:
-    assert set(TYPE_BY_NAME.values()) == set(EventType)
+    named = {t for t in TYPE_BY_NAME.values() if not isinstance(t, frozenset)}
+    assert named == set(EventType)
+
+
+def test_families_and_security_select_the_syscalls() -> None:
+    assert parse_types("security") == {EventType.TAMPER, *SYSCALL_TYPES}
+    assert parse_types("privilege,ptrace") == {
+        EventType.SETUID, EventType.SETGID, EventType.SETREUID, EventType.SETREGID, EventType.SETRESUID,
+        EventType.SETRESGID, EventType.SETFSUID, EventType.SETFSGID, EventType.CAPSET, EventType.PTRACE,
+    }  # fmt: skip
+    assert parse_types("umount2") == {EventType.UMOUNT2} and parse_types("signal") >= {EventType.KILL}
 
 
 def test_default_types_match_the_cli_default() -> None:

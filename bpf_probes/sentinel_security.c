@@ -1,0 +1,391 @@
+/* Security-relevant syscalls: privilege, injection, kernel code, fileless, namespaces and mounts, signals.
+ * Appended to sentinel.c by the loader (it uses its helpers: fill_header, is_self, count): bcc generates a
+ * tracepoint's argument struct only for probes written out in the main source, not behind a macro or in
+ * an included file.
+ *
+ * Every call is reported at exit with its result, failures included, and never de-duplicated: these calls
+ * are rare on a healthy host and each one can matter. The entry stashes the raw arguments per thread; the
+ * exit reads the strings behind them (the caller's memory is still mapped) and the credentials the call
+ * left. Each call's probes are compiled in only when the running kernel has its tracepoints (HAVE_TP_*, set
+ * by the loader): a kernel without CONFIG_MODULES has no init_module tracepoint, and the agent says so.
+ *
+ * Tamper evidence: a signal generated for the agent (any path: kill, tkill, tgkill, pidfd_send_signal, the
+ * kernel), a ptrace or a process_vm_writev aimed at it is recorded from the sender's context into a pinned
+ * map that outlives the agent (TAMPER_PIN), so the next start can say who SIGKILLed the previous one.
+ */
+
+/* Types the generated tracepoint structs name (capset's header/data, pidfd_send_signal's info). */
+#include <linux/capability.h>
+#include <linux/signal.h>
+
+#ifndef TAMPER_PIN
+#define TAMPER_PIN "/sys/fs/bpf/sentinel_tamper"
+#endif
+#define S_SIGCHLD 17
+#define S_BPF_PROG_LOAD 5
+
+struct sys_args {
+    u64 a[6];
+    u32 call;       /* EVT_*; 0 = nothing pending */
+    u32 pad;
+};
+
+BPF_PERF_OUTPUT(events_sys);
+BPF_PERCPU_ARRAY(sys_scratch, struct sys_event, 1);
+BPF_HASH(sys_stash, u32, struct sys_args, STASH_ENTRIES);
+/* The agent's threads (the loader adds them): signals to any of them are tamper evidence. */
+BPF_HASH(self_tids, u32, u8, 1024);
+#ifdef NO_TAMPER_PIN
+BPF_TABLE("lru_hash", u64, struct tamper_event, tamper_log, 64);  /* no bpffs: records die with the agent */
+#else
+BPF_TABLE_PINNED("lru_hash", u64, struct tamper_event, tamper_log, 64, TAMPER_PIN);
+#endif
+
+static __always_inline int is_agent_task(u32 tid) {
+    if (tid == SELF_TGID)
+        return 1;
+    return self_tids.lookup(&tid) != NULL;
+}
+
+static __always_inline void record_tamper(void *ctx, u64 pid_tgid, u32 what, s32 sig, u32 target) {
+    struct tamper_event t = {};
+    fill_header(&t.h, EVT_TAMPER, pid_tgid);
+    t.what = what;
+    t.sig = sig;
+    t.target_tid = target;
+    u64 key = t.h.ts_ns;
+    tamper_log.update(&key, &t);
+    if (events_proc.perf_submit(ctx, &t, sizeof(t)) < 0)
+        count(STAT_SUBMIT_FAIL_PROC);
+}
+
+static __always_inline int sys_enter(u32 call, u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (is_self(pid_tgid))
+        return 0;
+    u32 tid = (u32)pid_tgid;
+    struct sys_args s = {};
+    s.a[0] = a0;
+    s.a[1] = a1;
+    s.a[2] = a2;
+    s.a[3] = a3;
+    s.a[4] = a4;
+    s.a[5] = a5;
+    s.call = call;
+    if (sys_stash.update(&tid, &s) < 0)
+        count(STAT_STASH_FULL);
+    return 0;
+}
+
+/* One string argument into slot i; returns the bytes read (NUL included), 0 for none or a fault. */
+static __always_inline u16 read_str(struct sys_event *e, int i, u64 ptr) {
+    if (!ptr)
+        return 0;
+    int n = bpf_probe_read_user_str(&e->str[i][0], SYS_STR_LEN, (const char *)ptr);
+    if (n <= 0)
+        return 0;
+    return (u16)n;
+}
+
+static __always_inline int sys_exit(void *ctx, long ret, u32 call) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tid = (u32)pid_tgid;
+    struct sys_args *s = sys_stash.lookup(&tid);
+    if (!s)
+        return 0;
+    if (s->call != call) {
+        sys_stash.delete(&tid);
+        return 0;
+    }
+    u32 zero = 0;
+    struct sys_event *e = sys_scratch.lookup(&zero);
+    if (!e) {
+        sys_stash.delete(&tid);
+        return 0;
+    }
+    fill_header(&e->h, (u16)call, pid_tgid);
+    e->h.flags = 0;
+#ifdef HAVE_KOFFSETS
+    read_task_identity(&e->h);  /* fill_header cleared the flags it set */
+#endif
+    e->h.aux = 0;
+    e->ret = ret;
+#pragma unroll
+    for (int i = 0; i < 6; i++)
+        e->arg[i] = s->a[i];
+    e->extra[0] = 0;
+    e->extra[1] = 0;
+    e->extra[2] = 0;
+    e->str_len[0] = 0;
+    e->str_len[1] = 0;
+    e->str_len[2] = 0;
+    u16 nstr = 0;
+    u64 a0 = s->a[0], a1 = s->a[1], a2 = s->a[2], a3 = s->a[3];
+    sys_stash.delete(&tid);
+
+    if (call == EVT_MOUNT) {
+        e->str_len[0] = read_str(e, 0, a0);
+        e->str_len[1] = read_str(e, 1, a1);
+        e->str_len[2] = read_str(e, 2, a2);
+        nstr = 3;
+    } else if (call == EVT_PIVOT_ROOT) {
+        e->str_len[0] = read_str(e, 0, a0);
+        e->str_len[1] = read_str(e, 1, a1);
+        nstr = 2;
+    } else if (call == EVT_MOVE_MOUNT) {
+        e->str_len[0] = read_str(e, 0, a1);  /* from_pathname */
+        e->str_len[1] = read_str(e, 1, a3);  /* to_pathname */
+        nstr = 2;
+    } else if (call == EVT_MEMFD_CREATE || call == EVT_UMOUNT2 || call == EVT_CHROOT ||
+               call == EVT_DELETE_MODULE) {
+        e->str_len[0] = read_str(e, 0, a0);
+        nstr = 1;
+    } else if (call == EVT_INIT_MODULE) {
+        e->str_len[0] = read_str(e, 0, a2);  /* uargs: the module parameters */
+        nstr = 1;
+    } else if (call == EVT_FINIT_MODULE) {
+        e->str_len[0] = read_str(e, 0, a1);  /* uargs */
+        nstr = 1;
+    } else if (call == EVT_CAPSET) {
+        /* The requested sets: two struct __user_cap_data_struct {effective, permitted, inheritable}. */
+        u32 d[6] = {};
+        if (a1 && bpf_probe_read_user(d, sizeof(d), (const void *)a1) == 0) {
+            e->extra[0] = d[0] | ((u64)d[3] << 32);
+            e->extra[1] = d[1] | ((u64)d[4] << 32);
+            e->extra[2] = d[2] | ((u64)d[5] << 32);
+        }
+    } else if (call == EVT_BPF) {
+        /* attr's head: the program type (BPF_PROG_LOAD), map type (BPF_MAP_CREATE) or the id asked for
+         * (BPF_*_GET_FD_BY_ID); the program's name for a load. */
+        if (a1) {
+            bpf_probe_read_user(&e->extra[0], 8, (const void *)a1);
+            if (a0 == S_BPF_PROG_LOAD && a2 >= 64) {
+                int n = bpf_probe_read_user_str(&e->str[0][0], 16, (const char *)(a1 + 48));
+                e->str_len[0] = n > 0 ? (u16)n : 0;
+                nstr = 1;
+            }
+        }
+    }
+    e->nstr = nstr;
+    u64 size = offsetof(struct sys_event, str);
+    if (nstr > 0) {
+        u32 last = nstr - 1;
+        if (last >= SYS_STRS)
+            last = SYS_STRS - 1;
+        u32 len = e->str_len[last & 3];
+        if (len > SYS_STR_LEN)
+            len = SYS_STR_LEN;
+        size += (u64)last * SYS_STR_LEN + len;
+    }
+    barrier_var(size);
+    if (size > sizeof(struct sys_event))
+        size = sizeof(struct sys_event);
+    barrier_var(size);
+    if (events_sys.perf_submit(ctx, e, size) < 0)
+        count(STAT_SUBMIT_FAIL_SYS);
+    return 0;
+}
+
+/* ------------------------------------------------------------- privilege */
+
+#ifdef HAVE_TP_SETUID
+TRACEPOINT_PROBE(syscalls, sys_enter_setuid) { return sys_enter(EVT_SETUID, args->uid, 0, 0, 0, 0, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_setuid) { return sys_exit(args, args->ret, EVT_SETUID); }
+#endif
+#ifdef HAVE_TP_SETGID
+TRACEPOINT_PROBE(syscalls, sys_enter_setgid) { return sys_enter(EVT_SETGID, args->gid, 0, 0, 0, 0, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_setgid) { return sys_exit(args, args->ret, EVT_SETGID); }
+#endif
+#ifdef HAVE_TP_SETREUID
+TRACEPOINT_PROBE(syscalls, sys_enter_setreuid) {
+    return sys_enter(EVT_SETREUID, args->ruid, args->euid, 0, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_setreuid) { return sys_exit(args, args->ret, EVT_SETREUID); }
+#endif
+#ifdef HAVE_TP_SETREGID
+TRACEPOINT_PROBE(syscalls, sys_enter_setregid) {
+    return sys_enter(EVT_SETREGID, args->rgid, args->egid, 0, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_setregid) { return sys_exit(args, args->ret, EVT_SETREGID); }
+#endif
+#ifdef HAVE_TP_SETRESUID
+TRACEPOINT_PROBE(syscalls, sys_enter_setresuid) {
+    return sys_enter(EVT_SETRESUID, args->ruid, args->euid, args->suid, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_setresuid) { return sys_exit(args, args->ret, EVT_SETRESUID); }
+#endif
+#ifdef HAVE_TP_SETRESGID
+TRACEPOINT_PROBE(syscalls, sys_enter_setresgid) {
+    return sys_enter(EVT_SETRESGID, args->rgid, args->egid, args->sgid, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_setresgid) { return sys_exit(args, args->ret, EVT_SETRESGID); }
+#endif
+#ifdef HAVE_TP_SETFSUID
+TRACEPOINT_PROBE(syscalls, sys_enter_setfsuid) { return sys_enter(EVT_SETFSUID, args->uid, 0, 0, 0, 0, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_setfsuid) { return sys_exit(args, args->ret, EVT_SETFSUID); }
+#endif
+#ifdef HAVE_TP_SETFSGID
+TRACEPOINT_PROBE(syscalls, sys_enter_setfsgid) { return sys_enter(EVT_SETFSGID, args->gid, 0, 0, 0, 0, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_setfsgid) { return sys_exit(args, args->ret, EVT_SETFSGID); }
+#endif
+#ifdef HAVE_TP_CAPSET
+TRACEPOINT_PROBE(syscalls, sys_enter_capset) {
+    return sys_enter(EVT_CAPSET, (u64)args->header, (u64)args->data, 0, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_capset) { return sys_exit(args, args->ret, EVT_CAPSET); }
+#endif
+
+/* ------------------------------------------------------------- injection */
+
+#ifdef HAVE_TP_PTRACE
+TRACEPOINT_PROBE(syscalls, sys_enter_ptrace) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 target = (u32)args->pid;
+    if (!is_self(pid_tgid) && is_agent_task(target))
+        record_tamper(args, pid_tgid, TAMPER_PTRACE, (s32)args->request, target);
+    return sys_enter(EVT_PTRACE, args->request, args->pid, args->addr, args->data, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_ptrace) { return sys_exit(args, args->ret, EVT_PTRACE); }
+#endif
+#ifdef HAVE_TP_PROCESS_VM_WRITEV
+TRACEPOINT_PROBE(syscalls, sys_enter_process_vm_writev) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 target = (u32)args->pid;
+    if (!is_self(pid_tgid) && is_agent_task(target))
+        record_tamper(args, pid_tgid, TAMPER_VM_ACCESS, 0, target);
+    return sys_enter(EVT_PROCESS_VM_WRITEV, args->pid, 0, args->liovcnt, 0, args->riovcnt, args->flags);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_process_vm_writev) { return sys_exit(args, args->ret, EVT_PROCESS_VM_WRITEV); }
+#endif
+
+/* ------------------------------------------------------------- kernel code */
+
+#ifdef HAVE_TP_INIT_MODULE
+TRACEPOINT_PROBE(syscalls, sys_enter_init_module) {
+    return sys_enter(EVT_INIT_MODULE, 0, args->len, (u64)args->uargs, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_init_module) { return sys_exit(args, args->ret, EVT_INIT_MODULE); }
+#endif
+#ifdef HAVE_TP_FINIT_MODULE
+TRACEPOINT_PROBE(syscalls, sys_enter_finit_module) {
+    return sys_enter(EVT_FINIT_MODULE, args->fd, (u64)args->uargs, args->flags, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_finit_module) { return sys_exit(args, args->ret, EVT_FINIT_MODULE); }
+#endif
+#ifdef HAVE_TP_DELETE_MODULE
+TRACEPOINT_PROBE(syscalls, sys_enter_delete_module) {
+    return sys_enter(EVT_DELETE_MODULE, (u64)args->name_user, args->flags, 0, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_delete_module) { return sys_exit(args, args->ret, EVT_DELETE_MODULE); }
+#endif
+#ifdef HAVE_TP_BPF
+TRACEPOINT_PROBE(syscalls, sys_enter_bpf) {
+    return sys_enter(EVT_BPF, args->cmd, (u64)args->uattr, args->size, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_bpf) { return sys_exit(args, args->ret, EVT_BPF); }
+#endif
+
+/* ------------------------------------------------------------- fileless */
+
+#ifdef HAVE_TP_MEMFD_CREATE
+TRACEPOINT_PROBE(syscalls, sys_enter_memfd_create) {
+    return sys_enter(EVT_MEMFD_CREATE, (u64)args->uname, args->flags, 0, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_memfd_create) { return sys_exit(args, args->ret, EVT_MEMFD_CREATE); }
+#endif
+
+/* ------------------------------------------------------------- namespaces and mounts */
+
+#ifdef HAVE_TP_MOUNT
+TRACEPOINT_PROBE(syscalls, sys_enter_mount) {
+    return sys_enter(EVT_MOUNT, (u64)args->dev_name, (u64)args->dir_name, (u64)args->type, args->flags, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_mount) { return sys_exit(args, args->ret, EVT_MOUNT); }
+#endif
+#ifdef HAVE_TP_UMOUNT
+TRACEPOINT_PROBE(syscalls, sys_enter_umount) {
+    return sys_enter(EVT_UMOUNT2, (u64)args->name, (u64)(s64)args->flags, 0, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_umount) { return sys_exit(args, args->ret, EVT_UMOUNT2); }
+#endif
+#ifdef HAVE_TP_MOVE_MOUNT
+TRACEPOINT_PROBE(syscalls, sys_enter_move_mount) {
+    return sys_enter(EVT_MOVE_MOUNT, (u64)(s64)args->from_dfd, (u64)args->from_pathname, (u64)(s64)args->to_dfd,
+                     (u64)args->to_pathname, args->flags, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_move_mount) { return sys_exit(args, args->ret, EVT_MOVE_MOUNT); }
+#endif
+#ifdef HAVE_TP_SETNS
+TRACEPOINT_PROBE(syscalls, sys_enter_setns) {
+    return sys_enter(EVT_SETNS, (u64)(s64)args->fd, (u64)(s64)args->flags, 0, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_setns) { return sys_exit(args, args->ret, EVT_SETNS); }
+#endif
+#ifdef HAVE_TP_UNSHARE
+TRACEPOINT_PROBE(syscalls, sys_enter_unshare) {
+    return sys_enter(EVT_UNSHARE, args->unshare_flags, 0, 0, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_unshare) { return sys_exit(args, args->ret, EVT_UNSHARE); }
+#endif
+#ifdef HAVE_TP_PIVOT_ROOT
+TRACEPOINT_PROBE(syscalls, sys_enter_pivot_root) {
+    return sys_enter(EVT_PIVOT_ROOT, (u64)args->new_root, (u64)args->put_old, 0, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_pivot_root) { return sys_exit(args, args->ret, EVT_PIVOT_ROOT); }
+#endif
+#ifdef HAVE_TP_CHROOT
+TRACEPOINT_PROBE(syscalls, sys_enter_chroot) {
+    return sys_enter(EVT_CHROOT, (u64)args->filename, 0, 0, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_chroot) { return sys_exit(args, args->ret, EVT_CHROOT); }
+#endif
+
+/* ------------------------------------------------------------- signals (aimed at another process) */
+
+#ifdef HAVE_TP_KILL
+TRACEPOINT_PROBE(syscalls, sys_enter_kill) {
+    s64 pid = (s32)args->pid;
+    if (pid == (s64)(bpf_get_current_pid_tgid() >> 32))
+        return 0;  /* to itself */
+    return sys_enter(EVT_KILL, (u64)pid, (u64)(s64)args->sig, 0, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_kill) { return sys_exit(args, args->ret, EVT_KILL); }
+#endif
+#ifdef HAVE_TP_TKILL
+TRACEPOINT_PROBE(syscalls, sys_enter_tkill) {
+    s64 tid = (s32)args->pid;
+    if (tid == (s64)(u32)bpf_get_current_pid_tgid())
+        return 0;
+    return sys_enter(EVT_TKILL, (u64)tid, (u64)(s64)args->sig, 0, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_tkill) { return sys_exit(args, args->ret, EVT_TKILL); }
+#endif
+#ifdef HAVE_TP_TGKILL
+TRACEPOINT_PROBE(syscalls, sys_enter_tgkill) {
+    s64 tgid = (s32)args->tgid;
+    if (tgid == (s64)(bpf_get_current_pid_tgid() >> 32))
+        return 0;
+    return sys_enter(EVT_TGKILL, (u64)tgid, (u64)(s64)args->pid, (u64)(s64)args->sig, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_tgkill) { return sys_exit(args, args->ret, EVT_TGKILL); }
+#endif
+#ifdef HAVE_TP_PIDFD_SEND_SIGNAL
+TRACEPOINT_PROBE(syscalls, sys_enter_pidfd_send_signal) {
+    return sys_enter(EVT_PIDFD_SEND_SIGNAL, (u64)(s64)args->pidfd, (u64)(s64)args->sig, 0, args->flags, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_pidfd_send_signal) { return sys_exit(args, args->ret, EVT_PIDFD_SEND_SIGNAL); }
+#endif
+
+/* Every signal generated for the agent, whichever call (or the kernel) sent it: tamper evidence. */
+#ifdef HAVE_TP_SIGNAL_GENERATE
+TRACEPOINT_PROBE(signal, signal_generate) {
+    u32 target = (u32)args->pid;
+    if (!is_agent_task(target))
+        return 0;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (is_self(pid_tgid) || args->sig == S_SIGCHLD)
+        return 0;  /* its own signals, its children's exits */
+    record_tamper(args, pid_tgid, TAMPER_SIGNAL, args->sig, target);
+    return 0;
+}
+#endif

@@ -1,0 +1,258 @@
+"""Security syscalls on the real kernel: each made by a real process through a direct syscall (ctypes, no
+helper binary whose name a rule could key on), successful and failing, with its fields exact."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import Agent, get
+
+pytestmark = pytest.mark.kernel
+
+# A child that makes the calls named on its command line through syscall(2) and prints its pid first.
+CALLER = textwrap.dedent(
+    r"""
+    import ctypes, os, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    NR = dict(setuid=105, setgid=106, setreuid=113, setregid=114, setresuid=117, setresgid=119,
+              setfsuid=122, setfsgid=123, capset=126, ptrace=101, process_vm_writev=311, bpf=321,
+              memfd_create=319, mount=165, umount2=166, setns=308, unshare=272, pivot_root=155,
+              chroot=161, move_mount=429, kill=62, tkill=200, tgkill=234, pidfd_send_signal=424,
+              pidfd_open=434)
+    def sc(name, *args):
+        r = libc.syscall(NR[name], *args)
+        return r if r >= 0 else -ctypes.get_errno()
+    print(os.getpid(), flush=True)
+    sys.stdin.readline()  # the test knows the pid before any call
+    exec(sys.argv[1])
+    """
+)
+
+
+def run_calls(code: str, user: int | None = None) -> int:
+    """Run ``code`` (may use ``sc(name, *args)``) in a fresh child; returns the child's pid."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CALLER, textwrap.dedent(code)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, user=user, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stdin is not None
+    pid = int(proc.stdout.readline())
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return pid
+
+
+def calls_of(agent: Agent, pid: int, action: str, count: int = 1) -> list[dict[str, Any]]:
+    return agent.wait_for(
+        lambda d: get(d, "process.pid") == pid and get(d, "event.action") == action,
+        what=f"{action} by pid {pid}",
+        count=count,
+    )
+
+
+def test_privilege_calls_carry_requested_and_resulting_ids(agent: Agent) -> None:
+    pid = run_calls(
+        """
+        sc("setfsuid", 4321); sc("setfsgid", 4322)
+        sc("setresgid", 1001, 1002, 1003); sc("setregid", 0xFFFFFFFF, 1004)
+        sc("setresuid", 2001, 2002, 2003)
+        sc("setuid", 0)  # now unprivileged: fails
+        """
+    )
+    res = calls_of(agent, pid, "setresuid")[0]
+    assert get(res, "sentinel.event.arg") == {"ruid": "2001", "euid": "2002", "suid": "2003"}
+    assert get(res, "sentinel.event.rawarg") == {"ruid": 2001, "euid": 2002, "suid": 2003}
+    assert get(res, "event.outcome") == "success" and get(res, "event.category") == ["process"]
+    assert get(res, "sentinel.event.family") == "privilege"
+    # The credentials the call left: the resulting ids.
+    assert get(res, "process.user.id") == "2002" and get(res, "process.real_user.id") == "2001"
+    assert get(res, "process.saved_user.id") == "2003"
+    assert get(res, "sentinel.event.type") == "setresuid"
+    regid = calls_of(agent, pid, "setregid")[0]
+    assert get(regid, "sentinel.event.arg") == {"rgid": "-1", "egid": "1004"}
+    fsuid = calls_of(agent, pid, "setfsuid")[0]
+    assert (
+        get(fsuid, "sentinel.event.rawarg.uid") == 4321 and get(fsuid, "sentinel.event.ret") == 0
+    )  # old fsuid
+    denied = calls_of(agent, pid, "setuid")[0]
+    assert get(denied, "event.outcome") == "failure" and get(denied, "error.code") == "EPERM"
+    assert get(denied, "sentinel.event.arg.uid") == "0"
+
+
+def test_capset_requested_sets(agent: Agent) -> None:
+    pid = run_calls(
+        """
+        hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+        data = (ctypes.c_uint32 * 6)(1 << 21, 1 << 21, 0, 0, 0, 0)  # keep CAP_SYS_ADMIN only
+        sc("capset", hdr, data)
+        """
+    )
+    doc = calls_of(agent, pid, "capset")[0]
+    assert get(doc, "event.outcome") == "success"
+    assert get(doc, "sentinel.event.rawarg.cap_effective") == 1 << 21
+    assert get(doc, "sentinel.event.arg.cap_permitted") == hex(1 << 21)
+
+
+def test_ptrace_and_memory_writes_name_their_target(agent: Agent) -> None:
+    victim = subprocess.Popen(["/bin/sleep", "30"])
+    try:
+        pid = run_calls(
+            f"""
+            sc("ptrace", 16, {victim.pid}, 0, 0)   # PTRACE_ATTACH
+            sc("ptrace", 17, {victim.pid}, 0, 0)   # PTRACE_DETACH (fails: not stopped yet, or succeeds)
+            sc("ptrace", 16, 999999999, 0, 0)      # no such process
+            buf = ctypes.create_string_buffer(8)
+            iov = (ctypes.c_uint64 * 2)(ctypes.addressof(buf), 8)
+            sc("process_vm_writev", {victim.pid}, iov, 1, iov, 1, 0)
+            """
+        )
+        attach = calls_of(agent, pid, "ptrace", count=3)
+        first = attach[0]
+        assert get(first, "sentinel.event.arg.request") == "PTRACE_ATTACH"
+        assert get(first, "event.outcome") == "success" and get(first, "sentinel.event.family") == "injection"
+        assert get(first, "sentinel.event.target.pid") == victim.pid
+        assert get(first, "sentinel.event.target.executable") == os.path.realpath("/bin/sleep")
+        missing = next(d for d in attach if get(d, "sentinel.event.rawarg.pid") == 999999999)
+        assert get(missing, "error.code") == "ESRCH"
+        write = calls_of(agent, pid, "process_vm_writev")[0]
+        assert get(write, "sentinel.event.target.pid") == victim.pid
+        assert get(write, "sentinel.event.rawarg.pid") == victim.pid
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_memfd_create_names_the_memfd(agent: Agent) -> None:
+    name = "m" + uuid.uuid4().hex[:10]
+    pid = run_calls(f'sc("memfd_create", b"{name}", 1); sc("memfd_create", None, 0)')
+    docs = calls_of(agent, pid, "memfd_create", count=2)
+    ok = next(d for d in docs if get(d, "sentinel.event.arg.name") == name)
+    assert get(ok, "sentinel.event.arg.flags") == "MFD_CLOEXEC" and get(ok, "file.name") == f"memfd:{name}"
+    assert get(ok, "event.outcome") == "success" and get(ok, "sentinel.event.ret") >= 0
+    bad = next(d for d in docs if d is not ok)
+    assert get(bad, "error.code") == "EFAULT"
+
+
+def test_namespaces_and_mounts(agent: Agent, tmp_path: Path) -> None:
+    target = tmp_path / ("mnt-" + uuid.uuid4().hex[:8])
+    target.mkdir()
+    pid = run_calls(
+        f"""
+        CLONE_NEWNS, CLONE_NEWUTS = 0x00020000, 0x04000000
+        fd = os.open("/proc/self/ns/uts", os.O_RDONLY)  # the namespace it starts in, to go back to
+        sc("unshare", CLONE_NEWNS | CLONE_NEWUTS)
+        sc("mount", b"none", b"/", None, 0x40000 | 0x4000, None)   # make / private (MS_PRIVATE|MS_REC)
+        sc("mount", b"sentinel-test", b"{target}", b"tmpfs", 2 | 4, None)    # MS_NOSUID|MS_NODEV
+        sc("mount", b"none", b"{target}/does-not-exist", b"tmpfs", 0, None)  # fails: ENOENT
+        sc("umount2", b"{target}", 2)   # MNT_DETACH
+        sc("chroot", b"/nonexistent-root")
+        sc("setns", fd, CLONE_NEWUTS)
+        sc("pivot_root", b"/nonexistent-a", b"/nonexistent-b")
+        """
+    )
+    unshare = calls_of(agent, pid, "unshare")[0]
+    assert get(unshare, "sentinel.event.arg.flags") == "CLONE_NEWNS|CLONE_NEWUTS"
+    assert get(unshare, "sentinel.event.namespaces") == ["mnt", "uts"]
+    mounts = calls_of(agent, pid, "mount", count=3)
+    tmpfs = next(d for d in mounts if get(d, "sentinel.event.arg.dev") == "sentinel-test")
+    assert get(tmpfs, "sentinel.event.arg.dir") == str(target)
+    assert get(tmpfs, "sentinel.event.arg.type") == "tmpfs"
+    assert get(tmpfs, "sentinel.event.arg.flags") == "NOSUID|NODEV"
+    assert get(tmpfs, "event.outcome") == "success" and get(tmpfs, "event.category") == ["configuration"]
+    failed = next(d for d in mounts if str(get(d, "sentinel.event.arg.dir")).endswith("does-not-exist"))
+    assert get(failed, "error.code") == "ENOENT"
+    umount = calls_of(agent, pid, "umount2")[0]
+    assert get(umount, "sentinel.event.arg") == {"name": str(target), "flags": "DETACH"}
+    chroot = calls_of(agent, pid, "chroot")[0]
+    assert (
+        get(chroot, "sentinel.event.arg.path") == "/nonexistent-root"
+        and get(chroot, "error.code") == "ENOENT"
+    )
+    setns = calls_of(agent, pid, "setns")[0]
+    assert (
+        get(setns, "sentinel.event.arg.nstype") == "CLONE_NEWUTS" and get(setns, "event.outcome") == "success"
+    )
+    assert str(get(setns, "sentinel.event.fd_path")).startswith("uts:[")
+    pivot = calls_of(agent, pid, "pivot_root")[0]
+    assert get(pivot, "sentinel.event.arg") == {"new_root": "/nonexistent-a", "put_old": "/nonexistent-b"}
+
+
+def test_signals_to_other_processes_name_the_target(agent: Agent) -> None:
+    victim = subprocess.Popen(["/bin/sleep", "30"])
+    try:
+        pid = run_calls(
+            f"""
+            sc("kill", {victim.pid}, 0)         # existence check
+            sc("kill", os.getpid(), 0)          # itself: not reported
+            sc("tgkill", {victim.pid}, {victim.pid}, 10)   # SIGUSR1
+            sc("kill", 999999999, 9)            # no such process
+            """
+        )
+        kills = calls_of(agent, pid, "kill", count=2)
+        assert all(get(d, "sentinel.event.rawarg.pid") != pid for d in kills)  # never to itself
+        probe = next(d for d in kills if get(d, "sentinel.event.rawarg.pid") == victim.pid)
+        assert get(probe, "sentinel.event.arg.sig") == "0" or get(probe, "sentinel.event.rawarg.sig") == 0
+        assert get(probe, "sentinel.event.target.executable") == os.path.realpath("/bin/sleep")
+        missing = next(d for d in kills if get(d, "sentinel.event.rawarg.pid") == 999999999)
+        assert get(missing, "sentinel.event.arg.sig") == "SIGKILL" and get(missing, "error.code") == "ESRCH"
+        tg = calls_of(agent, pid, "tgkill")[0]
+        assert get(tg, "sentinel.event.arg") == {"pid": victim.pid, "tid": victim.pid, "sig": "SIGUSR1"}
+        assert get(tg, "sentinel.event.family") == "signal"
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_bpf_program_load_says_type_and_name(agent: Agent) -> None:
+    pid = run_calls(
+        """
+        insns = (ctypes.c_uint64 * 2)(0x00000000000000b7, 0x0000000000000095)  # r0 = 0; exit
+        lic = ctypes.create_string_buffer(b"GPL")
+        attr = (ctypes.c_uint8 * 128)()
+        ctypes.c_uint32.from_buffer(attr, 0).value = 1            # BPF_PROG_TYPE_SOCKET_FILTER
+        ctypes.c_uint32.from_buffer(attr, 4).value = 2
+        ctypes.c_uint64.from_buffer(attr, 8).value = ctypes.addressof(insns)
+        ctypes.c_uint64.from_buffer(attr, 16).value = ctypes.addressof(lic)
+        ctypes.memmove(ctypes.addressof(attr) + 48, b"sntl_probe_t", 12)
+        sc("bpf", 5, attr, 128)
+        sc("bpf", 5, None, 128)   # EFAULT
+        """
+    )
+    docs = calls_of(agent, pid, "bpf", count=2)
+    ok = next(d for d in docs if get(d, "event.outcome") == "success")
+    assert get(ok, "sentinel.event.arg.cmd") == "BPF_PROG_LOAD"
+    assert get(ok, "sentinel.event.bpf") == {"prog_type": "socket_filter", "prog_name": "sntl_probe_t"}
+    bad = next(d for d in docs if d is not ok)
+    assert get(bad, "error.code") == "EFAULT"
+
+
+def test_a_signal_to_the_agent_is_tamper_evidence(agent: Agent) -> None:
+    code = f"import os; os.kill({agent.proc.pid}, {int(signal.SIGCONT)})"
+    sender = subprocess.Popen([sys.executable, "-c", code])
+    sender.wait()
+    doc = agent.wait_for(
+        lambda d: get(d, "event.action") == "tamper" and get(d, "process.pid") == sender.pid, what="tamper"
+    )[0]
+    want = {"kind": "signal", "target_tid": agent.proc.pid, "signal": "SIGCONT"}
+    assert get(doc, "sentinel.event.tamper") == want
+
+
+def test_module_syscalls_absent_on_this_kernel_are_said(agent: Agent) -> None:
+    """Where the kernel has no module tracepoints (no CONFIG_MODULES), the agent says so at start."""
+    ready = next(d for d in agent.diagnostics if d.get("event") == "sentinel.ready")
+    absent = ready.get("optional_tracepoints_absent") or []
+    present = os.path.exists("/sys/kernel/tracing/events/syscalls/sys_enter_init_module")
+    assert ("syscalls/sys_enter_init_module" in absent) is not present
+    assert "syscalls/sys_enter_setuid" not in absent and "signal/signal_generate" not in absent

@@ -1,0 +1,101 @@
+"""Security syscall events off the wire, through captures and into documents, hostile input included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sentinel.alerts.ecs import EcsRenderer
+from sentinel.capture import CaptureReader, CaptureWriter, capture_header
+from sentinel.events import Event, EventType
+from sentinel.host import HostInfo
+from sentinel.sensor import decoder
+from sentinel.syscalls import MOUNT_FLAGS, SYSCALLS, arguments, clone_flag_names, flag_names, namespaces
+
+HOST = HostInfo(hostname="h", machine_id="m", boot_id="b", kernel="6.18", boot_time_ns=1_700_000_000 * 10**9)
+
+
+def sample(etype: int, args: tuple[int, ...], strs: list[bytes], extra: tuple[int, ...] = (0, 0, 0),
+           lens: list[int] | None = None, nstr: int | None = None, ret: int = 0) -> bytes:  # fmt: skip
+    header = decoder._BASE.pack(10, 0, 0, 42, 42, 0, 0, etype, 0, 0, b"caller") + bytes(48)
+    lens = lens if lens is not None else [len(s) + 1 for s in strs] + [0] * (3 - len(strs))
+    body = decoder.SYS_FIXED.pack(ret, *args, *extra, *lens, len(strs) if nstr is None else nstr)
+    data = b"".join(s + b"\0" + bytes(decoder.SYS_STR_LEN - len(s) - 1) for s in strs)
+    if strs:  # the probe sends up to the end of the last string
+        data = data[: (len(strs) - 1) * decoder.SYS_STR_LEN + len(strs[-1]) + 1]
+    return header + body + data
+
+
+def test_a_mount_off_the_wire() -> None:
+    ev = decoder.decode(sample(EventType.MOUNT, (1, 2, 3, 6, 0, 0), [b"src", b"/mnt/\xff", b"tmpfs"], ret=-2))
+    assert ev.type is EventType.MOUNT and ev.ret == -2
+    assert ev.sys_strs == ("src", "/mnt/\udcff", "tmpfs")
+    assert arguments(ev)["flags"] == (6, "NOSUID|NODEV")
+    assert arguments(ev)["dir"][1] == "/mnt/\udcff"
+
+
+@pytest.mark.parametrize(
+    ("lens", "nstr"),
+    [([9999, 9999, 9999], 3), ([0, 0, 0], 200), ([5000, 1, 1], 1)],
+)
+def test_hostile_lengths_never_read_past_the_sample(lens: list[int], nstr: int) -> None:
+    data = sample(EventType.CHROOT, (0,) * 6, [b"/x"], lens=lens, nstr=nstr)
+    ev = decoder.decode(data)
+    assert len(ev.sys_strs) <= 3 and all(len(s) <= decoder.SYS_STR_LEN for s in ev.sys_strs)
+
+
+def test_a_short_sample_is_a_decode_error() -> None:
+    with pytest.raises(decoder.DecodeError):
+        decoder.decode(sample(EventType.SETUID, (0,) * 6, [])[:-20])
+
+
+def test_security_events_survive_a_capture(tmp_path: Path) -> None:
+    path = tmp_path / "c"
+    ev = Event(EventType.PTRACE, 5, 7, 7, 0, 0, "gdb", ret=-1, sys_args=(16, 1234, 0, 0, 0, 0),
+               sys_extra=(0, 0, 0))  # fmt: skip
+    mount = Event(EventType.MOUNT, 6, 7, 7, 0, 0, "mount", sys_args=(1, 2, 3, 0x1000, 0, 0),
+                  sys_strs=("/dev/sda1", "/mnt/\udcff", "ext4"))  # fmt: skip
+    with CaptureWriter(path, capture_header("test", host=HOST.to_dict())) as w:
+        w.write_event(ev)
+        w.write_event(mount)
+        w.write_event(Event(EventType.OPEN, 7, 7, 7, 0, 0, "cat", path="/etc/hosts"))
+    got = [e for e in CaptureReader(path) if isinstance(e, Event)]
+    assert got[0].sys_args == ev.sys_args and got[0].type is EventType.PTRACE
+    assert got[1].sys_strs == mount.sys_strs
+    assert got[2].sys_args == () and got[2].sys_strs == ()
+
+
+def test_a_capture_record_with_bad_syscall_elements_is_corrupt(tmp_path: Path) -> None:
+    import msgpack
+
+    path = tmp_path / "c"
+    with CaptureWriter(path, capture_header("test", host=HOST.to_dict())) as w:
+        w.write_event(Event(EventType.KILL, 5, 7, 7, 0, 0, "k", sys_args=(1, 9, 0, 0, 0, 0)))
+    raw = path.read_bytes()
+    objs = list(msgpack.Unpacker(__import__("io").BytesIO(raw), raw=False))
+    bad = list(objs[1])
+    bad[-3] = [1, "nine"]
+    path.write_bytes(msgpack.packb(objs[0]) + msgpack.packb(bad))
+    reader = CaptureReader(path)
+    assert not [e for e in reader if isinstance(e, Event)]
+    assert reader.problem is not None and "sys_args[1]" in reader.problem.message
+
+
+def test_documents_say_what_the_call_did() -> None:
+    r = EcsRenderer(HOST)
+    ev = Event(EventType.UNSHARE, 5, 7, 7, 0, 0, "unshare", sys_args=(0x10020000, 0, 0, 0, 0, 0))
+    doc = r.event_doc(ev, None)
+    assert doc["event"]["action"] == "unshare" and doc["event"]["category"] == ["process"]
+    assert doc["sentinel"]["event"]["arg"] == {"flags": "CLONE_NEWNS|CLONE_NEWUSER"}
+    assert doc["sentinel"]["event"]["namespaces"] == ["mnt", "user"]
+    tamper = Event(EventType.TAMPER, 5, 9, 9, 0, 0, "kill", sys_args=(1, 9, 4242))
+    tdoc = r.event_doc(tamper, None)
+    assert tdoc["sentinel"]["event"]["tamper"] == {"kind": "signal", "target_tid": 4242, "signal": "SIGKILL"}
+
+
+def test_flag_names_follow_falco() -> None:
+    assert flag_names(0, MOUNT_FLAGS) == "0" and flag_names(1 | (1 << 30), MOUNT_FLAGS) == "RDONLY|0x40000000"
+    assert clone_flag_names(0x10000000 | 0x80) == "CLONE_NEWUSER|CLONE_NEWTIME"
+    assert namespaces(0x40000000) == ["net"]
+    assert all(spec.name == t.name.lower() for t, spec in SYSCALLS.items())
