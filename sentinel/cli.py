@@ -697,6 +697,10 @@ class _Operations:
 
     def on_ready(self) -> None:
         self.health.set_probes(True)
+        from sentinel.alerts import internal
+
+        for ev in getattr(self.sensor, "previous_tamper", ()):
+            self.stream.raise_internal(internal.tamper(ev, previous=True))
 
     def on_loss(self, ts_ns: int, buffer: str, lost: int) -> None:
         self.health.record_loss(lost)

@@ -32,6 +32,7 @@ from sentinel.rules.context import EvalContext
 
 _OPEN = EventType.OPEN
 _CHDIR = EventType.CHDIR
+_TAMPER = EventType.TAMPER
 _EXEC = EventType.EXEC
 MAX_MATCH_ERRORS_LOGGED = 10
 
@@ -146,6 +147,10 @@ class DetectionStream:
 
     def handle(self, ev: Event) -> None:
         etype = ev.type
+        if etype is _TAMPER:  # aimed at the agent itself: an internal alert, not a rule's business
+            self.events += 1
+            self.raise_internal(internal.tamper(ev))
+            return
         anomaly = self.anomaly
         if anomaly is not None and etype is _EXEC and anomaly.must_score_before(ev.pid):
             self._write_all(anomaly.score_pending())  # before the exec changes what those alerts show

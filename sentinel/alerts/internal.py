@@ -81,6 +81,49 @@ TASK_FAILED = Rule(
     source="internal",
 )
 
+AGENT_TAMPERED = Rule(
+    name="Agent tampered with",
+    desc="A signal, ptrace or memory write aimed at the agent itself, recorded by the kernel from the "
+    "sender's side. A stop by the service manager (SIGTERM/SIGHUP from init) is noted; a SIGKILL or SIGSTOP, "
+    "a ptrace or a write into its memory is how an attacker blinds a sensor (T1562.001). One the previous "
+    "instance could not report (it was killed) is reported at the next start.",
+    condition="",
+    output="Agent tampered with: {kind} {what} from {sender_comm} (pid {sender_pid}, uid {sender_uid}){when}",
+    priority="critical",
+    tags=[*TAGS, "T1562.001"],
+    source="internal",
+)
+AGENT_SIGNALLED = Rule(
+    name="Agent stopped or reloaded by a signal",
+    desc="SIGTERM, SIGINT or SIGHUP sent to the agent: how a service manager or an operator stops or reloads "
+    "it. Recorded with the sender, so an unexpected stop can be traced.",
+    condition="",
+    output=AGENT_TAMPERED.output.replace("Agent tampered with", "Agent signalled"),
+    priority="notice",
+    tags=[*TAGS, "T1562.001"],
+    source="internal",
+)
+# Signals an operator's service manager sends: still recorded, at a lower priority.
+_ROUTINE_SIGNALS = frozenset({1, 2, 15})  # SIGHUP, SIGINT, SIGTERM
+
+
+def tamper(ev: Any, previous: bool = False) -> Alert:
+    """An ``Agent tampered with`` alert for a tamper record (``previous``: it was aimed at an earlier
+    instance, read from the kernel's pinned record at start)."""
+    from sentinel.syscalls import TAMPER_KINDS, signal_name
+
+    what_kind, sig, tid = (*ev.sys_args, 0, 0, 0)[:3]
+    kind = TAMPER_KINDS.get(what_kind, str(what_kind))
+    what = signal_name(sig) if what_kind == 1 else (f"request {sig}" if what_kind == 2 else "")
+    when = " to the previous instance" if previous else ""
+    fields = {"kind": kind, "what": what, "sender_comm": ev.comm, "sender_pid": ev.pid, "sender_uid": ev.uid,
+              "target_tid": tid, "when": when}  # fmt: skip
+    routine = what_kind == 1 and sig in _ROUTINE_SIGNALS
+    detail = {"kind": kind, "signal" if what_kind == 1 else "detail": what, "sender_pid": ev.pid,
+              "sender_uid": ev.uid, "sender_comm": ev.comm, "target_tid": tid, "previous_instance": previous}
+    rule = AGENT_SIGNALLED if routine else AGENT_TAMPERED
+    return _alert(rule, ev.ts_ns, fields, lineage=("tamper", kind, ev.pid), extra={"tamper": detail})
+
 
 def _alert(rule: Rule, ts_ns: int, fields: dict[str, Any], **kw: Any) -> Alert:
     return Alert(

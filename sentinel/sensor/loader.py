@@ -156,6 +156,7 @@ class Sensor:
         self.kernel_offsets_mode = ""  # "btf", or "none (why)": credentials, exe identity, open dedup
         self.optional_absent: list[str] = []  # optional tracepoints this kernel lacks (not attached)
         self.tamper_pin = ""  # the pinned map of tamper records, "" when bpffs is not available
+        self.previous_tamper: list[Event] = []  # records aimed at earlier instances, read at start
 
     @property
     def open_dedup_active(self) -> bool:
@@ -302,8 +303,48 @@ class Sensor:
             out[name] = int(sum(values))
         return out
 
+    def _own_tids(self) -> set[int]:
+        try:
+            return {int(t) for t in os.listdir("/proc/self/task")} | {os.getpid()}
+        except OSError:
+            return {os.getpid()}
+
+    def _tamper_records(self) -> list[tuple[Any, Event]]:
+        if self.bpf is None:
+            return []
+        table = self.bpf["tamper_log"]
+        out = []
+        for key, value in list(table.items()):
+            try:
+                ev = decode(ctypes.string_at(ctypes.addressof(value), ctypes.sizeof(value)))
+            except DecodeError:
+                self.decode_errors += 1
+                continue
+            out.append((key, ev))
+        return out
+
+    def take_tamper_records(self) -> list[Event]:
+        """Tamper records the kernel kept for earlier instances (one killed by SIGKILL could not report its
+        own), oldest first; they are removed from the pinned map once read."""
+        own = self._own_tids()
+        taken = []
+        table = self.bpf["tamper_log"] if self.bpf is not None else None
+        for key, ev in self._tamper_records():
+            if ev.sys_args and ev.sys_args[2] in own:
+                continue  # aimed at this instance: reported live
+            taken.append(ev)
+            del table[key]  # type: ignore[index]
+        return sorted(taken, key=_ts)
+
     def close(self) -> None:
         if self.bpf is not None:
+            # What was aimed at this instance was reported live: the next start reports only what it could
+            # not (a SIGKILL never reaches here).
+            own = self._own_tids()
+            table = self.bpf["tamper_log"]
+            for key, ev in self._tamper_records():
+                if ev.sys_args and ev.sys_args[2] in own:
+                    del table[key]
             self.bpf.cleanup()
             self.bpf = None
 

@@ -160,6 +160,7 @@ def test_namespaces_and_mounts(agent: Agent, tmp_path: Path) -> None:
         sc("chroot", b"/nonexistent-root")
         sc("setns", fd, CLONE_NEWUTS)
         sc("pivot_root", b"/nonexistent-a", b"/nonexistent-b")
+        import time; time.sleep(1.5)  # setns's fd is resolved through /proc while the process lives
         """
     )
     unshare = calls_of(agent, pid, "unshare")[0]
@@ -256,3 +257,50 @@ def test_module_syscalls_absent_on_this_kernel_are_said(agent: Agent) -> None:
     present = os.path.exists("/sys/kernel/tracing/events/syscalls/sys_enter_init_module")
     assert ("syscalls/sys_enter_init_module" in absent) is not present
     assert "syscalls/sys_enter_setuid" not in absent and "signal/signal_generate" not in absent
+
+
+def test_run_raises_an_internal_alert_when_the_agent_is_signalled_or_ptraced() -> None:
+    from .test_detection import Detector
+
+    d = Detector(("--model", "off"))
+    try:
+        sender = subprocess.Popen(
+            [sys.executable, "-c", f"import os; os.kill({d.proc.pid}, {int(signal.SIGCONT)})"]
+        )
+        sender.wait()
+        alert = d.wait_alert(
+            "Agent tampered with", lambda a: get(a, "sentinel.tamper.sender_pid") == sender.pid
+        )
+        assert get(alert, "rule.ruleset") == "sentinel-internal"
+        assert get(alert, "sentinel.tamper.signal") == "SIGCONT" and get(alert, "event.severity") is not None
+        # Recorded at entry, whether it works or not: tried as nobody it fails (EPERM) and leaves the agent
+        # running (a root PTRACE_ATTACH stops it until the tracer detaches: the kernel's record then tells).
+        tracer = run_calls(f'sc("ptrace", 16, {d.proc.pid}, 0, 0)', user=65534)
+        ptrace = d.wait_alert("Agent tampered with", lambda a: get(a, "sentinel.tamper.sender_pid") == tracer)
+        assert get(ptrace, "sentinel.tamper.kind") == "ptrace"
+    finally:
+        assert d.stop() == 0
+    stop = [a for a in d.alerts if get(a, "rule.name") == "Agent stopped or reloaded by a signal"]
+    assert stop and get(stop[0], "sentinel.tamper.signal") == "SIGTERM"  # the test's own terminate()
+
+
+def test_a_sigkilled_agent_is_reported_by_the_next_start() -> None:
+    first = Agent()
+    killer = subprocess.Popen(["/bin/kill", "-KILL", str(first.proc.pid)])
+    killer.wait()
+    first.proc.wait(10)
+    second = Agent()
+    try:
+        records = [d for d in second.diagnostics if d.get("event") == "sentinel.tampered_before"]
+        mine = [r for r in records if r.get("sender_pid") == killer.pid]
+        assert mine, f"no record of the SIGKILL from pid {killer.pid}: {records}"
+        assert mine[0]["signal"] == int(signal.SIGKILL) and mine[0]["sender_comm"] == "kill"
+        assert mine[0]["target_tid"] == first.proc.pid
+    finally:
+        second.stop()
+    third = Agent()  # read once: the record is gone
+    try:
+        again = [d for d in third.diagnostics if d.get("event") == "sentinel.tampered_before"]
+        assert not [r for r in again if r.get("sender_pid") == killer.pid]
+    finally:
+        third.stop()

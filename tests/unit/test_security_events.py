@@ -99,3 +99,17 @@ def test_flag_names_follow_falco() -> None:
     assert clone_flag_names(0x10000000 | 0x80) == "CLONE_NEWUSER|CLONE_NEWTIME"
     assert namespaces(0x40000000) == ["net"]
     assert all(spec.name == t.name.lower() for t, spec in SYSCALLS.items())
+
+
+def test_tamper_alerts_are_critical_except_a_service_managers_stop() -> None:
+    from sentinel.alerts import internal
+
+    kill = Event(EventType.TAMPER, 5, 9, 9, 0, 0, "kill", sys_args=(1, 9, 4242))
+    alert = internal.tamper(kill)
+    assert alert.rule.priority == "critical" and "SIGKILL" in alert.output
+    stop = internal.tamper(Event(EventType.TAMPER, 5, 1, 1, 0, 0, "systemd", sys_args=(1, 15, 4242)))
+    assert stop.rule.priority == "notice" and stop.rule.name == "Agent stopped or reloaded by a signal"
+    trace = internal.tamper(
+        Event(EventType.TAMPER, 5, 7, 7, 0, 0, "gdb", sys_args=(2, 16, 4242)), previous=True
+    )
+    assert trace.extra["tamper"]["previous_instance"] and "previous instance" in trace.output
