@@ -312,7 +312,7 @@ SYSCALLS: dict[EventType, Syscall] = {
             A("pid", "a0"),
             A("liovcnt", "a2"),
             A("riovcnt", "a4"),
-            A("flags", "a5"),
+            A("flags", "a5", "hex"),
         ),
         _spec(T.INIT_MODULE, "kernel", A("length", "a1"), A("uargs", "s0", "str")),
         _spec(T.FINIT_MODULE, "kernel", A("fd", "a0"), A("uargs", "s0", "str"), A("flags", "a2", "finit")),
@@ -344,7 +344,9 @@ SYSCALLS: dict[EventType, Syscall] = {
         _spec(T.KILL, "signal", A("pid", "a0"), A("sig", "a1", "signal")),
         _spec(T.TKILL, "signal", A("tid", "a0"), A("sig", "a1", "signal")),
         _spec(T.TGKILL, "signal", A("pid", "a0"), A("tid", "a1"), A("sig", "a2", "signal")),
-        _spec(T.PIDFD_SEND_SIGNAL, "signal", A("pidfd", "a0"), A("sig", "a1", "signal"), A("flags", "a3")),
+        _spec(
+            T.PIDFD_SEND_SIGNAL, "signal", A("pidfd", "a0"), A("sig", "a1", "signal"), A("flags", "a3", "hex")
+        ),
     )
 }
 FAMILIES: dict[str, tuple[EventType, ...]] = {}

@@ -17,7 +17,8 @@ import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sentinel.events import EventType
+from sentinel.events import SYSCALL_TYPES, EventType
+from sentinel.syscalls import SYSCALLS
 
 STRING = "string"
 INT = "int"
@@ -29,7 +30,8 @@ IPNET = "ipnet"
 EXEC, OPEN, CONNECT, FORK, EXIT, CHDIR = (
     EventType.EXEC, EventType.OPEN, EventType.CONNECT, EventType.FORK, EventType.EXIT, EventType.CHDIR,
 )  # fmt: skip
-ALL: tuple[EventType, ...] = (EXEC, OPEN, CONNECT, FORK, EXIT, CHDIR)
+SECURITY: tuple[EventType, ...] = tuple(sorted(SYSCALL_TYPES))  # the security syscalls (sentinel.syscalls)
+ALL: tuple[EventType, ...] = (EXEC, OPEN, CONNECT, FORK, EXIT, CHDIR, *SECURITY)
 MAIN: tuple[EventType, ...] = (EXEC, OPEN, CONNECT)
 
 # evt.type names that select an event type (Falco's syscall names; several name one event of ours).
@@ -48,9 +50,13 @@ EVENT_NAMES: dict[str, EventType] = {
     "procexit": EXIT,
     "chdir": CHDIR,
     "fchdir": CHDIR,
+    **{spec.name: t for t, spec in SYSCALLS.items()},
+    "umount": EventType.UMOUNT2,  # Falco names both; umount(2) is umount2 without flags
 }
 # What a rule's evt.type value is compared as: names sentinel cannot tell apart share one value.
-CANONICAL_EVENT_NAME = {"open": "openat", "fork": "clone", "vfork": "clone", "clone3": "clone"}
+CANONICAL_EVENT_NAME = {
+    "open": "openat", "fork": "clone", "vfork": "clone", "clone3": "clone", "umount": "umount2"
+}
 
 # Falco event names that exist but that sentinel does not capture (a rule naming only these never fires).
 UNCAPTURED_EVENT_NAMES = frozenset(
@@ -161,7 +167,7 @@ UNCAPTURED_EVENT_NAMES = frozenset(
         "utimensat",
         "futimesat",
     ]
-)
+) - set(EVENT_NAMES)  # the security syscalls sentinel now captures
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,8 +283,9 @@ FIELDS_LIST: list[FieldDef] = [
         "evt.type",
         STRING,
         "Event name: execve/execveat (exec), openat/openat2/creat (open), connect, clone (fork), procexit, "
-        "chdir/fchdir. In conditions `open` compares equal to `openat`, and `fork`/`vfork`/`clone3` to "
-        "`clone` (sentinel cannot tell them apart).",
+        "chdir/fchdir, and the security syscalls by name (setuid, ptrace, mount, umount2...). In "
+        "conditions `open` compares equal to `openat`, `fork`/`vfork`/`clone3` to `clone` (sentinel cannot "
+        "tell them apart) and `umount` to `umount2`.",
         by={
             EXEC: '("execveat" if ev.flags & 4 else "execve")',
             OPEN: '("openat2" if ev.flags & 8 else "creat" if ev.flags & 16 else "openat")',
@@ -286,6 +293,7 @@ FIELDS_LIST: list[FieldDef] = [
             FORK: '"clone"',
             EXIT: '"procexit"',
             CHDIR: '("chdir" if ev.path else "fchdir")',
+            **{t: repr(SYSCALLS[t].name) for t in SECURITY},
         },
         domain={
             EXEC: _ds("execve", "execveat"),
@@ -294,6 +302,7 @@ FIELDS_LIST: list[FieldDef] = [
             FORK: _ds("clone"),
             EXIT: _ds("procexit"),
             CHDIR: _ds("chdir", "fchdir"),
+            **{t: _ds(SYSCALLS[t].name) for t in SECURITY},
         },
     ),
     FieldDef(
@@ -929,6 +938,49 @@ FIELDS_LIST: list[FieldDef] = [
     ),
 ]
 
+
+
+def _with_syscall_arguments(fields: list[FieldDef]) -> list[FieldDef]:
+    """``evt.arg.NAME``/``evt.rawarg.NAME`` for every argument of the security syscalls, under Falco's
+    parameter names, merged into the fields of the same name (``evt.arg.flags`` of open and of mount)."""
+    import dataclasses
+
+    by_name = {f.name: f for f in fields}
+    order = [f.name for f in fields]
+    added: dict[str, FieldDef] = {}
+    for etype, spec in SYSCALLS.items():
+        for arg in spec.args:
+            numeric = arg.kind in ("int", "id")
+            raw_type = STRING if arg.kind == "str" else INT
+            for field_name, ftype, expr, what in (
+                (f"evt.arg.{arg.name}", INT if numeric else STRING, f"_sysarg(ev, {arg.name!r})",
+                 "as Falco prints it"),
+                (f"evt.rawarg.{arg.name}", raw_type, f"_sysraw(ev, {arg.name!r})", "as the call passed it"),
+            ):  # fmt: skip
+                base = by_name.get(field_name) or added.get(field_name)
+                if base is None:
+                    desc = f"Argument `{arg.name}` of a security syscall, {what}."
+                    base = FieldDef(field_name, ftype, desc, on=(), nullable=True)
+                elif base.type != ftype:
+                    continue  # a name Falco uses with another type elsewhere: that meaning wins
+                base = dataclasses.replace(
+                    base, on=(*base.on, etype), by={**base.by, etype: expr}, nullable=True
+                )
+                if field_name in by_name:
+                    by_name[field_name] = base
+                else:
+                    added[field_name] = base
+    res = by_name["evt.arg.res"]
+    for name in ("evt.arg.res", "evt.rawarg.res"):
+        f = by_name[name]
+        by_name[name] = dataclasses.replace(
+            f, on=(*f.on, *SECURITY), by={**f.by, **dict.fromkeys(SECURITY, "ev.ret")},
+            desc=res.desc.replace("exec, connect or chdir", "exec, connect, chdir or a security syscall"),
+        )  # fmt: skip
+    return [by_name[n] for n in order] + sorted(added.values(), key=lambda f: f.name)
+
+
+FIELDS_LIST = _with_syscall_arguments(FIELDS_LIST)
 FIELDS: dict[str, FieldDef] = {f.name: f for f in FIELDS_LIST}
 
 # A paragraph the reference prints at the top of a group, for what its fields share.
@@ -995,7 +1047,10 @@ LIST_OPS = frozenset({"in", "intersects", "pmatch"})
 
 def event_type_names(types: Iterable[EventType]) -> str:
     names = {EXEC: "exec", OPEN: "open", CONNECT: "connect", FORK: "fork", EXIT: "exit", CHDIR: "chdir"}
-    return ", ".join(names[t] for t in ALL if t in set(types))
+    chosen = set(types)
+    if set(SECURITY) <= chosen:  # "every security syscall", not 27 names
+        return ", ".join([*(names[t] for t in ALL if t in chosen and t in names), "security syscalls"])
+    return ", ".join(names.get(t) or SYSCALLS[t].name for t in ALL if t in chosen)
 
 
 def reference(markdown: bool = False) -> str:

@@ -47,6 +47,7 @@ from sentinel.rules.fields import BOOL, FIELDS, INT
 from sentinel.rules.loader import LoadResult, expand_paths, load_rules
 from sentinel.rules.model import Diagnostic
 from sentinel.rules.source import SourceText
+from sentinel.syscalls import SYSCALLS
 
 DEFAULT_TIME_NS = 1_700_000_000_000_000_000
 DEFAULT_PID = 4242
@@ -68,6 +69,8 @@ _ACTIONS = {
     "procexit": EventType.EXIT,
     "chdir": EventType.CHDIR,
     "fchdir": EventType.CHDIR,
+    **{spec.name: t for t, spec in SYSCALLS.items()},
+    "umount": EventType.UMOUNT2,
 }
 _FLAG_BITS = OPEN_FLAG_VALUES
 _FAMILIES = {"AF_INET": AF_INET, "AF_INET6": AF_INET6, "AF_UNIX": AF_UNIX, "ipv4": AF_INET, "ipv6": AF_INET6}
@@ -342,7 +345,10 @@ def from_ecs(doc: Mapping[str, Any]) -> EvalContext:
         action = "open" if "file" in doc else "connect" if "destination" in doc else "exec"
     etype = _ACTIONS.get(action.lower())
     if etype is None:
-        raise FixtureError(f"unknown event action {action!r} (exec, open, connect, fork, exit, chdir)")
+        raise FixtureError(
+            f"unknown event action {action!r} (exec, open, connect, fork, exit, chdir or a security syscall: "
+            "setuid, ptrace, mount...)"
+        )
     ts = parse_time(doc.get("@timestamp"))
     proc = _process(pblock, "process", DEFAULT_PID, ts)
     parent = _chain(doc, pblock, ts)
@@ -415,8 +421,30 @@ def from_ecs(doc: Mapping[str, Any]) -> EvalContext:
         ev.ret = _ret_from(doc, detail, 0)
     elif etype is EventType.FORK:
         ev.child_pid = _int(detail.get("child_pid"), "sentinel.event.child_pid", proc.pid + 1)
+    elif etype in SYSCALLS:
+        _syscall(ev, etype, detail)
+        ev.ret = _ret_from(doc, detail, 0)
     ml = sent.get("ml")
     return EvalContext(ev, proc, path, ts, StaticMlView.from_doc(_map(ml, "sentinel.ml")) if ml else None)
+
+
+def _syscall(ev: Event, etype: EventType, detail: Mapping[str, Any]) -> None:
+    """A security syscall's arguments from ``sentinel.event.rawarg`` (as the live documents carry them; a
+    string argument may be given under ``sentinel.event.arg`` alone)."""
+    raw = _map(detail.get("rawarg"), "sentinel.event.rawarg")
+    shown = _map(detail.get("arg"), "sentinel.event.arg")
+    args, extra, strs = [0] * 6, [0] * 3, ["", "", ""]
+    used_strs = 0
+    for arg in SYSCALLS[etype].args:
+        where, i = arg.source[0], int(arg.source[1])
+        value = raw.get(arg.name, shown.get(arg.name) if arg.kind == "str" else None)
+        what = f"sentinel.event.rawarg.{arg.name}"
+        if where == "s":
+            strs[i] = _str(value, what)
+            used_strs = max(used_strs, i + 1)
+        elif value is not None:
+            (args if where == "a" else extra)[i] = _int(value, what, 0) & 0xFFFFFFFFFFFFFFFF
+    ev.sys_args, ev.sys_extra, ev.sys_strs = tuple(args), tuple(extra), tuple(strs[:used_strs])
 
 
 def _mode(value: Any) -> int:

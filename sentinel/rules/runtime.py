@@ -18,6 +18,9 @@ from typing import Any
 
 from sentinel.alerts.identity import capability_names, user_name
 from sentinel.events import AF_INET, AF_INET6, AF_UNIX, LOGINUID_UNSET, errno_name, open_flag_names
+from sentinel.syscalls import SYSCALLS as _SYSCALLS
+from sentinel.syscalls import raw_value as _raw_value
+from sentinel.syscalls import shown_value as _shown_value
 
 __all__ = [
     "U",
@@ -51,6 +54,37 @@ def flags_text(flags: int) -> str:
         if len(_flags_cache) < 4096:
             _flags_cache[flags] = text
     return text
+
+
+def sysarg(ev: Any, name: str) -> Any:
+    """``evt.arg.NAME`` of a security syscall (Falco's printed form; numbers for ids, pids and fds)."""
+    spec = _SYSCALLS.get(ev.type)
+    if spec is None:
+        return None
+    for arg in spec.args:
+        if arg.name == name:
+            raw = _raw_value(ev, arg)
+            if raw is None:
+                return None
+            if arg.kind in ("int", "id"):
+                return _signed32(raw) if arg.kind == "id" else raw
+            return _shown_value(arg, raw)
+    return None
+
+
+def sysraw(ev: Any, name: str) -> Any:
+    """``evt.rawarg.NAME``: the number (or string) the call passed."""
+    spec = _SYSCALLS.get(ev.type)
+    if spec is None:
+        return None
+    for arg in spec.args:
+        if arg.name == name:
+            return _raw_value(ev, arg)
+    return None
+
+
+def _signed32(value: int) -> int:
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def mode_text(mode: int) -> str:

@@ -55,8 +55,9 @@ class SensorConfig:
     open_dedup_s: float = 30.0  # 0 disables in-kernel de-duplication of identical opens
     ignore_pid: int = field(default_factory=os.getpid)
     scheduling: str = "batch"  # batch | normal | idle: see apply_scheduling
-    # Where the kernel keeps tamper records (signals, ptrace aimed at the agent) across the agent's death.
-    tamper_pin: str = TAMPER_PIN
+    # Where the kernel keeps tamper records (signals, ptrace aimed at the agent) across the agent's death;
+    # $SENTINEL_TAMPER_PIN names another (one per agent when several run on a host; tests).
+    tamper_pin: str = field(default_factory=lambda: os.environ.get("SENTINEL_TAMPER_PIN") or TAMPER_PIN)
 
 
 SCHED_POLICIES = {"batch": os.SCHED_BATCH, "normal": os.SCHED_OTHER, "idle": os.SCHED_IDLE}

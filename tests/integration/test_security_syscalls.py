@@ -30,7 +30,10 @@ CALLER = textwrap.dedent(
               chroot=161, move_mount=429, kill=62, tkill=200, tgkill=234, pidfd_send_signal=424,
               pidfd_open=434)
     def sc(name, *args):
-        r = libc.syscall(NR[name], *args)
+        # Integers as C longs: a variadic call passes a Python int as a 32-bit int, and the upper half of
+        # a stack-passed argument (the sixth) would be garbage.
+        args = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
+        r = libc.syscall(ctypes.c_long(NR[name]), *args)
         return r if r >= 0 else -ctypes.get_errno()
     print(os.getpid(), flush=True)
     sys.stdin.readline()  # the test knows the pid before any call
@@ -284,7 +287,12 @@ def test_run_raises_an_internal_alert_when_the_agent_is_signalled_or_ptraced() -
     assert stop and get(stop[0], "sentinel.tamper.signal") == "SIGTERM"  # the test's own terminate()
 
 
-def test_a_sigkilled_agent_is_reported_by_the_next_start() -> None:
+def test_a_sigkilled_agent_is_reported_by_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pin of its own: another agent starting meanwhile (another test run on this host) would take the
+    # record, as an agent takes every record not aimed at itself.
+    monkeypatch.setenv("SENTINEL_TAMPER_PIN", f"/sys/fs/bpf/sentinel_tamper_test_{uuid.uuid4().hex[:8]}")
     first = Agent()
     killer = subprocess.Popen(["/bin/kill", "-KILL", str(first.proc.pid)])
     killer.wait()
@@ -304,3 +312,57 @@ def test_a_sigkilled_agent_is_reported_by_the_next_start() -> None:
         assert not [r for r in again if r.get("sender_pid") == killer.pid]
     finally:
         third.stop()
+        Path(os.environ["SENTINEL_TAMPER_PIN"]).unlink(missing_ok=True)
+
+
+def test_the_default_rules_fire_on_the_real_calls(tmp_path: Path) -> None:
+    """The shipped rules for these calls, on the real kernel, from a process no rule names."""
+    from .test_detection import Detector
+
+    d = Detector(("--model", "off"))
+    try:
+        mnt = tmp_path / "p"
+        mnt.mkdir()
+        victim = subprocess.Popen(["/bin/sleep", "30"])
+        pid = run_calls(
+            f"""
+            sc("ptrace", 0x4206, {victim.pid}, 0, 0)            # PTRACE_SEIZE: attach without stopping it
+            buf = ctypes.create_string_buffer(8)
+            iov = (ctypes.c_uint64 * 2)(ctypes.addressof(buf), 8)
+            sc("process_vm_writev", os.getpid(), iov, 1, iov, 1, 0)
+            hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)
+            data = (ctypes.c_uint32 * 6)(1 << 21, 1 << 21, 0, 0, 0, 0)
+            sc("capset", hdr, data)
+            try:
+                open("/proc/self/loginuid", "w").write("1000")
+            except OSError:
+                pass
+            sc("setresuid", 1000, 1000, 0); sc("setuid", 0)
+            sc("unshare", 0x00020000)                           # a mount namespace of its own
+            sc("mount", b"none", b"/", None, 0x40000 | 0x4000, None)   # private: nothing leaks to the host
+            sc("mount", b"proc", b"{mnt}", b"proc", 0, None)
+            sc("unshare", 0x10000000)                           # then a user namespace
+            """
+        )
+        victim.kill()
+        victim.wait()
+        for rule in (
+            "Ptrace Attach To Another Process",
+            "Process Memory Written By Another Process",
+            "Capabilities Raised To Kernel Level",
+            "User Namespace Created Outside Container Runtimes",
+            "Sensitive Filesystem Mounted",
+        ):
+            lost = [get(a, "message") for a in d.alerts if get(a, "rule.name") == "Kernel events lost"]
+            alert = d.wait_alert(rule, lambda a: get(a, "process.pid") == pid, timeout=20.0)
+            assert get(alert, "rule.ruleset") != "sentinel-internal", lost
+        login = Path(f"/proc/{os.getpid()}/loginuid").read_text().strip()
+        setuid = [
+            a for a in d.alerts if get(a, "rule.name") == "Non-root User Became Root Through A Setuid Call"
+        ]
+        if setuid:  # the child could set its login uid (an unset one can be set once)
+            assert get(setuid[0], "process.pid") == pid
+        else:
+            assert login not in ("4294967295",), "the login uid was settable: the setuid rule must fire"
+    finally:
+        assert d.stop() == 0

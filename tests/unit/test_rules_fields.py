@@ -14,6 +14,7 @@ from sentinel.process.facts import ProcFacts, ReplayFacts
 from sentinel.process.table import ProcessTable
 from sentinel.rules import EvalContext
 from sentinel.rules.fields import ALL, FIELDS, FIELDS_LIST, reference
+from sentinel.syscalls import SYSCALLS
 from tests.unit.rules_support import WALL, connect_ctx, event, exec_ctx, open_ctx, ruleset, web_shell
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,10 +140,57 @@ def open_event() -> EvalContext:
 
 def test_every_field_is_covered_here() -> None:
     covered = set(EXEC_VALUES) | set(OPEN_VALUES) | set(CONNECT_VALUES) | NEVER | {"evt.is_open_exec"}
+    covered |= {
+        f"evt.{kind}.{a.name}" for spec in SYSCALLS.values() for a in spec.args for kind in ("arg", "rawarg")
+    }
     covered |= {f.name for f in FIELDS_LIST if f.name.startswith("ml.")}  # test_rules_ml_fields.py
     names = {k.split("[")[0] for k in covered}
     missing = [f.name for f in FIELDS_LIST if f.name not in names]
     assert missing == [], "fields without a test value"
+
+
+def _sys_ctx(
+    etype: EventType, args: tuple[int, ...], strs: tuple[str, ...] = (), extra=(0, 0, 0)
+) -> EvalContext:
+    ev = Event(etype, 5, 321, 321, 0, 0, "x", ret=-1, sys_args=args, sys_extra=extra, sys_strs=strs)
+    return EvalContext(ev, None, None, WALL)
+
+
+@pytest.mark.parametrize(
+    ("etype", "args", "strs", "extra", "want"),
+    [
+        (EventType.SETRESUID, (0, 0xFFFFFFFF, 1000, 0, 0, 0), (), (0, 0, 0),
+         {"evt.arg.ruid": 0, "evt.arg.euid": -1, "evt.rawarg.euid": 0xFFFFFFFF, "evt.arg.suid": 1000}),
+        (EventType.PTRACE, (16, 4242, 0, 0, 0, 0), (), (0, 0, 0),
+         {"evt.arg.request": "PTRACE_ATTACH", "evt.rawarg.request": 16, "evt.arg.pid": 4242}),
+        (EventType.MOUNT, (1, 2, 3, 0x1000 | 0x4000, 0, 0), ("/", "/mnt", "none"), (0, 0, 0),
+         {"evt.arg.dev": "/", "evt.arg.dir": "/mnt", "evt.arg.type": "none", "evt.arg.flags": "BIND|REC",
+          "evt.rawarg.flags": 0x5000}),
+        (EventType.UNSHARE, (0x10000000, 0, 0, 0, 0, 0), (), (0, 0, 0), {"evt.arg.flags": "CLONE_NEWUSER"}),
+        (EventType.KILL, (1, 9, 0, 0, 0, 0), (), (0, 0, 0), {"evt.arg.sig": "SIGKILL", "evt.arg.pid": 1}),
+        (EventType.CAPSET, (1, 2, 0, 0, 0, 0), (), (1 << 21, 1 << 21, 0),
+         {"evt.rawarg.cap_effective": 1 << 21, "evt.arg.cap_permitted": "0x200000"}),
+        (EventType.MEMFD_CREATE, (1, 1, 0, 0, 0, 0), ("x",), (0, 0, 0),
+         {"evt.arg.name": "x", "evt.arg.flags": "MFD_CLOEXEC", "evt.arg.res": -1}),
+    ],
+)  # fmt: skip
+def test_security_syscall_arguments(etype: EventType, args: tuple[int, ...], strs: tuple[str, ...],
+                                    extra: tuple[int, ...], want: dict[str, Any]) -> None:  # fmt: skip
+    ctx = _sys_ctx(etype, args, strs, extra)
+    for name, value in want.items():
+        assert RS.field_value(name, ctx) == value, name
+    assert RS.field_value("evt.type", ctx) == SYSCALLS[etype].name
+    assert RS.field_value("evt.arg.filename", ctx) is None  # exec's: missing here
+
+
+@pytest.mark.parametrize("etype", sorted(SYSCALLS))
+def test_every_security_argument_reads_from_the_event(etype: EventType) -> None:
+    ctx = _sys_ctx(etype, (1, 2, 3, 4, 5, 6), ("s0", "s1", "s2"), (7, 8, 9))
+    for arg in SYSCALLS[etype].args:
+        raw = RS.field_value(f"evt.rawarg.{arg.name}", ctx)
+        src, i = arg.source[0], int(arg.source[1])
+        assert raw == {"a": (1, 2, 3, 4, 5, 6), "x": (7, 8, 9), "s": ("s0", "s1", "s2")}[src][i], arg
+        assert RS.field_value(f"evt.arg.{arg.name}", ctx) is not None
 
 
 @pytest.mark.parametrize("name", sorted(EXEC_VALUES))

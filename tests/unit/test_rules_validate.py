@@ -63,11 +63,11 @@ CASES: list[tuple[str, str, str, int, str]] = [
     ("- list: l\n  items: [a]\n" + R + "  condition: evt.type = execve\n", "unused-list", "warning", 1, "$l"),
     (R + "  condition: proc.name = bash\n", "no-event-type", "warning", 5, "proc.name"),
     (
-        R + "  condition: evt.type = ptrace and proc.name = x\n",
+        R + "  condition: evt.type = ioctl and proc.name = x\n",
         "event-type-not-captured",
         "warning",
         5,
-        "ptrace",
+        "ioctl",
     ),
     (
         R + "  condition: evt.type = execve\n" + R + "  condition: evt.type = execve\n",
