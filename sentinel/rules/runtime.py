@@ -56,31 +56,31 @@ def flags_text(flags: int) -> str:
     return text
 
 
+def _arg_spec(ev: Any, name: str) -> Any:
+    """The security syscall's argument called ``name`` (sentinel.syscalls), None if the call has none."""
+    spec = _SYSCALLS.get(ev.type)
+    if spec is not None:
+        for arg in spec.args:
+            if arg.name == name:
+                return arg
+    return None
+
+
 def sysarg(ev: Any, name: str) -> Any:
     """``evt.arg.NAME`` of a security syscall (Falco's printed form; numbers for ids, pids and fds)."""
-    spec = _SYSCALLS.get(ev.type)
-    if spec is None:
+    arg = _arg_spec(ev, name)
+    raw = _raw_value(ev, arg) if arg is not None else None
+    if raw is None:
         return None
-    for arg in spec.args:
-        if arg.name == name:
-            raw = _raw_value(ev, arg)
-            if raw is None:
-                return None
-            if arg.kind in ("int", "id"):
-                return _signed32(raw) if arg.kind == "id" else raw
-            return _shown_value(arg, raw)
-    return None
+    if arg.kind in ("int", "id"):
+        return _signed32(raw) if arg.kind == "id" else raw
+    return _shown_value(arg, raw)
 
 
 def sysraw(ev: Any, name: str) -> Any:
     """``evt.rawarg.NAME``: the number (or string) the call passed."""
-    spec = _SYSCALLS.get(ev.type)
-    if spec is None:
-        return None
-    for arg in spec.args:
-        if arg.name == name:
-            return _raw_value(ev, arg)
-    return None
+    arg = _arg_spec(ev, name)
+    return _raw_value(ev, arg) if arg is not None else None
 
 
 def _signed32(value: int) -> int:
