@@ -86,9 +86,11 @@ def find_probe_dir() -> Path:
         Path("/usr/share/sentinel/bpf_probes"),
     ]
     for c in candidates:
-        if c is not None and (c / "sentinel.c").is_file():
+        if c is not None and (c / "sentinel.c").is_file() and (c / "sentinel_security.c").is_file():
             return c
-    raise SensorError("bpf_probes/sentinel.c not found (set SENTINEL_PROBES to the probes directory)")
+    raise SensorError(
+        "bpf_probes/sentinel.c and sentinel_security.c not found (set SENTINEL_PROBES to their directory)"
+    )
 
 
 # Optional tracepoints (environment.OPTIONAL_SYSCALLS) and the macro that compiles their probes in.
@@ -130,8 +132,14 @@ def probe_cflags(probe_dir: Path, cfg: SensorConfig, present: list[str]) -> list
 
 def probe_source(probe_dir: Path) -> bytes:
     """sentinel.c with sentinel_security.c appended: bcc generates tracepoint argument structs only for
-    probes in the main source text."""
-    return (probe_dir / "sentinel.c").read_bytes() + b"\n" + (probe_dir / "sentinel_security.c").read_bytes()
+    probes in the main source text. Raises SensorError naming a file that cannot be read."""
+    parts = []
+    for name in ("sentinel.c", "sentinel_security.c"):
+        try:
+            parts.append((probe_dir / name).read_bytes())
+        except OSError as exc:
+            raise SensorError(f"cannot read {probe_dir / name}: {exc.strerror or exc}") from exc
+    return b"\n".join(parts)
 
 
 def boottime_ns() -> int:
