@@ -326,9 +326,12 @@ def test_losses_are_counted_and_reported() -> None:
             time.sleep(0.1)
     finally:
         assert lossy.stop() == 0
-    lost = [d for d in lossy.diagnostics if d.get("event") == "sentinel.events_lost"]
+    # Per buffer: the other small buffers may lose too while the agent is stopped (the host's forks and
+    # exits, its kill() calls in the security buffer), each reported under its own name.
+    reports = [d for d in lossy.diagnostics if d.get("event") == "sentinel.events_lost"]
+    lost = [d for d in reports if d["buffer"] == "open"]
     assert lost, f"no loss reported: {lossy.diagnostics[-3:]}"
-    assert lost[0]["buffer"] == "open" and lost[0]["lost"] > 0
+    assert lost[0]["lost"] > 0
     stopped = [d for d in lossy.diagnostics if d.get("event") == "sentinel.stopped"][-1]
     assert stopped["lost"]["open"] == sum(d["lost"] for d in lost)
     assert stopped["received"]["open"] + stopped["lost"]["open"] >= 20000
