@@ -103,11 +103,8 @@ static __always_inline int sys_exit(void *ctx, long ret, u32 call) {
         sys_stash.delete(&tid);
         return 0;
     }
+    e->h.flags = 0;  /* before fill_header: the identity it reads sets flags */
     fill_header(&e->h, (u16)call, pid_tgid);
-    e->h.flags = 0;
-#ifdef HAVE_KOFFSETS
-    read_task_identity(&e->h);  /* fill_header cleared the flags it set */
-#endif
     e->h.aux = 0;
     e->ret = ret;
 #pragma unroll
