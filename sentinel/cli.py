@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sentinel import __version__
+from sentinel.events import DEFAULT_TYPES_SPEC
 from sentinel.outstream import claim_stdout
 
 EXIT_OK = 0
@@ -90,11 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     _sensor_args(ev)
     ev.add_argument(
         "--types",
-        default="exec,open,connect,security",
+        default=DEFAULT_TYPES_SPEC,
         metavar="LIST",
         help="event types: exec, open, connect, fork, exit, chdir, tamper, a family of security syscalls "
         "(privilege, injection, kernel, fileless, mount, namespace, signal; security: all of them), a "
-        "syscall's name (setuid, ptrace, mount, ...) or all (default exec,open,connect,security)",
+        f"syscall's name (setuid, ptrace, mount, ...) or all (default {DEFAULT_TYPES_SPEC})",
     )
     ev.add_argument(
         "--filter",
@@ -126,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--events", action="store_true", help="print the events as ECS JSON lines instead of detecting"
     )
     rep.add_argument(
-        "--types", default="exec,open,connect,security", metavar="LIST", help="as for `sentinel events`"
+        "--types", default=DEFAULT_TYPES_SPEC, metavar="LIST", help="as for `sentinel events`"
     )
     rep.add_argument("--filter", action="append", default=[], metavar="EXPR", help="as for `sentinel events`")
     _detection_args(rep)

@@ -64,6 +64,8 @@ EVENT_TYPE_NAMES: dict[int, str] = {
     **{t: t.name.lower() for t in EventType if t >= 16},  # Falco's evt.type: the syscall's name
 }
 SYSCALL_TYPES = frozenset(t for t in EventType if t >= 16)
+# What `sentinel events`, `run` and `replay` show unless --types says otherwise (parsed by the pipeline).
+DEFAULT_TYPES_SPEC = "exec,open,connect,security"
 
 # Header flag bits (``EVF_*`` in the C header).
 FLAG_ARGV_TRUNCATED = 1 << 0  # more arguments, or more bytes, than the probe captures

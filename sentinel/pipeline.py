@@ -17,13 +17,12 @@ from sentinel import tasks
 from sentinel.alerts.ecs import EcsRenderer
 from sentinel.events import SYSCALL_TYPES, Event, EventType
 from sentinel.process.table import ProcessTable
-from sentinel.syscalls import FAMILIES, SYSCALLS, target_pid
+from sentinel.syscalls import FAMILIES, SYSCALLS, tamper_fields, target_pid
 from sentinel.text import dumps
 
 SECURITY_TYPES = frozenset({EventType.TAMPER, *SYSCALL_TYPES})
 # The security syscalls are rare and each can matter: shown by default with exec, open and connect.
 DEFAULT_TYPES = frozenset({EventType.EXEC, EventType.OPEN, EventType.CONNECT, *SECURITY_TYPES})
-DEFAULT_TYPES_SPEC = "exec,open,connect,security"
 TYPE_BY_NAME: dict[str, EventType | frozenset[EventType]] = {
     "exec": EventType.EXEC,
     "execve": EventType.EXEC,
@@ -155,7 +154,7 @@ def run_live(
     if previous:
         sensor.previous_tamper = previous  # sentinel run raises them as internal alerts when ready
     for ev in previous:
-        what, sig, tid = (*ev.sys_args, 0, 0, 0)[:3]
+        what, sig, tid = tamper_fields(ev)
         log.warning("sentinel.tampered_before", sender_pid=ev.pid, sender_comm=ev.comm, sender_uid=ev.uid,
                     kind=what, signal=sig, target_tid=tid, ts_ns=ev.ts_ns)  # fmt: skip
     count = table.bootstrap()
