@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sentinel.events import Event, EventType
 
@@ -222,6 +223,23 @@ BPF_PROG_TYPES: tuple[str, ...] = (
     "netfilter",
 )
 TAMPER_KINDS = {1: "signal", 2: "ptrace", 3: "memory access"}
+TAMPER_SIGNAL, TAMPER_PTRACE = 1, 2
+
+
+class TamperFields(NamedTuple):
+    """What a tamper record says: its kind (1 signal, 2 ptrace, 3 memory access), the signal number or
+    ptrace request, and the agent thread it was aimed at."""
+
+    kind: int
+    detail: int
+    target_tid: int
+
+
+def tamper_fields(ev: Event) -> TamperFields:
+    """The fields of a tamper record (zeros where a short record lacks them)."""
+    return TamperFields(*(*ev.sys_args, 0, 0, 0)[:3])
+
+
 UNCHANGED = 0xFFFFFFFF  # -1 as a uid/gid argument: "leave this id as it is"
 
 

@@ -12,7 +12,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sentinel.events import Event, EventType
-from sentinel.syscalls import SYSCALLS, TAMPER_KINDS, arguments, bpf_program, namespaces, signal_name
+from sentinel.syscalls import (
+    SYSCALLS,
+    TAMPER_KINDS,
+    TAMPER_SIGNAL,
+    arguments,
+    bpf_program,
+    namespaces,
+    signal_name,
+    tamper_fields,
+)
 
 if TYPE_CHECKING:
     from sentinel.process.table import Process
@@ -49,12 +58,13 @@ def security_doc(
 ) -> None:
     """Fill ``doc`` (already holding the common blocks) for a security syscall or a tamper record."""
     if ev.type is T.TAMPER:
-        what, sig, tid = (*ev.sys_args, 0, 0, 0)[:3]
+        what, sig, tid = tamper_fields(ev)
         kind = TAMPER_KINDS.get(what, str(what))
         event.update(category=["process"], type=["access"], action="tamper", outcome="unknown")
         detail["tamper"] = {"kind": kind, "target_tid": tid}
-        detail["tamper"]["signal" if what == 1 else "request"] = signal_name(sig) if what == 1 else sig
-        said = f": {signal_name(sig)}" if what == 1 else ""
+        signal = what == TAMPER_SIGNAL
+        detail["tamper"]["signal" if signal else "request"] = signal_name(sig) if signal else sig
+        said = f": {signal_name(sig)}" if signal else ""
         doc["message"] = f"{kind} aimed at the agent (tid {tid}){said}"
         return
     spec = SYSCALLS[ev.type]

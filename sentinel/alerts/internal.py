@@ -110,11 +110,15 @@ _ROUTINE_SIGNALS = frozenset({1, 2, 15})  # SIGHUP, SIGINT, SIGTERM
 def tamper(ev: Any, previous: bool = False) -> Alert:
     """An ``Agent tampered with`` alert for a tamper record (``previous``: it was aimed at an earlier
     instance, read from the kernel's pinned record at start)."""
-    from sentinel.syscalls import TAMPER_KINDS, signal_name
+    from sentinel.syscalls import TAMPER_KINDS, TAMPER_PTRACE, TAMPER_SIGNAL, signal_name, tamper_fields
 
-    what_kind, sig, tid = (*ev.sys_args, 0, 0, 0)[:3]
+    what_kind, sig, tid = tamper_fields(ev)
     kind = TAMPER_KINDS.get(what_kind, str(what_kind))
-    what = signal_name(sig) if what_kind == 1 else (f"request {sig}" if what_kind == 2 else "")
+    what = ""
+    if what_kind == TAMPER_SIGNAL:
+        what = signal_name(sig)
+    elif what_kind == TAMPER_PTRACE:
+        what = f"request {sig}"
     when = " to the previous instance" if previous else ""
     fields = {"kind": kind, "what": what, "sender_comm": ev.comm, "sender_pid": ev.pid, "sender_uid": ev.uid,
               "target_tid": tid, "when": when}  # fmt: skip

@@ -22,6 +22,7 @@ from sentinel.events import Event, EventType
 from sentinel.sensor.decoder import DecodeError, decode
 from sentinel.sensor.environment import OPTIONAL_SYSCALLS, ensure_bpffs, ensure_tracefs, tracepoint_exists
 from sentinel.sensor.koffsets import BTF_PATH, kernel_offsets
+from sentinel.syscalls import tamper_fields
 
 BUFFERS = ("exec", "open", "connect", "proc", "sys")
 TAMPER_PIN = "/sys/fs/bpf/sentinel_tamper"  # the kernel's record of tamper attempts, outliving the agent
@@ -332,28 +333,28 @@ class Sensor:
             out.append((key, ev))
         return out
 
+    def _remove_tamper_records(self, aimed_at_self: bool) -> list[Event]:
+        """Remove from the pinned map the records aimed at this instance (``aimed_at_self``) or at earlier
+        ones, and return them oldest first."""
+        own = self._own_tids()
+        removed = []
+        table = self.bpf["tamper_log"] if self.bpf is not None else None
+        for key, ev in self._tamper_records():
+            if (tamper_fields(ev).target_tid in own) is aimed_at_self:
+                removed.append(ev)
+                del table[key]  # type: ignore[index]
+        return sorted(removed, key=_ts)
+
     def take_tamper_records(self) -> list[Event]:
         """Tamper records the kernel kept for earlier instances (one killed by SIGKILL could not report its
         own), oldest first; they are removed from the pinned map once read."""
-        own = self._own_tids()
-        taken = []
-        table = self.bpf["tamper_log"] if self.bpf is not None else None
-        for key, ev in self._tamper_records():
-            if ev.sys_args and ev.sys_args[2] in own:
-                continue  # aimed at this instance: reported live
-            taken.append(ev)
-            del table[key]  # type: ignore[index]
-        return sorted(taken, key=_ts)
+        return self._remove_tamper_records(aimed_at_self=False)
 
     def close(self) -> None:
         if self.bpf is not None:
             # What was aimed at this instance was reported live: the next start reports only what it could
             # not (a SIGKILL never reaches here).
-            own = self._own_tids()
-            table = self.bpf["tamper_log"]
-            for key, ev in self._tamper_records():
-                if ev.sys_args and ev.sys_args[2] in own:
-                    del table[key]
+            self._remove_tamper_records(aimed_at_self=True)
             self.bpf.cleanup()
             self.bpf = None
 
