@@ -43,6 +43,7 @@
 #define EVT_TKILL 40
 #define EVT_TGKILL 41
 #define EVT_PIDFD_SEND_SIGNAL 42
+#define EVT_PIDFD_GETFD 43
 
 /* event_header.flags */
 #define EVF_ARGV_TRUNCATED (1 << 0)
@@ -174,7 +175,11 @@ struct sys_event {
     struct event_header h;
     s64 ret;
     u64 arg[6];
-    u64 extra[3];       /* capset: requested effective, permitted, inheritable; bpf: attr's first 8 bytes */
+    /* capset: requested effective, permitted, inheritable; bpf: attr's first 8 bytes;
+     * setns: [0] the fd's inode number (a namespace's inum), [1] a pidfd's pid | which of pid 1's namespaces
+     * it is << 32 (a bit per kind); pidfd_send_signal, pidfd_getfd: [1] the pidfd's pid;
+     * mounts, setns, unshare: [2] the caller's user namespace after the call, inum | level << 32 | 1 << 63. */
+    u64 extra[3];
     u16 str_len[SYS_STRS];  /* bytes of each string, NUL included; 0 = none */
     u16 nstr;
     char str[SYS_STRS][SYS_STR_LEN];
@@ -184,14 +189,17 @@ struct sys_event {
  * outlives the agent, so a SIGKILL is reported by the next start). */
 struct tamper_event {
     struct event_header h;
-    u32 what;           /* TAMPER_SIGNAL, TAMPER_PTRACE, TAMPER_VM_WRITE */
-    s32 sig;            /* the signal, or the ptrace request */
-    u32 target_tid;
+    u32 what;           /* TAMPER_* */
+    s32 sig;            /* the signal, the ptrace request, the bpf command or the fd taken */
+    u32 target_tid;     /* the agent's thread (TAMPER_BPF: the id of its program, map or link) */
     u32 pad;
 };
 
 #define TAMPER_SIGNAL 1
 #define TAMPER_PTRACE 2
 #define TAMPER_VM_ACCESS 3
+#define TAMPER_BPF 4        /* another process opened one of the agent's BPF programs, maps or links by id */
+#define TAMPER_FD 5         /* pidfd_getfd took one of the agent's file descriptors */
+#define SYS_USERNS_KNOWN (1ULL << 63)
 
 #endif

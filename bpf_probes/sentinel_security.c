@@ -11,7 +11,14 @@
  *
  * Tamper evidence: a signal generated for the agent (any path: kill, tkill, tgkill, pidfd_send_signal, the
  * kernel), a ptrace or a process_vm_writev aimed at it is recorded from the sender's context into a pinned
- * map that outlives the agent (TAMPER_PIN), so the next start can say who SIGKILLed the previous one.
+ * map that outlives the agent (TAMPER_PIN), so the next start can say who SIGKILLed the previous one. So is
+ * another process opening one of the agent's BPF objects by id (with the fd it can rewrite the maps that
+ * decide what the sensor reports) and pidfd_getfd taking one of the agent's file descriptors (a perf event
+ * fd can be disabled).
+ *
+ * With the namespace offsets (HAVE_NS_OFFSETS, from BTF) the events also say which namespace a setns joined
+ * (its inode, and which of pid 1's it is: INIT_NS_BITS, from /proc/1/ns at load), which process a pidfd
+ * names, and the caller's user namespace for mounts, setns and unshare.
  */
 
 /* Types the generated tracepoint structs name (capset's header/data, pidfd_send_signal's info). */
@@ -23,6 +30,14 @@
 #endif
 #define S_SIGCHLD 17
 #define S_BPF_PROG_LOAD 5
+#define S_BPF_PROG_GET_FD_BY_ID 13
+#define S_BPF_MAP_GET_FD_BY_ID 14
+#define S_BPF_LINK_GET_FD_BY_ID 30
+#define S_NSFS_MAGIC 0x6e736673
+#define S_PIDFS_MAGIC 0x50494446
+#define S_ANON_INODE_FS_MAGIC 0x09041934
+#define S_CLONE_NEWNS 0x00020000
+#define S_CLONE_NEWPID 0x20000000
 
 struct sys_args {
     u64 a[6];
@@ -35,6 +50,8 @@ BPF_PERCPU_ARRAY(sys_scratch, struct sys_event, 1);
 BPF_HASH(sys_stash, u32, struct sys_args, STASH_ENTRIES);
 /* The agent's threads (the loader adds them): signals to any of them are tamper evidence. */
 BPF_HASH(self_tids, u32, u8, 1024);
+/* The ids of the agent's BPF programs and maps (the loader adds them). */
+BPF_HASH(own_bpf_ids, u32, u8, 256);
 #ifdef NO_TAMPER_PIN
 BPF_TABLE("lru_hash", u64, struct tamper_event, tamper_log, 64);  /* no bpffs: records die with the agent */
 #else
@@ -58,6 +75,76 @@ static __always_inline void record_tamper(void *ctx, u64 pid_tgid, u32 what, s32
     if (events_proc.perf_submit(ctx, &t, sizeof(t)) < 0)
         count(STAT_SUBMIT_FAIL_PROC);
 }
+
+#if defined(HAVE_KOFFSETS) && defined(HAVE_NS_OFFSETS)
+/* The struct file open as fd in the current task, 0 if none. */
+static __always_inline u64 current_file(s64 fd) {
+    u64 task = CURRENT_TASK();
+    u64 files = KLOAD64(task, K_TASK_FILES);
+    if (!files)
+        return 0;
+    u64 fdt = KLOAD64(files, K_FILES_FDT);
+    if (!fdt)
+        return 0;
+    u32 max = KLOAD32(fdt, K_FDTABLE_MAX_FDS);
+    if (fd < 0 || fd >= max)
+        return 0;
+    u64 arr = KLOAD64(fdt, K_FDTABLE_FD);
+    return kread64(arr, (u64)fd * 8);
+}
+
+/* The caller's user namespace: inum | level << 32 | SYS_USERNS_KNOWN. */
+static __always_inline u64 caller_userns(void) {
+    u64 task = CURRENT_TASK();
+    u64 cred = kread64(task, K_TASK_REAL_CRED);
+    u64 ns = kread64(cred, K_CRED_USER_NS);
+    if (!ns)
+        return 0;
+    return (u64)kread32(ns, K_USERNS_INUM) | ((u64)kread32(ns, K_USERNS_LEVEL) << 32) | SYS_USERNS_KNOWN;
+}
+
+/* What the fd a setns or pidfd call named refers to: a namespace (extra[0] = its inum; extra[1]'s high half:
+ * which of pid 1's namespaces it is, one bit per kind, sentinel.syscalls.NS_KINDS) or a pidfd (extra[1] = the pid in the root pid namespace). On kernels before pidfs a pidfd
+ * is an anonymous inode like many others: its pid is believed only when the call accepted the fd. */
+static __always_inline void fd_target(struct sys_event *e, s64 fd, long ret) {
+    u64 file = current_file(fd);
+    if (!file)
+        return;
+    u64 inode = kread64(file, K_FILE_F_INODE);
+    u64 sb = kread64(inode, K_INODE_I_SB);
+    u64 magic = kread64(sb, K_SUPER_BLOCK_S_MAGIC);
+    if (magic == S_NSFS_MAGIC) {
+        u64 ino = kread64(inode, K_INODE_I_INO);
+        e->extra[0] = ino;
+#ifdef INIT_NS_BITS
+        e->extra[1] |= (u64)(INIT_NS_BITS(ino)) << 32;
+#endif
+    } else if (magic == S_PIDFS_MAGIC) {
+        u64 pid = kread64(inode, K_INODE_I_PRIVATE);  /* pidfs (6.9+) keeps the struct pid in the inode */
+        e->extra[1] |= kread32(pid, K_PID_NUMBERS_NR);
+    } else if (magic == S_ANON_INODE_FS_MAGIC && ret >= 0) {
+        u64 pid = kread64(file, K_FILE_PRIVATE_DATA);  /* before pidfs: in the file */
+        e->extra[1] |= kread32(pid, K_PID_NUMBERS_NR);
+    }
+}
+#endif
+
+#if defined(HAVE_KOFFSETS) && defined(HAVE_NS_OFFSETS) && defined(INIT_NS_BITS)
+/* After a setns through a pidfd: which of the mount and pid namespaces asked for (nstype) are now pid 1's. */
+static __always_inline u32 joined_init_ns(u64 nstype) {
+    u64 nsproxy = kread64(CURRENT_TASK(), K_TASK_NSPROXY);
+    u32 bits = 0;
+    if (nstype & S_CLONE_NEWNS) {
+        u32 inum = kread32(kread64(nsproxy, K_NSPROXY_MNT_NS), K_MNT_NS_INUM);
+        bits |= INIT_NS_BITS(inum);
+    }
+    if (nstype & S_CLONE_NEWPID) {
+        u32 inum = kread32(kread64(nsproxy, K_NSPROXY_PID_NS), K_PID_NS_INUM);
+        bits |= INIT_NS_BITS(inum);
+    }
+    return bits;
+}
+#endif
 
 static __always_inline int sys_enter(u32 call, u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -162,6 +249,28 @@ static __always_inline int sys_exit(void *ctx, long ret, u32 call) {
                 nstr = 1;
             }
         }
+    }
+#if defined(HAVE_KOFFSETS) && defined(HAVE_NS_OFFSETS)
+    if (call == EVT_SETNS || call == EVT_PIDFD_SEND_SIGNAL || call == EVT_PIDFD_GETFD)
+        fd_target(e, (s64)a0, ret);
+#ifdef INIT_NS_BITS
+    if (call == EVT_SETNS && ret == 0 && (u32)e->extra[1])
+        e->extra[1] |= (u64)joined_init_ns(a1) << 32;  /* a pidfd: any process's namespaces may be pid 1's */
+#endif
+    if (call == EVT_MOUNT || call == EVT_UMOUNT2 || call == EVT_MOVE_MOUNT || call == EVT_PIVOT_ROOT ||
+        call == EVT_CHROOT || call == EVT_SETNS || call == EVT_UNSHARE)
+        e->extra[2] = caller_userns();
+    if (call == EVT_PIDFD_GETFD && ret >= 0) {
+        u32 target = (u32)e->extra[1];
+        if (target && is_agent_task(target))
+            record_tamper(ctx, pid_tgid, TAMPER_FD, (s32)a1, target);
+    }
+#endif
+    if (call == EVT_BPF && ret >= 0 &&
+        (a0 == S_BPF_PROG_GET_FD_BY_ID || a0 == S_BPF_MAP_GET_FD_BY_ID || a0 == S_BPF_LINK_GET_FD_BY_ID)) {
+        u32 id = (u32)e->extra[0];
+        if (own_bpf_ids.lookup(&id))
+            record_tamper(ctx, pid_tgid, TAMPER_BPF, (s32)a0, id);
     }
     e->nstr = nstr;
     u64 size = offsetof(struct sys_event, str);
@@ -371,6 +480,12 @@ TRACEPOINT_PROBE(syscalls, sys_enter_pidfd_send_signal) {
     return sys_enter(EVT_PIDFD_SEND_SIGNAL, (u64)(s64)args->pidfd, (u64)(s64)args->sig, 0, args->flags, 0, 0);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_pidfd_send_signal) { return sys_exit(args, args->ret, EVT_PIDFD_SEND_SIGNAL); }
+#endif
+#ifdef HAVE_TP_PIDFD_GETFD
+TRACEPOINT_PROBE(syscalls, sys_enter_pidfd_getfd) {
+    return sys_enter(EVT_PIDFD_GETFD, (u64)(s64)args->pidfd, (u64)(s64)args->fd, args->flags, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_pidfd_getfd) { return sys_exit(args, args->ret, EVT_PIDFD_GETFD); }
 #endif
 
 /* Every signal generated for the agent, whichever call (or the kernel) sent it: tamper evidence. */

@@ -29,6 +29,7 @@ from sentinel.host import HostInfo
 from sentinel.log import get_logger
 from sentinel.process.table import ProcessTable
 from sentinel.rules.context import EvalContext
+from sentinel.syscalls import target_pid
 
 _OPEN = EventType.OPEN
 _CHDIR = EventType.CHDIR
@@ -176,6 +177,10 @@ class DetectionStream:
             self._write(aggregator.advance(ts))
         ruleset = self.ruleset
         ctx = EvalContext(ev, proc, path, self.host.boot_time_ns + ts)
+        if etype > _TAMPER:  # a security syscall: the process it is aimed at, for the rules
+            pid = target_pid(ev)
+            if pid is not None:
+                ctx.target = self.table.get(pid)
         if anomaly is not None:
             try:
                 anomaly.observe(ctx)

@@ -90,6 +90,10 @@ def btf_check(offsets: KernelOffsets, btf_path: str, btf_exists: bool) -> Check:
             "credentials (euid/suid/fsuid/egid/sgid/fsgid, capabilities), "
             f"{login}process start times, executable identity (memfd/deleted), open de-duplication"
         )
+        if offsets.namespaces:
+            detail += ", setns targets, pidfd processes and user namespaces"
+        else:
+            detail += "; no setns targets, pidfd processes or user namespaces (their structs differ)"
         if not offsets.login:
             detail += "; no login uid or session: task_struct has no loginuid (kernel without CONFIG_AUDIT)"
         return Check("btf", "ok", detail)

@@ -23,7 +23,7 @@ class EventType(enum.IntEnum):
     EXIT = 5
     CHDIR = 6  # internal: keeps the process table's cwd right for processes that exit at once
     # Security-relevant syscalls (sentinel/syscalls.py says what each carries), and tamper evidence.
-    TAMPER = 15  # a signal, ptrace or memory write aimed at the agent itself
+    TAMPER = 15  # a signal, ptrace, memory write, BPF object or fd theft aimed at the agent itself
     SETUID = 16
     SETGID = 17
     SETREUID = 18
@@ -51,6 +51,7 @@ class EventType(enum.IntEnum):
     TKILL = 40
     TGKILL = 41
     PIDFD_SEND_SIGNAL = 42
+    PIDFD_GETFD = 43
 
 
 EVENT_TYPE_NAMES: dict[int, str] = {

@@ -169,6 +169,8 @@ def run_live(
         wakeup_events=sensor.config.wakeup_events,
         pages=sensor.config.pages,
         kernel_offsets=sensor.kernel_offsets_mode,
+        namespace_facts=getattr(sensor, "namespace_facts", False),
+        init_namespaces=getattr(sensor, "init_ns_source", ""),
         open_dedup_s=sensor.config.open_dedup_s if sensor.open_dedup_active else 0,
         optional_tracepoints_absent=sensor.optional_absent,
     )

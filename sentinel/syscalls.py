@@ -7,6 +7,10 @@ read behind a pointer (``x0``…``x2``) or from a string (``s0``…``s2``). ``ev
 Falco prints it (flag names joined with ``|``, a signal's name, a request's name), ``evt.rawarg.NAME`` the
 number. Where Falco has no dedicated event (setfsuid, setfsgid, pivot_root, move_mount,
 pidfd_send_signal), the names are the kernel's parameter names.
+
+Some facts come from the kernel beside the arguments (kernels with BTF): which namespace a setns joined and
+whether pid 1 is in it (:func:`setns_target`), which process a pidfd names (:func:`target_pid`), and the
+caller's user namespace after a mount, setns or unshare (:func:`caller_userns`).
 """
 
 from __future__ import annotations
@@ -222,13 +226,13 @@ BPF_PROG_TYPES: tuple[str, ...] = (
     "syscall",
     "netfilter",
 )
-TAMPER_KINDS = {1: "signal", 2: "ptrace", 3: "memory access"}
-TAMPER_SIGNAL, TAMPER_PTRACE = 1, 2
+TAMPER_KINDS = {1: "signal", 2: "ptrace", 3: "memory access", 4: "bpf access", 5: "fd theft"}
+TAMPER_SIGNAL, TAMPER_PTRACE, TAMPER_BPF, TAMPER_FD = 1, 2, 4, 5
 
 
 class TamperFields(NamedTuple):
-    """What a tamper record says: its kind (1 signal, 2 ptrace, 3 memory access), the signal number or
-    ptrace request, and the agent thread it was aimed at."""
+    """What a tamper record says: its kind (TAMPER_KINDS), the signal number, ptrace request, bpf command or
+    fd taken, and the agent thread it was aimed at (for bpf access: the id of the agent's BPF object)."""
 
     kind: int
     detail: int
@@ -365,6 +369,7 @@ SYSCALLS: dict[EventType, Syscall] = {
         _spec(
             T.PIDFD_SEND_SIGNAL, "signal", A("pidfd", "a0"), A("sig", "a1", "signal"), A("flags", "a3", "hex")
         ),
+        _spec(T.PIDFD_GETFD, "injection", A("pid_fd", "a0"), A("target_fd", "a1"), A("flags", "a2", "hex")),
     )
 }
 FAMILIES: dict[str, tuple[EventType, ...]] = {}
@@ -438,16 +443,80 @@ def arguments(ev: Event) -> dict[str, tuple[int | str, str | int]]:
     return out
 
 
+TARGETED_TYPES = frozenset(
+    (T.PTRACE, T.PROCESS_VM_WRITEV, T.KILL, T.TKILL, T.TGKILL, T.PIDFD_SEND_SIGNAL, T.PIDFD_GETFD)
+)
+
+
 def target_pid(ev: Event) -> int | None:
-    """The process a ptrace, memory write or signal is aimed at (its thread-group id where the call names
-    one); None for other calls, a group or every process (kill with pid <= 0)."""
+    """The process a ptrace, memory write, signal or fd theft is aimed at (its thread-group id where the call
+    names one; a pidfd's process as the kernel resolved it); None for other calls, a group or every process
+    (kill with pid <= 0), or a pidfd the probe could not resolve."""
     t = ev.type
     if t in (T.PTRACE, T.PROCESS_VM_WRITEV, T.KILL, T.TKILL, T.TGKILL) and ev.sys_args:
         pid = _signed(ev.sys_args[1] if t is T.PTRACE else ev.sys_args[0], 32)
         return pid if pid > 0 else None
+    if t in (T.PIDFD_SEND_SIGNAL, T.PIDFD_GETFD) and len(ev.sys_extra) >= 2:
+        return (ev.sys_extra[1] & 0xFFFFFFFF) or None
     if t is T.TAMPER and len(ev.sys_args) >= 3:
         return ev.sys_args[2]
     return None
+
+
+USERNS_KNOWN = 1 << 63
+# Namespace kinds as /proc/PID/ns names them; bit i of a setns's init mask is NS_KINDS[i].
+NS_KINDS = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
+USERNS_TYPES = frozenset(
+    (T.MOUNT, T.UMOUNT2, T.MOVE_MOUNT, T.PIVOT_ROOT, T.CHROOT, T.SETNS, T.UNSHARE)
+)  # fmt: skip
+
+
+class UserNamespace(NamedTuple):
+    """A user namespace as the kernel has it: its depth below the host's (0 = the host's) and inode."""
+
+    level: int
+    inode: int
+
+
+def caller_userns(ev: Event) -> UserNamespace | None:
+    """The caller's user namespace after a mount, setns or unshare; None where the probe could not read it
+    (no BTF) or the call is another."""
+    if ev.type not in USERNS_TYPES or len(ev.sys_extra) < 3:
+        return None
+    value = ev.sys_extra[2]
+    if not value & USERNS_KNOWN:
+        return None
+    return UserNamespace((value >> 32) & 0x7FFFFFFF, value & 0xFFFFFFFF)
+
+
+class SetnsTarget(NamedTuple):
+    """What a setns's fd named: a namespace (its inode) or a process (a pidfd's pid); ``init``: the kinds
+    of pid 1's namespaces it joins (a namespace file of pid 1's; through any process's pidfd, the mount and
+    pid namespaces the caller is in afterwards, when they are pid 1's; pid 1's pidfd: every kind asked)."""
+
+    ns_inode: int
+    pid: int
+    init: tuple[str, ...]
+
+
+def setns_target(ev: Event) -> SetnsTarget | None:
+    """The setns target as the kernel resolved the fd; None for other calls or when it could not (no BTF,
+    an fd that was neither a namespace nor a pidfd)."""
+    if ev.type is not T.SETNS or len(ev.sys_extra) < 2 or not ev.sys_args:
+        return None
+    ino, pid = ev.sys_extra[0], ev.sys_extra[1] & 0xFFFFFFFF
+    if not ino and not pid:
+        return None
+    mask = ev.sys_extra[1] >> 32
+    kinds = {kind for i, kind in enumerate(NS_KINDS) if mask >> i & 1}
+    if pid == 1:  # every namespace asked for is pid 1's
+        kinds.update(namespaces(ev.sys_args[1] if len(ev.sys_args) > 1 else 0))
+    return SetnsTarget(ino, pid, tuple(kind for kind in NS_KINDS if kind in kinds))
+
+
+def init_ns_mask(kinds: list[str] | tuple[str, ...]) -> int:
+    """The probe's bit mask for namespace kinds (NS_KINDS), for documents read back (rule fixtures)."""
+    return sum(1 << NS_KINDS.index(k) for k in kinds if k in NS_KINDS)
 
 
 def namespaces(flags: int) -> list[str]:

@@ -13,12 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 from sentinel.events import Event, EventType
 from sentinel.syscalls import (
+    BPF_COMMANDS,
     SYSCALLS,
+    TAMPER_BPF,
+    TAMPER_FD,
     TAMPER_KINDS,
+    TAMPER_PTRACE,
     TAMPER_SIGNAL,
     arguments,
     bpf_program,
+    caller_userns,
     namespaces,
+    setns_target,
     signal_name,
     tamper_fields,
 )
@@ -61,11 +67,23 @@ def security_doc(
         what, sig, tid = tamper_fields(ev)
         kind = TAMPER_KINDS.get(what, str(what))
         event.update(category=["process"], type=["access"], action="tamper", outcome="unknown")
-        detail["tamper"] = {"kind": kind, "target_tid": tid}
-        signal = what == TAMPER_SIGNAL
-        detail["tamper"]["signal" if signal else "request"] = signal_name(sig) if signal else sig
-        said = f": {signal_name(sig)}" if signal else ""
-        doc["message"] = f"{kind} aimed at the agent (tid {tid}){said}"
+        block: dict[str, Any] = {"kind": kind}
+        said = ""
+        if what == TAMPER_BPF:
+            command = BPF_COMMANDS[sig] if 0 <= sig < len(BPF_COMMANDS) else str(sig)
+            block.update(command=command, object_id=tid)
+            doc["message"] = f"{kind}: the agent's BPF object {tid} opened ({command})"
+        else:
+            block["target_tid"] = tid
+            if what == TAMPER_SIGNAL:
+                block["signal"] = said = signal_name(sig)
+            elif what == TAMPER_PTRACE:
+                block["request"] = sig
+            elif what == TAMPER_FD:
+                block["fd"] = sig
+                said = f"fd {sig}"
+            doc["message"] = f"{kind} aimed at the agent (tid {tid}){': ' + said if said else ''}"
+        detail["tamper"] = block
         return
     spec = SYSCALLS[ev.type]
     category, types = _ECS[spec.family]
@@ -85,6 +103,17 @@ def security_doc(
     if t in (T.UNSHARE, T.SETNS):
         flags = ev.sys_args[0] if t is T.UNSHARE else ev.sys_args[1]
         detail["namespaces"] = namespaces(flags) if flags else []
+    joined = setns_target(ev)
+    if joined is not None:
+        setns: dict[str, Any] = {"init_ns": list(joined.init)}
+        if joined.ns_inode:
+            setns["ns_inode"] = joined.ns_inode
+        if joined.pid:
+            setns["pid"] = joined.pid
+        detail["setns"] = setns
+    userns = caller_userns(ev)
+    if userns is not None:
+        detail["userns"] = {"level": userns.level, "inode": userns.inode}
     program = bpf_program(ev)
     if program is not None:
         detail["bpf"] = {"prog_type": program[0], "prog_name": program[1]}

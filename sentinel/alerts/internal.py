@@ -83,9 +83,10 @@ TASK_FAILED = Rule(
 
 AGENT_TAMPERED = Rule(
     name="Agent tampered with",
-    desc="A signal, ptrace or memory write aimed at the agent itself, recorded by the kernel from the "
-    "sender's side. A stop by the service manager (SIGTERM/SIGHUP from init) is noted; a SIGKILL or SIGSTOP, "
-    "a ptrace or a write into its memory is how an attacker blinds a sensor (T1562.001). One the previous "
+    desc="A signal, ptrace, memory write or file-descriptor theft (pidfd_getfd) aimed at the agent itself, "
+    "recorded by the kernel from the sender's side. A stop by the service manager (SIGTERM/SIGHUP from init) "
+    "is noted; a SIGKILL or SIGSTOP, a ptrace, a write into its memory or taking one of its descriptors (a "
+    "perf event can then be disabled) is how an attacker blinds a sensor (T1562.001). One the previous "
     "instance could not report (it was killed) is reported at the next start.",
     condition="",
     output="Agent tampered with: {kind} {what} from {sender_comm} (pid {sender_pid}, uid {sender_uid}){when}",
@@ -103,6 +104,19 @@ AGENT_SIGNALLED = Rule(
     tags=[*TAGS, "T1562.001"],
     source="internal",
 )
+AGENT_BPF_OPENED = Rule(
+    name="Agent's BPF objects opened by another process",
+    desc="Another process opened one of the agent's BPF programs or maps by id (bpf GET_FD_BY_ID). With "
+    "that descriptor it can read the maps or rewrite them, and the maps decide what the sensor reports "
+    "(the open de-duplication, the socket table): a way to blind it without stopping it (T1562.001). "
+    "`bpftool prog show` and `bpftool map` open every object on the host this way too, hence a warning.",
+    condition="",
+    output="Agent's BPF {object} {object_id} opened by {sender_comm} (pid {sender_pid}, uid {sender_uid}, "
+    "{command}){when}",
+    priority="warning",
+    tags=[*TAGS, "T1562.001"],
+    source="internal",
+)
 # Signals an operator's service manager sends: still recorded, at a lower priority.
 _ROUTINE_SIGNALS = frozenset({1, 2, 15})  # SIGHUP, SIGINT, SIGTERM
 
@@ -110,16 +124,36 @@ _ROUTINE_SIGNALS = frozenset({1, 2, 15})  # SIGHUP, SIGINT, SIGTERM
 def tamper(ev: Any, previous: bool = False) -> Alert:
     """An ``Agent tampered with`` alert for a tamper record (``previous``: it was aimed at an earlier
     instance, read from the kernel's pinned record at start)."""
-    from sentinel.syscalls import TAMPER_KINDS, TAMPER_PTRACE, TAMPER_SIGNAL, signal_name, tamper_fields
+    from sentinel.syscalls import (
+        BPF_COMMANDS,
+        TAMPER_BPF,
+        TAMPER_FD,
+        TAMPER_KINDS,
+        TAMPER_PTRACE,
+        TAMPER_SIGNAL,
+        signal_name,
+        tamper_fields,
+    )
 
     what_kind, sig, tid = tamper_fields(ev)
     kind = TAMPER_KINDS.get(what_kind, str(what_kind))
+    when = " to the previous instance" if previous else ""
+    if what_kind == TAMPER_BPF:
+        command = BPF_COMMANDS[sig] if 0 <= sig < len(BPF_COMMANDS) else str(sig)
+        obj = command.removeprefix("BPF_").split("_", 1)[0].lower()  # BPF_MAP_GET_FD_BY_ID -> map
+        fields = {"object": obj, "object_id": tid, "command": command, "sender_comm": ev.comm,
+                  "sender_pid": ev.pid, "sender_uid": ev.uid, "when": when}  # fmt: skip
+        detail = {"kind": kind, "command": command, "object_id": tid, "sender_pid": ev.pid,
+                  "sender_uid": ev.uid, "sender_comm": ev.comm, "previous_instance": previous}  # fmt: skip
+        return _alert(AGENT_BPF_OPENED, ev.ts_ns, fields, lineage=("tamper", kind, ev.pid),
+                      extra={"tamper": detail})  # fmt: skip
     what = ""
     if what_kind == TAMPER_SIGNAL:
         what = signal_name(sig)
     elif what_kind == TAMPER_PTRACE:
         what = f"request {sig}"
-    when = " to the previous instance" if previous else ""
+    elif what_kind == TAMPER_FD:
+        what = f"fd {sig}"
     fields = {"kind": kind, "what": what, "sender_comm": ev.comm, "sender_pid": ev.pid, "sender_uid": ev.uid,
               "target_tid": tid, "when": when}  # fmt: skip
     routine = what_kind == 1 and sig in _ROUTINE_SIGNALS

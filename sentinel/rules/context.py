@@ -24,3 +24,4 @@ class EvalContext:
     path: str | None = None
     wall_ns: int = 0  # event time as wall-clock epoch ns (for evt.time)
     ml: Any = None  # the anomaly model's lazy view of this event (sentinel.anomaly.live.MlView), or None
+    target: Process | None = None  # the process a security syscall is aimed at, as the table knows it

@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sentinel.events import SYSCALL_TYPES, EventType
-from sentinel.syscalls import SYSCALLS
+from sentinel.syscalls import SYSCALLS, TARGETED_TYPES
+from sentinel.syscalls import USERNS_TYPES as _USERNS_TYPES
 
 STRING = "string"
 INT = "int"
@@ -33,6 +34,8 @@ EXEC, OPEN, CONNECT, FORK, EXIT, CHDIR = (
 SECURITY: tuple[EventType, ...] = tuple(sorted(SYSCALL_TYPES))  # the security syscalls (sentinel.syscalls)
 ALL: tuple[EventType, ...] = (EXEC, OPEN, CONNECT, FORK, EXIT, CHDIR, *SECURITY)
 MAIN: tuple[EventType, ...] = (EXEC, OPEN, CONNECT)
+TARGETED: tuple[EventType, ...] = tuple(sorted(TARGETED_TYPES))  # calls aimed at another process
+USERNS_TYPES: tuple[EventType, ...] = tuple(sorted(_USERNS_TYPES))
 
 # evt.type names that select an event type (Falco's syscall names; several name one event of ours).
 EVENT_NAMES: dict[str, EventType] = {
@@ -921,6 +924,54 @@ FIELDS_LIST: list[FieldDef] = [
         "Identical opens the kernel suppressed before this one.",
         on=(OPEN,),
         by={OPEN: "ev.repeat_count"},
+    ),
+    FieldDef(
+        "sentinel.target.pid",
+        INT,
+        "The process a ptrace, process_vm_writev, kill, tkill, tgkill, pidfd_send_signal or pidfd_getfd is "
+        "aimed at (for a pidfd: the process the kernel resolved it to; missing for a group or every "
+        "process).",
+        on=TARGETED,
+        by=dict.fromkeys(TARGETED, "_target_pid(ev)"),
+        nullable=True,
+    ),
+    FieldDef(
+        "sentinel.target.name",
+        STRING,
+        "The target process's name (comm), as the process table knows it.",
+        on=TARGETED,
+        by=dict.fromkeys(TARGETED, "_target_attr(ctx, 'comm')"),
+        nullable=True,
+    ),
+    FieldDef(
+        "sentinel.target.exepath",
+        STRING,
+        "The target process's executable, as the process table knows it.",
+        on=TARGETED,
+        by=dict.fromkeys(TARGETED, "_target_attr(ctx, 'exe')"),
+        nullable=True,
+        path_like=True,
+    ),
+    FieldDef(
+        "sentinel.userns.level",
+        INT,
+        "Depth of the caller's user namespace after a mount, umount, move_mount, pivot_root, chroot, setns "
+        "or unshare: 0 is the host's, 1 or more a namespace created below it (rootless containers, "
+        "sandboxes, or an exploit that needs root in one). Missing without BTF.",
+        on=USERNS_TYPES,
+        by=dict.fromkeys(USERNS_TYPES, "_userns_level(ev)"),
+        nullable=True,
+    ),
+    FieldDef(
+        "sentinel.setns.init_ns",
+        STRING,
+        "The kinds of pid 1's namespaces a setns joined, `|`-joined like flags (`mnt`, `mnt|pid`; empty "
+        "for a namespace pid 1 is not in): through a namespace file of pid 1's, or pid 1's pidfd with the "
+        "kinds asked. How a process leaves a container for the host. Missing without BTF or when the fd "
+        "was neither a namespace nor a pidfd.",
+        on=(EventType.SETNS,),
+        by={EventType.SETNS: "_setns_init(ev)"},
+        nullable=True,
     ),
     # -------------------------------------------------------------------------------------------------- ml
     *(

@@ -47,7 +47,7 @@ from sentinel.rules.fields import BOOL, FIELDS, INT
 from sentinel.rules.loader import LoadResult, expand_paths, load_rules
 from sentinel.rules.model import Diagnostic
 from sentinel.rules.source import SourceText
-from sentinel.syscalls import SYSCALLS
+from sentinel.syscalls import NS_KINDS, SYSCALLS, TARGETED_TYPES, USERNS_KNOWN, init_ns_mask
 
 DEFAULT_TIME_NS = 1_700_000_000_000_000_000
 DEFAULT_PID = 4242
@@ -421,11 +421,21 @@ def from_ecs(doc: Mapping[str, Any]) -> EvalContext:
         ev.ret = _ret_from(doc, detail, 0)
     elif etype is EventType.FORK:
         ev.child_pid = _int(detail.get("child_pid"), "sentinel.event.child_pid", proc.pid + 1)
-    elif etype in SYSCALLS:
+    target = None
+    if etype in SYSCALLS:
         _syscall(ev, etype, detail)
         ev.ret = _ret_from(doc, detail, 0)
+        block = _map(detail.get("target"), "sentinel.event.target")
+        if etype in TARGETED_TYPES and block:
+            target = _process(block, "sentinel.event.target", 0, ts)
+            if etype in (EventType.PIDFD_SEND_SIGNAL, EventType.PIDFD_GETFD):
+                ev.sys_extra = (ev.sys_extra[0], target.pid, ev.sys_extra[2])  # the pidfd's process
+            if len(block) == 1:
+                target = None  # only a pid: the table did not know the process
     ml = sent.get("ml")
-    return EvalContext(ev, proc, path, ts, StaticMlView.from_doc(_map(ml, "sentinel.ml")) if ml else None)
+    ctx = EvalContext(ev, proc, path, ts, StaticMlView.from_doc(_map(ml, "sentinel.ml")) if ml else None)
+    ctx.target = target
+    return ctx
 
 
 def _syscall(ev: Event, etype: EventType, detail: Mapping[str, Any]) -> None:
@@ -444,6 +454,18 @@ def _syscall(ev: Event, etype: EventType, detail: Mapping[str, Any]) -> None:
             used_strs = max(used_strs, i + 1)
         elif value is not None:
             (args if where == "a" else extra)[i] = _int(value, what, 0) & 0xFFFFFFFFFFFFFFFF
+    setns = _map(detail.get("setns"), "sentinel.event.setns")
+    if setns:  # what the kernel resolved the fd to (without either, a namespace inode of 1 stands in)
+        extra[1] = _int(setns.get("pid"), "sentinel.event.setns.pid", 0)
+        extra[0] = _int(setns.get("ns_inode"), "sentinel.event.setns.ns_inode", 0 if extra[1] else 1)
+        kinds = setns.get("init_ns") or []
+        if not isinstance(kinds, list) or not all(isinstance(k, str) and k in NS_KINDS for k in kinds):
+            raise FixtureError(f"sentinel.event.setns.init_ns must be a list of {', '.join(NS_KINDS)}")
+        extra[1] |= init_ns_mask(kinds) << 32
+    userns = _map(detail.get("userns"), "sentinel.event.userns")
+    if userns:
+        level = _int(userns.get("level"), "sentinel.event.userns.level", 0)
+        extra[2] = _int(userns.get("inode"), "sentinel.event.userns.inode", 1) | level << 32 | USERNS_KNOWN
     ev.sys_args, ev.sys_extra, ev.sys_strs = tuple(args), tuple(extra), tuple(strs[:used_strs])
 
 

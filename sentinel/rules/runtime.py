@@ -19,8 +19,11 @@ from typing import Any
 from sentinel.alerts.identity import capability_names, user_name
 from sentinel.events import AF_INET, AF_INET6, AF_UNIX, LOGINUID_UNSET, errno_name, open_flag_names
 from sentinel.syscalls import SYSCALLS as _SYSCALLS
+from sentinel.syscalls import caller_userns as _caller_userns
 from sentinel.syscalls import raw_value as _raw_value
+from sentinel.syscalls import setns_target as _setns_target
 from sentinel.syscalls import shown_value as _shown_value
+from sentinel.syscalls import target_pid as _target_pid
 
 __all__ = [
     "U",
@@ -81,6 +84,29 @@ def sysraw(ev: Any, name: str) -> Any:
     """``evt.rawarg.NAME``: the number (or string) the call passed."""
     arg = _arg_spec(ev, name)
     return _raw_value(ev, arg) if arg is not None else None
+
+
+def target_pid(ev: Any) -> int | None:
+    """``sentinel.target.pid``: the process a ptrace, memory write, signal or fd theft is aimed at."""
+    return _target_pid(ev)
+
+
+def target_attr(ctx: Any, name: str) -> Any:
+    """A field of the target process as the table knows it (``ctx.target``); None when unknown."""
+    target = ctx.target
+    return (getattr(target, name) or None) if target is not None else None
+
+
+def userns_level(ev: Any) -> int | None:
+    """``sentinel.userns.level``: the caller's user namespace depth after a mount, setns or unshare."""
+    userns = _caller_userns(ev)
+    return userns.level if userns is not None else None
+
+
+def setns_init(ev: Any) -> str | None:
+    """``sentinel.setns.init_ns``: the kinds of pid 1's namespaces a setns joined, ``|``-joined."""
+    joined = _setns_target(ev)
+    return "|".join(joined.init) if joined is not None else None
 
 
 def _signed32(value: int) -> int:

@@ -68,6 +68,23 @@ OPTIONAL: dict[str, tuple[str, str, int]] = {
     "K_TASK_LOGINUID": ("task_struct", "loginuid", 4),
     "K_TASK_SESSIONID": ("task_struct", "sessionid", 4),
 }
+# Namespaces and pidfds, all or none (HAVE_NS_OFFSETS): which namespace a setns joined, which process a pidfd
+# names, the caller's user namespace. Without them those events still come, without these facts.
+NAMESPACES: dict[str, tuple[str, str, int]] = {
+    "K_CRED_USER_NS": ("cred", "user_ns", 8),
+    "K_USERNS_LEVEL": ("user_namespace", "level", 4),
+    "K_USERNS_INUM": ("user_namespace", "ns.inum", 4),
+    "K_FILE_PRIVATE_DATA": ("file", "private_data", 8),
+    "K_INODE_I_PRIVATE": ("inode", "i_private", 8),
+    "K_SUPER_BLOCK_S_MAGIC": ("super_block", "s_magic", 8),
+    "K_PID_NUMBERS": ("pid", "numbers", 0),
+    "K_UPID_NR": ("upid", "nr", 4),
+    "K_TASK_NSPROXY": ("task_struct", "nsproxy", 8),
+    "K_NSPROXY_MNT_NS": ("nsproxy", "mnt_ns", 8),
+    "K_NSPROXY_PID_NS": ("nsproxy", "pid_ns_for_children", 8),
+    "K_MNT_NS_INUM": ("mnt_namespace", "ns.inum", 4),
+    "K_PID_NS_INUM": ("pid_namespace", "ns.inum", 4),
+}
 
 
 @dataclass(slots=True)
@@ -78,6 +95,7 @@ class KernelOffsets:
     problem: str = ""
     source: str = ""
     login: bool = False  # loginuid/sessionid available (CONFIG_AUDIT)
+    namespaces: bool = False  # setns targets, pidfd pids and user namespaces available (NAMESPACES)
 
     @property
     def available(self) -> bool:
@@ -91,7 +109,10 @@ class KernelOffsets:
     def cflags(self) -> list[str]:
         if not self.available:
             return []
-        return ["-DHAVE_KOFFSETS", *(f"-D{name}={value}" for name, value in sorted(self.macros.items()))]
+        flags = ["-DHAVE_KOFFSETS", *(f"-D{name}={value}" for name, value in sorted(self.macros.items()))]
+        if self.namespaces:
+            flags.append("-DHAVE_NS_OFFSETS")
+        return flags
 
 
 def _resolve(btf: Btf, table: dict[str, tuple[str, str, int]], problems: list[str]) -> dict[str, int]:
@@ -126,6 +147,11 @@ def compute(btf: Btf) -> KernelOffsets:
     login = _resolve(btf, OPTIONAL, login_problems)
     if not login_problems:
         macros.update(login)
+    ns_problems: list[str] = []
+    ns = _resolve(btf, NAMESPACES, ns_problems)
+    if not ns_problems:
+        ns["K_PID_NUMBERS_NR"] = ns.pop("K_PID_NUMBERS") + ns.pop("K_UPID_NR")
+        macros.update(ns)
     # struct file's path and inode are read in one go from an open file: they must sit close and aligned.
     fields = [macros["K_FILE_F_INODE"], macros["K_FILE_F_PATH"] + macros["K_PATH_MNT"],
               macros["K_FILE_F_PATH"] + macros["K_PATH_DENTRY"]]  # fmt: skip
@@ -137,7 +163,7 @@ def compute(btf: Btf) -> KernelOffsets:
         )
     macros["K_FILE_SPAN_OFF"], macros["K_FILE_SPAN_WORDS"] = first, words
     macros["K_FD_ARRAY_LEN"] = btf.field_size("files_struct", "fd_array") // 8
-    return KernelOffsets(macros=macros, login=not login_problems)
+    return KernelOffsets(macros=macros, login=not login_problems, namespaces=not ns_problems)
 
 
 def kernel_offsets(path: str | Path = BTF_PATH) -> KernelOffsets:

@@ -22,7 +22,7 @@ from sentinel.events import Event, EventType
 from sentinel.sensor.decoder import DecodeError, decode
 from sentinel.sensor.environment import OPTIONAL_SYSCALLS, ensure_bpffs, ensure_tracefs, tracepoint_exists
 from sentinel.sensor.koffsets import BTF_PATH, kernel_offsets
-from sentinel.syscalls import tamper_fields
+from sentinel.syscalls import NS_KINDS, TAMPER_BPF, tamper_fields
 
 BUFFERS = ("exec", "open", "connect", "proc", "sys")
 TAMPER_PIN = "/sys/fs/bpf/sentinel_tamper"  # the kernel's record of tamper attempts, outliving the agent
@@ -113,9 +113,11 @@ def c_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def probe_cflags(probe_dir: Path, cfg: SensorConfig, present: list[str]) -> list[str]:
-    """Compiler flags for bpf_probes/sentinel.c, given the optional tracepoints ``present`` (kernel offsets
-    are added by the caller)."""
+def probe_cflags(
+    probe_dir: Path, cfg: SensorConfig, present: list[str], init_ns: dict[int, int] | None = None
+) -> list[str]:
+    """Compiler flags for bpf_probes/sentinel.c, given the optional tracepoints ``present`` and pid 1's
+    namespaces ``init_ns`` (:func:`init_namespace_bits`; kernel offsets are added by the caller)."""
     flags = [
         f"-I{probe_dir}",
         f"-DSELF_TGID={cfg.ignore_pid}",
@@ -128,7 +130,55 @@ def probe_cflags(probe_dir: Path, cfg: SensorConfig, present: list[str]) -> list
         flags.append("-DHAVE_TP_SIGNAL_GENERATE")
     if cfg.tamper_pin:
         flags.append(f"-DTAMPER_PIN={c_string(cfg.tamper_pin)}")
+    if init_ns:
+        test = "|".join(f"((x)=={ino}ULL?{bit}:0)" for ino, bit in sorted(init_ns.items()))
+        flags.append(f"-DINIT_NS_BITS(x)=({test})")
     return flags
+
+
+# The kernel's fixed inode numbers of its initial namespaces (PROC_*_INIT_INO, include/linux/proc_ns.h):
+# ipc, uts, user, pid, cgroup and time for years; mnt and net from 6.18 on (allocated at boot before).
+INIT_NS_INODES = {"ipc": 0xEFFFFFFF, "uts": 0xEFFFFFFE, "user": 0xEFFFFFFD, "pid": 0xEFFFFFFC,
+                  "cgroup": 0xEFFFFFFB, "time": 0xEFFFFFFA}  # fmt: skip
+INIT_NS_INODES_6_18 = {"net": 0xEFFFFFF9, "mnt": 0xEFFFFFF8}
+
+
+def init_namespace_bits(ns_dir: str = "/proc/1/ns", release: str | None = None) -> tuple[dict[int, int], str]:
+    """pid 1's namespaces (fixed for the boot) as inode -> bit of its kind (``syscalls.NS_KINDS``), and
+    where they came from: a setns into one of them is how a process leaves a container for the host.
+
+    Read from ``/proc/1/ns``; where that is refused (a pid 1 holding capabilities the agent lacks), the
+    kernel's fixed numbers for its initial namespaces stand in (mnt and net only on 6.18 and later)."""
+    out: dict[int, int] = {}
+    try:
+        names = os.listdir(ns_dir)
+    except OSError:
+        names = []
+    for name in names:
+        kind = name.removesuffix("_for_children")
+        if kind not in NS_KINDS:
+            continue
+        try:
+            ino = os.stat(f"{ns_dir}/{name}").st_ino
+        except OSError:
+            continue
+        out[ino] = out.get(ino, 0) | 1 << NS_KINDS.index(kind)
+    if out:
+        return out, ns_dir
+    fixed = dict(INIT_NS_INODES)
+    if _kernel_at_least(release or os.uname().release, (6, 18)):
+        fixed.update(INIT_NS_INODES_6_18)
+    return {ino: 1 << NS_KINDS.index(kind) for kind, ino in fixed.items()}, "kernel constants (" + ",".join(
+        sorted(fixed)
+    ) + ")"
+
+
+def _kernel_at_least(release: str, want: tuple[int, int]) -> bool:
+    parts = release.split(".")
+    try:
+        return (int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)) >= want
+    except (IndexError, ValueError):
+        return False
 
 
 def probe_source(probe_dir: Path) -> bytes:
@@ -141,6 +191,29 @@ def probe_source(probe_dir: Path) -> bytes:
         except OSError as exc:
             raise SensorError(f"cannot read {probe_dir / name}: {exc.strerror or exc}") from exc
     return b"\n".join(parts)
+
+
+def own_bpf_object_ids(proc_self: str = "/proc/self") -> set[int]:
+    """The ids of the BPF programs, maps and links this process holds (from fdinfo): another process
+    opening one of them by id is tamper evidence."""
+    ids: set[int] = set()
+    try:
+        fds = os.listdir(f"{proc_self}/fd")
+    except OSError:
+        return ids
+    for fd in fds:
+        try:
+            if not os.readlink(f"{proc_self}/fd/{fd}").startswith("anon_inode:bpf-"):
+                continue
+            with open(f"{proc_self}/fdinfo/{fd}", encoding="ascii", errors="replace") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue  # closed meanwhile
+        for line in lines:
+            key, _, value = line.partition(":")
+            if key in ("prog_id", "map_id", "link_id") and value.strip().isdigit():
+                ids.add(int(value))
+    return ids
 
 
 def boottime_ns() -> int:
@@ -167,6 +240,9 @@ class Sensor:
         self.optional_absent: list[str] = []  # optional tracepoints this kernel lacks (not attached)
         self.tamper_pin = ""  # the pinned map of tamper records, "" when bpffs is not available
         self.previous_tamper: list[Event] = []  # records aimed at earlier instances, read at start
+        self.own_bpf_ids: set[int] = set()  # ids of this instance's BPF programs and maps
+        self.namespace_facts = False
+        self.init_ns_source = ""  # where pid 1's namespaces came from: /proc/1/ns or the kernel's constants
 
     @property
     def open_dedup_active(self) -> bool:
@@ -193,12 +269,14 @@ class Sensor:
             self.optional_absent.append(SIGNAL_TRACEPOINT)
         if cfg.tamper_pin:
             self.tamper_pin = cfg.tamper_pin if ensure_bpffs(os.path.dirname(cfg.tamper_pin)) else ""
-        cflags = probe_cflags(probe_dir, cfg, present)
+        init_ns, self.init_ns_source = init_namespace_bits()
+        cflags = probe_cflags(probe_dir, cfg, present, init_ns)
         if not self.tamper_pin:
             cflags.append("-DNO_TAMPER_PIN")
         # $SENTINEL_BTF names another BTF file; a missing one runs the agent as on a host without BTF.
         offsets = kernel_offsets(os.environ.get("SENTINEL_BTF") or BTF_PATH)
         self.kernel_offsets_mode = offsets.mode
+        self.namespace_facts = offsets.namespaces  # setns targets, pidfd processes, user namespaces
         cflags += offsets.cflags()
         src = probe_source(probe_dir)
         try:
@@ -213,6 +291,10 @@ class Sensor:
                 raise SensorError(f"compiling/attaching bpf_probes/sentinel.c failed: {exc}") from exc
         self.attached = [tp.decode() if isinstance(tp, bytes) else str(tp) for tp in self.bpf.tracepoint_fds]
         self.refresh_self_tids()
+        self.own_bpf_ids = own_bpf_object_ids()
+        ids = self.bpf["own_bpf_ids"]
+        for obj_id in self.own_bpf_ids:
+            ids[ctypes.c_uint32(obj_id)] = ctypes.c_uint8(1)
         for name in BUFFERS:
             self.bpf[f"events_{name}"].open_perf_buffer(
                 self._on_sample,
@@ -340,7 +422,9 @@ class Sensor:
         removed = []
         table = self.bpf["tamper_log"] if self.bpf is not None else None
         for key, ev in self._tamper_records():
-            if (tamper_fields(ev).target_tid in own) is aimed_at_self:
+            fields = tamper_fields(ev)
+            mine = self.own_bpf_ids if fields.kind == TAMPER_BPF else own  # a BPF record names an object id
+            if (fields.target_tid in mine) is aimed_at_self:
                 removed.append(ev)
                 del table[key]  # type: ignore[index]
         return sorted(removed, key=_ts)

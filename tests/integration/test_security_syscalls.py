@@ -28,7 +28,7 @@ CALLER = textwrap.dedent(
               setfsuid=122, setfsgid=123, capset=126, ptrace=101, process_vm_writev=311, bpf=321,
               memfd_create=319, mount=165, umount2=166, setns=308, unshare=272, pivot_root=155,
               chroot=161, move_mount=429, kill=62, tkill=200, tgkill=234, pidfd_send_signal=424,
-              pidfd_open=434)
+              pidfd_open=434, pidfd_getfd=438)
     def sc(name, *args):
         # Integers as C longs: a variadic call passes a Python int as a 32-bit int, and the upper half of
         # a stack-passed argument (the sixth) would be garbage.
@@ -365,4 +365,182 @@ def test_the_default_rules_fire_on_the_real_calls(tmp_path: Path) -> None:
         else:
             assert login not in ("4294967295",), "the login uid was settable: the setuid rule must fire"
     finally:
+        assert d.stop() == 0
+
+
+def _init_ns_inode(kind: str) -> int:
+    """pid 1's namespace of this kind: from /proc/1/ns, or (refused, as on our CI's VMs, whose pid 1 holds a
+    capability root lacks) this process's, which is pid 1's there (the kernel's fixed initial numbers)."""
+    try:
+        return os.stat(f"/proc/1/ns/{kind}").st_ino
+    except PermissionError:
+        ino = os.stat(f"/proc/self/ns/{kind}").st_ino
+        assert ino >= 0xEFFFFFF8, f"this test process is not in the initial {kind} namespace"
+        return ino
+
+
+def test_setns_says_which_namespace_it_joined_and_whose(agent: Agent) -> None:
+    """The kernel resolves setns's fd: a namespace file (its inode; which of pid 1's namespaces it is) or a
+    pidfd (its process, and whether the namespaces joined are pid 1's); with the caller's user namespace."""
+    ready = next(d for d in agent.diagnostics if d.get("event") == "sentinel.ready")
+    assert ready.get("kernel_offsets") == "btf", "these facts need the BTF offsets (this host has BTF)"
+    assert ready.get("namespace_facts") is True
+    pid = run_calls(
+        """
+        CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWUTS = 0x00020000, 0x40000000, 0x04000000
+        sc("setns", os.open("/proc/self/ns/mnt", os.O_RDONLY), CLONE_NEWNS)   # pid 1's (the test checks)
+        pidfd = sc("pidfd_open", os.getppid(), 0)           # the test: a host process in pid 1's namespaces
+        sc("setns", pidfd, CLONE_NEWNS | CLONE_NEWNET)
+        sc("unshare", CLONE_NEWUTS)
+        mine = os.open("/proc/self/ns/uts", os.O_RDONLY)     # a namespace pid 1 is not in
+        sc("setns", mine, CLONE_NEWUTS)
+        sc("setns", 999, 0)                                  # EBADF: nothing to resolve
+        """
+    )
+    docs = calls_of(agent, pid, "setns", count=4)
+    by_fd = {get(d, "sentinel.event.rawarg.fd"): d for d in docs}
+    mnt = next(d for d in docs if get(d, "sentinel.event.rawarg.nstype") == 0x00020000)
+    assert get(mnt, "sentinel.event.setns") == {"init_ns": ["mnt"], "ns_inode": _init_ns_inode("mnt")}
+    assert get(mnt, "sentinel.event.userns") == {"level": 0, "inode": _init_ns_inode("user")}
+    via_pidfd = next(d for d in docs if get(d, "sentinel.event.rawarg.nstype") == 0x40020000)
+    assert get(via_pidfd, "event.outcome") == "success"
+    # Through a pidfd, the kernel says which process; the mount namespace joined is pid 1's.
+    assert get(via_pidfd, "sentinel.event.setns") == {"init_ns": ["mnt"], "pid": os.getpid()}
+    own = next(d for d in docs if get(d, "sentinel.event.rawarg.nstype") == 0x04000000)
+    assert get(own, "sentinel.event.setns.init_ns") == [] and get(own, "sentinel.event.setns.ns_inode") > 0
+    assert get(by_fd[999], "error.code") == "EBADF" and get(by_fd[999], "sentinel.event.setns") is None
+    unshare = calls_of(agent, pid, "unshare")[0]
+    assert get(unshare, "sentinel.event.userns.level") == 0
+
+
+def test_a_mount_in_a_user_namespace_says_its_level(agent: Agent, tmp_path: Path) -> None:
+    target = tmp_path / "u"
+    target.mkdir()
+    pid = run_calls(
+        f"""
+        sc("unshare", 0x10000000 | 0x00020000)              # CLONE_NEWUSER | CLONE_NEWNS
+        open("/proc/self/uid_map", "w").write("0 0 1")
+        open("/proc/self/setgroups", "w").write("deny")
+        open("/proc/self/gid_map", "w").write("0 0 1")
+        sc("mount", b"none", b"/", None, 0x40000 | 0x4000, None)
+        sc("mount", b"sentinel-userns", b"{target}", b"tmpfs", 0, None)
+        """
+    )
+    unshare = calls_of(agent, pid, "unshare")[0]
+    assert get(unshare, "sentinel.event.userns.level") == 1  # after the call: the new namespace
+    mounts = calls_of(agent, pid, "mount", count=2)
+    tmpfs = next(d for d in mounts if get(d, "sentinel.event.arg.dev") == "sentinel-userns")
+    assert get(tmpfs, "event.outcome") == "success", get(tmpfs, "error.code")
+    assert get(tmpfs, "sentinel.event.userns.level") == 1
+    assert get(tmpfs, "sentinel.event.userns.inode") not in (0, _init_ns_inode("user"))
+
+
+def test_a_pidfd_signal_names_the_process_the_kernel_resolved(agent: Agent) -> None:
+    victim = subprocess.Popen(["/bin/sleep", "30"])
+    try:
+        pid = run_calls(
+            f"""
+            pidfd = sc("pidfd_open", {victim.pid}, 0)
+            sc("pidfd_send_signal", pidfd, 0, None, 0)
+            sc("pidfd_getfd", pidfd, 1, 0)
+            """
+        )
+        sig = calls_of(agent, pid, "pidfd_send_signal")[0]
+        assert get(sig, "event.outcome") == "success"
+        assert get(sig, "sentinel.event.target.pid") == victim.pid
+        assert get(sig, "sentinel.event.target.executable") == os.path.realpath("/bin/sleep")
+        taken = calls_of(agent, pid, "pidfd_getfd")[0]
+        assert get(taken, "sentinel.event.arg") == {"pid_fd": get(sig, "sentinel.event.rawarg.pidfd"),
+                                                    "target_fd": 1, "flags": "0x0"}  # fmt: skip
+        assert get(taken, "sentinel.event.target.pid") == victim.pid
+        assert get(taken, "sentinel.event.family") == "injection"
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_bpf_access_and_fd_theft_aimed_at_the_agent_are_internal_alerts() -> None:
+    """Opening the agent's BPF map by id (with it, a process can rewrite what the sensor reports) and
+    taking one of its fds with pidfd_getfd: recorded in the kernel, raised as internal alerts."""
+    from sentinel.sensor.loader import own_bpf_object_ids
+
+    from .test_detection import Detector
+
+    d = Detector(("--model", "off"))
+    try:
+        ids = own_bpf_object_ids(f"/proc/{d.proc.pid}")
+        assert ids, "the agent holds no BPF objects?"
+        maps = []
+        for fd in os.listdir(f"/proc/{d.proc.pid}/fdinfo"):
+            text = Path(f"/proc/{d.proc.pid}/fdinfo/{fd}").read_text(errors="replace")
+            maps += [int(line.split()[1]) for line in text.splitlines() if line.startswith("map_id:")]
+        map_id = maps[0]
+        opener = run_calls(
+            f"""
+            attr = (ctypes.c_uint32 * 4)({map_id}, 0, 0, 0)
+            fd = sc("bpf", 14, attr, 16)                         # BPF_MAP_GET_FD_BY_ID
+            assert fd >= 0, fd
+            """
+        )
+        opened = d.wait_alert("Agent's BPF objects opened by another process",
+                              lambda a: get(a, "sentinel.tamper.sender_pid") == opener)  # fmt: skip
+        assert get(opened, "sentinel.tamper.object_id") == map_id
+        assert get(opened, "sentinel.tamper.command") == "BPF_MAP_GET_FD_BY_ID"
+        assert get(opened, "rule.ruleset") == "sentinel-internal"
+        thief = run_calls(
+            f"""
+            pidfd = sc("pidfd_open", {d.proc.pid}, 0)
+            assert sc("pidfd_getfd", pidfd, 2, 0) >= 0           # the agent's stderr
+            """
+        )
+        stolen = d.wait_alert("Agent tampered with", lambda a: get(a, "sentinel.tamper.sender_pid") == thief)
+        assert get(stolen, "sentinel.tamper.kind") == "fd theft"
+        assert get(stolen, "sentinel.tamper.detail") == "fd 2"
+    finally:
+        assert d.stop() == 0
+
+
+def test_the_escape_and_blinding_rules_fire_on_the_real_calls(tmp_path: Path) -> None:
+    """Setns into pid 1's mount namespace through a host process's pidfd, a mount in a user namespace of one's own, and
+    stop signals to a program named like auditd: each raises its shipped rule, from python3 (named by no
+    rule)."""
+    from .test_detection import Detector
+
+    tool = tmp_path / "auditd"
+    tool.write_bytes(Path("/bin/sleep").read_bytes())
+    tool.chmod(0o755)
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    d = Detector(("--model", "off"))
+    victim = subprocess.Popen([str(tool), "60"])
+    try:
+        pid = run_calls(
+            f"""
+            pidfd = sc("pidfd_open", os.getppid(), 0)            # a host process: pid 1's mount namespace
+            sc("setns", pidfd, 0x00020000)
+            tool = sc("pidfd_open", {victim.pid}, 0)
+            sc("pidfd_send_signal", tool, 19, None, 0)           # SIGSTOP through a pidfd
+            """
+        )
+        setns = d.wait_alert("Setns Into The Host's Namespaces", lambda a: get(a, "process.pid") == pid)
+        assert "(mnt)" in get(setns, "message")
+        stop = d.wait_alert("Signal Sent To A Security Tool", lambda a: get(a, "process.pid") == pid)
+        assert "SIGSTOP sent to auditd" in get(stop, "message")
+        killer = subprocess.Popen(["/bin/kill", "-KILL", str(victim.pid)])  # another program: its own alert
+        killer.wait()
+        kill = d.wait_alert("Signal Sent To A Security Tool", lambda a: get(a, "process.pid") == killer.pid)
+        assert "SIGKILL sent to auditd" in get(kill, "message")
+        inner = run_calls(
+            f"""
+            sc("unshare", 0x10000000 | 0x00020000)
+            open("/proc/self/uid_map", "w").write("0 0 1")
+            sc("mount", b"none", b"/", None, 0x40000 | 0x4000, None)
+            sc("mount", b"none", b"{mnt}", b"tmpfs", 0, None)
+            """
+        )
+        userns = d.wait_alert("Mount Inside A User Namespace", lambda a: get(a, "process.pid") == inner)
+        assert "level 1" in get(userns, "message")
+    finally:
+        victim.kill()
+        victim.wait()
         assert d.stop() == 0

@@ -130,12 +130,16 @@ def test_btf_unusable_file_warns_and_asks_for_a_report(tmp_path: Path) -> None:
 
 
 def test_btf_available_says_what_the_offsets_give() -> None:
-    check = doctor.btf_check(KernelOffsets(macros={"K_TASK_TGID": 1}, login=True), "/x/vmlinux", True)
+    offsets = KernelOffsets(macros={"K_TASK_TGID": 1}, login=True, namespaces=True)
+    check = doctor.btf_check(offsets, "/x/vmlinux", True)
     assert check.status == "ok"
     assert check.detail == (
         "kernel offsets from BTF (/x/vmlinux): credentials (euid/suid/fsuid/egid/sgid/fsgid, capabilities), "
-        "login uid and session, process start times, executable identity (memfd/deleted), open de-duplication"
+        "login uid and session, process start times, executable identity (memfd/deleted), open de-duplication, "
+        "setns targets, pidfd processes and user namespaces"
     )
+    offsets.namespaces = False
+    assert "no setns targets" in doctor.btf_check(offsets, "/x/vmlinux", True).detail
 
 
 def test_btf_without_audit_says_login_fields_are_absent() -> None:

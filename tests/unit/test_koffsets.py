@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sentinel.sensor.btf import BtfError
-from sentinel.sensor.koffsets import OPTIONAL, REQUIRED, compute, kernel_offsets
+from sentinel.sensor.koffsets import NAMESPACES, OPTIONAL, REQUIRED, compute, kernel_offsets
 
 
 class FakeBtf:
@@ -33,7 +33,7 @@ class FakeBtf:
 def full_layout() -> dict[tuple[str, str], tuple[int, int]]:
     """Every field the probes need, with struct cred laid out as in 6.x kernels."""
     fields: dict[tuple[str, str], tuple[int, int]] = {}
-    for i, (struct, path, size) in enumerate({**REQUIRED, **OPTIONAL}.values()):
+    for i, (struct, path, size) in enumerate({**REQUIRED, **OPTIONAL, **NAMESPACES}.values()):
         fields[(struct, path)] = (8 * i, size or 16)
     cred = {"suid": 16, "euid": 24, "fsuid": 32, "sgid": 20, "egid": 28, "fsgid": 36}
     for name, offset in cred.items():
@@ -89,6 +89,19 @@ def test_without_audit_login_fields_are_left_out_but_the_rest_works() -> None:
     assert "K_TASK_LOGINUID" not in result.macros and "K_TASK_SESSIONID" not in result.macros
 
 
+def test_namespace_offsets_are_all_or_none_and_apart_from_the_rest() -> None:
+    layout = full_layout()
+    layout[("pid", "numbers")] = (96, 0)
+    layout[("upid", "nr")] = (4, 4)
+    result = compute(FakeBtf(layout))  # type: ignore[arg-type]
+    assert result.namespaces and "-DHAVE_NS_OFFSETS" in result.cflags()
+    assert result.macros["K_PID_NUMBERS_NR"] == 100 and "K_UPID_NR" not in result.macros
+    del layout[("nsproxy", "pid_ns_for_children")]
+    result = compute(FakeBtf(layout))  # type: ignore[arg-type]
+    assert result.available and not result.namespaces  # the rest still works
+    assert "-DHAVE_NS_OFFSETS" not in result.cflags() and "K_CRED_USER_NS" not in result.macros
+
+
 def test_older_kernels_name_the_start_time_real_start_time() -> None:
     layout = full_layout()
     del layout[("task_struct", "start_boottime")]
@@ -106,3 +119,4 @@ def test_this_kernel_gives_every_offset() -> None:
     """The machines this project runs on have BTF; a kernel test would fail later anyway without it."""
     result = kernel_offsets()
     assert result.available, result.problem
+    assert result.namespaces, "the namespace offsets (setns targets, pidfds, user namespaces) did not resolve"

@@ -11,7 +11,7 @@ import pytest
 
 from sentinel.events import AF_INET, AF_INET6, AF_UNIX, FLAG_EXECVEAT, Event, EventType
 from sentinel.process.facts import ProcFacts, ReplayFacts
-from sentinel.process.table import ProcessTable
+from sentinel.process.table import Process, ProcessTable
 from sentinel.rules import EvalContext
 from sentinel.rules.fields import ALL, FIELDS, FIELDS_LIST, reference
 from sentinel.syscalls import SYSCALLS
@@ -144,6 +144,7 @@ def test_every_field_is_covered_here() -> None:
         f"evt.{kind}.{a.name}" for spec in SYSCALLS.values() for a in spec.args for kind in ("arg", "rawarg")
     }
     covered |= {f.name for f in FIELDS_LIST if f.name.startswith("ml.")}  # test_rules_ml_fields.py
+    covered |= set(TARGET_VALUES) | set(NAMESPACE_VALUES)
     names = {k.split("[")[0] for k in covered}
     missing = [f.name for f in FIELDS_LIST if f.name not in names]
     assert missing == [], "fields without a test value"
@@ -181,6 +182,52 @@ def test_security_syscall_arguments(etype: EventType, args: tuple[int, ...], str
         assert RS.field_value(name, ctx) == value, name
     assert RS.field_value("evt.type", ctx) == SYSCALLS[etype].name
     assert RS.field_value("evt.arg.filename", ctx) is None  # exec's: missing here
+
+
+TARGET_VALUES: dict[str, Any] = {
+    "sentinel.target.pid": 512,
+    "sentinel.target.name": "auditd",
+    "sentinel.target.exepath": "/usr/sbin/auditd",
+}
+NAMESPACE_VALUES: dict[str, Any] = {"sentinel.setns.init_ns": "mnt|pid", "sentinel.userns.level": 2}
+
+
+def test_target_fields_read_the_process_the_call_is_aimed_at() -> None:
+    ctx = _sys_ctx(EventType.KILL, (512, 9, 0, 0, 0, 0))
+    assert RS.field_value("sentinel.target.pid", ctx) == 512
+    assert RS.field_value("sentinel.target.name", ctx) is None  # the table did not know it
+    ctx.target = Process(512, 1, 0, "e-512", "auditd", exe="/usr/sbin/auditd")
+    for name, value in TARGET_VALUES.items():
+        assert RS.field_value(name, ctx) == value, name
+    # A pidfd's process is the one the kernel resolved (extra[1]); unresolved, it is missing.
+    pidfd = _sys_ctx(EventType.PIDFD_SEND_SIGNAL, (3, 19, 0, 0, 0, 0), extra=(0, 512, 0))
+    assert RS.field_value("sentinel.target.pid", pidfd) == 512
+    unresolved = _sys_ctx(EventType.PIDFD_SEND_SIGNAL, (3, 19, 0, 0, 0, 0))
+    assert RS.field_value("sentinel.target.pid", unresolved) is None
+    group = _sys_ctx(EventType.KILL, (0, 9, 0, 0, 0, 0))
+    assert RS.field_value("sentinel.target.pid", group) is None
+    assert RS.field_value("sentinel.target.pid", _sys_ctx(EventType.MOUNT, (1, 2, 3, 0, 0, 0))) is None
+
+
+def test_namespace_fields_decode_what_the_probe_resolved() -> None:
+    from sentinel.syscalls import NS_KINDS, USERNS_KNOWN
+
+    mnt_pid = (1 << NS_KINDS.index("mnt") | 1 << NS_KINDS.index("pid")) << 32
+    userns = 7 | 2 << 32 | USERNS_KNOWN
+    setns = _sys_ctx(EventType.SETNS, (3, 0, 0, 0, 0, 0), extra=(4026531841, mnt_pid, userns))
+    for name, value in NAMESPACE_VALUES.items():
+        assert RS.field_value(name, setns) == value, name
+    other = _sys_ctx(EventType.SETNS, (3, 0, 0, 0, 0, 0), extra=(4026532999, 0, 0))
+    assert RS.field_value("sentinel.setns.init_ns", other) == ""  # a namespace pid 1 is not in
+    assert RS.field_value("sentinel.userns.level", other) is None  # not read (no BTF)
+    # pid 1's pidfd: the kinds asked for in nstype are pid 1's.
+    pidfd = _sys_ctx(EventType.SETNS, (5, 0x00020000 | 0x40000000, 0, 0, 0, 0), extra=(77, 1, 0))
+    assert RS.field_value("sentinel.setns.init_ns", pidfd) == "mnt|net"
+    unknown = _sys_ctx(EventType.SETNS, (3, 0, 0, 0, 0, 0))
+    assert RS.field_value("sentinel.setns.init_ns", unknown) is None
+    host = _sys_ctx(EventType.MOUNT, (1, 2, 3, 0, 0, 0), extra=(0, 0, 4026531837 | USERNS_KNOWN))
+    assert RS.field_value("sentinel.userns.level", host) == 0
+    assert RS.field_value("sentinel.userns.level", _sys_ctx(EventType.KILL, (1, 9, 0, 0, 0, 0))) is None
 
 
 @pytest.mark.parametrize("etype", sorted(SYSCALLS))

@@ -113,3 +113,85 @@ def test_tamper_alerts_are_critical_except_a_service_managers_stop() -> None:
         Event(EventType.TAMPER, 5, 7, 7, 0, 0, "gdb", sys_args=(2, 16, 4242)), previous=True
     )
     assert trace.extra["tamper"]["previous_instance"] and "previous instance" in trace.output
+
+
+def test_bpf_access_and_fd_theft_are_their_own_tamper_kinds() -> None:
+    from sentinel.alerts import internal
+
+    opened = internal.tamper(Event(EventType.TAMPER, 5, 7, 7, 0, 0, "bpftool", sys_args=(4, 14, 881)))
+    assert opened.rule.name == "Agent's BPF objects opened by another process"
+    assert opened.rule.priority == "warning"
+    assert "map 881" in opened.output and "BPF_MAP_GET_FD_BY_ID" in opened.output
+    assert opened.extra["tamper"]["object_id"] == 881
+    stolen = internal.tamper(Event(EventType.TAMPER, 5, 7, 7, 0, 0, "grab", sys_args=(5, 12, 4242)))
+    assert stolen.rule.priority == "critical" and "fd theft fd 12" in stolen.output
+    r = EcsRenderer(HOST)
+    doc = r.event_doc(Event(EventType.TAMPER, 5, 7, 7, 0, 0, "bpftool", sys_args=(4, 13, 77)), None)
+    assert doc["sentinel"]["event"]["tamper"] == {"kind": "bpf access", "command": "BPF_PROG_GET_FD_BY_ID",
+                                                  "object_id": 77}  # fmt: skip
+    doc = r.event_doc(Event(EventType.TAMPER, 5, 7, 7, 0, 0, "grab", sys_args=(5, 12, 4242)), None)
+    assert doc["sentinel"]["event"]["tamper"] == {"kind": "fd theft", "target_tid": 4242, "fd": 12}
+
+
+def test_setns_and_userns_facts_in_documents() -> None:
+    from sentinel.syscalls import NS_KINDS, USERNS_KNOWN
+
+    r = EcsRenderer(HOST)
+    mnt = 1 << NS_KINDS.index("mnt")
+    ev = Event(EventType.SETNS, 5, 7, 7, 0, 0, "nsenter", sys_args=(3, 0, 0, 0, 0, 0),
+               sys_extra=(4026531841, mnt << 32, 4026531837 | USERNS_KNOWN))  # fmt: skip
+    detail = r.event_doc(ev, None)["sentinel"]["event"]
+    assert detail["setns"] == {"init_ns": ["mnt"], "ns_inode": 4026531841}
+    assert detail["userns"] == {"level": 0, "inode": 4026531837}
+    pidfd = Event(EventType.SETNS, 5, 7, 7, 0, 0, "x", sys_args=(5, 0x20000, 0, 0, 0, 0), sys_extra=(9, 1, 0))
+    detail = r.event_doc(pidfd, None)["sentinel"]["event"]
+    assert detail["setns"] == {"init_ns": ["mnt"], "ns_inode": 9, "pid": 1} and "userns" not in detail
+    bare = Event(EventType.MOUNT, 5, 7, 7, 0, 0, "m", sys_args=(0,) * 6, sys_extra=(0, 0, 0))
+    assert "userns" not in r.event_doc(bare, None)["sentinel"]["event"]  # not read: absent, never 0
+
+
+def test_pidfd_getfd_off_the_wire_and_through_a_capture(tmp_path: Path) -> None:
+    ev = decoder.decode(sample(EventType.PIDFD_GETFD, (3, 12, 0, 0, 0, 0), [], extra=(0, 4242, 0)))
+    assert ev.type is EventType.PIDFD_GETFD and ev.type_name == "pidfd_getfd"
+    assert arguments(ev) == {"pid_fd": (3, 3), "target_fd": (12, 12), "flags": (0, "0x0")}
+    path = tmp_path / "c.msgpack"
+    with CaptureWriter(path, capture_header("test", host=HOST.to_dict())) as w:
+        w.write_event(ev)
+    back = [item for item in CaptureReader(path) if isinstance(item, Event)]
+    assert back and back[0].sys_extra == (0, 4242, 0)
+
+
+def test_own_bpf_ids_and_init_namespaces_from_proc(tmp_path: Path) -> None:
+    import os
+
+    from sentinel.sensor.loader import init_namespace_bits, own_bpf_object_ids
+    from sentinel.syscalls import NS_KINDS
+
+    (tmp_path / "fd").mkdir()
+    (tmp_path / "fdinfo").mkdir()
+    for fd, link, info in (
+        ("3", "anon_inode:bpf-map", "pos:\t0\nmap_type:\t1\nmap_id:\t881\n"),
+        ("4", "anon_inode:bpf-prog", "prog_type:\t5\nprog_id:\t902\n"),
+        ("5", "/etc/passwd", "pos:\t0\nmap_id:\t999\n"),  # not a BPF object, whatever its fdinfo says
+        ("6", "anon_inode:bpf-map", "map_id:\tnot-a-number\n"),
+    ):
+        os.symlink(link, tmp_path / "fd" / fd)
+        (tmp_path / "fdinfo" / fd).write_text(info)
+    os.symlink("anon_inode:bpf-map", tmp_path / "fd" / "7")  # closed before its fdinfo was read
+    assert own_bpf_object_ids(str(tmp_path)) == {881, 902}
+    ns = tmp_path / "ns"
+    ns.mkdir()
+    for name in ("mnt", "pid", "net", "user"):
+        (ns / name).write_text("")
+    os.link(ns / "pid", ns / "pid_for_children")
+    (ns / "bogus").write_text("")
+    bits, source = init_namespace_bits(str(ns))
+    assert bits[os.stat(ns / "pid").st_ino] == 1 << NS_KINDS.index("pid")
+    assert bits[os.stat(ns / "mnt").st_ino] == 1 << NS_KINDS.index("mnt")
+    assert len(bits) == 4 and source == str(ns)
+    # /proc/1/ns refused: the kernel's fixed numbers (mnt and net only from 6.18).
+    old, where = init_namespace_bits(str(tmp_path / "missing"), release="6.1.0-27-amd64")
+    assert 0xEFFFFFFC in old and 0xEFFFFFF8 not in old
+    assert where == "kernel constants (cgroup,ipc,pid,time,user,uts)"
+    new, _ = init_namespace_bits(str(tmp_path / "missing"), release="6.18.44-fc")
+    assert new[0xEFFFFFF8] == 1 << NS_KINDS.index("mnt") and len(new) == 8
