@@ -493,7 +493,9 @@ def test_bpf_access_and_fd_theft_aimed_at_the_agent_are_internal_alerts() -> Non
             assert sc("pidfd_getfd", pidfd, 2, 0) >= 0           # the agent's stderr
             """
         )
-        stolen = d.wait_alert("Agent tampered with", lambda a: get(a, "sentinel.tamper.sender_pid") == thief)
+        stolen = d.wait_alert(
+            "Agent tampered with", lambda a: get(a, "sentinel.tamper.sender_pid") == thief
+        )
         assert get(stolen, "sentinel.tamper.kind") == "fd theft"
         assert get(stolen, "sentinel.tamper.detail") == "fd 2"
     finally:
@@ -501,9 +503,9 @@ def test_bpf_access_and_fd_theft_aimed_at_the_agent_are_internal_alerts() -> Non
 
 
 def test_the_escape_and_blinding_rules_fire_on_the_real_calls(tmp_path: Path) -> None:
-    """Setns into pid 1's mount namespace through a host process's pidfd, a mount in a user namespace of one's own, and
-    stop signals to a program named like auditd: each raises its shipped rule, from python3 (named by no
-    rule)."""
+    """Setns into pid 1's mount namespace through a host process's pidfd, a mount in a user namespace of
+    one's own, and stop signals to a program named like auditd: each raises its shipped rule, from python3
+    (named by no rule)."""
     from .test_detection import Detector
 
     tool = tmp_path / "auditd"

@@ -135,8 +135,8 @@ def test_btf_available_says_what_the_offsets_give() -> None:
     assert check.status == "ok"
     assert check.detail == (
         "kernel offsets from BTF (/x/vmlinux): credentials (euid/suid/fsuid/egid/sgid/fsgid, capabilities), "
-        "login uid and session, process start times, executable identity (memfd/deleted), open de-duplication, "
-        "setns targets, pidfd processes and user namespaces"
+        "login uid and session, process start times, executable identity (memfd/deleted), "
+        "open de-duplication, setns targets, pidfd processes and user namespaces"
     )
     offsets.namespaces = False
     assert "no setns targets" in doctor.btf_check(offsets, "/x/vmlinux", True).detail
