@@ -8,6 +8,8 @@
 2. Sustained rate: a generator opens distinct missing paths at --rate events/s for --seconds; the agent's own
    counters give events received and lost (kernel-side losses, failed submits).
 3. Agent CPU while a generator runs --exec-rate fork+execs per second (Sysmon for Linux's published test).
+4. What each family of security syscalls costs the process making the calls: ns per call of a cheap call
+   of that family in a tight loop, without and with the agent, alternating (every call is reported).
 
     .venv/bin/python benchmarks/bench_sensor.py [--quick]
 """
@@ -37,7 +39,7 @@ def build(tmp: Path) -> dict[str, str]:
     if cc is None:
         sys.exit("bench: a C compiler is needed (scripts/setup.sh installs gcc)")
     out = {}
-    for name in ("openloop", "forkexec", "rategen"):
+    for name in ("openloop", "forkexec", "rategen", "seccalls"):
         target = tmp / name
         subprocess.run([cc, "-O2", "-o", str(target), str(HERE / "c" / f"{name}.c")], check=True)
         out[name] = str(target)
@@ -174,6 +176,35 @@ def bench_cpu(bins: dict[str, str], exec_rate: int, secs: float) -> None:
     )
 
 
+FAMILIES = ("privilege", "injection", "kernel", "fileless", "mount", "namespace", "signal", "none")
+
+
+def bench_families(bins: dict[str, str], rounds: int, calls: int) -> None:
+    """ns per call of each family's cheap call with and without the agent, in the same rounds."""
+    base: dict[str, list[float]] = {f: [] for f in FAMILIES}
+    loaded: dict[str, list[float]] = {f: [] for f in FAMILIES}
+    for _ in range(rounds):
+        for f in FAMILIES:
+            base[f].append(run_value([bins["seccalls"], f, str(calls)]))
+        agent = AgentRun()
+        try:
+            for f in FAMILIES:
+                loaded[f].append(run_value([bins["seccalls"], f, str(calls)]))
+        finally:
+            stats = agent.stop()
+    lost = stats.get("lost", {}).get("sys", 0)
+    for f in FAMILIES:
+        b, l_ = statistics.median(base[f]), statistics.median(loaded[f])
+        what = "(the loop alone: not traced)" if f == "none" else ""
+        line = f"security calls, {f:<10}     : {b:8.0f} ns -> {l_:8.0f} ns   +{l_ - b:5.0f} ns/call {what}"
+        print(line, flush=True)
+    print(
+        f"security calls                 : {calls} calls per family and round; the last round's agent lost "
+        f"{lost} sys events (every call is reported, faster than user space reads them)",
+        flush=True,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -188,7 +219,7 @@ def main() -> int:
     parser.add_argument("--exec-rate", type=int, default=1600, help="execs/s for the CPU test (default 1600)")
     parser.add_argument(
         "--only",
-        choices=["open", "exec", "sustained", "cpu"],
+        choices=["open", "exec", "sustained", "cpu", "families"],
         action="append",
         help="run only these parts (repeatable; default all)",
     )
@@ -197,7 +228,7 @@ def main() -> int:
         sys.exit("bench: run as root")
     rounds = 3 if args.quick else 7
     secs = 5.0 if args.quick else args.seconds
-    parts = set(args.only or ["open", "exec", "sustained", "cpu"])
+    parts = set(args.only or ["open", "exec", "sustained", "cpu", "families"])
     with tempfile.TemporaryDirectory() as tmpdir:
         bins = build(Path(tmpdir))
         print(f"sentinel sensor benchmark  (cpus={os.cpu_count()}, kernel={os.uname().release})", flush=True)
@@ -214,6 +245,8 @@ def main() -> int:
             bench_sustained(bins, args.rate, secs)
         if "cpu" in parts:
             bench_cpu(bins, args.exec_rate, secs)
+        if "families" in parts:
+            bench_families(bins, rounds if args.quick else 5, 50_000 if args.quick else 300_000)
     return 0
 
 
