@@ -44,6 +44,30 @@
 #define EVT_TGKILL 41
 #define EVT_PIDFD_SEND_SIGNAL 42
 #define EVT_PIDFD_GETFD 43
+/* File changes (sentinel_files.c) */
+#define EVT_UNLINK 44
+#define EVT_UNLINKAT 45
+#define EVT_RMDIR 46
+#define EVT_RENAME 47
+#define EVT_RENAMEAT 48
+#define EVT_RENAMEAT2 49
+#define EVT_LINK 50
+#define EVT_LINKAT 51
+#define EVT_SYMLINK 52
+#define EVT_SYMLINKAT 53
+#define EVT_CHMOD 54
+#define EVT_FCHMOD 55
+#define EVT_FCHMODAT 56
+#define EVT_FCHMODAT2 57
+#define EVT_CHOWN 58
+#define EVT_FCHOWN 59
+#define EVT_FCHOWNAT 60
+#define EVT_LCHOWN 61
+#define EVT_MKDIR 62
+#define EVT_MKDIRAT 63
+#define EVT_TRUNCATE 64
+#define EVT_FTRUNCATE 65
+#define EVT_UTIMENSAT 66
 
 /* event_header.flags */
 #define EVF_ARGV_TRUNCATED (1 << 0)
@@ -178,7 +202,9 @@ struct sys_event {
     /* capset: requested effective, permitted, inheritable; bpf: attr's first 8 bytes;
      * setns: [0] the fd's inode number (a namespace's inum), [1] a pidfd's pid | which of pid 1's namespaces
      * it is << 32 (a bit per kind); pidfd_send_signal, pidfd_getfd: [1] the pidfd's pid;
-     * mounts, setns, unshare: [2] the caller's user namespace after the call, inum | level << 32 | 1 << 63. */
+     * mounts, setns, unshare: [2] the caller's user namespace after the call, inum | level << 32 | 1 << 63;
+     * fchmod, fchown, ftruncate: [0] the file's inode number, [1] its device (kernel encoding);
+     * utimensat: [0] atime seconds, [1] mtime seconds, [2] their nanoseconds (low, high half). */
     u64 extra[3];
     u16 str_len[SYS_STRS];  /* bytes of each string, NUL included; 0 = none */
     u16 nstr;

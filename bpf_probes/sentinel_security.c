@@ -42,7 +42,7 @@
 struct sys_args {
     u64 a[6];
     u32 call;       /* EVT_*; 0 = nothing pending */
-    u32 pad;
+    u32 strs;       /* bit i: a[i] points to a user string the exit reads (at most SYS_STRS, in order) */
 };
 
 BPF_PERF_OUTPUT(events_sys);
@@ -146,7 +146,8 @@ static __always_inline u32 joined_init_ns(u64 nstype) {
 }
 #endif
 
-static __always_inline int sys_enter(u32 call, u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5) {
+/* Stash a call's raw arguments at entry; ``strs`` says which are user strings to read at exit (STR(i)). */
+static __always_inline int sys_enter_s(u32 call, u32 strs, u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (is_self(pid_tgid))
         return 0;
@@ -159,9 +160,15 @@ static __always_inline int sys_enter(u32 call, u64 a0, u64 a1, u64 a2, u64 a3, u
     s.a[4] = a4;
     s.a[5] = a5;
     s.call = call;
+    s.strs = strs;
     if (sys_stash.update(&tid, &s) < 0)
         count(STAT_STASH_FULL);
     return 0;
+}
+#define STR(i) (1u << (i))
+
+static __always_inline int sys_enter(u32 call, u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5) {
+    return sys_enter_s(call, 0, a0, a1, a2, a3, a4, a5);
 }
 
 /* One string argument into slot i; returns the bytes read (NUL included), 0 for none or a fault. */
@@ -204,32 +211,43 @@ static __always_inline int sys_exit(void *ctx, long ret, u32 call) {
     e->str_len[1] = 0;
     e->str_len[2] = 0;
     u16 nstr = 0;
-    u64 a0 = s->a[0], a1 = s->a[1], a2 = s->a[2], a3 = s->a[3];
+    u64 a[6];
+#pragma unroll
+    for (int i = 0; i < 6; i++)
+        a[i] = s->a[i];
+    u32 strs = s->strs;
+    u64 a0 = a[0], a1 = a[1], a2 = a[2];
     sys_stash.delete(&tid);
 
-    if (call == EVT_MOUNT) {
-        e->str_len[0] = read_str(e, 0, a0);
-        e->str_len[1] = read_str(e, 1, a1);
-        e->str_len[2] = read_str(e, 2, a2);
-        nstr = 3;
-    } else if (call == EVT_PIVOT_ROOT) {
-        e->str_len[0] = read_str(e, 0, a0);
-        e->str_len[1] = read_str(e, 1, a1);
-        nstr = 2;
-    } else if (call == EVT_MOVE_MOUNT) {
-        e->str_len[0] = read_str(e, 0, a1);  /* from_pathname */
-        e->str_len[1] = read_str(e, 1, a3);  /* to_pathname */
-        nstr = 2;
-    } else if (call == EVT_MEMFD_CREATE || call == EVT_UMOUNT2 || call == EVT_CHROOT ||
-               call == EVT_DELETE_MODULE) {
-        e->str_len[0] = read_str(e, 0, a0);
-        nstr = 1;
-    } else if (call == EVT_INIT_MODULE) {
-        e->str_len[0] = read_str(e, 0, a2);  /* uargs: the module parameters */
-        nstr = 1;
-    } else if (call == EVT_FINIT_MODULE) {
-        e->str_len[0] = read_str(e, 0, a1);  /* uargs */
-        nstr = 1;
+    /* The strings the entry named, in argument order, each into the next slot. */
+#pragma unroll
+    for (int i = 0; i < 6; i++) {
+        if ((strs >> i) & 1) {
+            if (nstr < SYS_STRS) {
+                e->str_len[nstr & 3] = read_str(e, nstr, a[i]);
+                nstr++;
+            }
+        }
+    }
+#ifdef HAVE_KOFFSETS
+    if (call == EVT_FCHMOD || call == EVT_FCHOWN || call == EVT_FTRUNCATE) {
+        /* The file behind the fd, by identity: its path is asked of /proc later, which a process that has
+         * exited by then no longer answers. */
+        u64 mnt = 0, dentry = 0, inode = 0;
+        if (fd_location(CURRENT_TASK(), (s64)(s32)a0, &mnt, &dentry, &inode) == 0 && inode) {
+            e->extra[0] = kread64(inode, K_INODE_I_INO);
+            e->extra[1] = kread32(kread64(inode, K_INODE_I_SB), K_SUPER_BLOCK_S_DEV);
+        }
+    }
+#endif
+    if (call == EVT_UTIMENSAT && a2) {
+        /* The new times: two struct __kernel_timespec {s64 sec; s64 nsec} (NULL: both now). */
+        s64 t[4] = {};
+        if (bpf_probe_read_user(t, sizeof(t), (const void *)a2) == 0) {
+            e->extra[0] = (u64)t[0];
+            e->extra[1] = (u64)t[2];
+            e->extra[2] = ((u64)t[1] & 0xFFFFFFFF) | ((u64)t[3] << 32);
+        }
     } else if (call == EVT_CAPSET) {
         /* The requested sets: two struct __user_cap_data_struct {effective, permitted, inheritable}. */
         u32 d[6] = {};
@@ -368,19 +386,19 @@ TRACEPOINT_PROBE(syscalls, sys_exit_process_vm_writev) { return sys_exit(args, a
 
 #ifdef HAVE_TP_INIT_MODULE
 TRACEPOINT_PROBE(syscalls, sys_enter_init_module) {
-    return sys_enter(EVT_INIT_MODULE, 0, args->len, (u64)args->uargs, 0, 0, 0);
+    return sys_enter_s(EVT_INIT_MODULE, STR(2), 0, args->len, (u64)args->uargs, 0, 0, 0);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_init_module) { return sys_exit(args, args->ret, EVT_INIT_MODULE); }
 #endif
 #ifdef HAVE_TP_FINIT_MODULE
 TRACEPOINT_PROBE(syscalls, sys_enter_finit_module) {
-    return sys_enter(EVT_FINIT_MODULE, args->fd, (u64)args->uargs, args->flags, 0, 0, 0);
+    return sys_enter_s(EVT_FINIT_MODULE, STR(1), args->fd, (u64)args->uargs, args->flags, 0, 0, 0);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_finit_module) { return sys_exit(args, args->ret, EVT_FINIT_MODULE); }
 #endif
 #ifdef HAVE_TP_DELETE_MODULE
 TRACEPOINT_PROBE(syscalls, sys_enter_delete_module) {
-    return sys_enter(EVT_DELETE_MODULE, (u64)args->name_user, args->flags, 0, 0, 0, 0);
+    return sys_enter_s(EVT_DELETE_MODULE, STR(0), (u64)args->name_user, args->flags, 0, 0, 0, 0);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_delete_module) { return sys_exit(args, args->ret, EVT_DELETE_MODULE); }
 #endif
@@ -395,7 +413,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_bpf) { return sys_exit(args, args->ret, EVT_
 
 #ifdef HAVE_TP_MEMFD_CREATE
 TRACEPOINT_PROBE(syscalls, sys_enter_memfd_create) {
-    return sys_enter(EVT_MEMFD_CREATE, (u64)args->uname, args->flags, 0, 0, 0, 0);
+    return sys_enter_s(EVT_MEMFD_CREATE, STR(0), (u64)args->uname, args->flags, 0, 0, 0, 0);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_memfd_create) { return sys_exit(args, args->ret, EVT_MEMFD_CREATE); }
 #endif
@@ -404,20 +422,21 @@ TRACEPOINT_PROBE(syscalls, sys_exit_memfd_create) { return sys_exit(args, args->
 
 #ifdef HAVE_TP_MOUNT
 TRACEPOINT_PROBE(syscalls, sys_enter_mount) {
-    return sys_enter(EVT_MOUNT, (u64)args->dev_name, (u64)args->dir_name, (u64)args->type, args->flags, 0, 0);
+    return sys_enter_s(EVT_MOUNT, STR(0) | STR(1) | STR(2), (u64)args->dev_name, (u64)args->dir_name,
+                       (u64)args->type, args->flags, 0, 0);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_mount) { return sys_exit(args, args->ret, EVT_MOUNT); }
 #endif
 #ifdef HAVE_TP_UMOUNT
 TRACEPOINT_PROBE(syscalls, sys_enter_umount) {
-    return sys_enter(EVT_UMOUNT2, (u64)args->name, (u64)(s64)args->flags, 0, 0, 0, 0);
+    return sys_enter_s(EVT_UMOUNT2, STR(0), (u64)args->name, (u64)(s64)args->flags, 0, 0, 0, 0);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_umount) { return sys_exit(args, args->ret, EVT_UMOUNT2); }
 #endif
 #ifdef HAVE_TP_MOVE_MOUNT
 TRACEPOINT_PROBE(syscalls, sys_enter_move_mount) {
-    return sys_enter(EVT_MOVE_MOUNT, (u64)(s64)args->from_dfd, (u64)args->from_pathname, (u64)(s64)args->to_dfd,
-                     (u64)args->to_pathname, args->flags, 0);
+    return sys_enter_s(EVT_MOVE_MOUNT, STR(1) | STR(3), (u64)(s64)args->from_dfd, (u64)args->from_pathname,
+                       (u64)(s64)args->to_dfd, (u64)args->to_pathname, args->flags, 0);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_move_mount) { return sys_exit(args, args->ret, EVT_MOVE_MOUNT); }
 #endif
@@ -435,13 +454,13 @@ TRACEPOINT_PROBE(syscalls, sys_exit_unshare) { return sys_exit(args, args->ret, 
 #endif
 #ifdef HAVE_TP_PIVOT_ROOT
 TRACEPOINT_PROBE(syscalls, sys_enter_pivot_root) {
-    return sys_enter(EVT_PIVOT_ROOT, (u64)args->new_root, (u64)args->put_old, 0, 0, 0, 0);
+    return sys_enter_s(EVT_PIVOT_ROOT, STR(0) | STR(1), (u64)args->new_root, (u64)args->put_old, 0, 0, 0, 0);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_pivot_root) { return sys_exit(args, args->ret, EVT_PIVOT_ROOT); }
 #endif
 #ifdef HAVE_TP_CHROOT
 TRACEPOINT_PROBE(syscalls, sys_enter_chroot) {
-    return sys_enter(EVT_CHROOT, (u64)args->filename, 0, 0, 0, 0, 0);
+    return sys_enter_s(EVT_CHROOT, STR(0), (u64)args->filename, 0, 0, 0, 0, 0);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_chroot) { return sys_exit(args, args->ret, EVT_CHROOT); }
 #endif

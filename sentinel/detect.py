@@ -25,11 +25,12 @@ from sentinel.alerts.model import Alert
 from sentinel.alerts.render import FORMATS, make_renderer
 from sentinel.alerts.writer import AlertWriter
 from sentinel.events import Event, EventType
+from sentinel.file_changes import FILE_TYPES
 from sentinel.host import HostInfo
 from sentinel.log import get_logger
+from sentinel.pipeline import resolved_files, security_target
 from sentinel.process.table import ProcessTable
 from sentinel.rules.context import EvalContext
-from sentinel.syscalls import target_pid
 
 _OPEN = EventType.OPEN
 _CHDIR = EventType.CHDIR
@@ -177,10 +178,12 @@ class DetectionStream:
             self._write(aggregator.advance(ts))
         ruleset = self.ruleset
         ctx = EvalContext(ev, proc, path, self.host.boot_time_ns + ts)
-        if etype > _TAMPER:  # a security syscall: the process it is aimed at, for the rules
-            pid = target_pid(ev)
-            if pid is not None:
-                ctx.target = self.table.get(pid)
+        if etype > _TAMPER:
+            if etype in FILE_TYPES:  # a file change: its paths, resolved, for the rules and the document
+                ctx.files = files = resolved_files(self.table, proc, ev)
+                ctx.path = files.primary
+            else:  # a security syscall: the process it is aimed at
+                _pid, ctx.target, ctx.fd_path = security_target(self.table, ev)
         if anomaly is not None:
             try:
                 anomaly.observe(ctx)

@@ -52,6 +52,30 @@ class EventType(enum.IntEnum):
     TGKILL = 41
     PIDFD_SEND_SIGNAL = 42
     PIDFD_GETFD = 43
+    # File changes made without opening the file (bpf_probes/sentinel_files.c).
+    UNLINK = 44
+    UNLINKAT = 45
+    RMDIR = 46
+    RENAME = 47
+    RENAMEAT = 48
+    RENAMEAT2 = 49
+    LINK = 50
+    LINKAT = 51
+    SYMLINK = 52
+    SYMLINKAT = 53
+    CHMOD = 54
+    FCHMOD = 55
+    FCHMODAT = 56
+    FCHMODAT2 = 57
+    CHOWN = 58
+    FCHOWN = 59
+    FCHOWNAT = 60
+    LCHOWN = 61
+    MKDIR = 62
+    MKDIRAT = 63
+    TRUNCATE = 64
+    FTRUNCATE = 65
+    UTIMENSAT = 66
 
 
 EVENT_TYPE_NAMES: dict[int, str] = {
@@ -66,7 +90,7 @@ EVENT_TYPE_NAMES: dict[int, str] = {
 }
 SYSCALL_TYPES = frozenset(t for t in EventType if t >= 16)
 # What `sentinel events`, `run` and `replay` show unless --types says otherwise (parsed by the pipeline).
-DEFAULT_TYPES_SPEC = "exec,open,connect,security"
+DEFAULT_TYPES_SPEC = "exec,open,connect,security,file"
 
 # Header flag bits (``EVF_*`` in the C header).
 FLAG_ARGV_TRUNCATED = 1 << 0  # more arguments, or more bytes, than the probe captures

@@ -16,13 +16,15 @@ from typing import IO, Any
 from sentinel import tasks
 from sentinel.alerts.ecs import EcsRenderer
 from sentinel.events import SYSCALL_TYPES, Event, EventType
+from sentinel.file_changes import FILE_TYPES, FilePaths, file_paths
 from sentinel.process.table import ProcessTable
 from sentinel.syscalls import FAMILIES, SYSCALLS, tamper_fields, target_pid
 from sentinel.text import dumps
 
-SECURITY_TYPES = frozenset({EventType.TAMPER, *SYSCALL_TYPES})
-# The security syscalls are rare and each can matter: shown by default with exec, open and connect.
-DEFAULT_TYPES = frozenset({EventType.EXEC, EventType.OPEN, EventType.CONNECT, *SECURITY_TYPES})
+SECURITY_TYPES = frozenset({EventType.TAMPER, *(t for t in SYSCALL_TYPES if t not in FILE_TYPES)})
+# The security syscalls are rare and each can matter: shown by default with exec, open, connect and the file
+# changes made without an open.
+DEFAULT_TYPES = frozenset({EventType.EXEC, EventType.OPEN, EventType.CONNECT, *SECURITY_TYPES, *FILE_TYPES})
 TYPE_BY_NAME: dict[str, EventType | frozenset[EventType]] = {
     "exec": EventType.EXEC,
     "execve": EventType.EXEC,
@@ -49,6 +51,13 @@ def security_target(table: ProcessTable, ev: Event) -> tuple[int | None, Any, st
         if fd < 0x80000000:
             fd_path = table.facts.read_fd(ev.pid, fd)
     return pid, target, fd_path
+
+
+def resolved_files(table: ProcessTable, proc: Any, ev: Event) -> FilePaths:
+    """A file change's paths resolved against the process's cwd and dirfds (as spelled without a process)."""
+    if proc is None:
+        return file_paths(ev, None)
+    return file_paths(ev, lambda dirfd, path: table.resolve_path(proc, dirfd, path))
 
 
 def parse_types(spec: str) -> frozenset[EventType]:
@@ -101,8 +110,12 @@ class EventStream:
             elif ev.path or proc.cwd != cwd_before:
                 resolved = proc.cwd  # apply() already moved the cwd: resolving again would apply it twice
             # else: an fchdir to a directory the table could not learn: say nothing rather than the old cwd
-        target = security_target(self.table, ev) if ev.type >= EventType.TAMPER else None
-        doc = self.renderer.event_doc(ev, proc, resolved, target)
+        target = files = None
+        if ev.type in FILE_TYPES:
+            files = resolved_files(self.table, proc, ev)
+        elif ev.type >= EventType.TAMPER:
+            target = security_target(self.table, ev)
+        doc = self.renderer.event_doc(ev, proc, resolved, target, files)
         if self.keep is not None and not self.keep(doc):
             self.filtered += 1
             return

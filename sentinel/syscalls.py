@@ -15,217 +15,34 @@ caller's user namespace after a mount, setns or unshare (:func:`caller_userns`).
 
 from __future__ import annotations
 
-import signal
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 from sentinel.events import Event, EventType
+from sentinel.syscall_names import AT_FLAGS as AT_FLAGS
+from sentinel.syscall_names import BPF_COMMANDS as BPF_COMMANDS
+from sentinel.syscall_names import BPF_PROG_LOAD as BPF_PROG_LOAD
+from sentinel.syscall_names import BPF_PROG_TYPES as BPF_PROG_TYPES
+from sentinel.syscall_names import CHMOD_MODE_FLAGS as CHMOD_MODE_FLAGS
+from sentinel.syscall_names import CLONE_FLAGS as CLONE_FLAGS
+from sentinel.syscall_names import DELETE_MODULE_FLAGS as DELETE_MODULE_FLAGS
+from sentinel.syscall_names import FINIT_FLAGS as FINIT_FLAGS
+from sentinel.syscall_names import LINKAT_FLAGS as LINKAT_FLAGS
+from sentinel.syscall_names import MEMFD_FLAGS as MEMFD_FLAGS
+from sentinel.syscall_names import MOUNT_FLAGS as MOUNT_FLAGS
+from sentinel.syscall_names import MOVE_MOUNT_FLAGS as MOVE_MOUNT_FLAGS
+from sentinel.syscall_names import NAMESPACE_FLAGS as NAMESPACE_FLAGS
+from sentinel.syscall_names import PTRACE_REQUESTS as PTRACE_REQUESTS
+from sentinel.syscall_names import RENAMEAT2_FLAGS as RENAMEAT2_FLAGS
+from sentinel.syscall_names import UMOUNT_FLAGS as UMOUNT_FLAGS
+from sentinel.syscall_names import UNCHANGED as UNCHANGED
+from sentinel.syscall_names import UNLINKAT_FLAGS as UNLINKAT_FLAGS
+from sentinel.syscall_names import clone_flag_names as clone_flag_names
+from sentinel.syscall_names import flag_names as flag_names
+from sentinel.syscall_names import id_text as id_text
+from sentinel.syscall_names import signal_name as signal_name
 
-# Falco's clone-flag names for setns/unshare (the namespace bits and the rest unshare takes).
-CLONE_FLAGS: tuple[tuple[int, str], ...] = (
-    (0x00000100, "CLONE_VM"),
-    (0x00000200, "CLONE_FS"),
-    (0x00000400, "CLONE_FILES"),
-    (0x00000800, "CLONE_SIGHAND"),
-    (0x00001000, "CLONE_PIDFD"),
-    (0x00002000, "CLONE_PTRACE"),
-    (0x00004000, "CLONE_VFORK"),
-    (0x00008000, "CLONE_PARENT"),
-    (0x00010000, "CLONE_THREAD"),
-    (0x00020000, "CLONE_NEWNS"),
-    (0x00040000, "CLONE_SYSVSEM"),
-    (0x00080000, "CLONE_SETTLS"),
-    (0x00100000, "CLONE_PARENT_SETTID"),
-    (0x00200000, "CLONE_CHILD_CLEARTID"),
-    (0x00400000, "CLONE_DETACHED"),
-    (0x00800000, "CLONE_UNTRACED"),
-    (0x01000000, "CLONE_CHILD_SETTID"),
-    (0x02000000, "CLONE_NEWCGROUP"),
-    (0x04000000, "CLONE_NEWUTS"),
-    (0x08000000, "CLONE_NEWIPC"),
-    (0x10000000, "CLONE_NEWUSER"),
-    (0x20000000, "CLONE_NEWPID"),
-    (0x40000000, "CLONE_NEWNET"),
-    (0x80000000, "CLONE_IO"),
-)
-CLONE_NEWTIME = 0x00000080  # shares CSIGNAL's bits: only meaningful to unshare/setns
-NAMESPACE_FLAGS = {
-    "CLONE_NEWNS": "mnt",
-    "CLONE_NEWCGROUP": "cgroup",
-    "CLONE_NEWUTS": "uts",
-    "CLONE_NEWIPC": "ipc",
-    "CLONE_NEWUSER": "user",
-    "CLONE_NEWPID": "pid",
-    "CLONE_NEWNET": "net",
-    "CLONE_NEWTIME": "time",
-}
-# Falco prints mount flags without the MS_ prefix.
-MOUNT_FLAGS: tuple[tuple[int, str], ...] = (
-    (1, "RDONLY"),
-    (2, "NOSUID"),
-    (4, "NODEV"),
-    (8, "NOEXEC"),
-    (16, "SYNCHRONOUS"),
-    (32, "REMOUNT"),
-    (64, "MANDLOCK"),
-    (128, "DIRSYNC"),
-    (1024, "NOATIME"),
-    (2048, "NODIRATIME"),
-    (4096, "BIND"),
-    (8192, "MOVE"),
-    (16384, "REC"),
-    (32768, "SILENT"),
-    (1 << 16, "POSIXACL"),
-    (1 << 17, "UNBINDABLE"),
-    (1 << 18, "PRIVATE"),
-    (1 << 19, "SLAVE"),
-    (1 << 20, "SHARED"),
-    (1 << 21, "RELATIME"),
-    (1 << 22, "KERNMOUNT"),
-    (1 << 23, "I_VERSION"),
-    (1 << 24, "STRICTATIME"),
-    (1 << 25, "LAZYTIME"),
-)
-UMOUNT_FLAGS: tuple[tuple[int, str], ...] = ((1, "FORCE"), (2, "DETACH"), (4, "EXPIRE"), (8, "NOFOLLOW"))
-MEMFD_FLAGS: tuple[tuple[int, str], ...] = (
-    (1, "MFD_CLOEXEC"),
-    (2, "MFD_ALLOW_SEALING"),
-    (4, "MFD_HUGETLB"),
-    (8, "MFD_NOEXEC_SEAL"),
-    (16, "MFD_EXEC"),
-)
-FINIT_FLAGS: tuple[tuple[int, str], ...] = (
-    (1, "MODULE_INIT_IGNORE_MODVERSIONS"),
-    (2, "MODULE_INIT_IGNORE_VERMAGIC"),
-    (4, "MODULE_INIT_COMPRESSED_FILE"),
-)
-DELETE_MODULE_FLAGS: tuple[tuple[int, str], ...] = ((0o4000, "O_NONBLOCK"), (0o1000, "O_TRUNC"))
-MOVE_MOUNT_FLAGS: tuple[tuple[int, str], ...] = (
-    (1, "MOVE_MOUNT_F_SYMLINKS"),
-    (2, "MOVE_MOUNT_F_AUTOMOUNTS"),
-    (4, "MOVE_MOUNT_F_EMPTY_PATH"),
-    (0x10, "MOVE_MOUNT_T_SYMLINKS"),
-    (0x20, "MOVE_MOUNT_T_AUTOMOUNTS"),
-    (0x40, "MOVE_MOUNT_T_EMPTY_PATH"),
-    (0x100, "MOVE_MOUNT_SET_GROUP"),
-    (0x200, "MOVE_MOUNT_BENEATH"),
-)
-PTRACE_REQUESTS: dict[int, str] = {
-    0: "PTRACE_TRACEME",
-    1: "PTRACE_PEEKTEXT",
-    2: "PTRACE_PEEKDATA",
-    3: "PTRACE_PEEKUSR",
-    4: "PTRACE_POKETEXT",
-    5: "PTRACE_POKEDATA",
-    6: "PTRACE_POKEUSR",
-    7: "PTRACE_CONT",
-    8: "PTRACE_KILL",
-    9: "PTRACE_SINGLESTEP",
-    12: "PTRACE_GETREGS",
-    13: "PTRACE_SETREGS",
-    14: "PTRACE_GETFPREGS",
-    15: "PTRACE_SETFPREGS",
-    16: "PTRACE_ATTACH",
-    17: "PTRACE_DETACH",
-    18: "PTRACE_GETFPXREGS",
-    19: "PTRACE_SETFPXREGS",
-    21: "PTRACE_OLDSETOPTIONS",
-    24: "PTRACE_SYSCALL",
-    25: "PTRACE_GET_THREAD_AREA",
-    26: "PTRACE_SET_THREAD_AREA",
-    30: "PTRACE_ARCH_PRCTL",
-    31: "PTRACE_SYSEMU",
-    32: "PTRACE_SYSEMU_SINGLESTEP",
-    33: "PTRACE_SINGLEBLOCK",
-    0x4200: "PTRACE_SETOPTIONS",
-    0x4201: "PTRACE_GETEVENTMSG",
-    0x4202: "PTRACE_GETSIGINFO",
-    0x4203: "PTRACE_SETSIGINFO",
-    0x4204: "PTRACE_GETREGSET",
-    0x4205: "PTRACE_SETREGSET",
-    0x4206: "PTRACE_SEIZE",
-    0x4207: "PTRACE_INTERRUPT",
-    0x4208: "PTRACE_LISTEN",
-    0x4209: "PTRACE_PEEKSIGINFO",
-    0x420A: "PTRACE_GETSIGMASK",
-    0x420B: "PTRACE_SETSIGMASK",
-}
-# Requests that change the target (attach to it, or write its memory or registers): injection.
-PTRACE_INJECTING = frozenset({4, 5, 6, 13, 15, 16, 19, 0x4203, 0x4205, 0x4206})
-BPF_COMMANDS: tuple[str, ...] = (
-    "BPF_MAP_CREATE",
-    "BPF_MAP_LOOKUP_ELEM",
-    "BPF_MAP_UPDATE_ELEM",
-    "BPF_MAP_DELETE_ELEM",
-    "BPF_MAP_GET_NEXT_KEY",
-    "BPF_PROG_LOAD",
-    "BPF_OBJ_PIN",
-    "BPF_OBJ_GET",
-    "BPF_PROG_ATTACH",
-    "BPF_PROG_DETACH",
-    "BPF_PROG_TEST_RUN",
-    "BPF_PROG_GET_NEXT_ID",
-    "BPF_MAP_GET_NEXT_ID",
-    "BPF_PROG_GET_FD_BY_ID",
-    "BPF_MAP_GET_FD_BY_ID",
-    "BPF_OBJ_GET_INFO_BY_FD",
-    "BPF_PROG_QUERY",
-    "BPF_RAW_TRACEPOINT_OPEN",
-    "BPF_BTF_LOAD",
-    "BPF_BTF_GET_FD_BY_ID",
-    "BPF_TASK_FD_QUERY",
-    "BPF_MAP_LOOKUP_AND_DELETE_ELEM",
-    "BPF_MAP_FREEZE",
-    "BPF_BTF_GET_NEXT_ID",
-    "BPF_MAP_LOOKUP_BATCH",
-    "BPF_MAP_LOOKUP_AND_DELETE_BATCH",
-    "BPF_MAP_UPDATE_BATCH",
-    "BPF_MAP_DELETE_BATCH",
-    "BPF_LINK_CREATE",
-    "BPF_LINK_UPDATE",
-    "BPF_LINK_GET_FD_BY_ID",
-    "BPF_LINK_GET_NEXT_ID",
-    "BPF_ENABLE_STATS",
-    "BPF_ITER_CREATE",
-    "BPF_LINK_DETACH",
-    "BPF_PROG_BIND_MAP",
-)
-BPF_PROG_LOAD = 5
-BPF_PROG_TYPES: tuple[str, ...] = (
-    "unspec",
-    "socket_filter",
-    "kprobe",
-    "sched_cls",
-    "sched_act",
-    "tracepoint",
-    "xdp",
-    "perf_event",
-    "cgroup_skb",
-    "cgroup_sock",
-    "lwt_in",
-    "lwt_out",
-    "lwt_xmit",
-    "sock_ops",
-    "sk_skb",
-    "cgroup_device",
-    "sk_msg",
-    "raw_tracepoint",
-    "cgroup_sock_addr",
-    "lwt_seg6local",
-    "lirc_mode2",
-    "sk_reuseport",
-    "flow_dissector",
-    "cgroup_sysctl",
-    "raw_tracepoint_writable",
-    "cgroup_sockopt",
-    "tracing",
-    "struct_ops",
-    "ext",
-    "lsm",
-    "sk_lookup",
-    "syscall",
-    "netfilter",
-)
 TAMPER_KINDS = {1: "signal", 2: "ptrace", 3: "memory access", 4: "bpf access", 5: "fd theft"}
 TAMPER_SIGNAL, TAMPER_PTRACE, TAMPER_BPF, TAMPER_FD = 1, 2, 4, 5
 
@@ -244,44 +61,17 @@ def tamper_fields(ev: Event) -> TamperFields:
     return TamperFields(*(*ev.sys_args, 0, 0, 0)[:3])
 
 
-UNCHANGED = 0xFFFFFFFF  # -1 as a uid/gid argument: "leave this id as it is"
-
-
-def flag_names(value: int, table: tuple[tuple[int, str], ...]) -> str:
-    """Falco's form: every flag set, joined with ``|`` (bits no name covers as a hex remainder)."""
-    names = [name for bit, name in table if value & bit == bit and bit]
-    rest = value & ~sum(bit for bit, _ in table)
-    if rest:
-        names.append(hex(rest))
-    return "|".join(names) if names else "0"
-
-
-def clone_flag_names(value: int) -> str:
-    text = flag_names(value & ~CLONE_NEWTIME, CLONE_FLAGS)
-    if value & CLONE_NEWTIME:
-        text = "CLONE_NEWTIME" if text == "0" else f"{text}|CLONE_NEWTIME"
-    return text
-
-
-def signal_name(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return str(sig)
-
-
-def _id(value: int) -> str:
-    return "-1" if value == UNCHANGED else str(value)
-
-
 @dataclass(frozen=True, slots=True)
 class Arg:
     """One Falco parameter: its name, where the probe put it, and how Falco prints it."""
 
     name: str
     source: str  # a0..a5 raw argument, x0..x2 read behind a pointer, s0..s2 string
-    # how it prints: int, id, hex, str, signal, clone, ptrace, bpfcmd or a flag table (mount, umount, memfd…)
+    # how it prints: int, id, hex, str, path, time, signal, clone, ptrace, bpfcmd or a flag table (mount, …)
     kind: str = "int"
+    # kind "path": the argument naming the directory a relative path starts from ("" for the cwd): Falco
+    # prints such paths resolved (evt.arg), the call's own spelling stays in evt.rawarg
+    base: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +92,12 @@ def _spec(etype: EventType, family: str, *args: Arg, tracepoint: str = "") -> Sy
 
 A = Arg
 T = EventType
+_RENAMEAT = (
+    A("olddirfd", "a0"),
+    A("oldpath", "s0", "path", "olddirfd"),
+    A("newdirfd", "a2"),
+    A("newpath", "s1", "path", "newdirfd"),
+)
 SYSCALLS: dict[EventType, Syscall] = {
     s.etype: s
     for s in (
@@ -370,6 +166,79 @@ SYSCALLS: dict[EventType, Syscall] = {
             T.PIDFD_SEND_SIGNAL, "signal", A("pidfd", "a0"), A("sig", "a1", "signal"), A("flags", "a3", "hex")
         ),
         _spec(T.PIDFD_GETFD, "injection", A("pid_fd", "a0"), A("target_fd", "a1"), A("flags", "a2", "hex")),
+        # File changes: Falco's parameter names (truncate, ftruncate, utimensat, fchmodat2: the kernel's).
+        _spec(T.UNLINK, "file", A("path", "s0", "path")),
+        _spec(
+            T.UNLINKAT,
+            "file",
+            A("dirfd", "a0"),
+            A("name", "s0", "path", "dirfd"),
+            A("flags", "a2", "unlinkat"),
+        ),
+        _spec(T.RMDIR, "file", A("path", "s0", "path")),
+        _spec(T.RENAME, "file", A("oldpath", "s0", "path"), A("newpath", "s1", "path")),
+        _spec(T.RENAMEAT, "file", *_RENAMEAT),
+        _spec(T.RENAMEAT2, "file", *_RENAMEAT, A("flags", "a4", "renameat2")),
+        _spec(T.LINK, "file", A("oldpath", "s0", "path"), A("newpath", "s1", "path")),
+        _spec(
+            T.LINKAT,
+            "file",
+            A("olddir", "a0"),
+            A("oldpath", "s0", "path", "olddir"),
+            A("newdir", "a2"),
+            A("newpath", "s1", "path", "newdir"),
+            A("flags", "a4", "linkat"),
+        ),
+        _spec(T.SYMLINK, "file", A("target", "s0", "str"), A("linkpath", "s1", "path")),
+        _spec(
+            T.SYMLINKAT,
+            "file",
+            A("target", "s0", "str"),
+            A("linkdirfd", "a1"),
+            A("linkpath", "s1", "path", "linkdirfd"),
+        ),
+        _spec(T.CHMOD, "file", A("filename", "s0", "path"), A("mode", "a1", "chmod")),
+        _spec(T.FCHMOD, "file", A("fd", "a0"), A("mode", "a1", "chmod")),
+        _spec(
+            T.FCHMODAT,
+            "file",
+            A("dirfd", "a0"),
+            A("filename", "s0", "path", "dirfd"),
+            A("mode", "a2", "chmod"),
+        ),
+        _spec(
+            T.FCHMODAT2,
+            "file",
+            A("dirfd", "a0"),
+            A("filename", "s0", "path", "dirfd"),
+            A("mode", "a2", "chmod"),
+            A("flags", "a3", "at"),
+        ),
+        _spec(T.CHOWN, "file", A("path", "s0", "path"), A("uid", "a1", "id"), A("gid", "a2", "id")),
+        _spec(T.FCHOWN, "file", A("fd", "a0"), A("uid", "a1", "id"), A("gid", "a2", "id")),
+        _spec(
+            T.FCHOWNAT,
+            "file",
+            A("dirfd", "a0"),
+            A("pathname", "s0", "path", "dirfd"),
+            A("uid", "a2", "id"),
+            A("gid", "a3", "id"),
+            A("flags", "a4", "at"),
+        ),
+        _spec(T.LCHOWN, "file", A("path", "s0", "path"), A("uid", "a1", "id"), A("gid", "a2", "id")),
+        _spec(T.MKDIR, "file", A("path", "s0", "path"), A("mode", "a1", "hex")),
+        _spec(T.MKDIRAT, "file", A("dirfd", "a0"), A("path", "s0", "path", "dirfd"), A("mode", "a2", "hex")),
+        _spec(T.TRUNCATE, "file", A("path", "s0", "path"), A("length", "a1")),
+        _spec(T.FTRUNCATE, "file", A("fd", "a0"), A("length", "a1")),
+        _spec(
+            T.UTIMENSAT,
+            "file",
+            A("dirfd", "a0"),
+            A("filename", "s0", "path", "dirfd"),
+            A("flags", "a3", "at"),
+            A("atime", "x0", "time"),
+            A("mtime", "x1", "time"),
+        ),
     )
 }
 FAMILIES: dict[str, tuple[EventType, ...]] = {}
@@ -392,9 +261,49 @@ def raw_value(ev: Event, arg: Arg) -> int | str | None:
     if i >= len(values):
         return None
     v = values[i]
-    if arg.kind in ("id", "hex", "mount", "umount", "memfd", "finit", "delmod", "movemount"):
-        return v & 0xFFFFFFFFFFFFFFFF if arg.kind in ("hex", "mount") else v & 0xFFFFFFFF
-    return _signed(v, 32) if arg.kind in ("signal", "clone") else _signed(v)
+    kind = arg.kind
+    if kind == "time":
+        return _signed(v) if len(ev.sys_args) > 2 and ev.sys_args[2] else None  # no times pointer: no time
+    if kind in _UNSIGNED32:
+        return v & 0xFFFFFFFF
+    if kind in ("hex", "mount"):
+        return v & 0xFFFFFFFFFFFFFFFF
+    return _signed(v, 32) if kind in ("signal", "clone") else _signed(v)
+
+
+_UNSIGNED32 = frozenset(
+    ("id", "umount", "memfd", "finit", "delmod", "movemount", "chmod", "unlinkat", "renameat2", "linkat")
+) | {"at"}
+UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
+
+
+def time_shown(ev: Event, i: int) -> str | None:
+    """utimensat's new atime (i=0) or mtime (i=1) as the kernel takes it: ``UTIME_NOW`` / ``UTIME_OMIT``
+    when tv_nsec says so (whatever tv_sec holds), otherwise ISO 8601 UTC with nanoseconds. None without a
+    times pointer (both set to now: no time was given). ``evt.rawarg`` holds tv_sec as passed."""
+    if len(ev.sys_extra) < 3 or len(ev.sys_args) < 3 or not ev.sys_args[2]:
+        return None
+    nsec = (ev.sys_extra[2] >> (32 * i)) & 0xFFFFFFFF
+    if nsec == UTIME_NOW:
+        return "UTIME_NOW"
+    if nsec == UTIME_OMIT:
+        return "UTIME_OMIT"
+    secs = _signed(ev.sys_extra[i])
+    if nsec >= 1_000_000_000:
+        return f"{secs}s+{nsec}ns (invalid)"  # the kernel refuses it (EINVAL)
+    try:
+        stamp = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    except (OverflowError, OSError, ValueError):  # a time no calendar holds: say the numbers
+        return f"{secs}s+{nsec}ns"
+    return f"{stamp}.{nsec:09d}Z"
+
+
+def shown_arg(ev: Event, arg: Arg, raw: int | str) -> str | int | None:
+    """``evt.arg.NAME`` of one argument of ``ev`` (a utimensat time needs more of the event than its raw
+    value)."""
+    if arg.kind == "time":
+        return time_shown(ev, int(arg.source[1]))
+    return shown_value(arg, raw)
 
 
 _FLAG_TABLES = {
@@ -404,6 +313,11 @@ _FLAG_TABLES = {
     "finit": FINIT_FLAGS,
     "delmod": DELETE_MODULE_FLAGS,
     "movemount": MOVE_MOUNT_FLAGS,
+    "chmod": CHMOD_MODE_FLAGS,
+    "unlinkat": UNLINKAT_FLAGS,
+    "renameat2": RENAMEAT2_FLAGS,
+    "linkat": LINKAT_FLAGS,
+    "at": AT_FLAGS,
 }
 
 
@@ -413,7 +327,7 @@ def shown_value(arg: Arg, raw: int | str) -> str | int:
         return raw
     kind = arg.kind
     if kind == "id":
-        return _id(raw)
+        return id_text(raw)
     if kind == "hex":
         return hex(raw)
     if kind == "signal":
@@ -439,7 +353,8 @@ def arguments(ev: Event) -> dict[str, tuple[int | str, str | int]]:
     for arg in spec.args:
         raw = raw_value(ev, arg)
         if raw is not None:
-            out[arg.name] = (raw, shown_value(arg, raw))
+            shown = shown_arg(ev, arg, raw)
+            out[arg.name] = (raw, shown if shown is not None else raw)
     return out
 
 

@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from sentinel.alerts.ecs_files import file_doc
 from sentinel.alerts.ecs_security import security_doc
 from sentinel.alerts.identity import identity_parts, process_identity
 from sentinel.events import (
@@ -28,10 +29,12 @@ from sentinel.events import (
     errno_name,
     open_flag_names,
 )
+from sentinel.file_changes import FILE_TYPES, file_paths
 from sentinel.host import HostInfo
 from sentinel.redact import REDACTED, Span, apply_spans, merge_spans
 
 if TYPE_CHECKING:
+    from sentinel.file_changes import FilePaths
     from sentinel.process.table import Process
     from sentinel.redact import Redactor
 
@@ -351,9 +354,11 @@ class EcsRenderer:
         proc: Process | None,
         resolved_path: str | None = None,
         target: tuple[int | None, Process | None, str | None] | None = None,
+        files: FilePaths | None = None,
     ) -> dict[str, Any]:
         """An ``event.kind: event`` document for ``sentinel events`` and captures; ``target`` (security
-        syscalls): the pid aimed at, its process, and the path behind the call's fd."""
+        syscalls): the pid aimed at, its process, and the path behind the call's fd; ``files`` (file changes):
+        the call's paths, resolved."""
         kind = ev.type
         doc_id, seq = self.new_id()
         event: dict[str, Any] = {
@@ -456,6 +461,8 @@ class EcsRenderer:
         elif kind is EventType.CHDIR:
             event.update(category=["process"], type=["change"], action="chdir")
             doc["message"] = f"chdir {resolved_path or ev.path}"
+        elif kind in FILE_TYPES:
+            file_doc(doc, event, detail, ev, files if files is not None else file_paths(ev, None))
         elif kind >= EventType.TAMPER:
             pid, target_proc, fd_path = target or (None, None, None)
             security_doc(doc, event, detail, ev, target_proc, pid, fd_path)

@@ -133,6 +133,7 @@ TECHNIQUES: dict[str, str] = {
     "T1552.005": "Cloud Instance Metadata API",
     "T1552.007": "Container API",
     "T1554": "Compromise Host Software Binary",
+    "T1555": "Credentials from Password Stores",
     "T1556": "Modify Authentication Process",
     "T1556.003": "Pluggable Authentication Modules",
     "T1557": "Adversary-in-the-Middle",

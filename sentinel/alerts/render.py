@@ -21,6 +21,7 @@ from sentinel.alerts.ecs import ECS_VERSION, EcsRenderer, KnownSecrets, hide_kno
 from sentinel.alerts.mitre import threat_from_tags
 from sentinel.alerts.model import Alert
 from sentinel.redact import REDACTED
+from sentinel.syscalls import target_pid
 
 if TYPE_CHECKING:
     from sentinel.redact import Redactor
@@ -176,7 +177,10 @@ class EcsAlertRenderer:
         ecs = self.ecs
         ctx = alert.ctx
         if ctx is not None:
-            doc = ecs.event_doc(ctx.ev, ctx.proc, ctx.path)
+            target = None
+            if ctx.target is not None or ctx.fd_path is not None:
+                target = (target_pid(ctx.ev), ctx.target, ctx.fd_path)
+            doc = ecs.event_doc(ctx.ev, ctx.proc, ctx.path, target, ctx.files)
             doc["@timestamp"] = ecs.timestamp(alert.ts_ns)
         else:
             doc = self._internal_doc(alert)

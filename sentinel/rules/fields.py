@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sentinel.events import SYSCALL_TYPES, EventType
+from sentinel.file_changes import FILE_TYPES, TWO_PATHS
 from sentinel.syscalls import SYSCALLS, TARGETED_TYPES
 from sentinel.syscalls import USERNS_TYPES as _USERNS_TYPES
 
@@ -35,6 +36,8 @@ SECURITY: tuple[EventType, ...] = tuple(sorted(SYSCALL_TYPES))  # the security s
 ALL: tuple[EventType, ...] = (EXEC, OPEN, CONNECT, FORK, EXIT, CHDIR, *SECURITY)
 MAIN: tuple[EventType, ...] = (EXEC, OPEN, CONNECT)
 TARGETED: tuple[EventType, ...] = tuple(sorted(TARGETED_TYPES))  # calls aimed at another process
+FILE_TWO_PATHS: tuple[EventType, ...] = tuple(sorted(TWO_PATHS))
+FILE_ONE_PATH: tuple[EventType, ...] = tuple(sorted(t for t in FILE_TYPES if t not in TWO_PATHS))
 USERNS_TYPES: tuple[EventType, ...] = tuple(sorted(_USERNS_TYPES))
 
 # evt.type names that select an event type (Falco's syscall names; several name one event of ours).
@@ -925,6 +928,27 @@ FIELDS_LIST: list[FieldDef] = [
         on=(OPEN,),
         by={OPEN: "ev.repeat_count"},
     ),
+    *(
+        FieldDef(
+            f"fs.path.{role}{suffix}",
+            STRING,
+            f"{desc}{' As the call spelled it (not resolved).' if suffix else ''}",
+            on=on,
+            by=dict.fromkeys(on, f"_fs_path(ctx, {role!r}, {bool(suffix)})"),
+            nullable=True,
+            path_like=not suffix,
+        )
+        for role, on, desc in (
+            ("name", FILE_ONE_PATH, "The path a file change on one path works on (unlink, rmdir, mkdir, "
+             "chmod, chown, truncate, utimensat; an fd's path for fchmod, fchown, ftruncate), resolved "
+             "against the cwd or dirfd."),
+            ("source", FILE_TWO_PATHS, "The source of a rename or hard link (the old path), or where a "
+             "symlink points, resolved against the link's directory."),
+            ("target", FILE_TWO_PATHS, "The target of a rename or hard link (the new path), or the symlink "
+             "itself, resolved."),
+        )
+        for suffix in ("", "raw")
+    ),
     FieldDef(
         "sentinel.target.pid",
         INT,
@@ -1002,10 +1026,12 @@ def _with_syscall_arguments(fields: list[FieldDef]) -> list[FieldDef]:
     for etype, spec in SYSCALLS.items():
         for arg in spec.args:
             numeric = arg.kind in ("int", "id")
-            raw_type = STRING if arg.kind == "str" else INT
+            raw_type = STRING if arg.kind in ("str", "path") else INT
+            shown = f"_syspath(ctx, ev, {arg.name!r})" if arg.kind == "path" else f"_sysarg(ev, {arg.name!r})"
             for field_name, ftype, expr, what in (
-                (f"evt.arg.{arg.name}", INT if numeric else STRING, f"_sysarg(ev, {arg.name!r})",
-                 "as Falco prints it"),
+                (f"evt.arg.{arg.name}", INT if numeric else STRING, shown,
+                 "as Falco prints it (a path resolved against the cwd or dirfd)" if arg.kind == "path"
+                 else "as Falco prints it"),
                 (f"evt.rawarg.{arg.name}", raw_type, f"_sysraw(ev, {arg.name!r})", "as the call passed it"),
             ):  # fmt: skip
                 base = by_name.get(field_name) or added.get(field_name)

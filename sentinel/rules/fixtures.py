@@ -41,13 +41,22 @@ from sentinel.events import (
     Event,
     EventType,
 )
-from sentinel.process.table import Process
+from sentinel.file_changes import FILE_TYPES, FilePaths, file_paths
+from sentinel.process.table import Process, normalize_path
 from sentinel.rules.context import EvalContext
 from sentinel.rules.fields import BOOL, FIELDS, INT
 from sentinel.rules.loader import LoadResult, expand_paths, load_rules
 from sentinel.rules.model import Diagnostic
 from sentinel.rules.source import SourceText
-from sentinel.syscalls import NS_KINDS, SYSCALLS, TARGETED_TYPES, USERNS_KNOWN, init_ns_mask
+from sentinel.syscalls import (
+    NS_KINDS,
+    SYSCALLS,
+    TARGETED_TYPES,
+    USERNS_KNOWN,
+    UTIME_NOW,
+    UTIME_OMIT,
+    init_ns_mask,
+)
 
 DEFAULT_TIME_NS = 1_700_000_000_000_000_000
 DEFAULT_PID = 4242
@@ -435,6 +444,9 @@ def from_ecs(doc: Mapping[str, Any]) -> EvalContext:
     ml = sent.get("ml")
     ctx = EvalContext(ev, proc, path, ts, StaticMlView.from_doc(_map(ml, "sentinel.ml")) if ml else None)
     ctx.target = target
+    if etype in FILE_TYPES:
+        ctx.files = _file_paths(ev, proc, detail)
+        ctx.path = ctx.files.primary
     return ctx
 
 
@@ -447,8 +459,15 @@ def _syscall(ev: Event, etype: EventType, detail: Mapping[str, Any]) -> None:
     used_strs = 0
     for arg in SYSCALLS[etype].args:
         where, i = arg.source[0], int(arg.source[1])
-        value = raw.get(arg.name, shown.get(arg.name) if arg.kind == "str" else None)
+        value = raw.get(arg.name, shown.get(arg.name) if arg.kind in ("str", "path") else None)
         what = f"sentinel.event.rawarg.{arg.name}"
+        if arg.kind == "time":  # utimensat: tv_sec in rawarg, or the time as shown (ISO, UTIME_NOW/OMIT)
+            sec, nsec = _utime(value, shown.get(arg.name), what)
+            if sec is not None:
+                extra[i] = sec & 0xFFFFFFFFFFFFFFFF
+                extra[2] |= nsec << (32 * i)
+                args[2] = args[2] or 1  # a times pointer
+            continue
         if where == "s":
             strs[i] = _str(value, what)
             used_strs = max(used_strs, i + 1)
@@ -467,6 +486,36 @@ def _syscall(ev: Event, etype: EventType, detail: Mapping[str, Any]) -> None:
         level = _int(userns.get("level"), "sentinel.event.userns.level", 0)
         extra[2] = _int(userns.get("inode"), "sentinel.event.userns.inode", 1) | level << 32 | USERNS_KNOWN
     ev.sys_args, ev.sys_extra, ev.sys_strs = tuple(args), tuple(extra), tuple(strs[:used_strs])
+
+
+def _utime(raw: Any, shown: Any, what: str) -> tuple[int | None, int]:
+    """(tv_sec, tv_nsec) of a fixture's utimensat time; (None, 0) when none is given."""
+    if shown in ("UTIME_NOW", "UTIME_OMIT"):
+        return _int(raw, what, 0), UTIME_NOW if shown == "UTIME_NOW" else UTIME_OMIT
+    if raw is not None:
+        return _int(raw, what, 0), 0
+    if shown is None:
+        return None, 0
+    try:
+        when = datetime.fromisoformat(str(shown).replace("Z", "+00:00"))
+    except ValueError:
+        raise FixtureError(f"{what}: a time like 2020-01-01T00:00:00Z, UTIME_NOW or UTIME_OMIT") from None
+    return int(when.timestamp()), when.microsecond * 1000
+
+
+def _file_paths(ev: Event, proc: Process, detail: Mapping[str, Any]) -> FilePaths:
+    """A fixture's file-change paths: relative ones against the process's working directory, an fd's path
+    from ``sentinel.event.fd_path``."""
+    fd_path = _str(detail.get("fd_path"), "sentinel.event.fd_path") or None
+
+    def resolve(dirfd: int, path: str) -> str:
+        if path.startswith("/"):
+            return normalize_path(path)
+        if not path:
+            return fd_path or ""
+        return normalize_path(f"{proc.cwd}/{path}") if dirfd == AT_FDCWD and proc.cwd else path
+
+    return file_paths(ev, resolve)
 
 
 def _mode(value: Any) -> int:

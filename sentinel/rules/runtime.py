@@ -22,7 +22,7 @@ from sentinel.syscalls import SYSCALLS as _SYSCALLS
 from sentinel.syscalls import caller_userns as _caller_userns
 from sentinel.syscalls import raw_value as _raw_value
 from sentinel.syscalls import setns_target as _setns_target
-from sentinel.syscalls import shown_value as _shown_value
+from sentinel.syscalls import shown_arg as _shown_arg
 from sentinel.syscalls import target_pid as _target_pid
 
 __all__ = [
@@ -77,7 +77,26 @@ def sysarg(ev: Any, name: str) -> Any:
         return None
     if arg.kind in ("int", "id"):
         return _signed32(raw) if arg.kind == "id" else raw
-    return _shown_value(arg, raw)
+    return _shown_arg(ev, arg, raw)
+
+
+def syspath(ctx: Any, ev: Any, name: str) -> Any:
+    """``evt.arg.NAME`` of a path argument of a file change: resolved against the cwd or dirfd (the call's
+    spelling when the process is unknown)."""
+    files = ctx.files
+    if files is not None:
+        value = files.args.get(name)
+        if value is not None:
+            return value
+    return sysraw(ev, name)
+
+
+def fs_path(ctx: Any, role: str, raw: bool = False) -> str | None:
+    """Falco's ``fs.path.name/source/target`` (``raw``: the ``...raw`` form, as the call spelled it)."""
+    files = ctx.files
+    if files is None:
+        return None
+    return getattr(files, f"raw_{role}" if raw else role)
 
 
 def sysraw(ev: Any, name: str) -> Any:

@@ -87,13 +87,15 @@ def find_probe_dir() -> Path:
         Path("/usr/share/sentinel/bpf_probes"),
     ]
     for c in candidates:
-        if c is not None and (c / "sentinel.c").is_file() and (c / "sentinel_security.c").is_file():
+        if c is not None and all((c / name).is_file() for name in PROBE_FILES):
             return c
     raise SensorError(
-        "bpf_probes/sentinel.c and sentinel_security.c not found (set SENTINEL_PROBES to their directory)"
+        f"bpf_probes/{', '.join(PROBE_FILES)} not found (set SENTINEL_PROBES to their directory)"
     )
 
 
+# The probe source, in the order it is put together (the later files use the first one's helpers).
+PROBE_FILES = ("sentinel.c", "sentinel_security.c", "sentinel_files.c")
 # Optional tracepoints (environment.OPTIONAL_SYSCALLS) and the macro that compiles their probes in.
 OPTIONAL_PROBES: dict[str, str] = {
     f"syscalls/sys_enter_{call}": f"HAVE_TP_{call.upper()}" for call in OPTIONAL_SYSCALLS
@@ -182,10 +184,10 @@ def _kernel_at_least(release: str, want: tuple[int, int]) -> bool:
 
 
 def probe_source(probe_dir: Path) -> bytes:
-    """sentinel.c with sentinel_security.c appended: bcc generates tracepoint argument structs only for
-    probes in the main source text. Raises SensorError naming a file that cannot be read."""
+    """sentinel.c with sentinel_security.c and sentinel_files.c appended: bcc generates tracepoint argument
+    structs only for probes in the main source text. Raises SensorError naming a file that cannot be read."""
     parts = []
-    for name in ("sentinel.c", "sentinel_security.c"):
+    for name in PROBE_FILES:
         try:
             parts.append((probe_dir / name).read_bytes())
         except OSError as exc:

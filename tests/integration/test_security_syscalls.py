@@ -28,7 +28,11 @@ CALLER = textwrap.dedent(
               setfsuid=122, setfsgid=123, capset=126, ptrace=101, process_vm_writev=311, bpf=321,
               memfd_create=319, mount=165, umount2=166, setns=308, unshare=272, pivot_root=155,
               chroot=161, move_mount=429, kill=62, tkill=200, tgkill=234, pidfd_send_signal=424,
-              pidfd_open=434, pidfd_getfd=438)
+              pidfd_open=434, pidfd_getfd=438,
+              unlink=87, unlinkat=263, rmdir=84, rename=82, renameat=264, renameat2=316, link=86, linkat=265,
+              symlink=88, symlinkat=266, chmod=90, fchmod=91, fchmodat=268, fchmodat2=452, chown=92,
+              fchown=93, fchownat=260, lchown=94, mkdir=83, mkdirat=258, truncate=76, ftruncate=77,
+              utimensat=280)
     def sc(name, *args):
         # Integers as C longs: a variadic call passes a Python int as a 32-bit int, and the upper half of
         # a stack-passed argument (the sixth) would be garbage.

@@ -88,7 +88,10 @@ def test_every_type_has_a_name() -> None:
 
 
 def test_families_and_security_select_the_syscalls() -> None:
-    assert parse_types("security") == {EventType.TAMPER, *SYSCALL_TYPES}
+    from sentinel.file_changes import FILE_TYPES
+
+    assert parse_types("security") == {EventType.TAMPER, *(SYSCALL_TYPES - FILE_TYPES)}
+    assert parse_types("file") == FILE_TYPES and EventType.RENAMEAT2 in FILE_TYPES
     assert parse_types("privilege,ptrace") == {
         EventType.SETUID, EventType.SETGID, EventType.SETREUID, EventType.SETREGID, EventType.SETRESUID,
         EventType.SETRESGID, EventType.SETFSUID, EventType.SETFSGID, EventType.CAPSET, EventType.PTRACE,
