@@ -8,7 +8,7 @@
 2. Sustained rate: a generator opens distinct missing paths at --rate events/s for --seconds; the agent's own
    counters give events received and lost (kernel-side losses, failed submits).
 3. Agent CPU while a generator runs --exec-rate fork+execs per second (Sysmon for Linux's published test).
-4. What each family of security syscalls costs the process making the calls: ns per call of a cheap call
+4. What each family of security syscalls (and the file changes) costs the process making the calls: ns per call of a cheap call
    of that family in a tight loop, without and with the agent, alternating (every call is reported).
 
     .venv/bin/python benchmarks/bench_sensor.py [--quick]
@@ -176,7 +176,7 @@ def bench_cpu(bins: dict[str, str], exec_rate: int, secs: float) -> None:
     )
 
 
-FAMILIES = ("privilege", "injection", "kernel", "fileless", "mount", "namespace", "signal", "none")
+FAMILIES = ("privilege", "injection", "kernel", "fileless", "mount", "namespace", "signal", "file", "none")
 
 
 def bench_families(bins: dict[str, str], rounds: int, calls: int) -> None:

@@ -3,6 +3,7 @@
  * FAMILY: privilege (setresuid(-1,-1,-1), a no-op), injection (process_vm_writev into itself), kernel
  * (bpf with an unknown command: EINVAL), fileless (memfd_create + close), mount (umount2 of a missing
  * path: ENOENT), namespace (setns on a bad fd: EBADF), signal (kill(parent, 0): an existence check),
+ * file (unlink of a missing path: ENOENT),
  * none (getppid: the loop alone, never traced). */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -40,6 +41,8 @@ int main(int argc, char **argv) {
             syscall(SYS_setns, -1, 0);
         else if (!strcmp(family, "signal"))
             syscall(SYS_kill, parent, 0);
+        else if (!strcmp(family, "file"))
+            syscall(SYS_unlink, "/nonexistent-sentinel-bench");
         else
             syscall(SYS_getppid);
     }
