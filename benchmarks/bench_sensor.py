@@ -8,8 +8,8 @@
 2. Sustained rate: a generator opens distinct missing paths at --rate events/s for --seconds; the agent's own
    counters give events received and lost (kernel-side losses, failed submits).
 3. Agent CPU while a generator runs --exec-rate fork+execs per second (Sysmon for Linux's published test).
-4. What each family of security syscalls (and the file changes) costs the process making the calls: ns per call of a cheap call
-   of that family in a tight loop, without and with the agent, alternating (every call is reported).
+4. What each family of security syscalls (and the file changes) costs the calling process: ns per call of a
+   cheap call of that family in a tight loop, without and with the agent, alternating (each call reported).
 
     .venv/bin/python benchmarks/bench_sensor.py [--quick]
 """
