@@ -68,6 +68,14 @@
 #define EVT_TRUNCATE 64
 #define EVT_FTRUNCATE 65
 #define EVT_UTIMENSAT 66
+/* The listening side and fd plumbing (sentinel_net.c) */
+#define EVT_BIND 67
+#define EVT_LISTEN 68
+#define EVT_ACCEPT 69
+#define EVT_ACCEPT4 70
+#define EVT_DUP 71
+#define EVT_DUP2 72
+#define EVT_DUP3 73
 
 /* event_header.flags */
 #define EVF_ARGV_TRUNCATED (1 << 0)
@@ -204,7 +212,10 @@ struct sys_event {
      * it is << 32 (a bit per kind); pidfd_send_signal, pidfd_getfd: [1] the pidfd's pid;
      * mounts, setns, unshare: [2] the caller's user namespace after the call, inum | level << 32 | 1 << 63;
      * fchmod, fchown, ftruncate: [0] the file's inode number, [1] its device (kernel encoding);
-     * utimensat: [0] atime seconds, [1] mtime seconds, [2] their nanoseconds (low, high half). */
+     * utimensat: [0] atime seconds, [1] mtime seconds, [2] their nanoseconds (low, high half);
+     * bind, listen (the local end), accept (the peer), dup* (the old fd's peer, if a socket): [0..1] the
+     * address (IPv4: [0] low half, and for accept/dup the local IPv4 in [0]'s high half; IPv6: 16 bytes),
+     * [2] ports, family and type (SYS_SOCK_KNOWN). */
     u64 extra[3];
     u16 str_len[SYS_STRS];  /* bytes of each string, NUL included; 0 = none */
     u16 nstr;
@@ -227,5 +238,7 @@ struct tamper_event {
 #define TAMPER_BPF 4        /* another process opened one of the agent's BPF programs, maps or links by id */
 #define TAMPER_FD 5         /* pidfd_getfd took one of the agent's file descriptors */
 #define SYS_USERNS_KNOWN (1ULL << 63)
+/* bind, listen, accept, dup: extra[2] = port | local port << 16 | family << 32 | socket type << 48 | KNOWN */
+#define SYS_SOCK_KNOWN (1ULL << 63)
 
 #endif

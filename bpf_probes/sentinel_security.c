@@ -36,6 +36,7 @@
 #define S_NSFS_MAGIC 0x6e736673
 #define S_PIDFS_MAGIC 0x50494446
 #define S_ANON_INODE_FS_MAGIC 0x09041934
+#define S_SOCKFS_MAGIC 0x534F434B
 #define S_CLONE_NEWNS 0x00020000
 #define S_CLONE_NEWPID 0x20000000
 
@@ -147,6 +148,37 @@ static __always_inline u32 joined_init_ns(u64 nstype) {
 #endif
 
 /* Stash a call's raw arguments at entry; ``strs`` says which are user strings to read at exit (STR(i)). */
+#if defined(HAVE_KOFFSETS) && defined(HAVE_NS_OFFSETS) && defined(HAVE_NET_OFFSETS)
+/* The socket open as fd, if it is one: one end's address in extra[0..1] (``local``: the local end, else the
+ * peer, with the local IPv4 in extra[0]'s high half), ports, family and type in extra[2]. Read from the kernel's
+ * socket, so a NULL address buffer (accept(fd, NULL, NULL)) or a socket made before the agent still says. */
+static __always_inline void sock_facts(struct sys_event *e, s64 fd, int local) {
+    u64 file = current_file(fd);
+    if (!file)
+        return;
+    u64 inode = kread64(file, K_FILE_F_INODE);
+    if (kread64(kread64(inode, K_INODE_I_SB), K_SUPER_BLOCK_S_MAGIC) != S_SOCKFS_MAGIC)
+        return;
+    u64 sock = kread64(file, K_FILE_PRIVATE_DATA);
+    u64 sk = kread64(sock, K_SOCKET_SK);
+    if (!sk)
+        return;
+    u64 type = kread32(sock, K_SOCKET_TYPE) & 0xFF;
+    u64 family = kread32(sk, K_SKC_FAMILY) & 0xFFFF;
+    u64 lport = kread32(sk, K_SKC_NUM) & 0xFFFF;
+    u64 rport = __builtin_bswap16((u16)(kread32(sk, K_SKC_DPORT) & 0xFFFF));
+    if (family == S_AF_INET) {
+        u64 laddr = kread32(sk, K_SKC_RCV_SADDR);
+        e->extra[0] = local ? laddr : (kread32(sk, K_SKC_DADDR) | (laddr << 32));
+    } else if (family == S_AF_INET6) {
+        u64 off = local ? K_SKC_V6_RCV_SADDR : K_SKC_V6_DADDR;
+        e->extra[0] = kread64(sk, off);
+        e->extra[1] = kread64(sk, off + 8);
+    }
+    e->extra[2] = (local ? lport : rport) | (lport << 16) | (family << 32) | (type << 48) | SYS_SOCK_KNOWN;
+}
+#endif
+
 static __always_inline int sys_enter_s(u32 call, u32 strs, u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (is_self(pid_tgid))
@@ -284,6 +316,42 @@ static __always_inline int sys_exit(void *ctx, long ret, u32 call) {
             record_tamper(ctx, pid_tgid, TAMPER_FD, (s32)a1, target);
     }
 #endif
+#if defined(HAVE_KOFFSETS) && defined(HAVE_NS_OFFSETS) && defined(HAVE_NET_OFFSETS)
+    if (call == EVT_LISTEN || (call == EVT_BIND && ret == 0))
+        sock_facts(e, (s64)(s32)a0, 1);                  /* the local end as bound */
+    else if ((call == EVT_ACCEPT || call == EVT_ACCEPT4) && ret >= 0)
+        sock_facts(e, ret, 0);                           /* the accepted connection's peer */
+    else if (call == EVT_DUP || call == EVT_DUP2 || call == EVT_DUP3) {
+        sock_facts(e, ret >= 0 ? ret : (s64)(s32)a0, 0);  /* what the new fd now is */
+        if (!(e->extra[2] & SYS_SOCK_KNOWN))
+            return 0;  /* shells move pipes and files about all day: only a socket moved is reported */
+    }
+#endif
+    if (call == EVT_BIND && !(e->extra[2] & SYS_SOCK_KNOWN) && a1) {
+        /* A failed bind (or no offsets): the address asked for, from the caller's sockaddr. */
+        u16 family = 0;
+        bpf_probe_read_user(&family, sizeof(family), (const void *)a1);
+        u16 port = 0;
+        if (family == S_AF_INET || family == S_AF_INET6)
+            bpf_probe_read_user(&port, sizeof(port), (const void *)(a1 + 2));
+        if (family == S_AF_INET) {
+            u32 addr = 0;
+            bpf_probe_read_user(&addr, sizeof(addr), (const void *)(a1 + 4));
+            e->extra[0] = addr;
+        } else if (family == S_AF_INET6) {
+            bpf_probe_read_user(&e->extra[0], 16, (const void *)(a1 + 8));
+        }
+        e->extra[2] = (u64)__builtin_bswap16(port) | ((u64)__builtin_bswap16(port) << 16) | ((u64)family << 32) |
+                      SYS_SOCK_KNOWN;
+    }
+    if (call == EVT_BIND && a1 && nstr == 0) {
+        u16 family = 0;
+        bpf_probe_read_user(&family, sizeof(family), (const void *)a1);
+        if (family == S_AF_UNIX) {  /* the socket file's path (an abstract name starts with NUL: empty) */
+            e->str_len[0] = read_str(e, 0, a1 + 2);
+            nstr = 1;
+        }
+    }
     if (call == EVT_BPF && ret >= 0 &&
         (a0 == S_BPF_PROG_GET_FD_BY_ID || a0 == S_BPF_MAP_GET_FD_BY_ID || a0 == S_BPF_LINK_GET_FD_BY_ID)) {
         u32 id = (u32)e->extra[0];

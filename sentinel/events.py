@@ -76,6 +76,14 @@ class EventType(enum.IntEnum):
     TRUNCATE = 64
     FTRUNCATE = 65
     UTIMENSAT = 66
+    # The listening side of the network and fd plumbing (bpf_probes/sentinel_net.c).
+    BIND = 67
+    LISTEN = 68
+    ACCEPT = 69
+    ACCEPT4 = 70
+    DUP = 71
+    DUP2 = 72
+    DUP3 = 73
 
 
 EVENT_TYPE_NAMES: dict[int, str] = {
@@ -90,7 +98,7 @@ EVENT_TYPE_NAMES: dict[int, str] = {
 }
 SYSCALL_TYPES = frozenset(t for t in EventType if t >= 16)
 # What `sentinel events`, `run` and `replay` show unless --types says otherwise (parsed by the pipeline).
-DEFAULT_TYPES_SPEC = "exec,open,connect,security,file"
+DEFAULT_TYPES_SPEC = "exec,open,connect,security,file,listening,fd"
 
 # Header flag bits (``EVF_*`` in the C header).
 FLAG_ARGV_TRUNCATED = 1 << 0  # more arguments, or more bytes, than the probe captures

@@ -18,13 +18,17 @@ from sentinel.alerts.ecs import EcsRenderer
 from sentinel.events import SYSCALL_TYPES, Event, EventType
 from sentinel.file_changes import FILE_TYPES, FilePaths, file_paths
 from sentinel.process.table import ProcessTable
-from sentinel.syscalls import FAMILIES, SYSCALLS, tamper_fields, target_pid
+from sentinel.syscalls import FAMILIES, SECURITY_FAMILIES, SYSCALLS, tamper_fields, target_pid
 from sentinel.text import dumps
 
-SECURITY_TYPES = frozenset({EventType.TAMPER, *(t for t in SYSCALL_TYPES if t not in FILE_TYPES)})
-# The security syscalls are rare and each can matter: shown by default with exec, open, connect and the file
-# changes made without an open.
-DEFAULT_TYPES = frozenset({EventType.EXEC, EventType.OPEN, EventType.CONNECT, *SECURITY_TYPES, *FILE_TYPES})
+SECURITY_TYPES = frozenset(
+    {EventType.TAMPER, *(t for t in SYSCALL_TYPES if SYSCALLS[t].family in SECURITY_FAMILIES)}
+)
+# The security syscalls are rare and each can matter: shown by default with exec, open, connect, the file
+# changes made without an open, the listening side and sockets moved between fds.
+DEFAULT_TYPES = frozenset(
+    {EventType.EXEC, EventType.OPEN, EventType.CONNECT, EventType.TAMPER, *SYSCALL_TYPES}
+)
 TYPE_BY_NAME: dict[str, EventType | frozenset[EventType]] = {
     "exec": EventType.EXEC,
     "execve": EventType.EXEC,

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from sentinel.events import Event, EventType
+from sentinel.sockets import sock_name
 from sentinel.syscall_names import AT_FLAGS as AT_FLAGS
 from sentinel.syscall_names import BPF_COMMANDS as BPF_COMMANDS
 from sentinel.syscall_names import BPF_PROG_LOAD as BPF_PROG_LOAD
@@ -239,8 +240,21 @@ SYSCALLS: dict[EventType, Syscall] = {
             A("atime", "x0", "time"),
             A("mtime", "x1", "time"),
         ),
+        # The listening side and fd plumbing: Falco's names (accept's "tuple" is client->server; the
+        # listening fd, which Falco does not carry, is listen_fd; the accepted fd is evt.arg.res).
+        _spec(T.BIND, "listening", A("fd", "a0"), A("addr", "x0", "sock")),
+        _spec(T.LISTEN, "listening", A("fd", "a0"), A("backlog", "a1")),
+        _spec(T.ACCEPT, "listening", A("listen_fd", "a0"), A("tuple", "x0", "sock")),
+        _spec(
+            T.ACCEPT4, "listening", A("listen_fd", "a0"), A("tuple", "x0", "sock"), A("flags", "a1", "hex")
+        ),
+        _spec(T.DUP, "fd", A("oldfd", "a0")),
+        _spec(T.DUP2, "fd", A("oldfd", "a0"), A("newfd", "a1")),
+        _spec(T.DUP3, "fd", A("oldfd", "a0"), A("newfd", "a1"), A("flags", "a2", "hex")),
     )
 }
+# The families of issue 12's security syscalls (`--types security`); file, listen and fd are their own.
+SECURITY_FAMILIES = ("privilege", "injection", "kernel", "fileless", "mount", "namespace", "signal")
 FAMILIES: dict[str, tuple[EventType, ...]] = {}
 for _s in SYSCALLS.values():
     FAMILIES.setdefault(_s.family, ())
@@ -262,6 +276,8 @@ def raw_value(ev: Event, arg: Arg) -> int | str | None:
         return None
     v = values[i]
     kind = arg.kind
+    if kind == "sock":
+        return sock_name(ev)
     if kind == "time":
         return _signed(v) if len(ev.sys_args) > 2 and ev.sys_args[2] else None  # no times pointer: no time
     if kind in _UNSIGNED32:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sentinel.alerts.ecs_files import file_doc
 from sentinel.alerts.ecs_security import security_doc
+from sentinel.alerts.ecs_sockets import socket_doc
 from sentinel.alerts.identity import identity_parts, process_identity
 from sentinel.events import (
     AF_INET,
@@ -32,6 +33,7 @@ from sentinel.events import (
 from sentinel.file_changes import FILE_TYPES, file_paths
 from sentinel.host import HostInfo
 from sentinel.redact import REDACTED, Span, apply_spans, merge_spans
+from sentinel.sockets import SOCKET_TYPES
 
 if TYPE_CHECKING:
     from sentinel.file_changes import FilePaths
@@ -461,6 +463,8 @@ class EcsRenderer:
         elif kind is EventType.CHDIR:
             event.update(category=["process"], type=["change"], action="chdir")
             doc["message"] = f"chdir {resolved_path or ev.path}"
+        elif kind in SOCKET_TYPES:
+            socket_doc(doc, event, detail, ev)
         elif kind in FILE_TYPES:
             file_doc(doc, event, detail, ev, files if files is not None else file_paths(ev, None))
         elif kind >= EventType.TAMPER:

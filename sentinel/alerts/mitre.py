@@ -103,6 +103,7 @@ TECHNIQUES: dict[str, str] = {
     "T1203": "Exploitation for Client Execution",
     "T1204": "User Execution",
     "T1204.002": "Malicious File",
+    "T1205": "Traffic Signaling",
     "T1222": "File and Directory Permissions Modification",
     "T1222.002": "Linux and Mac File and Directory Permissions Modification",
     "T1485": "Data Destruction",

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from sentinel.events import SYSCALL_TYPES, EventType
 from sentinel.file_changes import FILE_TYPES, TWO_PATHS
+from sentinel.sockets import SOCKET_TYPES
 from sentinel.syscalls import SYSCALLS, TARGETED_TYPES
 from sentinel.syscalls import USERNS_TYPES as _USERNS_TYPES
 
@@ -1057,7 +1058,37 @@ def _with_syscall_arguments(fields: list[FieldDef]) -> list[FieldDef]:
     return [by_name[n] for n in order] + sorted(added.values(), key=lambda f: f.name)
 
 
-FIELDS_LIST = _with_syscall_arguments(FIELDS_LIST)
+def _with_socket_fields(fields: list[FieldDef]) -> list[FieldDef]:
+    """The ``fd.*`` fields of bind, listen, accept and dup (``sentinel.sockets``): the socket as the kernel
+    has it. Ends a call does not carry stay missing (a dup'd socket has no server or client, only ends)."""
+    import dataclasses
+
+    roles = {
+        "fd.num": "num", "fd.type": "type", "fd.typechar": "typechar", "fd.sockfamily": "family",
+        "fd.l4proto": "l4proto", "fd.name": "name", "fd.nameraw": "name", "fd.sip": "sip",
+        "fd.sport": "sport", "fd.snet": "sip", "fd.cip": "cip", "fd.cport": "cport", "fd.cnet": "cip",
+        "fd.lip": "lip", "fd.lport": "lport", "fd.lnet": "lip", "fd.rip": "rip", "fd.rport": "rport",
+        "fd.rnet": "rip",
+    }  # fmt: skip
+    sock = tuple(sorted(SOCKET_TYPES))
+    out = []
+    for f in fields:
+        role = roles.get(f.name)
+        if role is not None:
+            desc = f.desc
+            if not f.on:  # not captured for connect: now these calls fill it
+                desc = desc.replace("not captured (always missing)", "bind, listen, accept, dup only")
+            else:
+                desc += " bind, listen, accept, dup: the socket as the kernel has it."
+            f = dataclasses.replace(
+                f, on=(*f.on, *sock), by={**f.by, **dict.fromkeys(sock, f"_sock_field(ev, {role!r})")},
+                nullable=True, desc=desc,
+            )  # fmt: skip
+        out.append(f)
+    return out
+
+
+FIELDS_LIST = _with_socket_fields(_with_syscall_arguments(FIELDS_LIST))
 FIELDS: dict[str, FieldDef] = {f.name: f for f in FIELDS_LIST}
 
 # A paragraph the reference prints at the top of a group, for what its fields share.

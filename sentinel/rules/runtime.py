@@ -18,6 +18,10 @@ from typing import Any
 
 from sentinel.alerts.identity import capability_names, user_name
 from sentinel.events import AF_INET, AF_INET6, AF_UNIX, LOGINUID_UNSET, errno_name, open_flag_names
+from sentinel.sockets import ACCEPTS as _ACCEPTS
+from sentinel.sockets import LOCAL_END as _LOCAL_END
+from sentinel.sockets import sock_facts as _sock_facts
+from sentinel.sockets import sock_name as _sock_name
 from sentinel.syscalls import SYSCALLS as _SYSCALLS
 from sentinel.syscalls import caller_userns as _caller_userns
 from sentinel.syscalls import raw_value as _raw_value
@@ -97,6 +101,44 @@ def fs_path(ctx: Any, role: str, raw: bool = False) -> str | None:
     if files is None:
         return None
     return getattr(files, f"raw_{role}" if raw else role)
+
+
+_SOCK_FAMILY_TYPE = {AF_INET: "ipv4", AF_INET6: "ipv6", AF_UNIX: "unix"}
+_SOCK_TYPECHAR = {AF_INET: "4", AF_INET6: "6", AF_UNIX: "u"}
+
+
+def sock_field(ev: Any, role: str) -> Any:
+    """An ``fd.*`` field of a bind, listen, accept or dup event (``sentinel.sockets``): ``role`` is type,
+    typechar, family, l4proto, name, num, or an end: sip/sport (the server: the local end of a bound,
+    listening or accepting socket), cip/cport (an accepted connection's client), lip/lport, rip/rport."""
+    etype = ev.type
+    if role == "num":
+        return ev.ret if etype not in _LOCAL_END else sysraw(ev, "fd")
+    facts = _sock_facts(ev)
+    if facts is None:
+        return None
+    if role == "type":
+        return _SOCK_FAMILY_TYPE.get(facts.family)
+    if role == "typechar":
+        return _SOCK_TYPECHAR.get(facts.family, "o")
+    if role == "family":
+        return "unix" if facts.family == AF_UNIX else "ip" if facts.family in (AF_INET, AF_INET6) else None
+    if role == "l4proto":
+        return facts.transport
+    if role == "name":
+        return _sock_name(ev)
+    if facts.family not in (AF_INET, AF_INET6):
+        return None
+    local = etype in _LOCAL_END
+    if role in ("lip", "lport") or (role in ("sip", "sport") and (local or etype in _ACCEPTS)):
+        if local:
+            return facts.address if role[1] == "i" else facts.port
+        return facts.local_address if role[1] == "i" else facts.local_port
+    if role in ("rip", "rport") or (role in ("cip", "cport") and etype in _ACCEPTS):
+        if local:
+            return None
+        return facts.address if role[1] == "i" else facts.port
+    return None
 
 
 def sysraw(ev: Any, name: str) -> Any:

@@ -85,6 +85,19 @@ NAMESPACES: dict[str, tuple[str, str, int]] = {
     "K_MNT_NS_INUM": ("mnt_namespace", "ns.inum", 4),
     "K_PID_NS_INUM": ("pid_namespace", "ns.inum", 4),
 }
+# Sockets behind fds, all or none (HAVE_NET_OFFSETS, used with the namespace group's file fields): the local
+# and peer ends of a listening, accepted or duplicated socket, read from the kernel rather than from a table.
+NET: dict[str, tuple[str, str, int]] = {
+    "K_SOCKET_TYPE": ("socket", "type", 2),
+    "K_SOCKET_SK": ("socket", "sk", 8),
+    "K_SKC_DADDR": ("sock_common", "skc_daddr", 4),
+    "K_SKC_RCV_SADDR": ("sock_common", "skc_rcv_saddr", 4),
+    "K_SKC_DPORT": ("sock_common", "skc_dport", 2),
+    "K_SKC_NUM": ("sock_common", "skc_num", 2),
+    "K_SKC_FAMILY": ("sock_common", "skc_family", 2),
+    "K_SKC_V6_DADDR": ("sock_common", "skc_v6_daddr", 16),
+    "K_SKC_V6_RCV_SADDR": ("sock_common", "skc_v6_rcv_saddr", 16),
+}
 
 
 @dataclass(slots=True)
@@ -96,6 +109,7 @@ class KernelOffsets:
     source: str = ""
     login: bool = False  # loginuid/sessionid available (CONFIG_AUDIT)
     namespaces: bool = False  # setns targets, pidfd pids and user namespaces available (NAMESPACES)
+    sockets: bool = False  # socket ends behind fds available (NET, with NAMESPACES)
 
     @property
     def available(self) -> bool:
@@ -112,6 +126,8 @@ class KernelOffsets:
         flags = ["-DHAVE_KOFFSETS", *(f"-D{name}={value}" for name, value in sorted(self.macros.items()))]
         if self.namespaces:
             flags.append("-DHAVE_NS_OFFSETS")
+        if self.sockets:
+            flags.append("-DHAVE_NET_OFFSETS")
         return flags
 
 
@@ -163,7 +179,12 @@ def compute(btf: Btf) -> KernelOffsets:
         )
     macros["K_FILE_SPAN_OFF"], macros["K_FILE_SPAN_WORDS"] = first, words
     macros["K_FD_ARRAY_LEN"] = btf.field_size("files_struct", "fd_array") // 8
-    return KernelOffsets(macros=macros, login=not login_problems, namespaces=not ns_problems)
+    net_problems: list[str] = []
+    net = _resolve(btf, NET, net_problems)
+    sockets = not ns_problems and not net_problems
+    if sockets:
+        macros.update(net)
+    return KernelOffsets(macros=macros, login=not login_problems, namespaces=not ns_problems, sockets=sockets)
 
 
 def kernel_offsets(path: str | Path = BTF_PATH) -> KernelOffsets:

@@ -95,7 +95,7 @@ def find_probe_dir() -> Path:
 
 
 # The probe source, in the order it is put together (the later files use the first one's helpers).
-PROBE_FILES = ("sentinel.c", "sentinel_security.c", "sentinel_files.c")
+PROBE_FILES = ("sentinel.c", "sentinel_security.c", "sentinel_files.c", "sentinel_net.c")
 # Optional tracepoints (environment.OPTIONAL_SYSCALLS) and the macro that compiles their probes in.
 OPTIONAL_PROBES: dict[str, str] = {
     f"syscalls/sys_enter_{call}": f"HAVE_TP_{call.upper()}" for call in OPTIONAL_SYSCALLS

@@ -79,6 +79,7 @@ def test_doctor_fails_with_the_compiler_output_when_the_probes_do_not_compile(tm
     (tmp_path / "sentinel.c").write_text("#error doctor-test-broken-probe\n")
     (tmp_path / "sentinel_security.c").write_text("")
     (tmp_path / "sentinel_files.c").write_text("")
+    (tmp_path / "sentinel_net.c").write_text("")
     rc, checks = doctor_json({**os.environ, "SENTINEL_PROBES": str(tmp_path)})
     assert rc == 1
     compile_check = checks["compile"]

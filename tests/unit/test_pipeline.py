@@ -89,8 +89,10 @@ def test_every_type_has_a_name() -> None:
 
 def test_families_and_security_select_the_syscalls() -> None:
     from sentinel.file_changes import FILE_TYPES
+    from sentinel.sockets import SOCKET_TYPES
 
-    assert parse_types("security") == {EventType.TAMPER, *(SYSCALL_TYPES - FILE_TYPES)}
+    assert parse_types("security") == {EventType.TAMPER, *(SYSCALL_TYPES - FILE_TYPES - SOCKET_TYPES)}
+    assert parse_types("listening,fd") == SOCKET_TYPES and parse_types("listen") == {EventType.LISTEN}
     assert parse_types("file") == FILE_TYPES and EventType.RENAMEAT2 in FILE_TYPES
     assert parse_types("privilege,ptrace") == {
         EventType.SETUID, EventType.SETGID, EventType.SETREUID, EventType.SETREGID, EventType.SETRESUID,

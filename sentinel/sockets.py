@@ -1,0 +1,88 @@
+"""The listening side of the network and fd plumbing (bind, listen, accept, accept4, dup, dup2, dup3): the
+socket behind the call's fd as the probe read it from the kernel.
+
+The probe packs one socket end into ``sys_extra`` (see ``sys_event`` in bpf_probes/sentinel_events.h): bind
+and listen carry the local end, accept the accepted connection's peer (with the local port, and the local
+IPv4 address), dup* the peer of the socket the new fd names. A failed bind carries the address asked for; a
+call on an fd that is not a socket, or a kernel without the socket offsets, carries none.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import NamedTuple
+
+from sentinel.events import AF_INET, AF_INET6, AF_UNIX, Event, EventType
+
+T = EventType
+SOCKET_TYPES = frozenset((T.BIND, T.LISTEN, T.ACCEPT, T.ACCEPT4, T.DUP, T.DUP2, T.DUP3))
+LOCAL_END = frozenset((T.BIND, T.LISTEN))  # the address carried is the local one
+ACCEPTS = frozenset((T.ACCEPT, T.ACCEPT4))
+DUPS = frozenset((T.DUP, T.DUP2, T.DUP3))
+SOCK_KNOWN = 1 << 63
+SOCK_STREAM, SOCK_DGRAM = 1, 2
+
+
+class SockFacts(NamedTuple):
+    """One socket as the probe saw it: ``address``/``port`` of the end the event carries (the local end for
+    bind and listen, else the peer), the local port, and the local IPv4 address where known."""
+
+    family: int
+    sock_type: int
+    address: str | None
+    port: int
+    local_port: int
+    local_address: str | None
+
+    @property
+    def transport(self) -> str | None:
+        return {SOCK_STREAM: "tcp", SOCK_DGRAM: "udp"}.get(self.sock_type) if self.family != AF_UNIX else None
+
+
+def sock_facts(ev: Event) -> SockFacts | None:
+    """The socket facts of a bind, listen, accept or dup event; None when the probe had none."""
+    if ev.type not in SOCKET_TYPES or len(ev.sys_extra) < 3:
+        return None
+    word = ev.sys_extra[2]
+    if not word & SOCK_KNOWN:
+        return None
+    family = (word >> 32) & 0xFFFF
+    sock_type = (word >> 48) & 0xFF
+    port, local_port = word & 0xFFFF, (word >> 16) & 0xFFFF
+    address = local_address = None
+    lo, hi = ev.sys_extra[0], ev.sys_extra[1]
+    if family == AF_INET:
+        address = socket.inet_ntop(socket.AF_INET, (lo & 0xFFFFFFFF).to_bytes(4, "little"))
+        if ev.type in LOCAL_END:
+            local_address = address
+        elif lo >> 32:
+            local_address = socket.inet_ntop(socket.AF_INET, (lo >> 32).to_bytes(4, "little"))
+    elif family == AF_INET6:
+        address = socket.inet_ntop(socket.AF_INET6, lo.to_bytes(8, "little") + hi.to_bytes(8, "little"))
+        if ev.type in LOCAL_END:
+            local_address = address
+    elif family == AF_UNIX:
+        address = (ev.sys_strs[0] if ev.sys_strs else "") or None
+    return SockFacts(family, sock_type, address, port, local_port, local_address)
+
+
+def endpoint(address: str | None, port: int, family: int) -> str:
+    """``IP:PORT`` (``[IP6]:PORT``... as Falco writes IPv6: ``IP6:PORT``), a unix path as is."""
+    if family == AF_UNIX:
+        return address or ""
+    return f"{address or ('::' if family == AF_INET6 else '0.0.0.0')}:{port}"
+
+
+def sock_name(ev: Event) -> str | None:
+    """Falco's ``fd.name`` for the socket: ``IP:PORT`` for a bound or listening one, ``CIP:CPORT->SIP:SPORT``
+    for an accepted one (client first), ``LOCAL->REMOTE`` for a duplicated connected one."""
+    facts = sock_facts(ev)
+    if facts is None:
+        return None
+    if facts.family == AF_UNIX:
+        return facts.address
+    if ev.type in LOCAL_END:
+        return endpoint(facts.address, facts.port, facts.family)
+    local = endpoint(facts.local_address, facts.local_port, facts.family)
+    peer = endpoint(facts.address, facts.port, facts.family)
+    return f"{peer}->{local}" if ev.type in ACCEPTS else f"{local}->{peer}"

@@ -1,0 +1,111 @@
+"""The listening side and sockets moved between fds, on the real kernel: bind, listen, accept (with and
+without an address buffer), dup of a socket (and none for a pipe), each field read from the kernel's socket;
+the reverse-shell and unusual-listener rules fire from real processes."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from .conftest import Agent, get
+from .test_security_syscalls import calls_of, run_calls
+
+pytestmark = pytest.mark.kernel
+
+
+def test_bind_listen_accept_and_dup_say_which_socket(agent: Agent, tmp_path: Path) -> None:
+    unix_path = tmp_path / "s.sock"
+    pid = run_calls(
+        f"""
+        import socket
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0)); s.listen(7)
+        port = s.getsockname()[1]
+        busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            busy.bind(("127.0.0.1", port))                        # EADDRINUSE: the address asked for
+        except OSError:
+            pass
+        c = socket.create_connection(("127.0.0.1", port))
+        conn, _ = s.accept()                                      # accept4 with an address buffer
+        c2 = socket.create_connection(("127.0.0.1", port))
+        fd = sc("accept", s.fileno(), None, None)                 # no buffer: the kernel's socket says
+        os.dup2(c.fileno(), 9)
+        r, w = os.pipe(); os.dup2(r, 8)                           # a pipe moved: not reported
+        sc("dup3", conn.fileno(), 10, 0)
+        u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); u.bind({str(unix_path)!r})
+        six = socket.socket(socket.AF_INET6, socket.SOCK_STREAM); six.bind(("::1", 0)); six.listen(1)
+        print(port, c.getsockname()[1], c2.getsockname()[1], six.getsockname()[1], file=sys.stderr)
+        """
+    )
+    binds = calls_of(agent, pid, "bind", count=4)
+    ok = [d for d in binds if get(d, "event.outcome") == "success"]
+    v4 = next(d for d in ok if get(d, "network.type") == "ipv4")
+    port = get(v4, "server.port")
+    assert get(v4, "server.ip") == "127.0.0.1" and port > 0  # the port the kernel chose, not the 0 asked for
+    assert get(v4, "network.transport") == "tcp" and get(v4, "sentinel.event.family") == "listening"
+    busy = next(d for d in binds if get(d, "event.outcome") == "failure")
+    assert get(busy, "error.code") == "EADDRINUSE" and get(busy, "server.port") == port
+    unix = next(d for d in ok if get(d, "network.type") == "unix")
+    assert get(unix, "server.address") == str(unix_path)
+    listens = calls_of(agent, pid, "listen", count=2)
+    first = next(d for d in listens if get(d, "server.port") == port)
+    assert get(first, "sentinel.event.arg.backlog") == 7 and get(first, "server.ip") == "127.0.0.1"
+    six = next(d for d in listens if get(d, "network.type") == "ipv6")
+    assert get(six, "server.ip") == "::1"
+    accept4 = calls_of(agent, pid, "accept4")[0]
+    assert get(accept4, "destination.port") == port and get(accept4, "source.ip") == "127.0.0.1"
+    assert get(accept4, "network.direction") == "ingress" and get(accept4, "sentinel.event.fd") >= 3
+    bare = calls_of(agent, pid, "accept")[0]
+    assert get(bare, "source.port") > 0 and get(bare, "destination.port") == port
+    assert get(bare, "source.port") != get(accept4, "source.port")
+    dups = calls_of(agent, pid, "dup2")
+    assert [get(d, "sentinel.event.newfd") for d in dups] == [9]  # the pipe's dup2 onto 8 was not reported
+    assert get(dups[0], "sentinel.event.socket.peer.port") == port
+    dup3 = calls_of(agent, pid, "dup3")[0]
+    assert get(dup3, "sentinel.event.socket.local.port") == port  # conn: accepted, its local end the listener
+
+
+def test_reverse_shell_and_unusual_listener_rules_fire() -> None:
+    from .test_detection import Detector
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        for _ in range(2):
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.sendall(b"hello\n")
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    d = Detector(("--model", "off"))
+    try:
+        # bash's /dev/tcp: the child that will run cat moves the socket onto its stdin (comm bash).
+        cmd = ["bash", "-c", f"cat < /dev/tcp/127.0.0.1/{port}"]
+        shell = subprocess.run(cmd, capture_output=True, timeout=20)
+        assert shell.stdout == b"hello\n"
+        alert = d.wait_alert("Shell Or Interpreter With A Socket On Stdin Or Stdout",
+                             lambda a: get(a, "process.name") == "bash", timeout=20.0)  # fmt: skip
+        assert f"127.0.0.1:{port}" in get(alert, "message")
+        pid = run_calls(
+            f"""
+            import socket
+            s = socket.create_connection(("127.0.0.1", {port}))
+            os.dup2(s.fileno(), 0)                                # python's reverse shell, minus the shell
+            l = socket.socket(); l.bind(("0.0.0.0", 0)); l.listen(1)  # a listener on no known port
+            """
+        )
+        rule = "Shell Or Interpreter With A Socket On Stdin Or Stdout"
+        d.wait_alert(rule, lambda a: get(a, "process.pid") == pid)
+        d.wait_alert("Program Listening On An Unusual Port", lambda a: get(a, "process.pid") == pid)
+    finally:
+        server.close()
+        assert d.stop() == 0

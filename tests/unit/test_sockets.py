@@ -1,0 +1,116 @@
+"""bind, listen, accept and dup events: the socket the probe read from the kernel, as fields and documents."""
+
+from __future__ import annotations
+
+import socket
+
+from sentinel.alerts.ecs import EcsRenderer
+from sentinel.events import AF_INET, AF_INET6, AF_UNIX, Event, EventType
+from sentinel.host import HostInfo
+from sentinel.rules import EvalContext
+from sentinel.sockets import SOCK_KNOWN, sock_facts, sock_name
+from tests.unit.rules_support import WALL, ruleset
+
+T = EventType
+HOST = HostInfo(hostname="h", machine_id="m", boot_id="b", kernel="6.18", boot_time_ns=1_700_000_000 * 10**9)
+RS = ruleset("- rule: any\n  desc: d\n  condition: evt.type = execve\n  output: o\n  priority: debug\n")
+
+
+def v4(ip: str) -> int:
+    return int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "little")
+
+
+def word(port: int, local_port: int, family: int, sock_type: int = 1) -> int:
+    return port | local_port << 16 | family << 32 | sock_type << 48 | SOCK_KNOWN
+
+
+def ev(etype: EventType, args: tuple[int, ...], extra=(0, 0, 0), ret: int = 0, strs=()) -> Event:
+    return Event(etype, 5, 300, 300, 0, 0, "x", ret=ret, sys_args=args, sys_extra=extra, sys_strs=strs)
+
+
+def ctx(e: Event) -> EvalContext:
+    return EvalContext(e, None, None, WALL)
+
+
+SOCKET_VALUES = {  # an accepted IPv4 connection: client 203.0.113.9:51000 to the local 10.0.0.5:8443
+    "fd.num": 7,
+    "fd.type": "ipv4",
+    "fd.typechar": "4",
+    "fd.sockfamily": "ip",
+    "fd.l4proto": "tcp",
+    "fd.name": "203.0.113.9:51000->10.0.0.5:8443",
+    "fd.nameraw": "203.0.113.9:51000->10.0.0.5:8443",
+    "fd.sip": "10.0.0.5",
+    "fd.sport": 8443,
+    "fd.snet": "10.0.0.5",
+    "fd.cip": "203.0.113.9",
+    "fd.cport": 51000,
+    "fd.cnet": "203.0.113.9",
+    "fd.lip": "10.0.0.5",
+    "fd.lport": 8443,
+    "fd.lnet": "10.0.0.5",
+    "fd.rip": "203.0.113.9",
+    "fd.rport": 51000,
+    "fd.rnet": "203.0.113.9",
+}
+ACCEPTED = ev(T.ACCEPT4, (3, 0x80000, 0, 0, 0, 0), (v4("203.0.113.9") | v4("10.0.0.5") << 32, 0,
+              word(51000, 8443, AF_INET)), ret=7)  # fmt: skip
+
+
+def test_an_accepted_connection_in_falco_fields() -> None:
+    c = ctx(ACCEPTED)
+    for name, value in SOCKET_VALUES.items():
+        got = RS.field_value(name, c)
+        assert (str(got) if name.endswith("net") else got) == value, name
+    assert RS.field_value("evt.arg.tuple", c) == "203.0.113.9:51000->10.0.0.5:8443"
+    assert RS.field_value("evt.arg.listen_fd", c) == 3 and RS.field_value("evt.arg.flags", c) == "0x80000"
+
+
+def test_listening_and_bound_sockets_name_the_local_end() -> None:
+    six = socket.inet_pton(socket.AF_INET6, "2001:db8::1")
+    lo, hi = int.from_bytes(six[:8], "little"), int.from_bytes(six[8:], "little")
+    listen = ev(T.LISTEN, (4, 128, 0, 0, 0, 0), (lo, hi, word(8080, 8080, AF_INET6)))
+    c = ctx(listen)
+    assert RS.field_value("fd.name", c) == "2001:db8::1:8080" and RS.field_value("fd.sport", c) == 8080
+    assert RS.field_value("fd.num", c) == 4 and RS.field_value("fd.cip", c) is None
+    assert RS.field_value("fd.rip", c) is None and RS.field_value("fd.lport", c) == 8080
+    failed_bind = ev(T.BIND, (5, 1, 16, 0, 0, 0), (v4("0.0.0.0"), 0, word(80, 80, AF_INET)), ret=-13)
+    assert sock_name(failed_bind) == "0.0.0.0:80"
+    assert RS.field_value("evt.arg.addr", ctx(failed_bind)) == "0.0.0.0:80"
+    unix = ev(T.BIND, (5, 1, 20, 0, 0, 0), (0, 0, word(0, 0, AF_UNIX)), strs=("/run/app.sock",))
+    assert RS.field_value("fd.name", ctx(unix)) == "/run/app.sock"
+    assert RS.field_value("fd.type", ctx(unix)) == "unix"
+    assert RS.field_value("fd.sip", ctx(unix)) is None
+
+
+def test_a_dup_names_both_ends_but_no_server() -> None:
+    ends = v4("203.0.113.9") | v4("10.0.0.5") << 32
+    dup = ev(T.DUP2, (3, 0, 0, 0, 0, 0), (ends, 0, word(4444, 40000, AF_INET)))
+    c = ctx(dup)
+    assert RS.field_value("fd.rip", c) == "203.0.113.9" and RS.field_value("fd.rport", c) == 4444
+    assert RS.field_value("fd.lport", c) == 40000 and RS.field_value("fd.sip", c) is None
+    assert RS.field_value("fd.name", c) == "10.0.0.5:40000->203.0.113.9:4444"
+    assert RS.field_value("fd.num", c) == 0 and RS.field_value("evt.arg.newfd", c) == 0
+
+
+def test_no_socket_facts_no_fields() -> None:
+    bare = ev(T.LISTEN, (4, 128, 0, 0, 0, 0))
+    assert sock_facts(bare) is None and RS.field_value("fd.type", ctx(bare)) is None
+    assert RS.field_value("fd.num", ctx(bare)) == 4  # the call's own fd is always known
+
+
+def test_documents() -> None:
+    r = EcsRenderer(HOST)
+    doc = r.event_doc(ACCEPTED, None)
+    assert doc["event"]["category"] == ["network"] and doc["network"]["direction"] == "ingress"
+    assert doc["source"] == {"ip": "203.0.113.9", "port": 51000, "address": "203.0.113.9"}
+    assert doc["destination"] == {"port": 8443, "ip": "10.0.0.5", "address": "10.0.0.5"}
+    assert doc["network"]["transport"] == "tcp" and doc["sentinel"]["event"]["family"] == "listening"
+    listen = ev(T.LISTEN, (4, 128, 0, 0, 0, 0), (v4("0.0.0.0"), 0, word(31337, 31337, AF_INET)))
+    ldoc = r.event_doc(listen, None)
+    assert ldoc["server"] == {"ip": "0.0.0.0", "port": 31337, "address": "0.0.0.0"}
+    assert ldoc["message"] == "listen 0.0.0.0:31337"
+    dup = ev(T.DUP2, (3, 0, 0, 0, 0, 0), (v4("203.0.113.9"), 0, word(4444, 40000, AF_INET)))
+    ddoc = r.event_doc(dup, None)
+    assert ddoc["sentinel"]["event"]["socket"]["peer"] == {"address": "203.0.113.9", "port": 4444}
+    assert ddoc["sentinel"]["event"]["newfd"] == 0 and "onto fd 0" in ddoc["message"]
