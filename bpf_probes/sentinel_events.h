@@ -76,6 +76,8 @@
 #define EVT_DUP 71
 #define EVT_DUP2 72
 #define EVT_DUP3 73
+#define EVT_SENDTO 74
+#define EVT_SENDMSG 75
 
 /* event_header.flags */
 #define EVF_ARGV_TRUNCATED (1 << 0)

@@ -1,4 +1,5 @@
-/* The listening side of the network and fd plumbing: bind, listen, accept, accept4, dup, dup2, dup3. Appended
+/* The listening side of the network, datagrams and fd plumbing: bind, listen, accept, accept4, sendto and
+ * sendmsg with a destination, dup, dup2, dup3. Appended
  * to sentinel.c after sentinel_files.c by the loader; the security-syscall machinery (sys_enter_s/sys_exit)
  * reports each at exit, failures included. With the socket offsets (HAVE_NET_OFFSETS) the exit reads the
  * socket behind the fd from the kernel: the bound or listening address, an accepted connection's peer, and
@@ -50,4 +51,40 @@ TRACEPOINT_PROBE(syscalls, sys_enter_dup3) {
     return sys_enter_s(EVT_DUP3, 0, args->oldfd, args->newfd, (u64)(s64)args->flags, 0, 0, 0);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_dup3) { return sys_exit(args, args->ret, EVT_DUP3); }
+#endif
+
+/* ---------------------------------------------------------------- datagrams */
+
+/* The destination key and the map of destinations seen are in sentinel_security.c (sys_exit uses them). */
+
+/* At entry: only sends with a destination the process has not sent to on this socket are stashed. */
+static __always_inline int dgram_enter(u32 call, s64 fd, u64 sa, u64 a1, u64 a2) {
+    if (!sa)
+        return 0;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (is_self(pid_tgid))
+        return 0;
+    struct dgram_key k = {};
+    if (dgram_key_of(&k, pid_tgid, fd, sa) < 0)
+        return 0;
+    if (dgram_seen.lookup(&k))
+        return 0;
+    return sys_enter_s(call, 0, (u64)fd, a1, a2, 0, sa, 0);
+}
+
+#ifdef HAVE_TP_SENDTO
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto) {
+    return dgram_enter(EVT_SENDTO, (s64)args->fd, (u64)args->addr, args->len, args->flags);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return sys_exit(args, args->ret, EVT_SENDTO); }
+#endif
+
+#ifdef HAVE_TP_SENDMSG
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) {
+    u64 name = 0;
+    if (args->msg)
+        bpf_probe_read_user(&name, sizeof(name), (const void *)args->msg);  /* msg->msg_name */
+    return dgram_enter(EVT_SENDMSG, (s64)args->fd, name, 0, args->flags);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return sys_exit(args, args->ret, EVT_SENDMSG); }
 #endif

@@ -179,6 +179,63 @@ static __always_inline void sock_facts(struct sys_event *e, s64 fd, int local) {
 }
 #endif
 
+/* A datagram's destination, first per process, socket and destination: a DNS client sending a thousand
+ * queries to its resolver is one event, a query to a new server is another. The socket is named by its
+ * inode (never reused while it lives; by fd without the socket offsets). Sends without a destination
+ * (connected sockets, TCP) are not stashed at all. */
+struct dgram_key {
+    u32 tgid;
+    u16 family;
+    u16 port;
+    u64 sock;       /* socket inode, or the fd without offsets */
+    u8 addr[16];
+};
+BPF_TABLE("lru_hash", struct dgram_key, u8, dgram_seen, 16384);
+
+static __always_inline int dgram_key_of(struct dgram_key *k, u64 pid_tgid, s64 fd, u64 sa) {
+    u16 family = 0;
+    if (bpf_probe_read_user(&family, sizeof(family), (const void *)sa) < 0)
+        return -1;
+    if (family != S_AF_INET && family != S_AF_INET6)
+        return -1;  /* unix datagrams name a path, not a destination on the network */
+    k->tgid = pid_tgid >> 32;
+    k->family = family;
+    u16 port = 0;
+    bpf_probe_read_user(&port, sizeof(port), (const void *)(sa + 2));
+    k->port = __builtin_bswap16(port);
+    if (family == S_AF_INET)
+        bpf_probe_read_user(&k->addr[0], 4, (const void *)(sa + 4));
+    else
+        bpf_probe_read_user(&k->addr[0], 16, (const void *)(sa + 8));
+    k->sock = (u64)fd;
+#if defined(HAVE_KOFFSETS) && defined(HAVE_NS_OFFSETS) && defined(HAVE_NET_OFFSETS)
+    u64 file = current_file(fd);
+    if (file)
+        k->sock = kread64(kread64(file, K_FILE_F_INODE), K_INODE_I_INO);
+#endif
+    return 0;
+}
+
+/* At exit: the destination into the event, with the socket's type and local port; marked seen once a send
+ * went through (a failed one is reported again). -1: not a destination on the network. */
+static __always_inline int dgram_report(struct sys_event *e, u64 pid_tgid, long ret) {
+    struct dgram_key k = {};
+    if (dgram_key_of(&k, pid_tgid, (s64)e->arg[0], e->arg[4]) < 0)
+        return -1;
+    if (ret >= 0) {
+        u8 one = 1;
+        dgram_seen.update(&k, &one);
+    }
+    u64 local = 0;
+#if defined(HAVE_KOFFSETS) && defined(HAVE_NS_OFFSETS) && defined(HAVE_NET_OFFSETS)
+    sock_facts(e, (s64)e->arg[0], 1);
+    local = e->extra[2] & (0xFFFFULL << 16 | 0xFFULL << 48);  /* local port and socket type */
+#endif
+    __builtin_memcpy(&e->extra[0], &k.addr[0], 16);
+    e->extra[2] = (u64)k.port | local | ((u64)k.family << 32) | SYS_SOCK_KNOWN;
+    return 0;
+}
+
 static __always_inline int sys_enter_s(u32 call, u32 strs, u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (is_self(pid_tgid))
@@ -327,6 +384,8 @@ static __always_inline int sys_exit(void *ctx, long ret, u32 call) {
             return 0;  /* shells move pipes and files about all day: only a socket moved is reported */
     }
 #endif
+    if ((call == EVT_SENDTO || call == EVT_SENDMSG) && dgram_report(e, pid_tgid, ret) < 0)
+        return 0;
     if (call == EVT_BIND && !(e->extra[2] & SYS_SOCK_KNOWN) && a1) {
         /* A failed bind (or no offsets): the address asked for, from the caller's sockaddr. */
         u16 family = 0;

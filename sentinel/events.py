@@ -84,6 +84,8 @@ class EventType(enum.IntEnum):
     DUP = 71
     DUP2 = 72
     DUP3 = 73
+    SENDTO = 74
+    SENDMSG = 75
 
 
 EVENT_TYPE_NAMES: dict[int, str] = {
@@ -98,7 +100,7 @@ EVENT_TYPE_NAMES: dict[int, str] = {
 }
 SYSCALL_TYPES = frozenset(t for t in EventType if t >= 16)
 # What `sentinel events`, `run` and `replay` show unless --types says otherwise (parsed by the pipeline).
-DEFAULT_TYPES_SPEC = "exec,open,connect,security,file,listening,fd"
+DEFAULT_TYPES_SPEC = "exec,open,connect,security,file,listening,datagram,fd"
 
 # Header flag bits (``EVF_*`` in the C header).
 FLAG_ARGV_TRUNCATED = 1 << 0  # more arguments, or more bytes, than the probe captures

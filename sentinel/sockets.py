@@ -1,24 +1,28 @@
-"""The listening side of the network and fd plumbing (bind, listen, accept, accept4, dup, dup2, dup3): the
-socket behind the call's fd as the probe read it from the kernel.
+"""The listening side of the network, datagrams and fd plumbing (bind, listen, accept, accept4, sendto and
+sendmsg with a destination, dup, dup2, dup3): the socket behind the call's fd as the probe read it.
 
 The probe packs one socket end into ``sys_extra`` (see ``sys_event`` in bpf_probes/sentinel_events.h): bind
 and listen carry the local end, accept the accepted connection's peer (with the local port, and the local
-IPv4 address), dup* the peer of the socket the new fd names. A failed bind carries the address asked for; a
-call on an fd that is not a socket, or a kernel without the socket offsets, carries none.
+IPv4 address), dup* the peer of the socket the new fd names, a datagram its destination (the first per
+process, socket and destination: the probe de-duplicates, so a new destination is always an event). A
+failed bind carries the address asked for; a call on an fd that is not a socket, or a kernel without the
+socket offsets, carries none.
 """
 
 from __future__ import annotations
 
 import socket
+import time
 from typing import NamedTuple
 
 from sentinel.events import AF_INET, AF_INET6, AF_UNIX, Event, EventType
 
 T = EventType
-SOCKET_TYPES = frozenset((T.BIND, T.LISTEN, T.ACCEPT, T.ACCEPT4, T.DUP, T.DUP2, T.DUP3))
+SOCKET_TYPES = frozenset((T.BIND, T.LISTEN, T.ACCEPT, T.ACCEPT4, T.DUP, T.DUP2, T.DUP3, T.SENDTO, T.SENDMSG))
 LOCAL_END = frozenset((T.BIND, T.LISTEN))  # the address carried is the local one
 ACCEPTS = frozenset((T.ACCEPT, T.ACCEPT4))
 DUPS = frozenset((T.DUP, T.DUP2, T.DUP3))
+DATAGRAMS = frozenset((T.SENDTO, T.SENDMSG))  # the end carried is the destination, as for connect
 SOCK_KNOWN = 1 << 63
 SOCK_STREAM, SOCK_DGRAM = 1, 2
 
@@ -86,3 +90,29 @@ def sock_name(ev: Event) -> str | None:
     local = endpoint(facts.local_address, facts.local_port, facts.family)
     peer = endpoint(facts.address, facts.port, facts.family)
     return f"{peer}->{local}" if ev.type in ACCEPTS else f"{local}->{peer}"
+
+
+_RESOLVERS: tuple[float, frozenset[str]] = (0.0, frozenset())
+RESOLVER_FILES = ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf")
+
+
+def host_resolvers(now: float | None = None, files: tuple[str, ...] = RESOLVER_FILES) -> frozenset[str]:
+    """The DNS servers this host is configured to use (``nameserver`` lines of resolv.conf, and of
+    systemd-resolved's upstream list), re-read at most once a minute; loopback stubs included."""
+    global _RESOLVERS
+    now = time.monotonic() if now is None else now
+    if now - _RESOLVERS[0] < 60.0 and _RESOLVERS[0]:
+        return _RESOLVERS[1]
+    found: set[str] = set()
+    for name in files:
+        try:
+            with open(name, encoding="utf-8", errors="replace") as fh:
+                lines = fh.read(65536).splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver":
+                found.add(parts[1].split("%", 1)[0])
+    _RESOLVERS = (now, frozenset(found))
+    return _RESOLVERS[1]

@@ -248,6 +248,8 @@ SYSCALLS: dict[EventType, Syscall] = {
         _spec(
             T.ACCEPT4, "listening", A("listen_fd", "a0"), A("tuple", "x0", "sock"), A("flags", "a1", "hex")
         ),
+        _spec(T.SENDTO, "datagram", A("fd", "a0"), A("size", "a1"), A("tuple", "x0", "sock")),
+        _spec(T.SENDMSG, "datagram", A("fd", "a0"), A("tuple", "x0", "sock")),
         _spec(T.DUP, "fd", A("oldfd", "a0")),
         _spec(T.DUP2, "fd", A("oldfd", "a0"), A("newfd", "a1")),
         _spec(T.DUP3, "fd", A("oldfd", "a0"), A("newfd", "a1"), A("flags", "a2", "hex")),

@@ -4,7 +4,8 @@ bind and listen name the local end as ``server.ip``/``server.port`` (``server.ad
 path); accept is an inbound connection: ``source`` the client, ``destination`` the local end,
 ``network.direction: ingress``; a dup of a socket names both ends under ``sentinel.event.socket`` (which is
 the server is not known from the fd alone) and the fd it now sits on, ``sentinel.event.newfd`` (0, 1 or 2: a
-shell's stdin/stdout on a socket).
+shell's stdin/stdout on a socket). A datagram names its ``destination`` (the first per process, socket and
+destination), ``network.direction: egress``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from sentinel.events import AF_INET6, AF_UNIX, Event
-from sentinel.sockets import ACCEPTS, DUPS, LOCAL_END, sock_facts, sock_name
+from sentinel.sockets import ACCEPTS, DATAGRAMS, DUPS, LOCAL_END, sock_facts, sock_name
 from sentinel.syscalls import SYSCALLS, arguments
 
 
@@ -48,6 +49,13 @@ def socket_doc(doc: dict[str, Any], event: dict[str, Any], detail: dict[str, Any
                 local.update(ip=facts.local_address, address=facts.local_address)
             doc["destination"] = local
         detail["fd"] = ev.ret
+    elif etype in DATAGRAMS:
+        event.update(category=["network"], type=["connection", "start"], action=spec.name)
+        network["direction"] = "egress"
+        if facts is not None:
+            doc["destination"] = {"ip": facts.address, "port": facts.port, "address": facts.address}
+            if facts.local_port:
+                doc["source"] = {"port": facts.local_port}
     elif etype in DUPS:
         event.update(category=["process"], type=["change"], action=spec.name)
         detail["newfd"] = ev.ret

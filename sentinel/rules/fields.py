@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from sentinel.events import SYSCALL_TYPES, EventType
 from sentinel.file_changes import FILE_TYPES, TWO_PATHS
-from sentinel.sockets import SOCKET_TYPES
+from sentinel.sockets import DATAGRAMS, SOCKET_TYPES
 from sentinel.syscalls import SYSCALLS, TARGETED_TYPES
 from sentinel.syscalls import USERNS_TYPES as _USERNS_TYPES
 
@@ -38,6 +38,7 @@ ALL: tuple[EventType, ...] = (EXEC, OPEN, CONNECT, FORK, EXIT, CHDIR, *SECURITY)
 MAIN: tuple[EventType, ...] = (EXEC, OPEN, CONNECT)
 TARGETED: tuple[EventType, ...] = tuple(sorted(TARGETED_TYPES))  # calls aimed at another process
 FILE_TWO_PATHS: tuple[EventType, ...] = tuple(sorted(TWO_PATHS))
+DATAGRAM_TYPES: tuple[EventType, ...] = tuple(sorted(DATAGRAMS))
 FILE_ONE_PATH: tuple[EventType, ...] = tuple(sorted(t for t in FILE_TYPES if t not in TWO_PATHS))
 USERNS_TYPES: tuple[EventType, ...] = tuple(sorted(_USERNS_TYPES))
 
@@ -976,6 +977,16 @@ FIELDS_LIST: list[FieldDef] = [
         by=dict.fromkeys(TARGETED, "_target_attr(ctx, 'exe')"),
         nullable=True,
         path_like=True,
+    ),
+    FieldDef(
+        "sentinel.dest.resolver",
+        BOOL,
+        "A connect's or datagram's destination is one of the DNS servers this host is configured to use "
+        "(`nameserver` lines of /etc/resolv.conf and of systemd-resolved's upstream list, re-read each "
+        "minute; a replay reads the replaying host's). Missing for destinations that are not IP addresses.",
+        on=(CONNECT, *DATAGRAM_TYPES),
+        by=dict.fromkeys((CONNECT, *DATAGRAM_TYPES), "_dest_resolver(ev)"),
+        nullable=True,
     ),
     FieldDef(
         "sentinel.userns.level",

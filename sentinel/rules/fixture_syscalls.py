@@ -23,7 +23,7 @@ from sentinel.rules.fixture_values import FixtureError
 from sentinel.rules.fixture_values import as_int as _int
 from sentinel.rules.fixture_values import as_map as _map
 from sentinel.rules.fixture_values import as_str as _str
-from sentinel.sockets import ACCEPTS, LOCAL_END, SOCK_KNOWN
+from sentinel.sockets import ACCEPTS, DATAGRAMS, LOCAL_END, SOCK_KNOWN
 from sentinel.syscalls import (
     NS_KINDS,
     SYSCALLS,
@@ -90,6 +90,8 @@ def socket_end(ev: Event, doc: Mapping[str, Any], detail: Mapping[str, Any]) -> 
         local = end
     elif ev.type in ACCEPTS:
         end, local = _map(doc.get("source"), "source"), _map(doc.get("destination"), "destination")
+    elif ev.type in DATAGRAMS:
+        end, local = _map(doc.get("destination"), "destination"), _map(doc.get("source"), "source")
     else:
         sock = _map(detail.get("socket"), "sentinel.event.socket")
         end, local = _map(sock.get("peer"), "socket.peer"), _map(sock.get("local"), "socket.local")

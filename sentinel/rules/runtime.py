@@ -17,9 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sentinel.alerts.identity import capability_names, user_name
-from sentinel.events import AF_INET, AF_INET6, AF_UNIX, LOGINUID_UNSET, errno_name, open_flag_names
+from sentinel.events import AF_INET, AF_INET6, AF_UNIX, LOGINUID_UNSET, EventType, errno_name, open_flag_names
 from sentinel.sockets import ACCEPTS as _ACCEPTS
+from sentinel.sockets import DATAGRAMS as _DATAGRAMS
+from sentinel.sockets import DUPS as _DUPS
 from sentinel.sockets import LOCAL_END as _LOCAL_END
+from sentinel.sockets import host_resolvers as _host_resolvers
 from sentinel.sockets import sock_facts as _sock_facts
 from sentinel.sockets import sock_name as _sock_name
 from sentinel.syscalls import SYSCALLS as _SYSCALLS
@@ -103,6 +106,7 @@ def fs_path(ctx: Any, role: str, raw: bool = False) -> str | None:
     return getattr(files, f"raw_{role}" if raw else role)
 
 
+_CONNECT_TYPE = EventType.CONNECT
 _SOCK_FAMILY_TYPE = {AF_INET: "ipv4", AF_INET6: "ipv6", AF_UNIX: "unix"}
 _SOCK_TYPECHAR = {AF_INET: "4", AF_INET6: "6", AF_UNIX: "u"}
 
@@ -113,7 +117,7 @@ def sock_field(ev: Any, role: str) -> Any:
     listening or accepting socket), cip/cport (an accepted connection's client), lip/lport, rip/rport."""
     etype = ev.type
     if role == "num":
-        return ev.ret if etype not in _LOCAL_END else sysraw(ev, "fd")
+        return ev.ret if etype in _ACCEPTS or etype in _DUPS else sysraw(ev, "fd")
     facts = _sock_facts(ev)
     if facts is None:
         return None
@@ -130,6 +134,8 @@ def sock_field(ev: Any, role: str) -> Any:
     if facts.family not in (AF_INET, AF_INET6):
         return None
     local = etype in _LOCAL_END
+    if etype in _DATAGRAMS and role in ("sip", "sport"):  # sent to a server, as a connect is
+        return facts.address if role[1] == "i" else facts.port
     if role in ("lip", "lport") or (role in ("sip", "sport") and (local or etype in _ACCEPTS)):
         if local:
             return facts.address if role[1] == "i" else facts.port
@@ -139,6 +145,16 @@ def sock_field(ev: Any, role: str) -> Any:
             return None
         return facts.address if role[1] == "i" else facts.port
     return None
+
+
+def dest_resolver(ev: Any) -> bool | None:
+    """``sentinel.dest.resolver``: a connect or datagram's destination is one of the host's DNS servers."""
+    if ev.type == _CONNECT_TYPE:
+        address = inet_addr(ev)
+    else:
+        facts = _sock_facts(ev)
+        address = facts.address if facts is not None and ev.type in _DATAGRAMS else None
+    return None if address is None else address in _host_resolvers()
 
 
 def sysraw(ev: Any, name: str) -> Any:

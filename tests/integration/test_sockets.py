@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -108,4 +109,62 @@ def test_reverse_shell_and_unusual_listener_rules_fire() -> None:
         d.wait_alert("Program Listening On An Unusual Port", lambda a: get(a, "process.pid") == pid)
     finally:
         server.close()
+        assert d.stop() == 0
+
+
+def test_datagrams_report_each_new_destination_once(agent: Agent) -> None:
+    """sendto/sendmsg with a destination: the first per process, socket and destination is an event (a
+    failure each time), a new destination or a new socket is a new event, sends without one are none."""
+    pid = run_calls(
+        """
+        import socket, struct
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for _ in range(5):
+            u.sendto(b"x", ("127.0.0.1", 40001))
+        u.sendto(b"x", ("127.0.0.1", 40002))
+        u.sendmsg([b"x"], [], 0, ("127.0.0.1", 40003))
+        v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        v.sendto(b"x", ("127.0.0.1", 40001))                      # another socket: news again
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.connect(("127.0.0.1", 40004))
+        for _ in range(3):
+            try:
+                c.send(b"x")                                      # connected: no destination, no event
+            except ConnectionRefusedError:                        # loopback's port unreachable, reported
+                pass
+        six = struct.pack("=HHI16sI", 10, socket.htons(40005), 0, bytes(15) + b"\\x01", 0)
+        for _ in range(2):
+            sc("sendto", u.fileno(), b"x", 1, 0, six, 28)         # IPv6 on an IPv4 socket: fails each time
+        """
+    )
+    calls_of(agent, pid, "sendto", count=5)
+    time.sleep(1.0)  # anything more would have arrived by now
+    sends = [d for d in agent.docs if get(d, "process.pid") == pid and get(d, "event.action") == "sendto"]
+    ports = sorted(get(d, "destination.port") for d in sends if get(d, "event.outcome") == "success")
+    assert ports == [40001, 40001, 40002], ports  # u and v to 40001, u to 40002: five sends, two events
+    failed = [d for d in sends if get(d, "event.outcome") == "failure"]
+    assert len(failed) == 2 and get(failed[0], "network.type") == "ipv6"
+    assert get(failed[0], "destination.port") == 40005
+    msg = calls_of(agent, pid, "sendmsg")[0]
+    assert get(msg, "destination.ip") == "127.0.0.1" and get(msg, "destination.port") == 40003
+    assert get(msg, "network.transport") == "udp" and get(msg, "source.port") > 0
+    assert not [d for d in agent.docs if get(d, "process.pid") == pid and get(d, "destination.port") == 40004
+                and get(d, "event.action") in ("sendto", "sendmsg")]  # fmt: skip
+
+
+def test_a_dns_query_to_an_unconfigured_server_raises_the_rule() -> None:
+    from .test_detection import Detector
+
+    d = Detector(("--model", "off"))
+    try:
+        pid = run_calls(
+            """
+            import socket
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            u.sendto(b"\\x12\\x34\\x01\\x00\\x00\\x01" + bytes(6), ("127.0.0.2", 53))  # its own resolver
+            """
+        )
+        alert = d.wait_alert("DNS Query To A Server Not In The Resolver Configuration",
+                             lambda a: get(a, "process.pid") == pid)  # fmt: skip
+        assert "127.0.0.2" in get(alert, "message")
+    finally:
         assert d.stop() == 0

@@ -50,7 +50,7 @@ def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
 def test_parser_events_defaults() -> None:
     args = cli.build_parser().parse_args(["events"])
     assert args.command == "events"
-    assert args.types == "exec,open,connect,security,file,listening,fd"
+    assert args.types == "exec,open,connect,security,file,listening,datagram,fd"
     assert args.filter == []
     assert args.duration is None
     assert args.wakeup_events == 64

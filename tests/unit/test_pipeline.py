@@ -92,7 +92,8 @@ def test_families_and_security_select_the_syscalls() -> None:
     from sentinel.sockets import SOCKET_TYPES
 
     assert parse_types("security") == {EventType.TAMPER, *(SYSCALL_TYPES - FILE_TYPES - SOCKET_TYPES)}
-    assert parse_types("listening,fd") == SOCKET_TYPES and parse_types("listen") == {EventType.LISTEN}
+    assert parse_types("listening,datagram,fd") == SOCKET_TYPES
+    assert parse_types("listen") == {EventType.LISTEN}
     assert parse_types("file") == FILE_TYPES and EventType.RENAMEAT2 in FILE_TYPES
     assert parse_types("privilege,ptrace") == {
         EventType.SETUID, EventType.SETGID, EventType.SETREUID, EventType.SETREGID, EventType.SETRESUID,

@@ -122,12 +122,12 @@ def test_falco_style_file_loads_unchanged_and_matches() -> None:
         "Outbound connection from a shell",
     ]
     warn_codes = {d.code for d in res.diagnostics}
-    assert "event-type-not-captured" in warn_codes  # sendto/sendmsg
+    assert "event-type-not-captured" not in warn_codes  # sendto/sendmsg are captured (with a destination)
     assert "field-not-captured" in warn_codes  # fd.connected, fd.name_changed
     shell = rs.rules[0]
     assert shell.priority == "warning" and shell.tags[-1] == "T1059.004"
     assert shell.event_types == frozenset({int(EventType.EXEC)})
-    assert rs.rules[3].event_types == frozenset({int(EventType.CONNECT)})
+    assert rs.rules[3].event_types == frozenset({int(EventType.CONNECT), EventType.SENDTO, EventType.SENDMSG})
 
     web = exec_ctx()
     assert [r.name for r in rs.match(web)] == ["Run shell from a network service"]

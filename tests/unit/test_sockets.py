@@ -114,3 +114,34 @@ def test_documents() -> None:
     ddoc = r.event_doc(dup, None)
     assert ddoc["sentinel"]["event"]["socket"]["peer"] == {"address": "203.0.113.9", "port": 4444}
     assert ddoc["sentinel"]["event"]["newfd"] == 0 and "onto fd 0" in ddoc["message"]
+
+
+def test_a_datagram_names_its_destination_like_a_connect() -> None:
+    send = ev(T.SENDTO, (3, 48, 0, 0, 0, 0), (v4("198.51.100.53"), 0, word(53, 40123, AF_INET, 2)), ret=48)
+    c = ctx(send)
+    assert RS.field_value("fd.sip", c) == "198.51.100.53" and RS.field_value("fd.sport", c) == 53
+    assert RS.field_value("fd.l4proto", c) == "udp" and RS.field_value("fd.num", c) == 3
+    assert RS.field_value("fd.lport", c) == 40123 and RS.field_value("fd.cip", c) is None
+    assert RS.field_value("evt.arg.tuple", c) == "0.0.0.0:40123->198.51.100.53:53"
+    doc = EcsRenderer(HOST).event_doc(send, None)
+    assert doc["destination"] == {"ip": "198.51.100.53", "port": 53, "address": "198.51.100.53"}
+    assert doc["network"] == {"type": "ipv4", "transport": "udp", "direction": "egress"}
+    assert doc["source"] == {"port": 40123} and doc["sentinel"]["event"]["family"] == "datagram"
+
+
+def test_resolvers_come_from_resolv_conf(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from sentinel import sockets
+
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# x\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\nsearch lan\nnameserver\n")
+    monkeypatch.setattr(sockets, "_RESOLVERS", (0.0, frozenset()))
+    assert sockets.host_resolvers(100.0, (str(conf), str(tmp_path / "missing"))) == {"10.0.0.2", "fe80::1"}
+    conf.write_text("nameserver 10.9.9.9\n")
+    assert sockets.host_resolvers(130.0, (str(conf),)) == {"10.0.0.2", "fe80::1"}  # read once a minute
+    assert sockets.host_resolvers(161.0, (str(conf),)) == {"10.9.9.9"}
+    monkeypatch.setattr(sockets, "_RESOLVERS", (1e18, frozenset({"10.0.0.2"})))  # fresh: not re-read
+    to = ev(T.SENDMSG, (3, 0, 0, 0, 0, 0), (v4("10.0.0.2"), 0, word(53, 1000, AF_INET, 2)))
+    other = ev(T.SENDMSG, (3, 0, 0, 0, 0, 0), (v4("198.51.100.53"), 0, word(53, 1000, AF_INET, 2)))
+    assert RS.field_value("sentinel.dest.resolver", ctx(to)) is True
+    assert RS.field_value("sentinel.dest.resolver", ctx(other)) is False
+    assert RS.field_value("sentinel.dest.resolver", ctx(ev(T.SENDTO, (3, 0, 0, 0, 0, 0)))) is None
