@@ -123,9 +123,12 @@ BPF_HASH(open_stash, u32, struct open_args, STASH_ENTRIES);
 BPF_HASH(connect_stash, u32, struct connect_args, STASH_ENTRIES);
 BPF_TABLE("lru_hash", u32, u64, proc_gen, 65536);
 #endif
-BPF_HASH(socket_stash, u32, u32, STASH_ENTRIES);
 BPF_HASH(clone_stash, u32, u64, STASH_ENTRIES);
+#if !(defined(HAVE_KOFFSETS) && defined(HAVE_NS_OFFSETS) && defined(HAVE_NET_OFFSETS))
+/* Socket types by (tgid, fd), only where they cannot be read from the kernel's socket at connect. */
+BPF_HASH(socket_stash, u32, u32, STASH_ENTRIES);
 BPF_TABLE("lru_hash", struct sock_key, u32, sock_types, 65536);
+#endif
 BPF_TABLE("lru_hash", struct open_key, struct dedup_val, open_dedup, DEDUP_ENTRIES);
 
 static __always_inline void count(u32 idx) {
@@ -848,6 +851,42 @@ TRACEPOINT_PROBE(syscalls, sys_exit_fchdir) { return open_exit(args, args->ret);
 
 /* ---------------------------------------------------------------- socket / connect */
 
+#if defined(HAVE_KOFFSETS) && defined(HAVE_NS_OFFSETS)
+/* The struct file open as fd in the current task, 0 if none. */
+static __always_inline u64 current_file(s64 fd) {
+    u64 task = CURRENT_TASK();
+    u64 files = KLOAD64(task, K_TASK_FILES);
+    if (!files)
+        return 0;
+    u64 fdt = KLOAD64(files, K_FILES_FDT);
+    if (!fdt)
+        return 0;
+    u32 max = KLOAD32(fdt, K_FDTABLE_MAX_FDS);
+    if (fd < 0 || fd >= max)
+        return 0;
+    u64 arr = KLOAD64(fdt, K_FDTABLE_FD);
+    return kread64(arr, (u64)fd * 8);
+}
+#endif
+
+#if defined(HAVE_KOFFSETS) && defined(HAVE_NS_OFFSETS) && defined(HAVE_NET_OFFSETS)
+#define SOCK_TYPE_FROM_KERNEL
+/* SOCK_STREAM/SOCK_DGRAM of the socket open as fd, read from the kernel (0: not a socket): no table to go
+ * stale when an fd number is reused (dup2 onto it, a socket made before the agent). */
+static __always_inline u32 fd_sock_type(s64 fd) {
+    u64 file = current_file(fd);
+    if (!file)
+        return 0;
+    u64 sock = kread64(file, K_FILE_PRIVATE_DATA);
+    if (!sock || !kread64(sock, K_SOCKET_SK))
+        return 0;
+    return kread32(sock, K_SOCKET_TYPE) & 0xFF;
+}
+#endif
+
+#ifndef SOCK_TYPE_FROM_KERNEL
+/* Without the socket offsets the type comes from socket()'s own arguments, kept per (tgid, fd). */
+
 TRACEPOINT_PROBE(syscalls, sys_enter_socket) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (is_self(pid_tgid))
@@ -875,6 +914,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_socket) {
     sock_types.update(&k, &t);
     return 0;
 }
+#endif
 
 TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -925,9 +965,13 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
     e.fd = st.fd;
     e.family = family;
     e.addrlen = st.addrlen;
+#ifdef SOCK_TYPE_FROM_KERNEL
+    e.sock_type = fd_sock_type(st.fd);
+#else
     struct sock_key k = {.tgid = pid_tgid >> 32, .fd = st.fd};
     u32 *t = sock_types.lookup(&k);
     e.sock_type = t ? *t : 0;
+#endif
     if (events_connect.perf_submit(args, &e, sizeof(e)) < 0)
         count(STAT_SUBMIT_FAIL_CONNECT);
     return 0;

@@ -78,21 +78,6 @@ static __always_inline void record_tamper(void *ctx, u64 pid_tgid, u32 what, s32
 }
 
 #if defined(HAVE_KOFFSETS) && defined(HAVE_NS_OFFSETS)
-/* The struct file open as fd in the current task, 0 if none. */
-static __always_inline u64 current_file(s64 fd) {
-    u64 task = CURRENT_TASK();
-    u64 files = KLOAD64(task, K_TASK_FILES);
-    if (!files)
-        return 0;
-    u64 fdt = KLOAD64(files, K_FILES_FDT);
-    if (!fdt)
-        return 0;
-    u32 max = KLOAD32(fdt, K_FDTABLE_MAX_FDS);
-    if (fd < 0 || fd >= max)
-        return 0;
-    u64 arr = KLOAD64(fdt, K_FDTABLE_FD);
-    return kread64(arr, (u64)fd * 8);
-}
 
 /* The caller's user namespace: inum | level << 32 | SYS_USERNS_KNOWN. */
 static __always_inline u64 caller_userns(void) {

@@ -168,3 +168,22 @@ def test_a_dns_query_to_an_unconfigured_server_raises_the_rule() -> None:
         assert "127.0.0.2" in get(alert, "message")
     finally:
         assert d.stop() == 0
+
+
+def test_connect_transport_is_read_from_the_kernel_socket(agent: Agent) -> None:
+    """An fd number that was a UDP socket, closed and reused by dup2 for a TCP socket: connect says tcp (a
+    table filled at socket() would still say udp)."""
+    pid = run_calls(
+        """
+        import socket, struct
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        x = u.fileno()
+        u.detach(); os.close(x)
+        os.dup2(t.fileno(), x)
+        addr = struct.pack("=HH4s8x", socket.AF_INET, socket.htons(9), socket.inet_aton("127.0.0.1"))
+        sc("connect", x, addr, 16)                                # ECONNREFUSED: nothing listens on 9
+        """
+    )
+    doc = calls_of(agent, pid, "connect")[0]
+    assert get(doc, "network.transport") == "tcp" and get(doc, "destination.port") == 9
