@@ -851,6 +851,24 @@ TRACEPOINT_PROBE(syscalls, sys_exit_fchdir) { return open_exit(args, args->ret);
 
 /* ---------------------------------------------------------------- socket / connect */
 
+/* A caller's sockaddr: its family, and for AF_INET/AF_INET6 the port (host order) and the address (IPv4 in
+ * the first 4 bytes of addr[16]). 0 when it cannot be read. Shared by connect, bind and the datagrams. */
+static __always_inline u16 read_sockaddr(u64 sa, u16 *port, u8 *addr) {
+    u16 family = 0;
+    if (!sa || bpf_probe_read_user(&family, sizeof(family), (const void *)sa) < 0)
+        return 0;
+    if (family == S_AF_INET || family == S_AF_INET6) {
+        u16 p = 0;
+        bpf_probe_read_user(&p, sizeof(p), (const void *)(sa + 2));
+        *port = __builtin_bswap16(p);
+        if (family == S_AF_INET)
+            bpf_probe_read_user(addr, 4, (const void *)(sa + 4));
+        else
+            bpf_probe_read_user(addr, 16, (const void *)(sa + 8));
+    }
+    return family;
+}
+
 #if defined(HAVE_KOFFSETS) && defined(HAVE_NS_OFFSETS)
 /* The struct file open as fd in the current task, 0 if none. */
 static __always_inline u64 current_file(s64 fd) {
@@ -939,25 +957,14 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
         return 0;
 
     struct connect_event e = {};
-    u16 family = 0;
-    bpf_probe_read_user(&family, sizeof(family), (void *)st.addr_ptr);
-    if (family == S_AF_INET) {
-        u16 port = 0;
-        bpf_probe_read_user(&port, sizeof(port), (void *)(st.addr_ptr + 2));
-        e.port = __builtin_bswap16(port);
-        bpf_probe_read_user(&e.addr[0], 4, (void *)(st.addr_ptr + 4));
-    } else if (family == S_AF_INET6) {
-        u16 port = 0;
-        bpf_probe_read_user(&port, sizeof(port), (void *)(st.addr_ptr + 2));
-        e.port = __builtin_bswap16(port);
-        bpf_probe_read_user(&e.addr[0], 16, (void *)(st.addr_ptr + 8));
-    } else if (family == S_AF_UNIX) {
+    u16 family = read_sockaddr(st.addr_ptr, &e.port, &e.addr[0]);
+    if (family == S_AF_UNIX) {
         u32 len = st.addrlen > 2 ? st.addrlen - 2 : 0;
         if (len > UNIX_PATH_LEN)
             len = UNIX_PATH_LEN;
         if (len > 0)
             bpf_probe_read_user(&e.unix_path[0], len & 127, (void *)(st.addr_ptr + 2));
-    } else {
+    } else if (family != S_AF_INET && family != S_AF_INET6) {
         return 0;  /* AF_NETLINK, AF_PACKET...: not a connection we report */
     }
     fill_header(&e.h, EVT_CONNECT, pid_tgid);

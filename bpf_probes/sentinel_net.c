@@ -1,9 +1,9 @@
 /* The listening side of the network, datagrams and fd plumbing: bind, listen, accept, accept4, sendto and
- * sendmsg with a destination, dup, dup2, dup3. Appended
- * to sentinel.c after sentinel_files.c by the loader; the security-syscall machinery (sys_enter_s/sys_exit)
- * reports each at exit, failures included. With the socket offsets (HAVE_NET_OFFSETS) the exit reads the
- * socket behind the fd from the kernel: the bound or listening address, an accepted connection's peer, and
- * for dup* whether the fd moved is a socket and to whom (a socket on 0/1/2 is a reverse or bind shell).
+ * sendmsg with a destination, dup, dup2, dup3. Appended to sentinel.c after sentinel_files.c by the loader;
+ * the security-syscall machinery (sys_enter_s/sys_exit) reports each at exit, failures included. With the
+ * socket offsets (HAVE_NET_OFFSETS) the exit reads the socket behind the fd from the kernel: the bound or
+ * listening address, an accepted connection's peer, and for dup* whether the fd moved is a socket and to
+ * whom (a socket on 0/1/2 is a reverse or bind shell).
  */
 
 #ifdef HAVE_TP_BIND

@@ -90,8 +90,9 @@ static __always_inline u64 caller_userns(void) {
 }
 
 /* What the fd a setns or pidfd call named refers to: a namespace (extra[0] = its inum; extra[1]'s high half:
- * which of pid 1's namespaces it is, one bit per kind, sentinel.syscalls.NS_KINDS) or a pidfd (extra[1] = the pid in the root pid namespace). On kernels before pidfs a pidfd
- * is an anonymous inode like many others: its pid is believed only when the call accepted the fd. */
+ * which of pid 1's namespaces it is, one bit per kind, sentinel.syscalls.NS_KINDS) or a pidfd (extra[1] =
+ * the pid in the root pid namespace). On kernels before pidfs a pidfd is an anonymous inode like many
+ * others: its pid is believed only when the call accepted the fd. */
 static __always_inline void fd_target(struct sys_event *e, s64 fd, long ret) {
     u64 file = current_file(fd);
     if (!file)
@@ -132,11 +133,11 @@ static __always_inline u32 joined_init_ns(u64 nstype) {
 }
 #endif
 
-/* Stash a call's raw arguments at entry; ``strs`` says which are user strings to read at exit (STR(i)). */
 #if defined(HAVE_KOFFSETS) && defined(HAVE_NS_OFFSETS) && defined(HAVE_NET_OFFSETS)
 /* The socket open as fd, if it is one: one end's address in extra[0..1] (``local``: the local end, else the
- * peer, with the local IPv4 in extra[0]'s high half), ports, family and type in extra[2]. Read from the kernel's
- * socket, so a NULL address buffer (accept(fd, NULL, NULL)) or a socket made before the agent still says. */
+ * peer, with the local IPv4 in extra[0]'s high half), ports, family and type in extra[2]. Read from the
+ * kernel's socket, so a NULL address buffer (accept(fd, NULL, NULL)) or a socket made before the agent
+ * still says. */
 static __always_inline void sock_facts(struct sys_event *e, s64 fd, int local) {
     u64 file = current_file(fd);
     if (!file)
@@ -178,20 +179,11 @@ struct dgram_key {
 BPF_TABLE("lru_hash", struct dgram_key, u8, dgram_seen, 16384);
 
 static __always_inline int dgram_key_of(struct dgram_key *k, u64 pid_tgid, s64 fd, u64 sa) {
-    u16 family = 0;
-    if (bpf_probe_read_user(&family, sizeof(family), (const void *)sa) < 0)
-        return -1;
+    u16 family = read_sockaddr(sa, &k->port, &k->addr[0]);
     if (family != S_AF_INET && family != S_AF_INET6)
         return -1;  /* unix datagrams name a path, not a destination on the network */
     k->tgid = pid_tgid >> 32;
     k->family = family;
-    u16 port = 0;
-    bpf_probe_read_user(&port, sizeof(port), (const void *)(sa + 2));
-    k->port = __builtin_bswap16(port);
-    if (family == S_AF_INET)
-        bpf_probe_read_user(&k->addr[0], 4, (const void *)(sa + 4));
-    else
-        bpf_probe_read_user(&k->addr[0], 16, (const void *)(sa + 8));
     k->sock = (u64)fd;
 #if defined(HAVE_KOFFSETS) && defined(HAVE_NS_OFFSETS) && defined(HAVE_NET_OFFSETS)
     u64 file = current_file(fd);
@@ -221,6 +213,7 @@ static __always_inline int dgram_report(struct sys_event *e, u64 pid_tgid, long 
     return 0;
 }
 
+/* Stash a call's raw arguments at entry; ``strs`` says which are user strings to read at exit (STR(i)). */
 static __always_inline int sys_enter_s(u32 call, u32 strs, u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (is_self(pid_tgid))
@@ -371,26 +364,15 @@ static __always_inline int sys_exit(void *ctx, long ret, u32 call) {
 #endif
     if ((call == EVT_SENDTO || call == EVT_SENDMSG) && dgram_report(e, pid_tgid, ret) < 0)
         return 0;
-    if (call == EVT_BIND && !(e->extra[2] & SYS_SOCK_KNOWN) && a1) {
-        /* A failed bind (or no offsets): the address asked for, from the caller's sockaddr. */
-        u16 family = 0;
-        bpf_probe_read_user(&family, sizeof(family), (const void *)a1);
+    if (call == EVT_BIND && a1) {
         u16 port = 0;
-        if (family == S_AF_INET || family == S_AF_INET6)
-            bpf_probe_read_user(&port, sizeof(port), (const void *)(a1 + 2));
-        if (family == S_AF_INET) {
-            u32 addr = 0;
-            bpf_probe_read_user(&addr, sizeof(addr), (const void *)(a1 + 4));
-            e->extra[0] = addr;
-        } else if (family == S_AF_INET6) {
-            bpf_probe_read_user(&e->extra[0], 16, (const void *)(a1 + 8));
+        u8 addr[16] = {};
+        u16 family = read_sockaddr(a1, &port, addr);
+        if (!(e->extra[2] & SYS_SOCK_KNOWN)) {
+            /* A failed bind (or no offsets): the address asked for, from the caller's sockaddr. */
+            __builtin_memcpy(&e->extra[0], addr, 16);
+            e->extra[2] = (u64)port | ((u64)port << 16) | ((u64)family << 32) | SYS_SOCK_KNOWN;
         }
-        e->extra[2] = (u64)__builtin_bswap16(port) | ((u64)__builtin_bswap16(port) << 16) | ((u64)family << 32) |
-                      SYS_SOCK_KNOWN;
-    }
-    if (call == EVT_BIND && a1 && nstr == 0) {
-        u16 family = 0;
-        bpf_probe_read_user(&family, sizeof(family), (const void *)a1);
         if (family == S_AF_UNIX) {  /* the socket file's path (an abstract name starts with NUL: empty) */
             e->str_len[0] = read_str(e, 0, a1 + 2);
             nstr = 1;

@@ -184,8 +184,8 @@ def _kernel_at_least(release: str, want: tuple[int, int]) -> bool:
 
 
 def probe_source(probe_dir: Path) -> bytes:
-    """sentinel.c with sentinel_security.c and sentinel_files.c appended: bcc generates tracepoint argument
-    structs only for probes in the main source text. Raises SensorError naming a file that cannot be read."""
+    """The PROBE_FILES in order, as one text: bcc generates tracepoint argument structs only for probes in
+    the main source text. Raises SensorError naming a file that cannot be read."""
     parts = []
     for name in PROBE_FILES:
         try:
