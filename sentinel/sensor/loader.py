@@ -20,7 +20,13 @@ from typing import Any
 
 from sentinel.events import Event, EventType
 from sentinel.sensor.decoder import DecodeError, decode
-from sentinel.sensor.environment import OPTIONAL_SYSCALLS, ensure_bpffs, ensure_tracefs, tracepoint_exists
+from sentinel.sensor.environment import (
+    OPTIONAL_SYSCALLS,
+    ensure_bpffs,
+    ensure_tracefs,
+    kernel_version_tuple,
+    tracepoint_exists,
+)
 from sentinel.sensor.koffsets import BTF_PATH, kernel_offsets
 from sentinel.syscalls import NS_KINDS, TAMPER_BPF, tamper_fields
 
@@ -168,19 +174,10 @@ def init_namespace_bits(ns_dir: str = "/proc/1/ns", release: str | None = None) 
     if out:
         return out, ns_dir
     fixed = dict(INIT_NS_INODES)
-    if _kernel_at_least(release or os.uname().release, (6, 18)):
+    if kernel_version_tuple(release)[:2] >= (6, 18):
         fixed.update(INIT_NS_INODES_6_18)
-    return {ino: 1 << NS_KINDS.index(kind) for kind, ino in fixed.items()}, "kernel constants (" + ",".join(
-        sorted(fixed)
-    ) + ")"
-
-
-def _kernel_at_least(release: str, want: tuple[int, int]) -> bool:
-    parts = release.split(".")
-    try:
-        return (int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)) >= want
-    except (IndexError, ValueError):
-        return False
+    source = f"kernel constants ({','.join(sorted(fixed))})"
+    return {ino: 1 << NS_KINDS.index(kind) for kind, ino in fixed.items()}, source
 
 
 def probe_source(probe_dir: Path) -> bytes:
