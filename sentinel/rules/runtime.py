@@ -109,12 +109,25 @@ def fs_path(ctx: Any, role: str, raw: bool = False) -> str | None:
 _CONNECT_TYPE = EventType.CONNECT
 _SOCK_FAMILY_TYPE = {AF_INET: "ipv4", AF_INET6: "ipv6", AF_UNIX: "unix"}
 _SOCK_TYPECHAR = {AF_INET: "4", AF_INET6: "6", AF_UNIX: "u"}
+# Which end of the socket each fd.* end role reads, per kind of call: "end" is the address and port the
+# event carries (sentinel.sockets), "local" the local port and IPv4 address beside it; absent: missing.
+_CARRIED = {"sip": "end", "sport": "end", "lip": "end", "lport": "end"}  # bind, listen: the local end
+_ACCEPTED = {"sip": "local", "sport": "local", "lip": "local", "lport": "local",
+             "cip": "end", "cport": "end", "rip": "end", "rport": "end"}  # fmt: skip
+_SENT = {"sip": "end", "sport": "end", "rip": "end", "rport": "end", "lip": "local", "lport": "local"}
+_MOVED = {"rip": "end", "rport": "end", "lip": "local", "lport": "local"}  # dup: no server or client known
+_END_ROLES = {
+    **dict.fromkeys(_LOCAL_END, _CARRIED),
+    **dict.fromkeys(_ACCEPTS, _ACCEPTED),
+    **dict.fromkeys(_DATAGRAMS, _SENT),
+    **dict.fromkeys(_DUPS, _MOVED),
+}
 
 
 def sock_field(ev: Any, role: str) -> Any:
-    """An ``fd.*`` field of a bind, listen, accept or dup event (``sentinel.sockets``): ``role`` is type,
-    typechar, family, l4proto, name, num, or an end: sip/sport (the server: the local end of a bound,
-    listening or accepting socket), cip/cport (an accepted connection's client), lip/lport, rip/rport."""
+    """An ``fd.*`` field of a bind, listen, accept, datagram or dup event (``sentinel.sockets``): ``role`` is
+    type, typechar, family, l4proto, name, num, or an end (sip, sport, cip, cport, lip, lport, rip, rport)
+    read as ``_END_ROLES`` says."""
     etype = ev.type
     if role == "num":
         return ev.ret if etype in _ACCEPTS or etype in _DUPS else sysraw(ev, "fd")
@@ -131,20 +144,13 @@ def sock_field(ev: Any, role: str) -> Any:
         return facts.transport
     if role == "name":
         return _sock_name(ev)
-    if facts.family not in (AF_INET, AF_INET6):
+    which = _END_ROLES[etype].get(role)
+    if which is None or facts.family not in (AF_INET, AF_INET6):
         return None
-    local = etype in _LOCAL_END
-    if etype in _DATAGRAMS and role in ("sip", "sport"):  # sent to a server, as a connect is
-        return facts.address if role[1] == "i" else facts.port
-    if role in ("lip", "lport") or (role in ("sip", "sport") and (local or etype in _ACCEPTS)):
-        if local:
-            return facts.address if role[1] == "i" else facts.port
-        return facts.local_address if role[1] == "i" else facts.local_port
-    if role in ("rip", "rport") or (role in ("cip", "cport") and etype in _ACCEPTS):
-        if local:
-            return None
-        return facts.address if role[1] == "i" else facts.port
-    return None
+    ip = role[1] == "i"
+    if which == "end":
+        return facts.address if ip else facts.port
+    return facts.local_address if ip else facts.local_port
 
 
 def dest_resolver(ev: Any) -> bool | None:
