@@ -58,6 +58,7 @@ class FilePaths:
     raw_name: str | None = None
     raw_source: str | None = None
     raw_target: str | None = None
+    fd_path: str | None = None  # fchmod, fchown, ftruncate: the path of the fd, as the process table finds it
 
     @property
     def primary(self) -> str | None:
@@ -83,15 +84,14 @@ def file_paths(ev: Event, resolve: Resolve | None) -> FilePaths:
     if etype in FD_CALLS and ev.sys_args and resolve is not None:
         fd = ev.sys_args[0] & 0xFFFFFFFF
         if fd < 0x80000000:
-            path = resolve(fd, "")
-            if path:
-                out.args["fd"] = path
+            out.fd_path = resolve(fd, "") or None
     roles = TWO_PATHS.get(etype)
     if roles is None:
-        names = [n for n in out.args]
-        if names:
-            out.name = out.args[names[0]]
-            out.raw_name = raws.get(names[0], out.name)
+        if out.args:
+            first = next(iter(out.args))
+            out.name, out.raw_name = out.args[first], raws[first]
+        elif out.fd_path is not None:
+            out.name = out.raw_name = out.fd_path
         return out
     src_name, dst_name = roles
     out.target, out.raw_target = out.args.get(dst_name), raws.get(dst_name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sentinel.alerts.ecs_security import argument_blocks
 from sentinel.events import Event
 from sentinel.file_changes import (
     CHMODS,
@@ -25,7 +26,7 @@ from sentinel.file_changes import (
     TWO_PATHS,
     FilePaths,
 )
-from sentinel.syscalls import SYSCALLS, UNCHANGED, arguments
+from sentinel.syscalls import SYSCALLS, UNCHANGED
 
 _TRUNCATES = frozenset(t for t in SYSCALLS if SYSCALLS[t].name in ("truncate", "ftruncate"))
 _UTIMENSAT = next(t for t in SYSCALLS if SYSCALLS[t].name == "utimensat")
@@ -38,17 +39,12 @@ def file_doc(
     etype = ev.type
     spec = SYSCALLS[etype]
     name = spec.name
-    args = arguments(ev)
-    raw = {k: v[0] for k, v in args.items()}
-    shown = {k: files.args.get(k, v[1]) for k, v in args.items()}
-    if "fd" in files.args:
-        detail["fd_path"] = files.args["fd"]
+    raw, shown = argument_blocks(detail, ev, files.args)
+    if files.fd_path is not None:
+        detail["fd_path"] = files.fd_path
     kind = "deletion" if etype in DELETIONS else "creation" if etype in CREATIONS else "change"
     event.update(category=["file"], type=[kind], action=name)
-    detail["family"] = spec.family
-    detail["arg"] = shown
-    detail["rawarg"] = raw
-    path = files.primary or files.args.get("fd")
+    path = files.primary
     block: dict[str, Any] = {}
     if path is not None:
         directory, _, base = path.rpartition("/")

@@ -53,6 +53,22 @@ def target_block(pid: int | None, target: Process | None) -> dict[str, Any] | No
     return {"pid": pid, "executable": target.exe or None, "name": target.comm, "entity_id": target.entity_id}
 
 
+def argument_blocks(
+    detail: dict[str, Any], ev: Event, resolved: dict[str, str] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``sentinel.event.family``, ``.arg`` (as Falco prints them; ``resolved`` paths in place of their
+    spelling) and ``.rawarg`` of a syscall event; returns (raw, shown)."""
+    args = arguments(ev)
+    raw = {k: v[0] for k, v in args.items()}
+    shown = {k: v[1] for k, v in args.items()}
+    if resolved:
+        shown.update((k, resolved[k]) for k in shown.keys() & resolved.keys())
+    detail["family"] = SYSCALLS[ev.type].family
+    detail["arg"] = shown
+    detail["rawarg"] = raw
+    return raw, shown
+
+
 def security_doc(
     doc: dict[str, Any],
     event: dict[str, Any],
@@ -88,12 +104,8 @@ def security_doc(
     spec = SYSCALLS[ev.type]
     category, types = _ECS[spec.family]
     name = spec.name
-    args = arguments(ev)
-    shown = {k: v[1] for k, v in args.items()}
+    _raw, shown = argument_blocks(detail, ev)
     event.update(category=category, type=list(types), action=name)
-    detail["family"] = spec.family
-    detail["arg"] = shown
-    detail["rawarg"] = {k: v[0] for k, v in args.items()}
     block = target_block(target_pid, target)
     if block is not None:
         detail["target"] = block

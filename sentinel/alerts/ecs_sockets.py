@@ -12,19 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from sentinel.alerts.ecs_security import argument_blocks
 from sentinel.events import AF_INET6, AF_UNIX, Event
 from sentinel.sockets import ACCEPTS, DATAGRAMS, DUPS, LOCAL_END, sock_facts, sock_name
-from sentinel.syscalls import SYSCALLS, arguments
+from sentinel.syscalls import SYSCALLS
 
 
 def socket_doc(doc: dict[str, Any], event: dict[str, Any], detail: dict[str, Any], ev: Event) -> None:
     """Fill ``doc`` (already holding the common blocks) for bind, listen, accept or a dup."""
     etype = ev.type
     spec = SYSCALLS[etype]
-    args = arguments(ev)
-    detail["family"] = spec.family
-    detail["arg"] = {k: v[1] for k, v in args.items()}
-    detail["rawarg"] = {k: v[0] for k, v in args.items()}
+    _raw, shown = argument_blocks(detail, ev)
     facts = sock_facts(ev)
     network: dict[str, Any] = {}
     if facts is not None:
@@ -65,9 +63,10 @@ def socket_doc(doc: dict[str, Any], event: dict[str, Any], detail: dict[str, Any
             detail["socket"] = sock
     if network:
         doc["network"] = network
-    words = " ".join(f"{k}={v}" for k, v in detail["arg"].items())
-    doc["message"] = f"{spec.name} {name or words}".rstrip()
     if etype in DUPS and ev.ret >= 0:
         doc["message"] = f"{spec.name} socket {name} onto fd {ev.ret}"
+    else:
+        words = " ".join(f"{k}={v}" for k, v in shown.items())
+        doc["message"] = f"{spec.name} {name or words}".rstrip()
     if ev.ret < 0:
         doc["message"] += f" failed: {doc.get('error', {}).get('code', ev.ret)}"

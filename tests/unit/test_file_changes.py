@@ -86,7 +86,10 @@ def test_a_symlink_target_resolves_against_the_link_directory_not_the_cwd() -> N
 def test_fd_calls_name_the_fd_path() -> None:
     p = proc(dirfds={7: "/etc/sudoers"})
     chmod = file_paths(ev(T.FCHMOD, (7, 0o4755, 0, 0, 0, 0)), resolver(p))
-    assert chmod.name == "/etc/sudoers" and chmod.args == {"fd": "/etc/sudoers"}
+    assert chmod.name == "/etc/sudoers" and chmod.fd_path == "/etc/sudoers" and chmod.args == {}
+    e = ev(T.FCHMOD, (7, 0o4755, 0, 0, 0, 0))
+    detail = EcsRenderer(HOST).event_doc(e, p, None, None, file_paths(e, resolver(p)))["sentinel"]["event"]
+    assert detail["arg"]["fd"] == 7 and detail["fd_path"] == "/etc/sudoers"  # the number, the path beside it
 
 
 def test_fields_read_resolved_paths_and_falco_printed_arguments() -> None:
