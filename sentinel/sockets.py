@@ -71,7 +71,8 @@ def sock_facts(ev: Event) -> SockFacts | None:
 
 
 def endpoint(address: str | None, port: int, family: int) -> str:
-    """``IP:PORT`` (``[IP6]:PORT``... as Falco writes IPv6: ``IP6:PORT``), a unix path as is."""
+    """``IP:PORT`` as Falco writes it (IPv6 unbracketed: ``::1:8080``), the unspecified address when unknown;
+    a unix socket's path as is."""
     if family == AF_UNIX:
         return address or ""
     return f"{address or ('::' if family == AF_INET6 else '0.0.0.0')}:{port}"

@@ -34,7 +34,7 @@ from sentinel.process.table import Process
 from sentinel.rules.context import EvalContext
 from sentinel.rules.fields import BOOL, FIELDS, INT
 from sentinel.rules.fixture_syscalls import fixture_file_paths, socket_end, syscall_args
-from sentinel.rules.fixture_values import FixtureError
+from sentinel.rules.fixture_values import TRANSPORTS, FixtureError
 from sentinel.rules.fixture_values import as_int as _int
 from sentinel.rules.fixture_values import as_map as _map
 from sentinel.rules.fixture_values import as_str as _str
@@ -68,7 +68,6 @@ _ACTIONS = {
 }
 _FLAG_BITS = OPEN_FLAG_VALUES
 _FAMILIES = {"AF_INET": AF_INET, "AF_INET6": AF_INET6, "AF_UNIX": AF_UNIX, "ipv4": AF_INET, "ipv6": AF_INET6}
-_TRANSPORTS = {"tcp": 1, "udp": 2}
 
 
 def _args(value: Any, what: str) -> list[str] | None:
@@ -374,7 +373,7 @@ def from_ecs(doc: Mapping[str, Any]) -> EvalContext:
         if not ev.family:
             ev.family = (AF_INET6 if ":" in ip else AF_INET) if ip else AF_UNIX if ev.address else 0
         ev.port = _int(dest.get("port"), "destination.port", 0)
-        ev.sock_type = _TRANSPORTS.get(_str(net.get("transport"), "network.transport"), 0)
+        ev.sock_type = TRANSPORTS.get(_str(net.get("transport"), "network.transport"), 0)
         ev.fd = _int(detail.get("fd"), "sentinel.event.fd", 3)
         success = -errno.EINPROGRESS if event.get("outcome") == "unknown" else 0
         ev.ret = _ret_from(doc, detail, success)

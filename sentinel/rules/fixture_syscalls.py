@@ -19,7 +19,7 @@ from sentinel.events import (
 )
 from sentinel.file_changes import FilePaths, file_paths
 from sentinel.process.table import Process, normalize_path
-from sentinel.rules.fixture_values import FixtureError
+from sentinel.rules.fixture_values import TRANSPORTS, FixtureError
 from sentinel.rules.fixture_values import as_int as _int
 from sentinel.rules.fixture_values import as_map as _map
 from sentinel.rules.fixture_values import as_str as _str
@@ -73,7 +73,6 @@ def syscall_args(ev: Event, etype: EventType, detail: Mapping[str, Any]) -> None
 
 
 _NET_FAMILIES = {"ipv4": AF_INET, "ipv6": AF_INET6, "unix": AF_UNIX}
-_TRANSPORT_TYPES = {"tcp": 1, "udp": 2}
 
 
 def socket_end(ev: Event, doc: Mapping[str, Any], detail: Mapping[str, Any]) -> None:
@@ -84,7 +83,7 @@ def socket_end(ev: Event, doc: Mapping[str, Any], detail: Mapping[str, Any]) -> 
     family = _NET_FAMILIES.get(_str(net.get("type"), "network.type"), 0)
     if not family:
         return
-    sock_type = _TRANSPORT_TYPES.get(_str(net.get("transport"), "network.transport"), 0)
+    sock_type = TRANSPORTS.get(_str(net.get("transport"), "network.transport"), 0)
     if ev.type in LOCAL_END:
         end = _map(doc.get("server"), "server")
         local = end

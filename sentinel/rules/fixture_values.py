@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+# network.transport as a socket type (SOCK_STREAM, SOCK_DGRAM), for connects and the socket calls alike.
+TRANSPORTS = {"tcp": 1, "udp": 2}
+
 
 class FixtureError(ValueError):
     """A fixture document that cannot be turned into an event."""
