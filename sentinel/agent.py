@@ -139,6 +139,9 @@ def check_selectors(ruleset: Any, cfg: Config) -> Selection:
                     sel.warnings.append((f"{key}: no rule is tagged {s[4:]!r}", where))
             elif s in names:
                 usable.append(s)
+                rule = ruleset.get(s)
+                if key == "rules_enable" and (getattr(rule, "skipped", None) or "").startswith("refused"):
+                    sel.errors.append((f"{key}: rule {s!r} cannot run, it was {rule.skipped}", where))
             else:
                 close = difflib.get_close_matches(s, sorted(names), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""

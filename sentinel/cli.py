@@ -509,6 +509,7 @@ def _load_rules_or_report(cfg: Any, command: str) -> Any:
     """Load and validate the rules with their rules_enable/rules_disable tuning; None after printing every
     located error (nothing else is touched)."""
     from sentinel.agent import load_tuned_rules
+    from sentinel.detect import refusals
 
     outcome = load_tuned_rules(cfg)
     if outcome.ruleset is None:
@@ -516,6 +517,15 @@ def _load_rules_or_report(cfg: Any, command: str) -> Any:
         for text in outcome.errors:
             print(text, file=sys.stderr)
         return None
+    refused = refusals(outcome)
+    if refused and not outcome.ruleset.enabled_rules:  # the others load; but here none would run
+        print(f"sentinel {command}: no rule can run (every enabled rule is refused), nothing started:",
+              file=sys.stderr)  # fmt: skip
+        for text in refused:
+            print(text, file=sys.stderr)
+        return None
+    for text in refused:
+        print(f"sentinel {command}: {text}", file=sys.stderr)
     return outcome
 
 
@@ -524,6 +534,8 @@ def _rules_loaded_fields(outcome: Any, cfg: Any) -> dict[str, Any]:
     return {
         "rules": len(rules),
         "enabled": sum(1 for r in rules if r.enabled),
+        "refused": [r.name for r in getattr(outcome.ruleset, "refused", ())],
+        "never_fire": [r.name for r in getattr(outcome.ruleset, "never_fire", ())],
         "sha256": outcome.ruleset.sha256,
         "files": outcome.files,
         "warnings": outcome.warnings[:20],

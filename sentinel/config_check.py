@@ -130,8 +130,10 @@ def _check_rules(cfg: Config, report: CheckReport) -> None:
         paths = [str(shipped)]
     outcome = load_ruleset(paths)
     for d in outcome.diagnostics:
-        finding = Finding(d.severity, d.message, str(d.file), d.line, d.column, f"rules:{d.code}", d.snippet)
-        (report.errors if d.severity == "error" else report.warnings).append(finding)
+        # A refused rule loads as a warning (the agent runs the others) but is a defect of this configuration.
+        severity = "error" if d.code == "rule-refused" else d.severity
+        finding = Finding(severity, d.message, str(d.file), d.line, d.column, f"rules:{d.code}", d.snippet)
+        (report.errors if severity == "error" else report.warnings).append(finding)
     if not outcome.diagnostics:  # an engine failure has no diagnostic objects, only text
         for text in outcome.errors:
             report.add("error", text, cfg.location("rules"), "rules")

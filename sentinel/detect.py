@@ -100,6 +100,25 @@ def load_ruleset(paths: Sequence[str | Path], load: Loader | None = None) -> Rul
     return RulesOutcome(ruleset, errors, warnings, [str(f) for f in getattr(result, "files", [])], diags)
 
 
+def refusals(outcome: RulesOutcome, running: Any = None) -> list[str]:
+    """The located problems of rules this load refused that ``running`` (the set in use) did not refuse
+    already; every refused rule's when nothing runs yet. A reload that would add one is refused whole."""
+    rs = outcome.ruleset
+    if rs is None:
+        return []
+    before = {r.name for r in getattr(running, "refused", ())} if running is not None else set()
+    names = {r.name for r in getattr(rs, "refused", ())} - before
+    if not names:
+        return []
+    from sentinel.rules.validate import format_diagnostic
+
+    return [
+        format_diagnostic(d)
+        for d in outcome.diagnostics
+        if d.refuses in names or (d.code == "rule-refused" and d.item in names)
+    ]
+
+
 def lineage(ev: Event, proc: Any) -> tuple[Any, ...]:
     """The aggregation key beside the rule: the process image and who started it."""
     if proc is None:
@@ -326,19 +345,23 @@ def reload_rules(
 def apply_reload(
     stream: DetectionStream, outcome: RulesOutcome, ts_ns: int | None = None, log: Any = None, **context: Any
 ) -> bool:
-    """The one place a reload takes effect or is refused: ``outcome.ruleset`` None → the running set stays,
+    """The one place a reload takes effect or is refused: ``outcome.ruleset`` None, or a rule refused that
+    was not refused before → the running set stays,
     the refusal is counted, logged and raised as an internal alert; else the new set is swapped in.
     ``context`` (reason, config file) goes into both log records."""
     log = log or get_logger()
     old = stream.ruleset
-    if outcome.ruleset is None:
+    # A rule refused now that was not refused in the running set (an edit broke it): keep the running set,
+    # as for any error, rather than silently stop evaluating it.
+    errors = outcome.errors if outcome.ruleset is None else refusals(outcome, old)
+    if outcome.ruleset is None or errors:
         stream.reload_failures += 1
         log.error(
-            "sentinel.reload_failed", **context, errors=outcome.errors[:50], error_count=len(outcome.errors),
+            "sentinel.reload_failed", **context, errors=errors[:50], error_count=len(errors),
             files=outcome.files, kept_sha256=old.sha256, kept_rules=len(old.rules),
         )  # fmt: skip
         when = ts_ns if ts_ns is not None else stream.last_ts_ns
-        stream.raise_internal(internal.reload_failed(when, outcome.errors, old.sha256, outcome.files))
+        stream.raise_internal(internal.reload_failed(when, errors, old.sha256, outcome.files))
         stream.flush()
         return False
     rs = outcome.ruleset

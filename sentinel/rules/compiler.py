@@ -741,7 +741,17 @@ def parse_output(text: str, loc: Locator, comp: CondCompiler) -> OutputTemplate 
             ok = False
             i = end
             continue
-        fx = comp.fieldx(_shift(node, start), loc)
+        node = _shift(node, start)
+        unknown = _unknown_field(node)
+        if unknown is not None:  # as Falco prints a field it cannot fill; the rule still loads
+            close = difflib.get_close_matches(unknown.name, FIELDS, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            comp.warn(loc, unknown.pos, "unknown-field",
+                      f"unknown field '{unknown.name}' in the output prints <NA>{hint}")  # fmt: skip
+            lit.append("<NA>")
+            i = end
+            continue
+        fx = comp.fieldx(node, loc)
         if fx is None:
             ok = False
         else:
@@ -753,6 +763,17 @@ def parse_output(text: str, loc: Locator, comp: CondCompiler) -> OutputTemplate 
     if lit:
         parts.append("".join(lit))
     return OutputTemplate(parts) if ok else None
+
+
+def _unknown_field(node: Any) -> FieldRef | None:
+    """The field under any transformers when sentinel does not know it (an output prints it as <NA>)."""
+    while isinstance(node, Transform):
+        node = node.inner
+    if not isinstance(node, FieldRef) or node.name in FIELDS:
+        return None
+    if node.name.startswith(_UNKNOWN_ARG_FIELDS) and node.name.count(".") == 2:
+        return None  # an event argument: known by pattern
+    return node
 
 
 def _shift(node: Any, by: int) -> Any:

@@ -47,6 +47,7 @@ ENGINE_VERSION = (
     0,
 )  # the Falco rules-engine version whose language this implements (for files' checks)
 
+BUILT_IN_PLUGINS = frozenset({"container"})  # Falco plugins whose fields sentinel provides itself
 MAX_MACRO_NESTING = 32  # macros using macros using macros ...: deeper is refused, not a stack overflow
 ITEM_KINDS = ("rule", "macro", "list", "required_engine_version", "required_plugin_versions")
 KEYS: dict[str, frozenset[str]] = {
@@ -246,6 +247,8 @@ class Loader:
         self._macro_stack: set[int] = set()
         self._list_values: dict[int, list[str]] = {}
         self._list_stack: set[int] = set()
+        self._broken_used: list[Item] = []  # macros that could not be compiled, used by the rule at hand
+        self.refused: list[tuple[str, str]] = []  # (rule, why) for rules refused alone
 
     # -- reporting ------------------------------------------------------------------------------------
 
@@ -459,32 +462,93 @@ class Loader:
             self.engine_version(src, pairs[kind][1])
             return
         if kind == "required_plugin_versions":
-            return  # plugins are a Falco concept sentinel has no use for
+            self.plugin_versions(src, pairs[kind][1])
+            return
         self.definition(src, node, kind, pairs)
 
     def engine_version(self, src: SourceText, node: Any) -> None:
+        """Falco's check: a file needing a newer rules-engine language (or another major) is refused."""
         text = self.text(src, node, "required_engine_version")
         if text is None:
             return
-        m = re.fullmatch(r"\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?\s*", text)
-        if not m:
+        wanted = parse_version(text)
+        if wanted is None:
             self.at_node(
                 src, node, "error", "bad-value", f"required_engine_version {text!r} is not a version"
             )
             return
-        if m.group(2) is None:  # an old integer engine version
+        if len(wanted) == 1:  # an old integer engine version: every 0.x language implements it
             return
-        wanted = tuple(int(g or 0) for g in m.groups())
-        if wanted > ENGINE_VERSION:
+        if wanted[0] != ENGINE_VERSION[0] or wanted > ENGINE_VERSION:
             have = ".".join(map(str, ENGINE_VERSION))
             self.at_node(
                 src,
                 node,
-                "warning",
+                "error",
                 "engine-version",
-                f"this file wants rules-engine version {text.strip()}; sentinel implements {have}: "
-                "newer language features may be missing",
+                f"this file requires rules-engine version {text.strip()}; sentinel implements Falco's "
+                f"rules-engine language {have}",
             )
+
+    def plugin_versions(self, src: SourceText, node: Any) -> None:
+        """Falco's ``required_plugin_versions``: checked for shape and versions like Falco; the container
+        plugin's fields are built into sentinel, other plugins' event sources are not evaluated (their rules
+        are skipped with a warning each), so needing one is a warning, not a refusal."""
+        if not isinstance(node, yaml.SequenceNode):
+            self.at_node(src, node, "error", "bad-type", "required_plugin_versions must be a list")
+            return
+        for entry in node.value:
+            wants: list[tuple[str, Any]] = []
+            for alt in (entry, *self._alternatives(src, entry)):
+                if not isinstance(alt, yaml.MappingNode):
+                    self.at_node(
+                        src, alt, "error", "bad-type", "a plugin requirement is a mapping: name, version"
+                    )
+                    return
+                pairs = self.pairs(src, alt, "a plugin requirement")
+                name = self.text(src, pairs["name"][1], "the plugin name") if "name" in pairs else None
+                version = (
+                    self.text(src, pairs["version"][1], "the plugin version") if "version" in pairs else None
+                )
+                if name is None or version is None:
+                    self.at_node(
+                        src, alt, "error", "missing-key", "a plugin requirement needs name and version"
+                    )
+                    return
+                if parse_version(version) is None or len(parse_version(version) or ()) != 3:
+                    self.at_node(
+                        src, pairs["version"][1], "error", "bad-value",
+                        f"invalid required version {version!r} for plugin {name!r} (major.minor.patch)",
+                    )  # fmt: skip
+                    return
+                if any(n == name for n, _ in wants):
+                    self.at_node(
+                        src, alt, "error", "bad-value",
+                        f"plugin {name!r} is named more than once among these alternatives",
+                    )  # fmt: skip
+                    return
+                wants.append((name, alt))
+            if not any(name in BUILT_IN_PLUGINS for name, _ in wants):
+                names = " or ".join(repr(n) for n, _ in wants)
+                self.at_node(
+                    src, entry, "warning", "plugin-not-available",
+                    f"this file asks for plugin {names}: sentinel has no plugins (it evaluates syscall rules "
+                    "and has the container plugin's fields built in), so rules of that plugin's event source "
+                    "are skipped",
+                )  # fmt: skip
+
+    def _alternatives(self, src: SourceText, entry: Any) -> list[Any]:
+        if not isinstance(entry, yaml.MappingNode):
+            return []
+        node = self.pairs(src, entry, "a plugin requirement").get("alternatives", (None, None))[1]
+        if node is None:
+            return []
+        if not isinstance(node, yaml.SequenceNode):
+            self.at_node(
+                src, node, "error", "bad-type", "alternatives of a plugin requirement must be a list"
+            )
+            return []
+        return list(node.value)
 
     def definition(self, src: SourceText, node: Any, kind: str, pairs: dict[str, tuple[Any, Any]]) -> None:
         _knode, vnode = pairs[kind]
@@ -876,15 +940,19 @@ class Loader:
             self.comp.error(loc, pos, "undefined-macro", f"undefined macro '{name}'{hint}")
             return None
         item.used = True
-        if item.seq >= seq:
+        if self._macro_stack and item.seq >= seq:  # Falco: a macro sees only macros defined before it
             self.comp.error(
                 loc,
                 pos,
                 "undefined-macro",
-                f"macro '{name}' is used before its definition ({item.where}); define it earlier",
+                f"macro '{name}' is used before its definition ({item.where}); a macro may only use "
+                "macros defined earlier (a rule may use any)",
             )
             return None
-        return self.macro_ir(item, loc, pos)
+        ir = self.macro_ir(item, loc, pos)
+        if ir is None:
+            self._broken_used.append(item)
+        return ir
 
     def macro_ir(self, item: Item, loc: Locator, pos: int) -> Any | None:
         key = id(item)
@@ -917,15 +985,7 @@ class Loader:
         item = self.items.get(("list", name))
         if item is None:
             return None
-        item.used = True
-        if item.seq >= seq:
-            self.comp.error(
-                loc,
-                pos,
-                "undefined-list",
-                f"list '{name}' is used before its definition ({item.where}); define it earlier",
-            )
-            return []
+        item.used = True  # conditions see every list, wherever it is defined (as in Falco)
         return self.list_values(item)
 
     def list_values(self, item: Item) -> list[str]:
@@ -943,15 +1003,22 @@ class Loader:
                 if sub is None or sub is item:
                     out.append(unquote(text))
                     continue
-                sub.used = True
-                if sub.seq >= seq:
-                    self.comp.error(
-                        loc,
-                        0,
-                        "undefined-list",
-                        f"list '{text}' is used before its definition ({sub.where}); define it earlier",
+                if sub.seq >= seq:  # Falco expands only lists defined earlier; a later one's name is a value
+                    self.diags.append(
+                        diag_at(
+                            loc,
+                            0,
+                            "warning",
+                            "list-defined-later",
+                            f"list '{text}' is defined after list '{item.name}' ({sub.where}): inside a list "
+                            "only lists defined earlier are expanded, so this is the literal value "
+                            f"'{text}' (as in Falco); move list '{text}' up to expand it",
+                            item.name,
+                        )
                     )
+                    out.append(unquote(text))
                     continue
+                sub.used = True
                 out.extend(self.list_values(sub))
         finally:
             self._list_stack.discard(key)
@@ -961,18 +1028,31 @@ class Loader:
     # -- compile --------------------------------------------------------------------------------------
 
     def finish(self) -> list[Rule]:
-        """Compile every rule (and every macro, used or not), then report unused macros and lists."""
+        """Compile every rule (and every macro, used or not), then report unused macros and lists.
+
+        A rule that cannot be compiled is refused alone (its problems become warnings, one more names it and
+        why) and the others load; a disabled rule's own problems are not reported, and it is compiled only so
+        that configuration can switch it on. A macro that cannot be compiled refuses the rules that use it."""
         rules: list[Rule] = []
         for item in self.rule_order:
             self._current = item.name
+            mark = len(self.diags)
+            self._broken_used = []
             rule = self.compile_rule(item)
+            if rule is None and item.valid and item.cond:
+                rule = self.refuse(item, mark)
+            if not item.enabled:  # quiet, but a macro's own problems are still the macro's
+                self.diags[mark:] = [d for d in self.diags[mark:] if d.item != item.name]
             if rule is not None:
                 rules.append(rule)
         self._current = None
         for (kind, _), item in self.items.items():
             if kind == "macro":
                 self._current = item.name
+                mark = len(self.diags)
                 self.macro_ir(item, item.loc, 0)
+                for d in self.diags[mark:]:
+                    d.severity = "warning" if d.severity == "error" else d.severity
             elif kind == "list":
                 self.list_values(item)
         for (kind, name), item in self.items.items():
@@ -990,12 +1070,45 @@ class Loader:
         self._current = None
         return rules
 
-    def compile_rule(self, item: Item) -> Rule | None:
-        """The compiled rule; None when it has errors (its other parts are still checked and reported)."""
-        if not item.cond:
-            return None
-        text, jloc, seq_of = joined(item.cond)
-        rule = Rule(
+    def refuse(self, item: Item, mark: int) -> Rule:
+        """The rule as loaded but never evaluated: its errors (and those of macros it compiled) turned into
+        warnings, and one more warning at the rule that names it and the first reason."""
+        causes = [d for d in self.diags[mark:] if d.severity == "error"]
+        for d in causes:
+            d.severity, d.refuses = "warning", item.name
+        if causes:
+            first = causes[0]
+            reason = (
+                first.message
+                if first.item in (None, item.name)
+                else f"in macro '{first.item}': {first.message}"
+            )
+            if len(causes) > 1:
+                reason += f" (and {len(causes) - 1} more problem{'s' if len(causes) > 2 else ''})"
+        elif self._broken_used:
+            broken = self._broken_used[0]
+            reason = f"it uses macro '{broken.name}' ({broken.where}), which cannot be compiled"
+        else:
+            reason = "its condition cannot be compiled"
+        if item.enabled:
+            self.diags.append(
+                diag_at(
+                    item.loc,
+                    0,
+                    "warning",
+                    "rule-refused",
+                    f"rule '{item.name}' is not loaded: {reason}; the other rules load",
+                    item.name,
+                )
+            )
+            self.refused.append((item.name, reason))
+        rule = self.base_rule(item)
+        rule.skipped = f"refused: {reason}"
+        return rule
+
+    def base_rule(self, item: Item) -> Rule:
+        text = joined(item.cond)[0] if item.cond else ""
+        return Rule(
             name=item.name,
             desc=" ".join(f.text for f in item.desc).strip(),
             condition=text,
@@ -1008,6 +1121,13 @@ class Loader:
             line=item.line,
             column=item.column,
         )
+
+    def compile_rule(self, item: Item) -> Rule | None:
+        """The compiled rule; None when it has errors (its other parts are still checked and reported)."""
+        if not item.cond:
+            return None
+        text, jloc, seq_of = joined(item.cond)
+        rule = self.base_rule(item)
         if item.source != "syscall":
             self.diags.append(
                 diag_at(
@@ -1246,6 +1366,16 @@ def joined(frags: list[Frag]) -> tuple[str, JoinedLoc, Callable[[int], int]]:
         return seq
 
     return " ".join(texts), JoinedLoc(src, parts), seq_of
+
+
+def parse_version(text: str) -> tuple[int, ...] | None:
+    """``0.57.0`` → (0, 57, 0); ``0.57`` → (0, 57, 0); a bare integer (old engine versions) → (N,)."""
+    m = re.fullmatch(r"\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?\s*", text)
+    if not m:
+        return None
+    if m.group(2) is None:
+        return (int(m.group(1)),)
+    return tuple(int(g or 0) for g in m.groups())
 
 
 def normalize_priority(text: str) -> str | None:

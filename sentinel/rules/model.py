@@ -20,6 +20,7 @@ class Diagnostic:
     column: int = 0
     snippet: str = ""
     item: str | None = None  # rule/macro/list name when known
+    refuses: str | None = None  # the rule this problem kept from loading (it is then a warning)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -31,6 +32,7 @@ class Diagnostic:
             "column": self.column,
             "snippet": self.snippet,
             "item": self.item,
+            "refuses": self.refuses,
         }
 
 

@@ -60,6 +60,10 @@ class RuleSet:
         self.matchers: dict[int, TypeMatcher] = {
             int(t): build_matcher(rules, t, True, self._pool, index_min) for t in EventType
         }
+        reached = {i for m in self.matchers.values() for i in (*m.sequential, *m.indexed)}
+        # Rules no event type's matcher checks: what they read is never captured (container.image ...), or
+        # sentinel captures none of their event types. Named at load (Falco users expect to hear of them).
+        self.never_fire: list[Rule] = [r for r in self.enabled_rules if r.index not in reached]
         self._with_proc: dict[int, Callable[[Any], list[Rule]]] = {t: m.fn for t, m in self.matchers.items()}
         self._no_proc: dict[int, Callable[[Any], list[Rule]]] = {}
         self._values: dict[tuple[Any, ...], Callable[[Any], tuple]] = {}
@@ -113,6 +117,11 @@ class RuleSet:
     @property
     def enabled_rules(self) -> list[Rule]:
         return [r for r in self.rules if r.enabled and r.skipped is None]
+
+    @property
+    def refused(self) -> list[Rule]:
+        """Enabled rules that could not be compiled (each named by a ``rule-refused`` warning)."""
+        return [r for r in self.rules if r.enabled and (r.skipped or "").startswith("refused")]
 
     # -- outputs --------------------------------------------------------------------------------------
 
@@ -188,7 +197,7 @@ def parse_field(name: str) -> FieldX:
     src = SourceText("<field>", name)
 
     def report(loc: Any, pos: int, severity: str, code: str, message: str) -> None:
-        if severity == "error":
+        if severity == "error" or code == "unknown-field":  # an output prints an unknown field as <NA>
             problems.append(message)
 
     comp = CondCompiler(_FieldScope(), report)

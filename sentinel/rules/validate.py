@@ -19,6 +19,7 @@ from sentinel.rules.model import Diagnostic
 OK = "Ok"
 OK_WARNINGS = "Ok with warnings"
 INVALID = "Invalid"
+REFUSED = "Rules refused"  # loads, but without the rules its warnings name (rule-refused)
 
 
 @dataclass
@@ -38,6 +39,8 @@ class FileReport:
     def status(self) -> str:
         if self.errors:
             return INVALID
+        if any(d.refuses for d in self.diagnostics):  # the file holding what refused a rule
+            return REFUSED
         return OK_WARNINGS if self.warnings else OK
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,7 +60,13 @@ class Validation:
 
     @property
     def ok(self) -> bool:
-        return all(f.status != INVALID for f in self.files) and not self.result.errors
+        rs = self.result.ruleset
+        refused = rs is not None and bool(rs.refused)
+        return (
+            all(f.status not in (INVALID, REFUSED) for f in self.files)
+            and not self.result.errors
+            and not refused
+        )
 
     def to_dict(self) -> dict[str, Any]:
         rs = self.result.ruleset
@@ -66,6 +75,8 @@ class Validation:
             "files": [f.to_dict() for f in self.files],
             "rules": len(rs.rules) if rs else None,
             "enabled_rules": len(rs.enabled_rules) if rs else None,
+            "refused_rules": [r.name for r in rs.refused] if rs else None,
+            "never_fire_rules": [r.name for r in rs.never_fire] if rs else None,
             "sha256": rs.sha256 if rs else None,
         }
 
@@ -123,6 +134,12 @@ def format_text(v: Validation) -> str:
             f"{len(rs.rules)} rules ({len(rs.enabled_rules)} enabled) from {len(v.result.files)} file(s); "
             f"sha256 {rs.sha256}"
         )
+        if rs.refused:
+            out.append(f"{len(rs.refused)} rule(s) refused (not loaded; the warnings above say why): "
+                       + ", ".join(safe(r.name) for r in rs.refused))  # fmt: skip
+        if rs.never_fire:
+            out.append(f"{len(rs.never_fire)} rule(s) can never fire here (they need what sentinel does not "
+                       "capture): " + ", ".join(safe(r.name) for r in rs.never_fire))  # fmt: skip
     elif not v.ok:
         n = sum(f.errors for f in v.files)
         out.append(f"{n} error(s): the rules cannot be used")

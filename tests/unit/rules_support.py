@@ -115,7 +115,15 @@ def quote_yaml(text: str) -> str:
 
 
 def errors(diags: list[Diagnostic]) -> list[Diagnostic]:
-    return [d for d in diags if d.severity == "error"]
+    """Errors, and the problems that refused a rule (warnings then: the other rules load)."""
+    return [d for d in diags if d.severity == "error" or d.refuses]
+
+
+def refused(res: Any) -> list[str]:
+    """Names of the rules a load refused (None ruleset: the whole load failed → ["*"])."""
+    if res.ruleset is None:
+        return ["*"]
+    return [r.name for r in res.ruleset.refused]
 
 
 def ruleset(text: str, **kw: Any) -> RuleSet:

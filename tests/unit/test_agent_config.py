@@ -392,3 +392,17 @@ def test_a_vanished_default_config_is_a_failed_reload_not_a_return_to_defaults(
     (doc,) = sink.docs()
     assert doc["rule"]["name"] == "Rules reload failed"
     assert "is gone" in doc["sentinel"]["reload"]["errors"][0]
+
+
+def test_enabling_a_refused_rule_is_an_error(tmp_path: Path, rules_file: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("- rule: Typo\n  desc: d\n  condition: evt.type = execve and proc.nme = x\n"
+                      "  output: o\n  priority: warning\n  enabled: false\n")  # fmt: skip
+    config = tmp_path / "sentinel.yaml"
+    config.write_text(f"rules: [{rules_file}, {broken}]\nrules_enable: [Typo]\n")
+    outcome = load_tuned_rules(load_config(str(config)))
+    assert outcome.ruleset is None
+    assert "rule 'Typo' cannot run, it was refused: unknown field 'proc.nme'" in outcome.errors[0]
+    config.write_text(f"rules: [{rules_file}, {broken}]\n")
+    quiet = load_tuned_rules(load_config(str(config)))  # disabled: its problems are not reported
+    assert quiet.ruleset is not None and not any("proc.nme" in w for w in quiet.warnings)

@@ -94,12 +94,16 @@ def test_rule_diagnostics_are_passed_through_located(tmp_path: Path) -> None:
     path = tmp_path / "sentinel.yaml"
     path.write_text(f"rules: [{rules}]\nmodel: off\nstate_dir: {tmp_path}\n")
     report = check_config(str(path))
-    assert not report.ok
-    e = report.errors[0]
-    assert (e.file, e.line) == (str(rules), 3) and e.column > 1 and e.code.startswith("rules:")
+    assert not report.ok  # the agent would run without the rule: the check fails and names it
+    refused = report.errors[0]
+    assert (refused.file, refused.line, refused.code) == (str(rules), 1, "rules:rule-refused")
+    assert "'Broken'" in refused.message and "proc.nmae" in refused.message
+    e = next(w for w in report.warnings if w.code == "rules:unknown-field")
+    assert (e.file, e.line) == (str(rules), 3) and e.column > 1
     assert "proc.nmae" in e.message
     _, out, _ = run(str(path))
-    assert out.startswith(f"{rules}:3:{e.column}: error: ") and f"[{e.code[6:]}]" in out.splitlines()[0]
+    assert f"{rules}:3:{e.column}: warning: " in out and "[unknown-field]" in out
+    assert f"{rules}:1:{refused.column}: error: " in out and "[rule-refused]" in out
     assert "proc.nmae = x" in out  # the snippet
 
 

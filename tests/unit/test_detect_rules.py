@@ -225,3 +225,23 @@ def test_replay_truncated_capture_still_exits_1(tmp_path: Path) -> None:
     # What was readable was still detected.
     names = [d["rule"]["name"] for d in json_lines(result.stdout)]
     assert names == ["Cat Reads Anything", "Kernel events lost"]
+
+
+def test_reload_keeps_refusals_it_started_with_but_never_adds_one(tmp_path: Path, rules_file: Path) -> None:
+    falco_like = tmp_path / "upstream.yaml"  # a refused rule the operator cannot fix: the agent ran with it
+    falco_like.write_text(BAD.replace("Bad", "Upstream"))
+    outcome = load_ruleset([rules_file, falco_like])
+    assert [r.name for r in outcome.ruleset.refused] == ["Upstream"]
+    stream, sink = real_stream(rules_file, window_s=0)
+    stream.swap(outcome.ruleset)
+    assert reload_rules(stream, [rules_file, falco_like], ts_ns=9 * S)  # the same refusal: fine
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD)
+    kept = stream.ruleset
+    assert not reload_rules(stream, [rules_file, falco_like, bad], ts_ns=10 * S)  # a new one: kept
+    assert stream.ruleset is kept
+    (alert,) = sink.docs()
+    errors = alert["sentinel"]["reload"]["errors"]
+    assert errors[0].startswith(f"{bad}:3:") and "proc.nme" in errors[0]
+    assert any("[rule-refused] rule 'Bad' is not loaded" in e for e in errors)
+    assert not any("Upstream" in e for e in errors)

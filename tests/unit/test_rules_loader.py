@@ -11,7 +11,16 @@ import pytest
 from sentinel.events import EventType
 from sentinel.rules import load_rules, load_text
 from sentinel.rules.model import Diagnostic
-from tests.unit.rules_support import connect_ctx, errors, exec_ctx, open_ctx, proc_chain, rule_yaml, ruleset
+from tests.unit.rules_support import (
+    connect_ctx,
+    errors,
+    exec_ctx,
+    open_ctx,
+    proc_chain,
+    refused,
+    rule_yaml,
+    ruleset,
+)
 
 # Falco-style rules of our own, using only exec/open/connect fields, as a Falco author would write them.
 FALCO_STYLE = r"""
@@ -213,7 +222,9 @@ def test_macros_and_lists_nest_and_expand() -> None:
     assert rs.match(exec_ctx(proc_chain(("4444", "/x", ["4444"]))))  # numbers in lists are text too
 
 
-def test_references_must_be_defined_earlier() -> None:
+def test_references_resolve_as_in_falco() -> None:
+    # A rule sees every macro and list wherever defined; a condition sees every list; a macro sees only the
+    # macros defined before it; inside a list only earlier lists expand (a later one's name is a value).
     text = """
 - rule: r
   desc: d
@@ -221,15 +232,35 @@ def test_references_must_be_defined_earlier() -> None:
   output: o
   priority: info
 - macro: later_macro
-  condition: proc.name = x
+  condition: proc.pname in (last_list)
 - list: later_list
-  items: [x]
+  items: [bash, nested]
+- list: nested
+  items: [zsh]
+- list: last_list
+  items: [sshd]
 """
     res = load_text(text, "t.yaml")
-    codes = sorted(d.code for d in errors(res.diagnostics))
-    assert codes == ["undefined-list", "undefined-macro"]
+    assert errors(res.diagnostics) == [] and res.ruleset is not None
+    later = next(d for d in res.diagnostics if d.code == "list-defined-later")
+    assert (later.line, later.severity, later.item) == (10, "warning", "later_list")
+    assert "literal value 'nested'" in later.message
+    sshd = proc_chain(("bash", "/bin/bash", ["bash"]), ("sshd", "/usr/sbin/sshd", ["sshd"]))
+    assert [r.name for r in res.ruleset.match(exec_ctx(sshd))] == ["r"]
+    zsh = proc_chain(("zsh", "/bin/zsh", ["zsh"]), ("sshd", "/usr/sbin/sshd", ["sshd"]))
+    assert res.ruleset.match(exec_ctx(zsh)) == []  # 'nested' was not expanded: zsh is not in later_list
+    macro_first = """
+- macro: early
+  condition: proc.name = x and late
+- macro: late
+  condition: proc.pid > 1
+""" + rule_yaml("evt.type = execve and early")
+    res = load_text(macro_first, "t.yaml")
+    assert refused(res) == ["r"]
     msg = next(d.message for d in res.diagnostics if d.code == "undefined-macro")
-    assert "used before its definition (t.yaml:7)" in msg
+    assert "used before its definition (t.yaml:4)" in msg and "a rule may use any" in msg
+    why = next(d.message for d in res.diagnostics if d.code == "rule-refused")
+    assert why.startswith("rule 'r' is not loaded: in macro 'early': macro 'late' is used before")
 
 
 def test_a_macro_cannot_refer_to_itself() -> None:
@@ -503,7 +534,6 @@ def test_unknown_keys_items_and_structure() -> None:
         "- list: l\n  items: x\n": "bad-type",
         "- macro: m\n": "missing-key",
         "- required_engine_version: abc\n": "bad-value",
-        head + "  output: '%proc.nope'\n  priority: info\n": "unknown-field",
     }
     for text, code in cases.items():
         res = load_text(text, "t.yaml")
@@ -553,12 +583,29 @@ def test_merge_keys_and_anchors() -> None:
 
 
 def test_engine_version_and_sources() -> None:
-    res = load_text("- required_engine_version: 99.0.0\n", "t.yaml")
-    assert [d.code for d in res.diagnostics] == ["engine-version"] and res.ruleset is not None
-    assert load_text("- required_engine_version: 10\n", "t.yaml").diagnostics == []
-    assert load_text(
-        "- required_plugin_versions:\n  - name: k8saudit\n    version: 0.1.0\n", "t.yaml"
-    ).ruleset
+    # As Falco: a file needing a newer rules-engine language, or another major, does not load.
+    for wanted in ("99.0.0", "0.99.0", "1.0.0"):
+        res = load_text(f"- required_engine_version: {wanted}\n", "t.yaml")
+        assert [(d.code, d.severity) for d in res.diagnostics] == [("engine-version", "error")]
+        assert res.ruleset is None and "0.60.0" in res.diagnostics[0].message
+    for fine in ("10", "0.57.0", "0.60", "0.60.0"):
+        assert load_text(f"- required_engine_version: {fine}\n", "t.yaml").diagnostics == []
+    plugin = load_text("- required_plugin_versions:\n  - name: k8saudit\n    version: 0.1.0\n", "t.yaml")
+    assert plugin.ruleset and [d.code for d in plugin.diagnostics] == ["plugin-not-available"]
+    container = "- required_plugin_versions:\n  - name: container\n    version: 0.4.0\n"
+    assert load_text(container, "t.yaml").diagnostics == []  # its fields are built in
+    either = ("- required_plugin_versions:\n  - name: k8saudit-eks\n    version: 0.1.0\n"
+              "    alternatives:\n      - name: container\n        version: 0.1.0\n")  # fmt: skip
+    assert load_text(either, "t.yaml").diagnostics == []
+    for bad, code in (
+        ("- required_plugin_versions: x\n", "bad-type"),
+        ("- required_plugin_versions:\n  - name: container\n", "missing-key"),
+        ("- required_plugin_versions:\n  - name: container\n    version: 1.x\n", "bad-value"),
+        ("- required_plugin_versions:\n  - name: a\n    version: 0.1.0\n    alternatives:\n"
+         "      - name: a\n        version: 0.2.0\n", "bad-value"),
+    ):  # fmt: skip
+        res = load_text(bad, "t.yaml")
+        assert [d.code for d in errors(res.diagnostics)] == [code] and res.ruleset is None, bad
     text = rule_yaml("ka.verb = create", extra="  source: k8s_audit\n")
     res = load_text(text, "t.yaml")
     assert res.ruleset is not None and [d.code for d in res.diagnostics] == ["unsupported-source"]
@@ -624,5 +671,42 @@ def test_deep_macro_chains_are_refused_not_crashed() -> None:
 
     assert load_text(chain(20), "t.yaml").ruleset is not None
     res = load_text(chain(300), "t.yaml")
-    assert res.ruleset is None
+    assert refused(res) == ["r"]
     assert [d.code for d in errors(res.diagnostics)] == ["syntax-error"]
+
+
+def test_rules_that_can_never_fire_here_are_named() -> None:
+    text = (
+        rule_yaml("evt.type = execve and container.id != host", name="In a container")
+        + rule_yaml("evt.type = execve and container.image.repository = nginx", name="Image")
+        + rule_yaml("evt.type = ioctl and proc.name = x", name="Ioctl")
+        + rule_yaml("evt.type = execve and not container.image.repository = nginx", name="Not image")
+        + rule_yaml("evt.type = execve and proc.name = bash", name="Bash")
+    )
+    rs = ruleset(text)
+    assert [r.name for r in rs.never_fire] == ["In a container", "Image", "Ioctl"]
+    assert [r.name for r in rs.refused] == []
+
+
+def test_an_unknown_output_field_prints_na_and_the_rule_loads() -> None:
+    res = load_text(rule_yaml("evt.type = execve", output="x=%proc.nope y=%proc.name"), "t.yaml")
+    assert res.ruleset is not None and refused(res) == []
+    (d,) = [d for d in res.diagnostics if d.code == "unknown-field"]
+    assert d.severity == "warning" and "prints <NA>" in d.message and d.column > 1
+    text, values = res.ruleset.output(res.ruleset.rules[0], exec_ctx())
+    assert text == "x=<NA> y=bash" and values == {"proc.name": "bash"}
+
+
+def test_a_rule_refused_for_a_broken_macro_is_named_each_time() -> None:
+    text = (
+        "- macro: broken\n  condition: proc.nmae = x\n"
+        + rule_yaml("evt.type = execve and broken", name="First")
+        + rule_yaml("evt.type = execve and broken", name="Second")
+        + rule_yaml("evt.type = execve and proc.name = bash", name="Fine")
+    )
+    res = load_text(text, "t.yaml")
+    assert refused(res) == ["First", "Second"] and not [d for d in res.diagnostics if d.severity == "error"]
+    why = {d.item: d.message for d in res.diagnostics if d.code == "rule-refused"}
+    assert why["First"].startswith("rule 'First' is not loaded: in macro 'broken': unknown field 'proc.nmae'")
+    assert "it uses macro 'broken' (t.yaml:1), which cannot be compiled" in why["Second"]
+    assert [r.name for r in res.ruleset.match(exec_ctx())] == ["Fine"]

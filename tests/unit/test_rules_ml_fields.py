@@ -22,6 +22,7 @@ from tests.unit.rules_support import (
     exec_ctx,
     holds,
     open_ctx,
+    refused,
     rule_yaml,
     ruleset,
     web_shell,
@@ -367,7 +368,7 @@ def test_no_order_warning(condition: str) -> None:
 )
 def test_bad_conditions_are_located_errors(condition: str, offset: int, code: str, words: str) -> None:
     res = load_text(rule_yaml(condition), "r.yaml")
-    assert res.ruleset is None
+    assert refused(res) == ["r"]
     bad = errors(res.diagnostics)
     assert len(bad) == 1, bad
     d = bad[0]

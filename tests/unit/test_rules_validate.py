@@ -12,7 +12,16 @@ import pytest
 
 from sentinel.rules import load_text
 from sentinel.rules.model import Diagnostic
-from sentinel.rules.validate import INVALID, OK, OK_WARNINGS, caret_line, format_diagnostic, safe, validate
+from sentinel.rules.validate import (
+    INVALID,
+    OK,
+    OK_WARNINGS,
+    REFUSED,
+    caret_line,
+    format_diagnostic,
+    safe,
+    validate,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,11 +41,12 @@ CASES: list[tuple[str, str, str, int, str]] = [
     (R + "  condition: evt.type = execve and proc.pid > abc\n", "bad-value", "error", 5, "abc"),
     (R + "  condition: evt.type = execve and nope\n", "undefined-macro", "error", 5, "nope"),
     (
-        R + "  condition: evt.type = execve and proc.name in (l)\n- list: l\n  items: [a]\n",
-        "undefined-list",
-        "error",
-        5,
-        "l)",
+        "- list: a\n  items: [b]\n- list: b\n  items: [x]\n" + R
+        + "  condition: evt.type = execve and proc.name in (a)\n",
+        "list-defined-later",
+        "warning",
+        2,
+        "b]",
     ),
     (
         "- rule: ghost\n  condition: and x\n  override:\n    condition: append\n",
@@ -101,7 +111,7 @@ CASES: list[tuple[str, str, str, int, str]] = [
     (
         R.replace("output: o", "output: 'x %proc.nam y'") + "  condition: evt.type = execve\n",
         "unknown-field",
-        "error",
+        "warning",
         3,
         "proc.nam",
     ),
@@ -133,7 +143,8 @@ def test_each_code_is_located(text: str, code: str, severity: str, line: int, ma
         column = source_line.rindex(marker[1:]) + 1
     else:
         column = source_line.index(marker) + 1 if marker else len(source_line) + 1
-    assert (d.severity, d.line, d.column) == (severity, line, column), d
+    effective = "error" if d.refuses else d.severity  # a problem that refused its rule counts as one
+    assert (effective, d.line, d.column) == (severity, line, column), d
     assert d.file == "rules.yaml"
     assert d.snippet == source_line
 
@@ -144,7 +155,7 @@ def test_positions_in_an_appended_condition_point_into_the_append(tmp_path: Path
     local = tmp_path / "b.yaml"
     local.write_text("- rule: r\n  condition: and proc.nme = x\n  override:\n    condition: append\n")
     res = validate([base, local])
-    assert [f.status for f in res.files] == [OK, INVALID]
+    assert [f.status for f in res.files] == [OK_WARNINGS, REFUSED]  # the rule-refused warning sits at r
     d = res.files[1].diagnostics[0]
     assert (d.file, d.line, d.column, d.code) == (str(local), 2, 18, "unknown-field")
 
@@ -157,10 +168,14 @@ def test_statuses_and_report(tmp_path: Path) -> None:
     bad = tmp_path / "c.yaml"
     bad.write_text(R.replace("rule: r", "rule: e") + "  condition: evt.type = execve and proc.x = 1\n")
     res = validate([ok, warn, bad])
-    assert [f.status for f in res.files] == [OK, OK_WARNINGS, INVALID]
+    assert [f.status for f in res.files] == [OK, OK_WARNINGS, REFUSED]
     assert not res.ok
     doc = res.to_dict()
-    assert doc["ok"] is False and doc["files"][2]["errors"] == 1 and doc["rules"] is None
+    assert doc["ok"] is False and doc["files"][2]["errors"] == 0 and doc["refused_rules"] == ["e"]
+    assert doc["rules"] == 3 and doc["enabled_rules"] == 2  # e is loaded as refused, never evaluated
+    broken = tmp_path / "d.yaml"
+    broken.write_text("- rule: x\n  desc: [\n")
+    assert validate([ok, broken]).to_dict()["rules"] is None  # a file error: nothing loads
     good = validate([ok, warn])
     assert good.ok and good.to_dict()["rules"] == 2 and len(good.to_dict()["sha256"]) == 64
 
@@ -205,15 +220,18 @@ def test_cli_validate(tmp_path: Path) -> None:
     assert out.returncode == 0 and f"{ok}: Ok" in out.stdout and "1 rules (1 enabled)" in out.stdout
     out = run("rules", "validate", str(ok), str(bad))
     assert out.returncode == 1
-    assert f"{bad}: Invalid" in out.stdout
+    assert f"{bad}: Rules refused" in out.stdout
     assert (
-        f"{bad}:5:36: error [unknown-field] unknown field 'proc.nme'; did you mean proc.name?" in out.stdout
+        f"{bad}:5:36: warning [unknown-field] unknown field 'proc.nme'; did you mean proc.name?" in out.stdout
     )
+    assert f"{bad}:1:9: warning [rule-refused] rule 'b' is not loaded: unknown field 'proc.nme'" in out.stdout
+    assert "1 rule(s) refused (not loaded; the warnings above say why): b" in out.stdout
     assert "Traceback" not in out.stdout + out.stderr
     js = run("rules", "validate", "--json", str(ok), str(bad))
     doc = orjson.loads(js.stdout)
     assert js.returncode == 1 and doc["ok"] is False
-    assert doc["files"][1]["diagnostics"][0]["column"] == 36
+    cause = next(d for d in doc["files"][1]["diagnostics"] if d["code"] == "unknown-field")
+    assert cause["column"] == 36 and cause["refuses"] == "b" and doc["refused_rules"] == ["b"]
     assert run("rules", "validate").returncode == 2  # a path is required
 
 
@@ -236,7 +254,7 @@ def test_cli_never_shows_a_traceback(tmp_path: Path, content: bytes) -> None:
     out = run("rules", "validate", str(f))
     assert out.returncode == 1
     assert "Traceback" not in out.stdout + out.stderr
-    assert f"{f}: Invalid" in out.stdout
+    assert f"{f}: {INVALID}" in out.stdout or f"{f}: {REFUSED}" in out.stdout  # a bad condition: its rule
 
 
 def test_directory_without_rules_warns(tmp_path: Path) -> None:
