@@ -994,6 +994,15 @@ FIELDS_LIST: list[FieldDef] = [
 
 
 
+# How evt.arg.NAME of a security syscall reads, by argument kind (sentinel.syscalls).
+_SHOWN = {
+    "": "as Falco prints it",
+    "path": "as Falco prints it (a path resolved against the cwd or dirfd)",
+    "id": "as Falco prints it: the user (a *uid argument) or group (*gid) name the host's databases give "
+    "it, else the number; `-1` for \"unchanged\" (evt.rawarg has the number)",
+}
+
+
 def _with_syscall_arguments(fields: list[FieldDef]) -> list[FieldDef]:
     """``evt.arg.NAME``/``evt.rawarg.NAME`` for every argument of the security syscalls, under Falco's
     parameter names, merged into the fields of the same name (``evt.arg.flags`` of open and of mount)."""
@@ -1004,13 +1013,11 @@ def _with_syscall_arguments(fields: list[FieldDef]) -> list[FieldDef]:
     added: dict[str, FieldDef] = {}
     for etype, spec in SYSCALLS.items():
         for arg in spec.args:
-            numeric = arg.kind in ("int", "id")
             raw_type = STRING if arg.kind in ("str", "path") else INT
             shown = f"_syspath(ctx, ev, {arg.name!r})" if arg.kind == "path" else f"_sysarg(ev, {arg.name!r})"
             for field_name, ftype, expr, what in (
-                (f"evt.arg.{arg.name}", INT if numeric else STRING, shown,
-                 "as Falco prints it (a path resolved against the cwd or dirfd)" if arg.kind == "path"
-                 else "as Falco prints it"),
+                (f"evt.arg.{arg.name}", INT if arg.kind == "int" else STRING, shown,
+                 _SHOWN.get(arg.kind, _SHOWN[""])),
                 (f"evt.rawarg.{arg.name}", raw_type, f"_sysraw(ev, {arg.name!r})", "as the call passed it"),
             ):  # fmt: skip
                 base = by_name.get(field_name) or added.get(field_name)

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.rules import load_text
+from sentinel.events import Event, EventType
+from sentinel.rules import EvalContext, load_text
 from sentinel.rules.compiler import suggest_field
 from sentinel.rules.falco_fields import DOTTED, FALCO_FIELDS
 from sentinel.rules.fields import FIELDS
 from sentinel.rules.validate import validate
-from tests.unit.rules_support import exec_ctx, rule_yaml, ruleset
+from tests.unit.rules_support import WALL, exec_ctx, holds, rule_yaml, ruleset
 
 FALCO_DIR = Path(__file__).resolve().parents[3] / "shared" / "falco"
 FALCO_FILES = ("falco_rules.yaml", "falco-incubating_rules.yaml", "falco-sandbox_rules.yaml")
@@ -106,6 +107,15 @@ def test_hints_never_leave_the_group_of_a_known_group() -> None:
         typo = name[:-1] + ("x" if name[-1] != "x" else "y")
         close = suggest_field(typo)
         assert close is None or close.split(".")[0] == name.split(".")[0], (typo, close)
+
+
+def test_uid_arguments_compare_as_the_names_falco_prints() -> None:
+    """Falco's `somebody_becoming_themselves` compares `evt.arg.uid=nobody`: a name, not a number."""
+    ev = Event(EventType.SETUID, 5, 7, 7, 0, 0, "su", sys_args=(0, 0, 0, 0, 0, 0))
+    ctx = EvalContext(ev, None, None, WALL)
+    assert holds("evt.type = setuid and evt.arg.uid = root", ctx)
+    assert holds("evt.type = setuid and evt.rawarg.uid = 0", ctx)
+    assert not holds("evt.type = setuid and evt.arg.uid = nobody", ctx)
 
 
 @pytest.mark.parametrize("name", FALCO_FILES)
