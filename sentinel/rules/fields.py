@@ -328,6 +328,28 @@ FIELDS_LIST: list[FieldDef] = [
         "evt.rawtime", INT, "Event time as wall-clock epoch nanoseconds.", p="ctx.wall_ns", np="ctx.wall_ns"
     ),
     FieldDef(
+        "evt.rawtime.s",
+        INT,
+        "Whole seconds of evt.rawtime.",
+        p="(ctx.wall_ns // 1_000_000_000)",
+        np="(ctx.wall_ns // 1_000_000_000)",
+    ),
+    FieldDef(
+        "evt.rawtime.ns",
+        INT,
+        "Nanoseconds within the second of evt.rawtime.",
+        p="(ctx.wall_ns % 1_000_000_000)",
+        np="(ctx.wall_ns % 1_000_000_000)",
+    ),
+    FieldDef(
+        "evt.source",
+        STRING,
+        "Event source: always `syscall` (every event sentinel captures is a syscall's).",
+        p='"syscall"',
+        np='"syscall"',
+        domain={t: _ds("syscall") for t in ALL},
+    ),
+    FieldDef(
         "evt.time.iso8601",
         STRING,
         "Event time as ISO 8601 UTC with nanoseconds.",
@@ -467,6 +489,13 @@ FIELDS_LIST: list[FieldDef] = [
     # --------------------------------------------------------------------------------------------- proc
     FieldDef("proc.pid", INT, "Process id (thread-group id).", p="proc.pid", np="ev.pid", index=True),
     FieldDef("thread.tid", INT, "Thread id.", p="ev.tid", np="ev.tid"),
+    FieldDef(
+        "thread.ismain",
+        BOOL,
+        "The thread is its process's main thread (thread.tid = proc.pid).",
+        p="(ev.tid == ev.pid)",
+        np="(ev.tid == ev.pid)",
+    ),
     FieldDef(
         "thread.cap_effective",
         STRING,

@@ -118,6 +118,11 @@ def test_uid_arguments_compare_as_the_names_falco_prints() -> None:
     assert not holds("evt.type = setuid and evt.arg.uid = nobody", ctx)
 
 
+def test_thread_ismain_compares_tid_with_pid() -> None:
+    worker = Event(EventType.SETUID, 5, 7, 8, 0, 0, "w", sys_args=(0, 0, 0, 0, 0, 0))
+    assert holds("evt.type = setuid and thread.ismain = false", EvalContext(worker, None, None, WALL))
+
+
 @pytest.mark.parametrize("name", FALCO_FILES)
 def test_falco_rule_files_name_no_unknown_field(name: str) -> None:
     if not FALCO_DIR.is_dir():
