@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from sentinel.alerts.identity import group_name, user_name
 from sentinel.events import Event, EventType
 from sentinel.sockets import sock_name
 from sentinel.syscall_names import AT_FLAGS as AT_FLAGS
@@ -339,13 +340,23 @@ _FLAG_TABLES = {
 }
 
 
+def id_shown(arg: Arg, raw: int) -> str:
+    """A uid/gid argument as Falco prints it: the name the host's databases give the user (a ``*uid``
+    argument) or group (``*gid``), else the number; ``-1`` for "unchanged". ``evt.rawarg`` keeps the
+    number. Names are the resolving host's (a replay's: the replaying host's), as ``user.name``'s are."""
+    if raw == UNCHANGED:
+        return id_text(raw)
+    name = (user_name if arg.name.endswith("uid") else group_name)(raw)
+    return name if name is not None else id_text(raw)
+
+
 def shown_value(arg: Arg, raw: int | str) -> str | int:
     """``evt.arg.NAME``: Falco's printed form (names for flags, requests and signals)."""
     if isinstance(raw, str):
         return raw
     kind = arg.kind
     if kind == "id":
-        return id_text(raw)
+        return id_shown(arg, raw)
     if kind == "hex":
         return hex(raw)
     if kind == "signal":

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sentinel.rules.falco_fields import DOTTED
 from sentinel.rules.fields import (
     BOOL,
     CANONICAL_EVENT_NAME,
@@ -257,7 +258,27 @@ def convert_value(ftype: str, op: str, texts: list[str]) -> Any:
 
 # --------------------------------------------------------------------------------------------- compiler
 
-_UNKNOWN_ARG_FIELDS = ("evt.arg.", "evt.rawarg.")
+def suggest_field(name: str) -> str | None:
+    """The known field an unknown name most likely misspells, or None. Looked for among the fields of the
+    name's own group (``thread.cap_efective`` → ``thread.cap_effective``, never ``fd.*``); across all
+    fields only when the group itself is unknown (``prc.name``). Falco's whole syscall catalogue is known,
+    so a real Falco field never gets here to be pointed elsewhere."""
+    if name.lower() in FIELDS:
+        return name.lower()
+    group = name.split(".", 1)[0] + "."
+    same = [f for f in FIELDS if f.startswith(group)]
+    close = difflib.get_close_matches(name, same or FIELDS, n=1)
+    return close[0] if close else None
+
+
+def dotted_field(name: str) -> FieldDef | None:
+    """A not-captured field whose argument Falco writes after a dot (``evt.arg.NAME``, ``evt.type.is.open``,
+    ``thread.cgroup.cpu``), or None when ``name`` is not one."""
+    for prefix, (ftype, desc) in DOTTED.items():
+        rest = name[len(prefix) :]
+        if name.startswith(prefix) and rest and "." not in rest:
+            return FieldDef(name, ftype, desc, on=())
+    return None
 
 
 class CondCompiler:
@@ -351,11 +372,10 @@ class CondCompiler:
             return FieldX(inner.fdef, inner.arg, (*inner.transforms, n.fn), gives, n.text)
         fdef = FIELDS.get(n.name)
         if fdef is None:
-            if n.name.startswith(_UNKNOWN_ARG_FIELDS) and n.name.count(".") == 2:
-                fdef = FieldDef(n.name, STRING, "an event argument sentinel does not capture", on=())
-            else:
-                close = difflib.get_close_matches(n.name, FIELDS, n=1)
-                hint = f"; did you mean {close[0]}?" if close else " (`sentinel fields` lists them)"
+            fdef = dotted_field(n.name)
+            if fdef is None:
+                close = suggest_field(n.name)
+                hint = f"; did you mean {close}?" if close else " (`sentinel fields` lists them)"
                 self.error(loc, n.pos, "unknown-field", f"unknown field '{n.name}'{hint}")
                 return None
         arg: int | str | None = None
@@ -369,17 +389,21 @@ class CondCompiler:
                     if arg < 0:
                         raise ValueError
                 except ValueError:
+                    what = "an ancestor index" if fdef.multi_p else "an index"
                     self.error(
                         loc,
                         n.arg_pos,
                         "bad-value",
-                        f"{fdef.name}[...] takes an ancestor index (0, 1, 2 ...), not {n.arg!r}",
+                        f"{fdef.name}[...] takes {what} (0, 1, 2 ...), not {n.arg!r}",
                     )
                     return None
             else:
                 arg = n.arg
         elif fdef.arg == "index":
             self.error(loc, n.end, "bad-value", f"field {fdef.name} needs an index: {fdef.name}[N]")
+            return None
+        elif fdef.arg == "key":
+            self.error(loc, n.end, "bad-value", f"field {fdef.name} needs an argument: {fdef.name}[KEY]")
             return None
         if not fdef.filled:
             self.warn(

@@ -7,8 +7,9 @@ that variant), ``path`` (the resolved path of an open/chdir) and ``ctx``; the co
 expressions into the generated matcher, so a field costs an attribute read or one helper call (helpers:
 ``runtime.py``, called as ``_name``). ``None`` means the value is missing for that event: no check on it
 holds (but ``not`` of one does).
-Common Falco fields sentinel cannot fill are registered too, always missing, so Falco rules naming them still
-load (the validator warns that they never match).
+Every other field of Falco's syscall source (``falco_fields``: libsinsp's and the container plugin's) is
+registered too, always missing, so Falco rules naming them still load (the validator warns that they never
+match); so are names under a ``DOTTED`` prefix (``evt.arg.NAME``, ``evt.type.is.NAME``), made on use.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 from sentinel.events import SYSCALL_TYPES, EventType
 from sentinel.file_changes import FILE_TYPES, TWO_PATHS
+from sentinel.rules.falco_fields import FALCO_FIELDS
 from sentinel.sockets import DATAGRAMS, SOCKET_TYPES
 from sentinel.syscalls import SYSCALLS, TARGETED_TYPES
 from sentinel.syscalls import USERNS_TYPES as _USERNS_TYPES
@@ -205,7 +207,7 @@ class FieldDef:
     notnull: tuple[EventType, ...] = ()  # event types where a nullable field is never missing
     cached: bool = False
     domain: dict[EventType, frozenset[object]] = field(default_factory=dict)
-    arg: str = ""  # "" none, "index" required int, "index?" optional int, "key?" optional text
+    arg: str = ""  # "" none, "index"/"index?" required/optional int, "key"/"key?" required/optional text
     multi_p: str | None = None  # "index?" fields without an index: the list of every ancestor's value
     index: bool = False  # equality/prefix checks on it may drive the rule index
     path_like: bool = False  # absolute paths: startswith/pmatch checks can use the prefix index
@@ -324,6 +326,28 @@ FIELDS_LIST: list[FieldDef] = [
     ),
     FieldDef(
         "evt.rawtime", INT, "Event time as wall-clock epoch nanoseconds.", p="ctx.wall_ns", np="ctx.wall_ns"
+    ),
+    FieldDef(
+        "evt.rawtime.s",
+        INT,
+        "Whole seconds of evt.rawtime.",
+        p="(ctx.wall_ns // 1_000_000_000)",
+        np="(ctx.wall_ns // 1_000_000_000)",
+    ),
+    FieldDef(
+        "evt.rawtime.ns",
+        INT,
+        "Nanoseconds within the second of evt.rawtime.",
+        p="(ctx.wall_ns % 1_000_000_000)",
+        np="(ctx.wall_ns % 1_000_000_000)",
+    ),
+    FieldDef(
+        "evt.source",
+        STRING,
+        "Event source: always `syscall` (every event sentinel captures is a syscall's).",
+        p='"syscall"',
+        np='"syscall"',
+        domain={t: _ds("syscall") for t in ALL},
     ),
     FieldDef(
         "evt.time.iso8601",
@@ -456,7 +480,6 @@ FIELDS_LIST: list[FieldDef] = [
         by={CONNECT: "_connect_name(ev)"},
         nullable=True,
     ),
-    FieldDef("evt.is_open_exec", BOOL, "Not captured (always missing).", on=_NEVER),
     FieldDef(
         "evt.num",
         INT,
@@ -466,6 +489,13 @@ FIELDS_LIST: list[FieldDef] = [
     # --------------------------------------------------------------------------------------------- proc
     FieldDef("proc.pid", INT, "Process id (thread-group id).", p="proc.pid", np="ev.pid", index=True),
     FieldDef("thread.tid", INT, "Thread id.", p="ev.tid", np="ev.tid"),
+    FieldDef(
+        "thread.ismain",
+        BOOL,
+        "The thread is its process's main thread (thread.tid = proc.pid).",
+        p="(ev.tid == ev.pid)",
+        np="(ev.tid == ev.pid)",
+    ),
     FieldDef(
         "thread.cap_effective",
         STRING,
@@ -639,28 +669,6 @@ FIELDS_LIST: list[FieldDef] = [
         nullable=True,
         arg="index?",
     ),
-    FieldDef("proc.sid", INT, "Session id: not captured (always missing).", on=_NEVER),
-    FieldDef("proc.vpgid", INT, "Process group id: not captured (always missing).", on=_NEVER),
-    FieldDef(
-        "proc.env",
-        STRING,
-        "Environment (optionally one variable, `proc.env[HOME]`): not captured (always missing).",
-        on=_NEVER,
-        arg="key?",
-    ),
-    FieldDef("proc.loginshellid", INT, "Not captured (always missing).", on=_NEVER),
-    FieldDef(
-        "proc.vpid", INT, "Pid in the process's pid namespace: not captured (always missing).", on=_NEVER
-    ),
-    FieldDef("proc.is_exe_writable", BOOL, "Not captured (always missing).", on=_NEVER),
-    FieldDef("proc.is_exe_upper_layer", BOOL, "Not captured (always missing).", on=_NEVER),
-    FieldDef("proc.is_container_healthcheck", BOOL, "Not captured (always missing).", on=_NEVER),
-    FieldDef("proc.is_container_liveness_probe", BOOL, "Not captured (always missing).", on=_NEVER),
-    FieldDef("proc.is_container_readiness_probe", BOOL, "Not captured (always missing).", on=_NEVER),
-    FieldDef("proc.stdin.type", STRING, "Not captured (always missing).", on=_NEVER),
-    FieldDef("proc.stdout.type", STRING, "Not captured (always missing).", on=_NEVER),
-    FieldDef("proc.stdin.name", STRING, "Not captured (always missing).", on=_NEVER),
-    FieldDef("proc.stdout.name", STRING, "Not captured (always missing).", on=_NEVER),
     # --------------------------------------------------------------------------------------------- user
     FieldDef(
         "user.uid",
@@ -694,8 +702,6 @@ FIELDS_LIST: list[FieldDef] = [
         p="_loginname(proc)",
         nullable=True,
     ),
-    FieldDef("user.homedir", STRING, "Not captured (always missing).", on=_NEVER),
-    FieldDef("user.shell", STRING, "Not captured (always missing).", on=_NEVER),
     FieldDef("group.gid", INT, "Real group id of the thread at the event.", p="ev.gid", np="ev.gid"),
     FieldDef("group.name", STRING, "Group name of group.gid.", p="proc.group_name", nullable=True),
     # --------------------------------------------------------------------------------------------- fd
@@ -870,10 +876,6 @@ FIELDS_LIST: list[FieldDef] = [
     FieldDef("fd.lport", INT, "Local port: not captured (always missing).", on=_NEVER),
     FieldDef("fd.cnet", IPNET, "Not captured (always missing).", on=_NEVER),
     FieldDef("fd.lnet", IPNET, "Not captured (always missing).", on=_NEVER),
-    FieldDef("fd.connected", BOOL, "Not captured (always missing).", on=_NEVER),
-    FieldDef("fd.name_changed", BOOL, "Not captured (always missing).", on=_NEVER),
-    FieldDef("fd.ino", INT, "Not captured (always missing).", on=_NEVER),
-    FieldDef("fd.dev", INT, "Not captured (always missing).", on=_NEVER),
     # --------------------------------------------------------------------------------------------- container
     FieldDef(
         "container.id",
@@ -899,12 +901,6 @@ FIELDS_LIST: list[FieldDef] = [
         np='"host"',
         domain={t: _ds("host") for t in ALL},
     ),
-    FieldDef("container.image", STRING, "Not captured (always missing).", on=_NEVER),
-    FieldDef("container.image.repository", STRING, "Not captured (always missing).", on=_NEVER),
-    FieldDef("container.image.tag", STRING, "Not captured (always missing).", on=_NEVER),
-    FieldDef("container.privileged", BOOL, "Not captured (always missing).", on=_NEVER),
-    FieldDef("k8s.ns.name", STRING, "Not captured (always missing).", on=_NEVER),
-    FieldDef("k8s.pod.name", STRING, "Not captured (always missing).", on=_NEVER),
     # --------------------------------------------------------------------------------------------- sentinel
     FieldDef(
         "sentinel.exec.filename",
@@ -1027,6 +1023,15 @@ FIELDS_LIST: list[FieldDef] = [
 
 
 
+# How evt.arg.NAME of a security syscall reads, by argument kind (sentinel.syscalls).
+_SHOWN = {
+    "": "as Falco prints it",
+    "path": "as Falco prints it (a path resolved against the cwd or dirfd)",
+    "id": "as Falco prints it: the user (a *uid argument) or group (*gid) name the host's databases give "
+    "it, else the number; `-1` for \"unchanged\" (evt.rawarg has the number)",
+}
+
+
 def _with_syscall_arguments(fields: list[FieldDef]) -> list[FieldDef]:
     """``evt.arg.NAME``/``evt.rawarg.NAME`` for every argument of the security syscalls, under Falco's
     parameter names, merged into the fields of the same name (``evt.arg.flags`` of open and of mount)."""
@@ -1037,13 +1042,11 @@ def _with_syscall_arguments(fields: list[FieldDef]) -> list[FieldDef]:
     added: dict[str, FieldDef] = {}
     for etype, spec in SYSCALLS.items():
         for arg in spec.args:
-            numeric = arg.kind in ("int", "id")
             raw_type = STRING if arg.kind in ("str", "path") else INT
             shown = f"_syspath(ctx, ev, {arg.name!r})" if arg.kind == "path" else f"_sysarg(ev, {arg.name!r})"
             for field_name, ftype, expr, what in (
-                (f"evt.arg.{arg.name}", INT if numeric else STRING, shown,
-                 "as Falco prints it (a path resolved against the cwd or dirfd)" if arg.kind == "path"
-                 else "as Falco prints it"),
+                (f"evt.arg.{arg.name}", INT if arg.kind == "int" else STRING, shown,
+                 _SHOWN.get(arg.kind, _SHOWN[""])),
                 (f"evt.rawarg.{arg.name}", raw_type, f"_sysraw(ev, {arg.name!r})", "as the call passed it"),
             ):  # fmt: skip
                 base = by_name.get(field_name) or added.get(field_name)
@@ -1099,7 +1102,18 @@ def _with_socket_fields(fields: list[FieldDef]) -> list[FieldDef]:
     return out
 
 
-FIELDS_LIST = _with_socket_fields(_with_syscall_arguments(FIELDS_LIST))
+def _with_falco_catalogue(fields: list[FieldDef]) -> list[FieldDef]:
+    """Every other field of Falco's syscall source (``falco_fields``) as *not captured*: known, with Falco's
+    type and argument, always missing. Appended, so the reference lists them after a group's real fields."""
+    known = {f.name for f in fields}
+    return fields + [
+        FieldDef(name, ftype, f"{desc} Not captured (always missing).", on=_NEVER, arg=arg)
+        for name, ftype, arg, desc in FALCO_FIELDS
+        if name not in known
+    ]
+
+
+FIELDS_LIST = _with_falco_catalogue(_with_socket_fields(_with_syscall_arguments(FIELDS_LIST)))
 FIELDS: dict[str, FieldDef] = {f.name: f for f in FIELDS_LIST}
 
 # A paragraph the reference prints at the top of a group, for what its fields share.

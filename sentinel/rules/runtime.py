@@ -77,13 +77,14 @@ def _arg_spec(ev: Any, name: str) -> Any:
 
 
 def sysarg(ev: Any, name: str) -> Any:
-    """``evt.arg.NAME`` of a security syscall (Falco's printed form; numbers for ids, pids and fds)."""
+    """``evt.arg.NAME`` of a security syscall (Falco's printed form: numbers for pids and fds, names for
+    uids and gids the host knows)."""
     arg = _arg_spec(ev, name)
     raw = _raw_value(ev, arg) if arg is not None else None
     if raw is None:
         return None
-    if arg.kind in ("int", "id"):
-        return _signed32(raw) if arg.kind == "id" else raw
+    if arg.kind == "int":
+        return raw
     return _shown_arg(ev, arg, raw)
 
 
@@ -190,10 +191,6 @@ def setns_init(ev: Any) -> str | None:
     """``sentinel.setns.init_ns``: the kinds of pid 1's namespaces a setns joined, ``|``-joined."""
     joined = _setns_target(ev)
     return "|".join(joined.init) if joined is not None else None
-
-
-def _signed32(value: int) -> int:
-    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def mode_text(mode: int) -> str:

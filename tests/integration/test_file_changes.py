@@ -78,7 +78,8 @@ def test_each_file_change_names_its_paths(agent: Agent, tmp_path: Path) -> None:
     assert get(fchmodat2, "file.mode") == "0600" and get(fchmodat2, "event.outcome") == "success"
     chown = one(agent, pid, "chown")
     assert get(chown, "file.uid") == "0" and get(chown, "file.gid") is None  # -1: unchanged
-    assert get(chown, "sentinel.event.arg.gid") == "-1"
+    assert get(chown, "sentinel.event.arg.gid") == "-1"  # unchanged
+    assert get(chown, "sentinel.event.arg.uid") == "root" and get(chown, "sentinel.event.rawarg.uid") == 0
     assert get(one(agent, pid, "fchownat"), "sentinel.event.arg.flags") == "AT_SYMLINK_NOFOLLOW"
     assert get(one(agent, pid, "lchown"), "file.gid") == "0"
     for action in ("fchmod", "fchown", "ftruncate"):

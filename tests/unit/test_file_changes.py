@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,13 @@ def test_fields_read_resolved_paths_and_falco_printed_arguments() -> None:
     assert RS.field_value("fs.path.targetraw", link) == "s"
     assert RS.field_value("evt.arg.flags", link) == "AT_SYMLINK_FOLLOW"
     chown = ctx_of(ev(T.FCHOWNAT, (FD, 0, 0, 0xFFFFFFFF, 0x100, 0), ("/etc/passwd",)))
-    assert RS.field_value("evt.arg.uid", chown) == 0 and RS.field_value("evt.arg.gid", chown) == -1
+    # Falco prints a uid/gid argument as the host's name for it (else the number), -1 for "unchanged".
+    assert RS.field_value("evt.arg.uid", chown) == "root" and RS.field_value("evt.arg.gid", chown) == "-1"
+    assert RS.field_value("evt.rawarg.uid", chown) == 0
+    assert RS.field_value("evt.rawarg.gid", chown) == 0xFFFFFFFF
+    group0 = ctx_of(ev(T.FCHOWNAT, (FD, 0, 0x7FFFFFF0, 0, 0, 0), ("/etc/passwd",)))
+    assert RS.field_value("evt.arg.uid", group0) == "2147483632"  # no such user: the number
+    assert RS.field_value("evt.arg.gid", group0) == grp.getgrgid(0).gr_name  # a gid reads as a group
     assert RS.field_value("evt.arg.flags", chown) == "AT_SYMLINK_NOFOLLOW"
     rm = ctx_of(ev(T.UNLINKAT, (FD, 0, 0x200, 0, 0, 0), ("d",)))
     assert RS.field_value("evt.arg.flags", rm) == "AT_REMOVEDIR"

@@ -45,6 +45,8 @@ def round_trip(ctx: EvalContext) -> EvalContext:
 def values(ctx: EvalContext) -> dict[str, Any]:
     out = {}
     for f in FIELDS_LIST:
+        if not f.filled:
+            continue  # always missing, on any event
         names = [f.name] if f.arg != "index?" else [f.name, f"{f.name}[0]", f"{f.name}[1]", f"{f.name}[2]"]
         for name in names:
             if name not in LOSSY:

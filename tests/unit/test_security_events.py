@@ -92,6 +92,11 @@ def test_documents_say_what_the_call_did() -> None:
     tamper = Event(EventType.TAMPER, 5, 9, 9, 0, 0, "kill", sys_args=(1, 9, 4242))
     tdoc = r.event_doc(tamper, None)
     assert tdoc["sentinel"]["event"]["tamper"] == {"kind": "signal", "target_tid": 4242, "signal": "SIGKILL"}
+    ids = Event(EventType.SETRESUID, 5, 7, 7, 0, 0, "su", sys_args=(0, 0xFFFFFFFF, 0x7FFFFFF0, 0, 0, 0))
+    idoc = r.event_doc(ids, None)["sentinel"]["event"]
+    # uids as Falco prints them (the host's name, -1 unchanged, else the number); rawarg keeps the numbers
+    assert idoc["arg"] == {"ruid": "root", "euid": "-1", "suid": "2147483632"}
+    assert idoc["rawarg"] == {"ruid": 0, "euid": 0xFFFFFFFF, "suid": 0x7FFFFFF0}
 
 
 def test_flag_names_follow_falco() -> None:
