@@ -772,9 +772,11 @@ FIELDS_LIST: list[FieldDef] = [
     FieldDef(
         "fd.num",
         INT,
-        "open: the fd returned (negative on failure); connect: the socket fd.",
+        "open: the fd returned, -1 when the open failed (as Falco's `open_file_failed` expects; the errno is "
+        "in evt.res and evt.rawres); connect, bind, listen, sendto, sendmsg: the socket fd passed; accept, "
+        "dup: the fd made, -1 when the call failed.",
         on=(OPEN, CONNECT),
-        by={OPEN: "ev.ret", CONNECT: "ev.fd"},
+        by={OPEN: "(ev.ret if ev.ret >= 0 else -1)", CONNECT: "ev.fd"},
     ),
     FieldDef(
         "fd.ip",
@@ -1116,6 +1118,8 @@ def _with_socket_fields(fields: list[FieldDef]) -> list[FieldDef]:
             desc = f.desc
             if not f.on:  # not captured for connect: now these calls fill it
                 desc = desc.replace("not captured (always missing)", "bind, listen, accept, dup only")
+            elif f.name == "fd.num":  # its description covers every call
+                pass
             elif f.name in either:  # one value: the end the call carries
                 desc += (
                     " bind, listen: the local end; accept, dup: the peer; sendto, sendmsg: the destination "

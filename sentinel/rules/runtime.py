@@ -133,7 +133,9 @@ def sock_field(ev: Any, role: str) -> Any:
     eip, eport) read as ``_END_ROLES`` says."""
     etype = ev.type
     if role == "num":
-        return ev.ret if etype in _ACCEPTS or etype in _DUPS else sysraw(ev, "fd")
+        if etype in _ACCEPTS or etype in _DUPS:  # the fd made: -1 when the call failed, as for an open
+            return ev.ret if ev.ret >= 0 else -1
+        return sysraw(ev, "fd")
     facts = _sock_facts(ev)
     if facts is None:
         return None

@@ -259,6 +259,20 @@ def test_open_fields(name: str) -> None:
     assert RS.field_value(name, open_event()) == OPEN_VALUES[name]
 
 
+def test_a_failed_open_is_fd_num_minus_one_as_falco_has_it() -> None:
+    failed = open_ctx("/etc/shadow", ret=-13)
+    assert RS.field_value("fd.num", failed) == -1
+    assert RS.field_value("evt.res", failed) == "EACCES" and RS.field_value("evt.rawres", failed) == -13
+    falco = ruleset(
+        "- macro: open_file_failed\n  condition: (evt.type in (open,openat,openat2) and fd.typechar='f' and "
+        "fd.num=-1 and evt.res startswith E)\n"
+        "- rule: failed\n  desc: d\n  condition: open_file_failed\n  output: o\n  priority: debug\n"
+    )
+    assert [r.name for r in falco.match(failed)] == ["failed"]
+    assert falco.match(open_ctx("/etc/shadow", ret=0)) == []
+    assert RS.field_value("fd.num", open_ctx("/etc/hosts", ret=0)) == 0  # fd 0 is a success
+
+
 @pytest.mark.parametrize("name", sorted(CONNECT_VALUES))
 def test_connect_fields(name: str) -> None:
     assert RS.field_value(name, connect_ctx(ret=-115)) == CONNECT_VALUES[name]

@@ -225,3 +225,12 @@ def test_a_fixture_says_whether_the_socket_was_connected() -> None:
         assert RS.field_value("fd.connected", back) is want
         assert RS.field_value("fd.name_changed", back) is True
     assert RS.field_value("fd.connected", from_ecs(fixture())) is None
+
+
+def test_a_failed_accept_or_dup_is_fd_num_minus_one() -> None:
+    failed_accept = ev(T.ACCEPT4, (3, 0, 0, 0, 0, 0), ret=-11)
+    assert RS.field_value("fd.num", ctx(failed_accept)) == -1
+    assert RS.field_value("evt.rawres", ctx(failed_accept)) == -11
+    failed_dup = ev(T.DUP2, (3, 99999, 0, 0, 0, 0), ret=-9)
+    assert RS.field_value("fd.num", ctx(failed_dup)) == -1
+    assert RS.field_value("fd.num", ctx(ev(T.DUP, (3, 0, 0, 0, 0, 0), ret=0))) == 0
