@@ -366,7 +366,8 @@ static __always_inline int sys_exit(void *ctx, long ret, u32 call) {
             return 0;  /* shells move pipes and files about all day: only a socket moved is reported */
     }
 #endif
-    if ((call == EVT_SENDTO || call == EVT_SENDMSG) && dgram_report(e, pid_tgid, ret) < 0)
+    if ((call == EVT_SENDTO || call == EVT_SENDMSG || call == EVT_SENDMMSG) &&
+        dgram_report(e, pid_tgid, ret) < 0)
         return 0;
     if (call == EVT_BIND && a1) {
         u16 port = 0;

@@ -1,5 +1,6 @@
-"""The listening side of the network, datagrams and fd plumbing (bind, listen, accept, accept4, sendto and
-sendmsg with a destination, dup, dup2, dup3): the socket behind the call's fd as the probe read it.
+"""The listening side of the network, datagrams and fd plumbing (bind, listen, accept, accept4, sendto,
+sendmsg and sendmmsg with a destination, dup, dup2, dup3): the socket behind the call's fd as the probe read
+it.
 
 The probe packs one socket end into ``sys_extra`` (see ``sys_event`` in bpf_probes/sentinel_events.h): bind
 and listen carry the local end, accept the accepted connection's peer (with the local port, and the local
@@ -19,11 +20,11 @@ from typing import NamedTuple
 from sentinel.events import AF_INET, AF_INET6, AF_UNIX, Event, EventType
 
 T = EventType
-SOCKET_TYPES = frozenset((T.BIND, T.LISTEN, T.ACCEPT, T.ACCEPT4, T.DUP, T.DUP2, T.DUP3, T.SENDTO, T.SENDMSG))
+DATAGRAMS = frozenset((T.SENDTO, T.SENDMSG, T.SENDMMSG))  # the end carried is the destination, as for connect
+SOCKET_TYPES = frozenset((T.BIND, T.LISTEN, T.ACCEPT, T.ACCEPT4, T.DUP, T.DUP2, T.DUP3, *DATAGRAMS))
 LOCAL_END = frozenset((T.BIND, T.LISTEN))  # the address carried is the local one
 ACCEPTS = frozenset((T.ACCEPT, T.ACCEPT4))
 DUPS = frozenset((T.DUP, T.DUP2, T.DUP3))
-DATAGRAMS = frozenset((T.SENDTO, T.SENDMSG))  # the end carried is the destination, as for connect
 SOCK_KNOWN = 1 << 63
 SOCK_STATE_KNOWN = 1 << 62  # bits 56..61 hold the socket's skc_state
 SOCK_STATE_SHIFT = 56

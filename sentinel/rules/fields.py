@@ -773,8 +773,8 @@ FIELDS_LIST: list[FieldDef] = [
         "fd.num",
         INT,
         "open: the fd returned, -1 when the open failed (as Falco's `open_file_failed` expects; the errno is "
-        "in evt.res and evt.rawres); connect, bind, listen, sendto, sendmsg: the socket fd passed; accept, "
-        "dup: the fd made, -1 when the call failed.",
+        "in evt.res and evt.rawres); connect, bind, listen, sendto, sendmsg, sendmmsg: the socket fd passed; "
+        "accept, dup: the fd made, -1 when the call failed.",
         on=(OPEN, CONNECT),
         by={OPEN: "(ev.ret if ev.ret >= 0 else -1)", CONNECT: "ev.fd"},
     ),
@@ -878,10 +878,10 @@ FIELDS_LIST: list[FieldDef] = [
         BOOL,
         "The socket had a connected peer. connect: true when it succeeded (or the socket already was, "
         "EISCONN), false when it failed (EINPROGRESS included: not yet) or dissolved a datagram socket's "
-        "peer (AF_UNSPEC); accept: true for the fd returned; bind, listen, dup, sendto, sendmsg: the "
-        "socket's state read from the kernel at the call's exit (TCP_ESTABLISHED: a TCP connection, or a UDP "
-        "socket after connect()). Missing on those without the kernel's socket offsets (`sentinel doctor`), "
-        "never guessed.",
+        "peer (AF_UNSPEC); accept: true for the fd returned; bind, listen, dup, sendto, sendmsg, sendmmsg: "
+        "the socket's state read from the kernel at the call's exit (TCP_ESTABLISHED: a TCP connection, or a "
+        "UDP socket after connect()). Missing on those without the kernel's socket offsets (`sentinel "
+        "doctor`), never guessed.",
         on=(CONNECT, *SOCKET_TYPES_SORTED),
         by=dict.fromkeys((CONNECT, *SOCKET_TYPES_SORTED), "_fd_connected(ev)"),
         nullable=True,
@@ -891,11 +891,11 @@ FIELDS_LIST: list[FieldDef] = [
     FieldDef(
         "fd.name_changed",
         BOOL,
-        "sendto, sendmsg: the send went to a destination new for its process and socket (and so changed "
-        "where the socket last sent). sentinel reports a send with a destination only when its (process, "
-        "socket, destination) is not in the kernel's LRU of those seen, so every reported send that "
-        "succeeded is true and a failed one (reported each time) false; an LRU eviction (16,384 entries) may "
-        "report an old destination again, true. Missing on other events.",
+        "sendto, sendmsg, sendmmsg (its first message): the send went to a destination new for its process "
+        "and socket (and so changed where the socket last sent). sentinel reports a send with a destination "
+        "only when its (process, socket, destination) is not in the kernel's LRU of those seen, so every "
+        "reported send that succeeded is true and a failed one (reported each time) false; an LRU eviction "
+        "(16,384 entries) may report an old destination again, true. Missing on other events.",
         on=DATAGRAM_TYPES,
         by=dict.fromkeys(DATAGRAM_TYPES, "_fd_name_changed(ev)"),
         domain={t: _ds(True, False) for t in DATAGRAM_TYPES},
@@ -1122,11 +1122,11 @@ def _with_socket_fields(fields: list[FieldDef]) -> list[FieldDef]:
                 pass
             elif f.name in either:  # one value: the end the call carries
                 desc += (
-                    " bind, listen: the local end; accept, dup: the peer; sendto, sendmsg: the destination "
+                    " bind, listen: the local end; accept, dup: the peer; datagram sends: the destination "
                     "(as the kernel has the socket)."
                 )
             else:
-                desc += " bind, listen, accept, dup, sendto, sendmsg: the socket as the kernel has it."
+                desc += " bind, listen, accept, dup, datagram sends: the socket as the kernel has it."
             f = dataclasses.replace(
                 f, on=(*f.on, *sock), by={**f.by, **dict.fromkeys(sock, f"_sock_field(ev, {role!r})")},
                 nullable=True, desc=desc,

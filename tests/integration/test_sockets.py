@@ -263,3 +263,36 @@ def test_falcos_outbound_condition_fires_on_a_udp_send(tmp_path: Path) -> None:
         assert len(outbound) == 1, outbound  # the connected socket's send is not outbound
     finally:
         assert d.stop() == 0
+
+
+def test_sendmmsg_reports_its_first_destination_once(agent: Agent) -> None:
+    """sendmmsg like sendmsg: the first message's destination, de-duplicated per process, socket and
+    destination; Falco's evt.type name."""
+    pid = run_calls(
+        """
+        import socket, struct
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        def batch(port, n):
+            name = ctypes.create_string_buffer(
+                struct.pack("=HH4s8x", socket.AF_INET, socket.htons(port), socket.inet_aton("127.0.0.1")), 16)
+            data = ctypes.create_string_buffer(b"x")
+            iov = ctypes.create_string_buffer(struct.pack("=QQ", ctypes.addressof(data), 1), 16)
+            hdr = struct.pack("=QI4xQQQQI4xI4x", ctypes.addressof(name), 16, ctypes.addressof(iov), 1, 0, 0,
+                              0, 0)  # struct mmsghdr: msghdr (56 bytes) and msg_len
+            vec = ctypes.create_string_buffer(hdr * n, 64 * n)
+            keep.extend((name, data, iov, vec))
+            return sc("sendmmsg", u.fileno(), vec, n, 0)
+        keep = []
+        for _ in range(3):
+            assert batch(40031, 2) == 2, "sendmmsg failed"
+        assert batch(40032, 1) == 1
+        """
+    )
+    sends = calls_of(agent, pid, "sendmmsg", count=2)
+    time.sleep(1.0)  # a repeat would have arrived by now
+    sends = [d for d in agent.docs if get(d, "process.pid") == pid and get(d, "event.action") == "sendmmsg"]
+    assert sorted(get(d, "destination.port") for d in sends) == [40031, 40032]
+    first = next(d for d in sends if get(d, "destination.port") == 40031)
+    assert get(first, "destination.ip") == "127.0.0.1" and get(first, "network.transport") == "udp"
+    assert get(first, "sentinel.event.type") == "sendmmsg" and get(first, "event.outcome") == "success"
+    assert get(first, "sentinel.event.connected") is False

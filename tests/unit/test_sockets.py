@@ -234,3 +234,16 @@ def test_a_failed_accept_or_dup_is_fd_num_minus_one() -> None:
     failed_dup = ev(T.DUP2, (3, 99999, 0, 0, 0, 0), ret=-9)
     assert RS.field_value("fd.num", ctx(failed_dup)) == -1
     assert RS.field_value("fd.num", ctx(ev(T.DUP, (3, 0, 0, 0, 0, 0), ret=0))) == 0
+
+
+def test_sendmmsg_is_a_datagram_under_falcos_name() -> None:
+    extra = (v4("198.51.100.53"), 0, word(53, 40123, AF_INET, 2) | state(False))
+    send = ev(T.SENDMMSG, (3, 0, 0, 0, 0, 0), extra, ret=2)
+    c = ctx(send)
+    assert RS.field_value("evt.type", c) == "sendmmsg" and RS.field_value("fd.sip", c) == "198.51.100.53"
+    assert RS.field_value("fd.connected", c) is False and RS.field_value("fd.name_changed", c) is True
+    rs = ruleset("- rule: m\n  desc: d\n  condition: evt.type = sendmmsg and fd.sport = 53\n  output: o\n"
+                 "  priority: debug\n")  # fmt: skip
+    assert [r.name for r in rs.match(c)] == ["m"]
+    doc = EcsRenderer(HOST).event_doc(send, None)
+    assert doc["event"]["action"] == "sendmmsg" and doc["destination"]["port"] == 53
