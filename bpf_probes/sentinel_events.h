@@ -78,6 +78,7 @@
 #define EVT_DUP3 73
 #define EVT_SENDTO 74
 #define EVT_SENDMSG 75
+#define EVT_SENDMMSG 76
 
 /* event_header.flags */
 #define EVF_ARGV_TRUNCATED (1 << 0)
@@ -217,7 +218,8 @@ struct sys_event {
      * utimensat: [0] atime seconds, [1] mtime seconds, [2] their nanoseconds (low, high half);
      * bind, listen (the local end), accept (the peer), dup* (the old fd's peer, if a socket): [0..1] the
      * address (IPv4: [0] low half, and for accept/dup the local IPv4 in [0]'s high half; IPv6: 16 bytes),
-     * [2] ports, family and type (SYS_SOCK_KNOWN). */
+     * [2] ports, family, type and the socket's state (SYS_SOCK_KNOWN, SYS_SOCK_STATE_KNOWN);
+     * sendto, sendmsg, sendmmsg: the destination as [0..2], with the local port, type and state when the socket is read. */
     u64 extra[3];
     u16 str_len[SYS_STRS];  /* bytes of each string, NUL included; 0 = none */
     u16 nstr;
@@ -240,7 +242,11 @@ struct tamper_event {
 #define TAMPER_BPF 4        /* another process opened one of the agent's BPF programs, maps or links by id */
 #define TAMPER_FD 5         /* pidfd_getfd took one of the agent's file descriptors */
 #define SYS_USERNS_KNOWN (1ULL << 63)
-/* bind, listen, accept, dup: extra[2] = port | local port << 16 | family << 32 | socket type << 48 | KNOWN */
+/* bind, listen, accept, dup, datagrams: extra[2] = port | local port << 16 | family << 32 | socket type << 48
+ * | sk state << 56 (6 bits, with SYS_SOCK_STATE_KNOWN: read from the kernel's socket) | KNOWN */
 #define SYS_SOCK_KNOWN (1ULL << 63)
+#define SYS_SOCK_STATE_KNOWN (1ULL << 62)
+#define SYS_SOCK_STATE_SHIFT 56
+#define SYS_SOCK_STATE_MASK (0x3FULL << SYS_SOCK_STATE_SHIFT)
 
 #endif

@@ -1,5 +1,5 @@
-/* The listening side of the network, datagrams and fd plumbing: bind, listen, accept, accept4, sendto and
- * sendmsg with a destination, dup, dup2, dup3. Appended to sentinel.c after sentinel_files.c by the loader;
+/* The listening side of the network, datagrams and fd plumbing: bind, listen, accept, accept4, sendto,
+ * sendmsg and sendmmsg (its first message) with a destination, dup, dup2, dup3. Appended to sentinel.c after sentinel_files.c by the loader;
  * the security-syscall machinery (sys_enter_s/sys_exit) reports each at exit, failures included. With the
  * socket offsets (HAVE_NET_OFFSETS) the exit reads the socket behind the fd from the kernel: the bound or
  * listening address, an accepted connection's peer, and for dup* whether the fd moved is a socket and to
@@ -87,4 +87,16 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) {
     return dgram_enter(EVT_SENDMSG, (s64)args->fd, name, 0, args->flags);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return sys_exit(args, args->ret, EVT_SENDMSG); }
+#endif
+
+#ifdef HAVE_TP_SENDMMSG
+/* Only the first message's destination (msgvec[0].msg_hdr.msg_name, the first word of the vector): a batch
+ * to several destinations is seen by its first. The exit's result is the number of messages sent. */
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg) {
+    u64 name = 0;
+    if (args->mmsg && args->vlen)
+        bpf_probe_read_user(&name, sizeof(name), (const void *)args->mmsg);
+    return dgram_enter(EVT_SENDMMSG, (s64)args->fd, name, 0, args->flags);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return sys_exit(args, args->ret, EVT_SENDMMSG); }
 #endif

@@ -135,7 +135,8 @@ static __always_inline u32 joined_init_ns(u64 nstype) {
 
 #if defined(HAVE_KOFFSETS) && defined(HAVE_NS_OFFSETS) && defined(HAVE_NET_OFFSETS)
 /* The socket open as fd, if it is one: one end's address in extra[0..1] (``local``: the local end, else the
- * peer, with the local IPv4 in extra[0]'s high half), ports, family and type in extra[2]. Read from the
+ * peer, with the local IPv4 in extra[0]'s high half), ports, family, type and state (skc_state: a UDP socket
+ * after connect() is TCP_ESTABLISHED too) in extra[2]. Read from the
  * kernel's socket, so a NULL address buffer (accept(fd, NULL, NULL)) or a socket made before the agent
  * still says. */
 static __always_inline void sock_facts(struct sys_event *e, s64 fd, int local) {
@@ -161,7 +162,9 @@ static __always_inline void sock_facts(struct sys_event *e, s64 fd, int local) {
         e->extra[0] = kread64(sk, off);
         e->extra[1] = kread64(sk, off + 8);
     }
-    e->extra[2] = (local ? lport : rport) | (lport << 16) | (family << 32) | (type << 48) | SYS_SOCK_KNOWN;
+    u64 state = kread32(sk, K_SKC_STATE) & 0x3F;  /* TCP_ESTABLISHED, TCP_CLOSE... (UDP uses them too) */
+    e->extra[2] = (local ? lport : rport) | (lport << 16) | (family << 32) | (type << 48) |
+                  (state << SYS_SOCK_STATE_SHIFT) | SYS_SOCK_STATE_KNOWN | SYS_SOCK_KNOWN;
 }
 #endif
 
@@ -206,7 +209,8 @@ static __always_inline int dgram_report(struct sys_event *e, u64 pid_tgid, long 
     u64 local = 0;
 #if defined(HAVE_KOFFSETS) && defined(HAVE_NS_OFFSETS) && defined(HAVE_NET_OFFSETS)
     sock_facts(e, (s64)e->arg[0], 1);
-    local = e->extra[2] & (0xFFFFULL << 16 | 0xFFULL << 48);  /* local port and socket type */
+    /* local port, socket type and state (connected or not) */
+    local = e->extra[2] & (0xFFFFULL << 16 | 0xFFULL << 48 | SYS_SOCK_STATE_MASK | SYS_SOCK_STATE_KNOWN);
 #endif
     __builtin_memcpy(&e->extra[0], &k.addr[0], 16);
     e->extra[2] = (u64)k.port | local | ((u64)k.family << 32) | SYS_SOCK_KNOWN;
@@ -362,7 +366,8 @@ static __always_inline int sys_exit(void *ctx, long ret, u32 call) {
             return 0;  /* shells move pipes and files about all day: only a socket moved is reported */
     }
 #endif
-    if ((call == EVT_SENDTO || call == EVT_SENDMSG) && dgram_report(e, pid_tgid, ret) < 0)
+    if ((call == EVT_SENDTO || call == EVT_SENDMSG || call == EVT_SENDMMSG) &&
+        dgram_report(e, pid_tgid, ret) < 0)
         return 0;
     if (call == EVT_BIND && a1) {
         u16 port = 0;

@@ -96,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="event types: exec, open, connect, fork, exit, chdir, tamper, a family of security syscalls "
         "(privilege, injection, kernel, fileless, mount, namespace, signal; security: all of them), file "
         "(changes made without an open: unlink, rename, link, symlink, chmod, chown, mkdir, truncate, "
-        "utimensat), listening (bind, listen, accept), datagram (sendto, sendmsg to a new destination), fd "
-        "(dup* moving a socket), a "
+        "utimensat), listening (bind, listen, accept), datagram (sendto, sendmsg, sendmmsg to a new "
+        "destination), fd (dup* moving a socket), a "
         f"syscall's name (setuid, ptrace, mount, ...) or all (default {DEFAULT_TYPES_SPEC})",
     )
     ev.add_argument(

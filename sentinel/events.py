@@ -86,6 +86,7 @@ class EventType(enum.IntEnum):
     DUP3 = 73
     SENDTO = 74
     SENDMSG = 75
+    SENDMMSG = 76  # the first message's destination
 
 
 EVENT_TYPE_NAMES: dict[int, str] = {

@@ -1,12 +1,14 @@
-"""The listening side of the network, datagrams and fd plumbing (bind, listen, accept, accept4, sendto and
-sendmsg with a destination, dup, dup2, dup3): the socket behind the call's fd as the probe read it.
+"""The listening side of the network, datagrams and fd plumbing (bind, listen, accept, accept4, sendto,
+sendmsg and sendmmsg with a destination, dup, dup2, dup3): the socket behind the call's fd as the probe read
+it.
 
 The probe packs one socket end into ``sys_extra`` (see ``sys_event`` in bpf_probes/sentinel_events.h): bind
 and listen carry the local end, accept the accepted connection's peer (with the local port, and the local
 IPv4 address), dup* the peer of the socket the new fd names, a datagram its destination (the first per
 process, socket and destination: the probe de-duplicates, so a new destination is always an event). A
 failed bind carries the address asked for; a call on an fd that is not a socket, or a kernel without the
-socket offsets, carries none.
+socket offsets, carries none. With the socket offsets the probe also reads the socket's state (``skc_state``):
+whether it had a connected peer (Falco's ``fd.connected``).
 """
 
 from __future__ import annotations
@@ -18,13 +20,18 @@ from typing import NamedTuple
 from sentinel.events import AF_INET, AF_INET6, AF_UNIX, Event, EventType
 
 T = EventType
-SOCKET_TYPES = frozenset((T.BIND, T.LISTEN, T.ACCEPT, T.ACCEPT4, T.DUP, T.DUP2, T.DUP3, T.SENDTO, T.SENDMSG))
+DATAGRAMS = frozenset((T.SENDTO, T.SENDMSG, T.SENDMMSG))  # the end carried is the destination, as for connect
+SOCKET_TYPES = frozenset((T.BIND, T.LISTEN, T.ACCEPT, T.ACCEPT4, T.DUP, T.DUP2, T.DUP3, *DATAGRAMS))
 LOCAL_END = frozenset((T.BIND, T.LISTEN))  # the address carried is the local one
 ACCEPTS = frozenset((T.ACCEPT, T.ACCEPT4))
 DUPS = frozenset((T.DUP, T.DUP2, T.DUP3))
-DATAGRAMS = frozenset((T.SENDTO, T.SENDMSG))  # the end carried is the destination, as for connect
 SOCK_KNOWN = 1 << 63
+SOCK_STATE_KNOWN = 1 << 62  # bits 56..61 hold the socket's skc_state
+SOCK_STATE_SHIFT = 56
 SOCK_STREAM, SOCK_DGRAM = 1, 2
+TCP_ESTABLISHED, TCP_CLOSE = 1, 7  # skc_state values; a UDP socket after connect() is TCP_ESTABLISHED too
+AF_UNSPEC = 0
+EISCONN = 106
 
 
 class SockFacts(NamedTuple):
@@ -37,6 +44,7 @@ class SockFacts(NamedTuple):
     port: int
     local_port: int
     local_address: str | None
+    connected: bool | None = None  # the socket had a connected peer (state TCP_ESTABLISHED); None: not read
 
     @property
     def transport(self) -> str | None:
@@ -67,7 +75,33 @@ def sock_facts(ev: Event) -> SockFacts | None:
             local_address = address
     elif family == AF_UNIX:
         address = (ev.sys_strs[0] if ev.sys_strs else "") or None
-    return SockFacts(family, sock_type, address, port, local_port, local_address)
+    connected = ((word >> SOCK_STATE_SHIFT) & 0x3F) == TCP_ESTABLISHED if word & SOCK_STATE_KNOWN else None
+    return SockFacts(family, sock_type, address, port, local_port, local_address, connected)
+
+
+def connected(ev: Event) -> bool | None:
+    """Falco's ``fd.connected`` where the event shows it: a connect that succeeded (or found the socket
+    already connected, EISCONN) is true, any other connect false (EINPROGRESS: not yet; a connect to
+    AF_UNSPEC dissolves a datagram socket's peer); an accept that returned an fd is true; bind, listen, dup
+    and datagrams say what the socket's state was read from the kernel at the call's exit (TCP_ESTABLISHED:
+    a TCP connection, or a UDP socket after connect()); None without the socket offsets."""
+    etype = ev.type
+    if etype == T.CONNECT:
+        return (ev.ret == 0 and ev.family != AF_UNSPEC) or ev.ret == -EISCONN
+    if etype in ACCEPTS and ev.ret >= 0:
+        return True
+    facts = sock_facts(ev)
+    return facts.connected if facts is not None else None
+
+
+def name_changed(ev: Event) -> bool | None:
+    """Falco's ``fd.name_changed`` for a datagram: the probe reports a send with a destination only when its
+    (process, socket, destination) is new to its LRU, so a reported send that went through changed the
+    destination the socket last sent to (true); a failed send changed nothing (false). None for other
+    events."""
+    if ev.type in DATAGRAMS:
+        return ev.ret >= 0
+    return None
 
 
 def endpoint(address: str | None, port: int, family: int) -> str:

@@ -251,6 +251,7 @@ SYSCALLS: dict[EventType, Syscall] = {
         ),
         _spec(T.SENDTO, "datagram", A("fd", "a0"), A("size", "a1"), A("tuple", "x0", "sock")),
         _spec(T.SENDMSG, "datagram", A("fd", "a0"), A("tuple", "x0", "sock")),
+        _spec(T.SENDMMSG, "datagram", A("fd", "a0"), A("tuple", "x0", "sock")),  # the first message's
         _spec(T.DUP, "fd", A("oldfd", "a0")),
         _spec(T.DUP2, "fd", A("oldfd", "a0"), A("newfd", "a1")),
         _spec(T.DUP3, "fd", A("oldfd", "a0"), A("newfd", "a1"), A("flags", "a2", "hex")),

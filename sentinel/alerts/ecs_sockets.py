@@ -5,7 +5,9 @@ path); accept is an inbound connection: ``source`` the client, ``destination`` t
 ``network.direction: ingress``; a dup of a socket names both ends under ``sentinel.event.socket`` (which is
 the server is not known from the fd alone) and the fd it now sits on, ``sentinel.event.newfd`` (0, 1 or 2: a
 shell's stdin/stdout on a socket). A datagram names its ``destination`` (the first per process, socket and
-destination), ``network.direction: egress``.
+destination), ``network.direction: egress``. Whether the socket had a connected peer (Falco's
+``fd.connected``: read from the kernel's socket state, or an accept that returned an fd) is
+``sentinel.event.connected``, absent when not known.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from sentinel.alerts.ecs_security import argument_blocks
 from sentinel.events import AF_INET6, AF_UNIX, Event
-from sentinel.sockets import ACCEPTS, DATAGRAMS, DUPS, LOCAL_END, sock_facts, sock_name
+from sentinel.sockets import ACCEPTS, DATAGRAMS, DUPS, LOCAL_END, connected, sock_facts, sock_name
 from sentinel.syscalls import SYSCALLS
 
 
@@ -61,6 +63,9 @@ def socket_doc(doc: dict[str, Any], event: dict[str, Any], detail: dict[str, Any
             sock: dict[str, Any] = {"peer": {"address": facts.address, "port": facts.port}}
             sock["local"] = {"address": facts.local_address, "port": facts.local_port}
             detail["socket"] = sock
+    is_connected = connected(ev)
+    if is_connected is not None:
+        detail["connected"] = is_connected
     if network:
         doc["network"] = network
     if etype in DUPS and ev.ret >= 0:

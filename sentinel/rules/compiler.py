@@ -768,8 +768,8 @@ def parse_output(text: str, loc: Locator, comp: CondCompiler) -> OutputTemplate 
         node = _shift(node, start)
         unknown = _unknown_field(node)
         if unknown is not None:  # as Falco prints a field it cannot fill; the rule still loads
-            close = difflib.get_close_matches(unknown.name, FIELDS, n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
+            close = suggest_field(unknown.name)
+            hint = f"; did you mean {close}?" if close else ""
             comp.warn(loc, unknown.pos, "unknown-field",
                       f"unknown field '{unknown.name}' in the output prints <NA>{hint}")  # fmt: skip
             lit.append("<NA>")
@@ -793,10 +793,8 @@ def _unknown_field(node: Any) -> FieldRef | None:
     """The field under any transformers when sentinel does not know it (an output prints it as <NA>)."""
     while isinstance(node, Transform):
         node = node.inner
-    if not isinstance(node, FieldRef) or node.name in FIELDS:
+    if not isinstance(node, FieldRef) or node.name in FIELDS or dotted_field(node.name) is not None:
         return None
-    if node.name.startswith(_UNKNOWN_ARG_FIELDS) and node.name.count(".") == 2:
-        return None  # an event argument: known by pattern
     return node
 
 

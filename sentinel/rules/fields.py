@@ -41,6 +41,7 @@ MAIN: tuple[EventType, ...] = (EXEC, OPEN, CONNECT)
 TARGETED: tuple[EventType, ...] = tuple(sorted(TARGETED_TYPES))  # calls aimed at another process
 FILE_TWO_PATHS: tuple[EventType, ...] = tuple(sorted(TWO_PATHS))
 DATAGRAM_TYPES: tuple[EventType, ...] = tuple(sorted(DATAGRAMS))
+SOCKET_TYPES_SORTED: tuple[EventType, ...] = tuple(sorted(SOCKET_TYPES))
 FILE_ONE_PATH: tuple[EventType, ...] = tuple(sorted(t for t in FILE_TYPES if t not in TWO_PATHS))
 USERNS_TYPES: tuple[EventType, ...] = tuple(sorted(_USERNS_TYPES))
 
@@ -777,9 +778,11 @@ FIELDS_LIST: list[FieldDef] = [
     FieldDef(
         "fd.num",
         INT,
-        "open: the fd returned (negative on failure); connect: the socket fd.",
+        "open: the fd returned, -1 when the open failed (as Falco's `open_file_failed` expects; the errno is "
+        "in evt.res and evt.rawres); connect, bind, listen, sendto, sendmsg, sendmmsg: the socket fd passed; "
+        "accept, dup: the fd made, -1 when the call failed.",
         on=(OPEN, CONNECT),
-        by={OPEN: "ev.ret", CONNECT: "ev.fd"},
+        by={OPEN: "(ev.ret if ev.ret >= 0 else -1)", CONNECT: "ev.fd"},
     ),
     FieldDef(
         "fd.ip",
@@ -876,6 +879,33 @@ FIELDS_LIST: list[FieldDef] = [
     FieldDef("fd.lport", INT, "Local port: not captured (always missing).", on=_NEVER),
     FieldDef("fd.cnet", IPNET, "Not captured (always missing).", on=_NEVER),
     FieldDef("fd.lnet", IPNET, "Not captured (always missing).", on=_NEVER),
+    FieldDef(
+        "fd.connected",
+        BOOL,
+        "The socket had a connected peer. connect: true when it succeeded (or the socket already was, "
+        "EISCONN), false when it failed (EINPROGRESS included: not yet) or dissolved a datagram socket's "
+        "peer (AF_UNSPEC); accept: true for the fd returned; bind, listen, dup, sendto, sendmsg, sendmmsg: "
+        "the socket's state read from the kernel at the call's exit (TCP_ESTABLISHED: a TCP connection, or a "
+        "UDP socket after connect()). Missing on those without the kernel's socket offsets (`sentinel "
+        "doctor`), never guessed.",
+        on=(CONNECT, *SOCKET_TYPES_SORTED),
+        by=dict.fromkeys((CONNECT, *SOCKET_TYPES_SORTED), "_fd_connected(ev)"),
+        nullable=True,
+        notnull=(CONNECT,),
+        domain={CONNECT: _ds(True, False), **{t: _ds(True, False, None) for t in SOCKET_TYPES_SORTED}},
+    ),
+    FieldDef(
+        "fd.name_changed",
+        BOOL,
+        "sendto, sendmsg, sendmmsg (its first message): the send went to a destination new for its process "
+        "and socket (and so changed where the socket last sent). sentinel reports a send with a destination "
+        "only when its (process, socket, destination) is not in the kernel's LRU of those seen, so every "
+        "reported send that succeeded is true and a failed one (reported each time) false; an LRU eviction "
+        "(16,384 entries) may report an old destination again, true. Missing on other events.",
+        on=DATAGRAM_TYPES,
+        by=dict.fromkeys(DATAGRAM_TYPES, "_fd_name_changed(ev)"),
+        domain={t: _ds(True, False) for t in DATAGRAM_TYPES},
+    ),
     # --------------------------------------------------------------------------------------------- container
     FieldDef(
         "container.id",
@@ -1082,9 +1112,10 @@ def _with_socket_fields(fields: list[FieldDef]) -> list[FieldDef]:
         "fd.l4proto": "l4proto", "fd.name": "name", "fd.nameraw": "name", "fd.sip": "sip",
         "fd.sport": "sport", "fd.snet": "sip", "fd.cip": "cip", "fd.cport": "cport", "fd.cnet": "cip",
         "fd.lip": "lip", "fd.lport": "lport", "fd.lnet": "lip", "fd.rip": "rip", "fd.rport": "rport",
-        "fd.rnet": "rip",
+        "fd.rnet": "rip", "fd.ip": "eip", "fd.port": "eport", "fd.net": "eip",
     }  # fmt: skip
-    sock = tuple(sorted(SOCKET_TYPES))
+    either = {"fd.ip", "fd.port", "fd.net"}
+    sock = SOCKET_TYPES_SORTED
     out = []
     for f in fields:
         role = roles.get(f.name)
@@ -1092,8 +1123,15 @@ def _with_socket_fields(fields: list[FieldDef]) -> list[FieldDef]:
             desc = f.desc
             if not f.on:  # not captured for connect: now these calls fill it
                 desc = desc.replace("not captured (always missing)", "bind, listen, accept, dup only")
+            elif f.name == "fd.num":  # its description covers every call
+                pass
+            elif f.name in either:  # one value: the end the call carries
+                desc += (
+                    " bind, listen: the local end; accept, dup: the peer; datagram sends: the destination "
+                    "(as the kernel has the socket)."
+                )
             else:
-                desc += " bind, listen, accept, dup: the socket as the kernel has it."
+                desc += " bind, listen, accept, dup, datagram sends: the socket as the kernel has it."
             f = dataclasses.replace(
                 f, on=(*f.on, *sock), by={**f.by, **dict.fromkeys(sock, f"_sock_field(ev, {role!r})")},
                 nullable=True, desc=desc,

@@ -23,7 +23,16 @@ from sentinel.rules.fixture_values import TRANSPORTS, FixtureError
 from sentinel.rules.fixture_values import as_int as _int
 from sentinel.rules.fixture_values import as_map as _map
 from sentinel.rules.fixture_values import as_str as _str
-from sentinel.sockets import ACCEPTS, DATAGRAMS, LOCAL_END, SOCK_KNOWN
+from sentinel.sockets import (
+    ACCEPTS,
+    DATAGRAMS,
+    LOCAL_END,
+    SOCK_KNOWN,
+    SOCK_STATE_KNOWN,
+    SOCK_STATE_SHIFT,
+    TCP_CLOSE,
+    TCP_ESTABLISHED,
+)
 from sentinel.syscalls import (
     NS_KINDS,
     SYSCALLS,
@@ -78,7 +87,7 @@ _NET_FAMILIES = {"ipv4": AF_INET, "ipv6": AF_INET6, "unix": AF_UNIX}
 def socket_end(ev: Event, doc: Mapping[str, Any], detail: Mapping[str, Any]) -> None:
     """The socket of a bind, listen, accept or dup fixture, as the probe packs it: ``network.type`` and
     ``.transport``; ``server`` (bind, listen), ``source``/``destination`` (accept: client, local end) or
-    ``sentinel.event.socket.peer``/``.local`` (dup)."""
+    ``sentinel.event.socket.peer``/``.local`` (dup); ``sentinel.event.connected`` the socket's state."""
     net = _map(doc.get("network"), "network")
     family = _NET_FAMILIES.get(_str(net.get("type"), "network.type"), 0)
     if not family:
@@ -110,6 +119,12 @@ def socket_end(ev: Event, doc: Mapping[str, Any], detail: Mapping[str, Any]) -> 
     except OSError:
         raise FixtureError(f"not an IP address: {address!r}") from None
     word = port | local_port << 16 | family << 32 | sock_type << 48 | SOCK_KNOWN
+    is_connected = detail.get("connected")
+    if is_connected is not None:  # the state the probe would have read: established or closed
+        if not isinstance(is_connected, bool):
+            raise FixtureError("sentinel.event.connected: true or false")
+        state = TCP_ESTABLISHED if is_connected else TCP_CLOSE
+        word |= state << SOCK_STATE_SHIFT | SOCK_STATE_KNOWN
     ev.sys_extra = (lo, hi, word)
     if family == AF_UNIX and address:
         ev.sys_strs = (address,)

@@ -22,7 +22,9 @@ from sentinel.sockets import ACCEPTS as _ACCEPTS
 from sentinel.sockets import DATAGRAMS as _DATAGRAMS
 from sentinel.sockets import DUPS as _DUPS
 from sentinel.sockets import LOCAL_END as _LOCAL_END
+from sentinel.sockets import connected as _connected
 from sentinel.sockets import host_resolvers as _host_resolvers
+from sentinel.sockets import name_changed as _name_changed
 from sentinel.sockets import sock_facts as _sock_facts
 from sentinel.sockets import sock_name as _sock_name
 from sentinel.syscalls import SYSCALLS as _SYSCALLS
@@ -112,6 +114,7 @@ _SOCK_FAMILY_TYPE = {AF_INET: "ipv4", AF_INET6: "ipv6", AF_UNIX: "unix"}
 _SOCK_TYPECHAR = {AF_INET: "4", AF_INET6: "6", AF_UNIX: "u"}
 # Which end of the socket each fd.* end role reads, per kind of call: "end" is the address and port the
 # event carries (sentinel.sockets), "local" the local port and IPv4 address beside it; absent: missing.
+# eip/eport (fd.ip, fd.port, fd.net: "either end", one value here) read the end carried for every kind.
 _CARRIED = {"sip": "end", "sport": "end", "lip": "end", "lport": "end"}  # bind, listen: the local end
 _ACCEPTED = {"sip": "local", "sport": "local", "lip": "local", "lport": "local",
              "cip": "end", "cport": "end", "rip": "end", "rport": "end"}  # fmt: skip
@@ -127,11 +130,13 @@ _END_ROLES = {
 
 def sock_field(ev: Any, role: str) -> Any:
     """An ``fd.*`` field of a bind, listen, accept, datagram or dup event (``sentinel.sockets``): ``role`` is
-    type, typechar, family, l4proto, name, num, or an end (sip, sport, cip, cport, lip, lport, rip, rport)
-    read as ``_END_ROLES`` says."""
+    type, typechar, family, l4proto, name, num, or an end (sip, sport, cip, cport, lip, lport, rip, rport,
+    eip, eport) read as ``_END_ROLES`` says."""
     etype = ev.type
     if role == "num":
-        return ev.ret if etype in _ACCEPTS or etype in _DUPS else sysraw(ev, "fd")
+        if etype in _ACCEPTS or etype in _DUPS:  # the fd made: -1 when the call failed, as for an open
+            return ev.ret if ev.ret >= 0 else -1
+        return sysraw(ev, "fd")
     facts = _sock_facts(ev)
     if facts is None:
         return None
@@ -145,7 +150,7 @@ def sock_field(ev: Any, role: str) -> Any:
         return facts.transport
     if role == "name":
         return _sock_name(ev)
-    which = _END_ROLES[etype].get(role)
+    which = "end" if role[0] == "e" else _END_ROLES[etype].get(role)
     if which is None or facts.family not in (AF_INET, AF_INET6):
         return None
     ip = role[1] == "i"
@@ -441,4 +446,6 @@ def namespace() -> dict[str, Any]:
             ns["_" + name] = value
     ns["_U"] = U
     ns["_errno_name"] = errno_name  # shared with the renderers, defined in sentinel.events
+    ns["_fd_connected"] = _connected  # shared with the ECS documents, defined in sentinel.sockets
+    ns["_fd_name_changed"] = _name_changed
     return ns

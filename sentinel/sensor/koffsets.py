@@ -95,6 +95,7 @@ NET: dict[str, tuple[str, str, int]] = {
     "K_SKC_DPORT": ("sock_common", "skc_dport", 2),
     "K_SKC_NUM": ("sock_common", "skc_num", 2),
     "K_SKC_FAMILY": ("sock_common", "skc_family", 2),
+    "K_SKC_STATE": ("sock_common", "skc_state", 1),  # read as 4 bytes and masked: the fields after it exist
     "K_SKC_V6_DADDR": ("sock_common", "skc_v6_daddr", 16),
     "K_SKC_V6_RCV_SADDR": ("sock_common", "skc_v6_rcv_saddr", 16),
 }

@@ -35,7 +35,7 @@ CALLER = textwrap.dedent(
               symlink=88, symlinkat=266, chmod=90, fchmod=91, fchmodat=268, fchmodat2=452, chown=92,
               fchown=93, fchownat=260, lchown=94, mkdir=83, mkdirat=258, truncate=76, ftruncate=77,
               utimensat=280, accept=43, accept4=288, bind=49, listen=50, dup=32, dup2=33, dup3=292,
-              sendto=44, sendmsg=46, connect=42)
+              sendto=44, sendmsg=46, sendmmsg=307, connect=42)
     def sc(name, *args):
         # Integers as C longs: a variadic call passes a Python int as a 32-bit int, and the upper half of
         # a stack-passed argument (the sixth) would be garbage.

@@ -8,7 +8,9 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -187,3 +189,110 @@ def test_connect_transport_is_read_from_the_kernel_socket(agent: Agent) -> None:
     )
     doc = calls_of(agent, pid, "connect")[0]
     assert get(doc, "network.transport") == "tcp" and get(doc, "destination.port") == 9
+
+
+def test_datagrams_say_whether_the_socket_was_connected(agent: Agent) -> None:
+    """fd.connected from the kernel's socket state at the send: an unconnected UDP socket sending to a new
+    destination is connected=false, name_changed=true; a connected one sending with an address is true."""
+    pid = run_calls(
+        """
+        import socket
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.sendto(b"x", ("127.0.0.1", 40011))
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.connect(("127.0.0.1", 40012))
+        c.sendto(b"x", ("127.0.0.1", 40013))                      # connected, but with an address
+        """
+    )
+    sends = calls_of(agent, pid, "sendto", count=2)
+    free = next(d for d in sends if get(d, "destination.port") == 40011)
+    tied = next(d for d in sends if get(d, "destination.port") == 40013)
+    assert get(free, "sentinel.event.connected") is False and get(tied, "sentinel.event.connected") is True
+
+
+OUTBOUND_RULES = """
+- macro: outbound_with_loopback
+  condition: >
+    (((evt.type = connect and evt.dir=<) or
+      (evt.type in (sendto,sendmsg) and evt.dir=< and
+       fd.l4proto != tcp and fd.connected=false and fd.name_changed=true)) and
+     (fd.typechar = 4 or fd.typechar = 6) and
+     (fd.ip != "0.0.0.0") and
+     (evt.rawres >= 0 or evt.res = EINPROGRESS))
+- rule: Outbound Datagram Test
+  desc: Falco's outbound condition with loopback allowed, on the sends (a UDP connect is outbound too).
+  condition: outbound_with_loopback and evt.type != connect and fd.sport in (40021, 40022)
+  output: "outbound %evt.type to %fd.name (connected=%fd.connected changed=%fd.name_changed)"
+  priority: NOTICE
+- rule: Datagram Fields Test
+  desc: The two fields on both sends, through the rules.
+  condition: evt.type = sendto and fd.sport in (40021, 40022)
+  output: "sent to %fd.sport connected=%fd.connected changed=%fd.name_changed"
+  priority: NOTICE
+"""
+
+
+def test_falcos_outbound_condition_fires_on_a_udp_send(tmp_path: Path) -> None:
+    """Falco's outbound macro (loopback allowed) matches the real unconnected UDP send, not the connected
+    socket's."""
+    from .test_detection import Detector
+
+    rules = tmp_path / "outbound.yaml"
+    rules.write_text(OUTBOUND_RULES)
+    d = Detector(("--rules", str(rules), "--model", "off", "--aggregation-window", "0"))
+    try:
+        pid = run_calls(
+            """
+            import socket
+            c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.connect(("127.0.0.1", 40022))
+            c.sendto(b"x", ("127.0.0.1", 40022))                  # connected: not outbound by Falco's rule
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            u.sendto(b"x", ("127.0.0.1", 40021))
+            """
+        )
+        alert = d.wait_alert("Outbound Datagram Test", lambda a: get(a, "process.pid") == pid)
+        assert "127.0.0.1:40021" in get(alert, "message") and "connected=false" in get(alert, "message")
+        def sent_to(port: int) -> Callable[[dict[str, Any]], bool]:
+            return lambda a: get(a, "process.pid") == pid and f"sent to {port} " in get(a, "message")
+
+        fields = [d.wait_alert("Datagram Fields Test", sent_to(port)) for port in (40021, 40022)]
+        assert "connected=false changed=true" in get(fields[0], "message")
+        assert "connected=true changed=true" in get(fields[1], "message")
+        time.sleep(1.0)
+        outbound = [a for a in d.alerts if get(a, "rule.name") == "Outbound Datagram Test" and
+                    get(a, "process.pid") == pid]  # fmt: skip
+        assert len(outbound) == 1, outbound  # the connected socket's send is not outbound
+    finally:
+        assert d.stop() == 0
+
+
+def test_sendmmsg_reports_its_first_destination_once(agent: Agent) -> None:
+    """sendmmsg like sendmsg: the first message's destination, de-duplicated per process, socket and
+    destination; Falco's evt.type name."""
+    pid = run_calls(
+        """
+        import socket, struct
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        def batch(port, n):
+            name = ctypes.create_string_buffer(
+                struct.pack("=HH4s8x", socket.AF_INET, socket.htons(port), socket.inet_aton("127.0.0.1")), 16)
+            data = ctypes.create_string_buffer(b"x")
+            iov = ctypes.create_string_buffer(struct.pack("=QQ", ctypes.addressof(data), 1), 16)
+            hdr = struct.pack("=QI4xQQQQI4xI4x", ctypes.addressof(name), 16, ctypes.addressof(iov), 1, 0, 0,
+                              0, 0)  # struct mmsghdr: msghdr (56 bytes) and msg_len
+            vec = ctypes.create_string_buffer(hdr * n, 64 * n)
+            keep.extend((name, data, iov, vec))
+            return sc("sendmmsg", u.fileno(), vec, n, 0)
+        keep = []
+        for _ in range(3):
+            assert batch(40031, 2) == 2, "sendmmsg failed"
+        assert batch(40032, 1) == 1
+        """
+    )
+    sends = calls_of(agent, pid, "sendmmsg", count=2)
+    time.sleep(1.0)  # a repeat would have arrived by now
+    sends = [d for d in agent.docs if get(d, "process.pid") == pid and get(d, "event.action") == "sendmmsg"]
+    assert sorted(get(d, "destination.port") for d in sends) == [40031, 40032]
+    first = next(d for d in sends if get(d, "destination.port") == 40031)
+    assert get(first, "destination.ip") == "127.0.0.1" and get(first, "network.transport") == "udp"
+    assert get(first, "sentinel.event.type") == "sendmmsg" and get(first, "event.outcome") == "success"
+    assert get(first, "sentinel.event.connected") is False

@@ -135,6 +135,7 @@ CONNECT_VALUES: dict[str, Any] = {
     "fd.net": "203.0.113.7",
     "fd.sockfamily": "ip",
     "fd.l4proto": "tcp",
+    "fd.connected": False,  # EINPROGRESS: not yet
 }
 
 
@@ -152,7 +153,7 @@ def test_every_field_is_covered_here() -> None:
     covered |= set(TARGET_VALUES) | set(NAMESPACE_VALUES)
     covered |= {f"fs.path.{r}{s}" for r in ("name", "source", "target") for s in ("", "raw")}  # file_changes
     covered |= {"fd.cip", "fd.cport", "fd.cnet", "fd.lip", "fd.lport", "fd.lnet"}  # test_sockets
-    covered |= {"sentinel.dest.resolver"}  # test_sockets
+    covered |= {"sentinel.dest.resolver", "fd.name_changed"}  # test_sockets
     names = {k.split("[")[0] for k in covered}
     missing = [f.name for f in FIELDS_LIST if f.name not in names]
     assert missing == [], "fields without a test value"
@@ -270,6 +271,20 @@ def test_exec_fields(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(OPEN_VALUES))
 def test_open_fields(name: str) -> None:
     assert RS.field_value(name, open_event()) == OPEN_VALUES[name]
+
+
+def test_a_failed_open_is_fd_num_minus_one_as_falco_has_it() -> None:
+    failed = open_ctx("/etc/shadow", ret=-13)
+    assert RS.field_value("fd.num", failed) == -1
+    assert RS.field_value("evt.res", failed) == "EACCES" and RS.field_value("evt.rawres", failed) == -13
+    falco = ruleset(
+        "- macro: open_file_failed\n  condition: (evt.type in (open,openat,openat2) and fd.typechar='f' and "
+        "fd.num=-1 and evt.res startswith E)\n"
+        "- rule: failed\n  desc: d\n  condition: open_file_failed\n  output: o\n  priority: debug\n"
+    )
+    assert [r.name for r in falco.match(failed)] == ["failed"]
+    assert falco.match(open_ctx("/etc/shadow", ret=0)) == []
+    assert RS.field_value("fd.num", open_ctx("/etc/hosts", ret=0)) == 0  # fd 0 is a success
 
 
 @pytest.mark.parametrize("name", sorted(CONNECT_VALUES))

@@ -132,7 +132,7 @@ def test_falco_style_file_loads_unchanged_and_matches() -> None:
     ]
     warn_codes = {d.code for d in res.diagnostics}
     assert "event-type-not-captured" not in warn_codes  # sendto/sendmsg are captured (with a destination)
-    assert "field-not-captured" in warn_codes  # fd.connected, fd.name_changed
+    assert "field-not-captured" in warn_codes  # evt.num (fd.connected, fd.name_changed are captured)
     shell = rs.rules[0]
     assert shell.priority == "warning" and shell.tags[-1] == "T1059.004"
     assert shell.event_types == frozenset({int(EventType.EXEC)})

@@ -123,11 +123,11 @@ CASES: list[tuple[str, str, str, int, str]] = [
         "x_files",
     ),
     (
-        R + "  condition: evt.type = execve and fd.connected = true\n",
+        R + "  condition: evt.type = execve and fd.ino = 1\n",
         "field-not-captured",
         "warning",
         5,
-        "fd.conn",
+        "fd.ino",
     ),
 ]
 

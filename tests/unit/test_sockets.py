@@ -1,4 +1,5 @@
-"""bind, listen, accept and dup events: the socket the probe read from the kernel, as fields and documents."""
+"""bind, listen, accept, dup and datagram events: the socket the probe read from the kernel, as fields and
+documents."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from sentinel.alerts.ecs import EcsRenderer
 from sentinel.events import AF_INET, AF_INET6, AF_UNIX, Event, EventType
 from sentinel.host import HostInfo
 from sentinel.rules import EvalContext
-from sentinel.sockets import SOCK_KNOWN, sock_facts, sock_name
+from sentinel.sockets import (
+    SOCK_KNOWN,
+    SOCK_STATE_KNOWN,
+    SOCK_STATE_SHIFT,
+    TCP_CLOSE,
+    TCP_ESTABLISHED,
+    sock_facts,
+    sock_name,
+)
 from tests.unit.rules_support import WALL, ruleset
 
 T = EventType
@@ -145,3 +154,96 @@ def test_resolvers_come_from_resolv_conf(tmp_path, monkeypatch) -> None:  # type
     assert RS.field_value("sentinel.dest.resolver", ctx(to)) is True
     assert RS.field_value("sentinel.dest.resolver", ctx(other)) is False
     assert RS.field_value("sentinel.dest.resolver", ctx(ev(T.SENDTO, (3, 0, 0, 0, 0, 0)))) is None
+
+
+def state(connected: bool) -> int:
+    """The socket state bits the probe adds (skc_state, known): established or closed."""
+    return (TCP_ESTABLISHED if connected else TCP_CLOSE) << SOCK_STATE_SHIFT | SOCK_STATE_KNOWN
+
+
+OUTBOUND = ruleset(
+    "- macro: outbound\n  condition: >\n    (((evt.type = connect and evt.dir=<) or\n"
+    "      (evt.type in (sendto,sendmsg) and evt.dir=< and\n"
+    "       fd.l4proto != tcp and fd.connected=false and fd.name_changed=true)) and\n"
+    "     (fd.typechar = 4 or fd.typechar = 6) and\n"
+    '     (fd.ip != "0.0.0.0" and fd.net != "127.0.0.0/8") and\n'
+    "     (evt.rawres >= 0 or evt.res = EINPROGRESS))\n"
+    "- rule: out\n  desc: d\n  condition: outbound\n  output: o %fd.name\n  priority: notice\n"
+)
+
+
+def test_a_datagram_says_whether_its_socket_was_connected_and_the_destination_new() -> None:
+    dest = v4("198.51.100.53")
+    free = ev(T.SENDTO, (3, 48, 0, 0, 0, 0), (dest, 0, word(53, 40123, AF_INET, 2) | state(False)), ret=48)
+    c = ctx(free)
+    assert RS.field_value("fd.connected", c) is False and RS.field_value("fd.name_changed", c) is True
+    assert RS.field_value("fd.ip", c) == "198.51.100.53" and RS.field_value("fd.port", c) == 53
+    assert str(RS.field_value("fd.net", c)) == "198.51.100.53"
+    assert [r.name for r in OUTBOUND.match(c)] == ["out"]
+    doc = EcsRenderer(HOST).event_doc(free, None)
+    assert doc["sentinel"]["event"]["connected"] is False
+    tied = ev(T.SENDMSG, (3, 0, 0, 0, 0, 0), (dest, 0, word(53, 40123, AF_INET, 2) | state(True)), ret=48)
+    assert RS.field_value("fd.connected", ctx(tied)) is True and OUTBOUND.match(ctx(tied)) == []
+    failed = ev(T.SENDTO, (3, 48, 0, 0, 0, 0), (dest, 0, word(53, 0, AF_INET, 2) | state(False)), ret=-101)
+    assert RS.field_value("fd.name_changed", ctx(failed)) is False and OUTBOUND.match(ctx(failed)) == []
+    tcp = ev(T.SENDTO, (3, 48, 0, 0, 0, 0), (dest, 0, word(53, 40123, AF_INET, 1) | state(False)), ret=48)
+    assert OUTBOUND.match(ctx(tcp)) == []
+    unread = ev(T.SENDTO, (3, 48, 0, 0, 0, 0), (dest, 0, word(53, 40123, AF_INET, 2)), ret=48)
+    assert RS.field_value("fd.connected", ctx(unread)) is None  # no socket offsets: missing, never guessed
+    assert OUTBOUND.match(ctx(unread)) == [] and "connected" not in EcsRenderer(HOST).event_doc(
+        unread, None
+    )["sentinel"]["event"]
+    assert RS.field_value("fd.name_changed", ctx(ACCEPTED)) is None
+
+
+def test_connected_on_the_other_socket_calls() -> None:
+    assert RS.field_value("fd.connected", ctx(ACCEPTED)) is True  # an accepted fd is connected
+    assert EcsRenderer(HOST).event_doc(ACCEPTED, None)["sentinel"]["event"]["connected"] is True
+    listen = ev(T.LISTEN, (4, 128, 0, 0, 0, 0), (0, 0, word(80, 80, AF_INET) | state(False)))
+    assert RS.field_value("fd.connected", ctx(listen)) is False
+    dup = ev(T.DUP2, (3, 0, 0, 0, 0, 0), (v4("203.0.113.9"), 0, word(4444, 40000, AF_INET) | state(True)))
+    assert RS.field_value("fd.connected", ctx(dup)) is True
+    for ret, family, want in ((0, AF_INET, True), (-115, AF_INET, False), (-111, AF_INET, False),
+                              (-106, AF_INET, True), (0, 0, False)):  # fmt: skip
+        conn = Event(T.CONNECT, 5, 300, 300, 0, 0, "x", ret=ret, fd=3, family=family, address="192.0.2.1")
+        assert RS.field_value("fd.connected", ctx(conn)) is want, (ret, family)
+
+
+def test_a_fixture_says_whether_the_socket_was_connected() -> None:
+    from sentinel.rules.fixture_context import from_ecs
+
+    def fixture(**detail: object) -> dict[str, object]:
+        return {
+            "event": {"action": "sendto", "outcome": "success"},
+            "network": {"type": "ipv4", "transport": "udp"},
+            "destination": {"ip": "198.51.100.53", "port": 53},
+            "sentinel": {"event": {"type": "sendto", "ret": 48, "rawarg": {"fd": 3}, **detail}},
+        }
+
+    for want in (True, False):
+        back = from_ecs(fixture(connected=want))
+        assert RS.field_value("fd.connected", back) is want
+        assert RS.field_value("fd.name_changed", back) is True
+    assert RS.field_value("fd.connected", from_ecs(fixture())) is None
+
+
+def test_a_failed_accept_or_dup_is_fd_num_minus_one() -> None:
+    failed_accept = ev(T.ACCEPT4, (3, 0, 0, 0, 0, 0), ret=-11)
+    assert RS.field_value("fd.num", ctx(failed_accept)) == -1
+    assert RS.field_value("evt.rawres", ctx(failed_accept)) == -11
+    failed_dup = ev(T.DUP2, (3, 99999, 0, 0, 0, 0), ret=-9)
+    assert RS.field_value("fd.num", ctx(failed_dup)) == -1
+    assert RS.field_value("fd.num", ctx(ev(T.DUP, (3, 0, 0, 0, 0, 0), ret=0))) == 0
+
+
+def test_sendmmsg_is_a_datagram_under_falcos_name() -> None:
+    extra = (v4("198.51.100.53"), 0, word(53, 40123, AF_INET, 2) | state(False))
+    send = ev(T.SENDMMSG, (3, 0, 0, 0, 0, 0), extra, ret=2)
+    c = ctx(send)
+    assert RS.field_value("evt.type", c) == "sendmmsg" and RS.field_value("fd.sip", c) == "198.51.100.53"
+    assert RS.field_value("fd.connected", c) is False and RS.field_value("fd.name_changed", c) is True
+    rs = ruleset("- rule: m\n  desc: d\n  condition: evt.type = sendmmsg and fd.sport = 53\n  output: o\n"
+                 "  priority: debug\n")  # fmt: skip
+    assert [r.name for r in rs.match(c)] == ["m"]
+    doc = EcsRenderer(HOST).event_doc(send, None)
+    assert doc["event"]["action"] == "sendmmsg" and doc["destination"]["port"] == 53
