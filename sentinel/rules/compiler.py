@@ -258,6 +258,7 @@ def convert_value(ftype: str, op: str, texts: list[str]) -> Any:
 
 # --------------------------------------------------------------------------------------------- compiler
 
+
 def suggest_field(name: str) -> str | None:
     """The known field an unknown name most likely misspells, or None. Looked for among the fields of the
     name's own group (``thread.cap_efective`` → ``thread.cap_effective``, never ``fd.*``); across all

@@ -66,7 +66,11 @@ EVENT_NAMES: dict[str, EventType] = {
 }
 # What a rule's evt.type value is compared as: names sentinel cannot tell apart share one value.
 CANONICAL_EVENT_NAME = {
-    "open": "openat", "fork": "clone", "vfork": "clone", "clone3": "clone", "umount": "umount2"
+    "open": "openat",
+    "fork": "clone",
+    "vfork": "clone",
+    "clone3": "clone",
+    "umount": "umount2",
 }
 
 # Falco event names that exist but that sentinel does not capture (a rule naming only these never fires).
@@ -967,13 +971,24 @@ FIELDS_LIST: list[FieldDef] = [
             path_like=not suffix,
         )
         for role, on, desc in (
-            ("name", FILE_ONE_PATH, "The path a file change on one path works on (unlink, rmdir, mkdir, "
-             "chmod, chown, truncate, utimensat; an fd's path for fchmod, fchown, ftruncate), resolved "
-             "against the cwd or dirfd."),
-            ("source", FILE_TWO_PATHS, "The source of a rename or hard link (the old path), or where a "
-             "symlink points, resolved against the link's directory."),
-            ("target", FILE_TWO_PATHS, "The target of a rename or hard link (the new path), or the symlink "
-             "itself, resolved."),
+            (
+                "name",
+                FILE_ONE_PATH,
+                "The path a file change on one path works on (unlink, rmdir, mkdir, "
+                "chmod, chown, truncate, utimensat; an fd's path for fchmod, fchown, ftruncate), resolved "
+                "against the cwd or dirfd.",
+            ),
+            (
+                "source",
+                FILE_TWO_PATHS,
+                "The source of a rename or hard link (the old path), or where a "
+                "symlink points, resolved against the link's directory.",
+            ),
+            (
+                "target",
+                FILE_TWO_PATHS,
+                "The target of a rename or hard link (the new path), or the symlink itself, resolved.",
+            ),
         )
         for suffix in ("", "raw")
     ),
@@ -1052,13 +1067,12 @@ FIELDS_LIST: list[FieldDef] = [
 ]
 
 
-
 # How evt.arg.NAME of a security syscall reads, by argument kind (sentinel.syscalls).
 _SHOWN = {
     "": "as Falco prints it",
     "path": "as Falco prints it (a path resolved against the cwd or dirfd)",
     "id": "as Falco prints it: the user (a *uid argument) or group (*gid) name the host's databases give "
-    "it, else the number; `-1` for \"unchanged\" (evt.rawarg has the number)",
+    'it, else the number; `-1` for "unchanged" (evt.rawarg has the number)',
 }
 
 

@@ -1,0 +1,355 @@
+"""Compiling rules: each rule's condition, exceptions and output into typed trees, after every file is
+collected (so rules see the final definition of what they use).
+
+A rule that cannot be compiled is refused alone: its problems become warnings (``refuses`` names it), one
+more warning at the rule says why, and the other rules load. A disabled rule's own problems are not reported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from sentinel.rules.collector import Collector, ExcDef, Item
+from sentinel.rules.compiler import (
+    MAX_IR_DEPTH,
+    CondCompiler,
+    IAnd,
+    INot,
+    IOr,
+    depth,
+    event_names,
+    event_types,
+    on_demand_first,
+    parse_output,
+)
+from sentinel.rules.fields import ALL_OPS, LIST_OPS
+from sentinel.rules.model import Rule
+from sentinel.rules.reader import Reporter, scalar_loc
+from sentinel.rules.resolver import Resolver, joined
+from sentinel.rules.source import Locator, MarkLoc, SourceText, diag_at
+
+
+class RuleCompiler:
+    """Rules of a collection compiled against its resolver; ``refused`` lists (rule, why)."""
+
+    def __init__(self, rep: Reporter, col: Collector, res: Resolver, comp: CondCompiler) -> None:
+        self.rep = rep
+        self.col = col
+        self.res = res
+        self.comp = comp
+        self.refused: list[tuple[str, str]] = []
+
+    def finish(self) -> list[Rule]:
+        """Compile every rule (and every macro, used or not), then report unused macros and lists.
+
+        A rule that cannot be compiled is refused alone (its problems become warnings, one more names it and
+        why) and the others load; a disabled rule's own problems are not reported, and it is compiled only so
+        that configuration can switch it on. A macro that cannot be compiled refuses the rules that use it."""
+        rules: list[Rule] = []
+        for item in self.col.rule_order:
+            self.rep.current = item.name
+            mark = len(self.rep.diags)
+            self.res.broken_used = []
+            rule = self.compile_rule(item)
+            if rule is None and item.valid and item.cond:
+                rule = self.refuse(item, mark)
+            if not item.enabled:  # quiet, but a macro's own problems are still the macro's
+                self.rep.diags[mark:] = [d for d in self.rep.diags[mark:] if d.item != item.name]
+            if rule is not None:
+                rules.append(rule)
+        self.rep.current = None
+        for (kind, _), item in self.col.items.items():
+            if kind == "macro":
+                self.rep.current = item.name
+                mark = len(self.rep.diags)
+                self.res.macro_ir(item, item.loc, 0)
+                for d in self.rep.diags[mark:]:
+                    d.severity = "warning" if d.severity == "error" else d.severity
+            elif kind == "list":
+                self.res.list_values(item)
+        for (kind, name), item in self.col.items.items():
+            if kind in ("macro", "list") and not item.used:
+                self.rep.diags.append(
+                    diag_at(
+                        item.loc,
+                        0,
+                        "warning",
+                        f"unused-{kind}",
+                        f"{kind} '{name}' is not used by any rule, macro or list",
+                        name,
+                    )
+                )
+        self.rep.current = None
+        return rules
+
+    def refuse(self, item: Item, mark: int) -> Rule:
+        """The rule as loaded but never evaluated: its errors (and those of macros it compiled) turned into
+        warnings, and one more warning at the rule that names it and the first reason."""
+        causes = [d for d in self.rep.diags[mark:] if d.severity == "error"]
+        for d in causes:
+            d.severity, d.refuses = "warning", item.name
+        if causes:
+            first = causes[0]
+            reason = (
+                first.message
+                if first.item in (None, item.name)
+                else f"in macro '{first.item}': {first.message}"
+            )
+            if len(causes) > 1:
+                reason += f" (and {len(causes) - 1} more problem{'s' if len(causes) > 2 else ''})"
+        elif self.res.broken_used:
+            broken = self.res.broken_used[0]
+            reason = f"it uses macro '{broken.name}' ({broken.where}), which cannot be compiled"
+        else:
+            reason = "its condition cannot be compiled"
+        if item.enabled:
+            self.rep.diags.append(
+                diag_at(
+                    item.loc,
+                    0,
+                    "warning",
+                    "rule-refused",
+                    f"rule '{item.name}' is not loaded: {reason}; the other rules load",
+                    item.name,
+                )
+            )
+            self.refused.append((item.name, reason))
+        rule = self.base_rule(item)
+        rule.skipped = f"refused: {reason}"
+        return rule
+
+    def base_rule(self, item: Item) -> Rule:
+        text = joined(item.cond)[0] if item.cond else ""
+        return Rule(
+            name=item.name,
+            desc=" ".join(f.text for f in item.desc).strip(),
+            condition=text,
+            output=" ".join(f.text for f in item.output).strip(),
+            priority=item.priority,
+            tags=list(item.tags),
+            enabled=item.enabled,
+            source=item.source,
+            file=item.src.file,
+            line=item.line,
+            column=item.column,
+        )
+
+    def compile_rule(self, item: Item) -> Rule | None:
+        """The compiled rule; None when it has errors (its other parts are still checked and reported)."""
+        if not item.cond:
+            return None
+        text, jloc, seq_of = joined(item.cond)
+        rule = self.base_rule(item)
+        if item.source != "syscall":
+            self.rep.diags.append(
+                diag_at(
+                    item.loc,
+                    0,
+                    "warning",
+                    "unsupported-source",
+                    f"rule '{item.name}' is for source '{item.source}': sentinel only evaluates "
+                    "syscall rules, so it is skipped",
+                    item.name,
+                )
+            )
+            rule.skipped = f"source {item.source}"
+            return rule
+        mark = len(self.rep.diags)
+        errors0, unknown0 = self.comp.errors, self.comp.unknown_fields
+        ir = self.comp.condition(text, jloc, seq_of)
+        exc_irs = [x for exc in item.exceptions if (x := self.compile_exception(item, exc)) is not None]
+        tpl_loc, tpl_text = self.output_loc(item)
+        template = parse_output(tpl_text.rstrip(), tpl_loc, self.comp) if tpl_loc is not None else None
+        if template is not None and template.parts and isinstance(template.parts[0], str):
+            template.parts[0] = template.parts[0].lstrip()
+        errors = self.comp.errors - errors0
+        if errors:
+            if item.skip_unknown and errors == self.comp.unknown_fields - unknown0:
+                for d in self.rep.diags[mark:]:
+                    if d.code == "unknown-field":
+                        d.severity = "warning"
+                        d.message += " (rule skipped: skip-if-unknown-filter is true)"
+                rule.skipped = "unknown filter"
+                return rule
+            return None
+        if ir is None or not item.valid:
+            return None
+        if depth(ir) > MAX_IR_DEPTH:
+            self.comp.error(
+                jloc,
+                0,
+                "syntax-error",
+                f"condition nested more than {MAX_IR_DEPTH} levels deep once its macros are expanded",
+            )
+            return None
+        costly = on_demand_first(text, ir)
+        if costly is not None:
+            self.rep.diags.append(
+                diag_at(
+                    jloc,
+                    costly[0],
+                    "warning",
+                    "costly-check-first",
+                    f"{costly[1]} is checked before cheaper checks: it may run the anomaly model on every "
+                    "event that reaches it; put it after them",
+                    item.name,
+                )
+            )
+        if exc_irs:
+            ir = IAnd([ir, *exc_irs])
+        rule.ir = ir
+        rule.template = template
+        rule.output_fields = template.keys if template is not None else ()
+        names = event_names(ir)
+        rule.event_types = event_types(names)
+        if item.warn_evttypes:
+            if rule.event_types is None:
+                self.rep.diags.append(
+                    diag_at(
+                        jloc,
+                        0,
+                        "warning",
+                        "no-event-type",
+                        f"rule '{item.name}' does not restrict evt.type, so it is checked on "
+                        "every event; start it with evt.type = ... or a macro such as "
+                        "spawned_process",
+                        item.name,
+                    )
+                )
+            elif not rule.event_types:
+                self.rep.diags.append(
+                    diag_at(
+                        jloc,
+                        0,
+                        "warning",
+                        "event-type-not-captured",
+                        f"rule '{item.name}' can never match: sentinel captures none of its "
+                        "event types (exec, open, connect are captured)",
+                        item.name,
+                    )
+                )
+        return rule
+
+    def output_loc(self, item: Item) -> tuple[Locator | None, str]:
+        if not item.output:
+            return None, ""
+        text, loc, _ = joined(item.output)
+        return loc, text
+
+    def compile_exception(self, item: Item, exc: ExcDef) -> Any | None:
+        """``and not ((f1 c1 v1 and f2 c2 v2) or ...)`` for one exception; None when it has no values."""
+        if not exc.values:
+            return None
+        if exc.fields is None:
+            self.comp.error(exc.loc, 0, "missing-key", f"exception '{exc.name}' has values but no fields")
+            return None
+        fxs = [self.comp.field_text(text, loc) for text, loc in exc.fields]
+        n = len(exc.fields)
+        comps = [("in" if exc.single else "=", exc.loc)] * n if exc.comps is None else list(exc.comps)
+        if len(comps) != n:
+            cloc = exc.comps_loc or exc.loc
+            self.comp.error(
+                cloc,
+                0,
+                "exception-arity",
+                f"exception '{exc.name}' has {n} field(s) but {len(comps)} comp(s)",
+            )
+            return None
+        ok = all(fx is not None for fx in fxs)
+        for op, loc in comps:
+            if op.strip() == "==":
+                continue
+            if op.strip() not in ALL_OPS:
+                self.comp.error(
+                    loc, 0, "bad-operator", f"unknown comparison '{op}' in exception '{exc.name}'"
+                )
+                ok = False
+        if not ok:
+            return None
+        ops = ["=" if op.strip() == "==" else op.strip() for op, _ in comps]
+        alternatives: list[Any] = []
+        if exc.single:
+            fx, op = fxs[0], ops[0]
+            if op in LIST_OPS:
+                values = [v for node, src in exc.values if (v := self.exc_values(exc, node, src, True))]
+                flat = [x for v in values for x in v]
+                check = self.comp.typed_check(
+                    fx, op, (comps[0][1], 0), flat, None, exc.seq, (flat[0][2], 0) if flat else (exc.loc, 0)
+                )  # type: ignore[arg-type]
+                if check is None:
+                    return None
+                alternatives.append(check)
+            else:
+                for node, src in exc.values:
+                    vals = self.exc_values(exc, node, src, False)
+                    if vals is None:
+                        return None
+                    check = self.comp.typed_check(
+                        fx, op, (comps[0][1], 0), vals, None, exc.seq, (vals[0][2], 0)
+                    )
+                    if check is None:
+                        return None
+                    alternatives.append(check)
+        else:
+            for node, src in exc.values:
+                if not isinstance(node, yaml.SequenceNode):
+                    self.comp.error(
+                        MarkLoc(src, node.start_mark.index),
+                        0,
+                        "exception-arity",
+                        f"each value of exception '{exc.name}' is a list of {n} value(s), one per "
+                        f"field ({', '.join(t for t, _ in exc.fields)})",
+                    )
+                    return None
+                if len(node.value) != n:
+                    self.comp.error(
+                        MarkLoc(src, node.start_mark.index),
+                        0,
+                        "exception-arity",
+                        f"exception '{exc.name}' has {n} field(s) but this value has {len(node.value)}",
+                    )
+                    return None
+                checks = []
+                for fx, op, (_, oloc), vnode in zip(fxs, ops, comps, node.value, strict=True):
+                    vals = self.exc_values(exc, vnode, src, op in LIST_OPS)
+                    if vals is None:
+                        return None
+                    check = self.comp.typed_check(
+                        fx, op, (oloc, 0), vals, None, exc.seq, (vals[0][2], 0) if vals else (oloc, 0)
+                    )  # type: ignore[arg-type]
+                    if check is None:
+                        return None
+                    checks.append(check)
+                alternatives.append(IAnd(checks))
+        if not alternatives:
+            return None
+        return INot(IOr(alternatives) if len(alternatives) > 1 else alternatives[0])
+
+    def exc_values(
+        self, exc: ExcDef, node: Any, src: SourceText, as_list: bool
+    ) -> list[tuple[str, bool, Locator, int]] | None:
+        """Values of one exception entry; for list comparisons a YAML list, or a name of a list."""
+        if isinstance(node, yaml.ScalarNode):
+            return [(str(node.value), not as_list, scalar_loc(src, node), 0)]
+        if as_list and isinstance(node, yaml.SequenceNode):
+            out = []
+            for sub in node.value:
+                if not isinstance(sub, yaml.ScalarNode):
+                    self.comp.error(
+                        MarkLoc(src, sub.start_mark.index),
+                        0,
+                        "bad-type",
+                        f"values of exception '{exc.name}' must be plain values",
+                    )
+                    return None
+                out.append((str(sub.value), False, scalar_loc(src, sub), 0))
+            return out
+        self.comp.error(
+            MarkLoc(src, node.start_mark.index),
+            0,
+            "bad-type",
+            f"a value of exception '{exc.name}' must be a plain value here",
+        )
+        return None
