@@ -9,20 +9,17 @@ position (``seq``) so the resolver can apply Falco's visibility rules. ``require
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from sentinel.rules.exceptions import ExcDef, merge_exception, parse_exceptions
 from sentinel.rules.model import PRIORITIES
 from sentinel.rules.reader import NULL_TAG, Reporter, YamlReader, scalar_loc
-from sentinel.rules.source import Locator, MarkLoc, SourceText, diag_at
+from sentinel.rules.requirements import check_engine_version, check_plugin_versions
+from sentinel.rules.source import Locator, SourceText
 
-# The Falco rules-engine language version implemented (what required_engine_version is checked against).
-ENGINE_VERSION = (0, 60, 0)
-
-BUILT_IN_PLUGINS = frozenset({"container"})  # Falco plugins whose fields sentinel provides itself
 ITEM_KINDS = ("rule", "macro", "list", "required_engine_version", "required_plugin_versions")
 KEYS: dict[str, frozenset[str]] = {
     "rule": frozenset(
@@ -72,7 +69,6 @@ OVERRIDE: dict[str, dict[str, frozenset[str]]] = {
     "macro": {"append": frozenset({"condition"}), "replace": frozenset({"condition"})},
     "list": {"append": frozenset({"items"}), "replace": frozenset({"items"})},
 }
-EXCEPTION_KEYS = frozenset({"name", "fields", "comps", "values"})
 PRIORITY_ALIASES = {
     "info": "informational",
     "warn": "warning",
@@ -89,19 +85,6 @@ class Frag:
     text: str
     loc: Locator
     seq: int
-
-
-@dataclass
-class ExcDef:
-    name: str
-    loc: Locator  # the exception's name
-    seq: int
-    src: SourceText
-    fields: list[tuple[str, Locator]] | None = None
-    single: bool = False  # fields given as one name, not a list
-    comps: list[tuple[str, Locator]] | None = None
-    comps_loc: Locator | None = None
-    values: list[tuple[Any, SourceText]] = field(default_factory=list)  # (yaml node, its file)
 
 
 @dataclass
@@ -201,98 +184,12 @@ class Collector:
             return
         kind = kinds[0]
         if kind == "required_engine_version":
-            self.engine_version(src, pairs[kind][1])
+            check_engine_version(self.read, src, pairs[kind][1])
             return
         if kind == "required_plugin_versions":
-            self.plugin_versions(src, pairs[kind][1])
+            check_plugin_versions(self.read, src, pairs[kind][1])
             return
         self.definition(src, node, kind, pairs)
-
-    def engine_version(self, src: SourceText, node: Any) -> None:
-        """Falco's check: a file needing a newer rules-engine language (or another major) is refused."""
-        text = self.read.text(src, node, "required_engine_version")
-        if text is None:
-            return
-        wanted = parse_version(text)
-        if wanted is None:
-            self.rep.at_node(
-                src, node, "error", "bad-value", f"required_engine_version {text!r} is not a version"
-            )
-            return
-        if len(wanted) == 1:  # an old integer engine version: every 0.x language implements it
-            return
-        if wanted[0] != ENGINE_VERSION[0] or wanted > ENGINE_VERSION:
-            have = ".".join(map(str, ENGINE_VERSION))
-            self.rep.at_node(
-                src,
-                node,
-                "error",
-                "engine-version",
-                f"this file requires rules-engine version {text.strip()}; sentinel implements Falco's "
-                f"rules-engine language {have}",
-            )
-
-    def plugin_versions(self, src: SourceText, node: Any) -> None:
-        """Falco's ``required_plugin_versions``: checked for shape and versions like Falco; the container
-        plugin's fields are built into sentinel, other plugins' event sources are not evaluated (their rules
-        are skipped with a warning each), so needing one is a warning, not a refusal."""
-        if not isinstance(node, yaml.SequenceNode):
-            self.rep.at_node(src, node, "error", "bad-type", "required_plugin_versions must be a list")
-            return
-        for entry in node.value:
-            wants: list[tuple[str, Any]] = []
-            for alt in (entry, *self._alternatives(src, entry)):
-                if not isinstance(alt, yaml.MappingNode):
-                    self.rep.at_node(
-                        src, alt, "error", "bad-type", "a plugin requirement is a mapping: name, version"
-                    )
-                    return
-                pairs = self.read.pairs(src, alt, "a plugin requirement")
-                name = self.read.text(src, pairs["name"][1], "the plugin name") if "name" in pairs else None
-                version = (
-                    self.read.text(src, pairs["version"][1], "the plugin version")
-                    if "version" in pairs
-                    else None
-                )
-                if name is None or version is None:
-                    self.rep.at_node(
-                        src, alt, "error", "missing-key", "a plugin requirement needs name and version"
-                    )
-                    return
-                if parse_version(version) is None or len(parse_version(version) or ()) != 3:
-                    self.rep.at_node(
-                        src, pairs["version"][1], "error", "bad-value",
-                        f"invalid required version {version!r} for plugin {name!r} (major.minor.patch)",
-                    )  # fmt: skip
-                    return
-                if any(n == name for n, _ in wants):
-                    self.rep.at_node(
-                        src, alt, "error", "bad-value",
-                        f"plugin {name!r} is named more than once among these alternatives",
-                    )  # fmt: skip
-                    return
-                wants.append((name, alt))
-            if not any(name in BUILT_IN_PLUGINS for name, _ in wants):
-                names = " or ".join(repr(n) for n, _ in wants)
-                self.rep.at_node(
-                    src, entry, "warning", "plugin-not-available",
-                    f"this file asks for plugin {names}: sentinel has no plugins (it evaluates syscall rules "
-                    "and has the container plugin's fields built in), so rules of that plugin's event source "
-                    "are skipped",
-                )  # fmt: skip
-
-    def _alternatives(self, src: SourceText, entry: Any) -> list[Any]:
-        if not isinstance(entry, yaml.MappingNode):
-            return []
-        node = self.read.pairs(src, entry, "a plugin requirement").get("alternatives", (None, None))[1]
-        if node is None:
-            return []
-        if not isinstance(node, yaml.SequenceNode):
-            self.rep.at_node(
-                src, node, "error", "bad-type", "alternatives of a plugin requirement must be a list"
-            )
-            return []
-        return list(node.value)
 
     def definition(self, src: SourceText, node: Any, kind: str, pairs: dict[str, tuple[Any, Any]]) -> None:
         _knode, vnode = pairs[kind]
@@ -565,123 +462,14 @@ class Collector:
                 if text is not None:
                     item.source = text.strip()
             elif key == "exceptions":
-                excs = self.exceptions(src, vnode, item.name)
+                excs = parse_exceptions(self.read, src, vnode, item.name, self.seq)
                 if excs is None:
                     item.valid = False
                 elif append:
                     for exc in excs:
-                        self.merge_exception(src, item, exc)
+                        merge_exception(self.rep, item, exc)
                 else:
                     item.exceptions = excs
-
-    def exceptions(self, src: SourceText, node: Any, rule: str) -> list[ExcDef] | None:
-        if isinstance(node, yaml.ScalarNode) and node.tag == NULL_TAG and node.style is None:
-            return []
-        if not isinstance(node, yaml.SequenceNode):
-            self.rep.at_node(
-                src,
-                node,
-                "error",
-                "bad-type",
-                "exceptions must be a list of {name, fields, comps, values}",
-                rule,
-            )
-            return None
-        out: list[ExcDef] = []
-        ok = True
-        for enode in node.value:
-            if not isinstance(enode, yaml.MappingNode):
-                self.rep.at_node(
-                    src,
-                    enode,
-                    "error",
-                    "bad-type",
-                    "an exception is a mapping: {name, fields, comps, values}",
-                    rule,
-                )
-                ok = False
-                continue
-            pairs = self.read.pairs(src, enode, "an exception")
-            for key, (kn, _) in pairs.items():
-                if key not in EXCEPTION_KEYS:
-                    self.rep.at_node(
-                        src, kn, "warning", "unknown-key", f"unknown key '{key}' in an exception", rule
-                    )
-            if "name" not in pairs:
-                self.rep.at_node(src, enode, "error", "missing-key", "an exception needs a name", rule)
-                ok = False
-                continue
-            name = self.read.text(src, pairs["name"][1], "the exception name")
-            if name is None:
-                ok = False
-                continue
-            exc = ExcDef(name, scalar_loc(src, pairs["name"][1]), self.seq, src)
-            if "fields" in pairs:
-                fnode = pairs["fields"][1]
-                if isinstance(fnode, yaml.ScalarNode) and fnode.tag != NULL_TAG:
-                    exc.fields, exc.single = [(str(fnode.value), scalar_loc(src, fnode))], True
-                else:
-                    exc.fields = self.read.scalar_list(src, fnode, "exception fields")
-                    if exc.fields is None:
-                        ok = False
-                        continue
-            if "comps" in pairs:
-                cnode = pairs["comps"][1]
-                exc.comps_loc = (
-                    scalar_loc(src, cnode)
-                    if isinstance(cnode, yaml.ScalarNode)
-                    else MarkLoc(src, cnode.start_mark.index)
-                )
-                if isinstance(cnode, yaml.ScalarNode) and cnode.tag != NULL_TAG:
-                    exc.comps = [(str(cnode.value), scalar_loc(src, cnode))]
-                else:
-                    exc.comps = self.read.scalar_list(src, cnode, "exception comps")
-                    if exc.comps is None:
-                        ok = False
-                        continue
-            if "values" in pairs:
-                vnode = pairs["values"][1]
-                if isinstance(vnode, yaml.ScalarNode) and vnode.tag == NULL_TAG and vnode.style is None:
-                    pass
-                elif not isinstance(vnode, yaml.SequenceNode):
-                    self.rep.at_node(src, vnode, "error", "bad-type", "exception values must be a list", rule)
-                    ok = False
-                    continue
-                else:
-                    exc.values = [(v, src) for v in vnode.value]
-            out.append(exc)
-        return out if ok else None
-
-    def merge_exception(self, src: SourceText, item: Item, exc: ExcDef) -> None:
-        """Appending an exception: values join an existing one of that name, or it is added whole."""
-        for cur in item.exceptions:
-            if cur.name == exc.name:
-                if exc.fields is not None or exc.comps is not None:
-                    loc = exc.loc
-                    self.rep.diags.append(
-                        diag_at(
-                            loc,
-                            0,
-                            "warning",
-                            "bad-override",
-                            f"exception '{exc.name}' exists: only its values are appended; "
-                            "fields and comps given here are ignored",
-                            item.name,
-                        )
-                    )
-                cur.values = [*cur.values, *exc.values]
-                return
-        item.exceptions.append(exc)
-
-
-def parse_version(text: str) -> tuple[int, ...] | None:
-    """``0.57.0`` → (0, 57, 0); ``0.57`` → (0, 57, 0); a bare integer (old engine versions) → (N,)."""
-    m = re.fullmatch(r"\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?\s*", text)
-    if not m:
-        return None
-    if m.group(2) is None:
-        return (int(m.group(1)),)
-    return tuple(int(g or 0) for g in m.groups())
 
 
 def normalize_priority(text: str) -> str | None:

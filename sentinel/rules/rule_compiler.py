@@ -7,28 +7,22 @@ more warning at the rule says why, and the other rules load. A disabled rule's o
 
 from __future__ import annotations
 
-from typing import Any
-
-import yaml
-
-from sentinel.rules.collector import Collector, ExcDef, Item
+from sentinel.rules.collector import Collector, Item
 from sentinel.rules.compiler import (
     MAX_IR_DEPTH,
     CondCompiler,
     IAnd,
-    INot,
-    IOr,
     depth,
     event_names,
     event_types,
     on_demand_first,
     parse_output,
 )
-from sentinel.rules.fields import ALL_OPS, LIST_OPS
+from sentinel.rules.exceptions import compile_exception
 from sentinel.rules.model import Rule
-from sentinel.rules.reader import Reporter, scalar_loc
+from sentinel.rules.reader import Reporter
 from sentinel.rules.resolver import Resolver, joined
-from sentinel.rules.source import Locator, MarkLoc, SourceText, diag_at
+from sentinel.rules.source import Locator, diag_at
 
 
 class RuleCompiler:
@@ -159,7 +153,7 @@ class RuleCompiler:
         mark = len(self.rep.diags)
         errors0, unknown0 = self.comp.errors, self.comp.unknown_fields
         ir = self.comp.condition(text, jloc, seq_of)
-        exc_irs = [x for exc in item.exceptions if (x := self.compile_exception(item, exc)) is not None]
+        exc_irs = [x for exc in item.exceptions if (x := compile_exception(self.comp, exc)) is not None]
         tpl_loc, tpl_text = self.output_loc(item)
         template = parse_output(tpl_text.rstrip(), tpl_loc, self.comp) if tpl_loc is not None else None
         if template is not None and template.parts and isinstance(template.parts[0], str):
@@ -237,119 +231,3 @@ class RuleCompiler:
             return None, ""
         text, loc, _ = joined(item.output)
         return loc, text
-
-    def compile_exception(self, item: Item, exc: ExcDef) -> Any | None:
-        """``and not ((f1 c1 v1 and f2 c2 v2) or ...)`` for one exception; None when it has no values."""
-        if not exc.values:
-            return None
-        if exc.fields is None:
-            self.comp.error(exc.loc, 0, "missing-key", f"exception '{exc.name}' has values but no fields")
-            return None
-        fxs = [self.comp.field_text(text, loc) for text, loc in exc.fields]
-        n = len(exc.fields)
-        comps = [("in" if exc.single else "=", exc.loc)] * n if exc.comps is None else list(exc.comps)
-        if len(comps) != n:
-            cloc = exc.comps_loc or exc.loc
-            self.comp.error(
-                cloc,
-                0,
-                "exception-arity",
-                f"exception '{exc.name}' has {n} field(s) but {len(comps)} comp(s)",
-            )
-            return None
-        ok = all(fx is not None for fx in fxs)
-        for op, loc in comps:
-            if op.strip() == "==":
-                continue
-            if op.strip() not in ALL_OPS:
-                self.comp.error(
-                    loc, 0, "bad-operator", f"unknown comparison '{op}' in exception '{exc.name}'"
-                )
-                ok = False
-        if not ok:
-            return None
-        ops = ["=" if op.strip() == "==" else op.strip() for op, _ in comps]
-        alternatives: list[Any] = []
-        if exc.single:
-            fx, op = fxs[0], ops[0]
-            if op in LIST_OPS:
-                values = [v for node, src in exc.values if (v := self.exc_values(exc, node, src, True))]
-                flat = [x for v in values for x in v]
-                check = self.comp.typed_check(
-                    fx, op, (comps[0][1], 0), flat, None, exc.seq, (flat[0][2], 0) if flat else (exc.loc, 0)
-                )  # type: ignore[arg-type]
-                if check is None:
-                    return None
-                alternatives.append(check)
-            else:
-                for node, src in exc.values:
-                    vals = self.exc_values(exc, node, src, False)
-                    if vals is None:
-                        return None
-                    check = self.comp.typed_check(
-                        fx, op, (comps[0][1], 0), vals, None, exc.seq, (vals[0][2], 0)
-                    )
-                    if check is None:
-                        return None
-                    alternatives.append(check)
-        else:
-            for node, src in exc.values:
-                if not isinstance(node, yaml.SequenceNode):
-                    self.comp.error(
-                        MarkLoc(src, node.start_mark.index),
-                        0,
-                        "exception-arity",
-                        f"each value of exception '{exc.name}' is a list of {n} value(s), one per "
-                        f"field ({', '.join(t for t, _ in exc.fields)})",
-                    )
-                    return None
-                if len(node.value) != n:
-                    self.comp.error(
-                        MarkLoc(src, node.start_mark.index),
-                        0,
-                        "exception-arity",
-                        f"exception '{exc.name}' has {n} field(s) but this value has {len(node.value)}",
-                    )
-                    return None
-                checks = []
-                for fx, op, (_, oloc), vnode in zip(fxs, ops, comps, node.value, strict=True):
-                    vals = self.exc_values(exc, vnode, src, op in LIST_OPS)
-                    if vals is None:
-                        return None
-                    check = self.comp.typed_check(
-                        fx, op, (oloc, 0), vals, None, exc.seq, (vals[0][2], 0) if vals else (oloc, 0)
-                    )  # type: ignore[arg-type]
-                    if check is None:
-                        return None
-                    checks.append(check)
-                alternatives.append(IAnd(checks))
-        if not alternatives:
-            return None
-        return INot(IOr(alternatives) if len(alternatives) > 1 else alternatives[0])
-
-    def exc_values(
-        self, exc: ExcDef, node: Any, src: SourceText, as_list: bool
-    ) -> list[tuple[str, bool, Locator, int]] | None:
-        """Values of one exception entry; for list comparisons a YAML list, or a name of a list."""
-        if isinstance(node, yaml.ScalarNode):
-            return [(str(node.value), not as_list, scalar_loc(src, node), 0)]
-        if as_list and isinstance(node, yaml.SequenceNode):
-            out = []
-            for sub in node.value:
-                if not isinstance(sub, yaml.ScalarNode):
-                    self.comp.error(
-                        MarkLoc(src, sub.start_mark.index),
-                        0,
-                        "bad-type",
-                        f"values of exception '{exc.name}' must be plain values",
-                    )
-                    return None
-                out.append((str(sub.value), False, scalar_loc(src, sub), 0))
-            return out
-        self.comp.error(
-            MarkLoc(src, node.start_mark.index),
-            0,
-            "bad-type",
-            f"a value of exception '{exc.name}' must be a plain value here",
-        )
-        return None
