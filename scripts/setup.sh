@@ -25,9 +25,10 @@ MODDIR="/lib/modules/$KREL"
 START=$SECONDS
 
 export DEBIAN_FRONTEND=noninteractive
-# curl, git and logrotate are not needed by the agent: the end-to-end tests drive them as real workloads.
+# curl, git, logrotate and openssh-client are not needed by the agent: the end-to-end tests drive them as
+# real workloads (ssh: the client Falco's "Disallowed SSH Connection Non Standard Port" watches).
 PACKAGES=(python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip bpftool iproute2 gcc libc6-dev
-    ca-certificates curl git logrotate)
+    ca-certificates curl git logrotate openssh-client)
 
 # --- distro packages ----------------------------------------------------------------------------------------
 
