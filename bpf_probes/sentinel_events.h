@@ -219,7 +219,8 @@ struct sys_event {
      * bind, listen (the local end), accept (the peer), dup* (the old fd's peer, if a socket): [0..1] the
      * address (IPv4: [0] low half, and for accept/dup the local IPv4 in [0]'s high half; IPv6: 16 bytes),
      * [2] ports, family, type and the socket's state (SYS_SOCK_KNOWN, SYS_SOCK_STATE_KNOWN);
-     * sendto, sendmsg, sendmmsg: the destination as [0..2], with the local port, type and state when the socket is read. */
+     * sendto, sendmsg, sendmmsg: the destination as [0..2], with the local port, type and state when the socket is
+     * read, and a bound IPv4 socket's local address in [0]'s high half (as accept's). */
     u64 extra[3];
     u16 str_len[SYS_STRS];  /* bytes of each string, NUL included; 0 = none */
     u16 nstr;

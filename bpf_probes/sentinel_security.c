@@ -206,13 +206,18 @@ static __always_inline int dgram_report(struct sys_event *e, u64 pid_tgid, long 
         u8 one = 1;
         dgram_seen.update(&k, &one);
     }
-    u64 local = 0;
+    u64 local = 0, laddr = 0;
 #if defined(HAVE_KOFFSETS) && defined(HAVE_NS_OFFSETS) && defined(HAVE_NET_OFFSETS)
     sock_facts(e, (s64)e->arg[0], 1);
     /* local port, socket type and state (connected or not) */
     local = e->extra[2] & (0xFFFFULL << 16 | 0xFFULL << 48 | SYS_SOCK_STATE_MASK | SYS_SOCK_STATE_KNOWN);
+    /* an IPv4 socket's local address (0 until bound: the kernel picks the source per packet then) */
+    if ((e->extra[2] & SYS_SOCK_KNOWN) && ((e->extra[2] >> 32) & 0xFFFF) == S_AF_INET)
+        laddr = e->extra[0] & 0xFFFFFFFFULL;
 #endif
     __builtin_memcpy(&e->extra[0], &k.addr[0], 16);
+    if (k.family == S_AF_INET)
+        e->extra[0] |= laddr << 32;  /* as accept's: the local IPv4 in the high half */
     e->extra[2] = (u64)k.port | local | ((u64)k.family << 32) | SYS_SOCK_KNOWN;
     return 0;
 }

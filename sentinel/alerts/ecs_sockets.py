@@ -56,6 +56,8 @@ def socket_doc(doc: dict[str, Any], event: dict[str, Any], detail: dict[str, Any
             doc["destination"] = {"ip": facts.address, "port": facts.port, "address": facts.address}
             if facts.local_port:
                 doc["source"] = {"port": facts.local_port}
+                if facts.local_address:  # a bound IPv4 socket's (unbound: the kernel picks per packet)
+                    doc["source"].update(ip=facts.local_address, address=facts.local_address)
     elif etype in DUPS:
         event.update(category=["process"], type=["change"], action=spec.name)
         detail["newfd"] = ev.ret

@@ -1136,7 +1136,7 @@ def _with_socket_fields(fields: list[FieldDef]) -> list[FieldDef]:
         if role is not None:
             desc = f.desc
             if not f.on:  # not captured for connect: now these calls fill it
-                desc = desc.replace("not captured (always missing)", "bind, listen, accept, dup only")
+                desc = desc.replace("not captured (always missing)", "socket calls only (sentinel.sockets)")
             elif f.name == "fd.num":  # its description covers every call
                 pass
             elif f.name in either:  # one value: the end the call carries

@@ -118,7 +118,8 @@ _SOCK_TYPECHAR = {AF_INET: "4", AF_INET6: "6", AF_UNIX: "u"}
 _CARRIED = {"sip": "end", "sport": "end", "lip": "end", "lport": "end"}  # bind, listen: the local end
 _ACCEPTED = {"sip": "local", "sport": "local", "lip": "local", "lport": "local",
              "cip": "end", "cport": "end", "rip": "end", "rport": "end"}  # fmt: skip
-_SENT = {"sip": "end", "sport": "end", "rip": "end", "rport": "end", "lip": "local", "lport": "local"}
+_SENT = {"sip": "end", "sport": "end", "rip": "end", "rport": "end", "lip": "local", "lport": "local",
+         "cip": "local", "cport": "local"}  # fmt: skip  # a sender is the client, as in Falco's tuple
 _MOVED = {"rip": "end", "rport": "end", "lip": "local", "lport": "local"}  # dup: no server or client known
 _END_ROLES = {
     **dict.fromkeys(_LOCAL_END, _CARRIED),

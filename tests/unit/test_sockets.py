@@ -138,6 +138,21 @@ def test_a_datagram_names_its_destination_like_a_connect() -> None:
     assert doc["source"] == {"port": 40123} and doc["sentinel"]["event"]["family"] == "datagram"
 
 
+def test_a_datagram_from_a_bound_socket_names_its_local_address() -> None:
+    """The probe puts a bound IPv4 socket's address in the high half, as for accept: fd.name, fd.cip and
+    fd.lip say it (Falco's client end), and the document's source.ip."""
+    dest = v4("198.51.100.53") | v4("192.0.2.2") << 32
+    send = ev(T.SENDTO, (3, 48, 0, 0, 0, 0), (dest, 0, word(53, 40123, AF_INET, 2)), ret=48)
+    c = ctx(send)
+    assert RS.field_value("fd.name", c) == "192.0.2.2:40123->198.51.100.53:53"
+    assert RS.field_value("fd.cip", c) == "192.0.2.2" and RS.field_value("fd.lip", c) == "192.0.2.2"
+    assert RS.field_value("fd.cport", c) == 40123
+    assert RS.field_value("fd.sip", c) == "198.51.100.53" and RS.field_value("fd.rip", c) == "198.51.100.53"
+    doc = EcsRenderer(HOST).event_doc(send, None)
+    assert doc["source"] == {"port": 40123, "ip": "192.0.2.2", "address": "192.0.2.2"}
+    assert doc["destination"]["ip"] == "198.51.100.53"
+
+
 def test_resolvers_come_from_resolv_conf(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from sentinel import sockets
 
