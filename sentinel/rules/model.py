@@ -58,3 +58,6 @@ class Rule:
     skipped: str | None = None  # why a rule that loaded is never evaluated (another source, unknown filter)
     ir: Any = field(default=None, repr=False, compare=False)  # typed condition tree (compiler.py)
     template: Any = field(default=None, repr=False, compare=False)  # parsed output (compiler.OutputTemplate)
+    # What a rule's own format says about it beyond Falco's keys; a Sigma rule: {"format": "sigma", "id",
+    # "author", "references" [...], "license", "level", "status", "falsepositives" [...], "logsource" {...}}.
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
