@@ -306,3 +306,13 @@ def test_a_parent_known_only_by_pid() -> None:
     back = round_trip(exec_ctx(proc))
     assert back.proc is not None and back.proc.parent is None and back.proc.ppid == 900
     assert RS.field_value("proc.pname", back) is None
+
+
+def test_a_fixture_expecting_a_refused_rule_says_it_was_refused(tmp_path: Path) -> None:
+    rules_dir = make_rules(tmp_path, FIXTURES)
+    rules = rules_dir / "a.yaml"
+    rules.write_text(RULES.replace("evt.type = execve", "evt.type = execve and proc.nmae = x", 1))
+    report = run_fixtures([rules_dir])
+    problems = [d.message for d in report.diagnostics if d.code == "unknown-rule"]
+    assert problems and all("which was refused: " in m and "proc.nmae" in m for m in problems)
+    assert not report.ok
