@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import textwrap
 import uuid
@@ -33,7 +32,7 @@ from sentinel.file_changes import FILE_TYPES
 from sentinel.sockets import SOCKET_TYPES
 
 from .conftest import get
-from .test_security_syscalls import CALLER
+from .test_security_syscalls import run_program
 
 pytestmark = pytest.mark.kernel
 
@@ -147,22 +146,6 @@ def falco(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FalcoAgent]:
     yield agent
     assert agent.detector.stop() == 0
     assert not agent.detector.bad, f"non-JSON alert lines: {agent.detector.bad[:3]}"
-
-
-def run_program(code: str, exe: str = sys.executable) -> tuple[int, str]:
-    """Run ``code`` (with ``sc(name, *args)`` for direct syscalls) in a fresh ``exe`` (a Python); returns
-    its pid and what it printed on stderr."""
-    proc = subprocess.Popen(
-        [exe, "-c", CALLER, textwrap.dedent(code)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None and proc.stdin is not None
-    pid = int(proc.stdout.readline())
-    proc.stdin.write("go\n")
-    proc.stdin.flush()
-    _out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    return pid, err
 
 
 def test_falcos_file_change_rules_fire(falco: FalcoAgent, tmp_path: Path) -> None:

@@ -51,8 +51,14 @@ CALLER = textwrap.dedent(
 
 def run_calls(code: str, user: int | None = None) -> int:
     """Run ``code`` (may use ``sc(name, *args)``) in a fresh child; returns the child's pid."""
+    return run_program(code, user=user)[0]
+
+
+def run_program(code: str, exe: str = sys.executable, user: int | None = None) -> tuple[int, str]:
+    """Run ``code`` (with ``sc(name, *args)`` for direct syscalls) in a fresh ``exe`` (a Python) as
+    ``user``; returns its pid (known before any call) and what it printed on stderr."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", CALLER, textwrap.dedent(code)],
+        [exe, "-c", CALLER, textwrap.dedent(code)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, user=user, text=True,
     )  # fmt: skip
     assert proc.stdout is not None and proc.stdin is not None
@@ -61,7 +67,7 @@ def run_calls(code: str, user: int | None = None) -> int:
     proc.stdin.flush()
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    return pid
+    return pid, err
 
 
 def calls_of(agent: Agent, pid: int, action: str, count: int = 1) -> list[dict[str, Any]]:
@@ -509,9 +515,7 @@ def test_bpf_access_and_fd_theft_aimed_at_the_agent_are_internal_alerts() -> Non
             assert sc("pidfd_getfd", pidfd, 2, 0) >= 0           # the agent's stderr
             """
         )
-        stolen = d.wait_alert(
-            "Agent tampered with", lambda a: get(a, "sentinel.tamper.sender_pid") == thief
-        )
+        stolen = d.wait_alert("Agent tampered with", lambda a: get(a, "sentinel.tamper.sender_pid") == thief)
         assert get(stolen, "sentinel.tamper.kind") == "fd theft"
         assert get(stolen, "sentinel.tamper.detail") == "fd 2"
     finally:
