@@ -43,7 +43,7 @@ TACTIC_BY_TAG: dict[str, str] = {
     "mitre_" + name.lower().replace(" ", "_"): tid for tid, name in TACTICS.items()
 } | {"mitre_command_control": "TA0011", "mitre_exfil": "TA0010", "mitre_stealth": "TA0005"}
 # Sigma: ``attack.<tactic>``, looked up with ``-`` read as ``_`` (``attack.command-and-control``).
-TACTIC_BY_SIGMA_NAME: dict[str, str] = {tag[len("mitre_"):]: tid for tag, tid in TACTIC_BY_TAG.items()}
+TACTIC_BY_SIGMA_NAME: dict[str, str] = {tag[len("mitre_") :]: tid for tag, tid in TACTIC_BY_TAG.items()}
 
 TECHNIQUES: dict[str, str] = {
     "T1003": "OS Credential Dumping",
