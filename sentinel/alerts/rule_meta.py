@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sentinel.rules.model import rule_format
+
 if TYPE_CHECKING:
     from sentinel.rules.model import Rule
 
@@ -34,12 +36,6 @@ SIGMA = "sigma"
 FALCO = "falco"
 _OPEN = "([{"
 _CLOSE = ")]}"
-
-
-def rule_format(rule: Rule) -> str:
-    """``"sigma"`` for a rule from the Sigma front end, ``"falco"`` for sentinel's own (Falco) format."""
-    fmt = rule.meta.get("format") if rule.meta else None
-    return str(fmt) if fmt else FALCO
 
 
 def split_authors(author: Any) -> list[str]:
