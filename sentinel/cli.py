@@ -858,7 +858,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def _add_rules_parsers(sub: Any) -> None:
     rules = sub.add_parser(
         "rules",
-        help="check rule files: validate them, run their fixtures",
+        help="check rule files: validate them, run their fixtures, list them",
         description="Work with Falco-style rule files without running the agent.",
     )
     rsub = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND", required=True)
@@ -879,6 +879,21 @@ def _add_rules_parsers(sub: Any) -> None:
     )
     test.add_argument("paths", nargs="+", metavar="PATH", help="rules file or directory, in load order")
     test.add_argument("--json", action="store_true", help="machine-readable report")
+    lst = rsub.add_parser(
+        "list",
+        help="list the rules: format (falco/sigma), status, priority, where defined; Sigma id and level",
+        description="Load the rules as the agent would and print one line per rule: its format (falco or "
+        "sigma), status (enabled, disabled, refused, never-fires, skipped), priority, file:line and name; "
+        "for a Sigma rule also its id and level. --json adds tags and the rule's metadata (Rule.meta). "
+        "Exit 1 if the rules cannot be loaded (the errors go to stderr; `rules validate` says more).",
+    )
+    lst.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="rules file or directory, in load order (default: the shipped rules)",
+    )
+    lst.add_argument("--json", action="store_true", help="machine-readable list")
     fields = sub.add_parser(
         "fields",
         help="list the fields rule conditions and outputs can use",
@@ -890,6 +905,8 @@ def _add_rules_parsers(sub: Any) -> None:
 def _cmd_rules(args: argparse.Namespace) -> int:
     if args.rules_command == "validate":
         return cmd_rules_validate(args)
+    if args.rules_command == "list":
+        return cmd_rules_list(args)
     return cmd_rules_test(args)
 
 
@@ -914,6 +931,39 @@ def cmd_rules_validate(args: argparse.Namespace) -> int:
     except Exception as exc:
         return _rules_internal_error("validate", args, exc)
     return EXIT_OK if result.ok else EXIT_FAIL
+
+
+def cmd_rules_list(args: argparse.Namespace) -> int:
+    import orjson
+
+    if not args.paths:
+        from sentinel.detect import find_rules_dir
+
+        shipped = find_rules_dir()
+        if shipped is None:
+            print("sentinel rules list: no PATH given and the shipped rules were not found", file=sys.stderr)
+            return EXIT_USAGE
+        args.paths = [str(shipped)]
+    try:
+        from sentinel.rules.listing import format_list, list_doc
+        from sentinel.rules.loader import load_rules
+        from sentinel.rules.validate import format_diagnostic
+
+        result = load_rules(args.paths)
+        rs = result.ruleset
+        if rs is None:
+            for d in result.errors:
+                print(format_diagnostic(d), file=sys.stderr)
+            print(f"sentinel rules list: invalid rules ({len(result.errors)} error(s))", file=sys.stderr)
+            return EXIT_FAIL
+        doc = list_doc(rs)
+        if args.json:
+            sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2, default=str) + b"\n")
+        else:
+            print(format_list(doc))
+    except Exception as exc:
+        return _rules_internal_error("list", args, exc)
+    return EXIT_OK
 
 
 def cmd_rules_test(args: argparse.Namespace) -> int:

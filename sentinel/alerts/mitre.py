@@ -2,8 +2,15 @@
 
 Tags come in the forms Falco rule authors use: ``mitre_execution`` (a tactic by name), ``T1059`` /
 ``T1059.004`` (a technique or sub-technique), and the older ``MITRE_TA0002_execution`` /
-``MITRE_T1059_command_and_scripting_interpreter``. Names come from a small built-in table covering the Linux
-techniques rules commonly use; an unknown id is kept without a name rather than dropped.
+``MITRE_T1059_command_and_scripting_interpreter``; and in Sigma's: ``attack.execution`` /
+``attack.privilege-escalation`` (a tactic by name, ``-`` or ``_`` between words), ``attack.t1059.004``, and
+``attack.s0002`` / ``attack.g0032`` (an ATT&CK software or group). Sigma's other namespaces (``car.``,
+``cve.``, ``detection.``, ``tlp.``) are not ATT&CK and are ignored here (they stay in the alert's tags).
+
+Names come from a small built-in table covering the Linux techniques rules commonly use; an unknown id is
+kept without a name rather than dropped. ATT&CK v19 split Defense Evasion (TA0005) into Stealth (TA0005
+kept its id) and Defense Impairment (TA0112); both tag names are understood, and TA0005 keeps the name
+Falco's ``mitre_defense_evasion`` tags mean.
 """
 
 from __future__ import annotations
@@ -30,10 +37,13 @@ TACTICS: dict[str, str] = {
     "TA0040": "Impact",
     "TA0042": "Resource Development",
     "TA0043": "Reconnaissance",
+    "TA0112": "Defense Impairment",
 }
 TACTIC_BY_TAG: dict[str, str] = {
     "mitre_" + name.lower().replace(" ", "_"): tid for tid, name in TACTICS.items()
-} | {"mitre_command_control": "TA0011", "mitre_exfil": "TA0010"}
+} | {"mitre_command_control": "TA0011", "mitre_exfil": "TA0010", "mitre_stealth": "TA0005"}
+# Sigma: ``attack.<tactic>``, looked up with ``-`` read as ``_`` (``attack.command-and-control``).
+TACTIC_BY_SIGMA_NAME: dict[str, str] = {tag[len("mitre_") :]: tid for tag, tid in TACTIC_BY_TAG.items()}
 
 TECHNIQUES: dict[str, str] = {
     "T1003": "OS Credential Dumping",
@@ -47,8 +57,12 @@ TECHNIQUES: dict[str, str] = {
     "T1021": "Remote Services",
     "T1021.004": "SSH",
     "T1027": "Obfuscated Files or Information",
+    "T1027.001": "Binary Padding",
     "T1027.002": "Software Packing",
+    "T1027.003": "Steganography",
     "T1027.010": "Command Obfuscation",
+    "T1027.011": "Fileless Storage",
+    "T1030": "Data Transfer Size Limits",
     "T1033": "System Owner/User Discovery",
     "T1036": "Masquerading",
     "T1036.003": "Rename Legitimate Utilities",
@@ -60,6 +74,7 @@ TECHNIQUES: dict[str, str] = {
     "T1041": "Exfiltration Over C2 Channel",
     "T1046": "Network Service Discovery",
     "T1048": "Exfiltration Over Alternative Protocol",
+    "T1048.003": "Exfiltration Over Unencrypted Non-C2 Protocol",
     "T1049": "System Network Connections Discovery",
     "T1053": "Scheduled Task/Job",
     "T1053.002": "At",
@@ -67,18 +82,25 @@ TECHNIQUES: dict[str, str] = {
     "T1053.006": "Systemd Timers",
     "T1055": "Process Injection",
     "T1055.008": "Ptrace System Calls",
+    "T1055.009": "Proc Memory",
+    "T1056": "Input Capture",
+    "T1056.001": "Keylogging",
     "T1057": "Process Discovery",
     "T1059": "Command and Scripting Interpreter",
+    "T1059.003": "Windows Command Shell",
     "T1059.004": "Unix Shell",
     "T1059.006": "Python",
+    "T1059.007": "JavaScript",
     "T1068": "Exploitation for Privilege Escalation",
     "T1069": "Permission Groups Discovery",
+    "T1069.001": "Local Groups",
     "T1070": "Indicator Removal",
     "T1070.002": "Clear Linux or Mac System Logs",
     "T1070.003": "Clear Command History",
     "T1070.004": "File Deletion",
     "T1070.006": "Timestomp",
     "T1071": "Application Layer Protocol",
+    "T1071.001": "Web Protocols",
     "T1071.004": "DNS",
     "T1074": "Data Staged",
     "T1078": "Valid Accounts",
@@ -90,21 +112,31 @@ TECHNIQUES: dict[str, str] = {
     "T1095": "Non-Application Layer Protocol",
     "T1098": "Account Manipulation",
     "T1098.004": "SSH Authorized Keys",
+    "T1102": "Web Service",
     "T1105": "Ingress Tool Transfer",
     "T1106": "Native API",
     "T1110": "Brute Force",
+    "T1113": "Screen Capture",
+    "T1115": "Clipboard Data",
+    "T1119": "Automated Collection",
+    "T1123": "Audio Capture",
     "T1132": "Data Encoding",
     "T1132.001": "Standard Encoding",
+    "T1133": "External Remote Services",
     "T1136": "Create Account",
     "T1136.001": "Local Account",
     "T1140": "Deobfuscate/Decode Files or Information",
     "T1190": "Exploit Public-Facing Application",
+    "T1195": "Supply Chain Compromise",
+    "T1195.002": "Compromise Software Supply Chain",
     "T1201": "Password Policy Discovery",
     "T1202": "Indirect Command Execution",
     "T1203": "Exploitation for Client Execution",
     "T1204": "User Execution",
+    "T1204.001": "Malicious Link",
     "T1204.002": "Malicious File",
     "T1205": "Traffic Signaling",
+    "T1212": "Exploitation for Credential Access",
     "T1222": "File and Directory Permissions Modification",
     "T1222.002": "Linux and Mac File and Directory Permissions Modification",
     "T1485": "Data Destruction",
@@ -113,9 +145,11 @@ TECHNIQUES: dict[str, str] = {
     "T1490": "Inhibit System Recovery",
     "T1496": "Resource Hijacking",
     "T1496.001": "Compute Hijacking",
+    "T1499": "Endpoint Denial of Service",
     "T1505": "Server Software Component",
     "T1505.003": "Web Shell",
     "T1518": "Software Discovery",
+    "T1518.001": "Security Software Discovery",
     "T1528": "Steal Application Access Token",
     "T1529": "System Shutdown/Reboot",
     "T1531": "Account Access Removal",
@@ -124,6 +158,7 @@ TECHNIQUES: dict[str, str] = {
     "T1546": "Event Triggered Execution",
     "T1546.004": "Unix Shell Configuration Modification",
     "T1547": "Boot or Logon Autostart Execution",
+    "T1547.004": "Winlogon Helper DLL",
     "T1547.006": "Kernel Modules and Extensions",
     "T1548": "Abuse Elevation Control Mechanism",
     "T1548.001": "Setuid and Setgid",
@@ -134,6 +169,8 @@ TECHNIQUES: dict[str, str] = {
     "T1552.004": "Private Keys",
     "T1552.005": "Cloud Instance Metadata API",
     "T1552.007": "Container API",
+    "T1553": "Subvert Trust Controls",
+    "T1553.004": "Install Root Certificate",
     "T1554": "Compromise Host Software Binary",
     "T1555": "Credentials from Password Stores",
     "T1556": "Modify Authentication Process",
@@ -153,14 +190,25 @@ TECHNIQUES: dict[str, str] = {
     "T1564": "Hide Artifacts",
     "T1564.001": "Hidden Files and Directories",
     "T1565": "Data Manipulation",
+    "T1565.001": "Stored Data Manipulation",
     "T1567": "Exfiltration Over Web Service",
     "T1568": "Dynamic Resolution",
+    "T1568.002": "Domain Generation Algorithms",
     "T1569": "System Services",
     "T1570": "Lateral Tool Transfer",
     "T1571": "Non-Standard Port",
     "T1572": "Protocol Tunneling",
     "T1574": "Hijack Execution Flow",
     "T1574.006": "Dynamic Linker Hijacking",
+    "T1584": "Compromise Infrastructure",
+    "T1587": "Develop Capabilities",
+    "T1588": "Obtain Capabilities",
+    "T1588.001": "Malware",
+    "T1589": "Gather Victim Identity Information",
+    "T1592": "Gather Victim Host Information",
+    "T1592.004": "Client Configurations",
+    "T1593": "Search Open Websites/Domains",
+    "T1593.003": "Code Repositories",
     "T1595": "Active Scanning",
     "T1595.001": "Scanning IP Blocks",
     "T1595.002": "Vulnerability Scanning",
@@ -171,8 +219,10 @@ TECHNIQUES: dict[str, str] = {
     "T1620": "Reflective Code Loading",
 }
 
-_TECHNIQUE = re.compile(r"^(?:mitre_)?(t\d{4})(?:\.(\d{3}))?(?:_.*)?$", re.IGNORECASE)
-_TACTIC_ID = re.compile(r"^(?:mitre_)?(ta\d{4})(?:_.*)?$", re.IGNORECASE)
+_TECHNIQUE = re.compile(r"^(?:mitre_|attack\.)?(t\d{4})(?:\.(\d{3}))?(?:_.*)?$", re.IGNORECASE)
+_TACTIC_ID = re.compile(r"^(?:mitre_|attack\.)?(ta\d{4})(?:_.*)?$", re.IGNORECASE)
+_SIGMA_TACTIC = re.compile(r"^attack\.([a-z]+(?:[-_][a-z]+)*)$", re.IGNORECASE)
+_SIGMA_SOFTWARE_GROUP = re.compile(r"^attack\.([sg])(\d{4})$", re.IGNORECASE)
 
 
 def technique_url(tid: str) -> str:
@@ -184,17 +234,28 @@ def tactic_url(tid: str) -> str:
     return f"{BASE_URL}/tactics/{tid}/"
 
 
+def software_url(sid: str) -> str:
+    return f"{BASE_URL}/software/{sid}/"
+
+
+def group_url(gid: str) -> str:
+    return f"{BASE_URL}/groups/{gid}/"
+
+
 @dataclass(slots=True)
 class Threat:
-    """Tactics, techniques and sub-techniques named by a rule's tags, in tag order, without duplicates."""
+    """Tactics, techniques and sub-techniques (and Sigma's software and groups) named by a rule's tags, in
+    tag order, without duplicates."""
 
     tactics: list[str] = field(default_factory=list)
     techniques: list[str] = field(default_factory=list)
     subtechniques: list[str] = field(default_factory=list)
+    software: list[str] = field(default_factory=list)  # S0002 ...
+    groups: list[str] = field(default_factory=list)  # G0032 ...
 
     @property
     def empty(self) -> bool:
-        return not (self.tactics or self.techniques)
+        return not (self.tactics or self.techniques or self.software or self.groups)
 
     @property
     def reference(self) -> str | None:
@@ -207,6 +268,8 @@ class Threat:
         """ECS ``threat``: each id/name/reference field holds an array (as ECS asks for these fields).
 
         Names line up with ids; an id without a known name gets no name, so ``name`` lists only known names.
+        ``threat.software`` and ``threat.group`` are single-valued in ECS (keyword, not array): they hold the
+        first software and group tag; the others stay in the alert's ``tags``.
         """
         doc: dict[str, Any] = {"framework": FRAMEWORK}
         if self.tactics:
@@ -228,16 +291,27 @@ class Threat:
                     "reference": [technique_url(t) for t in self.subtechniques],
                 }
             doc["technique"] = tech
+        if self.software:
+            doc["software"] = {"id": self.software[0], "reference": software_url(self.software[0])}
+        if self.groups:
+            doc["group"] = {"id": self.groups[0], "reference": group_url(self.groups[0])}
         return doc
 
 
 def threat_from_tags(tags: list[str] | tuple[str, ...]) -> Threat:
-    """Read tactic and technique ids from tags; tags that are not MITRE ones are ignored."""
+    """Read tactic and technique ids (Falco's and Sigma's tag forms) from tags; tags that are not ATT&CK ones
+    are ignored."""
     threat = Threat()
     for raw in tags:
         tag = str(raw).strip()
         low = tag.lower()
         tactic = TACTIC_BY_TAG.get(low)
+        if tactic is None and low.startswith("attack."):
+            if _sigma_software_or_group(low, threat):
+                continue
+            m = _SIGMA_TACTIC.match(low)
+            if m:
+                tactic = TACTIC_BY_SIGMA_NAME.get(m.group(1).replace("-", "_"))
         if tactic is None:
             m = _TACTIC_ID.match(tag)
             if m and m.group(1).upper() in TACTICS:
@@ -257,3 +331,15 @@ def threat_from_tags(tags: list[str] | tuple[str, ...]) -> Threat:
             if sub not in threat.subtechniques:
                 threat.subtechniques.append(sub)
     return threat
+
+
+def _sigma_software_or_group(low: str, threat: Threat) -> bool:
+    """``attack.s0002`` → software S0002, ``attack.g0032`` → group G0032; False for any other tag."""
+    m = _SIGMA_SOFTWARE_GROUP.match(low)
+    if m is None:
+        return False
+    ident = f"{m.group(1).upper()}{m.group(2)}"
+    found = threat.software if m.group(1) == "s" else threat.groups
+    if ident not in found:
+        found.append(ident)
+    return True

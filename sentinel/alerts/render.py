@@ -3,8 +3,9 @@
 The ECS alert starts from the event document the triggering event would have had (``EcsRenderer.event_doc``:
 process with parent and ancestry, file or destination blocks) and adds what makes it an alert: ``rule.*``,
 ``threat.*`` from the rule's tags, ``event.severity``/``risk_score`` from its priority, and the formatted
-output as ``message``. Falco's format exists so existing Falco tooling (falcosidekick, event-generator) can
-consume sentinel unchanged.
+output as ``message``. A rule of another format (Sigma) adds what its ``meta`` says (``rule_meta.py``: id,
+authors, licence, references; the author in the text, as DRL 1.1 asks). Falco's format exists so existing
+Falco tooling (falcosidekick, event-generator) can consume sentinel unchanged.
 
 Both formats redact secrets (the stream renderer's :class:`~sentinel.redact.Redactor`) in what a rule's
 output can carry: the output text and every string among the output fields and ``extra`` (the anomaly
@@ -17,9 +18,12 @@ import hashlib
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
+
+from sentinel.alerts import rule_meta
 from sentinel.alerts.ecs import ECS_VERSION, EcsRenderer, KnownSecrets, hide_known
 from sentinel.alerts.mitre import threat_from_tags
-from sentinel.alerts.model import Alert
+from sentinel.alerts.model import RULESET, Alert
 from sentinel.redact import REDACTED
 from sentinel.syscalls import target_pid
 
@@ -111,16 +115,17 @@ def redacted_output(
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """The alert's output text, output fields and (``with_extra``) extra as they may leave the host: as they
     are without an active redactor, else redacted copies (the alert may be rendered again in another
-    format), hiding what the process's lineage had hidden too."""
+    format), hiding what the process's lineage had hidden too. The text of a Sigma rule's alert ends with
+    its author (``rule_meta.attributed``), added after redaction so it stays as the rule wrote it."""
     redactor = ecs.active_redactor
     if redactor is None:
-        return alert.output, alert.output_fields, alert.extra
+        return rule_meta.attributed(alert.rule, alert.output), alert.output_fields, alert.extra
     known = ecs.known_secrets(alert.ctx.proc) if alert.ctx is not None else ()
     extra = alert.extra
     if with_extra and extra:
         extra = redact_fields(redactor, extra, known)
     fields = redact_fields(redactor, alert.output_fields, known)
-    return redact_text(redactor, alert.output, known), fields, extra
+    return rule_meta.attributed(alert.rule, redact_text(redactor, alert.output, known)), fields, extra
 
 
 def _redact_value(redactor: Redactor, value: Any, key: Any, known: KnownSecrets, depth: int) -> Any:
@@ -152,7 +157,8 @@ class EcsAlertRenderer:
     def _rule_blocks(self, alert: Alert) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """``rule`` and ``threat`` depend only on the rule and ruleset version: built once per rule."""
         rule = alert.rule
-        key = (rule.name, rule.desc, tuple(rule.tags), alert.ruleset, alert.ruleset_version)
+        meta_key = orjson.dumps(rule.meta, option=orjson.OPT_SORT_KEYS, default=str) if rule.meta else b""
+        key = (rule.name, rule.desc, tuple(rule.tags), alert.ruleset, alert.ruleset_version, meta_key)
         hit = self._rules.get(key)
         if hit is not None:
             return hit
@@ -167,6 +173,8 @@ class EcsAlertRenderer:
         }
         if threat.reference:
             block["reference"] = threat.reference
+        if alert.ruleset == RULESET:  # a detection rule; internal and model alerts have no other format
+            block.update(rule_meta.ecs_rule_fields(rule))
         threat_doc = None if threat.empty else threat.to_ecs()
         if len(self._rules) >= _RULE_CACHE_MAX:
             self._rules.clear()
@@ -199,6 +207,8 @@ class EcsAlertRenderer:
             doc["tags"] = list(alert.rule.tags)
         sentinel = doc.setdefault("sentinel", {})
         sentinel["rule"] = {"priority": alert.rule.priority, "tags": list(alert.rule.tags)}
+        if alert.rule.meta:
+            sentinel["rule"].update(rule_meta.sentinel_rule_fields(alert.rule))
         sentinel["output_fields"] = nest_fields(output_fields)
         if alert.aggregated:
             first, last = ecs.timestamp(alert.first_ns), ecs.timestamp(alert.last_ns)
@@ -249,6 +259,8 @@ class FalcoAlertRenderer:
         output, fields, _ = redacted_output(ecs, alert, with_extra=False)  # Falco's format has no extra
         fields = dict(fields)  # evt.time and the aggregation go in below; the alert's own dict stays as is
         fields["evt.time"] = wall_ns
+        if alert.rule.meta:
+            fields.update(rule_meta.falco_output_fields(alert.rule))
         if alert.aggregated:
             fields["sentinel.aggregation.count"] = alert.count
             fields["sentinel.aggregation.first"] = ecs.timestamp(alert.first_ns)

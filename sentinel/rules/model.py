@@ -61,3 +61,9 @@ class Rule:
     # What a rule's own format says about it beyond Falco's keys; a Sigma rule: {"format": "sigma", "id",
     # "author", "references" [...], "license", "level", "status", "falsepositives" [...], "logsource" {...}}.
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def rule_format(rule: Rule) -> str:
+    """The language a rule was written in: ``meta["format"]`` (``"sigma"``), else ``"falco"``."""
+    fmt = rule.meta.get("format") if rule.meta else None
+    return str(fmt) if fmt else "falco"
