@@ -74,7 +74,9 @@ class SigmaDoc:
         """The best place for a pySigma error message: a quoted name in it that is a key of the detection
         (a field, a modifier, a search identifier), else the detection, else the rule's start."""
         det = self.keys.get("detection")
-        for word in re.findall(r"'([^']+)'", message):
+        words = re.findall(r"'([^']+)'", message)
+        words += [m.lower() for m in re.findall(r"Sigma(\w+?)Modifier", message)]  # its class, not its name
+        for word in words:
             if det is not None:
                 for k, v in _pairs(det[1]):
                     if k.value == word:
