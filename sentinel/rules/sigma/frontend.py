@@ -47,21 +47,27 @@ class SigmaFrontEnd:
         self.comp = comp
         self.rules: list[tuple[int, Rule]] = []
         self.shapes: dict[str, Any] = {}
-        self.available = pysigma()
+        self.available: bool | None = None  # imported on the first Sigma document: Falco-only loads skip it
         self.warned: set[str] = set()
 
     def add(self, src: SourceText, node: Any, seq: int) -> None:
         doc = SigmaDoc(src, node)
         name = doc.scalar("title") or f"Sigma rule at {src.file}:{src.position(node.start_mark.index)[0]}"
         self.rep.current = name
+        mark = len(self.rep.diags)
         try:
             rule = self.rule(doc, name)
+        except Exception as exc:  # a pySigma surprise refuses this rule, not the whole load
+            self.comp.error(doc.start(), 0, "sigma-error", f"Sigma: cannot translate this rule: {exc!r}")
+            rule = self.refuse(doc, name, mark, None)
         finally:
             self.rep.current = None
         self.rules.append((seq, rule))
 
     def rule(self, doc: SigmaDoc, name: str) -> Rule:
         mark = len(self.rep.diags)
+        if self.available is None:
+            self.available = pysigma()
         if not self.available:
             if doc.src.file not in self.warned:
                 self.warned.add(doc.src.file)
