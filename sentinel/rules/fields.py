@@ -948,6 +948,23 @@ FIELDS_LIST: list[FieldDef] = [
         path_like=True,
     ),
     FieldDef(
+        "sentinel.proc.cmdline",
+        STRING,
+        "The command line as typed: argv (argv[0] as passed, not proc.name) joined by spaces, each argument "
+        "quoted as a shell would need it (`bash -c 'id; uname -a'`). Sigma's `CommandLine`.",
+        p="_cmdline_quoted(proc)",
+        nullable=True,
+        cached=True,
+    ),
+    FieldDef(
+        "sentinel.proc.pcmdline",
+        STRING,
+        "The parent's command line as typed (as sentinel.proc.cmdline). Sigma's `ParentCommandLine`.",
+        p="_pcmdline_quoted(proc)",
+        nullable=True,
+        cached=True,
+    ),
+    FieldDef(
         "sentinel.proc.entity_id",
         STRING,
         "Stable id of the process (ECS process.entity_id).",

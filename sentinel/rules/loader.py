@@ -4,7 +4,9 @@
 - :mod:`~sentinel.rules.collector`: items from every file in load order (overrides, appends, versions);
 - :mod:`~sentinel.rules.resolver`: which macros and lists a condition sees, as Falco resolves them;
 - :mod:`~sentinel.rules.rule_compiler`: conditions, exceptions and outputs into typed trees; a rule that
-  cannot be compiled is refused alone.
+  cannot be compiled is refused alone;
+- :mod:`~sentinel.rules.sigma`: Sigma documents (``logsource`` + ``detection``) in the same files and
+  directories, into the same rules, in load order.
 
 Files load in the order given (a directory: its ``*.yaml``/``*.yml`` files, fixtures excluded, sorted),
 all into one collection, compiled after everything is collected. Every problem becomes a located
@@ -26,6 +28,8 @@ from sentinel.rules.reader import Reporter, YamlReader
 from sentinel.rules.resolver import Resolver
 from sentinel.rules.rule_compiler import RuleCompiler
 from sentinel.rules.ruleset import RuleSet
+from sentinel.rules.sigma.detect import sigma_kind
+from sentinel.rules.sigma.frontend import SigmaFrontEnd
 from sentinel.rules.source import SourceText
 
 
@@ -73,6 +77,7 @@ class Loader:
         self.comp = CondCompiler(self.res, self.rep.report)
         self.res.comp = self.comp
         self.compiler = RuleCompiler(self.rep, self.col, self.res, self.comp)
+        self.sigma = SigmaFrontEnd(self.rep, self.comp)
 
     @property
     def diags(self) -> list[Diagnostic]:
@@ -85,15 +90,33 @@ class Loader:
     def load_file(self, path: str) -> None:
         got = self.read.read_file(path)
         if got is not None:
-            self.col.add_documents(*got)
+            self.add_documents(*got)
 
     def load_source(self, src: SourceText, data: bytes) -> None:
         docs = self.read.read_source(src, data)
         if docs is not None:
-            self.col.add_documents(src, docs)
+            self.add_documents(src, docs)
+
+    def add_documents(self, src: SourceText, docs: list[Any]) -> None:
+        """Each document to its front end, in order: a Sigma one (a mapping with logsource and detection,
+        or a correlation) to the Sigma front end, anything else to the Falco-style collector."""
+        for doc in docs:
+            if sigma_kind(doc) is not None:
+                self.col.seq += 1
+                self.sigma.add(src, doc, self.col.seq)
+            else:
+                self.col.add_documents(src, [doc])
 
     def finish(self) -> list[Any]:
-        return self.compiler.finish()
+        """Every rule in load order: Falco-style ones by where they were first defined, Sigma ones by where
+        they were read."""
+        falco = self.compiler.finish()
+        if not self.sigma.rules:
+            return falco
+        seq = {item.name: item.seq for item in self.col.rule_order}
+        ordered = [(seq.get(r.name, 0), r) for r in falco] + self.sigma.rules
+        ordered.sort(key=lambda pair: pair[0])
+        return [r for _, r in ordered]
 
 
 def load_rules(paths: Iterable[str | Path], *, index_min: int | None = None) -> LoadResult:

@@ -12,6 +12,7 @@ import binascii
 import functools
 import ipaddress
 import os
+import shlex
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -235,6 +236,18 @@ def cmdline(proc: Any) -> str:
     if len(args) > 1:
         return proc.comm + " " + " ".join(args[1:])
     return proc.comm
+
+
+def cmdline_quoted(proc: Any) -> str | None:
+    """Sigma's ``CommandLine``: argv as the caller passed it (argv[0] as typed), each word quoted as a shell
+    would need it, so a pasted command line matches the rule written from it; None without argv."""
+    args = proc.args
+    return shlex.join(args) if args else None
+
+
+def pcmdline_quoted(proc: Any) -> str | None:
+    parent = proc.parent
+    return None if parent is None else cmdline_quoted(parent)
 
 
 def cmdlenargs(proc: Any) -> int:
