@@ -188,19 +188,29 @@ def _stat_key(path: str) -> tuple[Any, ...]:
 
 def files_signature(paths: list[str]) -> tuple[Any, ...]:
     """What changes when a watched file is edited, replaced (rename over it), added or removed: each path's
-    inode, size and mtime, and for a directory the same for each entry (two levels: rule directories and the
-    drop-in directory are flat)."""
+    inode, size and mtime, and for a directory the same for each entry, subdirectories included as the
+    rules loader reads them (a Sigma tree loads by its top folder)."""
+    from sentinel.rules.loader import MAX_DIR_DEPTH
+
     out: list[Any] = []
+
+    def walk(path: str, depth: int) -> None:
+        try:
+            names = sorted(os.listdir(path))
+        except OSError:
+            return
+        for name in names:
+            if name.startswith("."):
+                continue
+            child = os.path.join(path, name)
+            out.append(_stat_key(child))
+            if depth < MAX_DIR_DEPTH and os.path.isdir(child) and not os.path.islink(child):
+                walk(child, depth + 1)
+
     for path in paths:
         out.append(_stat_key(path))
         if os.path.isdir(path):
-            try:
-                names = sorted(os.listdir(path))
-            except OSError:
-                continue
-            for name in names:
-                if not name.startswith("."):
-                    out.append(_stat_key(os.path.join(path, name)))
+            walk(path, 0)
     return tuple(out)
 
 

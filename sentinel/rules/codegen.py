@@ -192,13 +192,24 @@ class CodeGen:
             get, _ = self.getter(acc)
             return f"_any_of({fn}, {get})"
         parts: list[str] = []
-        x = self._bind(acc, parts)
-        x = self._transforms(c.lhs.transforms, x, parts)
+        transforms = c.lhs.transforms
+        lowered = c.lhs.type == STRING and (
+            transforms[:1] == ("tolower",) or (c.op == "icontains" and not transforms)
+        )
+        if lowered:  # a field's lowered text once per event, however many checks read it (Sigma: hundreds)
+            x = self._bind_lowered(acc, parts)
+            transforms = transforms[1:]
+        else:
+            x = self._bind(acc, parts)
+        x = self._transforms(transforms, x, parts)
         y = None
         if rhs_acc is not None and c.rhs is not None:
             y = self._bind(rhs_acc, parts)
             y = self._transforms(c.rhs.transforms, y, parts)
-        parts.append(self.pred(c, x, y))
+        if lowered and c.op == "icontains" and not c.lhs.transforms and y is None:
+            parts.append(f"({literal(c.value)} in {x})")  # the value is lowered already (compiler)
+        else:
+            parts.append(self.pred(c, x, y))
         return parts[0] if len(parts) == 1 else "(" + " and ".join(parts) + ")"
 
     def _multi_rhs(self, c: ICheck, acc: Access, rhs_acc: Access) -> str:
@@ -218,6 +229,15 @@ class CodeGen:
         t = self.tmp()
         parts.append(f"({t} := {get}) is not None")
         return t
+
+    def _bind_lowered(self, acc: Access, parts: list[str]) -> str:
+        """A local holding the field's text lowered (None when missing), computed on first use per event."""
+        expr = f"_lower({acc.expr})"
+        var = self.cache.get(expr)
+        if var is None:
+            var = self.cache[expr] = f"_c{len(self.cache)}"
+        parts.append(f"({var} if {var} is not _U else ({var} := {expr})) is not None")
+        return var
 
     def _transforms(self, transforms: tuple[str, ...], x: str, parts: list[str]) -> str:
         for fn in transforms:

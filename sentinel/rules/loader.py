@@ -48,22 +48,37 @@ class LoadResult:
         return [d for d in self.diagnostics if d.severity == "warning"]
 
 
+MAX_DIR_DEPTH = 8  # nested rule folders (SigmaHQ: rules/linux/process_creation/...); deeper is ignored
+
+
 def expand_paths(paths: Iterable[str | Path]) -> list[tuple[str, bool]]:
-    """Files to load, in order: (path, is_dir_member). A directory gives its rule files, sorted."""
+    """Files to load, in order: (path, is_dir_member). A directory gives its rule files sorted, then those of
+    its subdirectories (sorted, depth first; hidden ones skipped), so a Sigma tree loads by its top folder."""
     out: list[tuple[str, bool]] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            for child in sorted(path.iterdir()):
-                if (
-                    child.suffix in (".yaml", ".yml")
-                    and not child.name.endswith((".fixtures.yaml", ".fixtures.yml"))
-                    and child.is_file()
-                ):
-                    out.append((str(child), True))
+            out.extend((str(f), True) for f in _rule_files(path, 0))
         else:
             out.append((str(path), False))
     return out
+
+
+def _rule_files(folder: Path, depth: int) -> list[Path]:
+    try:
+        children = sorted(folder.iterdir())
+    except OSError:
+        return []
+    files = [
+        c for c in children
+        if c.suffix in (".yaml", ".yml") and not c.name.endswith((".fixtures.yaml", ".fixtures.yml"))
+        and c.is_file()
+    ]  # fmt: skip
+    if depth < MAX_DIR_DEPTH:
+        for sub in children:
+            if sub.is_dir() and not sub.name.startswith(".") and not sub.is_symlink():
+                files.extend(_rule_files(sub, depth + 1))
+    return files
 
 
 class Loader:
