@@ -23,7 +23,7 @@ from typing import Any
 
 from sentinel.rules.collector import Collector
 from sentinel.rules.compiler import CondCompiler
-from sentinel.rules.model import Diagnostic
+from sentinel.rules.model import Diagnostic, Rule
 from sentinel.rules.reader import Reporter, YamlReader
 from sentinel.rules.resolver import Resolver
 from sentinel.rules.rule_compiler import RuleCompiler
@@ -131,7 +131,38 @@ class Loader:
         seq = {item.name: item.seq for item in self.col.rule_order}
         ordered = [(seq.get(r.name, 0), r) for r in falco] + self.sigma.rules
         ordered.sort(key=lambda pair: pair[0])
-        return [r for _, r in ordered]
+        return self.unique_names([r for _, r in ordered])
+
+    def unique_names(self, rules: list[Rule]) -> list[Rule]:
+        """Rules are selected, aggregated and tested by name, so names stay unique: the same Sigma id loaded
+        twice keeps the later copy (as a Falco redefinition does); a Sigma title that another rule already
+        uses gets its id appended. Both say so."""
+        by_id: dict[str, Rule] = {}
+        for r in rules:
+            sid = r.meta.get("id") if r.meta.get("format") == "sigma" else None
+            if sid:
+                earlier = by_id.get(sid)
+                if earlier is not None:
+                    where = f"{earlier.file}:{earlier.line}"
+                    self.warn(r, "duplicate-item", f"Sigma rule {sid} is loaded again (first at {where}); "
+                              "this copy replaces it")  # fmt: skip
+                by_id[sid] = r
+        kept = [r for r in rules if by_id.get(r.meta.get("id") or "", r) is r]
+        seen: dict[str, Rule] = {}
+        for r in kept:
+            if r.name in seen and r.meta.get("format") == "sigma":
+                first = seen[r.name]
+                new = f"{r.name} [sigma {(r.meta.get('id') or Path(r.file).stem)[:8]}]"
+                self.warn(r, "duplicate-name", f"rule name '{r.name}' is taken ({first.file}:{first.line}): "
+                          f"this Sigma rule is named '{new}'")  # fmt: skip
+                r.name = new
+            seen.setdefault(r.name, r)
+        return kept
+
+    def warn(self, rule: Rule, code: str, message: str) -> None:
+        self.rep.diags.append(
+            Diagnostic("warning", code, message, rule.file, rule.line, rule.column, item=rule.name)
+        )
 
 
 def load_rules(paths: Iterable[str | Path], *, index_min: int | None = None) -> LoadResult:

@@ -125,7 +125,8 @@ def test_without_pysigma_a_sigma_file_is_refused_and_falco_rules_load(
     monkeypatch.setattr(frontend, "pysigma", lambda: False)
     (tmp_path / "a.yaml").write_text(rule_yaml("evt.type = execve", name="falco"))
     doc = sigma_yaml("sel:\n  Image: x\ncondition: sel")
-    (tmp_path / "b.yml").write_text(doc + "---\n" + doc.replace("title: T", "title: U"))
+    other = doc.replace("title: T", "title: U").replace("0b2f4c1e", "1b2f4c1e")
+    (tmp_path / "b.yml").write_text(doc + "---\n" + other)
     got = load_rules([tmp_path])
     assert got.ruleset is not None and [r.name for r in got.ruleset.enabled_rules] == ["falco"]
     assert [r.name for r in got.ruleset.refused] == ["T", "U"]
@@ -168,3 +169,18 @@ def test_the_sigmahq_linux_corpus() -> None:
         assert causes and causes[0].file == rule.file and causes[0].line > 1, rule.name
     others = [r for r in got.ruleset.rules if r not in sensor]
     assert len(others) == 81 and all(r.skipped == "unsupported logsource" for r in others)
+
+
+def test_names_stay_unique_across_formats_and_copies(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(rule_yaml("evt.type = execve and proc.name = x", name="T"))
+    rule = sigma_yaml("sel:\n  Image|endswith: /whoami\ncondition: sel\n")
+    (tmp_path / "b.yml").write_text(rule)
+    (tmp_path / "c.yml").write_text(rule)  # the same Sigma rule (same id) again
+    (tmp_path / "d.yml").write_text(rule.replace("0b2f4c1e", "99999999"))  # another rule, same title
+    res = load_rules([tmp_path])
+    assert res.ruleset is not None
+    names = [r.name for r in res.ruleset.rules]
+    assert names == ["T", "T [sigma 0b2f4c1e]", "T [sigma 99999999]"]
+    assert res.ruleset.rules[1].file.endswith("c.yml")  # the later copy replaced the earlier
+    codes = sorted(d.code for d in res.diagnostics if d.code.startswith("duplicate"))
+    assert codes == ["duplicate-item", "duplicate-name", "duplicate-name"]
