@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pty
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -414,7 +415,7 @@ def test_entity_id_is_the_same_across_agent_restarts(tmp_path: Path) -> None:
 def test_controlling_terminal_matches_proc(agent: Agent) -> None:
     child, master = pty.fork()
     if child == 0:  # the child: a session leader on the pty, as a login shell would be
-        os.execv("/bin/sleep", ["/bin/sleep", "1"])
+        os.execv("/bin/sleep", ["/bin/sleep", "60"])  # alive until /proc is read, however slow the alert
     try:
         doc = agent.wait_for(
             lambda d: get(d, "event.action") == "exec" and get(d, "process.pid") == child,
@@ -426,6 +427,7 @@ def test_controlling_terminal_matches_proc(agent: Agent) -> None:
         assert get(doc, "process.tty.char_device") == {"major": major, "minor": minor}
         assert get(doc, "process.interactive") is True
     finally:
+        os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
         os.close(master)
 
