@@ -99,7 +99,7 @@ class _Group:
     ctx: Any = None
     events: deque[tuple[int, int, str]] | None = None  # event_count: (ts, pid, base rule)
     n: int = 0  # windowed event_count: events so far
-    values: OrderedDict[Any, tuple[int, int, Any]] | None = None  # value_count: key → (ts, pid, bounded value)
+    values: OrderedDict[Any, tuple[int, int, Any]] | None = None  # value_count: key → (ts, pid, key)
     steps: list[tuple[int, tuple[int, ...]] | None] | None = None  # temporal*: per base (ts|start, pids)
     pids: list[int] = field(default_factory=list)  # windowed: pids so far (capped)
 
