@@ -31,6 +31,7 @@ from sentinel.log import get_logger
 from sentinel.pipeline import resolved_files, security_target
 from sentinel.process.table import ProcessTable
 from sentinel.rules.context import EvalContext
+from sentinel.rules.correlate import Correlator, Firing, describe
 
 _OPEN = EventType.OPEN
 _CHDIR = EventType.CHDIR
@@ -147,6 +148,7 @@ class DetectionStream:
         self.anomaly = anomaly  # AnomalyEngine or None (rules only)
         self.on_alert: Callable[[Alert], None] | None = None  # called per alert written (metrics latency)
         self.ruleset = ruleset  # swapped whole by reload(); read once per event
+        self.correlator = Correlator(getattr(ruleset, "rules", []), log=get_logger())  # Sigma correlations
         self.host = host
         self.ecs = EcsRenderer(host, dataset="sentinel.alerts", redactor=redactor)  # Redactor or None
         renderers = {f: make_renderer(f, self.ecs) for f in FORMATS}
@@ -195,6 +197,9 @@ class DetectionStream:
         aggregator = self.aggregator
         if ts >= aggregator.next_due_ns:
             self._write(aggregator.advance(ts))
+        correlator = self.correlator
+        if correlator.windowed:
+            self._correlated(correlator.advance(ts))
         ruleset = self.ruleset
         ctx = EvalContext(ev, proc, path, self.host.boot_time_ns + ts)
         if etype > _TAMPER:
@@ -217,11 +222,19 @@ class DetectionStream:
             version = ruleset.sha256[:12]
             key = lineage(ev, proc)
             for rule in rules:
-                text, fields = ruleset.output(rule, ctx)
                 self.matches += 1
                 self.matches_by_rule[rule.name] += 1
+                fired = None
+                if correlator and rule.index in correlator.by_base:
+                    fired = correlator.observe(rule, ctx, ts, ruleset.field_value)
+                    if rule.index in correlator.silent:  # a correlation's base rule alerts only if asked
+                        self._correlated(fired)
+                        continue
+                text, fields = ruleset.output(rule, ctx)
                 alert = Alert(rule, ctx, text, fields, ts, ruleset_version=version, lineage=key)
                 self._write(aggregator.offer(alert))
+                if fired:
+                    self._correlated(fired)
         except Exception as exc:  # a rule or engine bug must cost one event, not the agent
             self.match_errors += 1
             if self.match_errors <= MAX_MATCH_ERRORS_LOGGED:
@@ -229,6 +242,18 @@ class DetectionStream:
                     "sentinel.match_failed", problem=repr(exc), event_type=ev.type_name, pid=ev.pid,
                     errors=self.match_errors,
                 )  # fmt: skip
+
+    def _correlated(self, fired: list[Firing]) -> None:
+        """Correlation alerts: the last counted event's document, aggregated per group (not per lineage)."""
+        version = self.ruleset.sha256[:12]
+        for f in fired:
+            text, fields, extra = describe(f)
+            self.matches += 1
+            self.matches_by_rule[f.rule.name] += 1
+            key = ("correlation", *f.group.values())
+            alert = Alert(f.rule, f.ctx, text, fields, f.ts_ns, ruleset_version=version, lineage=key,
+                          extra=extra)  # fmt: skip
+            self._write(self.aggregator.offer(alert))
 
     def _anomaly_failed(self, exc: Exception, ev: Event | None) -> None:
         self.anomaly_errors += 1
@@ -266,8 +291,11 @@ class DetectionStream:
                 on_alert(a)
 
     def advance(self, now_ns: int) -> None:
-        """Close aggregation windows up to ``now_ns`` (live: on an idle host no event would close them)."""
+        """Close aggregation windows up to ``now_ns`` (live: on an idle host no event would close them), and
+        judge the correlation windows that ended."""
         self._write(self.aggregator.advance(now_ns))
+        if self.correlator.windowed:
+            self._correlated(self.correlator.advance(now_ns))
 
     def raise_internal(self, alert: Alert) -> None:
         self._write(self.aggregator.offer(alert))
@@ -287,7 +315,9 @@ class DetectionStream:
     # ------------------------------------------------------------------------------------------- rules
 
     def swap(self, ruleset: Any) -> None:
+        """A new ruleset; correlation state starts afresh (its rules may have changed)."""
         self.ruleset = ruleset
+        self.correlator = Correlator(getattr(ruleset, "rules", []), log=get_logger())
 
     def set_redactor(self, redactor: Any) -> None:
         """A reload's new redaction settings (Redactor or None): every format renders with them from the
@@ -325,6 +355,7 @@ class DetectionStream:
             "reloads": self.reloads,
             "reload_failures": self.reload_failures,
             "aggregation": self.aggregator.snapshot(),
+            "correlation": self.correlator.snapshot(),
             "anomaly_errors": self.anomaly_errors,
             "anomaly": self.anomaly.snapshot() if self.anomaly is not None else {"phase": "off"},
             # the agent's (sentinel.detection_stopped comes after the shutdown steps, which may fail too)

@@ -114,6 +114,8 @@ SPECS: tuple[MetricSpec, ...] = (
     _spec("sentinel_aggregation_summaries_total", "counter", "Aggregation summaries written"),
     _spec("sentinel_aggregation_evictions_total", "counter", "Aggregation windows closed early"),
     _spec("sentinel_aggregation_open_windows", "gauge", "Aggregation windows open"),
+    _spec("sentinel_correlation_evictions_total", "counter", "Sigma correlation groups evicted (group cap)"),
+    _spec("sentinel_correlation_groups", "gauge", "Sigma correlation groups open"),
     _spec("sentinel_alert_latency_seconds", "histogram", "Kernel event to alert written"),
     # rules
     _spec("sentinel_ruleset_info", "info", "The running ruleset: sha256, rules loaded and enabled"),
@@ -377,6 +379,12 @@ class AgentMetrics:
             open_windows = _num(agg.get("open_windows"))
             if open_windows is not None:
                 self._set("sentinel_aggregation_open_windows", (), open_windows)
+        corr = det.get("correlation")
+        if isinstance(corr, Mapping):
+            self._feed("sentinel_correlation_evictions_total", (), corr.get("evicted"))
+            groups = _num(corr.get("groups"))
+            if groups is not None:
+                self._set("sentinel_correlation_groups", (), groups)
         self._feed("sentinel_ml_errors_total", ("engine",), det.get("anomaly_errors"))
         ml = det.get("anomaly")
         if isinstance(ml, Mapping):

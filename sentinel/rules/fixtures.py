@@ -8,6 +8,10 @@ written by hand (fields that do not matter left out) or pasted from real output.
 
 A rule counts a *positive* fixture when one expects it, and a *negative* one when a fixture of its own file
 reaches it (an event type it looks at) without expecting it: an event it examined and must reject.
+
+Sigma correlations are not tested by fixtures: a fixture is one event and a correlation counts several. Their
+base rules are (they fire on fixtures whatever ``generate`` says: a fixture tests the detection, not which
+alerts are written), correlations need no fixture, and a fixture expecting one is an error that says why.
 """
 
 from __future__ import annotations
@@ -217,7 +221,7 @@ def run_fixtures(paths: Iterable[str | Path]) -> TestReport:
     if rs is None:
         return report
     for r in rs.rules:
-        if r.enabled and r.skipped is None:
+        if r.enabled and r.skipped is None and r.correlation is None:  # a correlation needs many events
             report.coverage[r.name] = RuleCoverage(r.name, r.file, r.line)
     rules_by_file: dict[str, list[str]] = {}
     for r in rs.rules:
@@ -237,6 +241,9 @@ def run_fixtures(paths: Iterable[str | Path]) -> TestReport:
                     problem = f"fixture {fixture.name!r} expects rule {name!r}, which was {rule.skipped}"
                 elif not rule.enabled or rule.skipped is not None:
                     problem = f"fixture {fixture.name!r} expects rule {name!r}, which is disabled"
+                elif rule.correlation is not None:
+                    problem = (f"fixture {fixture.name!r} expects rule {name!r}, a Sigma correlation: it "
+                               "counts several events, which a single-event fixture cannot show")  # fmt: skip
                 if problem:
                     report.diagnostics.append(
                         src.diagnostic("error", "unknown-rule", problem, fixture.line, 1)

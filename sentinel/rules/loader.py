@@ -125,6 +125,7 @@ class Loader:
     def finish(self) -> list[Any]:
         """Every rule in load order: Falco-style ones by where they were first defined, Sigma ones by where
         they were read."""
+        self.sigma.finish()  # correlations, now that every rule they may refer to is read
         falco = self.compiler.finish()
         if not self.sigma.rules:
             return falco

@@ -61,6 +61,9 @@ class Rule:
     # What a rule's own format says about it beyond Falco's keys; a Sigma rule: {"format": "sigma", "id",
     # "author", "references" [...], "license", "level", "status", "falsepositives" [...], "logsource" {...}}.
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    # A Sigma correlation (sentinel.rules.correlate.CorrelationSpec): no condition of its own, it counts its
+    # base rules' matches; evaluated by the Correlator beside the matcher.
+    correlation: Any = field(default=None, repr=False, compare=False)
 
 
 def rule_format(rule: Rule) -> str:

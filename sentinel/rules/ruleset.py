@@ -63,7 +63,10 @@ class RuleSet:
         reached = {i for m in self.matchers.values() for i in (*m.sequential, *m.indexed)}
         # Rules no event type's matcher checks: what they read is never captured (container.image ...), or
         # sentinel captures none of their event types. Named at load (Falco users expect to hear of them).
-        self.never_fire: list[Rule] = [r for r in self.enabled_rules if r.index not in reached]
+        # A correlation has no condition: it fires when its base rules do (the Correlator counts them).
+        self.never_fire: list[Rule] = [
+            r for r in self.enabled_rules if r.index not in reached and r.correlation is None
+        ]
         self._with_proc: dict[int, Callable[[Any], list[Rule]]] = {t: m.fn for t, m in self.matchers.items()}
         self._no_proc: dict[int, Callable[[Any], list[Rule]]] = {}
         self._values: dict[tuple[Any, ...], Callable[[Any], tuple]] = {}

@@ -3,7 +3,8 @@ expanded) becomes sentinel's typed tree, and the rule joins the same RuleSet as 
 
 One module per concept: :mod:`.detect` (is a YAML document Sigma?), :mod:`.locate` (positions in the file,
 which pySigma does not keep), :mod:`.mapping` (logsources and fields), :mod:`.translate` (detection → typed
-tree) and :mod:`.frontend` (documents → rules and diagnostics).
+tree), :mod:`.correlation` (correlation documents → rules the Correlator counts, resolved once every file is
+read) and :mod:`.frontend` (documents → rules and diagnostics).
 """
 
 from sentinel.rules.sigma.detect import sigma_kind

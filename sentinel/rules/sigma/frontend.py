@@ -14,6 +14,7 @@ from typing import Any
 from sentinel.rules.compiler import CondCompiler, IAnd, IOr, event_names, event_types, parse_output
 from sentinel.rules.model import Rule
 from sentinel.rules.reader import Reporter
+from sentinel.rules.sigma import correlation as corr
 from sentinel.rules.sigma.detect import sigma_kind
 from sentinel.rules.sigma.locate import SigmaDoc
 from sentinel.rules.sigma.mapping import LOGSOURCES, Logsource, logsource_for
@@ -49,6 +50,8 @@ class SigmaFrontEnd:
         self.shapes: dict[str, Any] = {}
         self.available: bool | None = None  # imported on the first Sigma document: Falco-only loads skip it
         self.warned: set[str] = set()
+        self.parsed: list[tuple[Any, Rule]] = []  # (pySigma rule, its Rule): what correlations refer to
+        self.pending: list[corr.Pending] = []  # correlations, resolved once every file is read
 
     def add(self, src: SourceText, node: Any, seq: int) -> None:
         doc = SigmaDoc(src, node)
@@ -56,7 +59,10 @@ class SigmaFrontEnd:
         self.rep.current = name
         mark = len(self.rep.diags)
         try:
-            rule = self.rule(doc, name)
+            if sigma_kind(node) == "correlation" and self.ready(doc, name):
+                rule = self.correlation(doc, name)
+            else:
+                rule = self.rule(doc, name)
         except Exception as exc:  # a pySigma surprise refuses this rule, not the whole load
             self.comp.error(doc.start(), 0, "sigma-error", f"Sigma: cannot translate this rule: {exc!r}")
             rule = self.refuse(doc, name, mark, None)
@@ -64,28 +70,57 @@ class SigmaFrontEnd:
             self.rep.current = None
         self.rules.append((seq, rule))
 
-    def rule(self, doc: SigmaDoc, name: str) -> Rule:
-        mark = len(self.rep.diags)
+    def ready(self, doc: SigmaDoc, name: str) -> bool:
+        """Whether pySigma is there (imported on the first Sigma document); one warning per file if not."""
         if self.available is None:
             self.available = pysigma()
-        if not self.available:
-            if doc.src.file not in self.warned:
-                self.warned.add(doc.src.file)
-                self.comp.error(
-                    doc.start(),
-                    0,
-                    "sigma-unavailable",
-                    f"Sigma rules need pySigma, which is not installed: {INSTALL_HINT}",
-                )
-            return self.refuse(doc, name, mark, "pySigma is not installed")
-        if sigma_kind(doc.node) == "correlation":
+        if not self.available and doc.src.file not in self.warned:
+            self.warned.add(doc.src.file)
             self.comp.error(
-                doc.key("correlation"),
+                doc.start(),
                 0,
-                "sigma-correlation",
-                "Sigma correlation rules (event_count, value_count, temporal) are not evaluated yet",
+                "sigma-unavailable",
+                f"Sigma rules need pySigma, which is not installed: {INSTALL_HINT}",
             )
-            return self.refuse(doc, name, mark, "correlation rules are not evaluated yet")
+        return bool(self.available)
+
+    def correlation(self, doc: SigmaDoc, name: str) -> Rule:
+        """Parsed now, resolved by :meth:`finish` (its base rules may be in files read later)."""
+        mark = len(self.rep.diags)
+        parsed, errors = corr.parse(doc)
+        rule = corr.correlation_rule(doc, name, parsed)
+        for loc, text in errors:
+            self.comp.error(loc, 0, "sigma-error", f"Sigma correlation: {text}")
+        if parsed is None:
+            return self.refuse(doc, name, mark, None, rule)
+        self.pending.append(corr.Pending(doc, name, rule, parsed))
+        return rule
+
+    def finish(self) -> None:
+        """Resolve every correlation against every Sigma rule loaded; one that cannot be evaluated is
+        refused alone, located in its file."""
+        if not self.pending:
+            return
+        resolver = corr.Resolver(self, self.parsed, self.pending)
+        for item in self.pending:
+            self.rep.current = item.name
+            mark = len(self.rep.diags)
+            try:
+                item.rule.correlation = resolver.spec(item)
+            except corr.Refused as exc:
+                self.comp.error(exc.loc, 0, "sigma-correlation", str(exc))
+                self.refuse(item.doc, item.name, mark, None, item.rule)
+            except Exception as exc:  # a pySigma surprise refuses this correlation, not the load
+                self.comp.error(item.doc.start(), 0, "sigma-error", f"Sigma: cannot resolve: {exc!r}")
+                self.refuse(item.doc, item.name, mark, None, item.rule)
+            finally:
+                self.rep.current = None
+        self.pending = []
+
+    def rule(self, doc: SigmaDoc, name: str) -> Rule:
+        mark = len(self.rep.diags)
+        if not self.ready(doc, name):
+            return self.refuse(doc, name, mark, "pySigma is not installed")
         from sigma.rule import SigmaRule
 
         try:
@@ -101,6 +136,7 @@ class SigmaFrontEnd:
         ls = parsed.logsource
         source = logsource_for(ls.category, ls.product, ls.service)
         base = self.base(doc, name, parsed)
+        self.parsed.append((parsed, base))
         if source is None:
             what = ", ".join(f"{k}: {v}" for k, v in _logsource(parsed).items()) or "empty"
             self.rep.diags.append(
@@ -216,6 +252,9 @@ def _text(value: Any) -> str | None:
     if value is None:
         return None
     return str(getattr(value, "name", value)).lower()
+
+
+level_text = _text  # for the correlation front end
 
 
 def _logsource(parsed: Any) -> dict[str, str]:
