@@ -19,13 +19,18 @@ except ImportError:  # the test command installs the sigma extra: in CI its abse
     pytest.skip("pySigma (the sigma extra) is not installed", allow_module_level=True)
 
 
-def sigma_yaml(detection: str, category: str = "process_creation", title: str = "T", extra: str = "") -> str:
+def sigma_yaml(
+    detection: str, category: str = "process_creation", title: str = "T", extra: str = "", sid: str = ""
+) -> str:
     """A Sigma rule whose ``detection:`` block is ``detection`` (dedented, then indented under it)."""
     body = textwrap.indent(textwrap.dedent(detection).strip("\n"), "  ")
     # One id per title: the loader keeps a single copy of a Sigma id (a reloaded rule, not a new one).
-    sid = "0b2f4c1e-1f4e-4c59-9a53-2d8c5e0f6a11"
-    if title != "T":
-        sid = str(uuid.uuid5(uuid.NAMESPACE_URL, title))
+    if not sid:
+        sid = (
+            "0b2f4c1e-1f4e-4c59-9a53-2d8c5e0f6a11"
+            if title == "T"
+            else str(uuid.uuid5(uuid.NAMESPACE_URL, title))
+        )
     return (
         f"title: {title}\nid: {sid}\nstatus: test\ndescription: d\n"
         f"author: A. Author\nlogsource:\n  product: linux\n  category: {category}\ndetection:\n{body}\n"

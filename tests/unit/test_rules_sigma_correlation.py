@@ -20,8 +20,9 @@ from tests.unit.sigma_support import sigma_yaml
 
 WHOAMI = sigma_yaml("sel:\n  Image|endswith: /whoami\ncondition: sel", title="Whoami", extra="name: whoami\n")
 ID_RULE = sigma_yaml(
-    "sel:\n  Image|endswith: /id\ncondition: sel", title="Id", extra="name: id_run\n"
-).replace("0b2f4c1e-1f4e-4c59-9a53-2d8c5e0f6a11", "5d7e0c52-3a8b-4d38-bb0e-5f1a4c9d2e77")
+    "sel:\n  Image|endswith: /id\ncondition: sel", title="Id", extra="name: id_run\n",
+    sid="5d7e0c52-3a8b-4d38-bb0e-5f1a4c9d2e77",
+)  # fmt: skip
 
 
 def correlation(body: str, title: str = "Burst", extra: str = "") -> str:
