@@ -950,9 +950,9 @@ FIELDS_LIST: list[FieldDef] = [
     FieldDef(
         "sentinel.proc.cmdline",
         STRING,
-        "The command line as typed: argv (argv[0] as passed, not proc.name) joined by spaces, each argument "
-        "quoted as a shell would need it (`bash -c 'id; uname -a'`). Sigma's `CommandLine`.",
-        p="_cmdline_quoted(proc)",
+        "The command line as typed: argv (argv[0] as passed, not proc.name) joined by single spaces, not "
+        "quoted (`bash -c id; uname -a`), as Sysmon for Linux and auditd report it. Sigma's `CommandLine`.",
+        p="_cmdline_typed(proc)",
         nullable=True,
         cached=True,
     ),
@@ -960,7 +960,7 @@ FIELDS_LIST: list[FieldDef] = [
         "sentinel.proc.pcmdline",
         STRING,
         "The parent's command line as typed (as sentinel.proc.cmdline). Sigma's `ParentCommandLine`.",
-        p="_pcmdline_quoted(proc)",
+        p="_pcmdline_typed(proc)",
         nullable=True,
         cached=True,
     ),

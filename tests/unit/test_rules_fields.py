@@ -86,8 +86,8 @@ EXEC_VALUES: dict[str, Any] = {
     "container.info": "host",
     "sentinel.exec.filename": "/usr/bin/bash",
     "sentinel.proc.entity_id": "ent0",
-    "sentinel.proc.cmdline": "bash -c 'id; uname -a'",
-    "sentinel.proc.pcmdline": "nginx -g 'daemon off;'",
+    "sentinel.proc.cmdline": "bash -c id; uname -a",
+    "sentinel.proc.pcmdline": "nginx -g daemon off;",
 }
 OPEN_VALUES: dict[str, Any] = {
     "evt.type": "openat",
