@@ -957,6 +957,17 @@ FIELDS_LIST: list[FieldDef] = [
         cached=True,
     ),
     FieldDef(
+        "sentinel.proc.argv",
+        STRING,
+        "One argument as passed: [0] is argv[0] as typed, [1] the first argument...; missing past the last; "
+        "without an index a check holds if it holds for any of them. auditd's EXECVE `a0`, `a1`... in Sigma "
+        "rules.",
+        p="_argv(proc, {arg})",
+        multi_p="list(proc.args)",
+        nullable=True,
+        arg="index?",
+    ),
+    FieldDef(
         "sentinel.proc.pcmdline",
         STRING,
         "The parent's command line as typed (as sentinel.proc.cmdline). Sigma's `ParentCommandLine`.",

@@ -245,6 +245,12 @@ def cmdline_typed(proc: Any) -> str | None:
     return " ".join(args) if args else None
 
 
+def argv(proc: Any, n: int) -> str | None:
+    """argv[n] as the caller passed it (auditd's EXECVE ``aN``); None past the last argument."""
+    args = proc.args
+    return args[n] if 0 <= n < len(args) else None
+
+
 def pcmdline_typed(proc: Any) -> str | None:
     parent = proc.parent
     return None if parent is None else cmdline_typed(parent)
