@@ -950,17 +950,28 @@ FIELDS_LIST: list[FieldDef] = [
     FieldDef(
         "sentinel.proc.cmdline",
         STRING,
-        "The command line as typed: argv (argv[0] as passed, not proc.name) joined by spaces, each argument "
-        "quoted as a shell would need it (`bash -c 'id; uname -a'`). Sigma's `CommandLine`.",
-        p="_cmdline_quoted(proc)",
+        "The command line as typed: argv (argv[0] as passed, not proc.name) joined by single spaces, not "
+        "quoted (`bash -c id; uname -a`), as Sysmon for Linux and auditd report it. Sigma's `CommandLine`.",
+        p="_cmdline_typed(proc)",
         nullable=True,
         cached=True,
+    ),
+    FieldDef(
+        "sentinel.proc.argv",
+        STRING,
+        "One argument as passed: [0] is argv[0] as typed, [1] the first argument...; missing past the last; "
+        "without an index a check holds if it holds for any of them. auditd's EXECVE `a0`, `a1`... in Sigma "
+        "rules.",
+        p="_argv(proc, {arg})",
+        multi_p="list(proc.args)",
+        nullable=True,
+        arg="index?",
     ),
     FieldDef(
         "sentinel.proc.pcmdline",
         STRING,
         "The parent's command line as typed (as sentinel.proc.cmdline). Sigma's `ParentCommandLine`.",
-        p="_pcmdline_quoted(proc)",
+        p="_pcmdline_typed(proc)",
         nullable=True,
         cached=True,
     ),

@@ -12,7 +12,6 @@ import binascii
 import functools
 import ipaddress
 import os
-import shlex
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -238,16 +237,23 @@ def cmdline(proc: Any) -> str:
     return proc.comm
 
 
-def cmdline_quoted(proc: Any) -> str | None:
-    """Sigma's ``CommandLine``: argv as the caller passed it (argv[0] as typed), each word quoted as a shell
-    would need it, so a pasted command line matches the rule written from it; None without argv."""
+def cmdline_typed(proc: Any) -> str | None:
+    """Sigma's ``CommandLine``: argv as the caller passed it (argv[0] as typed) joined by single spaces, with
+    no quoting, as Sysmon for Linux and auditd report it and Sigma's rules are written against (``sh -c
+    'x | sh'`` is ``sh -c x | sh``, which ``endswith: '| sh'`` matches); None without argv."""
     args = proc.args
-    return shlex.join(args) if args else None
+    return " ".join(args) if args else None
 
 
-def pcmdline_quoted(proc: Any) -> str | None:
+def argv(proc: Any, n: int) -> str | None:
+    """argv[n] as the caller passed it (auditd's EXECVE ``aN``); None past the last argument."""
+    args = proc.args
+    return args[n] if 0 <= n < len(args) else None
+
+
+def pcmdline_typed(proc: Any) -> str | None:
     parent = proc.parent
-    return None if parent is None else cmdline_quoted(parent)
+    return None if parent is None else cmdline_typed(parent)
 
 
 def cmdlenargs(proc: Any) -> int:

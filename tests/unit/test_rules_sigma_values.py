@@ -15,7 +15,7 @@ def run(*argv: str, exe: str = "/usr/bin/bash", filename: str | None = None) -> 
     return exec_ctx(proc, filename=filename or exe)
 
 
-CTX = run("bash", "-c", "id; uname -a")  # command line: bash -c 'id; uname -a'
+CTX = run("bash", "-c", "id; uname -a")  # command line: bash -c id; uname -a
 
 
 def test_strings_are_case_insensitive_and_cased_makes_them_exact() -> None:
@@ -28,11 +28,17 @@ def test_strings_are_case_insensitive_and_cased_makes_them_exact() -> None:
     assert not fires("sel:\n  User|cased: 'ROOT'\ncondition: sel", CTX)
 
 
-def test_command_line_is_argv_as_typed_and_shell_quoted() -> None:
-    assert fires("sel:\n  CommandLine: \"bash -c 'id; uname -a'\"\ncondition: sel", CTX)
+def test_command_line_is_argv_as_typed_joined_by_spaces() -> None:
+    # As Sysmon for Linux and auditd report it: no shell quoting, so a rule written against those matches.
+    assert fires("sel:\n  CommandLine: 'bash -c id; uname -a'\ncondition: sel", CTX)
+    assert not fires("sel:\n  CommandLine: \"bash -c 'id; uname -a'\"\ncondition: sel", CTX)
+    piped = run("sh", "-c", "echo aWQK | base64 -d | sh", exe="/usr/bin/dash", filename="/bin/sh")
+    pipe_rule = "sel:\n  CommandLine|startswith: 'sh -c '\n  CommandLine|endswith: '| sh'\ncondition: sel"
+    assert fires(pipe_rule, piped)
+    assert fires("sel:\n  CommandLine|contains: '-c echo aWQK |'\ncondition: sel", piped)
     typed = run("./tool", "--x", exe="/opt/tool", filename="./tool")
     assert fires("sel:\n  CommandLine|startswith: './tool '\ncondition: sel", typed)
-    assert fires("sel:\n  ParentCommandLine: \"nginx -g 'daemon off;'\"\ncondition: sel", CTX)
+    assert fires("sel:\n  ParentCommandLine: 'nginx -g daemon off;'\ncondition: sel", CTX)
 
 
 def test_image_is_the_resolved_path_or_the_path_as_called() -> None:
