@@ -950,9 +950,19 @@ FIELDS_LIST: list[FieldDef] = [
     FieldDef(
         "sentinel.proc.cmdline",
         STRING,
-        "The command line as typed: argv (argv[0] as passed, not proc.name) joined by single spaces, not "
-        "quoted (`bash -c id; uname -a`), as Sysmon for Linux and auditd report it. Sigma's `CommandLine`.",
+        "The command line as typed: argv (argv[0] as passed, not proc.name), each argument quoted as a shell "
+        "would need it (`bash -c 'id; uname -a'`), so arguments keep their boundaries. Sigma's `CommandLine` "
+        "matches it or sentinel.proc.cmdline_joined.",
         p="_cmdline_typed(proc)",
+        nullable=True,
+        cached=True,
+    ),
+    FieldDef(
+        "sentinel.proc.cmdline_joined",
+        STRING,
+        "argv joined by single spaces, unquoted (`bash -c id; uname -a`), as Sysmon for Linux and auditd "
+        "report a command line and Sigma's rules are written against (`CommandLine|endswith: '| sh'`).",
+        p="_cmdline_joined(proc)",
         nullable=True,
         cached=True,
     ),
@@ -970,8 +980,17 @@ FIELDS_LIST: list[FieldDef] = [
     FieldDef(
         "sentinel.proc.pcmdline",
         STRING,
-        "The parent's command line as typed (as sentinel.proc.cmdline). Sigma's `ParentCommandLine`.",
+        "The parent's command line as typed (as sentinel.proc.cmdline). Sigma's `ParentCommandLine` matches "
+        "it or sentinel.proc.pcmdline_joined.",
         p="_pcmdline_typed(proc)",
+        nullable=True,
+        cached=True,
+    ),
+    FieldDef(
+        "sentinel.proc.pcmdline_joined",
+        STRING,
+        "The parent's argv joined by single spaces, unquoted (as sentinel.proc.cmdline_joined).",
+        p="_pcmdline_joined(proc)",
         nullable=True,
         cached=True,
     ),

@@ -12,6 +12,7 @@ import binascii
 import functools
 import ipaddress
 import os
+import shlex
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -238,9 +239,15 @@ def cmdline(proc: Any) -> str:
 
 
 def cmdline_typed(proc: Any) -> str | None:
-    """Sigma's ``CommandLine``: argv as the caller passed it (argv[0] as typed) joined by single spaces, with
-    no quoting, as Sysmon for Linux and auditd report it and Sigma's rules are written against (``sh -c
-    'x | sh'`` is ``sh -c x | sh``, which ``endswith: '| sh'`` matches); None without argv."""
+    """The command line as typed: argv (argv[0] as passed) with each argument quoted as a shell would need
+    (``sh -c 'x | sh'``), so arguments keep their boundaries; None without argv."""
+    args = proc.args
+    return shlex.join(args) if args else None
+
+
+def cmdline_joined(proc: Any) -> str | None:
+    """argv joined by single spaces with no quoting (``sh -c x | sh``), as Sysmon for Linux and auditd report
+    a command line and Sigma's rules are written against (``endswith: '| sh'``); None without argv."""
     args = proc.args
     return " ".join(args) if args else None
 
@@ -254,6 +261,11 @@ def argv(proc: Any, n: int) -> str | None:
 def pcmdline_typed(proc: Any) -> str | None:
     parent = proc.parent
     return None if parent is None else cmdline_typed(parent)
+
+
+def pcmdline_joined(proc: Any) -> str | None:
+    parent = proc.parent
+    return None if parent is None else cmdline_joined(parent)
 
 
 def cmdlenargs(proc: Any) -> int:

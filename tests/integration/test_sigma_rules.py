@@ -128,14 +128,14 @@ def once(trigger: Callable[[Path], Fired]) -> Callable[[Path], Fired]:
 
 @once
 def pipe_to_shell(tmp: Path) -> Fired:
-    # sh -c 'echo aWQK | base64 -d | sh': the decoded text is `id`. The command line as typed starts with
-    # "sh -c " and ends with "| sh" (argv joined by spaces, as Sysmon for Linux and auditd report it).
+    # sh -c 'echo aWQK | base64 -d | sh' (decoded: `id`). The command line as typed keeps the quotes; the
+    # rule's "sh -c " / "| sh" match its Sysmon-style form (argv joined by spaces), which CommandLine ORs.
     pid = run(["sh", "-c", "echo aWQK | base64 -d | sh"])
     return Fired(
         {pid},
         lambda a: (
             get(a, "process.pid") == pid
-            and get(a, "sentinel.output_fields.sentinel.proc.cmdline") == "sh -c echo aWQK | base64 -d | sh"
+            and get(a, "sentinel.output_fields.sentinel.proc.cmdline") == "sh -c 'echo aWQK | base64 -d | sh'"
         ),
         "sh -c 'echo aWQK | base64 -d | sh'",
     )

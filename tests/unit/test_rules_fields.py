@@ -86,11 +86,13 @@ EXEC_VALUES: dict[str, Any] = {
     "container.info": "host",
     "sentinel.exec.filename": "/usr/bin/bash",
     "sentinel.proc.entity_id": "ent0",
-    "sentinel.proc.cmdline": "bash -c id; uname -a",
+    "sentinel.proc.cmdline": "bash -c 'id; uname -a'",
+    "sentinel.proc.cmdline_joined": "bash -c id; uname -a",
     "sentinel.proc.argv[0]": "bash",
     "sentinel.proc.argv[2]": "id; uname -a",
     "sentinel.proc.argv[3]": None,
-    "sentinel.proc.pcmdline": "nginx -g daemon off;",
+    "sentinel.proc.pcmdline": "nginx -g 'daemon off;'",
+    "sentinel.proc.pcmdline_joined": "nginx -g daemon off;",
 }
 OPEN_VALUES: dict[str, Any] = {
     "evt.type": "openat",

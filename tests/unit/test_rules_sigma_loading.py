@@ -37,7 +37,7 @@ def test_a_sigma_rule_becomes_a_rule_with_its_metadata() -> None:
     }
     text, _ = rs.output(rule, exec_ctx())
     assert text.startswith("Sigma: T | user.name=www-data proc.name=bash proc.exepath=/usr/bin/bash")
-    assert "cmdline=bash -c id; uname -a" in text
+    assert "cmdline=bash -c 'id; uname -a'" in text
 
 
 @pytest.mark.parametrize(

@@ -28,10 +28,12 @@ def test_strings_are_case_insensitive_and_cased_makes_them_exact() -> None:
     assert not fires("sel:\n  User|cased: 'ROOT'\ncondition: sel", CTX)
 
 
-def test_command_line_is_argv_as_typed_joined_by_spaces() -> None:
-    # As Sysmon for Linux and auditd report it: no shell quoting, so a rule written against those matches.
+def test_command_line_is_as_typed_or_as_sysmon_reports_it() -> None:
+    # As typed (shell-quoted: arguments keep their boundaries) or as Sysmon for Linux and auditd report it
+    # (argv joined by spaces), so rules written either way match; neither form's text is invented.
     assert fires("sel:\n  CommandLine: 'bash -c id; uname -a'\ncondition: sel", CTX)
-    assert not fires("sel:\n  CommandLine: \"bash -c 'id; uname -a'\"\ncondition: sel", CTX)
+    assert fires("sel:\n  CommandLine: \"bash -c 'id; uname -a'\"\ncondition: sel", CTX)
+    assert not fires("sel:\n  CommandLine: \"bash -c 'id' 'uname -a'\"\ncondition: sel", CTX)
     piped = run("sh", "-c", "echo aWQK | base64 -d | sh", exe="/usr/bin/dash", filename="/bin/sh")
     pipe_rule = "sel:\n  CommandLine|startswith: 'sh -c '\n  CommandLine|endswith: '| sh'\ncondition: sel"
     assert fires(pipe_rule, piped)

@@ -17,9 +17,9 @@ from sentinel.rules.fields import EVENT_NAMES
 # The process that caused the event, on every logsource (Sysmon for Linux reports these on each).
 PROCESS_FIELDS: dict[str, tuple[str, ...]] = {
     "Image": ("proc.exepath", "sentinel.exec.filename"),
-    "CommandLine": ("sentinel.proc.cmdline",),
+    "CommandLine": ("sentinel.proc.cmdline", "sentinel.proc.cmdline_joined"),  # as typed, or as Sysmon has it
     "ParentImage": ("proc.pexepath",),
-    "ParentCommandLine": ("sentinel.proc.pcmdline",),
+    "ParentCommandLine": ("sentinel.proc.pcmdline", "sentinel.proc.pcmdline_joined"),
     "User": ("user.name",),
     "CurrentDirectory": ("proc.cwd",),
     "ProcessId": ("proc.pid",),
@@ -56,7 +56,7 @@ LOGSOURCES: dict[str, Logsource] = {
         "process_creation",
         "(evt.type in (execve, execveat) and evt.failed = false)",
         PROCESS_FIELDS,
-        ("sentinel.proc.cmdline",),
+        ("sentinel.proc.cmdline", "sentinel.proc.cmdline_joined"),
         _PROC_OUT,
         "successful execve/execveat",
     ),
@@ -156,7 +156,7 @@ AUDIT_RECORDS: dict[str, AuditRecord] = {
         "EXECVE",
         (AuditBranch(EXEC_SHAPE, {}),),
         {},
-        keywords=("sentinel.proc.cmdline",),
+        keywords=("sentinel.proc.cmdline", "sentinel.proc.cmdline_joined"),
         indexed="sentinel.proc.argv",
     ),
     # One syscall and its process: any syscall event sentinel reports (failed ones too, as audit logs them).
