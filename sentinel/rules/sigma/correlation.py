@@ -27,6 +27,7 @@ from sentinel.rules.correlate import (
 from sentinel.rules.model import Rule
 from sentinel.rules.sigma.locate import SigmaDoc
 from sentinel.rules.sigma.mapping import LOGSOURCES, UNMAPPED_WHY
+from sentinel.rules.sigma.meta import PRIORITY, sigma_meta, text
 from sentinel.rules.source import MarkLoc
 
 if TYPE_CHECKING:
@@ -233,23 +234,10 @@ def _quoted(text: str) -> str | None:
 
 def correlation_rule(doc: SigmaDoc, name: str, parsed: Any) -> Rule:
     """The correlation as a rule: title, level → priority, tags and Sigma meta as any Sigma rule."""
-    from sentinel.rules.sigma.frontend import DEFAULT_LICENSE, PRIORITY, level_text
-
     line, column = doc.src.position(doc.start().at)
-    level = level_text(parsed.level) if parsed is not None else None
-    meta = {"format": "sigma", "id": doc.scalar("id")}
-    if parsed is not None:
-        meta.update({
-            "id": str(parsed.id) if parsed.id is not None else None,
-            "title": parsed.title,
-            "author": parsed.author,
-            "references": list(parsed.references or []),
-            "license": doc.scalar("license") or DEFAULT_LICENSE,
-            "level": level,
-            "status": level_text(parsed.status),
-            "falsepositives": list(parsed.falsepositives or []),
-            "correlation": {"type": str(getattr(parsed.type, "name", parsed.type)).lower()},
-        })  # fmt: skip
+    level = text(parsed.level) if parsed is not None else None
+    kind = {"type": str(getattr(parsed.type, "name", parsed.type)).lower()} if parsed is not None else None
+    meta = sigma_meta(doc, parsed, **({"correlation": kind} if kind else {}))
     return Rule(
         name=name,
         desc=((parsed.description if parsed is not None else None) or name).strip(),

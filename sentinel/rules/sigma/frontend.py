@@ -18,17 +18,11 @@ from sentinel.rules.sigma import correlation as corr
 from sentinel.rules.sigma.detect import sigma_kind
 from sentinel.rules.sigma.locate import SigmaDoc
 from sentinel.rules.sigma.mapping import LOGSOURCES, Logsource, logsource_for
+from sentinel.rules.sigma.meta import PRIORITY, sigma_meta
+from sentinel.rules.sigma.meta import text as enum_text
 from sentinel.rules.sigma.translate import Translator
 from sentinel.rules.source import SourceText, diag_at
 
-PRIORITY = {
-    "informational": "informational",
-    "low": "notice",
-    "medium": "warning",
-    "high": "error",
-    "critical": "critical",
-}
-DEFAULT_LICENSE = "DRL-1.1"  # SigmaHQ's Detection Rule License, unless a rule names its own
 INSTALL_HINT = "pip install 'sentinel[sigma]' (or pip install 'pysigma==2.0.1')"
 
 
@@ -189,7 +183,7 @@ class SigmaFrontEnd:
 
     def base(self, doc: SigmaDoc, name: str, parsed: Any) -> Rule:
         line, column = doc.src.position(doc.start().at)
-        level = _text(parsed.level)
+        level = enum_text(parsed.level)
         return Rule(
             name=name,
             desc=(parsed.description or name).strip(),
@@ -200,18 +194,7 @@ class SigmaFrontEnd:
             file=doc.src.file,
             line=line,
             column=column,
-            meta={
-                "format": "sigma",
-                "id": str(parsed.id) if parsed.id is not None else None,
-                "title": parsed.title,
-                "author": parsed.author,
-                "references": list(parsed.references or []),
-                "license": doc.scalar("license") or DEFAULT_LICENSE,
-                "level": level,
-                "status": _text(parsed.status),
-                "falsepositives": list(parsed.falsepositives or []),
-                "logsource": _logsource(parsed),
-            },
+            meta=sigma_meta(doc, parsed, logsource=_logsource(parsed)),
         )
 
     def refuse(
@@ -246,15 +229,6 @@ class SigmaFrontEnd:
 
 def template_text(name: str, source: Logsource) -> str:
     return f"Sigma: {name.replace('%', '%%')} | {source.output}"
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return str(getattr(value, "name", value)).lower()
-
-
-level_text = _text  # for the correlation front end
 
 
 def _logsource(parsed: Any) -> dict[str, str]:
