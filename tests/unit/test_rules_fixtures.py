@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ from tests.unit.rules_support import (
     ruleset,
     web_shell,
 )
+from tests.unit.test_cli import run
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = HostInfo("h", "m", "b", "6.1", WALL - BOOT_TS)  # so that the kernel time renders as WALL
@@ -263,18 +261,6 @@ def test_runner_with_bad_fixture_files(tmp_path: Path) -> None:
         sub.mkdir()
         report = run_fixtures([make_rules(sub, text)])
         assert not report.ok and code in [d.code for d in report.diagnostics], text
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sentinel.cli", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=False,
-    )
 
 
 def test_cli_rules_test(tmp_path: Path) -> None:

@@ -3,9 +3,6 @@ and level. Sigma rules are Falco-loaded rules given ``Rule.meta`` by hand (no Si
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -13,6 +10,7 @@ import orjson
 from sentinel.rules import RuleSet, load_text
 from sentinel.rules.listing import format_list, list_doc
 from sentinel.rules.model import rule_format
+from tests.unit.test_cli import run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,18 +111,6 @@ def test_hostile_names_are_escaped() -> None:
     rs = load_text(RULES.replace("rule: Exec", 'rule: "Ex\\x1b[31mec"'), "r.yaml").ruleset
     assert rs is not None
     assert "\x1b" not in format_list(list_doc(rs))
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sentinel.cli", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=False,
-    )
 
 
 def test_cli_rules_list(tmp_path: Path) -> None:

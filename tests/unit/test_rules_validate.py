@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -22,6 +19,7 @@ from sentinel.rules.validate import (
     safe,
     validate,
 )
+from tests.unit.test_cli import run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,7 +39,8 @@ CASES: list[tuple[str, str, str, int, str]] = [
     (R + "  condition: evt.type = execve and proc.pid > abc\n", "bad-value", "error", 5, "abc"),
     (R + "  condition: evt.type = execve and nope\n", "undefined-macro", "error", 5, "nope"),
     (
-        "- list: a\n  items: [b]\n- list: b\n  items: [x]\n" + R
+        "- list: a\n  items: [b]\n- list: b\n  items: [x]\n"
+        + R
         + "  condition: evt.type = execve and proc.name in (a)\n",
         "list-defined-later",
         "warning",
@@ -197,18 +196,6 @@ def test_hostile_text_cannot_drive_the_terminal() -> None:
     text = format_diagnostic(d)
     assert "\x1b" not in text and "\x07" not in text
     assert text.splitlines()[1:] == ["    ab\\x1bcd", "      ^"]
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sentinel.cli", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=False,
-    )
 
 
 def test_cli_validate(tmp_path: Path) -> None:
