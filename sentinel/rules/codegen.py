@@ -13,7 +13,7 @@ the cost per event grows with the number of rules that could match, not with the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,7 +149,7 @@ class CodeGen:
             return parts[0] if len(parts) == 1 else "(" + " and ".join(parts) + ")"
         if isinstance(ir, IOr):
             parts = []
-            for item in ir.items:
+            for item in fold_alternatives(ir.items, self.shared):
                 code = self.gen(item)
                 if code is True:
                     return True
@@ -585,6 +585,47 @@ def namespace() -> dict[str, Any]:
     ns["_compile_lambda"] = compile_lambda
     ns["_any_pair"] = any_pair
     return ns
+
+
+def fold_alternatives(items: list[Any], shared: set[int] | frozenset[int] = frozenset()) -> list[Any]:
+    """Alternatives on one field folded into one test: ``f = a or f = b or f = c`` as ``f in {a, b, c}`` (a
+    set lookup), ``f endswith a or f endswith b`` as ``f.endswith((a, b))`` (startswith too). Sigma's lists
+    of values become such ORs: hundreds per event with the SigmaHQ corpus. Other items keep their place."""
+    if any(isinstance(item, IOr) and id(item) not in shared for item in items):
+        # (a or b) or (c or d): one list, so alternatives on a field meet; a shared macro stays whole (cached)
+        items = list(_flat_or(items, shared))
+    groups: dict[tuple[Any, ...], list[ICheck]] = {}
+    for item in items:
+        if (
+            isinstance(item, ICheck) and item.op in ("=", "startswith", "endswith") and item.rhs is None
+            and item.evt_names is None and type(item.value) in (str, int) and item.lhs.type in (STRING, INT)
+            and (item.op == "=" or item.lhs.type == STRING)
+        ):  # fmt: skip
+            key = (item.op, id(item.lhs.fdef), item.lhs.arg, item.lhs.transforms)
+            groups.setdefault(key, []).append(item)
+    folded = {id(g[0]): g for g in groups.values() if len(g) > (2 if g[0].op == "=" else 1)}
+    if not folded:
+        return items
+    skip = {id(c) for g in folded.values() for c in g[1:]}
+    out: list[Any] = []
+    for item in items:
+        group = folded.get(id(item))
+        if group is not None:
+            if item.op == "=":
+                out.append(ICheck(item.lhs, "in", frozenset(c.value for c in group)))
+            else:
+                out.append(ICheck(item.lhs, item.op, tuple(dict.fromkeys(c.value for c in group))))
+        elif id(item) not in skip:
+            out.append(item)
+    return out
+
+
+def _flat_or(items: list[Any], shared: set[int] | frozenset[int]) -> Iterator[Any]:
+    for item in items:
+        if isinstance(item, IOr) and id(item) not in shared:
+            yield from _flat_or(item.items, shared)
+        else:
+            yield item
 
 
 def worth_caching(ir: Any) -> bool:

@@ -290,3 +290,32 @@ def test_with_enabled_by_name_and_tag() -> None:
         assert rs.with_enabled(enable=["a"]).sha256 == rs.sha256  # already on: nothing switched
     with pytest.raises(KeyError):
         rs.with_enabled(disable=["nope"])
+
+
+def test_alternatives_on_one_field_fold_into_one_test_with_the_same_answers() -> None:
+    from sentinel.rules.codegen import fold_alternatives
+    from sentinel.rules.compiler import IOr
+
+    eq = "proc.name = bash or proc.name = sh or proc.name = zsh or proc.pname = apache2"
+    ends = (
+        "(proc.exepath endswith /bash or sentinel.exec.filename endswith /bash) or "
+        "(proc.exepath endswith /dash or sentinel.exec.filename endswith /dash)"
+    )
+    low = "tolower(proc.name) = BASH or tolower(proc.name) = ksh or tolower(proc.name) = csh"
+    expected = {  # what each condition means, in plain Python
+        eq: lambda name, exe: name in ("bash", "sh", "zsh"),
+        ends: lambda name, exe: exe.endswith(("/bash", "/dash")),
+        low: lambda name, exe: name.lower() in ("ksh", "csh"),  # a lowered field never equals "BASH"
+    }
+    for cond, want in expected.items():
+        rs = ruleset(rule_yaml(f"evt.type = execve and ({cond})"))
+        source = rs.matchers[int(EventType.EXEC)].source
+        assert " in {" in source or ".endswith((" in source, source
+        for name, exe in (("bash", "/usr/bin/bash"), ("dash", "/usr/bin/dash"), ("ksh", "/bin/ksh"),
+                          ("BASH", "/opt/BASH"), ("python3", "/usr/bin/python3")):  # fmt: skip
+            ctx = exec_ctx(proc_chain((name, exe, [name]), ("nginx", "/usr/sbin/nginx", ["nginx"])))
+            ctx.ev.filename = exe
+            assert bool(rs.match(ctx)) == want(name, exe), (cond, name)
+    ir = ruleset(rule_yaml(f"evt.type = execve and ({eq})")).rules[0].ir
+    (orig,) = [x for x in ir.items if isinstance(x, IOr)]
+    assert len(fold_alternatives(orig.items)) == 2  # proc.name in {...} and the pname check
