@@ -26,14 +26,13 @@ from sentinel.rules.source import Locator, diag_at
 
 
 class RuleCompiler:
-    """Rules of a collection compiled against its resolver; ``refused`` lists (rule, why)."""
+    """Rules of a collection compiled against its resolver (a refused rule is kept, ``skipped`` says why)."""
 
     def __init__(self, rep: Reporter, col: Collector, res: Resolver, comp: CondCompiler) -> None:
         self.rep = rep
         self.col = col
         self.res = res
         self.comp = comp
-        self.refused: list[tuple[str, str]] = []
 
     def finish(self) -> list[Rule]:
         """Compile every rule (and every macro, used or not), then report unused macros and lists.
@@ -109,7 +108,6 @@ class RuleCompiler:
                     item.name,
                 )
             )
-            self.refused.append((item.name, reason))
         rule = self.base_rule(item)
         rule.skipped = f"refused: {reason}"
         return rule
