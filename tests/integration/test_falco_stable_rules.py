@@ -17,16 +17,15 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .conftest import get
+from .rule_triggers import Fired, rules_detector, run, wait_for_rule
 from .test_detection import Detector
 from .test_security_syscalls import run_calls
 
@@ -39,8 +38,6 @@ FALCO_RULES = FALCO_DIR / "falco_rules.yaml"
 # Empty: every rule sentinel can evaluate has a trigger below.
 EXCLUDED: dict[str, str] = {}
 
-ALERT_TIMEOUT = 20.0
-
 
 def falco_rules_file() -> Path:
     if not FALCO_RULES.is_file():
@@ -48,21 +45,6 @@ def falco_rules_file() -> Path:
             pytest.fail(f"Falco's rules are missing: {FALCO_RULES} (shared/ is laid beside the repo in CI)")
         pytest.skip(f"Falco's rules are not here: {FALCO_RULES}")
     return FALCO_RULES
-
-
-@dataclass
-class Fired:
-    """What a trigger did: the processes whose alert counts, and a check of the alert's fields."""
-
-    pids: set[int]
-    check: Callable[[dict[str, Any]], bool]
-    what: str
-
-
-def from_pids(alert: dict[str, Any], pids: set[int]) -> bool:
-    if get(alert, "process.pid") in pids:
-        return True
-    return any(a.get("pid") in pids for a in get(alert, "sentinel.ancestors") or [])
 
 
 def named_python(tmp: Path, name: str) -> Path:
@@ -77,13 +59,6 @@ def run_named(prog: Path, code: str, **kw: Any) -> int:
     env = {**os.environ, "PYTHONHOME": sys.base_prefix}  # a copied interpreter cannot find its stdlib alone
     proc = subprocess.Popen([str(prog), "-c", textwrap.dedent(code)], env=env, **kw)
     assert proc.wait(60) == 0, f"{prog.name} trigger failed"
-    return proc.pid
-
-
-def run(argv: list[str], ok: tuple[int, ...] = (0,), **kw: Any) -> int:
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
-    rc = proc.wait(60)
-    assert rc in ok, f"{argv} exited {rc}"
     return proc.pid
 
 
@@ -289,35 +264,12 @@ TRIGGERS: dict[str, Callable[[Path], Fired]] = {
 
 @pytest.fixture(scope="module")
 def falco_detector() -> Iterator[Detector]:
-    d = Detector(("--rules", str(falco_rules_file()), "--model", "off"))
-    yield d
-    assert d.stop() == 0
-    assert not d.bad, f"non-JSON alert lines: {d.bad[:3]}"
-
-
-def brief(alert: dict[str, Any]) -> str:
-    return f"{get(alert, 'rule.name')!r} pid={get(alert, 'process.pid')}: {get(alert, 'message')}"
+    yield from rules_detector(falco_rules_file())
 
 
 @pytest.mark.parametrize("rule", sorted(TRIGGERS))
 def test_rule_fires(rule: str, falco_detector: Detector, tmp_path: Path) -> None:
-    fired = TRIGGERS[rule](tmp_path)
-    deadline = time.monotonic() + ALERT_TIMEOUT
-    while True:
-        alerts = list(falco_detector.alerts)
-        ours = [a for a in alerts if from_pids(a, fired.pids)]
-        hits = [a for a in ours if get(a, "rule.name") == rule]
-        if any(fired.check(a) for a in hits):
-            break
-        if time.monotonic() > deadline:
-            shown = "\n  ".join(brief(a) for a in ours) or "(none)"
-            pytest.fail(
-                f"{rule!r} did not fire within {ALERT_TIMEOUT}s on {fired.what} (pids {sorted(fired.pids)}); "
-                f"{len(hits)} alert(s) of that rule failed the check; alerts from the trigger:\n  {shown}\n"
-                f"rules seen: {sorted({get(a, 'rule.name') for a in alerts})}"
-            )
-        time.sleep(0.05)
-    alert = next(a for a in hits if fired.check(a))
+    alert = wait_for_rule(falco_detector, rule, TRIGGERS[rule](tmp_path))
     assert get(alert, "event.kind") == "alert"
 
 

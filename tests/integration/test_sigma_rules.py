@@ -18,13 +18,10 @@ import http.server
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -35,13 +32,13 @@ import yaml
 from sentinel.alerts.rule_meta import split_authors
 
 from .conftest import get
+from .rule_triggers import Fired, rules_detector, run, wait_for_rule
 from .test_detection import Detector
 from .test_security_syscalls import run_program
 
 pytestmark = pytest.mark.kernel
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "sigma"
-ALERT_TIMEOUT = 20.0
 # Sigma level -> the priority it loads as -> ECS event.severity (README: Alerts).
 SEVERITY = {"informational": 21, "low": 21, "medium": 47, "high": 73, "critical": 99}
 
@@ -63,28 +60,6 @@ def corpus_rules() -> dict[str, dict[str, Any]]:
         if isinstance(doc, dict) and "title" in doc and "detection" in doc:
             out[doc["title"]] = doc
     return out
-
-
-@dataclass
-class Fired:
-    """What a trigger did: the processes whose alert counts, and a check of the alert's own fields."""
-
-    pids: set[int]
-    check: Callable[[dict[str, Any]], bool]
-    what: str
-
-
-def from_pids(alert: dict[str, Any], pids: set[int]) -> bool:
-    if get(alert, "process.pid") in pids:
-        return True
-    return any(a.get("pid") in pids for a in get(alert, "sentinel.ancestors") or [])
-
-
-def run(argv: list[str], ok: tuple[int, ...] = (0,), **kw: Any) -> int:
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
-    rc = proc.wait(60)
-    assert rc in ok, f"{argv} exited {rc}"
-    return proc.pid
 
 
 def named_true(tmp: Path, name: str) -> Path:
@@ -320,14 +295,7 @@ TRIGGERS: dict[str, Callable[[Path], Fired]] = {
 
 @pytest.fixture(scope="module")
 def sigma_detector() -> Iterator[Detector]:
-    d = Detector(("--rules", str(corpus()), "--model", "off"))
-    yield d
-    assert d.stop() == 0
-    assert not d.bad, f"non-JSON alert lines: {d.bad[:3]}"
-
-
-def brief(alert: dict[str, Any]) -> str:
-    return f"{get(alert, 'rule.name')!r} pid={get(alert, 'process.pid')}: {get(alert, 'message')}"
+    yield from rules_detector(corpus())
 
 
 def techniques(tags: list[str]) -> tuple[set[str], set[str]]:
@@ -365,23 +333,7 @@ def check_metadata(alert: dict[str, Any], rule: dict[str, Any]) -> None:
 def test_rule_fires(title: str, sigma_detector: Detector, tmp_path: Path) -> None:
     rule = corpus_rules().get(title)
     assert rule is not None, f"no corpus rule titled {title!r}"
-    fired = TRIGGERS[title](tmp_path)
-    deadline = time.monotonic() + ALERT_TIMEOUT
-    while True:
-        alerts = list(sigma_detector.alerts)
-        ours = [a for a in alerts if from_pids(a, fired.pids)]
-        hits = [a for a in ours if get(a, "rule.name") == title]
-        if any(fired.check(a) for a in hits):
-            break
-        if time.monotonic() > deadline:
-            shown = "\n  ".join(brief(a) for a in ours) or "(none)"
-            pytest.fail(
-                f"{title!r} did not fire within {ALERT_TIMEOUT}s on {fired.what} "
-                f"(pids {sorted(fired.pids)}); "
-                f"{len(hits)} alert(s) of that rule failed the check; alerts from the trigger:\n  {shown}"
-            )
-        time.sleep(0.05)
-    alert = next(a for a in hits if fired.check(a))
+    alert = wait_for_rule(sigma_detector, title, TRIGGERS[title](tmp_path))
     check_metadata(alert, rule)
     assert get(alert, "process.pid") and get(alert, "process.executable") and get(alert, "process.name")
 
