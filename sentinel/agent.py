@@ -140,7 +140,7 @@ def check_selectors(ruleset: Any, cfg: Config) -> Selection:
             elif s in names:
                 usable.append(s)
                 rule = ruleset.get(s)
-                if key == "rules_enable" and (getattr(rule, "skipped", None) or "").startswith("refused"):
+                if key == "rules_enable" and getattr(rule, "refused", False):
                     sel.errors.append((f"{key}: rule {s!r} cannot run, it was {rule.skipped}", where))
             else:
                 close = difflib.get_close_matches(s, sorted(names), n=1)

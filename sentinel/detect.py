@@ -377,8 +377,8 @@ def apply_reload(
     stream: DetectionStream, outcome: RulesOutcome, ts_ns: int | None = None, log: Any = None, **context: Any
 ) -> bool:
     """The one place a reload takes effect or is refused: ``outcome.ruleset`` None, or a rule refused that
-    was not refused before → the running set stays,
-    the refusal is counted, logged and raised as an internal alert; else the new set is swapped in.
+    was not refused before → the running set stays, the refusal is counted, logged and raised as an internal
+    alert; else the new set is swapped in.
     ``context`` (reason, config file) goes into both log records."""
     log = log or get_logger()
     old = stream.ruleset

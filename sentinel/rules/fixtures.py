@@ -237,7 +237,7 @@ def run_fixtures(paths: Iterable[str | Path]) -> TestReport:
                 problem = None
                 if rule is None:
                     problem = f"fixture {fixture.name!r} expects rule {name!r}, which is not in the ruleset"
-                elif (rule.skipped or "").startswith("refused"):
+                elif rule.refused:
                     problem = f"fixture {fixture.name!r} expects rule {name!r}, which was {rule.skipped}"
                 elif not rule.enabled or rule.skipped is not None:
                     problem = f"fixture {fixture.name!r} expects rule {name!r}, which is disabled"

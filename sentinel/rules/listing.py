@@ -20,10 +20,9 @@ FALCO = "falco"
 def rule_status(rule: Rule, never_fire: set[int]) -> str:
     if not rule.enabled:
         return "disabled"
-    skipped = rule.skipped or ""
-    if skipped.startswith("refused"):
+    if rule.refused:
         return "refused"
-    if skipped:
+    if rule.skipped:
         return "skipped"
     if rule.index in never_fire:
         return "never-fires"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+REFUSED = "refused: "  # how Rule.skipped starts for a rule that could not be compiled
 PRIORITIES = ("emergency", "alert", "critical", "error", "warning", "notice", "informational", "debug")
 
 
@@ -55,7 +56,8 @@ class Rule:
     output_fields: tuple[str, ...] = ()  # the %fields of the output template, in order
     column: int = 0
     index: int = -1  # position in RuleSet.rules (load order)
-    skipped: str | None = None  # why a rule that loaded is never evaluated (another source, unknown filter)
+    skipped: str | None = None  # why a rule that loaded is never evaluated (another source, unknown filter,
+    # "refused: <why>" when it could not be compiled: see ``refused`` and ``refuse``)
     ir: Any = field(default=None, repr=False, compare=False)  # typed condition tree (compiler.py)
     template: Any = field(default=None, repr=False, compare=False)  # parsed output (compiler.OutputTemplate)
     # What a rule's own format says about it beyond Falco's keys; a Sigma rule: {"format": "sigma", "id",
@@ -64,6 +66,14 @@ class Rule:
     # A Sigma correlation (sentinel.rules.correlate.CorrelationSpec): no condition of its own, it counts its
     # base rules' matches; evaluated by the Correlator beside the matcher.
     correlation: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def refused(self) -> bool:
+        """It could not be compiled (loaded only to be named, never evaluated)."""
+        return (self.skipped or "").startswith(REFUSED)
+
+    def refuse(self, reason: str) -> None:
+        self.skipped = f"{REFUSED}{reason}"
 
 
 def rule_format(rule: Rule) -> str:

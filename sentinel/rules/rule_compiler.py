@@ -109,7 +109,7 @@ class RuleCompiler:
                 )
             )
         rule = self.base_rule(item)
-        rule.skipped = f"refused: {reason}"
+        rule.refuse(reason)
         return rule
 
     def base_rule(self, item: Item) -> Rule:

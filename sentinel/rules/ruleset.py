@@ -124,7 +124,7 @@ class RuleSet:
     @property
     def refused(self) -> list[Rule]:
         """Enabled rules that could not be compiled (each named by a ``rule-refused`` warning)."""
-        return [r for r in self.rules if r.enabled and (r.skipped or "").startswith("refused")]
+        return [r for r in self.rules if r.enabled and r.refused]
 
     # -- outputs --------------------------------------------------------------------------------------
 

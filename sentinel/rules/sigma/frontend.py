@@ -223,7 +223,7 @@ class SigmaFrontEnd:
             rule = Rule(name, "", "", "", "warning", file=doc.src.file, line=line, column=column,
                         meta={"format": "sigma", "id": doc.scalar("id")})  # fmt: skip
         rule.ir = rule.template = None
-        rule.skipped = f"refused: {reason}"
+        rule.refuse(reason)
         return rule
 
 
