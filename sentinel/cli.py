@@ -66,6 +66,13 @@ def _sensor_args(p: argparse.ArgumentParser) -> None:
         help="the agent's CPU scheduling policy (default batch: a fair share of CPU without preempting the "
         "monitored processes at every wake-up; idle is cheaper still but starves the agent on a busy host)",
     )
+    g.add_argument(
+        "--perf-reader",
+        choices=["auto", "mmap", "bcc"],
+        default="auto",
+        help="how samples are read from the perf buffers (default auto: straight from the mapped rings, a "
+        "batch per poll, on x86-64; bcc: bcc's reader, one callback per sample)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,6 +201,7 @@ def _sensor_config(args: argparse.Namespace) -> Any:
         wakeup_events=max(1, args.wakeup_events),
         open_dedup_s=max(0.0, args.open_dedup),
         scheduling=getattr(args, "scheduling", "batch"),
+        perf_reader=getattr(args, "perf_reader", "auto"),
     )
     if getattr(args, "poll_ms", None):
         cfg.poll_timeout_ms = args.poll_ms

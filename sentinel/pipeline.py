@@ -185,6 +185,7 @@ def run_live(
         processes=count,
         wakeup_events=sensor.config.wakeup_events,
         pages=sensor.config.pages,
+        perf_reader=getattr(sensor, "perf_reader_mode", ""),
         kernel_offsets=sensor.kernel_offsets_mode,
         namespace_facts=getattr(sensor, "namespace_facts", False),
         init_namespaces=getattr(sensor, "init_ns_source", ""),

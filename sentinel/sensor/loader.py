@@ -28,6 +28,8 @@ from sentinel.sensor.environment import (
     tracepoint_exists,
 )
 from sentinel.sensor.koffsets import BTF_PATH, kernel_offsets
+from sentinel.sensor.perfring import PerfReader
+from sentinel.sensor.perfring import supported as perfring_supported
 from sentinel.syscalls import NS_KINDS, TAMPER_BPF, tamper_fields
 
 BUFFERS = ("exec", "open", "connect", "proc", "sys")
@@ -62,6 +64,9 @@ class SensorConfig:
     open_dedup_s: float = 30.0  # 0 disables in-kernel de-duplication of identical opens
     ignore_pid: int = field(default_factory=os.getpid)
     scheduling: str = "batch"  # batch | normal | idle: see apply_scheduling
+    # auto: read the rings directly (sentinel/sensor/perfring.py) where supported, else bcc's reader; "bcc"
+    # and "mmap" force one (tests keep both working).
+    perf_reader: str = "auto"
     # Where the kernel keeps tamper records (signals, ptrace aimed at the agent) across the agent's death;
     # $SENTINEL_TAMPER_PIN names another (one per agent when several run on a host; tests).
     tamper_pin: str = field(default_factory=lambda: os.environ.get("SENTINEL_TAMPER_PIN") or TAMPER_PIN)
@@ -232,6 +237,8 @@ class Sensor:
         self.decode_errors = 0
         self._raw: list[bytes] = []
         self._held: list[Event] = []
+        self.reader: PerfReader | None = None  # None: bcc's reader (a ctypes callback per sample)
+        self.perf_reader_mode = ""  # "mmap", "bcc" or "bcc (why the direct reader is not used)"
         self.attached: list[str] = []
         self.stash_mode = ""
         self.scheduling = ""
@@ -294,6 +301,34 @@ class Sensor:
         ids = self.bpf["own_bpf_ids"]
         for obj_id in self.own_bpf_ids:
             ids[ctypes.c_uint32(obj_id)] = ctypes.c_uint8(1)
+        self._open_buffers()
+
+    def _open_buffers(self) -> None:
+        """Open the perf rings: read directly where supported (one copy per poll instead of a ctypes callback
+        per sample), else, or if that fails, through bcc."""
+        cfg = self.config
+        why = ""
+        if cfg.perf_reader == "mmap" or (cfg.perf_reader == "auto" and perfring_supported()):
+            from bcc.utils import get_online_cpus
+
+            reader = PerfReader()
+            try:
+                cpus = get_online_cpus()
+                for name in BUFFERS:
+                    table = self.bpf[f"events_{name}"]
+                    for cpu, fd in reader.open(name, cpus, cfg.pages[name], cfg.wakeup_events):
+                        table[table.Key(cpu)] = table.Leaf(fd)
+            except (OSError, ValueError) as exc:
+                reader.close()
+                if cfg.perf_reader == "mmap":
+                    raise SensorError(f"opening the perf rings failed: {exc}") from exc
+                why = f" (direct reader failed: {exc})"
+            else:
+                self.reader = reader
+                self.perf_reader_mode = "mmap"
+                return
+        elif cfg.perf_reader == "auto":
+            why = " (direct reading needs x86-64 memory ordering)"
         for name in BUFFERS:
             self.bpf[f"events_{name}"].open_perf_buffer(
                 self._on_sample,
@@ -301,6 +336,7 @@ class Sensor:
                 lost_cb=self._lost_callback(name),
                 wakeup_events=cfg.wakeup_events,
             )
+        self.perf_reader_mode = "bcc" + why
 
     def refresh_self_tids(self) -> None:
         """Tell the probes the agent's threads (a signal to any of them is tamper evidence)."""
@@ -353,13 +389,29 @@ class Sensor:
         timeout = self.config.poll_timeout_ms if timeout_ms is None else timeout_ms
         if self._held:
             timeout = min(timeout, int(self.config.holdback_ms) + 1)
-        self.bpf.perf_buffer_poll(timeout)
-        self.bpf.perf_buffer_consume()
+        reader = self.reader
+        if reader is not None:
+            reader.poll(timeout)
+            self._read_rings(reader)
+        else:
+            self.bpf.perf_buffer_poll(timeout)
+            self.bpf.perf_buffer_consume()
         return self._release(boottime_ns() - int(self.config.holdback_ms * 1e6))
+
+    def _read_rings(self, reader: PerfReader) -> None:
+        reader.read(self._raw)
+        for name, count in reader.take_lost().items():
+            self.perf_lost[name] += count
+        if reader.malformed:  # a record the ring layout cannot explain: counted, that batch skipped
+            self.decode_errors += reader.malformed
+            reader.malformed = 0
 
     def drain(self) -> list[Event]:
         """Everything still buffered (at shutdown)."""
-        self.bpf.perf_buffer_consume()
+        if self.reader is not None:
+            self._read_rings(self.reader)
+        else:
+            self.bpf.perf_buffer_consume()
         return self._release(None)
 
     def _release(self, cutoff: int | None) -> list[Event]:
@@ -440,6 +492,9 @@ class Sensor:
             self._remove_tamper_records(aimed_at_self=True)
             self.bpf.cleanup()
             self.bpf = None
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
 
 
 def _ts(ev: Event) -> int:

@@ -303,12 +303,14 @@ def marker_in_path(doc: dict[str, Any], name: bytes) -> bool:
     )
 
 
-def test_losses_are_counted_and_reported() -> None:
-    """Stop a small-buffer agent, flood it, resume it: the kernel drops samples and the agent says so.
+@pytest.mark.parametrize("reader", ["mmap", "bcc"])
+def test_losses_are_counted_and_reported(reader: str) -> None:
+    """Stop a small-buffer agent, flood it, resume it: the kernel drops samples and the agent says so, with
+    either perf-ring reader.
 
     Not the defaults, on purpose: 8 pages so that it loses; every open reported so that the count is exact.
     """
-    lossy = Agent("--pages", "8", "--types", "open", "--open-dedup", "0")
+    lossy = Agent("--pages", "8", "--types", "open", "--open-dedup", "0", "--perf-reader", reader)
     try:
         lossy.proc.send_signal(signal.SIGSTOP)
         try:
@@ -335,3 +337,28 @@ def test_losses_are_counted_and_reported() -> None:
     stopped = [d for d in lossy.diagnostics if d.get("event") == "sentinel.stopped"][-1]
     assert stopped["lost"]["open"] == sum(d["lost"] for d in lost)
     assert stopped["received"]["open"] + stopped["lost"]["open"] >= 20000
+
+
+def test_the_default_reader_is_the_direct_one(agent: Agent) -> None:
+    """x86-64 (our hosts, CI) reads the rings directly; falling back to bcc's reader silently would hide a
+    broken reader behind a slower one."""
+    ready = next(d for d in agent.diagnostics if d.get("event") == "sentinel.ready")
+    assert ready["perf_reader"] == "mmap", ready["perf_reader"]
+
+
+def test_bcc_reader_delivers_the_same_events(tmp_path: Path) -> None:
+    """The fallback reader (other architectures) stays working: an exec and an open, exact."""
+    other = Agent("--perf-reader", "bcc")
+    try:
+        ready = next(d for d in other.diagnostics if d.get("event") == "sentinel.ready")
+        assert ready["perf_reader"] == "bcc"
+        m = marker()
+        target = tmp_path / m
+        subprocess.run(["/bin/sh", "-c", f"cat {target} 2>/dev/null; true", m], check=True)
+        execs_with_arg(other, m)
+        opens = other.wait_for(
+            lambda d: get(d, "event.action") == "open" and get(d, "file.path") == str(target), what="open"
+        )
+        assert get(opens[0], "event.outcome") == "failure"
+    finally:
+        assert other.stop() == 0

@@ -1,0 +1,96 @@
+"""The direct perf-ring reader: records split exactly as the kernel lays them out, wrap-around, losses, and
+malformed data never misread. The kernel side is covered by the sensor's integration tests (both readers)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from sentinel.sensor.perfring import PERF_RECORD_LOST, PERF_RECORD_SAMPLE, PerfRing, split_records
+
+PAGE = 4096
+
+
+def sample(raw: bytes) -> bytes:
+    """A PERF_RECORD_SAMPLE as the kernel writes it: raw data padded so the record is 8-byte aligned."""
+    body = struct.pack("<I", 0) + raw
+    pad = (-len(body)) % 8
+    raw_padded = raw + bytes(pad)
+    return struct.pack("<IHHI", PERF_RECORD_SAMPLE, 0, 8 + 4 + len(raw_padded), len(raw_padded)) + raw_padded
+
+
+def lost(n: int) -> bytes:
+    return struct.pack("<IHHQQ", PERF_RECORD_LOST, 0, 24, 7, n)
+
+
+def fake_ring(pages: int = 1) -> PerfRing:
+    ring = object.__new__(PerfRing)
+    ring.mm = bytearray((pages + 1) * PAGE)  # type: ignore[assignment]
+    ring.base, ring.mask, ring.tail, ring.lost, ring.cpu, ring.fd = PAGE, pages * PAGE - 1, 0, 0, 0, -1
+    return ring
+
+
+def produce(ring: PerfRing, data: bytes) -> None:
+    """What the kernel does: write at head (wrapping), then publish the new head."""
+    head = struct.unpack_from("<Q", ring.mm, 1024)[0]
+    size = ring.mask + 1
+    for i, b in enumerate(data):
+        ring.mm[ring.base + ((head + i) & ring.mask)] = b
+    assert len(data) <= size
+    struct.pack_into("<Q", ring.mm, 1024, head + len(data))
+
+
+def test_samples_keep_their_padding_and_order() -> None:
+    out: list[bytes] = []
+    buf = sample(b"abc") + sample(b"12345678") + sample(b"")
+    assert split_records(buf, out) == 0
+    assert out == [b"abc" + bytes(1), b"12345678" + bytes(4), bytes(4)]
+
+
+def test_lost_records_are_counted_on_the_ring() -> None:
+    ring = fake_ring()
+    out: list[bytes] = []
+    assert split_records(sample(b"x") + lost(5) + lost(2) + sample(b"y"), out, ring) == 0
+    assert [o[:1] for o in out] == [b"x", b"y"]
+    assert ring.lost == 7
+
+
+def test_read_follows_head_and_writes_tail() -> None:
+    ring = fake_ring()
+    produce(ring, sample(b"one") + sample(b"two"))
+    out: list[bytes] = []
+    assert ring.read(out) == 0
+    assert [o.rstrip(b"\0") for o in out] == [b"one", b"two"]
+    assert (
+        struct.unpack_from("<Q", ring.mm, 1032)[0] == ring.tail == struct.unpack_from("<Q", ring.mm, 1024)[0]
+    )
+    assert ring.read(out) == 0 and len(out) == 2  # nothing new
+
+
+def test_read_across_the_end_of_the_ring() -> None:
+    ring = fake_ring()
+    filler = sample(bytes(4000))
+    produce(ring, filler)
+    ring.read([])
+    rec = sample(b"wrapped-record" * 10)  # starts near the end of the 4 KiB data area and wraps
+    produce(ring, rec)
+    out: list[bytes] = []
+    assert ring.read(out) == 0
+    assert out == [b"wrapped-record" * 10 + bytes((-(4 + 140)) % 8)]
+    assert ring.tail > PAGE  # head and tail count bytes forever; only the offset wraps
+
+
+@pytest.mark.parametrize(
+    "buf",
+    [
+        struct.pack("<IHHI", PERF_RECORD_SAMPLE, 0, 0, 0),  # a size that cannot advance
+        struct.pack("<IHHI", PERF_RECORD_SAMPLE, 0, 64, 4) + bytes(4),  # runs past the data
+        struct.pack("<IHHI", PERF_RECORD_SAMPLE, 0, 16, 400) + bytes(4),  # raw larger than its record
+        bytes(5),  # a truncated header
+    ],
+)
+def test_malformed_data_is_reported_not_misread(buf: bytes) -> None:
+    out: list[bytes] = []
+    assert split_records(sample(b"ok") + buf, out) == 1
+    assert out == [b"ok" + bytes(2)]
