@@ -77,20 +77,38 @@ def _cstr(raw: bytes) -> str:
     return _text(raw if end < 0 else raw[:end])
 
 
+_TYPES: dict[int, EventType] = {int(t): t for t in EventType}
+# Few distinct commands and credential sets make most of a host's events: their decoded forms are shared
+# (both immutable). Bounded: emptied when full, so hostile variety costs a re-decode, never memory.
+_CACHE_MAX = 4096
+_comms: dict[bytes, str] = {}
+_creds: dict[bytes, Credentials] = {}
+
+
 def decode(data: bytes) -> Event:
     """Decode one perf-buffer sample."""
     if len(data) < HEADER_SIZE:
         raise DecodeError(f"sample of {len(data)} bytes is shorter than the {HEADER_SIZE}-byte header")
-    ts, cgroup, start, pid, tid, uid, gid, etype, flags, aux, comm = _BASE.unpack_from(data, 0)
-    try:
-        kind = EventType(etype)
-    except ValueError:
-        raise DecodeError(f"unknown event type {etype}") from None
-    ev = Event(kind, ts, pid, tid, uid, gid, _cstr(comm), cgroup, flags)
+    ts, cgroup, start, pid, tid, uid, gid, etype, flags, aux, raw_comm = _BASE.unpack_from(data, 0)
+    kind = _TYPES.get(etype)
+    if kind is None:
+        raise DecodeError(f"unknown event type {etype}")
+    comm = _comms.get(raw_comm)
+    if comm is None:
+        if len(_comms) >= _CACHE_MAX:
+            _comms.clear()
+        comm = _comms[raw_comm] = _cstr(raw_comm)
+    ev = Event(kind, ts, pid, tid, uid, gid, comm, cgroup, flags)
     if flags & FLAG_START:
         ev.start_ns = start
     if flags & FLAG_CREDS:
-        ev.creds = _credentials(_CREDS.unpack_from(data, _CREDS_OFFSET), flags)
+        key = data[_CREDS_OFFSET:HEADER_SIZE] + (b"L" if flags & FLAG_LOGIN else b"")
+        creds = _creds.get(key)
+        if creds is None:
+            if len(_creds) >= _CACHE_MAX:
+                _creds.clear()
+            creds = _creds[key] = _credentials(_CREDS.unpack_from(data, _CREDS_OFFSET), flags)
+        ev.creds = creds
     if kind is EventType.OPEN or kind is EventType.CHDIR:
         _decode_open(data, ev, aux)
     elif kind is EventType.EXEC:

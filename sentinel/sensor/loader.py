@@ -417,6 +417,7 @@ class Sensor:
     def _release(self, cutoff: int | None) -> list[Event]:
         raw, self._raw = self._raw, []
         events = self._held
+        received, buffer_of = self.received, _BUFFER_OF
         for data in raw:
             try:
                 ev = decode(data)
@@ -424,7 +425,7 @@ class Sensor:
                 self.decode_errors += 1
                 continue
             events.append(ev)
-            self.received[_buffer_of(ev.type)] += 1
+            received[buffer_of[ev.type]] += 1
         events.sort(key=_ts)
         if cutoff is None or not events or events[-1].ts_ns <= cutoff:
             self._held = []
@@ -511,3 +512,6 @@ def _buffer_of(kind: EventType) -> str:
     if kind is EventType.CONNECT:
         return "connect"
     return "proc"
+
+
+_BUFFER_OF: dict[EventType, str] = {t: _buffer_of(t) for t in EventType}

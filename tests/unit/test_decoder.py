@@ -196,6 +196,23 @@ def test_credentials_start_and_exe_identity_are_decoded_only_when_flagged() -> N
     assert no_login.creds is not None and no_login.creds.loginuid is None and no_login.creds.sessionid is None
 
 
+def test_shared_decodings_are_exact_and_bounded() -> None:
+    """Commands and credential sets are decoded once and shared; hostile variety (every event a new comm or
+    credential set) re-decodes, never grows the caches past their bound, never mixes two values up."""
+    sample = exec_sample(b"/bin/x", [b"x"])
+    body = sample[HEADER.size :]
+    for i in range(decoder._CACHE_MAX + 50):
+        comm = f"c{i}\xff".encode("latin-1")[:15].ljust(16, b"\0")
+        creds = (i, 0, 0, 0, 0, 0, 1000, i, 0, 0)
+        ev = decode(header(1, FLAG_CREDS | FLAG_LOGIN, comm=comm, creds=creds) + body)
+        assert ev.comm == comm.rstrip(b"\0").decode("utf-8", "surrogateescape")
+        assert ev.creds is not None and ev.creds.euid == i and ev.creds.sessionid == i
+        assert len(decoder._comms) <= decoder._CACHE_MAX and len(decoder._creds) <= decoder._CACHE_MAX
+    a = decode(header(1, comm=b"same" + bytes(12)) + body)
+    b = decode(header(1, comm=b"same" + bytes(12)) + body)
+    assert a.comm == b.comm == "same"
+
+
 def test_exec_round_trip_with_hostile_bytes() -> None:
     args = [b"/bin/echo", b"two words", b"\xff\xfe", b"new\nline", b""]
     ev = decode(exec_sample(b"/bin/echo", args))
