@@ -37,6 +37,8 @@ _OPEN = EventType.OPEN
 _CHDIR = EventType.CHDIR
 _TAMPER = EventType.TAMPER
 _EXEC = EventType.EXEC
+# What the host model scores (sentinel.anomaly.features.SCORED_TYPES; not imported: it brings numpy).
+_SCORED = frozenset((EventType.EXEC, EventType.OPEN, EventType.CONNECT))
 MAX_MATCH_ERRORS_LOGGED = 10
 
 
@@ -201,6 +203,8 @@ class DetectionStream:
         if correlator.windowed:
             self._correlated(correlator.advance(ts))
         ruleset = self.ruleset
+        if etype in getattr(ruleset, "silent_types", ()) and etype not in _SCORED:
+            return  # no rule and no model reads it: the table has it, that was the work
         ctx = EvalContext(ev, proc, path, self.host.boot_time_ns + ts)
         if etype > _TAMPER:
             if etype in FILE_TYPES:  # a file change: its paths, resolved, for the rules and the document

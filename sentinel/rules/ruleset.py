@@ -68,6 +68,11 @@ class RuleSet:
             r for r in self.enabled_rules if r.index not in reached and r.correlation is None
         ]
         self._with_proc: dict[int, Callable[[Any], list[Rule]]] = {t: m.fn for t, m in self.matchers.items()}
+        # Event types no enabled rule looks at (forks and exits, with the shipped rules): the detection
+        # stream keeps the process table current from them and skips matching.
+        self.silent_types: frozenset[EventType] = frozenset(
+            t for t in EventType if not (self.matchers[int(t)].sequential or self.matchers[int(t)].indexed)
+        )
         self._no_proc: dict[int, Callable[[Any], list[Rule]]] = {}
         self._values: dict[tuple[Any, ...], Callable[[Any], tuple]] = {}
         self._fields: dict[str, FieldX] = {}

@@ -647,3 +647,29 @@ def test_connect_alert_fields() -> None:
     (doc,) = sink.docs()
     assert doc["destination"]["port"] == 9
     assert doc["event"]["outcome"] == "unknown"
+
+
+def test_types_no_rule_reads_only_update_the_table_and_a_rule_on_them_still_fires() -> None:
+    """Forks and exits skip matching when no rule looks at them (the shipped rules: none); a rule on exits
+    makes them matched again, so the shortcut never hides an event a rule names."""
+    from sentinel.anomaly.features import SCORED_TYPES
+    from sentinel.detect import _SCORED
+    from tests.unit.rules_support import rule_yaml, ruleset
+
+    assert set(SCORED_TYPES) == _SCORED  # the model's scored types are never skipped
+    execs_only = ruleset(rule_yaml("evt.type = execve", name="execs"))
+    assert EventType.FORK in execs_only.silent_types and EventType.EXIT in execs_only.silent_types
+    assert EventType.EXEC not in execs_only.silent_types
+    exits = ruleset(rule_yaml("evt.type = procexit", name="exits"))
+    assert EventType.EXIT not in exits.silent_types
+    for rs, expected in ((execs_only, []), (exits, ["exits"])):
+        sink = ListSink()
+        table = make_table()
+        stream = DetectionStream(table, rs, HOST, sink, window_s=0)
+        stream.handle(ev(EventType.FORK, 10 * S, 100, child_pid=200, child_start_ns=10 * S))
+        assert table.get(200) is not None and table.get(200).ppid == 100  # the fork still built the child
+        stream.handle(ev(EventType.EXIT, 11 * S, 200))
+        stream.close()
+        assert table.get(200).exited_ns == 11 * S
+        assert [orjson.loads(line)["rule"]["name"] for line in sink.lines] == expected
+        assert stream.events == 2
