@@ -127,7 +127,8 @@ class RowFacts:
     committed: bool = False  # the keys are counted (once)
     active_span: int = 1  # time slots up to this one the activity keys vouch for (folded repeats)
     news: bool = False  # a column its type's forest splits on holds a novelty (from NEWS_LEVEL)
-    memo_key: tuple[str, bool, str, int] | None = None  # a known open's (program, write, directory, uid)
+    # A known open's (program, write, directory, uid); an exec's (program, parent's program, uid, result).
+    memo_key: tuple[str, bool, str, int] | tuple[str, str, int, int] | None = None
 
     def details(self, baseline: str = "the baseline") -> dict[str, str]:
         """Each novelty in words ("appsrv connected to 127.0.0.1:18999: no connection to this port by this
@@ -185,6 +186,9 @@ _OPEN_BASE = [0.0] * N_FEATURES
 _OPEN_BASE[_TYPE_COLUMN[EventType.OPEN]] = 1.0
 # The row of an open whose directory the program knows (read or write alike): never changed by its users.
 FAMILIAR_OPEN_ROW: list[float] = _OPEN_BASE.copy()
+# The row of an exec whose program, parent's child and user are all known: the exec column alone.
+FAMILIAR_EXEC_ROW: list[float] = [0.0] * N_FEATURES
+FAMILIAR_EXEC_ROW[_TYPE_COLUMN[EventType.EXEC]] = 1.0
 _ROW_TOKENS = itertools.count(1)
 
 
@@ -208,6 +212,18 @@ class MemoEntry:
 
 
 @dataclass(slots=True)
+class ExecMemoEntry:
+    """A repeated exec's answer for one slot: its shared facts (the three measured keys, their counts after
+    counting), the program's activity keys (counted in this slot too), and every table the row or its
+    counting touches with its generation: valid while none forgot anything."""
+
+    facts: RowFacts
+    activity: tuple[tuple[int, str, str, str], ...]
+    tables: tuple[tuple[ProfileTable, int], ...]
+    view: object = None
+
+
+@dataclass(slots=True)
 class FeatureExtractor:
     """Turns (event, process) into rows, measured against the host profiles and then (``learn``) counted."""
 
@@ -220,6 +236,8 @@ class FeatureExtractor:
     _active: dict[str, int] = field(default_factory=dict, repr=False)  # entity → last slot counted active
     # This time slot's repeated opens (:meth:`familiar_open`): memo key → MemoEntry.
     _memo: dict[tuple[str, bool, str, int], MemoEntry] = field(default_factory=dict, repr=False)
+    # ... and its repeated execs (:meth:`familiar_exec`): (program, parent's program, uid, result) → entry.
+    _exec_memo: dict[tuple[str, str, int, int], ExecMemoEntry] = field(default_factory=dict, repr=False)
     _memo_slot: int = -1
 
     def _activity(self, facts: RowFacts, proc: Process | None, program: str, wall_ns: int) -> None:
@@ -310,6 +328,8 @@ class FeatureExtractor:
             self._novel(x, facts, _NEW_EXE if is_exec else -1, "exe", HOST, exe)
             self._novel(x, facts, _NEW_CHILD if is_exec else -1, "parent_exe", pprog, exe)
             self._novel(x, facts, _NEW_USER if is_exec else -1, "user_exe", exe, str(ev.uid))
+            if is_exec:
+                facts.memo_key = (exe, pprog, ev.uid, ev.ret)
             if proc is not None:
                 if len(self._counted) >= COUNTED_MAX:
                     self._counted.clear()
@@ -387,8 +407,7 @@ class FeatureExtractor:
         that cannot alert (the caller's rule)."""
         slot = wall_ns // SLOT_NS
         if slot != self._memo_slot:
-            self._memo.clear()
-            self._memo_slot = slot
+            self._new_slot(slot)
             return None
         entity = proc.entity_id
         if self._active.get(entity) != slot or entity not in self._counted:
@@ -405,14 +424,59 @@ class FeatureExtractor:
             state.last_ns = wall_ns
         return hit
 
+    def familiar_exec(self, ev: Event, proc: Process, wall_ns: int) -> tuple[ExecMemoEntry, bool] | None:
+        """The memo's answer for an exec that changes nothing in this time slot, and whether the process
+        became active in the slot with it (its row then carries the activity keys); None: measure it.
+
+        An exec storm runs the same few programs from the same parents as the same users: once such an exec
+        is counted in a slot and all three of its items (the program on the host, the parent's child, the
+        user) are known, every repeat in the slot measures the familiar row and counting it changes nothing
+        (items count once per slot), as for opens (:meth:`familiar_open`). What :meth:`compute` records about
+        the process itself (met, active in the slot, its program) is recorded here too. The key is everything
+        the row and its counts depend on; the caller uses the answer only where the row cannot alert."""
+        slot = wall_ns // SLOT_NS
+        if slot != self._memo_slot:
+            self._new_slot(slot)
+            return None
+        hit = self._exec_memo.get((self.program_of(proc), self.program_of(proc.parent), ev.uid, ev.ret))
+        if hit is None:
+            return None
+        for table, generation in hit.tables:
+            if table.generation != generation:
+                return None
+        entity = proc.entity_id
+        counted = self._counted
+        if entity not in counted:
+            if len(counted) >= COUNTED_MAX:
+                counted.clear()
+            counted[entity] = None
+        active = self._active
+        newly_active = active.get(entity) != slot
+        if newly_active:
+            if len(active) >= COUNTED_MAX:
+                active.clear()
+            active[entity] = slot
+        self.state.saw(wall_ns)
+        return hit, newly_active
+
+    def _new_slot(self, slot: int) -> None:
+        self._memo.clear()
+        self._exec_memo.clear()
+        self._memo_slot = slot
+
     def forget_memo(self) -> None:
         """Drop the slot's answers (the caller's views in them are out of date: a new model)."""
         self._memo.clear()
+        self._exec_memo.clear()
 
     def remember(self, facts: RowFacts, wall_ns: int) -> None:
-        """After a known open is counted: keep its facts for the slot's repeats (:meth:`familiar_open`)."""
+        """After a known open or exec is counted: keep its facts for the slot's repeats
+        (:meth:`familiar_open`, :meth:`familiar_exec`)."""
         key = facts.memo_key
         if key is None or wall_ns <= 0 or wall_ns // SLOT_NS != self._memo_slot or not facts.committed:
+            return
+        if facts.etype == EventType.EXEC:
+            self._remember_exec(facts, key)  # type: ignore[arg-type]
             return
         col, kind, subject, item = facts.keys[0]
         tables = self.state.tables
@@ -428,6 +492,31 @@ class FeatureExtractor:
             [count, 0.0], None, 0, "", facts.path, facts.ret, 1.0, (_OPEN_TYPE, col, 0.0), True,
         )  # fmt: skip
         memo[key] = MemoEntry(shared, table, table.generation, users, users.generation)
+
+    def _remember_exec(self, facts: RowFacts, key: tuple[str, str, int, int]) -> None:
+        """Only an exec whose three items are known after counting, and whose process became active in the
+        slot with it (so the program's activity keys were counted in this slot too), answers repeats."""
+        keys = facts.keys
+        if len(keys) != 3 + len(ACTIVITY_KINDS):
+            return
+        tables = self.state.tables
+        counts = []
+        for _col, kind, subject, item in keys[:3]:
+            count = tables[kind].count(subject, item)
+            if count < SEEN:
+                return
+            counts.append(count)
+        memo = self._exec_memo
+        if len(memo) >= MEMO_MAX:
+            memo.clear()
+        shared = RowFacts(
+            facts.etype, facts.type_name, facts.exe, facts.pexe, facts.uid, keys[:3], facts.program, counts,
+            None, 0, "", "", facts.ret, 1.0, None, True,
+        )  # fmt: skip
+        touched = {kind for _c, kind, _s, _i in keys}
+        memo[key] = ExecMemoEntry(
+            shared, tuple(keys[3:]), tuple((tables[k], tables[k].generation) for k in touched)
+        )
 
     def commit(self, facts: RowFacts, wall_ns: int, weight: float = 1.0) -> None:
         """Count a row's keys (once). An open stands for the repeats the kernel folded into it."""

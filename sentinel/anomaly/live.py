@@ -29,6 +29,7 @@ from sentinel import tasks
 from sentinel.alerts import internal
 from sentinel.alerts.model import ML_RULESET, Alert
 from sentinel.anomaly.features import (
+    FAMILIAR_EXEC_ROW,
     FAMILIAR_OPEN_ROW,
     FEATURES,
     NOVELTY,
@@ -207,6 +208,7 @@ class AnomalyEngine:
         self._familiar: dict[int, float] = {}
         self.phase = PHASE_OFF
         self.memo_ok = False
+        self.exec_memo_ok = False
         self.pending: list[Any] = []  # EvalContexts whose ctx.ml waits for the batch score
         self.pending_pids: set[int] = set()
         self.progress: LearningProgress | None = None
@@ -240,15 +242,16 @@ class AnomalyEngine:
                     break
         self.phase = PHASE_DETECTION
         self.extractor.forget_memo()  # its views hold the old model's score
-        # Repeated opens may be answered from the extractor's memo when they cannot alert.
+        # Repeated opens and execs may be answered from the extractor's memo when they cannot alert.
         self.memo_ok = _OPEN in self._familiar
+        self.exec_memo_ok = _EXEC in self._familiar
 
     def start_learning(self, progress: LearningProgress | None, sample: RowSample | None) -> None:
         """Keep learning the host (warm-up, or continued learning under a host model): profiles, a sample
         of rows for the next training, the time learned."""
         if self.model is None:
             self.phase = PHASE_LEARNING
-            self.memo_ok = True  # nothing alerts while learning
+            self.memo_ok = self.exec_memo_ok = True  # nothing alerts while learning
         self.progress = progress or LearningProgress()
         if self.progress.next_train_s <= 0:
             self.progress.next_train_s = self.settings.learn_period_s
@@ -274,6 +277,28 @@ class AnomalyEngine:
                 if sample is not None:
                     if sample.due():  # the row and keys measuring it would give (no activity: counted)
                         sample.add(FAMILIAR_OPEN_ROW, ctx.wall_ns, memo.facts.keys, 1.0 + ev.repeat_count)
+                    else:
+                        sample.pass_over()
+                    self.progress.events += 1  # type: ignore[union-attr]
+                stats = self.stats
+                stats.memo_hits += 1
+                stats.learned_rows += 1
+                if self.phase == PHASE_DETECTION:
+                    stats.scored += 1
+                return
+        if etype is _EXEC and self.exec_memo_ok and ctx.proc is not None:
+            answer = extractor.familiar_exec(ev, ctx.proc, ctx.wall_ns)
+            if answer is not None:  # a repeat in this slot: the familiar row, its keys counted already
+                entry, newly_active = answer
+                view = entry.view
+                if view is None:
+                    familiar = self._familiar.get(_EXEC)
+                    view = entry.view = MlView(self, FAMILIAR_EXEC_ROW, entry.facts, familiar)
+                ctx.ml = view
+                if sample is not None:
+                    if sample.due():  # the keys measuring it would give: the process's activity if new
+                        keys = entry.facts.keys + list(entry.activity) if newly_active else entry.facts.keys
+                        sample.add(FAMILIAR_EXEC_ROW, ctx.wall_ns, keys, 1.0)
                     else:
                         sample.pass_over()
                     self.progress.events += 1  # type: ignore[union-attr]

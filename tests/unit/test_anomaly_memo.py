@@ -1,7 +1,9 @@
-"""The memo of repeated opens: answering a slot's repeats from it changes nothing anyone can observe.
+"""The memo of repeated opens and execs: answering a slot's repeats from it changes nothing anyone can
+observe.
 
-An attacker's view of every shortcut: two opens that differ in program, user, write access or directory
-must never share an answer, and what the profiles forget must never be answered as known.
+An attacker's view of every shortcut: two opens that differ in program, user, write access or directory,
+two execs that differ in program, parent, user or result, must never share an answer, and what the profiles
+forget must never be answered as known.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ def _proc(pid: int, exe: str, uid: int, parent: Process | None = None) -> Proces
                    exe=exe, uid=uid, parent=parent, args=[exe])  # fmt: skip
 
 
-def _events(seed: int) -> list[EvalContext]:
-    """Four slots of opens by programs sharing names, users and directories, with execs among them."""
+def _events(seed: int, exec_share: float = 0.03) -> list[EvalContext]:
+    """Four slots of opens by programs sharing names, users and directories, with execs among them: new
+    processes from two parents, and processes already active in the slot replacing their image."""
     rnd = random.Random(seed)
     shell = _proc(100, "/usr/bin/bash", 1000)
     procs = [_proc(200, "/usr/bin/cat", 1000, shell), _proc(201, "/usr/bin/cat", 0, shell),
@@ -55,13 +58,18 @@ def _events(seed: int) -> list[EvalContext]:
     next_pid = 300
     for i in range(1200):
         ts = 11 * SLOT_NS + i * (4 * SLOT_NS // 1200)
-        if rnd.random() < 0.03:
+        if rnd.random() < exec_share:
             exe = rnd.choice(["/usr/bin/cat", "/usr/bin/cp", "/usr/bin/tail"])
-            p = _proc(next_pid, exe, rnd.choice([0, 1000]), shell)
-            next_pid += 1
-            procs.append(p)
+            if rnd.random() < 0.2 and len(procs) > 3:  # an active process runs another program
+                p = rnd.choice(procs[3:])
+                p.exe, p.args, p.comm = exe, [exe], exe[-15:]
+                p.exec_count += 1
+            else:
+                p = _proc(next_pid, exe, rnd.choice([0, 1000]), rnd.choice([shell, procs[0]]))
+                next_pid += 1
+                procs.append(p)
             ev = Event(type=EventType.EXEC, ts_ns=ts, pid=p.pid, tid=p.pid, uid=p.uid, gid=p.uid, comm=p.comm,
-                       filename=p.exe, argv=[p.exe], argc_total=1)  # fmt: skip
+                       filename=p.exe, argv=[p.exe], argc_total=1, ret=rnd.choice([0, 0, 0, -2]))  # fmt: skip
             out.append(EvalContext(ev, p, None, T0 + ts))
             continue
         p = rnd.choice(procs)
@@ -88,11 +96,13 @@ def _run(engine: AnomalyEngine, contexts: list[EvalContext]) -> list[tuple[Any, 
 
 def _without_memo(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(FeatureExtractor, "familiar_open", lambda *a: None)
+    monkeypatch.setattr(FeatureExtractor, "familiar_exec", lambda *a: None)
 
 
+@pytest.mark.parametrize("exec_share", [0.03, 0.3])
 @pytest.mark.parametrize("phase", ["learning", "detection"])
-def test_answers_from_the_memo_equal_measuring_every_open(
-    phase: str, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+def test_answers_from_the_memo_equal_measuring_every_open_and_exec(
+    phase: str, exec_share: float, model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def engine() -> AnomalyEngine:
         if phase == "learning":
@@ -102,16 +112,30 @@ def test_answers_from_the_memo_equal_measuring_every_open(
         e.start_learning(None, None)  # continued learning: the sample too
         return e
 
+    exec_hits: list[str | None] = []
+    familiar_exec = FeatureExtractor.familiar_exec
+
+    def counting(self: FeatureExtractor, *a: Any) -> Any:
+        answer = familiar_exec(self, *a)
+        exec_hits.append(None if answer is None else ("new" if answer[1] else "active"))
+        return answer
+
     with_memo = engine()
-    a = _run(with_memo, _events(1))
+    with monkeypatch.context() as m:
+        m.setattr(FeatureExtractor, "familiar_exec", counting)
+        a = _run(with_memo, _events(1, exec_share))
     assert with_memo.stats.memo_hits > 300, "the memo answered too little: the test proves little"
+    if exec_share > 0.1:  # repeats by new processes and by processes already active in the slot
+        assert exec_hits.count("new") > 20 and exec_hits.count("active") > 5, exec_hits
+    else:
+        assert exec_hits.count("new") >= 1
     with monkeypatch.context() as m:
         _without_memo(m)
         plain = engine()
-        b = _run(plain, _events(1))
+        b = _run(plain, _events(1, exec_share))
     assert a == b
     assert with_memo.extractor.state.to_dict() == plain.extractor.state.to_dict()
-    assert with_memo.sample.seen == plain.sample.seen == 1200  # type: ignore[union-attr]
+    assert with_memo.sample.seen == plain.sample.seen  # type: ignore[union-attr]
     assert [r[1:] for r in with_memo.sample.rows] == [r[1:] for r in plain.sample.rows]  # type: ignore[union-attr]
     assert [list(r[0]) for r in with_memo.sample.rows] == [list(r[0]) for r in plain.sample.rows]  # type: ignore[union-attr]
     assert with_memo.progress.events == plain.progress.events  # type: ignore[union-attr]
@@ -169,3 +193,54 @@ def test_a_repeat_after_the_profiles_forgot_it_is_measured_again() -> None:
     later = _open(cat, ts + SLOT_NS, "/etc/hosts")  # the next slot: the memo starts empty
     engine.observe(later)
     assert later.ml.value("seen.read_dir") == 1 and engine.stats.memo_hits == 1
+
+
+def _exec(p: Process, ts: int, uid: int | None = None, ret: int = 0) -> EvalContext:
+    uid = p.uid if uid is None else uid
+    ev = Event(type=EventType.EXEC, ts_ns=ts, pid=p.pid, tid=p.pid, uid=uid, gid=uid, comm=p.comm,
+               filename=p.exe, argv=[p.exe], argc_total=1, ret=ret)  # fmt: skip
+    return EvalContext(ev, p, None, T0 + ts)
+
+
+def test_execs_that_differ_in_what_the_row_depends_on_never_share_an_answer() -> None:
+    engine = AnomalyEngine(AnomalySettings(model="auto", state_dir=""))
+    engine.start_learning(None, None)
+    bash = _proc(100, "/usr/bin/bash", 1000)
+    cron = _proc(101, "/usr/sbin/cron", 0)
+    ts = 20 * SLOT_NS
+    pid = iter(range(300, 400))
+    engine.observe(_exec(_proc(next(pid), "/usr/bin/id", 1000, bash), ts))  # measured and counted
+    engine.observe(_exec(_proc(next(pid), "/usr/bin/id", 1000, bash), ts + 1))  # answered
+    assert engine.stats.memo_hits == 1
+    engine.observe(_exec(_proc(next(pid), "/usr/bin/ls", 1000, cron), ts + 2))  # cron and ls are met
+    for ctx in (
+        _exec(_proc(next(pid), "/usr/bin/id", 1000, cron), ts + 3),  # another parent
+        _exec(_proc(next(pid), "/usr/bin/ls", 1000, bash), ts + 4),  # another program
+        _exec(_proc(next(pid), "/usr/bin/id", 0, bash), ts + 5),  # as another user
+        _exec(_proc(next(pid), "/usr/bin/id", 1000, bash), ts + 6, ret=-13),  # failed
+    ):
+        engine.observe(ctx)
+        assert engine.stats.memo_hits == 1, ctx.ev
+        assert ctx.ml.facts.exe == ctx.proc.exe  # measured: its own facts
+    engine.observe(_exec(_proc(next(pid), "/usr/bin/id", 1000, bash), ts + 7))
+    assert engine.stats.memo_hits == 2
+
+
+def test_an_exec_after_the_profiles_forgot_it_is_measured_again() -> None:
+    engine = AnomalyEngine(AnomalySettings(model="auto", state_dir=""))
+    engine.start_learning(None, None)
+    bash = _proc(100, "/usr/bin/bash", 1000)
+    ts = 20 * SLOT_NS
+    for i in range(2):
+        engine.observe(_exec(_proc(300 + i, "/usr/bin/id", 1000, bash), ts + i))
+    assert engine.stats.memo_hits == 1
+    table = engine.extractor.state.tables["parent_exe"]
+    prof = table.subjects["/usr/bin/bash"]
+    prof.items.pop("/usr/bin/id")  # as an eviction does
+    prof.recount()
+    table.size -= 1
+    table.generation += 1
+    again = _exec(_proc(302, "/usr/bin/id", 1000, bash), ts + 2)
+    engine.observe(again)
+    assert again.ml.value("novelty.child") > 0  # new again: measured, not answered from the memo
+    assert engine.stats.memo_hits == 1
