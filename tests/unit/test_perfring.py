@@ -94,3 +94,11 @@ def test_malformed_data_is_reported_not_misread(buf: bytes) -> None:
     out: list[bytes] = []
     assert split_records(sample(b"ok") + buf, out) == 1
     assert out == [b"ok" + bytes(2)]
+
+
+def test_a_head_beyond_one_lap_is_skipped_not_read() -> None:
+    ring = fake_ring()
+    struct.pack_into("<Q", ring.mm, 1024, 3 * PAGE)
+    out: list[bytes] = []
+    assert ring.read(out) == 1 and out == []
+    assert ring.tail == 3 * PAGE and struct.unpack_from("<Q", ring.mm, 1032)[0] == 3 * PAGE
