@@ -186,6 +186,7 @@ def run_live(
         wakeup_events=sensor.config.wakeup_events,
         pages=sensor.config.pages,
         perf_reader=getattr(sensor, "perf_reader_mode", ""),
+        unsent_before_ready=dict(getattr(sensor, "before_ready", {})),
         kernel_offsets=sensor.kernel_offsets_mode,
         namespace_facts=getattr(sensor, "namespace_facts", False),
         init_namespaces=getattr(sensor, "init_ns_source", ""),

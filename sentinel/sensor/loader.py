@@ -232,6 +232,10 @@ class Sensor:
         self.bpf: Any = None
         self.perf_lost: dict[str, int] = dict.fromkeys(BUFFERS, 0)  # from lost_cb (PERF_RECORD_LOST)
         self.submit_failed: dict[str, int] = dict.fromkeys(BUFFERS, 0)  # from the probes' own counters
+        # Samples the probes could not send before their rings were open (bcc attaches the tracepoints as it
+        # loads them, a moment before): the agent was not watching yet, so these are reported once, in
+        # sentinel.ready, and are not losses (the process table is read from /proc after this anyway).
+        self.before_ready: dict[str, int] = dict.fromkeys(BUFFERS, 0)
         self.lost: dict[str, int] = dict.fromkeys(BUFFERS, 0)  # reported so far: the larger of the two
         self.received: dict[str, int] = dict.fromkeys(BUFFERS, 0)
         self.decode_errors = 0
@@ -302,6 +306,8 @@ class Sensor:
         for obj_id in self.own_bpf_ids:
             ids[ctypes.c_uint32(obj_id)] = ctypes.c_uint8(1)
         self._open_buffers()
+        stats = self.kernel_stats()
+        self.before_ready = {name: stats.get(f"submit_failed_{name}", 0) for name in BUFFERS}
 
     def _open_buffers(self) -> None:
         """Open the perf rings: read directly where supported (one copy per poll instead of a ctypes callback
@@ -369,7 +375,7 @@ class Sensor:
         if read_kernel and self.bpf is not None:
             stats = self.kernel_stats()
             for name in BUFFERS:
-                self.submit_failed[name] = stats.get(f"submit_failed_{name}", 0)
+                self.submit_failed[name] = stats.get(f"submit_failed_{name}", 0) - self.before_ready[name]
         out = []
         for name in BUFFERS:
             total = max(self.perf_lost[name], self.submit_failed[name])

@@ -102,3 +102,20 @@ def test_a_head_beyond_one_lap_is_skipped_not_read() -> None:
     out: list[bytes] = []
     assert ring.read(out) == 1 and out == []
     assert ring.tail == 3 * PAGE and struct.unpack_from("<Q", ring.mm, 1032)[0] == 3 * PAGE
+
+
+def test_sends_that_failed_before_the_rings_opened_are_not_losses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bcc attaches the probes a moment before the rings open: what failed then is reported once (ready),
+    and only later failures are losses, each counted once."""
+    from sentinel.sensor.loader import BUFFERS, Sensor
+
+    sensor = Sensor()
+    sensor.bpf = object()
+    counters = {f"submit_failed_{name}": 0 for name in BUFFERS} | {"submit_failed_exec": 7}
+    monkeypatch.setattr(Sensor, "kernel_stats", lambda self: dict(counters))
+    sensor.before_ready = {name: counters[f"submit_failed_{name}"] for name in BUFFERS}
+    assert sensor.take_losses() == []
+    counters["submit_failed_exec"] = 10
+    sensor.perf_lost["open"] = 2
+    assert sorted(sensor.take_losses()) == [("exec", 3), ("open", 2)]
+    assert sensor.take_losses() == []
