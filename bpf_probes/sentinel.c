@@ -115,18 +115,22 @@ BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
 BPF_PERCPU_ARRAY(exec_scratch, struct exec_event, 1);
 BPF_PERCPU_ARRAY(open_scratch, struct open_event, 1);
 
-BPF_HASH(exec_stash, u32, struct exec_event, 512);
+/* Stashes keyed by thread id are LRU maps: an entry whose exit never came (a thread that entered before
+ * its exit probe was attached while the agent loaded, or died inside the call) is evicted by newer ones
+ * instead of filling the map for good. A plain hash filled with 512 such execs on a busy host's start and
+ * left the agent blind to every exec after. Entries are also dropped when their thread exits. */
+BPF_TABLE("lru_hash", u32, struct exec_event, exec_stash, 512);
 #ifdef USE_TASK_STORAGE
 BPF_TASK_STORAGE(task_state, struct task_state);
 #else
-BPF_HASH(open_stash, u32, struct open_args, STASH_ENTRIES);
-BPF_HASH(connect_stash, u32, struct connect_args, STASH_ENTRIES);
+BPF_TABLE("lru_hash", u32, struct open_args, open_stash, STASH_ENTRIES);
+BPF_TABLE("lru_hash", u32, struct connect_args, connect_stash, STASH_ENTRIES);
 BPF_TABLE("lru_hash", u32, u64, proc_gen, 65536);
 #endif
-BPF_HASH(clone_stash, u32, u64, STASH_ENTRIES);
+BPF_TABLE("lru_hash", u32, u64, clone_stash, STASH_ENTRIES);
 #if !(defined(HAVE_KOFFSETS) && defined(HAVE_NS_OFFSETS) && defined(HAVE_NET_OFFSETS))
 /* Socket types by (tgid, fd), only where they cannot be read from the kernel's socket at connect. */
-BPF_HASH(socket_stash, u32, u32, STASH_ENTRIES);
+BPF_TABLE("lru_hash", u32, u32, socket_stash, STASH_ENTRIES);
 BPF_TABLE("lru_hash", struct sock_key, u32, sock_types, 65536);
 #endif
 BPF_TABLE("lru_hash", struct open_key, struct dedup_val, open_dedup, DEDUP_ENTRIES);
@@ -613,18 +617,18 @@ TRACEPOINT_PROBE(syscalls, sys_enter_clone) {
     return 0;
 }
 
+TRACEPOINT_PROBE(syscalls, sys_exit_clone) {
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    clone_stash.delete(&tid);
+    return 0;
+}
+
 #ifdef HAVE_TP_CLONE3
 TRACEPOINT_PROBE(syscalls, sys_enter_clone3) {
     u32 tid = (u32)bpf_get_current_pid_tgid();
     u64 flags = 0;
     bpf_probe_read_user(&flags, sizeof(flags), (void *)args->uargs);
     clone_stash.update(&tid, &flags);
-    return 0;
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_clone) {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    clone_stash.delete(&tid);
     return 0;
 }
 
@@ -667,9 +671,12 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exit) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 dead = (u32)pid_tgid;  /* every thread: its stashed calls can never complete */
+    exec_stash.delete(&dead);
+    clone_stash.delete(&dead);
     if (!args->group_dead)
         return 0;
-    u64 pid_tgid = bpf_get_current_pid_tgid();
 #ifndef USE_TASK_STORAGE
     u32 tgid = pid_tgid >> 32;
     proc_gen.delete(&tgid);

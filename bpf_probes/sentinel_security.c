@@ -48,7 +48,7 @@ struct sys_args {
 
 BPF_PERF_OUTPUT(events_sys);
 BPF_PERCPU_ARRAY(sys_scratch, struct sys_event, 1);
-BPF_HASH(sys_stash, u32, struct sys_args, STASH_ENTRIES);
+BPF_TABLE("lru_hash", u32, struct sys_args, sys_stash, STASH_ENTRIES);  /* LRU: see exec_stash */
 /* The agent's threads (the loader adds them): signals to any of them are tamper evidence. */
 BPF_HASH(self_tids, u32, u8, 1024);
 /* The ids of the agent's BPF programs and maps (the loader adds them). */
