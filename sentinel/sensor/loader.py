@@ -236,6 +236,9 @@ class Sensor:
         # loads them, a moment before): the agent was not watching yet, so these are reported once, in
         # sentinel.ready, and are not losses (the process table is read from /proc after this anyway).
         self.before_ready: dict[str, int] = dict.fromkeys(BUFFERS, 0)
+        # Execs whose exit found no stashed entry (evicted): not sent, so lost; counted from ready on.
+        self.exec_stash_missed = 0
+        self._stash_miss_base = 0
         self.lost: dict[str, int] = dict.fromkeys(BUFFERS, 0)  # reported so far: the larger of the two
         self.received: dict[str, int] = dict.fromkeys(BUFFERS, 0)
         self.decode_errors = 0
@@ -308,6 +311,7 @@ class Sensor:
         self._open_buffers()
         stats = self.kernel_stats()
         self.before_ready = {name: stats.get(f"submit_failed_{name}", 0) for name in BUFFERS}
+        self._stash_miss_base = stats.get("exec_stash_miss", 0)  # entered before the exit probe was attached
 
     def _open_buffers(self) -> None:
         """Open the perf rings: read directly where supported (one copy per poll instead of a ctypes callback
@@ -376,9 +380,12 @@ class Sensor:
             stats = self.kernel_stats()
             for name in BUFFERS:
                 self.submit_failed[name] = stats.get(f"submit_failed_{name}", 0) - self.before_ready[name]
+            self.exec_stash_missed = stats.get("exec_stash_miss", 0) - self._stash_miss_base
         out = []
         for name in BUFFERS:
             total = max(self.perf_lost[name], self.submit_failed[name])
+            if name == "exec":
+                total += self.exec_stash_missed  # never reached the ring: another drop, not a view of one
             if total > self.lost[name]:
                 out.append((name, total - self.lost[name]))
                 self.lost[name] = total

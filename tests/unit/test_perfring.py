@@ -119,3 +119,19 @@ def test_sends_that_failed_before_the_rings_opened_are_not_losses(monkeypatch: p
     sensor.perf_lost["open"] = 2
     assert sorted(sensor.take_losses()) == [("exec", 3), ("open", 2)]
     assert sensor.take_losses() == []
+
+
+def test_execs_whose_stash_entry_was_evicted_are_exec_losses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exec whose exit found no stashed entry was never sent: a loss of the exec buffer, beside (not a
+    second view of) failed sends; misses from before the probes were all attached are not counted."""
+    from sentinel.sensor.loader import BUFFERS, Sensor
+
+    sensor = Sensor()
+    sensor.bpf = object()
+    counters = {f"submit_failed_{name}": 0 for name in BUFFERS} | {"exec_stash_miss": 4}
+    monkeypatch.setattr(Sensor, "kernel_stats", lambda self: dict(counters))
+    sensor._stash_miss_base = 4
+    assert sensor.take_losses() == []
+    counters["exec_stash_miss"] = 6
+    counters["submit_failed_exec"] = 1
+    assert sensor.take_losses() == [("exec", 3)]
