@@ -321,6 +321,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         on_fd=lambda pid, fd, path: box[0].write_fd(pid, fd, path),
         on_miss=lambda pid: box[0].write_facts_miss(pid),
         on_realpath=lambda path, resolved: box[0].write_realpath(path, resolved),
+        on_identity=lambda path, identity: box[0].write_identity(path, identity),
     )
     try:
         header = capture_header(_mode_fields()["headers_mode"], host=host.to_dict())

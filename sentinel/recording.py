@@ -1,8 +1,9 @@
 """Replay a capture through the same pipeline as live events.
 
 A capture holds, in order, what the live agent saw: the /proc facts it read while bootstrapping and while
-enriching, fd and symlink lookups, events and losses. Feeding the facts to a :class:`ReplayFacts` before the
-events that needed them makes the process table give the same answers it gave live, without touching /proc.
+enriching, fd, symlink and file identity lookups, events and losses. Feeding the facts to a
+:class:`ReplayFacts` before the events that needed them makes the process table give the same answers it
+gave live, without touching /proc.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sentinel.capture import (
     CaptureReader,
     FactsMiss,
     FdFact,
+    IdentityFact,
     LossReport,
     RealpathFact,
     SegmentStart,
@@ -55,6 +57,8 @@ def replay_events(path: str, make_stream: Callable[[HostInfo, ProcessTable], Any
                 facts.feed_fd(item.pid, item.fd, item.path)
             elif isinstance(item, RealpathFact):
                 facts.feed_realpath(item.path, item.resolved)
+            elif isinstance(item, IdentityFact):
+                facts.feed_identity(item.path, item.identity)
             elif isinstance(item, SnapshotEnd):
                 if table is not None and not bootstrapped:
                     table.bootstrap()

@@ -16,6 +16,7 @@ and continues with records until the next header map or the end of the file::
     snapshot [5, ts_ns]            end of the /proc bootstrap snapshot (optional)
     miss     [6, pid]              a /proc read that found no process (replay must forget older facts)
     realpath [7, path, resolved]   a symlink resolution on the host (exe of a process already gone)
+    identity [8, path, ino, dev]   a file's (st_ino, st_dev) on the host, nil nil if the lookup failed
 
 Version 2 added the event's last eight elements (``creds`` is nil or ``[euid, suid, fsuid, egid, sgid, fsgid,
 loginuid, sessionid, cap_effective, cap_permitted]`` with nil login fields on kernels without audit;
@@ -23,6 +24,7 @@ loginuid, sessionid, cap_effective, cap_permitted]`` with nil login fields on ke
 Version 3 added the last three: for a security syscall (``sentinel.syscalls``) or tamper record its raw
 arguments (array of at most 6 integers), what the probe read behind pointers (at most 3 integers) and its
 strings (at most 3 bin); nil for every other event. Version-1 and -2 records are read too.
+Version 4 added the identity record (an exec's executable checked against the path it was called by).
 
 Appending (a restart of the agent) starts a new segment, possibly from another boot: ``ts_ns`` values are
 CLOCK_BOOTTIME of *their* segment's boot, and ``boot_time_ns + ts_ns`` is wall-clock epoch ns.
@@ -50,8 +52,8 @@ if TYPE_CHECKING:
     from sentinel.process.facts import ProcFacts
 
 FORMAT = "sentinel-capture"
-VERSION = 3
-SUPPORTED_VERSIONS = (1, 2, 3)
+VERSION = 4
+SUPPORTED_VERSIONS = (1, 2, 3, 4)
 
 KIND_EVENT = 1
 KIND_FACTS = 2
@@ -60,6 +62,7 @@ KIND_LOSS = 4
 KIND_SNAPSHOT_END = 5
 KIND_FACTS_MISS = 6
 KIND_REALPATH = 7
+KIND_IDENTITY = 8
 
 KIND_NAMES: dict[int, str] = {
     KIND_EVENT: "event",
@@ -69,6 +72,7 @@ KIND_NAMES: dict[int, str] = {
     KIND_SNAPSHOT_END: "snapshot_end",
     KIND_FACTS_MISS: "facts_miss",
     KIND_REALPATH: "realpath",
+    KIND_IDENTITY: "identity",
 }
 
 # Element order of an event record after the kind; it is the on-disk layout, not derived from Event, so that
@@ -193,9 +197,18 @@ class RealpathFact:
     resolved: str
 
 
+@dataclass(slots=True, frozen=True)
+class IdentityFact:
+    """The live agent looked at the file at ``path``: its (st_ino, st_dev), or None if there was none."""
+
+    path: str
+    identity: tuple[int, int] | None
+
+
 # What iterating a reader yields; ProcFacts comes from sentinel.process.facts, imported only when needed.
 CaptureItem: TypeAlias = (
     "SegmentStart | Event | ProcFacts | FdFact | LossReport | SnapshotEnd | FactsMiss | RealpathFact"
+    " | IdentityFact"
 )
 
 

@@ -33,6 +33,7 @@ from sentinel.capture.format import (
     KIND_FACTS,
     KIND_FACTS_MISS,
     KIND_FD,
+    KIND_IDENTITY,
     KIND_LOSS,
     KIND_NAMES,
     KIND_REALPATH,
@@ -50,6 +51,7 @@ from sentinel.capture.format import (
     CaptureProblem,
     FactsMiss,
     FdFact,
+    IdentityFact,
     LossReport,
     RealpathFact,
     SegmentStart,
@@ -245,8 +247,8 @@ def _length(record: list[Any], want: int) -> None:
 
 class CaptureReader:
     """Iterates over a capture's items in file order: :class:`SegmentStart` for each header, then
-    :class:`~sentinel.events.Event`, ProcFacts, :class:`FdFact`, :class:`LossReport`, :class:`SnapshotEnd`
-    and :class:`FactsMiss` items.
+    :class:`~sentinel.events.Event`, ProcFacts, :class:`FdFact`, :class:`LossReport`, :class:`SnapshotEnd`,
+    :class:`FactsMiss`, :class:`RealpathFact` and :class:`IdentityFact` items.
 
     The constructor reads the first header and raises :class:`CaptureError` if the file is not a readable
     capture (missing, empty, another format or version). Iteration (once) never raises for bad content: it
@@ -484,6 +486,13 @@ class CaptureReader:
         if kind == KIND_REALPATH:
             _length(record, 3)
             return RealpathFact(_text(record[1], "path"), _text(record[2], "resolved"))
+        if kind == KIND_IDENTITY:
+            _length(record, 4)
+            path = _text(record[1], "path")
+            if record[2] is None and record[3] is None:
+                return IdentityFact(path, None)
+            _ints(record, (2, 3), ("path", "ino", "dev"))
+            return IdentityFact(path, (record[2], record[3]))
         raise _Bad(f"unknown record kind {kind}")
 
     def _skip_rest(self) -> CaptureProblem | None:
@@ -559,6 +568,8 @@ def describe(path: str | os.PathLike[str]) -> CaptureSummary:
                 kind = "facts_miss"
             elif isinstance(item, RealpathFact):
                 kind = "realpath"
+            elif isinstance(item, IdentityFact):
+                kind = "identity"
             else:
                 kind = "facts"
             records[kind] = records.get(kind, 0) + 1

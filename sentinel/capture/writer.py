@@ -23,6 +23,7 @@ from sentinel.capture.format import (
     KIND_FACTS,
     KIND_FACTS_MISS,
     KIND_FD,
+    KIND_IDENTITY,
     KIND_LOSS,
     KIND_NAMES,
     KIND_REALPATH,
@@ -204,6 +205,11 @@ class CaptureWriter:
     def write_realpath(self, path: str, resolved: str) -> None:
         """Record a host-side symlink resolution (``LiveFacts.on_realpath``)."""
         self._append_record([KIND_REALPATH, path.encode(_ENC, _ERR), resolved.encode(_ENC, _ERR)])
+
+    def write_identity(self, path: str, identity: tuple[int, int] | None) -> None:
+        """Record a file identity lookup (``LiveFacts.on_identity``); ``None`` records a failed one."""
+        ino, dev = identity if identity is not None else (None, None)
+        self._append_record([KIND_IDENTITY, path.encode(_ENC, _ERR), ino, dev])
 
     # -- buffering ---------------------------------------------------------------------------------------
 

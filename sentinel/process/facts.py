@@ -199,6 +199,8 @@ class FactSource(Protocol):
 
     def is_memfd_dev(self, dev: int) -> bool: ...
 
+    def exe_identity(self, path: str) -> tuple[int, int] | None: ...
+
 
 # Exec storms resolve the same few executables over and over; symlinks under /usr rarely change.
 REALPATH_CACHE_S = 5.0
@@ -209,10 +211,11 @@ class LiveFacts:
     """Reads ``/proc`` and reports what it read, so a recording can replay exactly what the table saw.
 
     ``on_facts`` gets every successful read, ``on_miss`` the pid of every read that found nothing, ``on_fd``
-    every fd lookup (``None`` when it failed): replay must not answer from older facts where live had none.
+    every fd lookup (``None`` when it failed), ``on_identity`` every file identity lookup (``None`` when it
+    failed): replay must not answer from older facts where live had none.
     """
 
-    __slots__ = ("_realpaths", "on_facts", "on_fd", "on_miss", "on_realpath", "proc_root")
+    __slots__ = ("_realpaths", "on_facts", "on_fd", "on_identity", "on_miss", "on_realpath", "proc_root")
 
     def __init__(
         self,
@@ -221,10 +224,12 @@ class LiveFacts:
         on_fd: Callable[[int, int, str | None], None] | None = None,
         on_miss: Callable[[int], None] | None = None,
         on_realpath: Callable[[str, str], None] | None = None,
+        on_identity: Callable[[str, tuple[int, int] | None], None] | None = None,
     ) -> None:
         self.proc_root = proc_root
         self.on_facts = on_facts
         self.on_fd = on_fd
+        self.on_identity = on_identity
         self.on_miss = on_miss
         self.on_realpath = on_realpath
         self._realpaths: dict[str, tuple[str, float]] = {}  # path -> (resolved, valid until)
@@ -277,16 +282,30 @@ class LiveFacts:
             self.on_realpath(path, resolved)
         return resolved
 
+    def exe_identity(self, path: str) -> tuple[int, int] | None:
+        """``(st_ino, st_dev)`` of the file at ``path`` itself, never cached: whether a path names the file a
+        process executes is decided by a fresh look. A symlink there is not followed (a resolved path has
+        none; one that appeared since names a different inode and so fails the comparison)."""
+        try:
+            st = os.stat(path, follow_symlinks=False)
+            identity: tuple[int, int] | None = (st.st_ino, st.st_dev)
+        except (OSError, ValueError):
+            identity = None
+        if self.on_identity is not None:
+            self.on_identity(path, identity)
+        return identity
+
 
 class ReplayFacts:
     """Facts fed from a capture, in capture order; never touches ``/proc``. The latest facts for a pid win."""
 
-    __slots__ = ("_facts", "_fds", "_realpaths")
+    __slots__ = ("_facts", "_fds", "_identities", "_realpaths")
 
     def __init__(self) -> None:
         self._facts: dict[int, ProcFacts] = {}
         self._fds: dict[tuple[int, int], str] = {}
         self._realpaths: dict[str, str] = {}
+        self._identities: dict[str, tuple[int, int]] = {}
 
     def is_memfd_dev(self, dev: int) -> bool:
         """A capture does not record the live host's memfd devices: the name and link count decide."""
@@ -297,6 +316,17 @@ class ReplayFacts:
 
     def realpath(self, path: str) -> str:
         return self._realpaths.get(path, path)
+
+    def feed_identity(self, path: str, identity: tuple[int, int] | None) -> None:
+        """Replay a file identity lookup; ``None`` replays a failed one."""
+        if identity is None:
+            self._identities.pop(path, None)
+        else:
+            self._identities[path] = identity
+
+    def exe_identity(self, path: str) -> tuple[int, int] | None:
+        """Unknown (a capture from before identity records, or a failed lookup): the table reads /proc."""
+        return self._identities.get(path)
 
     def feed(self, facts: ProcFacts) -> None:
         self._facts[facts.pid] = facts

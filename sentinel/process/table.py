@@ -125,6 +125,8 @@ class TableStats:
     late_processes: int = 0  # first seen by an event other than their fork
     depth_truncated: int = 0  # chains cut at max_depth
     exited_pending: int = 0  # exits waiting for their TTL
+    exec_verified: int = 0  # execs of known processes named from the event (the file's identity checked)
+    exec_proc_reads: int = 0  # execs of known processes that read /proc (identity unknown or not matching)
 
 
 def entity_id(boot_id: str, pid: int, start_ticks: int) -> str:
@@ -440,15 +442,30 @@ class ProcessTable:
         return 1 if delta > FORK_MATCH_NS else 0  # kernel start ticks
 
     def _on_exec(self, proc: Process, ev: Event, created: bool, facts: ProcFacts | None) -> None:
-        """Successful execs only. Prefer the kernel's view of exe/cwd, when /proc still shows this process."""
+        """Successful execs only. A process the table already knew is named from the event when the path it
+        called still leads to the very file the probe saw it run (:meth:`_exe_matches`); otherwise, or for a
+        process just created from /proc, /proc's view of exe/cwd wins when it still shows this process."""
         proc.args = list(ev.argv)
         proc.filename = ev.filename
         proc.comm = ev.comm
         proc.exec_count += 1
+        called: str | None = None  # the path as called (absolute when the base is known), once looked up
+        resolved = ""  # ... and its resolution
+        verified = False
+        cwd = proc.cwd
         if not created:  # else the facts were read a moment ago, while creating the entry
-            facts = self.facts.read(proc.pid)
-            if facts is not None and not self._facts_match(proc, facts):
-                facts = None
+            if self._exe_verifiable(proc, ev):
+                called = resolved = self._exe_called(proc, ev)
+                if called.startswith("/"):
+                    resolved = self.facts.realpath(called)
+                    verified = self._exe_matches(resolved, ev)
+            if verified:
+                self._stats.exec_verified += 1
+            else:
+                self._stats.exec_proc_reads += 1
+                facts = self.facts.read(proc.pid)
+                if facts is not None and not self._facts_match(proc, facts):
+                    facts = None
         if facts is not None:
             if facts.cwd:
                 proc.cwd = facts.cwd
@@ -456,18 +473,58 @@ class ProcessTable:
             self._adopt_parent(proc, facts)
         if ev.tty_nr >= 0:  # the probe read the terminal at the exec: exact even when /proc is gone
             proc.tty_nr = ev.tty_nr
-        if facts is not None and facts.exe:
+        if verified:
+            proc.exe = resolved  # the file the kernel runs, by a path that leads to it without symlinks
+            proc.exe_deleted = proc.exe_memfd = False
+        elif facts is not None and facts.exe:
             proc.exe = facts.exe  # the kernel's own resolution: symlinks followed
             proc.exe_deleted, proc.exe_memfd = facts.exe_deleted, facts.exe_memfd
-        else:
-            dirfd = ev.dirfd if ev.flags & FLAG_EXECVEAT else AT_FDCWD
-            exe = acting_process_path(self.resolve_path(proc, dirfd, ev.filename), proc.pid, ev.tid)
-            proc.exe = self.facts.realpath(exe) if exe.startswith("/") else exe
+        else:  # each lookup once per event, as a replay answers it; again only if /proc moved the cwd
+            if called is None or (proc.cwd != cwd and self._called_from_cwd(ev)):
+                exe = self._exe_called(proc, ev)
+                if exe != called:
+                    called = exe
+                    resolved = self.facts.realpath(exe) if exe.startswith("/") else exe
+            proc.exe = resolved
             proc.exe_deleted = proc.exe_memfd = False
         if ev.exe_nlink >= 0:  # what the probe saw the process run: decides memfd and deleted files
             self._exe_identity(proc, ev)
         if self._procs.get(proc.pid) is proc:
             self._procs.move_to_end(proc.pid)
+
+    @staticmethod
+    def _exe_verifiable(proc: Process, ev: Event) -> bool:
+        """Whether the event and the table can stand in for /proc: the probe read the executable's identity
+        (a linked file: a memfd or a deleted file has no path to verify) and the terminal, the table knows
+        the cwd and the lineage (a process with neither parent nor ppid needs /proc's ppid)."""
+        return (
+            ev.exe_nlink > 0
+            and ev.tty_nr >= 0
+            and proc.cwd[:1] == "/"
+            and (proc.parent is not None or proc.ppid > 0)
+        )
+
+    def _exe_called(self, proc: Process, ev: Event) -> str:
+        """The executable as the process named it, absolute when its cwd or execveat dirfd is known."""
+        dirfd = ev.dirfd if ev.flags & FLAG_EXECVEAT else AT_FDCWD
+        return acting_process_path(self.resolve_path(proc, dirfd, ev.filename), proc.pid, ev.tid)
+
+    @staticmethod
+    def _called_from_cwd(ev: Event) -> bool:
+        """Whether the executable was named relative to the cwd (not absolute, not from an execveat dirfd)."""
+        if ev.filename.startswith("/"):
+            return False
+        return not (ev.flags & FLAG_EXECVEAT) or ev.dirfd == AT_FDCWD
+
+    def _exe_matches(self, resolved: str, ev: Event) -> bool:
+        """Whether ``resolved`` names the file the probe saw the process run, by a fresh look at it (so a
+        cached resolution or a symlink re-pointed since the exec cannot name another file). A path under
+        /proc names some process's own file: only /proc's own answer is taken for it. Another path to the
+        same inode (a hard link, a bind mount) is the same file."""
+        if resolved[:1] != "/" or resolved.startswith("/proc/"):
+            return False
+        identity = self.facts.exe_identity(resolved)
+        return identity is not None and identity[0] == ev.exe_ino and identity[1] == ev.exe_dev
 
     def _exe_identity(self, proc: Process, ev: Event) -> None:
         """A memfd has no path at all: name it as the kernel does ("memfd:NAME"), whatever was exec'd."""

@@ -21,6 +21,7 @@ from sentinel.capture import (
     CaptureWriter,
     FactsMiss,
     FdFact,
+    IdentityFact,
     LossReport,
     SegmentStart,
     SnapshotEnd,
@@ -324,6 +325,18 @@ def test_facts_fd_loss_snapshot_and_miss_round_trip(tmp_path: Path) -> None:
     assert type(items[1]) is ProcFacts
 
 
+def test_identity_records_round_trip(tmp_path: Path) -> None:
+    """A file identity lookup (version 4) and a failed one; any byte string as the path."""
+    path = tmp_path / "c"
+    with CaptureWriter(path, HEADER) as w:
+        w.write_identity("/usr/bin/true", (U64, 2049))
+        w.write_identity(raw(b"/tmp/\xff x"), None)
+    items, reader = read_all(path)
+    assert reader.problem is None
+    assert items[1:] == [IdentityFact("/usr/bin/true", (U64, 2049)), IdentityFact(raw(b"/tmp/\xff x"), None)]
+    assert describe(path).records["identity"] == 2
+
+
 def test_facts_with_a_nul_inside_an_argument_are_refused(tmp_path: Path) -> None:
     with CaptureWriter(tmp_path / "c", HEADER) as w, pytest.raises(ValueError, match="NUL"):
         w.write_facts(make_facts(args=["a\x00b"]))
@@ -344,7 +357,7 @@ def test_header_is_complete_and_segments_are_exposed(tmp_path: Path) -> None:
     assert [h["boot_id"] for h in reader.headers] == ["b00t", "other-boot"]
     assert reader.headers[1]["created_ns"] == 77
     head = reader.headers[0]
-    assert head["format"] == "sentinel-capture" and head["version"] == 3
+    assert head["format"] == "sentinel-capture" and head["version"] == 4
     assert {k: head[k] for k in HOST} == HOST and head["probe_mode"] == "test"
     assert isinstance(head["created_ns"], int)
 
@@ -569,7 +582,7 @@ def test_headerless_file_is_not_a_capture(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("changes", "kind", "message"),
     [
-        ({"version": 4}, "unsupported", "unsupported capture version 4"),
+        ({"version": 5}, "unsupported", "unsupported capture version 5"),
         ({"version": "1"}, "corrupt", "version is str"),
         ({"format": "sentinel-capturez"}, "not-a-capture", "not a sentinel capture: format is str"),
         ({"boot_time_ns": None}, "corrupt", "lacks 'boot_time_ns'"),
@@ -627,6 +640,10 @@ BAD_RECORDS: list[Any] = [
     (pack([4, 1, "open", "3"]), "loss record count is str"),
     (pack([5]), "snapshot_end record has 1 elements"),
     (pack([6, "1"]), "facts_miss record pid is str"),
+    (pack([8, b"/x", 1]), "identity record has 3 elements, expected 4"),
+    (pack([8, "/x", 1, 2]), "identity record path is str"),
+    (pack([8, b"/x", 1, None]), "identity record dev is None"),
+    (pack([8, b"/x", "1", 2]), "identity record ino is str"),
     *(
         pytest.param(bad, message)
         for bad, message in [
@@ -641,7 +658,7 @@ BAD_RECORDS: list[Any] = [
             (pack([2, 1, 2, 3, b"c", None, None, None, 0, 0, None]), "tty_nr is None"),
         ]
     ),
-    (pack({"format": "sentinel-capture", "version": 4}), "unsupported capture version 4"),
+    (pack({"format": "sentinel-capture", "version": 5}), "unsupported capture version 5"),
     (pack({"format": "x", "version": 1}), "a map that is not a segment header: format is str 'x'"),
     (pack({"format": "sentinel-capture", "version": 1}), "header lacks 'hostname'"),
     (b"\xc1", "not valid msgpack"),
@@ -718,7 +735,7 @@ def test_a_record_whose_parts_add_up_past_the_limit_is_refused(tmp_path: Path) -
 def test_a_later_segment_with_another_version_stops_there(tmp_path: Path) -> None:
     path = tmp_path / "c"
     first = header_bytes() + pack([6, 1])
-    path.write_bytes(first + header_bytes(version=4) + pack([6, 2]))
+    path.write_bytes(first + header_bytes(version=5) + pack([6, 2]))
     items, reader = read_all(path)
     assert items[1:] == [FactsMiss(1)]
     assert reader.problem is not None
