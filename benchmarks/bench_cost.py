@@ -112,17 +112,13 @@ class Bench:
 
 # -- output ---------------------------------------------------------------------------------------------
 
-LABEL_W, TARGET_W, VALUE_W = 44, 24, 44
-
-
-def header(variants: list[Variant]) -> None:
-    cols = "".join(f"{v.label:<{VALUE_W}}" for v in variants)
-    print(f"{'figure':<{LABEL_W}}{'target':<{TARGET_W}}{cols}".rstrip(), flush=True)
+LABEL_W, TARGET_W, VALUE_W = 42, 23, 50
 
 
 def row(label: str, target: str, values: list[str]) -> None:
-    cols = "".join(f"{v:<{VALUE_W}}" for v in values)
-    print(f"{label:<{LABEL_W}}{target:<{TARGET_W}}{cols}".rstrip(), flush=True)
+    """One figure: label, target, then a column per variant (a long value pushes the next one right)."""
+    cols = " ".join(f"{v:<{VALUE_W}}" for v in values)
+    print(f"{label:<{LABEL_W}} {target:<{TARGET_W}} {cols}".rstrip(), flush=True)
 
 
 def verdict(ok: bool) -> str:
@@ -206,13 +202,13 @@ def part_slowdown(b: Bench, do_open: bool, do_fork: bool) -> None:
         values = []
         for v in b.variants:
             a, l_, x = ratio("open", v)
-            values.append(f"{x:.2f}x ({a:.0f} -> {l_:.0f} ns) {verdict(x <= floor + 0.10)}")
+            values.append(f"{x:.2f}x ({a:.0f} -> {l_:.0f} ns/iteration) {verdict(x <= floor + 0.10)}")
         row("open+close loop slowdown", f"<= floor+0.10 = {floor + 0.10:.2f}x", values)
     if do_fork:
         values = []
         for v in b.variants:
             a, l_, x = ratio("forkexec", v)
-            values.append(f"{x:.2f}x ({a:.0f} -> {l_:.0f} us) {verdict(x <= 1.05)}")
+            values.append(f"{x:.2f}x ({a:.0f} -> {l_:.0f} us/iteration) {verdict(x <= 1.05)}")
         row("fork+exec loop slowdown", "<= 1.05x", values)
 
 
@@ -300,7 +296,11 @@ def part_memory(b: Bench) -> None:
         "",
         [mib(got[v.label]["storm"]) for v in b.variants],
     )
-    row("peak RSS (VmHWM)", "", [f"{got[v.label]['storm']['VmHWM'] / 1024:.1f} MiB" for v in b.variants])
+    row(
+        "peak RSS (VmHWM: start-up compile included)",
+        "",
+        [f"{got[v.label]['storm']['VmHWM'] / 1024:.1f} MiB" for v in b.variants],
+    )
     row(
         "process table entries, start / stop",
         "",
@@ -539,7 +539,7 @@ def main() -> int:
         bench = Bench(variants, build(work, ("openloop", "forkexec", "rategen")), work, s, env)
         print(f"sentinel cost benchmark: `sentinel run` defaults  (cpus={os.cpu_count()}, "
               f"kernel={os.uname().release}{', quick' if s.quick else ''})", flush=True)  # fmt: skip
-        header(variants)
+        row("figure", "target", [v.label for v in variants])
         if "cpu" in parts:
             part_cpu(bench)
         if "open" in parts or "forkexec" in parts:
