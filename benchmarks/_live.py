@@ -67,7 +67,12 @@ class Agent:
         self.ready = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        if not self.ready.wait(ready_timeout) or self.proc.poll() is not None:
+        try:
+            ready = self.ready.wait(ready_timeout)
+        except BaseException:  # an interrupted benchmark leaves no agent behind
+            self.proc.kill()
+            raise
+        if not ready or self.proc.poll() is not None:
             self.proc.kill()
             sys.exit(f"bench: agent did not become ready: {self.diag[-5:]}")
         time.sleep(settle)  # let the start-up work (bootstrap, first drain) settle before measuring

@@ -74,6 +74,8 @@ class Variant:
 
 @dataclass(slots=True)
 class Settings:
+    """Sizes of each part: the full run's follow the issue's figures, --quick only proves they run."""
+
     quick: bool
     exec_rate: int
     cpu_seconds: float
@@ -129,34 +131,24 @@ def verdict(ok: bool) -> str:
 
 
 def part_cpu(b: Bench) -> None:
+    """One run per mode and variant, alternating: 30 s at a steady rate is already an average."""
     modes: list[tuple[str, tuple[str, ...]]] = [("defaults", ())]
     if not b.s.quick:
         modes.append(("--model off", ("--model", "off")))
-    got: dict[tuple[str, str], list[tuple[float, float, int]]] = {}
-    for r in range(1 if b.s.quick else max(1, b.s.rounds // 5)):
-        for mode, args in modes:
-            for v in b.variants:
-                progress(
-                    f"cpu: round {r + 1}, {mode}, {v.label}: {b.s.exec_rate} execs/s for {b.s.cpu_seconds}s"
-                )
-                with b.agent(v, *args) as agent:
-                    cpu0, t0 = agent.cpu_seconds(), time.monotonic()
-                    done = run_value([b.bins["rategen"], "exec", str(b.s.exec_rate), str(b.s.cpu_seconds)])
-                    t1 = time.monotonic()
-                    time.sleep(1.0)  # the backlog the generator left
-                    cpu1 = agent.cpu_seconds()
-                    stats = agent.stop()
-                pct = 100 * (cpu1 - cpu0) / (t1 - t0)
-                got.setdefault((mode, v.label), []).append((pct, done / (t1 - t0), stats["lost"]["exec"]))
-    for mode, _ in modes:
+    for mode, args in modes:
         values = []
         for v in b.variants:
-            runs = got[(mode, v.label)]
-            pct = statistics.median(x[0] for x in runs)
-            rate = statistics.median(x[1] for x in runs)
-            lost = sum(x[2] for x in runs)
+            progress(f"cpu: {mode}, {v.label}: {b.s.exec_rate} execs/s for {b.s.cpu_seconds}s")
+            with b.agent(v, *args) as agent:
+                cpu0, t0 = agent.cpu_seconds(), time.monotonic()
+                done = run_value([b.bins["rategen"], "exec", str(b.s.exec_rate), str(b.s.cpu_seconds)])
+                t1 = time.monotonic()
+                time.sleep(1.0)  # the backlog the generator left
+                cpu1 = agent.cpu_seconds()
+                lost = agent.stop()["lost"]["exec"]
+            pct = 100 * (cpu1 - cpu0) / (t1 - t0)
             ok = f" {verdict(pct <= 10.0)}" if mode == "defaults" else ""
-            values.append(f"{pct:5.1f}% at {rate:,.0f}/s, {lost} lost{ok}")
+            values.append(f"{pct:5.1f}% at {done / (t1 - t0):,.0f}/s, {lost} lost{ok}")
         label = f"agent CPU, {b.s.exec_rate} execs/s, {mode}"
         row(label, "<= 10% of one CPU" if mode == "defaults" else "(reference)", values)
 
