@@ -420,7 +420,7 @@ def latency_run(b: Bench, v: Variant, n: int) -> dict[str, list[float]]:
     marker = str(exe.parent)  # unique to this run: its alerts name it
     port = server.server_address[1]
     try:
-        with b.agent(v, "--output", f"http:http://127.0.0.1:{port}/", "--output", f"file:{path}"):
+        with b.agent(v, "--output", f"http:http://127.0.0.1:{port}/", "--output", f"file:{path}") as agent:
             shells: list[subprocess.Popen[bytes]] = []
             t0 = time.monotonic()
             for k in range(n):
@@ -433,6 +433,10 @@ def latency_run(b: Bench, v: Variant, n: int) -> dict[str, list[float]]:
             wait_until(
                 lambda: min(len(latencies(http_in, marker)), len(latencies(file_in, marker))) >= n, 15.0
             )
+            stats = agent.stop()
+            matches = (
+                agent.record("sentinel.detection_stopped").get("alerts_by_rule", {}).get(TRIGGER_RULE, 0)
+            )
     finally:
         stop.set()
         watcher.join(5)
@@ -442,8 +446,11 @@ def latency_run(b: Bench, v: Variant, n: int) -> dict[str, list[float]]:
     for sink, arrivals in (("http", http_in), ("file", file_in)):
         out[sink] = latencies(arrivals, marker)
         if len(out[sink]) < n:
-            progress(f"latency: {len(out[sink])} of {n} trigger alerts at the {sink} sink; it saw "
-                     f"{what_arrived(arrivals)}")  # fmt: skip
+            counters = {k: stats.get(k) for k in ("received", "lost", "kernel")}
+            progress(
+                f"latency: {len(out[sink])} of {n} trigger alerts at the {sink} sink; it saw "
+                f"{what_arrived(arrivals)}; the agent wrote {matches} of the rule's alerts; {counters}"
+            )
     return out
 
 
