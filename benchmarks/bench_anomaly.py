@@ -9,8 +9,8 @@
    model only. Target: ≥ 50k events/s scored with model + rules.
 3. ``--live`` (root): event-to-alert latency in the running agent. Records a short baseline of a busy loop,
    trains on it, runs ``sentinel run`` with that model while the loop goes on and an anomaly is planted
-   every 0.5 s, and reports p50/p99 of ``event.created - @timestamp`` over every alert written. Target:
-   p99 ≤ 100 ms.
+   every 0.5 s, and reports p50/p99 of ``event.created - @timestamp`` over every alert written (taken when
+   the alert is rendered; ``bench_cost.py --only latency`` measures at the sinks). Target: p99 ≤ 100 ms.
 
     .venv/bin/python benchmarks/bench_anomaly.py [--events N] [--quick] [--live]
 """

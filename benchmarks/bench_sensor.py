@@ -18,78 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
-import orjson
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-
-
-def build(tmp: Path) -> dict[str, str]:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        sys.exit("bench: a C compiler is needed (scripts/setup.sh installs gcc)")
-    out = {}
-    for name in ("openloop", "forkexec", "rategen", "seccalls"):
-        target = tmp / name
-        subprocess.run([cc, "-O2", "-o", str(target), str(HERE / "c" / f"{name}.c")], check=True)
-        out[name] = str(target)
-    return out
-
-
-class AgentRun:
-    """`sentinel events` with stdout to /dev/null; its stderr diagnostics are parsed for stats."""
-
-    def __init__(self, *extra: str) -> None:
-        self.diag: list[dict[str, Any]] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sentinel.cli", "events", *extra],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd=REPO,
-        )
-        self.ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self.ready.wait(60):
-            self.proc.kill()
-            sys.exit(f"bench: agent did not become ready: {self.diag[-5:]}")
-        time.sleep(1.0)  # let the start-up work (bootstrap, first drain) settle before measuring
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            try:
-                rec = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            self.diag.append(rec)
-            if rec.get("event") == "sentinel.ready":
-                self.ready.set()
-
-    def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.proc.pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> dict[str, Any]:
-        self.proc.terminate()
-        self.proc.wait(30)
-        time.sleep(0.2)
-        stopped = [d for d in self.diag if d.get("event") == "sentinel.stopped"]
-        return stopped[-1] if stopped else {}
-
-
-def run_value(cmd: list[str]) -> float:
-    return float(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip())
+from _live import Agent, build, floor_slowdown, run_value
 
 
 def slowdown(tool: list[str], rounds: int, agent_args: tuple[str, ...]) -> tuple[float, float, float]:
@@ -97,34 +32,13 @@ def slowdown(tool: list[str], rounds: int, agent_args: tuple[str, ...]) -> tuple
     base, loaded = [], []
     for _ in range(rounds):
         base.append(run_value(tool))
-        agent = AgentRun(*agent_args)
+        agent = Agent("events", *agent_args)
         try:
             loaded.append(run_value(tool))
         finally:
             agent.stop()
     b, l_ = statistics.median(base), statistics.median(loaded)
     return b, l_, l_ / b
-
-
-FLOOR_PROBES = r"""
-TRACEPOINT_PROBE(syscalls, sys_enter_openat) { return 0; }
-TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return 0; }
-"""
-
-
-def floor_slowdown(tool: list[str], rounds: int) -> float:
-    """What merely attaching empty enter+exit programs to openat costs: no tracepoint sensor can go below."""
-    from bcc import BPF
-
-    base, loaded = [], []
-    for _ in range(rounds):
-        base.append(run_value(tool))
-        bpf = BPF(text=FLOOR_PROBES)
-        try:
-            loaded.append(run_value(tool))
-        finally:
-            bpf.cleanup()
-    return statistics.median(loaded) / statistics.median(base)
 
 
 def bench_open(bins: dict[str, str], rounds: int, n_open: int) -> None:
@@ -144,7 +58,7 @@ def bench_open(bins: dict[str, str], rounds: int, n_open: int) -> None:
 
 
 def bench_sustained(bins: dict[str, str], rate: int, secs: float) -> None:
-    agent = AgentRun("--types", "open")
+    agent = Agent("events", "--types", "open")
     t0 = time.monotonic()
     done = int(run_value([bins["rategen"], "open", str(rate), str(secs)]))
     elapsed = time.monotonic() - t0
@@ -162,7 +76,7 @@ def bench_sustained(bins: dict[str, str], rate: int, secs: float) -> None:
 
 
 def bench_cpu(bins: dict[str, str], exec_rate: int, secs: float) -> None:
-    agent = AgentRun()
+    agent = Agent("events")
     cpu0, t0 = agent.cpu_seconds(), time.monotonic()
     done = int(run_value([bins["rategen"], "exec", str(exec_rate), str(secs)]))
     cpu1, t1 = agent.cpu_seconds(), time.monotonic()
@@ -186,7 +100,7 @@ def bench_families(bins: dict[str, str], rounds: int, calls: int) -> None:
     for _ in range(rounds):
         for f in FAMILIES:
             base[f].append(run_value([bins["seccalls"], f, str(calls)]))
-        agent = AgentRun()
+        agent = Agent("events")
         try:
             for f in FAMILIES:
                 loaded[f].append(run_value([bins["seccalls"], f, str(calls)]))
