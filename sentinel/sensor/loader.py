@@ -46,7 +46,6 @@ STAT_NAMES = (
     "submit_failed_sys",
     "loader_opens_filtered",
 )
-LOADER_OPENS = ("filter", "report")  # the dynamic loader's library opens right after exec
 
 
 class SensorError(RuntimeError):
