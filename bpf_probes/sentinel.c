@@ -97,7 +97,7 @@ struct task_state {
     struct open_args open;      /* open.type == 0: nothing pending */
     struct connect_args conn;
     u64 gen;                    /* set at exec (and lazily): opens after an exec are news again */
-    u32 loader;                 /* 1 from exec until the first open that is not the loader's (loader_verdict) */
+    u32 loader;                 /* 1 from exec until the first open not the loader's (loader_verdict) */
     u32 pad;
     /* The thread's last de-duplicated open: a tight loop on one file is suppressed here, without hashing
      * the key into open_dedup. last_suppressed is added to the next event's repeat count for that key. */
@@ -789,27 +789,28 @@ static __always_inline int open_suppressed(struct open_event *e, void *state) {
 
 #if LOADER_FILTER
 /* The dynamic loader's opens right after exec (/etc/ld.so.cache, then each shared library: the same for
- * every run of a program, and ~5 of them per exec of even /bin/true) are counted instead of sent while the
+ * every run of a program, two of the five events of a /bin/true) are counted instead of sent while the
  * thread is in its loader phase. loader_verdict says what one open of that phase is:
  *   LOADER_OTHER  not the loader's kind of open: reported, and the phase ends (the program's own code runs);
  *   LOADER_KEEP   a read-only library path, but not provably the file it names (a symlink: a versioned
  *                 library, or anything else; an error other than ENOENT): reported, the phase goes on;
  *   LOADER_HIDE   read-only, a canonical absolute path (at most LOADER_PATH_LEN bytes) that is
- *                 /etc/ld.so.cache or a shared object's name under a system library directory, and either absent (ENOENT: the loader probing its search path)
- *                 or opened to a file whose own name is the path's last component. */
+ *                 /etc/ld.so.cache or a shared object's name under a system library directory, and either
+ *                 absent (ENOENT: the loader probing its search path) or opened to a file whose own name is
+ *                 the path's last component. */
 #define LOADER_OTHER 0
 #define LOADER_KEEP 1
 #define LOADER_HIDE 2
 #define LOADER_NAME_LEN 64
 #ifndef LOADER_PATH_LEN
-/* Longer paths are reported (and end the phase): the loader's are shorter (.../glibc-hwcaps/x86-64-v3/... ~70
- * bytes), and each byte scanned is verifier work (256 exceeded its limits). */
+/* Longer paths are reported (and end the phase): the loader's are shorter (~70 bytes for
+ * .../glibc-hwcaps/x86-64-v3/...), and each byte scanned is verifier work (256 exceeded its limits). */
 #define LOADER_PATH_LEN 128
 #endif
 
 /* Little-endian word of 8 path bytes, to compare a path's start with a constant in one load. */
-#define W8(a, b, c, d, e, f, g, h)                                                                            \
-    ((u64)(a) | (u64)(b) << 8 | (u64)(c) << 16 | (u64)(d) << 24 | (u64)(e) << 32 | (u64)(f) << 40 |          \
+#define W8(a, b, c, d, e, f, g, h)                                                                           \
+    ((u64)(a) | (u64)(b) << 8 | (u64)(c) << 16 | (u64)(d) << 24 | (u64)(e) << 32 | (u64)(f) << 40 |         \
      (u64)(g) << 48 | (u64)(h) << 56)
 
 /* /lib/, /lib64/, /lib32/ or /libx32/ at path[off] (off: 0, or 4 after "/usr"); not /usr/local/lib (often
@@ -850,9 +851,9 @@ static __always_inline int loader_verdict(const char *path, int n, u32 flags, lo
             return LOADER_OTHER;  /* "//", "/./" or "/../" */
     }
     /* The last component, read backwards from its end: where it starts, and whether it is a shared object's
-     * name (".so" at its end or before a '.'). The loop
-     * bounds m, not n: a bound learnt on n at each iteration would make the rest of open_exit one verifier
-     * state per iteration (the masked copy is the same value in a register the verifier does not link). */
+     * name (".so" at its end or before a '.'). The loop bounds m, not n: a bound learnt on n at each
+     * iteration would make the rest of open_exit one verifier state per iteration (the masked copy is the
+     * same value in a register the verifier does not link). */
     u32 m = (u32)n;
     barrier_var(m);
     m &= 2 * LOADER_PATH_LEN - 1;
@@ -880,7 +881,7 @@ static __always_inline int loader_verdict(const char *path, int n, u32 flags, lo
         return LOADER_HIDE;
     if (ret < 0)
         return LOADER_KEEP;
-    /* The file reached must carry the name the path ends with: a symlink "x.so" to /etc/shadow never hides. */
+    /* The file reached must carry the name the path ends with: a symlink x.so to /etc/shadow is reported. */
     u64 mnt = 0, dentry = 0;
     if (fd_location(CURRENT_TASK(), ret, &mnt, &dentry, NULL) < 0 || !dentry)
         return LOADER_KEEP;
