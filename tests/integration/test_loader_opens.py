@@ -24,6 +24,7 @@ pytestmark = pytest.mark.kernel
 
 # What ld.so opens for /bin/true on the test hosts (Debian, x86-64: libc's path as ld.so.cache spells it).
 LOADER_PATHS = {"/etc/ld.so.cache", "/lib/x86_64-linux-gnu/libc.so.6"}
+TYPES = ("--types", "exec,open,exit")  # what this module reads: its own agents stop fast on a busy host
 
 
 def system_libc() -> str:
@@ -85,7 +86,7 @@ def preload_lib(build: Callable[..., str], tmp_path_factory: pytest.TempPathFact
 
 def test_true_loader_opens_are_counted_not_sent() -> None:
     """A fresh filtering agent: /bin/true's ld.so.cache and libc opens are not sent, and are counted."""
-    own = Agent()
+    own = Agent(*TYPES)
     try:
         ready = next(d for d in own.diagnostics if d.get("event") == "sentinel.ready")
         assert ready["loader_opens"] == "filter"
@@ -99,7 +100,7 @@ def test_true_loader_opens_are_counted_not_sent() -> None:
 def test_hash_fallback_filters_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Without task storage the phase is kept with the process's generation: the same result."""
     monkeypatch.setenv("SENTINEL_STASH", "hash")
-    own = Agent()
+    own = Agent(*TYPES)
     monkeypatch.delenv("SENTINEL_STASH")
     try:
         ready = next(d for d in own.diagnostics if d.get("event") == "sentinel.ready")
@@ -119,7 +120,7 @@ def test_hash_fallback_filters_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 
 def test_report_sends_the_loader_opens() -> None:
-    own = Agent("--loader-opens", "report")
+    own = Agent(*TYPES, "--loader-opens", "report")
     try:
         ready = next(d for d in own.diagnostics if d.get("event") == "sentinel.ready")
         assert ready["loader_opens"] == "report"
