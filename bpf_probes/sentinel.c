@@ -14,7 +14,8 @@
  * send no credentials, start times or executable identity (flags say so) and do not de-duplicate opens.
  *
  * Compile-time parameters (set by sentinel/sensor/loader.py): SELF_TGID, OPEN_DEDUP_NS (0 disables),
- * STASH_ENTRIES, DEDUP_ENTRIES, USE_TASK_STORAGE, HAVE_KOFFSETS + K_*, HAVE_TP_* for optional tracepoints.
+ * LOADER_FILTER (1: the dynamic loader's library opens after exec are counted, not sent), STASH_ENTRIES,
+ * DEDUP_ENTRIES, USE_TASK_STORAGE, HAVE_KOFFSETS + K_*, HAVE_TP_* for optional tracepoints.
  */
 #include <uapi/linux/ptrace.h>
 #include "sentinel_events.h"
@@ -31,10 +32,16 @@
 #ifndef DEDUP_ENTRIES
 #define DEDUP_ENTRIES 16384
 #endif
+#ifndef LOADER_FILTER
+#define LOADER_FILTER 0
+#endif
 #ifndef HAVE_KOFFSETS
-/* The de-duplication key must name the file, not its spelling: without kernel offsets it cannot. */
+/* The de-duplication key must name the file, not its spelling: without kernel offsets it cannot. Nor can
+ * the loader filter check that a library path reached a file of that name. */
 #undef OPEN_DEDUP_NS
 #define OPEN_DEDUP_NS 0
+#undef LOADER_FILTER
+#define LOADER_FILTER 0
 #endif
 
 #define S_AT_FDCWD -100
@@ -50,6 +57,7 @@
 #define S_AF_UNIX 1
 #define S_AF_INET 2
 #define S_AF_INET6 10
+#define S_ENOENT 2
 
 /* Counters user space reads (and exposes): index = STAT_* */
 #define STAT_SUBMIT_FAIL_EXEC 0
@@ -61,7 +69,8 @@
 #define STAT_STASH_FULL 6
 #define STAT_ARGV_TRUNCATED 7
 #define STAT_SUBMIT_FAIL_SYS 8
-#define STAT_MAX 9
+#define STAT_LOADER_OPENS_FILTERED 9
+#define STAT_MAX 10
 
 /* Stop clang from merging a bounds check into arithmetic the verifier cannot follow. */
 #define barrier_var(v) asm volatile("" : "+r"(v))
@@ -88,6 +97,8 @@ struct task_state {
     struct open_args open;      /* open.type == 0: nothing pending */
     struct connect_args conn;
     u64 gen;                    /* set at exec (and lazily): opens after an exec are news again */
+    u32 loader;                 /* 1 from exec until the first open not the loader's (loader_verdict) */
+    u32 pad;
     /* The thread's last de-duplicated open: a tight loop on one file is suppressed here, without hashing
      * the key into open_dedup. last_suppressed is added to the next event's repeat count for that key. */
     u64 last_ns;
@@ -376,9 +387,12 @@ static __always_inline int stash_open(u32 tid, struct open_args *a) {
 #endif
 }
 
-/* Take the pending open of this thread; also returns its image generation (for de-duplication) and, with
- * task storage, the thread's state. */
-static __always_inline int take_open(u32 tid, u32 tgid, struct open_args *out, u64 *gen, void **state) {
+/* Take the pending open of this thread; also returns its image generation (for de-duplication), whether it
+ * is in the loader phase and, with task storage, the thread's state. Without task storage the phase is bit 0
+ * of the process's proc_gen entry (kept out of the generation): per process, not per thread, which is the
+ * same thing right after exec, when the process has one thread. */
+static __always_inline int take_open(u32 tid, u32 tgid, struct open_args *out, u64 *gen, u32 *loader,
+                                     void **state) {
 #ifdef USE_TASK_STORAGE
     struct task_state *s = my_state(0);
     if (!s || !s->open.type)
@@ -389,6 +403,7 @@ static __always_inline int take_open(u32 tid, u32 tgid, struct open_args *out, u
     if (!s->gen)
         s->gen = bpf_ktime_get_boot_ns();
     *gen = s->gen;
+    *loader = s->loader;
     return 0;
 #else
     struct open_args *a = open_stash.lookup(&tid);
@@ -397,8 +412,23 @@ static __always_inline int take_open(u32 tid, u32 tgid, struct open_args *out, u
     *out = *a;
     open_stash.delete(&tid);
     u64 *g = proc_gen.lookup(&tgid);
-    *gen = g ? *g : 0;
+    u64 v = g ? *g : 0;
+    *gen = v & ~1ULL;
+    *loader = v & 1;
     return 0;
+#endif
+}
+
+/* The program's own code has started (or something not the loader's happened): report every open again. */
+static __always_inline void end_loader_phase(u32 tgid, void *state) {
+#ifdef USE_TASK_STORAGE
+    struct task_state *s = state;
+    if (s)
+        s->loader = 0;
+#else
+    u64 *g = proc_gen.lookup(&tgid);
+    if (g)
+        *g &= ~1ULL;
 #endif
 }
 
@@ -432,13 +462,16 @@ static __always_inline int take_connect(u32 tid, struct connect_args *out) {
 #endif
 }
 
-/* A new process image (or a new process): its opens are news again. */
+/* A new process image: its opens are news again, and the dynamic loader is about to run (loader phase). */
 static __always_inline void new_generation(u32 tgid, u64 gen) {
 #ifdef USE_TASK_STORAGE
     struct task_state *s = my_state(BPF_LOCAL_STORAGE_GET_F_CREATE);
-    if (s)
+    if (s) {
         s->gen = gen;
+        s->loader = LOADER_FILTER;
+    }
 #else
+    gen = (gen & ~1ULL) | LOADER_FILTER;
     proc_gen.update(&tgid, &gen);
 #endif
 }
@@ -557,13 +590,10 @@ static __always_inline int exec_exit(void *ctx, long ret) {
     }
     fill_header(&e->h, EVT_EXEC, pid_tgid);  /* keeps the flags exec_enter set */
     e->ret = ret;
-    if (ret == 0) {
-        /* A new image: opens of the same paths are news again. */
-        new_generation(pid_tgid >> 32, e->h.ts_ns);
 #ifdef HAVE_KOFFSETS
+    if (ret == 0)
         read_exec_identity(e);
 #endif
-    }
     u32 len = e->filename_len + e->args_len;
     if (len > EXEC_DATA_LEN)
         len = EXEC_DATA_LEN;
@@ -594,10 +624,12 @@ TRACEPOINT_PROBE(syscalls, sys_exit_execveat) {
     return exec_exit(args, args->ret);
 }
 
-/* A non-leader thread that execs takes over the leader's pid: move its stash so the exit finds it. */
+/* A new image (here, not at the syscall's exit: even when the exec's stash was lost). A non-leader thread
+ * that execs takes over the leader's pid: move its stash so the exit finds it. */
 TRACEPOINT_PROBE(sched, sched_process_exec) {
     u32 old = args->old_pid;
     u32 now = args->pid;
+    new_generation(bpf_get_current_pid_tgid() >> 32, bpf_ktime_get_boot_ns());
     if (old == now)
         return 0;
     struct exec_event *e = exec_stash.lookup(&old);
@@ -660,7 +692,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
 #endif
 #ifndef USE_TASK_STORAGE
     u32 child = args->child_pid;  /* with task storage the child's state starts empty: a new generation */
-    u64 gen = e.h.ts_ns;
+    u64 gen = e.h.ts_ns & ~1ULL;  /* not in the loader phase: bit 0 is the phase */
     proc_gen.update(&child, &gen);
 #endif
     if (is_self(pid_tgid))
@@ -755,14 +787,132 @@ static __always_inline int open_suppressed(struct open_event *e, void *state) {
 }
 #endif
 
+#if LOADER_FILTER
+/* The dynamic loader's opens right after exec (/etc/ld.so.cache, then each shared library: the same for
+ * every run of a program, two of the five events of a /bin/true) are counted instead of sent while the
+ * thread is in its loader phase. loader_verdict says what one open of that phase is:
+ *   LOADER_OTHER  not the loader's kind of open: reported, and the phase ends (the program's own code runs);
+ *   LOADER_KEEP   a read-only library path, but not provably the file it names (a symlink: a versioned
+ *                 library, or anything else; an error other than ENOENT): reported, the phase goes on;
+ *   LOADER_HIDE   read-only, a canonical absolute path (at most LOADER_PATH_LEN bytes) that is
+ *                 /etc/ld.so.cache or a shared object's name under a system library directory, and either
+ *                 absent (ENOENT: the loader probing its search path) or opened to a file whose own name is
+ *                 the path's last component. */
+#define LOADER_OTHER 0
+#define LOADER_KEEP 1
+#define LOADER_HIDE 2
+#define LOADER_NAME_LEN 64
+#ifndef LOADER_PATH_LEN
+/* Longer paths are reported (and end the phase): the loader's are shorter (~70 bytes for
+ * .../glibc-hwcaps/x86-64-v3/...), and each byte scanned is verifier work (256 exceeded its limits). */
+#define LOADER_PATH_LEN 128
+#endif
+
+/* Little-endian word of 8 path bytes, to compare a path's start with a constant in one load. */
+#define W8(a, b, c, d, e, f, g, h)                                                                           \
+    ((u64)(a) | (u64)(b) << 8 | (u64)(c) << 16 | (u64)(d) << 24 | (u64)(e) << 32 | (u64)(f) << 40 |         \
+     (u64)(g) << 48 | (u64)(h) << 56)
+
+/* /lib/, /lib64/, /lib32/ or /libx32/ at path[off] (off: 0, or 4 after "/usr"); not /usr/local/lib (often
+ * writable by a group, and where an administrator's own builds land). */
+static __always_inline int lib_dir_at(const char *path, u32 off) {
+    if (path[off] != '/' || path[off + 1] != 'l' || path[off + 2] != 'i' || path[off + 3] != 'b')
+        return 0;
+    char a = path[off + 4], b = path[off + 5], c = path[off + 6], d = path[off + 7];
+    return a == '/' || ((a == '6' && b == '4' || a == '3' && b == '2') && c == '/') ||
+           (a == 'x' && b == '3' && c == '2' && d == '/');
+}
+
+static __always_inline int loader_verdict(const char *path, int n, u32 flags, long ret) {
+    if (flags & (S_O_ACCMODE | S_O_CREAT | S_O_TRUNC | S_O_APPEND | S_O_TMPFILE | S_O_PATH | S_O_DIRECTORY))
+        return LOADER_OTHER;
+    if (n < 2 || n > LOADER_PATH_LEN || path[0] != '/')
+        return LOADER_OTHER;
+    u64 w0 = *(const u64 *)path;
+    int cache = n == 17 && w0 == W8('/', 'e', 't', 'c', '/', 'l', 'd', '.') &&
+                *(const u64 *)(path + 8) == W8('s', 'o', '.', 'c', 'a', 'c', 'h', 'e');
+    if (!cache) {
+        u32 usr = (w0 & 0xFFFFFFFFFFULL) == W8('/', 'u', 's', 'r', '/', 0, 0, 0);
+        if (!(usr ? lib_dir_at(path, 4) : lib_dir_at(path, 0)))
+            return LOADER_OTHER;
+    }
+    /* No empty, "." or ".." component: the path is what it spells. A window of the last four bytes (one
+     * scalar, so every iteration is one verifier state) is checked at each byte and at the end. */
+    u32 w = '/';
+    for (u32 i = 1; i < LOADER_PATH_LEN; i++) {
+        char c = path[i];
+        w = (w << 8) | (u8)c;
+        if (c == 0) {
+            if ((w & 0xFFFF) == 0x2F00 || (w & 0xFFFFFF) == 0x2F2E00 || w == 0x2F2E2E00)
+                return LOADER_OTHER;  /* a trailing "/", "/." or "/.." */
+            break;
+        }
+        if ((w & 0xFFFF) == 0x2F2F || (w & 0xFFFFFF) == 0x2F2E2F || w == 0x2F2E2E2F)
+            return LOADER_OTHER;  /* "//", "/./" or "/../" */
+    }
+    /* The last component, read backwards from its end: where it starts, and whether it is a shared object's
+     * name (".so" at its end or before a '.'). The loop bounds m, not n: a bound learnt on n at each
+     * iteration would make the rest of open_exit one verifier state per iteration (the masked copy is the
+     * same value in a register the verifier does not link). */
+    u32 m = (u32)n;
+    barrier_var(m);
+    m &= 2 * LOADER_PATH_LEN - 1;
+    u32 start = 1;
+    u32 so = 0;
+    u32 v = 0;
+    for (u32 k = 0; k < LOADER_PATH_LEN - 1; k++) {
+        if (k + 2 > m)
+            break;
+        u32 idx = (m - 2 - k) & (LOADER_PATH_LEN - 1);
+        char c = path[idx];
+        if (c == '/') {
+            start = idx + 1;
+            break;
+        }
+        /* The window holds the last four bytes read, the latest (leftmost in the path) lowest: ".so"
+         * followed by the end of the name or a '.' (libc.so.6, ld-linux-x86-64.so.2, x.so). */
+        v = (v << 8) | (u8)c;
+        if ((v & 0xFFFFFF) == 0x6F732E && ((v >> 24) == 0 || (v >> 24) == '.'))
+            so = 1;
+    }
+    if (!cache && !so)
+        return LOADER_OTHER;
+    if (ret == -S_ENOENT)
+        return LOADER_HIDE;
+    if (ret < 0)
+        return LOADER_KEEP;
+    /* The file reached must carry the name the path ends with: a symlink x.so to /etc/shadow is reported. */
+    u64 mnt = 0, dentry = 0;
+    if (fd_location(CURRENT_TASK(), ret, &mnt, &dentry, NULL) < 0 || !dentry)
+        return LOADER_KEEP;
+    u64 name = kread64(dentry, K_DENTRY_D_NAME + K_QSTR_NAME);  /* dentry may be an untyped pointer */
+    char buf[LOADER_NAME_LEN];
+    int len = name ? bpf_probe_read_kernel_str(buf, sizeof(buf), (const void *)name) : -1;
+    u32 want = m - start;  /* the last component and its NUL */
+    if (len <= 1 || len >= LOADER_NAME_LEN || (u32)len != want)
+        return LOADER_KEEP;
+    barrier_var(want);  /* the verifier cannot carry len's bound over to want: check it again */
+    if (want > LOADER_NAME_LEN)
+        return LOADER_KEEP;
+    for (u32 j = 0; j < LOADER_NAME_LEN - 1; j++) {
+        if (j + 1 >= want)
+            break;
+        if (buf[j] != path[(start + j) & (LOADER_PATH_LEN - 1)])
+            return LOADER_KEEP;
+    }
+    return LOADER_HIDE;
+}
+#endif
+
 static __always_inline int open_exit(void *ctx, long ret) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tid = (u32)pid_tgid;
     u32 tgid = pid_tgid >> 32;
     struct open_args st;
     u64 gen = 0;
+    u32 loader = 0;
     void *state = NULL;
-    if (take_open(tid, tgid, &st, &gen, &state) < 0)
+    if (take_open(tid, tgid, &st, &gen, &loader, &state) < 0)
         return 0;
     if (st.type == EVT_CHDIR && ret != 0)
         return 0;  /* a failed chdir changes nothing */
@@ -787,6 +937,17 @@ static __always_inline int open_exit(void *ctx, long ret) {
         e->h.flags |= EVF_PATH_TRUNCATED;
 
     e->h.aux = 0;
+#if LOADER_FILTER
+    if (loader) {
+        int v = st.type == EVT_OPEN ? loader_verdict(&e->key.path[0], n, st.flags, ret) : LOADER_OTHER;
+        if (v == LOADER_HIDE) {
+            count(STAT_LOADER_OPENS_FILTERED);
+            return 0;
+        }
+        if (v == LOADER_OTHER)
+            end_loader_phase(tgid, state);
+    }
+#endif
 #ifdef HAVE_KOFFSETS
     /* Only an open whose directory and file the kernel could name takes part; anything else is reported. */
     if (OPEN_DEDUP_NS && st.type == EVT_OPEN && n < DEDUP_PATH_LEN &&

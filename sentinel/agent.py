@@ -27,7 +27,7 @@ from sentinel.detect import RulesOutcome, apply_reload, find_rules_dir, load_rul
 RESTART_KEYS = (
     "format", "output", "sinks", "state_dir", "model", "learn_period_s", "learn_min_events",
     "learn_save_interval_s", "ml_batch_ms",
-    "metrics_address", "wakeup_events", "pages", "open_dedup_s",
+    "metrics_address", "wakeup_events", "pages", "open_dedup_s", "loader_opens",
 )  # fmt: skip
 
 
@@ -61,7 +61,10 @@ def effective_settings(args: argparse.Namespace, live: bool) -> Config:
         cfg.set_outputs(list(args.output))
     if args.aggregation_window is not None:
         cfg.aggregation_window_s = args.aggregation_window
-    sensor_flags = (("wakeup_events", "wakeup_events"), ("pages", "pages"), ("open_dedup", "open_dedup_s"))
+    sensor_flags = (
+        ("wakeup_events", "wakeup_events"), ("pages", "pages"), ("open_dedup", "open_dedup_s"),
+        ("loader_opens", "loader_opens"),
+    )  # fmt: skip
     for flag, attr in sensor_flags:
         if getattr(args, flag, None) is not None:
             setattr(cfg, attr, getattr(args, flag))

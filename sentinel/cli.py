@@ -60,6 +60,13 @@ def _sensor_args(p: argparse.ArgumentParser) -> None:
         "(default 30; 0 = report every open)",
     )
     g.add_argument(
+        "--loader-opens",
+        choices=["filter", "report"],
+        default="filter",
+        help="the dynamic loader's reads of ld.so.cache and system shared libraries right after exec: "
+        "filter (default: counted in the kernel, not sent) or report each",
+    )
+    g.add_argument(
         "--scheduling",
         choices=["batch", "normal", "idle"],
         default="batch",
@@ -200,6 +207,7 @@ def _sensor_config(args: argparse.Namespace) -> Any:
     cfg = SensorConfig(
         wakeup_events=max(1, args.wakeup_events),
         open_dedup_s=max(0.0, args.open_dedup),
+        loader_opens=args.loader_opens,
         scheduling=getattr(args, "scheduling", "batch"),
         perf_reader=getattr(args, "perf_reader", "auto"),
     )
@@ -500,7 +508,8 @@ def _add_run_parser(sub: Any) -> None:
         "default: off)",
     )
     _sensor_args(run)
-    run.set_defaults(wakeup_events=None, open_dedup=None)  # None = not given: the config file decides
+    # None = not given: the config file decides
+    run.set_defaults(wakeup_events=None, open_dedup=None, loader_opens=None)
 
 
 def _detection_settings(args: argparse.Namespace, command: str) -> Any:
@@ -605,6 +614,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     fmt = cfg.format if sink.format == "mixed" else sink.format
     args.wakeup_events, args.pages, args.open_dedup = cfg.wakeup_events, cfg.pages, cfg.open_dedup_s
+    args.loader_opens = cfg.loader_opens
     args.poll_ms = max(1, min(50, int(cfg.ml_batch_ms)))  # the engine scores queued rows at every poll
     host, table, sensor = _live_setup(args)
     from sentinel.anomaly.live import open_engine

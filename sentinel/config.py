@@ -6,7 +6,7 @@ format: ecs                  # ecs | falco
 output: [stdout, file:/var/log/sentinel/alerts.json]
 sinks: [{kind: http, target: "https://siem.example/alerts", headers: {Authorization: "Bearer ${SIEM_TOKEN}"}}]
 aggregation_window_s: 60     # 0 turns aggregation off
-sensor: {wakeup_events: 64, pages: 1024, open_dedup_s: 30}
+sensor: {wakeup_events: 64, pages: 1024, open_dedup_s: 30, loader_opens: filter}
 ```
 
 The main file (``/etc/sentinel/sentinel.yaml`` unless ``--config`` names another) is read first, then the
@@ -44,7 +44,8 @@ TOP_KEYS = (
     "aggregation_window_s", "sensor", "state_dir", "model", "learning", "ml", "redact", "redact_builtin",
     "metrics", "internal_alerts", "reload",
 )  # fmt: skip
-SENSOR_KEYS = ("wakeup_events", "pages", "open_dedup_s")
+SENSOR_KEYS = ("wakeup_events", "pages", "open_dedup_s", "loader_opens")
+LOADER_OPENS = ("filter", "report")  # sensor.loader_opens: the dynamic loader's library opens after exec
 LEARNING_KEYS = ("period", "min_events", "save_interval")
 ML_KEYS = ("alerts_enabled", "batch_ms")
 METRICS_KEYS = ("address",)
@@ -104,6 +105,7 @@ class Config:
     wakeup_events: int = 64
     pages: int | None = None
     open_dedup_s: float = 30.0
+    loader_opens: str = "filter"  # filter | report: the dynamic loader's library opens right after exec
     source: str | None = None  # the main file it came from (None: defaults, or drop-ins only)
     rules_enable: list[str] = field(default_factory=list)  # rule names or tag:NAME, switched on
     rules_disable: list[str] = field(default_factory=list)  # switched off; applied after enable (wins)
@@ -696,6 +698,8 @@ def _read_sensor(r: _Reader, node: yaml.Node, cfg: Config) -> None:
         cfg.pages = pages
     if "open_dedup_s" in sensor:
         cfg.open_dedup_s = float(r.number(sensor["open_dedup_s"][1], "open_dedup_s", 0))
+    if "loader_opens" in sensor:
+        cfg.loader_opens = r.choice(sensor["loader_opens"][1], "loader_opens", LOADER_OPENS)
     _where_keys(r, cfg, "sensor", sensor)
 
 

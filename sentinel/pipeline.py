@@ -191,6 +191,7 @@ def run_live(
         namespace_facts=getattr(sensor, "namespace_facts", False),
         init_namespaces=getattr(sensor, "init_ns_source", ""),
         open_dedup_s=sensor.config.open_dedup_s if sensor.open_dedup_active else 0,
+        loader_opens=getattr(sensor, "loader_opens_mode", "report"),
         optional_tracepoints_absent=sensor.optional_absent,
     )
     deadline = None if duration is None else time.monotonic() + duration

@@ -44,6 +44,7 @@ STAT_NAMES = (
     "stash_full",
     "argv_truncated",
     "submit_failed_sys",
+    "loader_opens_filtered",
 )
 
 
@@ -62,6 +63,7 @@ class SensorConfig:
     poll_timeout_ms: int = 50
     holdback_ms: float = 5.0
     open_dedup_s: float = 30.0  # 0 disables in-kernel de-duplication of identical opens
+    loader_opens: str = "filter"  # filter: ld.so's library opens after exec are counted, not sent; report
     ignore_pid: int = field(default_factory=os.getpid)
     scheduling: str = "batch"  # batch | normal | idle: see apply_scheduling
     # auto: read the rings directly (sentinel/sensor/perfring.py) where supported, else bcc's reader; "bcc"
@@ -135,6 +137,7 @@ def probe_cflags(
         f"-I{probe_dir}",
         f"-DSELF_TGID={cfg.ignore_pid}",
         f"-DOPEN_DEDUP_NS={int(cfg.open_dedup_s * 1e9)}ULL",
+        f"-DLOADER_FILTER={int(cfg.loader_opens == 'filter')}",
         "-Wno-unused-function",
         "-Wno-macro-redefined",
     ]
@@ -262,6 +265,13 @@ class Sensor:
         """In-kernel open de-duplication runs only with kernel offsets: its key names files by object."""
         return self.config.open_dedup_s > 0 and self.kernel_offsets_mode == "btf"
 
+    @property
+    def loader_opens_mode(self) -> str:
+        """What happens to the loader's opens: filtering needs kernel offsets (the opened file's name)."""
+        if self.config.loader_opens == "filter" and self.kernel_offsets_mode != "btf":
+            return "report (no kernel offsets)"
+        return self.config.loader_opens
+
     def start(self) -> None:
         tracefs = ensure_tracefs()
         self.scheduling = apply_scheduling(self.config.scheduling)
@@ -293,6 +303,9 @@ class Sensor:
         cflags += offsets.cflags()
         src = probe_source(probe_dir)
         try:
+            # $SENTINEL_STASH=hash runs the hash-map fallback on a kernel that has task storage (tests).
+            if os.environ.get("SENTINEL_STASH") == "hash":
+                raise SensorError("SENTINEL_STASH=hash")
             self.bpf = BPF(text=src, cflags=[*cflags, "-DUSE_TASK_STORAGE"])
             self.stash_mode = "task-storage"
         except Exception as first:

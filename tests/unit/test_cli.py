@@ -56,13 +56,15 @@ def test_parser_events_defaults() -> None:
     assert args.wakeup_events == 64
     assert args.pages is None
     assert args.open_dedup == 30.0
+    assert args.loader_opens == "filter"
     assert args.log_level == "info"
 
 
 def test_parser_events_options() -> None:
     args = cli.build_parser().parse_args(
         ["--log-level", "debug", "events", "--types", "all", "--filter", "a=b", "--filter", "c~d",
-         "--duration", "2.5", "--wakeup-events", "1", "--pages", "256", "--open-dedup", "0"]
+         "--duration", "2.5", "--wakeup-events", "1", "--pages", "256", "--open-dedup", "0",
+         "--loader-opens", "report"]
     )  # fmt: skip
     assert args.log_level == "debug"
     assert args.types == "all"
@@ -71,6 +73,10 @@ def test_parser_events_options() -> None:
     assert args.wakeup_events == 1
     assert args.pages == 256
     assert args.open_dedup == 0.0
+    assert args.loader_opens == "report"
+    assert cli._sensor_config(args).loader_opens == "report"
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["events", "--loader-opens", "hide"])
 
 
 def test_parser_record_replay_doctor() -> None:

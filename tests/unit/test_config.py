@@ -20,13 +20,14 @@ def test_full_config(tmp_path: Path) -> None:
         "  wakeup_events: 8\n"
         "  pages: 256\n"
         "  open_dedup_s: 0\n"
+        "  loader_opens: report\n"
     )
     cfg = load_config(str(path))
     assert cfg.rules == [str(tmp_path / "rules"), "/etc/sentinel/local.yaml"]  # relative to the file
     assert cfg.format == "falco"
     assert cfg.output == ["stdout", f"file:{tmp_path / 'alerts.json'}"]
     assert cfg.aggregation_window_s == 30.0
-    assert (cfg.wakeup_events, cfg.pages, cfg.open_dedup_s) == (8, 256, 0.0)
+    assert (cfg.wakeup_events, cfg.pages, cfg.open_dedup_s, cfg.loader_opens) == (8, 256, 0.0, "report")
     assert cfg.source == str(path)
 
 
@@ -56,6 +57,7 @@ def test_single_values_for_lists() -> None:
         ("aggregation_window_s: soon\n", 1, 23, "must be a number"),
         ("aggregation_window_s: .nan\n", 1, 23, "at least 0"),
         ("sensor:\n  pages: 3\n", 2, 10, "power of two"),
+        ("sensor:\n  loader_opens: hide\n", 2, 17, "loader_opens must be one of filter, report"),
         ("sensor:\n  wakeup_events: 0\n", 2, 18, "at least 1"),
         ("sensor:\n  wakeup_events: 1.5\n", 2, 18, "must be an integer"),
         ("sensor:\n  wakeup_events: true\n", 2, 18, "must be an integer"),

@@ -286,7 +286,8 @@ def test_example_config_parses(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_example_config_shows_every_key() -> None:
     text = EXAMPLE.read_text()
     keys = set(TOP_KEYS) | set(SINK_KEYS)
-    keys |= {"wakeup_events", "pages", "open_dedup_s", "period", "min_events", "alerts_enabled", "batch_ms"}
+    keys |= {"wakeup_events", "pages", "open_dedup_s", "loader_opens", "period", "min_events"}
+    keys |= {"alerts_enabled", "batch_ms"}
     keys |= {"address", "sink_backlog", "watch", "interval_s"}
     missing = [k for k in sorted(keys) if not re.search(rf"^\s*#?\s*-?\s*{k}:", text, re.MULTILINE)]
     assert missing == []

@@ -614,7 +614,7 @@ def test_run_bad_config_and_output_exit_before_anything(
 def test_run_parser_defaults_leave_room_for_the_config() -> None:
     args = cli.build_parser().parse_args(["run"])
     assert (args.rules, args.format, args.output, args.config, args.aggregation_window) == (None,) * 5
-    assert (args.wakeup_events, args.open_dedup, args.pages) == (None, None, None)
+    assert (args.wakeup_events, args.open_dedup, args.pages, args.loader_opens) == (None,) * 4
     args = cli.build_parser().parse_args(
         ["run", "--rules", "a", "--rules", "b", "--format", "falco", "--output", "stdout",
          "--output", "file:x", "--aggregation-window", "0", "--wakeup-events", "4", "--duration", "1"]
@@ -638,6 +638,12 @@ def test_run_settings_merge_config_and_flags(tmp_path: Path) -> None:
     )
     cfg = cli._detection_settings(args, "run")
     assert (cfg.rules, cfg.open_dedup_s, cfg.wakeup_events) == (["mine"], 5.0, 8)
+    assert cfg.loader_opens == "filter"  # the default, neither file nor flag changed it
+    config.write_text("rules: [r1]\nsensor: {loader_opens: report}\n")
+    args = cli.build_parser().parse_args(["run", "--config", str(config)])
+    assert cli._detection_settings(args, "run").loader_opens == "report"
+    args = cli.build_parser().parse_args(["run", "--config", str(config), "--loader-opens", "filter"])
+    assert cli._detection_settings(args, "run").loader_opens == "filter"
 
 
 def test_connect_alert_fields() -> None:

@@ -102,7 +102,9 @@ def live(
         "lost": lost,
         "perf_lost": dict.fromkeys(lost, 0),
         "decode_errors": extra.pop("decode_errors", 0),
-        "kernel": {"open_suppressed": 3, "submit_failed_open": 0} if kernel is None else kernel,
+        "kernel": {"open_suppressed": 3, "submit_failed_open": 0, "loader_opens_filtered": 9}
+        if kernel is None
+        else kernel,
         "process_table": extra.pop(
             "process_table",
             {
@@ -207,6 +209,7 @@ def test_scrape_counts_deltas_once_and_survives_decreasing_totals(served: Any) -
     assert value(s, "sentinel_events_lost_total", buffer="exec") == 0  # zero series exist for every buffer
     assert value(s, "sentinel_events_handled_total") == 133
     assert value(s, "sentinel_kernel_counter_total", counter="open_suppressed") == 3
+    assert value(s, "sentinel_kernel_counter_total", counter="loader_opens_filtered") == 9
     assert value(s, "sentinel_rule_alerts_total", rule="A") == 2
     assert value(s, "sentinel_process_table_entries") == 50
     assert value(s, "sentinel_process_table_expired_total") == 2
