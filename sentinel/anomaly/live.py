@@ -41,7 +41,7 @@ from sentinel.anomaly.learning import TrainingJob
 from sentinel.anomaly.model import Group, Model, ModelError, load_model
 from sentinel.anomaly.profiles import SEEN, ProfileState
 from sentinel.anomaly.scorer import CompiledForest, explain
-from sentinel.anomaly.state import DEFAULT_STATE_DIR, HostState, LearningProgress, RowSample
+from sentinel.anomaly.state import DEFAULT_STATE_DIR, HostState, Key, LearningProgress, RowSample
 from sentinel.events import EventType
 from sentinel.log import get_logger
 from sentinel.rules.model import Rule
@@ -273,18 +273,8 @@ class AnomalyEngine:
                 view = memo.view
                 if view is None:  # one view serves the entry's repeats: the same facts and score
                     view = memo.view = MlView(self, FAMILIAR_OPEN_ROW, memo.facts, self._familiar.get(_OPEN))
-                ctx.ml = view
-                if sample is not None:
-                    if sample.due():  # the row and keys measuring it would give (no activity: counted)
-                        sample.add(FAMILIAR_OPEN_ROW, ctx.wall_ns, memo.facts.keys, 1.0 + ev.repeat_count)
-                    else:
-                        sample.pass_over()
-                    self.progress.events += 1  # type: ignore[union-attr]
-                stats = self.stats
-                stats.memo_hits += 1
-                stats.learned_rows += 1
-                if self.phase == PHASE_DETECTION:
-                    stats.scored += 1
+                ctx.ml = view  # (no activity keys: the process was counted active in the slot already)
+                self._answered(FAMILIAR_OPEN_ROW, ctx.wall_ns, memo.facts.keys, (), 1.0 + ev.repeat_count)
                 return
         if etype is _EXEC and self.exec_memo_ok and ctx.proc is not None:
             answer = extractor.familiar_exec(ev, ctx.proc, ctx.wall_ns)
@@ -295,18 +285,8 @@ class AnomalyEngine:
                     familiar = self._familiar.get(_EXEC)
                     view = entry.view = MlView(self, FAMILIAR_EXEC_ROW, entry.facts, familiar)
                 ctx.ml = view
-                if sample is not None:
-                    if sample.due():  # the keys measuring it would give: the process's activity if new
-                        keys = entry.facts.keys + list(entry.activity) if newly_active else entry.facts.keys
-                        sample.add(FAMILIAR_EXEC_ROW, ctx.wall_ns, keys, 1.0)
-                    else:
-                        sample.pass_over()
-                    self.progress.events += 1  # type: ignore[union-attr]
-                stats = self.stats
-                stats.memo_hits += 1
-                stats.learned_rows += 1
-                if self.phase == PHASE_DETECTION:
-                    stats.scored += 1
+                self._answered(FAMILIAR_EXEC_ROW, ctx.wall_ns, entry.facts.keys,
+                               entry.activity if newly_active else (), 1.0)  # fmt: skip
                 return
         learning = self.phase == PHASE_LEARNING
         x, facts = extractor.compute(ev, ctx.proc, ctx.path, ctx.wall_ns, learn=False)
@@ -334,6 +314,24 @@ class AnomalyEngine:
                 return
         self.pending.append(ctx)
         self.pending_pids.add(ev.pid)
+
+    def _answered(
+        self, row: list[float], wall_ns: int, keys: list[Key], activity: tuple[Key, ...], weight: float
+    ) -> None:
+        """A row the extractor's memo answered: sampled with the keys measuring it would have given (its
+        process's activity keys too when the process became active with it), and counted."""
+        sample = self.sample
+        if sample is not None:
+            if sample.due():
+                sample.add(row, wall_ns, keys + list(activity) if activity else keys, weight)
+            else:
+                sample.pass_over()
+            self.progress.events += 1  # type: ignore[union-attr]
+        stats = self.stats
+        stats.memo_hits += 1
+        stats.learned_rows += 1
+        if self.phase == PHASE_DETECTION:
+            stats.scored += 1
 
     def must_score_before(self, pid: int) -> bool:
         """An exec by a process with queued rows changes what its alert would show: score them first."""

@@ -172,6 +172,16 @@ def test_opens_that_differ_in_what_the_row_depends_on_never_share_an_answer() ->
     assert engine.stats.memo_hits == 2
 
 
+def _forget(engine: AnomalyEngine, kind: str, subject: str, item: str) -> None:
+    """What an eviction does to one item (its table's generation moves on)."""
+    table = engine.extractor.state.tables[kind]
+    prof = table.subjects[subject]
+    prof.items.pop(item)
+    prof.recount()
+    table.size -= 1
+    table.generation += 1
+
+
 def test_a_repeat_after_the_profiles_forgot_it_is_measured_again() -> None:
     engine = AnomalyEngine(AnomalySettings(model="auto", state_dir=""))
     engine.start_learning(None, None)
@@ -180,12 +190,7 @@ def test_a_repeat_after_the_profiles_forgot_it_is_measured_again() -> None:
     for i in range(3):  # the process is met, its first known open measured, the next answered by the memo
         engine.observe(_open(cat, ts + i, "/etc/hosts"))
     assert engine.stats.memo_hits == 1
-    table = engine.extractor.state.tables["read_dir"]
-    prof = table.subjects["/usr/bin/cat"]
-    prof.items.pop("/etc")  # as an eviction does
-    prof.recount()
-    table.size -= 1
-    table.generation += 1
+    _forget(engine, "read_dir", "/usr/bin/cat", "/etc")
     again = _open(cat, ts + 3, "/etc/hosts")
     engine.observe(again)
     assert again.ml.value("novelty.read_dir") > 0  # new again: measured, not answered from the memo
@@ -234,12 +239,7 @@ def test_an_exec_after_the_profiles_forgot_it_is_measured_again() -> None:
     for i in range(2):
         engine.observe(_exec(_proc(300 + i, "/usr/bin/id", 1000, bash), ts + i))
     assert engine.stats.memo_hits == 1
-    table = engine.extractor.state.tables["parent_exe"]
-    prof = table.subjects["/usr/bin/bash"]
-    prof.items.pop("/usr/bin/id")  # as an eviction does
-    prof.recount()
-    table.size -= 1
-    table.generation += 1
+    _forget(engine, "parent_exe", "/usr/bin/bash", "/usr/bin/id")
     again = _exec(_proc(302, "/usr/bin/id", 1000, bash), ts + 2)
     engine.observe(again)
     assert again.ml.value("novelty.child") > 0  # new again: measured, not answered from the memo
