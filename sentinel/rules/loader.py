@@ -194,7 +194,15 @@ def load_text(text: str, name: str = "<rules>", **kw: Any) -> LoadResult:
     """Load rules from a string (tests, tools): as one file called ``name``."""
     loader = Loader()
     try:
-        loader.load_source(SourceText(name, text), text.encode("utf-8", "surrogateescape"))
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates: what undecodable bytes become, refused as a file's
+        src = SourceText(name, text)
+        line, col = src.position(exc.start)
+        problem = f"not UTF-8 text: U+{ord(text[exc.start]):04X} cannot be encoded"
+        loader.diags.append(src.diagnostic("error", "yaml-error", problem, line, col))
+        return LoadResult(None, loader.diags, [name])
+    try:
+        loader.load_source(SourceText(name, text), data)
         rules = loader.finish()
         if any(d.severity == "error" for d in loader.diags):
             return LoadResult(None, loader.diags, [name])

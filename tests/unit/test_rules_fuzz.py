@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -223,3 +224,14 @@ def test_random_structures_never_crash(items: list[dict[str, object]]) -> None:
     text = yaml.safe_dump(items, allow_unicode=True)
     res = load_text(text, "t.yaml")
     assert_located(text, res.diagnostics)
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "\udcff", "\udfff"])
+def test_text_with_lone_surrogates_is_refused_where_it_is(bad: str) -> None:
+    """Text handed to load_text is refused as a file with undecodable bytes is: located, never an internal
+    error (the fuzzer's mutations insert any character; a surrogate cannot be encoded)."""
+    text = f"- rule: r\n  desc: a{bad}b\n  condition: proc.name = x\n  output: o\n  priority: warning\n"
+    res = load_text(text, "t.yaml")
+    assert res.ruleset is None
+    [d] = res.diagnostics
+    assert (d.code, d.line, d.column) == ("yaml-error", 2, 10) and "cannot be encoded" in d.message
