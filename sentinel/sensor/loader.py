@@ -235,13 +235,11 @@ class Sensor:
         self.bpf: Any = None
         self.perf_lost: dict[str, int] = dict.fromkeys(BUFFERS, 0)  # from lost_cb (PERF_RECORD_LOST)
         self.submit_failed: dict[str, int] = dict.fromkeys(BUFFERS, 0)  # from the probes' own counters
-        # Samples the probes could not send before their rings were open (bcc attaches the tracepoints as it
-        # loads them, a moment before): the agent was not watching yet, so these are reported once, in
-        # sentinel.ready, and are not losses (the process table is read from /proc after this anyway).
-        self.before_ready: dict[str, int] = dict.fromkeys(BUFFERS, 0)
-        # Execs whose exit found no stashed entry (evicted): not sent, so lost; counted from ready on.
-        self.exec_stash_missed = 0
-        self._stash_miss_base = 0
+        # The probes' counters once the rings were open: bcc attaches the tracepoints as it loads them, a
+        # moment before, and what failed then (sends, execs entered before their exit probe) happened while
+        # the agent was not watching yet: reported once (sentinel.ready), not as losses (counted from here).
+        self.at_ready: dict[str, int] = {}
+        self.exec_stash_missed = 0  # execs whose exit found no stashed entry (evicted): never sent, so lost
         self.lost: dict[str, int] = dict.fromkeys(BUFFERS, 0)  # reported so far: the larger of the two
         self.received: dict[str, int] = dict.fromkeys(BUFFERS, 0)
         self.decode_errors = 0
@@ -264,6 +262,11 @@ class Sensor:
     def open_dedup_active(self) -> bool:
         """In-kernel open de-duplication runs only with kernel offsets: its key names files by object."""
         return self.config.open_dedup_s > 0 and self.kernel_offsets_mode == "btf"
+
+    @property
+    def before_ready(self) -> dict[str, int]:
+        """Per buffer, the sends that failed before the rings were open."""
+        return {name: self.at_ready.get(f"submit_failed_{name}", 0) for name in BUFFERS}
 
     @property
     def loader_opens_mode(self) -> str:
@@ -322,9 +325,7 @@ class Sensor:
         for obj_id in self.own_bpf_ids:
             ids[ctypes.c_uint32(obj_id)] = ctypes.c_uint8(1)
         self._open_buffers()
-        stats = self.kernel_stats()
-        self.before_ready = {name: stats.get(f"submit_failed_{name}", 0) for name in BUFFERS}
-        self._stash_miss_base = stats.get("exec_stash_miss", 0)  # entered before the exit probe was attached
+        self.at_ready = self.kernel_stats()
 
     def _open_buffers(self) -> None:
         """Open the perf rings: read directly where supported (one copy per poll instead of a ctypes callback
@@ -391,9 +392,11 @@ class Sensor:
         """
         if read_kernel and self.bpf is not None:
             stats = self.kernel_stats()
+            base = self.at_ready
             for name in BUFFERS:
-                self.submit_failed[name] = stats.get(f"submit_failed_{name}", 0) - self.before_ready[name]
-            self.exec_stash_missed = stats.get("exec_stash_miss", 0) - self._stash_miss_base
+                key = f"submit_failed_{name}"
+                self.submit_failed[name] = stats.get(key, 0) - base.get(key, 0)
+            self.exec_stash_missed = stats.get("exec_stash_miss", 0) - base.get("exec_stash_miss", 0)
         out = []
         for name in BUFFERS:
             total = max(self.perf_lost[name], self.submit_failed[name])

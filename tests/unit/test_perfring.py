@@ -113,7 +113,7 @@ def test_sends_that_failed_before_the_rings_opened_are_not_losses(monkeypatch: p
     sensor.bpf = object()
     counters = {f"submit_failed_{name}": 0 for name in BUFFERS} | {"submit_failed_exec": 7}
     monkeypatch.setattr(Sensor, "kernel_stats", lambda self: dict(counters))
-    sensor.before_ready = {name: counters[f"submit_failed_{name}"] for name in BUFFERS}
+    sensor.at_ready = dict(counters)
     assert sensor.take_losses() == []
     counters["submit_failed_exec"] = 10
     sensor.perf_lost["open"] = 2
@@ -130,7 +130,7 @@ def test_execs_whose_stash_entry_was_evicted_are_exec_losses(monkeypatch: pytest
     sensor.bpf = object()
     counters = {f"submit_failed_{name}": 0 for name in BUFFERS} | {"exec_stash_miss": 4}
     monkeypatch.setattr(Sensor, "kernel_stats", lambda self: dict(counters))
-    sensor._stash_miss_base = 4
+    sensor.at_ready = dict(counters)
     assert sensor.take_losses() == []
     counters["exec_stash_miss"] = 6
     counters["submit_failed_exec"] = 1
