@@ -33,6 +33,8 @@ from sentinel.sensor.perfring import supported as perfring_supported
 from sentinel.syscalls import NS_KINDS, TAMPER_BPF, tamper_fields
 
 BUFFERS = ("exec", "open", "connect", "proc", "sys")
+# Emptied in the middle of long batches too (Sensor.service): opens may be shed under overload, these never.
+PRIORITY_BUFFERS = ("exec", "proc", "sys")
 TAMPER_PIN = "/sys/fs/bpf/sentinel_tamper"  # the kernel's record of tamper attempts, outliving the agent
 STAT_NAMES = (
     "submit_failed_exec",
@@ -427,8 +429,17 @@ class Sensor:
             self.bpf.perf_buffer_consume()
         return self._release(boottime_ns() - int(self.config.holdback_ms * 1e6))
 
-    def _read_rings(self, reader: PerfReader) -> None:
-        reader.read(self._raw)
+    def service(self) -> None:
+        """Empty the rings of the buffers nothing may be lost from (execs, forks and exits, security
+        syscalls) into the next poll's batch, without decoding them: the loop calls it every
+        :data:`sentinel.pipeline.SERVICE_EVERY` events of a long batch. A poll under an open storm takes a
+        whole open ring per CPU (4 MiB, over a second of the agent's work); the exec rings overflowed
+        meanwhile. With the direct reader only (bcc's consumes every buffer at once)."""
+        if self.reader is not None:
+            self._read_rings(self.reader, PRIORITY_BUFFERS)
+
+    def _read_rings(self, reader: PerfReader, names: tuple[str, ...] | None = None) -> None:
+        reader.read(self._raw, names)
         for name, count in reader.take_lost().items():
             self.perf_lost[name] += count
         if reader.malformed:  # a record the ring layout cannot explain: counted, that batch skipped

@@ -176,10 +176,11 @@ class PerfReader:
         """Wait until a ring has a batch ready (``wakeup_events``) or the timeout passes."""
         self._epoll.poll(max(0, timeout_ms) / 1000.0)
 
-    def read(self, out: list[bytes]) -> None:
-        """Drain every ring into ``out`` (each CPU's samples in order; CPUs are not ordered)."""
-        for rings in self.rings.values():
-            for ring in rings:
+    def read(self, out: list[bytes], names: Iterable[str] | None = None) -> None:
+        """Drain every ring (or only those of the buffers ``names``) into ``out`` (each CPU's samples in
+        order; CPUs are not ordered)."""
+        for name in self.rings if names is None else names:
+            for ring in self.rings.get(name, ()):
                 if ring.read(out):
                     self.malformed += 1
 

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from sentinel.sensor.perfring import PERF_RECORD_LOST, PERF_RECORD_SAMPLE, PerfRing, split_records
+from sentinel.sensor.perfring import PERF_RECORD_LOST, PERF_RECORD_SAMPLE, PerfReader, PerfRing, split_records
 
 PAGE = 4096
 
@@ -135,3 +135,18 @@ def test_execs_whose_stash_entry_was_evicted_are_exec_losses(monkeypatch: pytest
     counters["exec_stash_miss"] = 6
     counters["submit_failed_exec"] = 1
     assert sensor.take_losses() == [("exec", 3)]
+
+
+def test_the_reader_can_empty_only_the_buffers_named() -> None:
+    """Sensor.service empties the exec/proc/sys rings in the middle of a long batch: the open rings stay."""
+    reader = object.__new__(PerfReader)
+    reader.malformed = 0
+    opens, execs = fake_ring(), fake_ring()
+    reader.rings = {"exec": [execs], "open": [opens]}
+    produce(opens, sample(b"open"))
+    produce(execs, sample(b"exec"))
+    out: list[bytes] = []
+    reader.read(out, ("exec", "proc"))
+    assert out == [b"exec"]
+    reader.read(out)
+    assert out == [b"exec", b"open"]

@@ -264,6 +264,21 @@ def test_run_live_goes_on_after_a_failing_event_tick_flush_and_loss_report(
     assert sensor.closed
 
 
+def test_run_live_services_the_sensor_in_the_middle_of_a_long_batch(restore_signals: Any) -> None:  # noqa: F811
+    """Every SERVICE_EVERY events of one batch the sensor empties its exec rings (Sensor.service): a batch of
+    a storm's opens takes over a second to handle, longer than the exec rings hold."""
+    from sentinel.pipeline import SERVICE_EVERY
+
+    table = make_table()
+    seen: list[int] = []
+    calls: list[int] = []
+    batch = [ev(EventType.OPEN, S, 100, path="a", ret=3)] * (2 * SERVICE_EVERY + 10)
+    sensor = FakeSensor([batch])
+    sensor.service = lambda: calls.append(len(seen))  # type: ignore[attr-defined]
+    run_live(sensor, table, lambda e: seen.append(e.pid), Log(), None, lambda: None)
+    assert calls == [SERVICE_EVERY, 2 * SERVICE_EVERY]
+
+
 # ---- `sentinel run` end to end ----------------------------------------------------------------------------
 
 
