@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="EXPR",
         help="keep documents where EXPR holds: FIELD=V, FIELD!=V, FIELD~SUBSTR, FIELD^=PREFIX, "
-        "FIELD$=SUFFIX on ECS dotted fields (repeatable, all must hold)",
+        "FIELD$=SUFFIX on ECS dotted fields (repeatable, all must hold); container.id takes the whole id, "
+        "the 12-character one or host",
     )
 
     rec = sub.add_parser(
