@@ -28,7 +28,7 @@ from typing import Protocol
 
 from sentinel.containers.cgroup_ids import CgroupInfo, CgroupResolver
 from sentinel.containers.cgroup_path import ContainerRef
-from sentinel.containers.procfs import container_from_proc_cgroup, parse_proc_cgroup, read_proc_cgroup
+from sentinel.containers.procfs import parse_proc_cgroup, proc_cgroup_answer, read_proc_cgroup
 
 __all__ = [
     "ContainerIdentity",
@@ -70,7 +70,7 @@ class IdentityStats:
     lookups: int = 0
     by_id: int = 0  # answered by the BPF cgroup id's path alone
     proc_reads: int = 0  # /proc/PID/cgroup read
-    proc_gone: int = 0  # ... and the process was already gone
+    proc_gone: int = 0  # ... and the process was gone or exiting: what was known stands
     containers: int = 0  # answers that named a container
 
 
@@ -115,12 +115,40 @@ class ContainerIdentity:
             on_answer=on_answer,
         )
 
+    def describe(self) -> dict[str, object]:
+        """For the agent's ready record: where ids resolve and whether /proc/PID/cgroup backs them."""
+        resolver = self.resolver if isinstance(self.resolver, CgroupResolver) else None
+        mount = resolver.mount if resolver is not None else None
+        return {
+            "cgroup2": mount.mount_point if mount is not None else None,
+            "id_lookup": None if resolver is None else "handle" if resolver.uses_handles else "walk",
+            "v1_hierarchies": self.v1,
+        }
+
+    def counters(self) -> dict[str, int]:
+        """The identity's and the resolver's counters, for the agent's stats records."""
+        out = {f"identity_{k}": getattr(self.stats, k) for k in self.stats.__slots__}
+        if isinstance(self.resolver, CgroupResolver):
+            rs = self.resolver.stats
+            out.update({f"resolver_{k}": getattr(rs, k) for k in rs.__slots__})
+        return out
+
     def close(self) -> None:
         if isinstance(self.resolver, CgroupResolver):
             self.resolver.close()
 
-    def container_of(self, cgroup_id: int, pid: int) -> ContainerRef | None:
-        """The container of process ``pid`` whose events carry ``cgroup_id``; None: the host."""
+    def container_of(
+        self, cgroup_id: int, pid: int, current: ContainerRef | None = None
+    ) -> ContainerRef | None:
+        """The container of process ``pid`` whose events carry ``cgroup_id``; None: the host.
+
+        ``current`` is what is known already (inherited at fork, or an earlier answer): the answer when
+        nothing can tell any more, i.e. the id names no container on a host with v1 hierarchies (or does not
+        resolve) and the process is gone, or exiting (``/`` in every v1 hierarchy, see
+        :func:`~sentinel.containers.procfs.proc_cgroup_answer`), when ``/proc/PID/cgroup`` is read. A
+        short-lived process's exec is often handled after it exited; it stays in the container it was forked
+        in.
+        """
         stats = self.stats
         stats.lookups += 1
         info = self.resolver.resolve(cgroup_id) if self.resolver is not None and cgroup_id > 0 else None
@@ -134,16 +162,16 @@ class ContainerIdentity:
                 return None
         stats.proc_reads += 1
         text = self._read_proc(pid, self.proc_root)
-        if text is None:
+        ref, conclusive = proc_cgroup_answer(text) if text is not None else (None, False)
+        if not conclusive:
             stats.proc_gone += 1
-            return None  # gone: nothing left to attribute; the id's path (if any) named no container
-        ref = container_from_proc_cgroup(text)
+            ref = current
         if ref is not None:
             stats.containers += 1
         return ref
 
     def lookup(self, cgroup_id: int, pid: int, current: ContainerRef | None) -> ContainerRef | None:
-        ref = self.container_of(cgroup_id, pid)
+        ref = self.container_of(cgroup_id, pid, current)
         if self.on_answer is not None:
             self.on_answer(pid, ref)
         return ref

@@ -13,6 +13,11 @@ moved the process in one hierarchy) resolve to ``name=systemd``'s container, the
 Anything the kernel would not write (no two colons, an id that is not a decimal number, a path that does not
 start with ``/``, a hierarchy listed twice) is skipped, never an error. The kernel refuses ``\\n`` in cgroup
 names, so a process cannot forge a line through a cgroup it names.
+
+An exiting task (a zombie) shows ``/`` in every v1 hierarchy, whatever cgroup it was in, and its v2 path gets
+`` (deleted)`` appended once that cgroup is removed (kernel/cgroup/cgroup.c, proc_cgroup_show). Such a text
+cannot say the process is on the host: :func:`proc_cgroup_answer` says so, and the caller keeps what it
+knew (short-lived processes are often gone, or exiting, by the time their exec is handled).
 """
 
 from __future__ import annotations
@@ -23,11 +28,18 @@ from dataclasses import dataclass
 
 from sentinel.containers.cgroup_path import ContainerRef, container_from_cgroup
 
-__all__ = ["CgroupLine", "container_from_proc_cgroup", "parse_proc_cgroup", "read_proc_cgroup"]
+__all__ = [
+    "CgroupLine",
+    "container_from_proc_cgroup",
+    "parse_proc_cgroup",
+    "proc_cgroup_answer",
+    "read_proc_cgroup",
+]
 
 MAX_READ = 1 << 20  # more than any real /proc/PID/cgroup (a dozen lines of at most PATH_MAX)
 _DECIMAL = re.compile(r"[0-9]{1,10}")
 SYSTEMD_NAMED = "name=systemd"
+DELETED = " (deleted)"  # appended to the v2 path of a zombie whose cgroup was removed
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +73,23 @@ def parse_proc_cgroup(text: str) -> list[CgroupLine]:
 
 def container_from_proc_cgroup(text: str) -> ContainerRef | None:
     """The container named by a ``/proc/PID/cgroup`` text (v2 line first, then v1); None for the host."""
+    return _container(parse_proc_cgroup(text))
+
+
+def proc_cgroup_answer(text: str) -> tuple[ContainerRef | None, bool]:
+    """``(container, conclusive)``: as :func:`container_from_proc_cgroup`, and whether a None means the host.
+    Not conclusive for what an exiting task shows: every v1 line ``/``, or a v2 path marked deleted."""
     lines = parse_proc_cgroup(text)
+    ref = _container(lines)
+    if ref is not None:
+        return ref, True
+    v1 = [line for line in lines if not line.unified]
+    if v1 and all(line.path == "/" for line in v1):
+        return None, False
+    return None, not any(line.unified and line.path.endswith(DELETED) for line in lines)
+
+
+def _container(lines: list[CgroupLine]) -> ContainerRef | None:
     for line in lines:
         if line.unified and (ref := container_from_cgroup(line.path)):
             return ref

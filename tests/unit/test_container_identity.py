@@ -96,8 +96,9 @@ def test_an_id_that_does_not_resolve_falls_back_to_proc() -> None:
     assert ident.container_of(999, 10) == DOCKER_A  # removed since, or made after the last walk
     assert ident.container_of(0, 11) is None  # no id at all (bootstrap)
     assert ident.container_of(999, 12) is None  # and the process is gone too
-    assert proc_reads(ident) == [10, 11, 12]
-    assert ident.stats.proc_gone == 1
+    assert ident.container_of(999, 12, DOCKER_A) == DOCKER_A  # ... so what was known stands (inherited)
+    assert proc_reads(ident) == [10, 11, 12, 12]
+    assert ident.stats.proc_gone == 2
 
 
 def test_a_hybrid_host_reads_proc_when_the_id_names_no_container() -> None:
@@ -236,6 +237,34 @@ def test_an_exec_asks_again_on_a_host_with_v1_hierarchies_only() -> None:
     t.apply(ev(EventType.OPEN, 10, HOST_ID, path="/x", ret=3))
     t.apply(ev(EventType.EXEC, 10, HOST_ID, ts=10_000_000_100, filename="/bin/sh", argv=["sh"]))
     assert v2.stats.lookups == 1  # a v2 host: the id is the whole truth
+
+
+def test_a_short_lived_child_keeps_the_container_it_was_forked_in_on_a_hybrid_host() -> None:
+    """Its exec is handled after it exited (events of another buffer came first): /proc has nothing to say,
+    and the v2 id (the daemon's) names no container; what it inherited stands."""
+    texts = {10: hybrid_text(f"/docker/{A}", PATHS[DAEMON_ID])}
+    ident = identity(v1=True, texts=texts)
+    t = table(ident)
+    t.apply(ev(EventType.EXEC, 10, DAEMON_ID, filename="/entrypoint", argv=["/entrypoint"]))
+    t.apply(ev(EventType.FORK, 10, DAEMON_ID, ts=10_000_000_100, child_pid=11))
+    p = t.apply(ev(EventType.EXEC, 11, DAEMON_ID, ts=10_000_000_200, filename="/bin/cat", argv=["cat"]))
+    assert p is not None and p.container == DOCKER_A
+    assert proc_reads(ident) == [10, 11]  # 10 when first seen (its exec); 11 was gone
+    assert ident.stats.proc_gone == 1
+
+
+def test_an_exiting_process_shows_nothing_conclusive() -> None:
+    """A zombie shows / in every v1 hierarchy, and its v2 path marked deleted once the cgroup is removed."""
+    texts = {
+        10: hybrid_text("/", PATHS[DAEMON_ID]),
+        11: "0::/system.slice/docker-" + "0" * 64 + ".scope (deleted)\n",
+        12: hybrid_text("/", f"/system.slice/docker-{A}.scope"),  # a live container process: v2 decides
+    }
+    ident = identity(v1=True, texts=texts)
+    assert ident.container_of(DAEMON_ID, 10, CRI_B) == CRI_B
+    assert ident.container_of(999, 11, CRI_B) == CRI_B
+    assert ident.container_of(DAEMON_ID, 10) is None
+    assert ident.container_of(999, 12, CRI_B) == DOCKER_A
 
 
 def test_bootstrap_gives_running_processes_their_containers() -> None:

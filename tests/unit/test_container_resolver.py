@@ -20,7 +20,7 @@ from sentinel.containers import (
     read_proc_cgroup,
 )
 from sentinel.containers.cgroup_ids import parse_cgroup2_mounts
-from sentinel.containers.procfs import CgroupLine
+from sentinel.containers.procfs import CgroupLine, proc_cgroup_answer
 
 A = "3ad7b26ded6d8e7b23da7d48fe889434573036c27ae5a74837233de441c3601e"
 B = "9f0c1d2e3b4a59687766554433221100ffeeddccbbaa99887766554433221100"
@@ -253,3 +253,15 @@ def test_no_cgroup2_mount_is_not_available(tmp_path: Path) -> None:
     assert not CgroupResolver.for_host(str(info)).available
     gone = CgroupResolver(Cgroup2Mount(str(tmp_path / "missing"), "/"))
     assert not gone.available and gone.resolve(1) is None
+
+
+def test_what_an_exiting_task_shows_is_not_conclusive() -> None:
+    """kernel/cgroup/cgroup.c: a zombie shows / in every v1 hierarchy; its v2 path gets " (deleted)" once its
+    cgroup is removed. Neither says the process was on the host."""
+    assert proc_cgroup_answer(v1_lines(f"/docker/{A}") + "0::/\n") == (DOCKER_A, True)
+    assert proc_cgroup_answer(v1_lines("/system.slice/ssh.service") + "0::/\n") == (None, True)
+    assert proc_cgroup_answer(v1_lines("/") + "0::/system.slice/containerd.service\n") == (None, False)
+    assert proc_cgroup_answer(v1_lines("/")) == (None, False)
+    assert proc_cgroup_answer(f"0::/system.slice/docker-{A}.scope (deleted)\n") == (None, False)
+    assert proc_cgroup_answer("0::/user.slice/session-2.scope\n") == (None, True)
+    assert proc_cgroup_answer("") == (None, True)
