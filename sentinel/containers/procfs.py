@@ -22,7 +22,7 @@ knew (short-lived processes are often gone, or exiting, by the time their exec i
 
 from __future__ import annotations
 
-import re
+import os
 from collections import Counter
 from dataclasses import dataclass
 
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 MAX_READ = 1 << 20  # more than any real /proc/PID/cgroup (a dozen lines of at most PATH_MAX)
-_DECIMAL = re.compile(r"[0-9]{1,10}")
+READ_CHUNK = 8192  # a whole real file in one read
 SYSTEMD_NAMED = "name=systemd"
 DELETED = " (deleted)"  # appended to the v2 path of a zombie whose cgroup was removed
 
@@ -57,55 +57,116 @@ class CgroupLine:
 
 def parse_proc_cgroup(text: str) -> list[CgroupLine]:
     """The well-formed lines of a ``/proc/PID/cgroup`` text, in order; a hierarchy listed twice is dropped."""
-    lines: list[CgroupLine] = []
+    return [CgroupLine(h, tuple(c.split(",")) if c else (), path) for h, c, path in _lines(text)]
+
+
+def _lines(text: str) -> list[tuple[int, str, str]]:
+    """``(hierarchy, controllers as written, path)`` of the well-formed lines; plain tuples: an exec on a
+    hybrid host reads this file, so it is on a per-exec path."""
+    lines: list[tuple[int, str, str]] = []
     for raw in text.split("\n"):
         fields = raw.split(":", 2)
-        if len(fields) != 3 or not _DECIMAL.fullmatch(fields[0]) or not fields[2].startswith("/"):
+        number = fields[0]
+        if len(fields) != 3 or not (number.isascii() and number.isdigit() and len(number) <= 10):
             continue
-        hierarchy = int(fields[0])
-        controllers = tuple(fields[1].split(",")) if fields[1] else ()
-        if (hierarchy == 0) != (not controllers) or "" in controllers:  # 0 is v2's, and v2's alone
+        if fields[2][:1] != "/":
             continue
-        lines.append(CgroupLine(hierarchy, controllers, fields[2]))
-    seen = Counter(line.hierarchy for line in lines)
-    return [line for line in lines if seen[line.hierarchy] == 1]
+        hierarchy, controllers = int(fields[0]), fields[1]
+        if (hierarchy == 0) != (not controllers) or (controllers and "" in controllers.split(",")):
+            continue  # 0 is v2's, and v2's alone
+        lines.append((hierarchy, controllers, fields[2]))
+    if len({h for h, _, _ in lines}) != len(lines):
+        seen = Counter(h for h, _, _ in lines)
+        lines = [line for line in lines if seen[line[0]] == 1]
+    return lines
 
 
 def container_from_proc_cgroup(text: str) -> ContainerRef | None:
     """The container named by a ``/proc/PID/cgroup`` text (v2 line first, then v1); None for the host."""
-    return _container(parse_proc_cgroup(text))
+    return _container(_lines(text))
 
 
 def proc_cgroup_answer(text: str) -> tuple[ContainerRef | None, bool]:
     """``(container, conclusive)``: as :func:`container_from_proc_cgroup`, and whether a None means the host.
-    Not conclusive for what an exiting task shows: every v1 line ``/``, or a v2 path marked deleted."""
-    lines = parse_proc_cgroup(text)
+    Not conclusive for what an exiting task shows: every v1 line ``/``, or a v2 path marked deleted.
+
+    Remembered by text: most processes' files are the same few texts (the host's, each container's), and
+    an exec on a hybrid host asks."""
+    hit = _TEXTS.get(text)
+    if hit is None:
+        hit = _answer(text)
+        if len(text) <= _TEXT_CACHED_LEN:
+            if len(_TEXTS) >= _TEXTS_MAX:
+                _TEXTS.clear()
+            _TEXTS[text] = hit
+    return hit
+
+
+_TEXTS: dict[str, tuple[ContainerRef | None, bool]] = {}
+_TEXTS_MAX = 1024
+_TEXT_CACHED_LEN = 16384
+
+
+def _answer(text: str) -> tuple[ContainerRef | None, bool]:
+    lines = _lines(text)
     ref = _container(lines)
     if ref is not None:
         return ref, True
-    v1 = [line for line in lines if not line.unified]
-    if v1 and all(line.path == "/" for line in v1):
+    v1 = [path for h, _, path in lines if h != 0]
+    if v1 and all(path == "/" for path in v1):
         return None, False
-    return None, not any(line.unified and line.path.endswith(DELETED) for line in lines)
+    return None, not any(h == 0 and path.endswith(DELETED) for h, _, path in lines)
 
 
-def _container(lines: list[CgroupLine]) -> ContainerRef | None:
-    for line in lines:
-        if line.unified and (ref := container_from_cgroup(line.path)):
+def _container(lines: list[tuple[int, str, str]]) -> ContainerRef | None:
+    for h, _, path in lines:
+        if h == 0 and (ref := _of_path(path)):
             return ref
-    v1 = [line for line in lines if not line.unified]
-    v1.sort(key=lambda line: SYSTEMD_NAMED not in line.controllers)  # stable: then the file's order
-    for line in v1:
-        if ref := container_from_cgroup(line.path):
+    v1 = [line for line in lines if line[0] != 0]
+    v1.sort(key=lambda line: SYSTEMD_NAMED not in line[1].split(","))  # stable: then the file's order
+    for _, _, path in v1:
+        if ref := _of_path(path):
             return ref
     return None
+
+
+_PATHS: dict[str, ContainerRef | None] = {}
+_PATHS_MAX = 4096
+_PATH_CACHED_LEN = 4096  # PATH_MAX: longer (hostile) paths are parsed each time, never kept
+
+
+def _of_path(path: str) -> ContainerRef | None:
+    """``container_from_cgroup``, remembered: the same few paths (``/``, a slice, a container's) repeat in
+    every process's file and in every hierarchy."""
+    try:
+        return _PATHS[path]
+    except KeyError:
+        pass
+    ref = container_from_cgroup(path)
+    if len(path) <= _PATH_CACHED_LEN:
+        if len(_PATHS) >= _PATHS_MAX:
+            _PATHS.clear()
+        _PATHS[path] = ref
+    return ref
 
 
 def read_proc_cgroup(pid: int, proc: str = "/proc") -> str | None:
     """The text of ``/proc/PID/cgroup`` (``surrogateescape``), or None when the process is gone or hidden."""
     try:
-        with open(f"{proc}/{int(pid)}/cgroup", "rb") as f:
-            data = f.read(MAX_READ)
+        fd = os.open(f"{proc}/{int(pid)}/cgroup", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
-    return data.decode("utf-8", "surrogateescape")
+    try:
+        chunks = []
+        size = 0
+        while size < MAX_READ:  # small reads: a file object's read(MAX_READ) allocates MAX_READ first
+            chunk = os.read(fd, READ_CHUNK)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return b"".join(chunks)[:MAX_READ].decode("utf-8", "surrogateescape")
