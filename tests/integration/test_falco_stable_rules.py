@@ -71,25 +71,30 @@ def run_named(prog: Path, code: str, **kw: Any) -> int:
     return proc.pid
 
 
+CONTAINER_CGROUPS: list[bytes] = []  # removed when the module ends (see the detector fixture)
+
+
 def in_container(argv: list[str], ok: tuple[int, ...] = (0,), **kw: Any) -> int:
     """Run ``argv`` to completion in a fresh container: a shell waits while it is moved into a cgroup named
-    as docker names its containers (systemd driver), then execs ``argv``. Its pid."""
+    as docker names its containers (systemd driver), then execs ``argv``. Its pid.
+
+    The cgroup stays until the module ends: the agent resolves an event's cgroup id when it handles the
+    event, and a cgroup removed by then (a process that exits at once, removed at once) no longer resolves.
+    """
     top = os.fsencode(require_cgroup2().mount_point) + f"/sentinel-falco-{uuid.uuid4().hex[:8]}".encode()
     cgroup = top + f"/system.slice/docker-{uuid.uuid4().hex}{uuid.uuid4().hex}.scope".encode()
     os.makedirs(cgroup)
-    try:
-        gate = subprocess.Popen(
-            ["/bin/sh", "-c", 'read go; exec "$0" "$@"', *argv],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw,
-        )  # fmt: skip
-        assert gate.stdin is not None
-        move(gate.pid, cgroup)
-        gate.stdin.write(b"go\n")
-        gate.stdin.close()
-        rc = gate.wait(60)
-        assert rc in ok, f"{argv} exited {rc} in a container"
-    finally:
-        remove_tree(top)
+    CONTAINER_CGROUPS.append(top)
+    gate = subprocess.Popen(
+        ["/bin/sh", "-c", 'read go; exec "$0" "$@"', *argv],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw,
+    )  # fmt: skip
+    assert gate.stdin is not None
+    move(gate.pid, cgroup)
+    gate.stdin.write(b"go\n")
+    gate.stdin.close()
+    rc = gate.wait(60)
+    assert rc in ok, f"{argv} exited {rc} in a container"
     return gate.pid
 
 
@@ -352,7 +357,11 @@ TRIGGERS: dict[str, Callable[[Path], Fired]] = {
 
 @pytest.fixture(scope="module")
 def falco_detector() -> Iterator[Detector]:
-    yield from rules_detector(falco_rules_file())
+    try:
+        yield from rules_detector(falco_rules_file())
+    finally:
+        while CONTAINER_CGROUPS:
+            remove_tree(CONTAINER_CGROUPS.pop())
 
 
 @pytest.mark.parametrize("rule", sorted(TRIGGERS))
