@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="EXPR",
         help="keep documents where EXPR holds: FIELD=V, FIELD!=V, FIELD~SUBSTR, FIELD^=PREFIX, "
-        "FIELD$=SUFFIX on ECS dotted fields (repeatable, all must hold)",
+        "FIELD$=SUFFIX on ECS dotted fields (repeatable, all must hold); container.id takes the whole id, "
+        "the 12-character one or host",
     )
 
     rec = sub.add_parser(
@@ -222,14 +223,17 @@ def _sensor_config(args: argparse.Namespace) -> Any:
 
 
 def _live_setup(args: argparse.Namespace, **callbacks: Any) -> tuple[Any, Any, Any]:
-    """Host facts, a process table reading /proc (reporting each read to ``callbacks``) and the sensor."""
+    """Host facts, a process table reading /proc and the host's cgroups (reporting each read to
+    ``callbacks``; ``on_container`` gets each container answer) and the sensor."""
+    from sentinel.containers.identity import ContainerIdentity
     from sentinel.host import local_host
     from sentinel.process.facts import LiveFacts
     from sentinel.process.table import ProcessTable
     from sentinel.sensor.loader import Sensor
 
     host = local_host()
-    table = ProcessTable(boot_id=host.boot_id, facts=LiveFacts(**callbacks))
+    containers = ContainerIdentity.for_host(on_answer=callbacks.pop("on_container", None))
+    table = ProcessTable(boot_id=host.boot_id, facts=LiveFacts(**callbacks), containers=containers)
     return host, table, Sensor(_sensor_config(args))
 
 
@@ -330,6 +334,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         on_miss=lambda pid: box[0].write_facts_miss(pid),
         on_realpath=lambda path, resolved: box[0].write_realpath(path, resolved),
         on_identity=lambda path, identity: box[0].write_identity(path, identity),
+        on_container=lambda pid, ref: box[0].write_container(pid, ref),
     )
     try:
         header = capture_header(_mode_fields()["headers_mode"], host=host.to_dict())

@@ -3,6 +3,10 @@
 ``process.name=bash``, ``file.path^=/etc/``, ``process.command_line~curl``, ``destination.port!=53``. All
 filters must hold. A path that names a list (``process.args``) matches when any element does. Rule conditions
 in the Falco language come with the rule engine; these are for eyeballing the stream.
+
+``container.id`` takes every id people have at hand: the whole id (ECS ``container.id``), the 12 characters
+``docker ps`` and Falco show (``sentinel.container.short_id``), and ``host`` for events of processes in no
+container (which have no ``container`` block), as Falco's ``container.id`` has it.
 """
 
 from __future__ import annotations
@@ -26,10 +30,22 @@ class FieldFilter:
     value: str
 
     def __call__(self, doc: dict[str, Any]) -> bool:
-        found = _lookup(doc, self.path)
-        values = found if isinstance(found, list) else [found]
+        if self.path == _CONTAINER_ID:
+            values = _container_ids(doc)
+        else:
+            found = _lookup(doc, self.path)
+            values = found if isinstance(found, list) else [found]
         hit = any(_test(self.op, v, self.value) for v in values if v is not None)
         return not hit if self.op == "!=" else hit
+
+
+_CONTAINER_ID = ("container", "id")
+_SHORT_ID = ("sentinel", "container", "short_id")
+
+
+def _container_ids(doc: dict[str, Any]) -> list[Any]:
+    full = _lookup(doc, _CONTAINER_ID)
+    return ["host"] if full is None else [full, _lookup(doc, _SHORT_ID)]
 
 
 def _lookup(doc: Any, path: tuple[str, ...]) -> Any:

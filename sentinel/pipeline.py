@@ -196,6 +196,7 @@ def run_live(
         open_dedup_s=sensor.config.open_dedup_s if sensor.open_dedup_active else 0,
         loader_opens=getattr(sensor, "loader_opens_mode", "report"),
         optional_tracepoints_absent=sensor.optional_absent,
+        containers=_containers_info(table),
     )
     deadline = None if duration is None else time.monotonic() + duration
     next_stats = time.monotonic() + stats_interval
@@ -259,9 +260,15 @@ def event_time(batch: list[Event]) -> int:
     return batch[-1].ts_ns if batch else time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
+def _containers_info(table: ProcessTable) -> dict[str, Any] | None:
+    describe = getattr(table.containers, "describe", None)  # the live identity (not a replay's)
+    return describe() if describe is not None else None
+
+
 def live_stats(sensor: Any, table: ProcessTable, handled: int) -> dict[str, Any]:
     kernel = sensor.kernel_stats()  # {} once the probes are gone
     tstats = table.stats
+    counters = getattr(table.containers, "counters", None)
     return {
         "events_handled": handled,
         "received": dict(sensor.received),
@@ -270,5 +277,6 @@ def live_stats(sensor: Any, table: ProcessTable, handled: int) -> dict[str, Any]
         "decode_errors": sensor.decode_errors,
         "kernel": kernel,
         "process_table": {k: getattr(tstats, k) for k in tstats.__slots__},
+        "containers": counters() if counters is not None else {},
         "task_failures": tasks.snapshot(),
     }

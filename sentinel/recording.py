@@ -1,9 +1,10 @@
 """Replay a capture through the same pipeline as live events.
 
 A capture holds, in order, what the live agent saw: the /proc facts it read while bootstrapping and while
-enriching, fd, symlink and file identity lookups, events and losses. Feeding the facts to a
-:class:`ReplayFacts` before the events that needed them makes the process table give the same answers it
-gave live, without touching /proc.
+enriching, fd, symlink and file identity lookups, the containers it was told processes are in, events and
+losses. Feeding the facts to a :class:`ReplayFacts` (the containers to a :class:`ReplayContainers`) before
+the events that needed them makes the process table give the same answers it gave live, without touching
+/proc or the cgroups.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from sentinel.capture import (
     CaptureProblem,
     CaptureReader,
+    ContainerFact,
     FactsMiss,
     FdFact,
     IdentityFact,
@@ -22,6 +24,7 @@ from sentinel.capture import (
     SegmentStart,
     SnapshotEnd,
 )
+from sentinel.containers.identity import ReplayContainers
 from sentinel.events import Event
 from sentinel.host import HostInfo
 from sentinel.log import get_logger
@@ -37,6 +40,7 @@ def replay_events(path: str, make_stream: Callable[[HostInfo, ProcessTable], Any
     """
     log = get_logger()
     facts = ReplayFacts()
+    containers = ReplayContainers()
     table: ProcessTable | None = None
     stream: Any = None
     bootstrapped = False
@@ -59,6 +63,8 @@ def replay_events(path: str, make_stream: Callable[[HostInfo, ProcessTable], Any
                 facts.feed_realpath(item.path, item.resolved)
             elif isinstance(item, IdentityFact):
                 facts.feed_identity(item.path, item.identity)
+            elif isinstance(item, ContainerFact):
+                containers.feed(item.pid, item.container)
             elif isinstance(item, SnapshotEnd):
                 if table is not None and not bootstrapped:
                     table.bootstrap()
@@ -67,7 +73,8 @@ def replay_events(path: str, make_stream: Callable[[HostInfo, ProcessTable], Any
                 # A new recording session (possibly after a reboot): fresh host identity and process state.
                 host = HostInfo.from_dict(item.header)
                 facts = ReplayFacts()
-                table = ProcessTable(boot_id=host.boot_id, facts=facts)
+                containers = ReplayContainers()
+                table = ProcessTable(boot_id=host.boot_id, facts=facts, containers=containers)
                 stream = make_stream(host, table)
                 bootstrapped = False
             elif isinstance(item, LossReport):

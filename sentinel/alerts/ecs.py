@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from sentinel.alerts.ecs_container import container_blocks
 from sentinel.alerts.ecs_files import file_doc
 from sentinel.alerts.ecs_security import security_doc
 from sentinel.alerts.ecs_sockets import socket_doc
@@ -390,6 +391,8 @@ class EcsRenderer:
             doc["process"] = self._with_thread(block, ev, caps)
             if extra is not None:
                 sentinel["process"] = extra
+            if proc.container is not None:  # the host has no container block (ECS has no "host" value)
+                doc["container"], sentinel["container"] = container_blocks(proc.container)
         doc["sentinel"] = sentinel
         err = error_code(ev.ret)
         if err:

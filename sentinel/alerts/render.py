@@ -22,6 +22,7 @@ import orjson
 
 from sentinel.alerts import rule_meta
 from sentinel.alerts.ecs import ECS_VERSION, EcsRenderer, KnownSecrets, hide_known
+from sentinel.alerts.ecs_container import falco_suggested_fields
 from sentinel.alerts.mitre import threat_from_tags
 from sentinel.alerts.model import RULESET, Alert
 from sentinel.redact import REDACTED
@@ -259,6 +260,10 @@ class FalcoAlertRenderer:
         output, fields, _ = redacted_output(ecs, alert, with_extra=False)  # Falco's format has no extra
         fields = dict(fields)  # evt.time and the aggregation go in below; the alert's own dict stays as is
         fields["evt.time"] = wall_ns
+        if alert.ctx is not None:  # Falco's default suggested output: which container (host: `host`)
+            proc = alert.ctx.proc
+            for name, value in falco_suggested_fields(proc.container if proc is not None else None).items():
+                fields.setdefault(name, value)
         if alert.rule.meta:
             fields.update(rule_meta.falco_output_fields(alert.rule))
         if alert.aggregated:

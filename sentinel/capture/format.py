@@ -17,6 +17,8 @@ and continues with records until the next header map or the end of the file::
     miss     [6, pid]              a /proc read that found no process (replay must forget older facts)
     realpath [7, path, resolved]   a symlink resolution on the host (exe of a process already gone)
     identity [8, path, ino, dev]   a file's (st_ino, st_dev) on the host, nil nil if the lookup failed
+    container [9, pid, runtime, full_id, id, rootless]   the container the process table was told a process
+                                   is in (``sentinel.containers.identity``); nil nil nil false: the host
 
 Version 2 added the event's last eight elements (``creds`` is nil or ``[euid, suid, fsuid, egid, sgid, fsgid,
 loginuid, sessionid, cap_effective, cap_permitted]`` with nil login fields on kernels without audit;
@@ -25,6 +27,8 @@ Version 3 added the last three: for a security syscall (``sentinel.syscalls``) o
 arguments (array of at most 6 integers), what the probe read behind pointers (at most 3 integers) and its
 strings (at most 3 bin); nil for every other event. Version-1 and -2 records are read too.
 Version 4 added the identity record (an exec's executable checked against the path it was called by).
+Version 5 added the container record: ``runtime`` is str (one of sentinel's runtime names), ``full_id`` and
+``id`` are bin (from a cgroup's name), ``rootless`` a boolean.
 
 Appending (a restart of the agent) starts a new segment, possibly from another boot: ``ts_ns`` values are
 CLOCK_BOOTTIME of *their* segment's boot, and ``boot_time_ns + ts_ns`` is wall-clock epoch ns.
@@ -46,14 +50,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from sentinel.containers.cgroup_path import ContainerRef
 from sentinel.events import Event
 
 if TYPE_CHECKING:
     from sentinel.process.facts import ProcFacts
 
 FORMAT = "sentinel-capture"
-VERSION = 4
-SUPPORTED_VERSIONS = (1, 2, 3, 4)
+VERSION = 5
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5)
 
 KIND_EVENT = 1
 KIND_FACTS = 2
@@ -63,6 +68,7 @@ KIND_SNAPSHOT_END = 5
 KIND_FACTS_MISS = 6
 KIND_REALPATH = 7
 KIND_IDENTITY = 8
+KIND_CONTAINER = 9
 
 KIND_NAMES: dict[int, str] = {
     KIND_EVENT: "event",
@@ -73,6 +79,7 @@ KIND_NAMES: dict[int, str] = {
     KIND_FACTS_MISS: "facts_miss",
     KIND_REALPATH: "realpath",
     KIND_IDENTITY: "identity",
+    KIND_CONTAINER: "container",
 }
 
 # Element order of an event record after the kind; it is the on-disk layout, not derived from Event, so that
@@ -205,10 +212,18 @@ class IdentityFact:
     identity: tuple[int, int] | None
 
 
+@dataclass(slots=True, frozen=True)
+class ContainerFact:
+    """The live agent's answer to which container process ``pid`` is in (None: the host)."""
+
+    pid: int
+    container: ContainerRef | None
+
+
 # What iterating a reader yields; ProcFacts comes from sentinel.process.facts, imported only when needed.
 CaptureItem: TypeAlias = (
     "SegmentStart | Event | ProcFacts | FdFact | LossReport | SnapshotEnd | FactsMiss | RealpathFact"
-    " | IdentityFact"
+    " | IdentityFact | ContainerFact"
 )
 
 

@@ -29,6 +29,7 @@ from sentinel.capture.format import (
     FACTS_FIELDS,
     FACTS_RECORD_LEN,
     FACTS_RECORD_LEN_V1,
+    KIND_CONTAINER,
     KIND_EVENT,
     KIND_FACTS,
     KIND_FACTS_MISS,
@@ -49,6 +50,7 @@ from sentinel.capture.format import (
     CaptureError,
     CaptureItem,
     CaptureProblem,
+    ContainerFact,
     FactsMiss,
     FdFact,
     IdentityFact,
@@ -59,6 +61,7 @@ from sentinel.capture.format import (
     header_problem,
     short_repr,
 )
+from sentinel.containers.cgroup_path import ContainerRef
 from sentinel.events import Credentials, Event, EventType
 
 if TYPE_CHECKING:
@@ -248,7 +251,7 @@ def _length(record: list[Any], want: int) -> None:
 class CaptureReader:
     """Iterates over a capture's items in file order: :class:`SegmentStart` for each header, then
     :class:`~sentinel.events.Event`, ProcFacts, :class:`FdFact`, :class:`LossReport`, :class:`SnapshotEnd`,
-    :class:`FactsMiss`, :class:`RealpathFact` and :class:`IdentityFact` items.
+    :class:`FactsMiss`, :class:`RealpathFact`, :class:`IdentityFact` and :class:`ContainerFact` items.
 
     The constructor reads the first header and raises :class:`CaptureError` if the file is not a readable
     capture (missing, empty, another format or version). Iteration (once) never raises for bad content: it
@@ -493,6 +496,8 @@ class CaptureReader:
                 return IdentityFact(path, None)
             _ints(record, (2, 3), ("path", "ino", "dev"))
             return IdentityFact(path, (record[2], record[3]))
+        if kind == KIND_CONTAINER:
+            return _container(record)
         raise _Bad(f"unknown record kind {kind}")
 
     def _skip_rest(self) -> CaptureProblem | None:
@@ -507,6 +512,20 @@ class CaptureReader:
                 return self._end_problem(start)
             except Exception as exc:
                 return CaptureProblem(self.path, start, *_unpack_failure(exc))
+
+
+def _container(record: list[Any]) -> ContainerFact:
+    _length(record, 6)
+    _ints(record, (1,), ("pid",))
+    runtime, full_id, short, rootless = record[2:]
+    if type(rootless) is not bool:
+        raise _Bad(f"rootless is {short_repr(rootless)}, expected a boolean")
+    if runtime is None and full_id is None and short is None:
+        return ContainerFact(record[1], None)
+    if type(runtime) is not str:
+        raise _Bad(f"runtime is {short_repr(runtime)}, expected str")
+    ref = ContainerRef(runtime, _text(full_id, "full_id"), _text(short, "id"), rootless)
+    return ContainerFact(record[1], ref)
 
 
 def _starts_with_map(first: bytes) -> bool:
@@ -570,6 +589,8 @@ def describe(path: str | os.PathLike[str]) -> CaptureSummary:
                 kind = "realpath"
             elif isinstance(item, IdentityFact):
                 kind = "identity"
+            elif isinstance(item, ContainerFact):
+                kind = "container"
             else:
                 kind = "facts"
             records[kind] = records.get(kind, 0) + 1

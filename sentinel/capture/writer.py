@@ -19,6 +19,7 @@ import msgpack
 
 from sentinel.capture.format import (
     FORMAT,
+    KIND_CONTAINER,
     KIND_EVENT,
     KIND_FACTS,
     KIND_FACTS_MISS,
@@ -38,6 +39,7 @@ from sentinel.capture.format import (
     header_problem,
 )
 from sentinel.capture.reader import check_header_bytes, find_readable_end
+from sentinel.containers.cgroup_path import ContainerRef
 from sentinel.events import Event
 
 FLUSH_INTERVAL = 0.5  # seconds of wall time a record may wait in memory
@@ -210,6 +212,14 @@ class CaptureWriter:
         """Record a file identity lookup (``LiveFacts.on_identity``); ``None`` records a failed one."""
         ino, dev = identity if identity is not None else (None, None)
         self._append_record([KIND_IDENTITY, path.encode(_ENC, _ERR), ino, dev])
+
+    def write_container(self, pid: int, ref: ContainerRef | None) -> None:
+        """Record which container the process table was told ``pid`` is in (``None``: the host)."""
+        if ref is None:
+            self._append_record([KIND_CONTAINER, pid, None, None, None, False])
+            return
+        full_id, short = ref.full_id.encode(_ENC, _ERR), ref.id.encode(_ENC, _ERR)
+        self._append_record([KIND_CONTAINER, pid, ref.runtime, full_id, short, ref.rootless])
 
     # -- buffering ---------------------------------------------------------------------------------------
 

@@ -19,10 +19,14 @@ import pwd
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sentinel.containers.cgroup_path import ContainerRef
 from sentinel.events import AT_FDCWD, FLAG_EXECVEAT, Credentials, Event, EventType
 from sentinel.process.facts import FactSource, ProcFacts
+
+if TYPE_CHECKING:
+    from sentinel.containers.identity import ContainerSource
 
 __all__ = [
     "CLONE_PARENT",
@@ -92,6 +96,8 @@ class Process:
     dirfds: dict[int, str] = field(default_factory=dict, repr=False)
     source: str = SOURCE_EVENT
     start_ticks: int = 0
+    cgroup_id: int = 0  # the BPF cgroup id of its latest event (0: none yet), to notice a move
+    container: ContainerRef | None = None  # None: the host (sentinel.containers.identity)
     render_cache: Any = field(default=None, repr=False)  # renderers' per-process cache (see alerts/ecs.py)
     identity_cache: Any = field(default=None, repr=False)  # see alerts/identity.py
 
@@ -215,9 +221,11 @@ class ProcessTable:
         *,
         user_lookup: Callable[[int], str | None] = user_db_name,
         group_lookup: Callable[[int], str | None] = group_db_name,
+        containers: ContainerSource | None = None,
     ) -> None:
         self.boot_id = boot_id
         self.facts = facts
+        self.containers = containers  # None: every process is the host (tests, tools without cgroups)
         self.max_entries = max(1, max_entries)
         self.exit_ttl_ns = exit_ttl_ns
         self.max_depth = max_depth
@@ -273,6 +281,8 @@ class ProcessTable:
             if facts is None:
                 continue
             proc = self._from_facts(facts, SOURCE_PROC)
+            if self.containers is not None:  # no event yet, so no cgroup id: /proc/PID/cgroup tells
+                proc.container = self.containers.lookup(0, pid, None)
             self._procs[pid] = proc
             loaded.append(proc)
         for proc in loaded:
@@ -325,6 +335,9 @@ class ProcessTable:
         facts: ProcFacts | None = None  # what /proc said when this event created the entry
         if proc is None:
             proc, facts = self._create_late(ev)
+        moved = created or ev.cgroup_id != proc.cgroup_id  # per event: one int compare, nothing else
+        if moved:
+            self._cgroup_changed(proc, ev.cgroup_id)
         if proc.uid != ev.uid or proc.gid != ev.gid:
             self._set_ids(proc, ev.uid, ev.gid)
         creds = ev.creds
@@ -341,6 +354,9 @@ class ProcessTable:
         elif etype == _EXEC:
             if ev.ret == 0:
                 self._on_exec(proc, ev, created, facts)
+                containers = self.containers
+                if not moved and containers is not None and containers.recheck_exec:
+                    proc.container = containers.lookup(ev.cgroup_id, proc.pid, proc.container)
         elif etype == _EXIT:
             if proc.exited_ns is None:
                 proc.exited_ns = ts
@@ -348,6 +364,13 @@ class ProcessTable:
         elif etype == EventType.CHDIR and ev.ret == 0:
             self._on_chdir(proc, ev, created, facts)
         return proc
+
+    def _cgroup_changed(self, proc: Process, cgroup_id: int) -> None:
+        """A new process, or one whose events carry another cgroup id (moved, or a thread in another
+        cgroup): ask which container that is."""
+        proc.cgroup_id = cgroup_id
+        if self.containers is not None:
+            proc.container = self.containers.lookup(cgroup_id, proc.pid, proc.container)
 
     def _reused(self, proc: Process, start_ns: int) -> bool:
         return abs(self.ticks(start_ns) - proc.start_ticks) > EXEC_MATCH_TICKS
@@ -410,6 +433,8 @@ class ProcessTable:
             source=SOURCE_FORK,
             start_ticks=ticks,
             kernel_start_ns=ev.child_start_ns,
+            cgroup_id=ev.cgroup_id,  # the fork event is the parent's: the child starts in its cgroup
+            container=parent.container,
         )
         self._link(child, real_parent)
         self._insert(child)

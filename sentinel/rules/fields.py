@@ -914,26 +914,44 @@ FIELDS_LIST: list[FieldDef] = [
     FieldDef(
         "container.id",
         STRING,
-        "`host`: sentinel watches the host (container ids are not captured yet).",
-        p='"host"',
+        "The container the process is in, as Falco writes it: the first 12 characters of the runtime's "
+        "64-hex id (the whole name for LXC, libvirt-lxc, systemd-nspawn), from the cgroup the process is in; "
+        "`host` for a process in no container (Falco's `container` macro is `container.id != host`).",
+        p='(proc.container.id if proc.container is not None else "host")',
         np='"host"',
-        domain={t: _ds("host") for t in ALL},
+        index=True,
+    ),
+    FieldDef(
+        "container.full_id",
+        STRING,
+        "The container's whole id (or name); `host` on the host. Known from the cgroup, so there from the "
+        "first event (Falco waits for the runtime's answer).",
+        p='(proc.container.full_id if proc.container is not None else "host")',
+        np='"host"',
+    ),
+    FieldDef(
+        "container.type",
+        STRING,
+        "The runtime, from its cgroup layout, in Falco's words: `docker`, `containerd`, `cri-o`, `podman`, "
+        "`lxc`, `libvirt-lxc`, and `systemd-nspawn`; `host` on the host.",
+        p='(proc.container.runtime if proc.container is not None else "host")',
+        np='"host"',
     ),
     FieldDef(
         "container.name",
         STRING,
-        "`host`, as container.id.",
-        p='"host"',
+        "`host` on the host. For a container it is the runtime's name for it, which sentinel does not ask "
+        "the runtimes for yet: missing, as in Falco until its lookup answers (a check on it is false).",
+        p='("host" if proc.container is None else None)',
         np='"host"',
-        domain={t: _ds("host") for t in ALL},
+        nullable=True,
     ),
     FieldDef(
         "container.info",
         STRING,
-        "`host` (Falco's output shorthand).",
-        p='"host"',
+        "Falco's old output shorthand, deprecated there (Falco 0.41+ prints nothing for it): container.id.",
+        p='(proc.container.id if proc.container is not None else "host")',
         np='"host"',
-        domain={t: _ds("host") for t in ALL},
     ),
     # --------------------------------------------------------------------------------------------- sentinel
     FieldDef(
@@ -1217,6 +1235,14 @@ FIELDS: dict[str, FieldDef] = {f.name: f for f in FIELDS_LIST}
 
 # A paragraph the reference prints at the top of a group, for what its fields share.
 GROUP_NOTES: dict[str, str] = {
+    "container": (
+        "Which container the process is in comes from its cgroup (docs/containers.md): container.id, "
+        "container.full_id and container.type are there for every event, `host` for a process in no "
+        "container, so Falco's `container` macro (`container.id != host`) holds exactly for processes in "
+        "containers. What only the runtimes' APIs know (name, image, labels, mounts, privileged, and the "
+        "k8s.* fields) is not asked for yet: missing, as Falco has it while its lookup has not answered "
+        "(Falco gives the host empty strings and false there; sentinel leaves them missing)."
+    ),
     "ml": (
         "The anomaly model's view of the event. Every ml field is missing (checks false, `<NA>` in output) "
         "when the anomaly engine is off (`--model off`; rule fixtures without `sentinel.ml` values) and on "

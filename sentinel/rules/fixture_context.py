@@ -1,6 +1,7 @@
 """Rule fixtures' events: an ECS document (as ``sentinel events`` prints it) turned back into what the
-matcher sees: an Event, a Process chain from ``process``, ``process.parent`` and ``sentinel.ancestors``, and
-the model's values. Written by hand (fields that do not matter left out) or pasted from real output."""
+matcher sees: an Event, a Process chain from ``process``, ``process.parent`` and ``sentinel.ancestors``, its
+container from ``container`` (and ``sentinel.container``), and the model's values. Written by hand (fields
+that do not matter left out) or pasted from real output."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sentinel.alerts.identity import CAPABILITIES
+from sentinel.containers.cgroup_path import DOCKER, HOST, SHORT_ID_LEN, ContainerRef
 from sentinel.events import (
     AF_INET,
     AF_INET6,
@@ -159,6 +161,23 @@ def _process(block: Mapping[str, Any], what: str, default_pid: int, ts: int) -> 
         group_name=_str(group.get("name"), f"{what}.group.name") or None,
         tty_nr=(minor & 0xFF) | (major << 8) | ((minor & ~0xFF) << 12),
     )
+
+
+def _container(doc: Mapping[str, Any], sent: Mapping[str, Any]) -> ContainerRef | None:
+    """``container.id`` (the whole id, as ECS has it; a 12-character one or a name is taken as it is),
+    ``container.runtime`` (default docker) and ``sentinel.container.short_id``/``rootless``. No block, or
+    Falco's ``host``: the host."""
+    block = _map(doc.get("container"), "container")
+    extra = _map(sent.get("container"), "sentinel.container")
+    full_id = _str(block.get("id"), "container.id")
+    if not full_id or full_id == HOST:
+        return None
+    runtime = _str(block.get("runtime"), "container.runtime") or DOCKER
+    hex_id = len(full_id) == 64 and all(c in "0123456789abcdef" for c in full_id)
+    short = _str(extra.get("short_id"), "sentinel.container.short_id") or (
+        full_id[:SHORT_ID_LEN] if hex_id else full_id
+    )
+    return ContainerRef(runtime, full_id, short, extra.get("rootless") is True)
 
 
 def _cap_mask(names: Any, what: str) -> int:
@@ -325,6 +344,7 @@ def from_ecs(doc: Mapping[str, Any]) -> EvalContext:
     proc.creds = _credentials(pblock, thread, extra)
     proc.exe_memfd = extra.get("exe_from_memfd") is True
     proc.exe_deleted = extra.get("exe_deleted") is True
+    proc.container = _container(doc, sent)
     ev = Event(
         type=etype,
         ts_ns=ts,

@@ -3,7 +3,9 @@ the file that sentinel can evaluate fires on a real process doing what the rule 
 
 One `sentinel run --rules <the Falco file>` for the module; each rule has a trigger below that does the rule's
 behaviour with real programs (copies of binaries named as the rule wants, ctypes for direct syscalls, a
-loopback listener) and a check that the alert came from that trigger. The guard test keeps the triggers in
+loopback listener) and a check that the alert came from that trigger. Rules on Falco's ``container`` macro
+run their trigger in a container: a cgroup made by hand with the name docker gives one (no runtime is
+installed here; to sentinel, as to Falco, a container is its cgroup). The guard test keeps the triggers in
 step with the file: evaluable rules = enabled - never_fire - refused, and each needs a trigger or a reasoned
 entry in EXCLUDED.
 """
@@ -26,6 +28,7 @@ import pytest
 
 from .conftest import get
 from .rule_triggers import Fired, rules_detector, run, wait_for_rule
+from .test_container_cgroups import move, remove_tree, require_cgroup2
 from .test_detection import Detector
 from .test_security_syscalls import run_calls
 
@@ -35,8 +38,14 @@ FALCO_DIR = Path(__file__).resolve().parents[3] / "shared" / "falco"
 FALCO_RULES = FALCO_DIR / "falco_rules.yaml"
 
 # Evaluable rules this test does not trigger, each with the reason (the guard test accounts for them).
-# Empty: every rule sentinel can evaluate has a trigger below.
+# Empty where the kernel has module syscalls: every rule sentinel can evaluate has a trigger below.
 EXCLUDED: dict[str, str] = {}
+MODULE_SYSCALLS = os.path.exists("/sys/kernel/tracing/events/syscalls/sys_enter_finit_module")
+if not MODULE_SYSCALLS:
+    EXCLUDED["Linux Kernel Module Injection Detected"] = (
+        "this kernel has no module syscalls (no CONFIG_MODULES): init_module/finit_module cannot be made or "
+        "traced here (the agent lists their tracepoints as absent)"
+    )
 
 
 def falco_rules_file() -> Path:
@@ -60,6 +69,37 @@ def run_named(prog: Path, code: str, **kw: Any) -> int:
     proc = subprocess.Popen([str(prog), "-c", textwrap.dedent(code)], env=env, **kw)
     assert proc.wait(60) == 0, f"{prog.name} trigger failed"
     return proc.pid
+
+
+CONTAINER_CGROUPS: list[bytes] = []  # removed when the module ends (see the detector fixture)
+
+
+def in_container(argv: list[str], ok: tuple[int, ...] = (0,), **kw: Any) -> int:
+    """Run ``argv`` to completion in a fresh container: a shell waits while it is moved into a cgroup named
+    as docker names its containers (systemd driver), then execs ``argv``. Its pid.
+
+    The cgroup stays until the module ends: the agent resolves an event's cgroup id when it handles the
+    event, and a cgroup removed by then (a process that exits at once, removed at once) no longer resolves.
+    """
+    top = os.fsencode(require_cgroup2().mount_point) + f"/sentinel-falco-{uuid.uuid4().hex[:8]}".encode()
+    cgroup = top + f"/system.slice/docker-{uuid.uuid4().hex}{uuid.uuid4().hex}.scope".encode()
+    os.makedirs(cgroup)
+    CONTAINER_CGROUPS.append(top)
+    gate = subprocess.Popen(
+        ["/bin/sh", "-c", 'read go; exec "$0" "$@"', *argv],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw,
+    )  # fmt: skip
+    assert gate.stdin is not None
+    move(gate.pid, cgroup)
+    gate.stdin.write(b"go\n")
+    gate.stdin.close()
+    rc = gate.wait(60)
+    assert rc in ok, f"{argv} exited {rc} in a container"
+    return gate.pid
+
+
+def in_container_alert(a: dict[str, Any]) -> bool:
+    return get(a, "container.runtime") == "docker" and len(get(a, "container.id") or "") == 64
 
 
 # ---- one trigger per rule -----------------------------------------------------------------------------
@@ -242,6 +282,54 @@ def fileless_memfd(tmp: Path) -> Fired:
     return Fired({pid}, lambda a: get(a, "process.executable") == f"memfd:{name}", f"exec of memfd:{name}")
 
 
+def terminal_shell_in_container(tmp: Path) -> Fired:
+    # a program named runc (container_entrypoint) starts sh on a terminal (pty) in a container
+    runc = named_python(tmp, "runc")
+    code = "import os, pty; pid, fd = pty.fork()\nif pid == 0: os.execv('/bin/sh', ['sh', '-c', 'true'])\n"
+    code += "try:\n    while os.read(fd, 1024): pass\nexcept OSError: pass\nos.waitpid(pid, 0)"
+    pid = in_container([str(runc), "-c", code], env={**os.environ, "PYTHONHOME": sys.base_prefix})
+    return Fired(
+        {pid},
+        lambda a: get(a, "process.name") == "sh" and in_container_alert(a),
+        "runc > sh on a pty in a container",
+    )
+
+
+def netcat_in_container(tmp: Path) -> Fired:
+    nc = tmp / "nc"
+    shutil.copy("/bin/true", nc)
+    pid = in_container([str(nc), "-e", "/bin/sh", "127.0.0.1", "9"])
+    return Fired(
+        {pid}, lambda a: get(a, "process.name") == "nc" and in_container_alert(a), "nc -e in a container"
+    )
+
+
+def stdin_to_network_in_container(tmp: Path) -> Fired:
+    code = "import os, socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    code += "s.connect(('127.0.0.1', 9)); os.dup2(s.fileno(), 0)"
+    pid = in_container([sys.executable, "-c", code])
+    return Fired({pid}, in_container_alert, "python moving a UDP socket onto stdin in a container")
+
+
+def module_injection_in_container(tmp: Path) -> Fired:
+    # finit_module(/dev/null) as root (CAP_SYS_MODULE) in a container: refused, and still the attempt
+    code = "import ctypes, os; fd = os.open('/dev/null', os.O_RDONLY)\n"
+    code += "ctypes.CDLL(None, use_errno=True).syscall(ctypes.c_long(313), ctypes.c_long(fd), b'', 0)"
+    pid = in_container([sys.executable, "-c", code])
+    return Fired({pid}, in_container_alert, "finit_module in a container")
+
+
+def release_agent_in_container(tmp: Path) -> Fired:
+    # root with CAP_SYS_ADMIN writing a file named release_agent (the cgroup v1 escape), in a container
+    target = tmp / "release_agent"
+    pid = in_container([sys.executable, "-c", f"open({str(target)!r}, 'w').write('/x')"])
+    return Fired(
+        {pid},
+        lambda a: get(a, "file.path") == str(target) and in_container_alert(a),
+        f"writing {target} in a container",
+    )
+
+
 TRIGGERS: dict[str, Callable[[Path], Fired]] = {
     "Directory traversal monitored file read": directory_traversal,
     "Read sensitive file trusted after startup": sensitive_trusted_after_startup,
@@ -259,12 +347,21 @@ TRIGGERS: dict[str, Callable[[Path], Fired]] = {
     "Execution from /dev/shm": exec_from_dev_shm,
     "Disallowed SSH Connection Non Standard Port": ssh_non_standard_port,
     "Fileless execution via memfd_create": fileless_memfd,
+    "Terminal shell in container": terminal_shell_in_container,
+    "Netcat Remote Code Execution in Container": netcat_in_container,
+    "Redirect STDOUT/STDIN to Network Connection in Container": stdin_to_network_in_container,
+    "Detect release_agent File Container Escapes": release_agent_in_container,
+    **({"Linux Kernel Module Injection Detected": module_injection_in_container} if MODULE_SYSCALLS else {}),
 }
 
 
 @pytest.fixture(scope="module")
 def falco_detector() -> Iterator[Detector]:
-    yield from rules_detector(falco_rules_file())
+    try:
+        yield from rules_detector(falco_rules_file())
+    finally:
+        while CONTAINER_CGROUPS:
+            remove_tree(CONTAINER_CGROUPS.pop())
 
 
 @pytest.mark.parametrize("rule", sorted(TRIGGERS))

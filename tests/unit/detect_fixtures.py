@@ -26,6 +26,15 @@ HOST = HostInfo(
 )
 S = 1_000_000_000
 SHA = "0123456789abcdef" * 4
+# What a Falco-format alert of a host process adds to its output fields (Falco's default suggested output).
+HOST_SUGGESTED = {
+    "container.id": "host",
+    "container.name": "host",
+    "container.image.repository": None,
+    "container.image.tag": None,
+    "k8s.pod.name": None,
+    "k8s.ns.name": None,
+}
 
 
 def ev(etype: EventType, ts: int, pid: int, **kw: Any) -> Event:

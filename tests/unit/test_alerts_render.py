@@ -30,7 +30,17 @@ from sentinel.events import AF_INET, EventType
 from sentinel.rules.context import EvalContext
 from sentinel.rules.model import PRIORITIES
 from sentinel.text import unescape
-from tests.unit.detect_fixtures import HOST, SHA, FakeRuleSet, ListSink, S, ev, make_table, rule
+from tests.unit.detect_fixtures import (
+    HOST,
+    HOST_SUGGESTED,
+    SHA,
+    FakeRuleSet,
+    ListSink,
+    S,
+    ev,
+    make_table,
+    rule,
+)
 
 RFC3339_NS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
 
@@ -301,7 +311,12 @@ def test_falco_alert_json() -> None:
         "hostname": "h",
         "output": f"{when}: Warning Shell sh spawned by nginx",
         "tags": ["mitre_execution", "T1059.004"],
-        "output_fields": {"proc.name": "sh", "proc.pname": "nginx", "evt.time": HOST.boot_time_ns + 2 * S},
+        "output_fields": {
+            "proc.name": "sh",
+            "proc.pname": "nginx",
+            "evt.time": HOST.boot_time_ns + 2 * S,
+            **HOST_SUGGESTED,  # Falco's default append_output: suggested_output: true
+        },
     }
 
 

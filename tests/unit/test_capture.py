@@ -19,6 +19,7 @@ from sentinel.capture import (
     CaptureError,
     CaptureReader,
     CaptureWriter,
+    ContainerFact,
     FactsMiss,
     FdFact,
     IdentityFact,
@@ -36,6 +37,7 @@ from sentinel.capture.format import (
     MAX_ARRAY_LEN,
     MAX_RECORD_BYTES,
 )
+from sentinel.containers import ContainerRef
 from sentinel.events import AT_FDCWD, Credentials, Event, EventType
 from sentinel.process.facts import ProcFacts
 
@@ -337,6 +339,23 @@ def test_identity_records_round_trip(tmp_path: Path) -> None:
     assert describe(path).records["identity"] == 2
 
 
+def test_container_records_round_trip(tmp_path: Path) -> None:
+    """Which container a process is in (version 5): a container, a rootless one with a name that is not
+    UTF-8, and the host."""
+    full = "3ad7b26ded6d8e7b23da7d48fe889434573036c27ae5a74837233de441c3601e"
+    docker = ContainerRef("docker", full, full[:12])
+    odd = ContainerRef("lxc", raw(b"web\xff"), raw(b"web\xff"), rootless=True)
+    path = tmp_path / "c"
+    with CaptureWriter(path, HEADER) as w:
+        w.write_container(7, docker)
+        w.write_container(8, odd)
+        w.write_container(9, None)
+    items, reader = read_all(path)
+    assert reader.problem is None
+    assert items[1:] == [ContainerFact(7, docker), ContainerFact(8, odd), ContainerFact(9, None)]
+    assert describe(path).records["container"] == 3
+
+
 def test_facts_with_a_nul_inside_an_argument_are_refused(tmp_path: Path) -> None:
     with CaptureWriter(tmp_path / "c", HEADER) as w, pytest.raises(ValueError, match="NUL"):
         w.write_facts(make_facts(args=["a\x00b"]))
@@ -357,7 +376,7 @@ def test_header_is_complete_and_segments_are_exposed(tmp_path: Path) -> None:
     assert [h["boot_id"] for h in reader.headers] == ["b00t", "other-boot"]
     assert reader.headers[1]["created_ns"] == 77
     head = reader.headers[0]
-    assert head["format"] == "sentinel-capture" and head["version"] == 4
+    assert head["format"] == "sentinel-capture" and head["version"] == 5
     assert {k: head[k] for k in HOST} == HOST and head["probe_mode"] == "test"
     assert isinstance(head["created_ns"], int)
 
@@ -582,7 +601,7 @@ def test_headerless_file_is_not_a_capture(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("changes", "kind", "message"),
     [
-        ({"version": 5}, "unsupported", "unsupported capture version 5"),
+        ({"version": 6}, "unsupported", "unsupported capture version 6"),
         ({"version": "1"}, "corrupt", "version is str"),
         ({"format": "sentinel-capturez"}, "not-a-capture", "not a sentinel capture: format is str"),
         ({"boot_time_ns": None}, "corrupt", "lacks 'boot_time_ns'"),
@@ -629,7 +648,7 @@ BAD_RECORDS: list[Any] = [
     (pack([]), "record kind is missing"),
     (pack([True, 1]), "record kind is True"),
     (pack(["event"]), "record kind is str"),
-    (pack([9, 1, 2]), "unknown record kind 9"),
+    (pack([10, 1, 2]), "unknown record kind 10"),
     (pack(5), "expected a record array or a header map, found integer 5"),
     (pack(b"\x00"), "found bytes"),
     (pack(None), "found None"),
@@ -641,6 +660,12 @@ BAD_RECORDS: list[Any] = [
     (pack([5]), "snapshot_end record has 1 elements"),
     (pack([6, "1"]), "facts_miss record pid is str"),
     (pack([8, b"/x", 1]), "identity record has 3 elements, expected 4"),
+    (pack([9, 1, "docker", b"a", b"a"]), "container record has 5 elements, expected 6"),
+    (pack([9, "1", None, None, None, False]), "container record pid is str"),
+    (pack([9, 1, None, None, None, None]), "container record rootless is None, expected a boolean"),
+    (pack([9, 1, b"docker", b"a", b"a", False]), "container record runtime is bytes"),
+    (pack([9, 1, "docker", "a", b"a", False]), "container record full_id is str"),
+    (pack([9, 1, "docker", b"a", None, False]), "container record id is None"),
     (pack([8, "/x", 1, 2]), "identity record path is str"),
     (pack([8, b"/x", 1, None]), "identity record dev is None"),
     (pack([8, b"/x", "1", 2]), "identity record ino is str"),
@@ -658,7 +683,7 @@ BAD_RECORDS: list[Any] = [
             (pack([2, 1, 2, 3, b"c", None, None, None, 0, 0, None]), "tty_nr is None"),
         ]
     ),
-    (pack({"format": "sentinel-capture", "version": 5}), "unsupported capture version 5"),
+    (pack({"format": "sentinel-capture", "version": 6}), "unsupported capture version 6"),
     (pack({"format": "x", "version": 1}), "a map that is not a segment header: format is str 'x'"),
     (pack({"format": "sentinel-capture", "version": 1}), "header lacks 'hostname'"),
     (b"\xc1", "not valid msgpack"),
@@ -735,7 +760,7 @@ def test_a_record_whose_parts_add_up_past_the_limit_is_refused(tmp_path: Path) -
 def test_a_later_segment_with_another_version_stops_there(tmp_path: Path) -> None:
     path = tmp_path / "c"
     first = header_bytes() + pack([6, 1])
-    path.write_bytes(first + header_bytes(version=5) + pack([6, 2]))
+    path.write_bytes(first + header_bytes(version=6) + pack([6, 2]))
     items, reader = read_all(path)
     assert items[1:] == [FactsMiss(1)]
     assert reader.problem is not None

@@ -27,7 +27,17 @@ from sentinel.process.table import ProcessTable
 from sentinel.rules.context import EvalContext
 from sentinel.rules.model import Diagnostic
 from sentinel.sensor.loader import SensorConfig, boottime_ns
-from tests.unit.detect_fixtures import HOST, SHA, FakeRuleSet, ListSink, S, ev, make_table, rule
+from tests.unit.detect_fixtures import (
+    HOST,
+    HOST_SUGGESTED,
+    SHA,
+    FakeRuleSet,
+    ListSink,
+    S,
+    ev,
+    make_table,
+    rule,
+)
 from tests.unit.test_recording import write_capture
 
 
@@ -180,6 +190,7 @@ def test_falco_format_stream() -> None:
         "proc.name": "nginx",
         "fd.name": "/srv/www/x",
         "evt.time": HOST.boot_time_ns + 2 * S,
+        **HOST_SUGGESTED,
     }
 
 

@@ -17,12 +17,17 @@ import pytest
 import yaml
 
 from sentinel.alerts.model import Alert
+from sentinel.containers import ContainerRef
+from sentinel.rules.context import EvalContext
 from tests.unit.detect_fixtures import rule
 from tests.unit.test_alerts_render import make_alert, open_context, render_ecs, shell_context
 from tests.unit.test_alerts_sigma import sigma_rule
 
 ECS_FLAT = Path(__file__).resolve().parents[3] / "shared" / "ecs" / "ecs_flat.yml"
 OURS = ("sentinel.",)  # product-specific data, as ECS asks for custom fields
+A = "3ad7b26ded6d8e7b23da7d48fe889434573036c27ae5a74837233de441c3601e"
+DOCKER_A = ContainerRef("docker", A, A[:12])
+ROOTLESS_LXC = ContainerRef("lxc", "web01", "web01", rootless=True)
 
 _STRINGS = {"keyword", "constant_keyword", "wildcard", "match_only_text", "text", "date", "ip", "version"}
 _INTS = {"long", "integer", "short", "byte", "unsigned_long"}
@@ -93,10 +98,19 @@ def violations(doc: dict[str, Any]) -> list[str]:
     return bad
 
 
+def container_context(ref: ContainerRef = DOCKER_A) -> EvalContext:
+    ctx = shell_context()
+    assert ctx.proc is not None
+    ctx.proc.container = ref
+    return ctx
+
+
 def alerts() -> dict[str, Alert]:
     falco = rule("Shell", tags=["mitre_execution", "T1059.004"], output="%proc.name %proc.pname")
     return {
         "falco-exec": make_alert(falco, shell_context()),
+        "falco-exec-container": make_alert(falco, container_context()),
+        "falco-exec-rootless-lxc": make_alert(falco, container_context(ROOTLESS_LXC)),
         "falco-open": make_alert(rule("Read", tags=["T1003.008"]), open_context()),
         "sigma-exec": make_alert(sigma_rule(), shell_context()),
         "sigma-minimal": make_alert(sigma_rule(references=[], license=None, logsource={}), shell_context()),
@@ -116,6 +130,19 @@ def test_sigma_alert_sets_the_rule_fields_ecs_has() -> None:
                   "rule.ruleset", "rule.category", "threat.software.id", "threat.tactic.id"):  # fmt: skip
         assert field in names
         assert field in ecs_fields()
+
+
+def test_a_container_is_named_with_ecs_fields_and_the_host_is_not() -> None:
+    """ECS container.id is the runtime's whole id and container.runtime the runtime (both keyword); the short
+    id Falco and `docker ps` show and the rootless flag have no ECS field: sentinel.container. A host process
+    has no container block (ECS has no value meaning the host)."""
+    doc = render_ecs(alerts()["falco-exec-container"])
+    assert doc["container"] == {"id": A, "runtime": "docker"}
+    assert doc["sentinel"]["container"] == {"short_id": A[:12], "rootless": False}
+    for name in ("container.id", "container.runtime"):
+        assert ecs_fields()[name]["type"] == "keyword"
+    host = render_ecs(alerts()["falco-exec"])
+    assert "container" not in host and "container" not in host["sentinel"]
 
 
 def test_the_checker_catches_what_it_should() -> None:

@@ -230,3 +230,33 @@ def test_compile_same_field_twice() -> None:
     assert keep(DOC)
     assert not keep({"file": {"path": "/etc/shadow"}})
     assert not keep({"file": {"path": "/tmp/x"}})
+
+
+# --------------------------------------------------------------------------------------------- containers
+
+FULL = "3ad7b26ded6d8e7b23da7d48fe889434573036c27ae5a74837233de441c3601e"
+IN_CONTAINER: dict[str, Any] = {
+    **DOC,
+    "container": {"id": FULL, "runtime": "docker"},
+    "sentinel": {"container": {"short_id": FULL[:12], "rootless": False}},
+}
+
+
+@pytest.mark.parametrize(
+    ("expr", "in_container", "on_host"),
+    [
+        (f"container.id={FULL}", True, False),  # the whole id, as ECS has it
+        (f"container.id={FULL[:12]}", True, False),  # the short one, as docker ps and Falco show it
+        ("container.id^=3ad7b2", True, False),
+        ("container.id=host", False, True),  # Falco's value for a process in no container
+        ("container.id!=host", True, False),
+        (f"container.id!={FULL[:12]}", False, True),
+        ("container.runtime=docker", True, False),
+        ("sentinel.container.rootless=false", True, False),
+    ],
+)
+def test_container_id_takes_the_whole_id_the_short_one_and_host(
+    expr: str, in_container: bool, on_host: bool
+) -> None:
+    assert match(expr, IN_CONTAINER) is in_container
+    assert match(expr, DOC) is on_host

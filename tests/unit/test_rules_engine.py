@@ -241,10 +241,10 @@ def test_matchers_per_rule_and_constants_folded() -> None:
     rs = ruleset(
         MACROS
         + rule_yaml("spawned and fd.name = /x", name="never")
-        + rule_yaml("opened and container.id = host and evt.dir = <", name="always-on-open")
+        + rule_yaml("opened and evt.source = syscall and evt.dir = <", name="always-on-open")
     )
     assert rs.matchers[EXEC].fn(exec_ctx()) == []
-    assert "container" not in rs.matchers[OPEN].source  # folded: container.id is always host
+    assert "syscall" not in rs.matchers[OPEN].source  # folded: evt.source is always syscall
     assert [r.name for r in rs.match(open_ctx("/y"))] == ["always-on-open"]
     assert rs.rules[0].matcher(exec_ctx()) is False
 

@@ -82,6 +82,8 @@ EXEC_VALUES: dict[str, Any] = {
     "group.gid": 33,
     "group.name": "www-data",
     "container.id": "host",
+    "container.full_id": "host",
+    "container.type": "host",
     "container.name": "host",
     "container.info": "host",
     "sentinel.exec.filename": "/usr/bin/bash",
