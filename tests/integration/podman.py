@@ -284,6 +284,7 @@ def running_pod(name: str | None = None) -> Iterator[Pod]:
     """A pod (its infra container runs catatonit from podman's locally built pause image); start
     containers in it with ``running_container(pod=pod.name)``. Removed with its containers afterwards."""
     name = name or unique_name("sentinel-test-pod")
+    cgroup_path = ""
     pod_id = _text(
         podman(
             "pod",
@@ -298,10 +299,30 @@ def running_pod(name: str | None = None) -> Iterator[Pod]:
     )
     try:
         podman("pod", "start", name)
-        infra = _text(podman("pod", "inspect", name, "--format", "{{.InfraContainerID}}").stdout)
+        fields = _text(
+            podman("pod", "inspect", name, "--format", "{{.InfraContainerID}} {{.CgroupPath}}").stdout
+        )
+        infra, _, cgroup_path = fields.partition(" ")
         yield Pod(pod_id, name, infra)
     finally:
         podman("pod", "rm", "-f", "-t", "0", "--ignore", name, check=False)
+        if cgroup_path:
+            remove_empty_cgroup(cgroup_path)
+
+
+def remove_empty_cgroup(path: str) -> None:
+    """rmdir ``path`` on every cgroup hierarchy where it is left: podman 4.3 with cgroupfs on a hybrid host
+    removes a pod's v1 controller directories but leaves the unified and name=systemd ones."""
+    try:
+        with open("/proc/self/mounts") as f:
+            mounts = [line.split()[1] for line in f if line.split()[2:3] in (["cgroup"], ["cgroup2"])]
+    except OSError:
+        return
+    for mount_point in mounts:
+        try:
+            os.rmdir(mount_point.rstrip("/") + path)
+        except OSError:
+            continue  # not there, or not empty: never forced
 
 
 def host_pid_of_exec(container: Container, argv: Sequence[str], timeout: float = 10.0) -> int:

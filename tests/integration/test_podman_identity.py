@@ -278,6 +278,8 @@ def test_pod_containers_are_named_not_the_pod(mount: Cgroup2Mount, podman_image:
             )
             pod_info = res.resolve(os.stat(mount.mount_point.rstrip("/") + pod_dir).st_ino)
             assert pod_info is not None and pod_info.container is None
+    # podman leaves the pod's unified and name=systemd directories; running_pod removes them
+    assert not os.path.exists(mount.mount_point.rstrip("/") + pod_dir)
 
 
 def test_docker_api_fields(container: Container, podman_image: str, tmp_path: Path) -> None:
