@@ -27,8 +27,11 @@ START=$SECONDS
 export DEBIAN_FRONTEND=noninteractive
 # curl, git, logrotate and openssh-client are not needed by the agent: the end-to-end tests drive them as
 # real workloads (ssh: the client Falco's "Disallowed SSH Connection Non Standard Port" watches).
+# podman, runc, debootstrap and catatonit run the container tests' real containers: runc because Debian's
+# default runtime (crun) is only recommended; debootstrap builds their image (no registry is reachable);
+# catatonit is the pause process podman builds a pod's infra image from.
 PACKAGES=(python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip bpftool iproute2 gcc libc6-dev
-    ca-certificates curl git logrotate openssh-client)
+    ca-certificates curl git logrotate openssh-client podman runc debootstrap catatonit)
 
 # --- distro packages ----------------------------------------------------------------------------------------
 
@@ -172,6 +175,33 @@ else
     log "mounting tracefs at /sys/kernel/tracing"
     mount -t tracefs tracefs /sys/kernel/tracing || die "cannot mount tracefs at /sys/kernel/tracing"
 fi
+
+# --- podman -------------------------------------------------------------------------------------------------
+# Two settings podman needs on these hosts, in a drop-in of our own (podman reads containers.conf.d since 4.x;
+# the administrator's containers.conf and other drop-ins are left alone): runc, the runtime installed above;
+# and rlimits no higher than the host's, because root here lacks CAP_SYS_RESOURCE and cannot raise
+# them (podman's defaults, nofile 1048576, make every container fail to start).
+
+PODMAN_DROPIN=/etc/containers/containers.conf.d/50-sentinel-tests.conf
+PODMAN_CONF='# Written by sentinel scripts/setup.sh (the container tests); rewritten when it differs.
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+
+[engine]
+runtime = "runc"'
+
+if [[ -f $PODMAN_DROPIN && $(<"$PODMAN_DROPIN") == "$PODMAN_CONF" ]]; then
+    log "podman settings present in $PODMAN_DROPIN"
+else
+    log "writing podman settings to $PODMAN_DROPIN"
+    mkdir -p "$(dirname "$PODMAN_DROPIN")" || die "cannot create $(dirname "$PODMAN_DROPIN")"
+    printf '%s\n' "$PODMAN_CONF" >"$PODMAN_DROPIN.tmp" && mv "$PODMAN_DROPIN.tmp" "$PODMAN_DROPIN" ||
+        die "cannot write $PODMAN_DROPIN"
+fi
+PODMAN_INFO='{{.Version.Version}}, runtime {{.Host.OCIRuntime.Name}},'
+PODMAN_INFO+=' cgroups {{.Host.CgroupManager}} {{.Host.CgroupsVersion}}'
+podman_info=$(podman info --format "$PODMAN_INFO" 2>&1) || die "podman does not work: $podman_info"
+log "podman $podman_info"
 
 # --- venv ---------------------------------------------------------------------------------------------------
 # bcc is importable only from the distro interpreter, so the venv is built from it and sees its site-packages.

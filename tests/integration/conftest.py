@@ -19,6 +19,8 @@ from typing import Any
 import orjson
 import pytest
 
+from .podman import podman_image  # noqa: F401  (a session fixture: the real containers' base image)
+
 REPO = Path(__file__).resolve().parents[2]
 HELPERS = Path(__file__).resolve().parent / "helpers"
 READY_TIMEOUT = 60.0
