@@ -29,6 +29,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from sentinel.containers.cri_messages import NAMESPACE_NODE, SERVICE, CriMessages, messages
 from sentinel.containers.image_ref import ImageRef, image_id_hex, parse_image_ref
 from sentinel.containers.metadata import (
     ContainerMeta,
@@ -43,16 +44,6 @@ from sentinel.containers.metadata import (
     k8s_from_labels,
 )
 
-try:  # the optional "cri" extra
-    import grpc
-
-    from sentinel.containers.cri_messages import NAMESPACE_NODE, SERVICE, CriMessages, messages
-except ImportError as exc:  # pragma: no cover - exercised by a test that hides the modules
-    grpc = None
-    _IMPORT_PROBLEM = f"grpcio and protobuf are not installed ({exc.name}): pip install 'sentinel[cri]'"
-else:
-    _IMPORT_PROBLEM = ""
-
 __all__ = ["MAX_MESSAGE", "CriClient", "cri_available", "meta_from_sandbox", "meta_from_status"]
 
 MAX_MESSAGE = 4 << 20  # gRPC's own default; a verbose status carries the OCI spec (tens of KiB)
@@ -64,9 +55,28 @@ _IMAGE_NAME_ANNOTATIONS = (  # where runtimes keep the reference when image.imag
 )
 
 
+_grpc: Any = None
+_problem: str | None = None  # None: not tried yet; "": grpc and protobuf are there
+
+
+def _load_grpc() -> Any:
+    """grpc, imported at the first CRI socket that exists (it costs ~50 ms; most hosts have no CRI)."""
+    global _grpc, _problem
+    if _problem is None:
+        try:
+            import google.protobuf  # noqa: F401
+            import grpc
+        except ImportError as exc:
+            _problem = f"grpcio and protobuf are not installed ({exc.name}): pip install 'sentinel[cri]'"
+        else:
+            _grpc, _problem = grpc, ""
+    return _grpc
+
+
 def cri_available() -> str:
     """``""`` when CRI lookups can work here, else why not (the fix included)."""
-    return _IMPORT_PROBLEM
+    _load_grpc()
+    return _problem or ""
 
 
 def _info(info: Mapping[str, str]) -> Mapping[str, Any]:
@@ -216,6 +226,7 @@ class CriClient:
         self.source = f"{kind}:{socket_path}"
         self.max_bytes = max_bytes
         self._channel: Any = None
+        self._grpc: Any = None
         self._calls: dict[str, Any] = {}
 
     def _call(self, method: str, request: Any, response_type: Any, deadline: float) -> Any | None:
@@ -230,6 +241,7 @@ class CriClient:
         left = deadline - time.monotonic()
         if left <= 0:
             raise LookupTimeout("no answer before the deadline")
+        grpc = self._grpc
         try:
             return call(request, timeout=left)
         except grpc.RpcError as exc:
@@ -246,8 +258,10 @@ class CriClient:
     def _open(self) -> CriMessages:
         if not os.path.exists(self.socket_path):  # gRPC would say UNAVAILABLE; this says why, and quietly
             raise SocketMissing(f"no socket at {self.socket_path}")
+        grpc = _load_grpc()
         if grpc is None:
-            raise RuntimeUnavailable(_IMPORT_PROBLEM)
+            raise RuntimeUnavailable(_problem or "grpc is not available")
+        self._grpc = grpc
         if self._channel is None:
             self._channel = grpc.insecure_channel(
                 f"unix:{self.socket_path}",

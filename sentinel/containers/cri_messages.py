@@ -7,7 +7,7 @@ skips fields a reader does not describe, so the runtime's full messages parse in
 ``int32`` (the same varint on the wire): ``NamespaceMode`` NODE is 2.
 
 Built into a private descriptor pool (no clash with another ``runtime.v1`` a process may load) the first
-time a CRI client needs them; importing this module needs protobuf (``pip install 'sentinel[cri]'``).
+time a CRI client needs them (protobuf is imported then: ``pip install 'sentinel[cri]'``).
 """
 
 from __future__ import annotations
@@ -16,21 +16,15 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
 __all__ = ["NAMESPACE_NODE", "SERVICE", "CriMessages", "messages"]
 
 SERVICE = "runtime.v1.RuntimeService"
 NAMESPACE_NODE = 2  # NamespaceMode: POD 0, CONTAINER 1, NODE 2 (the host's), TARGET 3
 _PACKAGE = "runtime.v1"
-_STRING, _BOOL, _INT64, _UINT32, _INT32, _MESSAGE = (
-    descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
-    descriptor_pb2.FieldDescriptorProto.TYPE_BOOL,
-    descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
-    descriptor_pb2.FieldDescriptorProto.TYPE_UINT32,
-    descriptor_pb2.FieldDescriptorProto.TYPE_INT32,
-    descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
-)
+# FieldDescriptorProto.Type values (descriptor.proto): fixed by protobuf, written here so that this module
+# imports without protobuf.
+_INT64, _INT32, _BOOL, _STRING, _MESSAGE, _UINT32 = 3, 5, 8, 9, 11, 13
+_OPTIONAL, _REPEATED_LABEL = 1, 3
 _MAP = "map"  # a map<string, string> field
 _REPEATED = "repeated:"  # prefix: a repeated field of that message
 
@@ -112,12 +106,13 @@ def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def _file() -> descriptor_pb2.FileDescriptorProto:
+def _file() -> Any:
+    from google.protobuf import descriptor_pb2
+
     proto = descriptor_pb2.FileDescriptorProto(
         name="sentinel/containers/cri_subset.proto", package=_PACKAGE, syntax="proto3"
     )
-    optional = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
-    repeated = descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
+    optional, repeated = _OPTIONAL, _REPEATED_LABEL
     for name, fields in _SCHEMA.items():
         msg = proto.message_type.add(name=name)
         for field_name, number, kind in fields:
@@ -144,6 +139,8 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
 @cache
 def messages() -> CriMessages:
     """The classes, built once."""
+    from google.protobuf import descriptor_pool, message_factory
+
     pool = descriptor_pool.DescriptorPool()
     pool.Add(_file())
 

@@ -374,8 +374,8 @@ def test_absent_socket() -> None:
 
 
 def test_without_grpc_the_lookup_says_how_to_fix_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cri, "grpc", None)
-    monkeypatch.setattr(cri, "_IMPORT_PROBLEM", "grpcio and protobuf are not installed (grpc): pip install x")
+    monkeypatch.setattr(cri, "_grpc", None)
+    monkeypatch.setattr(cri, "_problem", "grpcio and protobuf are not installed (grpc): pip install x")
     with short_dir() as d:
         (d / "containerd.sock").write_text("")
         with pytest.raises(RuntimeUnavailable, match="not installed"):
