@@ -161,7 +161,7 @@ class MetadataService:
         clock: Callable[[], float] = time.monotonic,
         start: bool = True,
     ) -> None:
-        chosen = DEFAULT_ENDPOINTS if endpoints is None else endpoints
+        chosen = list(DEFAULT_ENDPOINTS if endpoints is None else endpoints)
         texts = [e for e in chosen if isinstance(e, str)]
         parsed = {(e.kind, e.path): e for e in parse_endpoints(texts)}
         for e in chosen:
