@@ -2,7 +2,8 @@
 ``/proc/PID/cgroup`` when the id cannot say.
 
 The process table asks only when it must (a process it has not seen, an event whose cgroup id differs from
-the process's last one, an exec on a host with v1 hierarchies), never per event; a fork's child inherits
+the process's last one, on a host with v1 hierarchies an exec by a container runtime:
+:func:`sentinel.process.table.runtime_init`), never per event; a fork's child inherits
 its parent's answer without asking. One :class:`ContainerIdentity` per agent answers those questions:
 
 1. The id, resolved to its cgroup v2 path by :class:`~sentinel.containers.cgroup_ids.CgroupResolver` (cached

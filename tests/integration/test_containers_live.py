@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,13 +74,14 @@ def v1_hierarchy() -> tuple[str, str] | None:
     return None
 
 
-def shell(markers: tuple[Path, Path]) -> subprocess.Popen[bytes]:
+def shell(markers: tuple[Path, Path], runtime: Path) -> subprocess.Popen[bytes]:
     """A shell on the host that waits for a line (while it is moved), then execs the "entrypoint": a shell
     that lives a moment, forks `cat` of one marker and execs `cat` of the other. As runc does it: its child
-    is moved into the container's cgroups, then execs the entrypoint."""
+    is moved into the container's cgroups, then execs the entrypoint. The waiting shell runs from a copy
+    named ``runc`` (``runtime``): on a host with v1 hierarchies only a runtime's exec asks /proc again."""
     entrypoint = f"sleep 0.3; /bin/cat {markers[0]} >/dev/null; exec /bin/cat {markers[1]}"
     script = f"read go; exec /bin/sh -c '{entrypoint}'"
-    return subprocess.Popen(["/bin/sh", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    return subprocess.Popen([str(runtime), "-c", script], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +107,15 @@ def placed(agent: Agent, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
         for m in markers:
             m.write_text("x\n")
         cases.append(Case(name, expected, markers))
+    runtime = tmp / "runc"
+    shutil.copy2("/bin/sh", runtime)
     capture = tmp / "containers.capture"
     recorder, diags = start_recorder(capture)
     procs = []
     try:
         for case in cases:
             directory = targets[case.name][0]
-            proc = shell(case.markers)
+            proc = shell(case.markers, runtime)
             procs.append(proc)
             case.pid = proc.pid
             if directory is not None:

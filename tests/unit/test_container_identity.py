@@ -8,6 +8,8 @@ import os
 import timeit
 from pathlib import Path
 
+import pytest
+
 from sentinel.capture import CaptureWriter, ContainerFact, capture_header
 from sentinel.capture.reader import CaptureReader
 from sentinel.containers import CgroupInfo, ContainerRef, container_from_cgroup
@@ -218,19 +220,29 @@ def test_a_process_moved_to_another_cgroup_is_asked_again() -> None:
     assert ident.stats.lookups == 3
 
 
-def test_an_exec_asks_again_on_a_host_with_v1_hierarchies_only() -> None:
-    """A move in a v1 hierarchy changes no v2 id: on hybrid hosts an exec asks /proc again."""
+@pytest.mark.parametrize(
+    ("exe", "comm"),
+    [("/usr/bin/runc", "runc:[2:INIT]"), ("memfd:runc_cloned:/proc/self/exe", "runc:[2:INIT]"),
+     ("/usr/bin/crun", "crun"), ("/usr/bin/lxc-start", "lxc-start"), ("/x/containerd-shim-runc-v2", "x")],
+)  # fmt: skip
+def test_an_exec_by_a_runtime_asks_again_on_a_host_with_v1_hierarchies_only(exe: str, comm: str) -> None:
+    """A move in a v1 hierarchy changes no v2 id: on hybrid hosts the exec of a container runtime's init
+    (the container's entrypoint) asks /proc again."""
     texts = {10: hybrid_text("/", "/")}
     ident = identity(v1=True, texts=texts)
     t = table(ident)
     t.apply(ev(EventType.OPEN, 10, DAEMON_ID, path="/x", ret=3))
     assert t.get(10).container is None  # type: ignore[union-attr]
+    t.get(10).exe, t.get(10).comm = exe, comm  # type: ignore[union-attr]  # runc init, as the table knows it
     texts[10] = hybrid_text(f"/docker/{A}", PATHS[DAEMON_ID])  # runc moved it (v1 only), then it execs
     p = t.apply(ev(EventType.EXEC, 10, DAEMON_ID, ts=10_000_000_100, filename="/bin/sh", argv=["sh"]))
     assert p is not None and p.container == DOCKER_A
     assert proc_reads(ident) == [10, 10]
     t.apply(ev(EventType.EXEC, 10, DAEMON_ID, ts=10_000_000_200, ret=-2, filename="/nope", argv=["x"]))
     assert proc_reads(ident) == [10, 10]  # a failed exec changed nothing
+    p = t.apply(ev(EventType.EXEC, 10, DAEMON_ID, ts=10_000_000_300, filename="/bin/ls", argv=["ls"]))
+    assert p is not None and p.container == DOCKER_A
+    assert proc_reads(ident) == [10, 10]  # the container's own execs ask nothing: only a runtime's does
 
     v2 = identity(v1=False)
     t = table(v2)
@@ -240,8 +252,9 @@ def test_an_exec_asks_again_on_a_host_with_v1_hierarchies_only() -> None:
 
 
 def test_a_short_lived_child_keeps_the_container_it_was_forked_in_on_a_hybrid_host() -> None:
-    """Its exec is handled after it exited (events of another buffer came first): /proc has nothing to say,
-    and the v2 id (the daemon's) names no container; what it inherited stands."""
+    """Its exec is handled after it exited (events of another buffer came first), and the v2 id (the
+    daemon's) names no container; what it inherited stands: a container's own execs do not ask (only a
+    runtime's do), and when one must, a gone process's /proc says nothing that overrides it."""
     texts = {10: hybrid_text(f"/docker/{A}", PATHS[DAEMON_ID])}
     ident = identity(v1=True, texts=texts)
     t = table(ident)
@@ -249,7 +262,8 @@ def test_a_short_lived_child_keeps_the_container_it_was_forked_in_on_a_hybrid_ho
     t.apply(ev(EventType.FORK, 10, DAEMON_ID, ts=10_000_000_100, child_pid=11))
     p = t.apply(ev(EventType.EXEC, 11, DAEMON_ID, ts=10_000_000_200, filename="/bin/cat", argv=["cat"]))
     assert p is not None and p.container == DOCKER_A
-    assert proc_reads(ident) == [10, 11]  # 10 when first seen (its exec); 11 was gone
+    assert proc_reads(ident) == [10]  # 10 when first seen (its exec); 11 inherited
+    assert ident.container_of(DAEMON_ID, 11, DOCKER_A) == DOCKER_A  # had it asked: 11 is gone
     assert ident.stats.proc_gone == 1
 
 
