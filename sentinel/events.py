@@ -250,13 +250,13 @@ class Event:
     # every event (kernel offsets known)
     start_ns: int = 0  # the kernel's start time of the process (CLOCK_BOOTTIME), 0 = not known
     creds: Credentials | None = None  # None: the probe could not read them (no kernel offsets)
-    # exec: the process's namespace view; fork: the child's (FLAG_NS_VIEW; None: not read)
-    ns: NsView | None = None
-    child_ns: NsView | None = None
     # security syscalls (type >= 16) and tamper: raw arguments, values read behind pointers, strings
     sys_args: tuple[int, ...] = ()
     sys_extra: tuple[int, ...] = ()
     sys_strs: tuple[str, ...] = ()
+    # exec: the process's namespace view; fork: the child's (FLAG_NS_VIEW; None: not read)
+    ns: NsView | None = None
+    child_ns: NsView | None = None
 
     @property
     def type_name(self) -> str:
