@@ -157,6 +157,11 @@ def seen(
                capture, first_pid_ns, first_mnt_ns)  # fmt: skip
 
 
+def test_the_agent_says_it_reads_the_view(agent: Agent) -> None:
+    ready = next(d for d in agent.diagnostics if d.get("event") == "sentinel.ready")
+    assert ready["pid_view"] is True  # this kernel's BTF has every offset: the probes read the view
+
+
 def test_the_containers_first_process_has_vpid_1(seen: Seen) -> None:
     doc = seen.first
     assert get(doc, "process.pid") == seen.container.pid  # the host's pid
