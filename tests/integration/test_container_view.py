@@ -5,7 +5,8 @@ A marker binary (a copy of ``sleep`` with a name of its own) is bind-mounted int
 first process; ``podman exec`` runs it again. The session's `sentinel events` agent must give the first
 process vpid 1 and a later one its own small vpid (both with host pids in ``process.pid``), the container's
 pid namespace (not the host's) and mount namespace, as ``/proc`` shows them; a host process has vpid = pid.
-A recorder captures the same and its replay must agree. Paths are the container's: a host directory
+A ``--pid host`` container's processes see host pids. A recorder captures the same and its replay must
+agree. Paths are the container's: a host directory
 bind-mounted where the host has a symlink to it is named by the container's path, never by the host's
 resolution of it (same file, a path the container does not have). Falco's ``container_started`` macro
 (``spawned_process and proc.vpid=1 and container``) fires through Falco's own incubating rule "Launch
@@ -88,6 +89,7 @@ class Seen:
     linked_gone: dict[str, Any]  # the same, exited at once
     opened: dict[str, Any]  # an open in the container, relative to a directory only the container has
     host: dict[str, Any]  # the marker run on the host
+    host_pid_container: dict[str, Any]  # the first process of a `--pid host` container
     capture: Path
     first_pid_ns: int
     first_mnt_ns: int
@@ -141,6 +143,9 @@ def seen(
                 lambda d: get(d, "event.action") == "open" and get(d, "sentinel.event.raw_path") == raw,
                 what="the container's open",
             )[-1]
+        with running_container(podman_image, binds=binds[:1], command=command, pid="host") as shared:
+            host_pid_container = exec_doc(agent, shared.pid, MARK)
+            assert get(host_pid_container, "container.id") == shared.id
         host_run = subprocess.run([str(files.bin / MARK), "0"], check=True)
         assert host_run.returncode == 0
         host = agent.wait_for(
@@ -154,7 +159,7 @@ def seen(
         recorder.reader.join(10)  # type: ignore[attr-defined]
     assert any(d.get("event") == "sentinel.stopped" for d in diags)
     yield Seen(container, first, execed_pid, execed_nstgid, execed, linked, linked_gone, opened, host,
-               capture, first_pid_ns, first_mnt_ns)  # fmt: skip
+               host_pid_container, capture, first_pid_ns, first_mnt_ns)  # fmt: skip
 
 
 def test_the_agent_says_it_reads_the_view(agent: Agent) -> None:
@@ -193,6 +198,16 @@ def test_a_host_process_has_vpid_equal_to_pid(seen: Seen) -> None:
     assert get(doc, "sentinel.process.host_pid_ns") is True
 
 
+def test_a_container_in_the_hosts_pid_namespace_sees_host_pids(seen: Seen) -> None:
+    """``--pid host``: a container (its cgroup, its mount namespace) whose processes see host pids, so its
+    first process is no vpid 1 and Falco's container_started does not hold for it (as in Falco)."""
+    doc = seen.host_pid_container
+    assert get(doc, "process.vpid") == get(doc, "process.pid") != 1
+    assert get(doc, "sentinel.process.host_pid_ns") is True
+    assert get(doc, "sentinel.process.pid_ns") == ns_inode("self", "pid")
+    assert get(doc, "sentinel.process.mnt_ns") != ns_inode("self", "mnt")
+
+
 def test_a_bind_mount_at_a_host_symlinks_path_is_named_as_the_container_sees_it(
     seen: Seen, files: Files
 ) -> None:
@@ -219,7 +234,7 @@ def test_the_replay_gives_the_same_view(seen: Seen) -> None:
     assert rc == 0, err
     keys = ("process.pid", "process.vpid", "sentinel.process.pid_ns", "sentinel.process.mnt_ns",
             "sentinel.process.host_pid_ns", "process.executable", "process.parent.vpid")  # fmt: skip
-    for live in (seen.first, seen.execed, seen.linked, seen.linked_gone, seen.host):
+    for live in (seen.first, seen.execed, seen.linked, seen.linked_gone, seen.host, seen.host_pid_container):
         want = {k: get(live, k) for k in keys}
         pid = want["process.pid"]
         replayed = [
