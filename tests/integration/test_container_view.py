@@ -6,9 +6,9 @@ first process; ``podman exec`` runs it again. The session's `sentinel events` ag
 process vpid 1 and a later one its own small vpid (both with host pids in ``process.pid``), the container's
 pid namespace (not the host's) and mount namespace, as ``/proc`` shows them; a host process has vpid = pid.
 A ``--pid host`` container's processes see host pids. A recorder captures the same and its replay must
-agree. Paths are the container's: a host directory
-bind-mounted where the host has a symlink to it is named by the container's path, never by the host's
-resolution of it (same file, a path the container does not have). Falco's ``container_started`` macro
+agree. Paths are the container's: a host directory bind-mounted where the host has a symlink to it is named
+by the container's path, never by the host's resolution of it (same file, a path the container does not
+have). Falco's ``container_started`` macro
 (``spawned_process and proc.vpid=1 and container``) fires through Falco's own incubating rule "Launch
 Excessively Capable Container" for a container with CAP_SYS_ADMIN, for its first process only.
 
