@@ -12,6 +12,8 @@
  * (HAVE_KOFFSETS and the K_* macros, from sentinel/sensor/koffsets.py), never from the headers bcc compiles
  * against: on hosts whose headers do not match the kernel those layouts are wrong. Without them the probes
  * send no credentials, start times or executable identity (flags say so) and do not de-duplicate opens.
+ * With the pid view offsets (HAVE_PIDVIEW_OFFSETS, with HAVE_NS_OFFSETS) exec and fork events also say how the
+ * process sees itself: its pid in its own pid namespace, and its pid and mount namespaces (EVF_NS_VIEW).
  *
  * Compile-time parameters (set by sentinel/sensor/loader.py): SELF_TGID, OPEN_DEDUP_NS (0 disables),
  * LOADER_FILTER (1: the dynamic loader's library opens after exec are counted, not sent), STASH_ENTRIES,
@@ -352,8 +354,8 @@ static __always_inline void read_exec_identity(struct exec_event *e) {
 }
 
 /* The child sched_process_fork announces: the newest entry of its parent's children list (a container_of
- * walk, so through bpf_probe_read_kernel; fork only). */
-static __always_inline u64 child_start(u32 child_pid) {
+ * walk, so an untyped pointer, read through bpf_probe_read_kernel; fork only). 0 if it is not there. */
+static __always_inline u64 child_task(u32 child_pid) {
     u64 task = bpf_get_current_task();
     u64 parents[2] = {task, kread64(task, K_TASK_REAL_PARENT)};  /* CLONE_PARENT: the caller's parent */
 #pragma unroll
@@ -363,10 +365,45 @@ static __always_inline u64 child_start(u32 child_pid) {
             continue;
         u64 child = newest - K_TASK_SIBLING;
         if (kread32(child, K_TASK_TGID) == child_pid)
-            return kread64(child, K_TASK_START_BOOTTIME);
+            return child;
     }
     return 0;
 }
+
+#if defined(HAVE_NS_OFFSETS) && defined(HAVE_PIDVIEW_OFFSETS)
+#define NS_VIEW
+#define S_MAX_PID_NS_LEVEL 32  /* MAX_PID_NS_LEVEL: pid namespaces nest at most this deep */
+
+/* The number a struct pid has in the deepest pid namespace it lives in (the one its task sees itself in:
+ * task_active_pid_ns is pid->numbers[pid->level].ns, never nsproxy->pid_ns_for_children), and, if asked,
+ * that namespace's inode number. 0 when it cannot be read. A variable index into numbers[] is no constant
+ * offset, so every read goes through bpf_probe_read_kernel. */
+static __always_inline u32 pid_vnr(u64 pid, u32 *ns_inum) {
+    u32 level = kread32(pid, K_PID_LEVEL);
+    if (!pid || level > S_MAX_PID_NS_LEVEL)
+        return 0;
+    u64 upid = pid + K_PID_NUMBERS_OFF + (u64)level * K_UPID_SIZE;
+    if (ns_inum)
+        *ns_inum = kread32(kread64(upid, K_UPID_NS), K_PID_NS_INUM);
+    return kread32(upid, K_UPID_NR_OFF);
+}
+
+/* What task sees of itself: its thread's and its thread group's ids in its own pid namespace, that namespace
+ * and its mount namespace. All or nothing: 0 (v untouched) when any part cannot be read. */
+static __always_inline int read_ns_view(u64 task, struct ns_view *v) {
+    u32 pid_ns = 0;
+    u32 vtid = pid_vnr(kread64(task, K_TASK_THREAD_PID), &pid_ns);
+    u32 vpid = pid_vnr(kread64(kread64(task, K_TASK_GROUP_LEADER), K_TASK_THREAD_PID), NULL);
+    u32 mnt_ns = kread32(kread64(kread64(task, K_TASK_NSPROXY), K_NSPROXY_MNT_NS), K_MNT_NS_INUM);
+    if (!vtid || !vpid || !pid_ns || !mnt_ns)
+        return 0;
+    v->vpid = vpid;
+    v->vtid = vtid;
+    v->pid_ns = pid_ns;
+    v->mnt_ns = mnt_ns;
+    return 1;
+}
+#endif
 #endif
 
 #ifdef USE_TASK_STORAGE
@@ -518,6 +555,7 @@ static __always_inline int exec_enter(const char *filename, const char *const *a
     e->exe_ino = 0;
     e->exe_dev = 0;
     e->exe_name_len = 0;
+    __builtin_memset(&e->ns, 0, sizeof(e->ns));
 
     int flen = bpf_probe_read_user_str(&e->data[0], PATH_LEN, filename);
     if (flen < 0) {
@@ -593,6 +631,10 @@ static __always_inline int exec_exit(void *ctx, long ret) {
 #ifdef HAVE_KOFFSETS
     if (ret == 0)
         read_exec_identity(e);
+#ifdef NS_VIEW
+    if (read_ns_view(CURRENT_TASK(), &e->ns))
+        e->h.flags |= EVF_NS_VIEW;
+#endif
 #endif
     u32 len = e->filename_len + e->args_len;
     if (len > EXEC_DATA_LEN)
@@ -686,9 +728,14 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
     e.parent_tid = args->parent_pid;
     e.clone_flags = flags;
 #ifdef HAVE_KOFFSETS
-    e.child_start_ns = child_start(args->child_pid);
+    u64 child = child_task(args->child_pid);
+    e.child_start_ns = kread64(child, K_TASK_START_BOOTTIME);
     if (e.child_start_ns)
         e.h.flags |= EVF_CHILD_START;
+#ifdef NS_VIEW
+    if (read_ns_view(child, &e.child_ns))
+        e.h.flags |= EVF_NS_VIEW;
+#endif
 #endif
 #ifndef USE_TASK_STORAGE
     u32 child = args->child_pid;  /* with task storage the child's state starts empty: a new generation */

@@ -93,6 +93,7 @@
 #define EVF_EXE_INFO (1 << 9)    /* exec: the exe_* fields describe the file the process now runs */
 #define EVF_TTY (1 << 10)        /* exec: tty is the controlling terminal (0 = none) */
 #define EVF_CHILD_START (1 << 11) /* fork: child_start_ns is the child's kernel start time */
+#define EVF_NS_VIEW (1 << 12)    /* exec: ns is the process's namespace view; fork: child_ns the child's */
 
 #define COMM_LEN 16
 #define PATH_LEN 4096         /* longest path captured (PATH_MAX) */
@@ -136,6 +137,15 @@ struct event_header {
     struct creds cred;  /* EVF_CREDS / EVF_LOGIN */
 };
 
+/* A task as its own pid namespace sees it, and which pid and mount namespace it is in (inode numbers, as
+ * /proc/PID/ns/ shows them). Read through BTF offsets on exec and fork only (EVF_NS_VIEW). */
+struct ns_view {
+    u32 vpid;           /* its thread group's id in its own (deepest) pid namespace */
+    u32 vtid;           /* the thread's */
+    u32 pid_ns;
+    u32 mnt_ns;
+};
+
 struct exec_event {
     struct event_header h;
     s64 ret;
@@ -150,6 +160,7 @@ struct exec_event {
     u64 exe_ino;
     u32 exe_dev;        /* kernel dev_t of the executable's filesystem */
     u32 exe_name_len;   /* bytes of exe_name, NUL included */
+    struct ns_view ns;  /* EVF_NS_VIEW */
     char exe_name[EXE_NAME_LEN];
     char data[EXEC_DATA_LEN];
 };
@@ -200,6 +211,7 @@ struct fork_event {
     u32 parent_tid;
     u64 clone_flags;
     u64 child_start_ns; /* EVF_CHILD_START */
+    struct ns_view child_ns;  /* EVF_NS_VIEW: the child's, read from the child task */
 };
 
 /* A security-relevant syscall at exit: its raw arguments as passed, what the probe read behind pointers

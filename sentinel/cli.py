@@ -233,7 +233,13 @@ def _live_setup(args: argparse.Namespace, **callbacks: Any) -> tuple[Any, Any, A
 
     host = local_host()
     containers = ContainerIdentity.for_host(on_answer=callbacks.pop("on_container", None))
-    table = ProcessTable(boot_id=host.boot_id, facts=LiveFacts(**callbacks), containers=containers)
+    table = ProcessTable(
+        boot_id=host.boot_id,
+        facts=LiveFacts(**callbacks),
+        containers=containers,
+        agent_mnt_ns=host.agent_mnt_ns,
+        host_pid_ns=host.host_pid_ns,
+    )
     return host, table, Sensor(_sensor_config(args))
 
 

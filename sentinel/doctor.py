@@ -94,6 +94,10 @@ def btf_check(offsets: KernelOffsets, btf_path: str, btf_exists: bool) -> Check:
             detail += ", setns targets, pidfd processes and user namespaces"
         else:
             detail += "; no setns targets, pidfd processes or user namespaces (their structs differ)"
+        if offsets.pid_view:
+            detail += ", the in-container view of exec and fork (vpid, pid and mount namespaces)"
+        else:
+            detail += "; no vpid or namespaces at exec and fork (from /proc only: struct pid differs)"
         if not offsets.login:
             detail += "; no login uid or session: task_struct has no loginuid (kernel without CONFIG_AUDIT)"
         return Check("btf", "ok", detail)

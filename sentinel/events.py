@@ -116,6 +116,7 @@ FLAG_START = 1 << 8  # start_ns is the kernel's start time of the process
 FLAG_EXE_INFO = 1 << 9  # exec: exe_* describe the file the process now runs
 FLAG_TTY = 1 << 10  # exec: tty_nr is the controlling terminal (0 = none)
 FLAG_CHILD_START = 1 << 11  # fork: child_start_ns is the child's kernel start time
+FLAG_NS_VIEW = 1 << 12  # exec: ns is the process's namespace view; fork: child_ns is the child's
 
 AT_FDCWD = -100
 
@@ -181,6 +182,20 @@ class Credentials(NamedTuple):
     cap_permitted: int
 
 
+class NsView(NamedTuple):
+    """A process as its own pid namespace sees it, and the namespaces it is in, read by the probe at an exec
+    (the process) or a fork (the child). Namespaces are inode numbers, as ``/proc/PID/ns/*`` shows them.
+
+    ``vpid`` is the thread group's id and ``vtid`` the thread's in the deepest pid namespace the process is
+    in (its own: a container's first process has vpid 1); on the host they equal pid and tid.
+    """
+
+    vpid: int
+    vtid: int
+    pid_ns: int
+    mnt_ns: int
+
+
 # Address families we decode.
 AF_UNIX = 1
 AF_INET = 2
@@ -239,6 +254,9 @@ class Event:
     sys_args: tuple[int, ...] = ()
     sys_extra: tuple[int, ...] = ()
     sys_strs: tuple[str, ...] = ()
+    # exec: the process's namespace view; fork: the child's (FLAG_NS_VIEW; None: not read)
+    ns: NsView | None = None
+    child_ns: NsView | None = None
 
     @property
     def type_name(self) -> str:

@@ -24,6 +24,10 @@ def _read(path: str) -> str:
         return ""
 
 
+# The kernel's fixed inode number of its initial pid namespace (PROC_PID_INIT_INO, since Linux 3.8).
+INIT_PID_NS_INO = 0xEFFFFFFC
+
+
 @dataclass(slots=True, frozen=True)
 class HostInfo:
     hostname: str
@@ -32,6 +36,10 @@ class HostInfo:
     kernel: str
     boot_time_ns: int  # wall-clock epoch ns at boot: wall = boot_time_ns + CLOCK_BOOTTIME ns
     agent_version: str = __version__
+    # Namespace inode numbers (0: unknown): the agent's mount namespace, where it resolves paths (a process
+    # in another one names files the agent cannot look up by the same path), and pid 1's pid namespace.
+    agent_mnt_ns: int = 0
+    host_pid_ns: int = 0
 
     @property
     def agent_id(self) -> str:
@@ -51,6 +59,8 @@ class HostInfo:
             kernel=str(data.get("kernel", "")),
             boot_time_ns=int(data.get("boot_time_ns", 0)),
             agent_version=str(data.get("agent_version", __version__)),
+            agent_mnt_ns=_int(data.get("agent_mnt_ns")),
+            host_pid_ns=_int(data.get("host_pid_ns")),
         )
 
 
@@ -63,4 +73,19 @@ def local_host() -> HostInfo:
         boot_id=_read("/proc/sys/kernel/random/boot_id"),
         kernel=os.uname().release,
         boot_time_ns=boot_time_ns,
+        agent_mnt_ns=_ns_inode("/proc/self/ns/mnt"),
+        host_pid_ns=_ns_inode("/proc/1/ns/pid") or INIT_PID_NS_INO,
     )
+
+
+def _ns_inode(path: str) -> int:
+    """The inode number of a namespace link, 0 when it cannot be read (pid 1's may be refused)."""
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return 0
+
+
+def _int(value: Any) -> int:
+    """A header's optional integer (a capture from before it existed, or a hostile one: 0, unknown)."""
+    return value if type(value) is int and 0 <= value < 1 << 64 else 0

@@ -192,6 +192,7 @@ def run_live(
         unsent_before_ready=dict(getattr(sensor, "before_ready", {})),
         kernel_offsets=sensor.kernel_offsets_mode,
         namespace_facts=getattr(sensor, "namespace_facts", False),
+        pid_view=getattr(sensor, "pid_view", False),
         init_namespaces=getattr(sensor, "init_ns_source", ""),
         open_dedup_s=sensor.config.open_dedup_s if sensor.open_dedup_active else 0,
         loader_opens=getattr(sensor, "loader_opens_mode", "report"),

@@ -74,7 +74,13 @@ def replay_events(path: str, make_stream: Callable[[HostInfo, ProcessTable], Any
                 host = HostInfo.from_dict(item.header)
                 facts = ReplayFacts()
                 containers = ReplayContainers()
-                table = ProcessTable(boot_id=host.boot_id, facts=facts, containers=containers)
+                table = ProcessTable(
+                    boot_id=host.boot_id,
+                    facts=facts,
+                    containers=containers,
+                    agent_mnt_ns=host.agent_mnt_ns,
+                    host_pid_ns=host.host_pid_ns,
+                )
                 stream = make_stream(host, table)
                 bootstrapped = False
             elif isinstance(item, LossReport):

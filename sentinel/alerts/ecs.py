@@ -162,6 +162,8 @@ class EcsRenderer:
             "boot": {"id": host.boot_id},
             "os": {"type": "linux", "kernel": host.kernel},
         }
+        if host.host_pid_ns:  # pid 1's pid namespace: compare with sentinel.process.pid_ns
+            self.host_block["pid_ns_ino"] = str(host.host_pid_ns)
         self.agent_block = {
             "type": "sentinel",
             "name": host.hostname,
@@ -291,7 +293,7 @@ class EcsRenderer:
     def _cached(self, proc: Process) -> tuple[dict[str, Any], list[dict[str, Any]], KnownSecrets]:
         key = (
             self.exec_generation, proc.exec_count, proc.exe, proc.cwd, proc.uid, proc.gid, proc.parent,
-            proc.creds, proc.tty_nr, proc.exe_deleted,
+            proc.creds, proc.tty_nr, proc.exe_deleted, proc.vpid,
         )  # fmt: skip
         cache = proc.render_cache
         if cache is not None and cache[0] == key:
@@ -335,6 +337,8 @@ class EcsRenderer:
             "start": self.timestamp(proc.start_ns),
             **process_identity(proc),
         }
+        if proc.vpid is not None:  # ECS: the pid in its own pid namespace (a container's first process: 1)
+            block["vpid"] = proc.vpid
         parent = proc.parent
         if parent is not None:
             parent_args, parent_command_line = self._args_cmdline(parent, lineage)
@@ -347,6 +351,8 @@ class EcsRenderer:
                 "command_line": parent_command_line,
                 "start": self.timestamp(parent.start_ns),
             }
+            if parent.vpid is not None:
+                block["parent"]["vpid"] = parent.vpid
         elif proc.ppid:
             block["parent"] = {"pid": proc.ppid}
         return block

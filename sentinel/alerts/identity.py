@@ -127,25 +127,34 @@ def top_level_user(proc: Process) -> dict[str, Any]:
 
 def identity_parts(proc: Process) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
     """``user``, ``sentinel.process`` and ``process.thread.capabilities`` for ``proc``, rebuilt only when its
-    credentials or executable flags change (the table keeps the same credentials object while they hold)."""
+    credentials, executable flags or namespaces change (the table keeps the same credentials object while
+    they hold)."""
     cache = proc.identity_cache
     if (
         cache is not None
         and cache[0] is proc.creds
         and cache[1] == proc.uid
         and cache[2] == proc.gid
-        and cache[3] == (proc.exe_memfd, proc.exe_deleted)
+        and cache[3] == (proc.exe_memfd, proc.exe_deleted, proc.pid_ns, proc.mnt_ns, proc.host_pid_ns)
     ):
         return cache[4]
     parts = (top_level_user(proc), sentinel_process(proc), thread_capabilities(proc))
-    proc.identity_cache = (proc.creds, proc.uid, proc.gid, (proc.exe_memfd, proc.exe_deleted), parts)
+    state = (proc.exe_memfd, proc.exe_deleted, proc.pid_ns, proc.mnt_ns, proc.host_pid_ns)
+    proc.identity_cache = (proc.creds, proc.uid, proc.gid, state, parts)
     return parts
 
 
 def sentinel_process(proc: Process) -> dict[str, Any] | None:
-    """What ECS has no field for: who logged in (kept across sudo/su), the session, filesystem ids, and how
-    the executable exists (memfd, deleted)."""
+    """What ECS has no field for: who logged in (kept across sudo/su), the session, filesystem ids, how the
+    executable exists (memfd, deleted), and the process's pid and mount namespaces (inode numbers, as
+    /proc/PID/ns/ shows them) with whether the pid namespace is the host's."""
     out: dict[str, Any] = {}
+    if proc.pid_ns:
+        out["pid_ns"] = proc.pid_ns
+        if proc.host_pid_ns is not None:
+            out["host_pid_ns"] = proc.host_pid_ns
+    if proc.mnt_ns:
+        out["mnt_ns"] = proc.mnt_ns
     if proc.exe_memfd:
         out["exe_from_memfd"] = True
     if proc.exe_deleted:

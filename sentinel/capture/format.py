@@ -9,8 +9,9 @@ and continues with records until the next header map or the end of the file::
     event    [1, type, ts_ns, pid, tid, uid, gid, comm, cgroup_id, flags, ret, filename, argv, argc_total,
               path, dirfd, open_flags, mode, repeat_count, fd, family, address, port, sock_type, child_pid,
               clone_flags, child_start_ns, exe_name, exe_ino, exe_dev, exe_nlink, tty_nr, start_ns, creds,
-              sys_args, sys_extra, sys_strs]
-    facts    [2, pid, start_ticks, ppid, comm, exe, cwd, args, uid, gid, tty_nr, exe_deleted, exe_memfd]
+              sys_args, sys_extra, sys_strs, ns, child_ns]
+    facts    [2, pid, start_ticks, ppid, comm, exe, cwd, args, uid, gid, tty_nr, exe_deleted, exe_memfd,
+              vpid, pid_ns, mnt_ns]
     fd       [3, pid, fd, path]
     loss     [4, ts_ns, event_type_name, count]
     snapshot [5, ts_ns]            end of the /proc bootstrap snapshot (optional)
@@ -29,6 +30,11 @@ strings (at most 3 bin); nil for every other event. Version-1 and -2 records are
 Version 4 added the identity record (an exec's executable checked against the path it was called by).
 Version 5 added the container record: ``runtime`` is str (one of sentinel's runtime names), ``full_id`` and
 ``id`` are bin (from a cgroup's name), ``rootless`` a boolean.
+Version 6 added the event's ``ns`` (an exec: the process's) and ``child_ns`` (a fork: the child's), each nil
+or ``[vpid, vtid, pid_ns, mnt_ns]`` (``sentinel.events.NsView``), and the facts' last three: ``vpid`` (nil:
+unknown), ``pid_ns`` and ``mnt_ns`` (0: unknown); the header's optional ``agent_mnt_ns`` and ``host_pid_ns``
+(ints, 0 unknown) say which mount namespace the recording agent resolved paths in and which pid namespace
+was the host's.
 
 Appending (a restart of the agent) starts a new segment, possibly from another boot: ``ts_ns`` values are
 CLOCK_BOOTTIME of *their* segment's boot, and ``boot_time_ns + ts_ns`` is wall-clock epoch ns.
@@ -57,8 +63,8 @@ if TYPE_CHECKING:
     from sentinel.process.facts import ProcFacts
 
 FORMAT = "sentinel-capture"
-VERSION = 5
-SUPPORTED_VERSIONS = (1, 2, 3, 4, 5)
+VERSION = 6
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5, 6)
 
 KIND_EVENT = 1
 KIND_FACTS = 2
@@ -93,18 +99,22 @@ EVENT_V2_FIELDS: tuple[str, ...] = (
     "child_start_ns", "exe_name", "exe_ino", "exe_dev", "exe_nlink", "tty_nr", "start_ns", "creds",
 )  # fmt: skip
 EVENT_V3_FIELDS: tuple[str, ...] = ("sys_args", "sys_extra", "sys_strs")
+EVENT_V6_FIELDS: tuple[str, ...] = ("ns", "child_ns")
 EVENT_BIN_FIELDS = frozenset({"comm", "filename", "path", "address"})
 EVENT_RECORD_LEN_V1 = 1 + len(EVENT_FIELDS)
 EVENT_RECORD_LEN_V2 = EVENT_RECORD_LEN_V1 + len(EVENT_V2_FIELDS)
-EVENT_RECORD_LEN = EVENT_RECORD_LEN_V2 + len(EVENT_V3_FIELDS)
+EVENT_RECORD_LEN_V3 = EVENT_RECORD_LEN_V2 + len(EVENT_V3_FIELDS)  # versions 3 to 5
+EVENT_RECORD_LEN = EVENT_RECORD_LEN_V3 + len(EVENT_V6_FIELDS)
+NS_VIEW_LEN = 4  # an ns element: [vpid, vtid, pid_ns, mnt_ns]
 SYS_LIMITS = {"sys_args": 6, "sys_extra": 3, "sys_strs": 3}  # elements each array may hold
 
 FACTS_FIELDS: tuple[str, ...] = (
     "pid", "start_ticks", "ppid", "comm", "exe", "cwd", "args", "uid", "gid", "tty_nr", "exe_deleted",
-    "exe_memfd",
+    "exe_memfd", "vpid", "pid_ns", "mnt_ns",
 )  # fmt: skip
 FACTS_RECORD_LEN = 1 + len(FACTS_FIELDS)
-FACTS_RECORD_LEN_V1 = FACTS_RECORD_LEN - 2
+FACTS_RECORD_LEN_V2 = FACTS_RECORD_LEN - 3  # versions 2 to 5: no vpid and namespaces
+FACTS_RECORD_LEN_V1 = FACTS_RECORD_LEN_V2 - 2
 
 HEADER_FIELDS: dict[str, type] = {
     "format": str,

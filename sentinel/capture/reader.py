@@ -24,11 +24,13 @@ from sentinel.capture.format import (
     EVENT_RECORD_LEN,
     EVENT_RECORD_LEN_V1,
     EVENT_RECORD_LEN_V2,
+    EVENT_RECORD_LEN_V3,
     EVENT_V2_FIELDS,
     EVENT_V3_FIELDS,
     FACTS_FIELDS,
     FACTS_RECORD_LEN,
     FACTS_RECORD_LEN_V1,
+    FACTS_RECORD_LEN_V2,
     KIND_CONTAINER,
     KIND_EVENT,
     KIND_FACTS,
@@ -44,6 +46,7 @@ from sentinel.capture.format import (
     MAX_MAP_LEN,
     MAX_RECORD_BYTES,
     MAX_STR_LEN,
+    NS_VIEW_LEN,
     SYS_LIMITS,
     TEXT_ENCODING,
     TEXT_ERRORS,
@@ -62,7 +65,7 @@ from sentinel.capture.format import (
     short_repr,
 )
 from sentinel.containers.cgroup_path import ContainerRef
-from sentinel.events import Credentials, Event, EventType
+from sentinel.events import Credentials, Event, EventType, NsView
 
 if TYPE_CHECKING:
     from sentinel.process.facts import ProcFacts
@@ -78,6 +81,9 @@ _EVENT_INTS = operator.itemgetter(*_EVENT_INT_POS)
 _V2_INT_POS = tuple(i for i, n in enumerate(EVENT_V2_FIELDS) if n not in ("creds", "exe_name"))
 _V2_INTS = operator.itemgetter(*_V2_INT_POS)
 _INT_ONLY = {int}
+_EVENT_RECORD_LENS = frozenset(
+    {EVENT_RECORD_LEN, EVENT_RECORD_LEN_V3, EVENT_RECORD_LEN_V2, EVENT_RECORD_LEN_V1}
+)
 # A version-2 record's integers, both parts at once (one C pass instead of two).
 _ALL_INTS = operator.itemgetter(*_EVENT_INT_POS, *(EVENT_RECORD_LEN_V1 + i for i in _V2_INT_POS))
 _INT_OR_NONE = {int, type(None)}  # credentials: the login uid and session id (6, 7) may be nil
@@ -243,6 +249,15 @@ def _event_v3(ev: Event, sys_args: object, sys_extra: object, sys_strs: object) 
     ev.sys_strs = tuple(t.decode(_ENC, _ERR) for t in sys_strs) if sys_strs is not None else ()  # type: ignore[union-attr]
 
 
+def _ns_view(value: object, what: str) -> NsView | None:
+    """A version-6 ``ns``/``child_ns`` element: nil or [vpid, vtid, pid_ns, mnt_ns]."""
+    if value is None:
+        return None
+    if type(value) is not list or len(value) != NS_VIEW_LEN or set(map(type, value)) != _INT_ONLY:
+        raise _Bad(f"{what} is {short_repr(value)}, expected nil or an array of {NS_VIEW_LEN} integers")
+    return NsView(*value)
+
+
 def _length(record: list[Any], want: int) -> None:
     if len(record) != want:
         raise _Bad(f"has {len(record)} elements, expected {want}")
@@ -395,10 +410,10 @@ class CaptureReader:
             self.unknown_event_types[record[1]] = self.unknown_event_types.get(record[1], 0) + 1
             return None
         n = len(record)
-        if n != EVENT_RECORD_LEN and n != EVENT_RECORD_LEN_V2 and n != EVENT_RECORD_LEN_V1:
+        if n not in _EVENT_RECORD_LENS:
             raise _Bad(
-                f"has {n} elements, expected {EVENT_RECORD_LEN} (or {EVENT_RECORD_LEN_V2} or "
-                f"{EVENT_RECORD_LEN_V1}, versions 2 and 1)"
+                f"has {n} elements, expected {EVENT_RECORD_LEN} (or {EVENT_RECORD_LEN_V3}, "
+                f"{EVENT_RECORD_LEN_V2} or {EVENT_RECORD_LEN_V1}: versions 3 to 5, 2 and 1)"
             )
         v2 = n >= EVENT_RECORD_LEN_V2
         if set(map(type, _ALL_INTS(record) if v2 else _EVENT_INTS(record))) != _INT_ONLY:
@@ -431,10 +446,14 @@ class CaptureReader:
             raise _Bad("has a field of the wrong type") from None
         if v2:
             _event_v2(ev, record[EVENT_RECORD_LEN_V1:EVENT_RECORD_LEN_V2], checked=True)
-            if n == EVENT_RECORD_LEN:
-                sys_args, sys_extra, sys_strs = record[EVENT_RECORD_LEN_V2:]
+            if n >= EVENT_RECORD_LEN_V3:
+                sys_args, sys_extra, sys_strs = record[EVENT_RECORD_LEN_V2:EVENT_RECORD_LEN_V3]
                 if sys_args is not None or sys_extra is not None or sys_strs is not None:
                     _event_v3(ev, sys_args, sys_extra, sys_strs)
+            if n == EVENT_RECORD_LEN:
+                ns, child_ns = record[EVENT_RECORD_LEN_V3:]
+                if ns is not None or child_ns is not None:
+                    ev.ns, ev.child_ns = _ns_view(ns, "ns"), _ns_view(child_ns, "child_ns")
         return ev
 
     def _decode_other(self, record: object, start: int) -> CaptureItem:
@@ -456,13 +475,19 @@ class CaptureReader:
             )
         kind = record[0]
         if kind == KIND_FACTS:
-            if len(record) != FACTS_RECORD_LEN_V1:
+            if len(record) != FACTS_RECORD_LEN_V1 and len(record) != FACTS_RECORD_LEN_V2:
                 _length(record, FACTS_RECORD_LEN)
             _ints(record, _FACTS_INT_POS, FACTS_FIELDS)
             values = dict(zip(FACTS_FIELDS, record[1:], strict=False))
             for name in ("exe_deleted", "exe_memfd"):
                 if type(values.setdefault(name, False)) is not bool:
                     raise _Bad(f"{name} is {short_repr(values[name])}, expected a boolean")
+            for name in ("pid_ns", "mnt_ns"):
+                if type(values.setdefault(name, 0)) is not int:
+                    raise _Bad(f"{name} is {short_repr(values[name])}, expected an integer")
+            vpid = values.setdefault("vpid", None)
+            if vpid is not None and type(vpid) is not int:
+                raise _Bad(f"vpid is {short_repr(vpid)}, expected nil or an integer")
             values["comm"] = _text(values["comm"], "comm")
             values["exe"] = _opt_text(values["exe"], "exe")
             values["cwd"] = _opt_text(values["cwd"], "cwd")

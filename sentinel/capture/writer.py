@@ -64,6 +64,9 @@ class FactsLike(Protocol):
     tty_nr: int
     exe_deleted: bool
     exe_memfd: bool
+    vpid: int | None
+    pid_ns: int
+    mnt_ns: int
 
 
 def capture_header(probe_mode: str, host: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -155,6 +158,8 @@ class CaptureWriter:
                     list(ev.sys_args) if ev.sys_args else None,
                     list(ev.sys_extra) if ev.sys_extra else None,
                     [t.encode(_ENC, _ERR) for t in ev.sys_strs] if ev.sys_strs else None,
+                    None if ev.ns is None else list(ev.ns),
+                    None if ev.child_ns is None else list(ev.child_ns),
                 ]
             )
         except (TypeError, ValueError, OverflowError, AttributeError) as exc:
@@ -185,6 +190,9 @@ class CaptureWriter:
                 f.tty_nr,
                 f.exe_deleted,
                 f.exe_memfd,
+                f.vpid,
+                f.pid_ns,
+                f.mnt_ns,
             ]
         )
 

@@ -38,6 +38,9 @@ class ProcFacts:
     tty_nr: int = 0  # /proc/<pid>/stat field 7
     exe_deleted: bool = False  # the executable file has no links left (deleted after the exec)
     exe_memfd: bool = False  # the executable is a memfd (fileless): ``exe`` is "memfd:NAME"
+    vpid: int | None = None  # the pid in its own pid namespace (last of status's NStgid); None: unknown
+    pid_ns: int = 0  # inode numbers of /proc/<pid>/ns/pid and ns/mnt; 0: unknown
+    mnt_ns: int = 0
 
 
 DELETED_SUFFIX = " (deleted)"
@@ -122,10 +125,13 @@ def _stat_exe(dir_fd: int) -> os.stat_result | None:
         return None
 
 
-def _status_ids(data: bytes | None) -> tuple[int, int]:
+def _status_ids(data: bytes | None) -> tuple[int, int, int | None]:
+    """Real uid and gid, and the pid in the process's own pid namespace: the last of ``NStgid`` (which
+    lists it from the namespace of this /proc down to the process's own; absent before Linux 4.1)."""
     uid = gid = -1
+    vpid: int | None = None
     if data is None:
-        return uid, gid
+        return uid, gid, vpid
     for line in data.splitlines():
         if line.startswith(b"Uid:"):
             parts = line.split()
@@ -135,8 +141,20 @@ def _status_ids(data: bytes | None) -> tuple[int, int]:
             parts = line.split()
             if len(parts) > 1 and parts[1].isdigit():
                 gid = int(parts[1])
-            break  # Gid follows Uid
-    return uid, gid
+        elif line.startswith(b"NStgid:"):
+            parts = line.split()
+            if len(parts) > 1 and parts[-1].isdigit() and parts[-1].isascii():
+                vpid = int(parts[-1])
+            break  # NStgid follows Uid and Gid
+    return uid, gid, vpid
+
+
+def parse_ns_link(link: str | None, kind: str) -> int:
+    """The inode number in a ``/proc/PID/ns/*`` link (``pid:[4026531836]``), 0 if it is not that form."""
+    if link is None or not link.startswith(kind + ":[") or not link.endswith("]"):
+        return 0
+    digits = link[len(kind) + 2 : -1]
+    return int(digits) if digits.isdigit() and digits.isascii() and len(digits) <= 20 else 0
 
 
 def _split_cmdline(data: bytes | None) -> list[str] | None:
@@ -165,7 +183,7 @@ def read_proc_facts(pid: int, proc_root: str = "/proc") -> ProcFacts | None:
         if parsed is None:
             return None
         comm, ppid, tty_nr, start_ticks = parsed
-        uid, gid = _status_ids(_read_file("status", dfd))
+        uid, gid, vpid = _status_ids(_read_file("status", dfd))
         link = _readlink("exe", dfd)
         exe, deleted, memfd = classify_exe(link, _stat_exe(dfd) if link else None)
         return ProcFacts(
@@ -181,6 +199,9 @@ def read_proc_facts(pid: int, proc_root: str = "/proc") -> ProcFacts | None:
             uid=uid,
             gid=gid,
             tty_nr=tty_nr,
+            vpid=vpid,
+            pid_ns=parse_ns_link(_readlink("ns/pid", dfd), "pid"),
+            mnt_ns=parse_ns_link(_readlink("ns/mnt", dfd), "mnt"),
         )
     finally:
         os.close(dfd)

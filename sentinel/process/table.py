@@ -98,6 +98,13 @@ class Process:
     start_ticks: int = 0
     cgroup_id: int = 0  # the BPF cgroup id of its latest event (0: none yet), to notice a move
     container: ContainerRef | None = None  # None: the host (sentinel.containers.identity)
+    # How it sees itself (from its exec or fork event, or /proc): its pid in its own pid namespace (None:
+    # unknown), and its pid and mount namespaces' inode numbers (0: unknown); host_pid_ns: whether that pid
+    # namespace is the host's (pid 1's), None when either is unknown.
+    vpid: int | None = None
+    pid_ns: int = 0
+    mnt_ns: int = 0
+    host_pid_ns: bool | None = None
     render_cache: Any = field(default=None, repr=False)  # renderers' per-process cache (see alerts/ecs.py)
     identity_cache: Any = field(default=None, repr=False)  # see alerts/identity.py
 
@@ -244,9 +251,15 @@ class ProcessTable:
         user_lookup: Callable[[int], str | None] = user_db_name,
         group_lookup: Callable[[int], str | None] = group_db_name,
         containers: ContainerSource | None = None,
+        agent_mnt_ns: int = 0,
+        host_pid_ns: int = 0,
     ) -> None:
         self.boot_id = boot_id
         self.facts = facts
+        # Namespace inode numbers (HostInfo; 0 unknown): where the agent looks files up, and the host's pid
+        # namespace. A process in another mount namespace names files by paths the agent cannot follow.
+        self.agent_mnt_ns = agent_mnt_ns
+        self.host_pid_ns = host_pid_ns
         self.containers = containers  # None: every process is the host (tests, tools without cgroups)
         self.max_entries = max(1, max_entries)
         self.exit_ttl_ns = exit_ttl_ns
@@ -433,6 +446,9 @@ class ProcessTable:
                     self._link(existing, real_parent)
                 if existing.source == SOURCE_EVENT:
                     self._inherit(existing, parent)
+                view = ev.child_ns
+                if view is not None and not existing.pid_ns:
+                    self._set_ns(existing, view.vpid, view.pid_ns, view.mnt_ns)
                 return
             # match < 0: pid reuse; the old object lives on for whoever references it.
         ticks = self.ticks(ts)
@@ -461,6 +477,9 @@ class ProcessTable:
             cgroup_id=ev.cgroup_id,  # the fork event is the parent's: the child starts in its cgroup
             container=parent.container,
         )
+        view = ev.child_ns
+        if view is not None:  # else unknown: a child may be in another pid namespace than its parent
+            self._set_ns(child, view.vpid, view.pid_ns, view.mnt_ns)
         self._link(child, real_parent)
         self._insert(child)
 
@@ -503,8 +522,12 @@ class ProcessTable:
         resolved = ""  # ... and its resolution
         verified = False
         cwd = proc.cwd
+        ns = ev.ns
+        if ns is not None:
+            self._set_ns(proc, ns.vpid, ns.pid_ns, ns.mnt_ns)
+        here = self._resolves_here(ev)
         if not created:  # else the facts were read a moment ago, while creating the entry
-            if self._exe_verifiable(proc, ev):
+            if here and self._exe_verifiable(proc, ev):
                 called = resolved = self._exe_called(proc, ev)
                 if called.startswith("/"):
                     resolved = self.facts.realpath(called)
@@ -521,6 +544,8 @@ class ProcessTable:
                 proc.cwd = facts.cwd
             proc.tty_nr = facts.tty_nr
             self._adopt_parent(proc, facts)
+            if ns is None and facts.pid_ns:
+                self._set_ns(proc, facts.vpid, facts.pid_ns, facts.mnt_ns)
         if ev.tty_nr >= 0:  # the probe read the terminal at the exec: exact even when /proc is gone
             proc.tty_nr = ev.tty_nr
         if verified:
@@ -534,13 +559,30 @@ class ProcessTable:
                 exe = self._exe_called(proc, ev)
                 if exe != called:
                     called = exe
-                    resolved = self.facts.realpath(exe) if exe.startswith("/") else exe
+                    # Another mount namespace's symlinks are not the agent's: its path as called, unresolved.
+                    resolved = self.facts.realpath(exe) if here and exe.startswith("/") else exe
             proc.exe = resolved
             proc.exe_deleted = proc.exe_memfd = False
         if ev.exe_nlink >= 0:  # what the probe saw the process run: decides memfd and deleted files
             self._exe_identity(proc, ev)
         if self._procs.get(proc.pid) is proc:
             self._procs.move_to_end(proc.pid)
+
+    def _resolves_here(self, ev: Event) -> bool:
+        """Whether the exec'ing process looks paths up in the agent's mount namespace, so that the agent's own
+        lookups (symlinks, file identity) of the path it called mean what they meant to it. A process in a
+        container's namespace does not: its ``/bin/x`` may resolve, on the agent's side, through the host's
+        symlinks to the very file it runs (a bind mount of a host directory at another place) and name it
+        by a path the container does not have. Unknown on either side (no kernel offsets, a capture from
+        before the namespace view): assumed, as before the probes could tell."""
+        ns = ev.ns
+        return ns is None or not self.agent_mnt_ns or ns.mnt_ns == self.agent_mnt_ns
+
+    def _set_ns(self, proc: Process, vpid: int | None, pid_ns: int, mnt_ns: int) -> None:
+        """How the process sees itself (a thread's vtid is its event's, not kept)."""
+        proc.vpid, proc.pid_ns, proc.mnt_ns = vpid, pid_ns, mnt_ns
+        host = self.host_pid_ns
+        proc.host_pid_ns = pid_ns == host if pid_ns and host else None
 
     @staticmethod
     def _exe_verifiable(proc: Process, ev: Event) -> bool:
@@ -641,7 +683,7 @@ class ProcessTable:
         if facts.gid >= 0:
             gid = facts.gid
         exe = facts.exe or ""
-        return Process(
+        proc = Process(
             pid=facts.pid,
             ppid=facts.ppid,
             start_ns=facts.start_ticks * NS_PER_SEC // self.clk_tck,
@@ -661,6 +703,9 @@ class ProcessTable:
             source=source,
             start_ticks=facts.start_ticks,
         )
+        if facts.pid_ns:
+            self._set_ns(proc, facts.vpid, facts.pid_ns, facts.mnt_ns)
+        return proc
 
     def _create_late(self, ev: Event) -> tuple[Process, ProcFacts | None]:
         """An event for a pid we never saw fork: build it from /proc if still there, else from the event."""

@@ -520,6 +520,32 @@ FIELDS_LIST: list[FieldDef] = [
         "proc.ppid", INT, "Parent process id (the original parent, kept when re-parented).", p="proc.ppid"
     ),
     FieldDef(
+        "proc.vpid",
+        INT,
+        "Process id in its own pid namespace, as the process sees itself: a container's first process is 1 "
+        "(Falco's `container_started` macro: `spawned_process and proc.vpid=1 and container`), a process on "
+        "the host has its proc.pid. From its exec or fork event (the probe reads the kernel's struct pid), "
+        "else /proc (NStgid); missing without the kernel offsets for a process first seen forked.",
+        p="proc.vpid",
+        nullable=True,
+    ),
+    FieldDef(
+        "proc.pvpid",
+        INT,
+        "The parent's proc.vpid: its id in its own pid namespace (a container's first process has a parent "
+        "on the host, whose vpid is its host pid).",
+        p="(proc.parent.vpid if proc.parent is not None else None)",
+        nullable=True,
+    ),
+    FieldDef(
+        "thread.vtid",
+        INT,
+        "Thread id in the process's pid namespace: the process's main thread only (thread.tid = proc.pid, "
+        "whose vtid is proc.vpid; every exec that succeeds is the main thread's); missing for other threads.",
+        p="(proc.vpid if ev.tid == proc.pid else None)",
+        nullable=True,
+    ),
+    FieldDef(
         "proc.name",
         STRING,
         "Process name (its comm: at most 15 characters, and settable by the process).",
@@ -1017,6 +1043,31 @@ FIELDS_LIST: list[FieldDef] = [
         STRING,
         "Stable id of the process (ECS process.entity_id).",
         p="proc.entity_id",
+    ),
+    FieldDef(
+        "sentinel.proc.pid_ns",
+        INT,
+        "The process's pid namespace, as the inode number /proc/PID/ns/pid shows (`pid:[4026531836]`); "
+        "from the same sources as proc.vpid.",
+        p="(proc.pid_ns or None)",
+        nullable=True,
+    ),
+    FieldDef(
+        "sentinel.proc.mnt_ns",
+        INT,
+        "The process's mount namespace (inode number of /proc/PID/ns/mnt) as of its latest exec or fork, or "
+        "/proc; a setns or unshare since is not followed until its next exec.",
+        p="(proc.mnt_ns or None)",
+        nullable=True,
+    ),
+    FieldDef(
+        "sentinel.proc.host_pid_ns",
+        BOOL,
+        "The process is in the host's pid namespace (pid 1's, read by the agent at start): false in a "
+        "container with its own (podman's and docker's default), true on the host and with `--pid host`. "
+        "Missing when either namespace is unknown.",
+        p="proc.host_pid_ns",
+        nullable=True,
     ),
     FieldDef(
         "sentinel.event.repeat_count",

@@ -145,6 +145,7 @@ def _process(block: Mapping[str, Any], what: str, default_pid: int, ts: int) -> 
     tty = _map(_map(block.get("tty"), f"{what}.tty").get("char_device"), f"{what}.tty.char_device")
     major, minor = _int(tty.get("major"), "tty major", 0), _int(tty.get("minor"), "tty minor", 0)
     pid = _int(block.get("pid"), f"{what}.pid", default_pid)
+    vpid = block.get("vpid")
     return Process(
         pid=pid,
         ppid=0,
@@ -160,6 +161,7 @@ def _process(block: Mapping[str, Any], what: str, default_pid: int, ts: int) -> 
         user_name=_str(user.get("name"), f"{what}.user.name") or None,
         group_name=_str(group.get("name"), f"{what}.group.name") or None,
         tty_nr=(minor & 0xFF) | (major << 8) | ((minor & ~0xFF) << 12),
+        vpid=None if vpid is None else _int(vpid, f"{what}.vpid", 0),
     )
 
 
@@ -344,6 +346,12 @@ def from_ecs(doc: Mapping[str, Any]) -> EvalContext:
     proc.creds = _credentials(pblock, thread, extra)
     proc.exe_memfd = extra.get("exe_from_memfd") is True
     proc.exe_deleted = extra.get("exe_deleted") is True
+    proc.pid_ns = _int(extra.get("pid_ns"), "sentinel.process.pid_ns", 0)
+    proc.mnt_ns = _int(extra.get("mnt_ns"), "sentinel.process.mnt_ns", 0)
+    host_pid_ns = extra.get("host_pid_ns")
+    if host_pid_ns is not None and not isinstance(host_pid_ns, bool):
+        raise FixtureError("sentinel.process.host_pid_ns must be true or false")
+    proc.host_pid_ns = host_pid_ns
     proc.container = _container(doc, sent)
     ev = Event(
         type=etype,

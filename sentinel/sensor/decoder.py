@@ -19,11 +19,13 @@ from sentinel.events import (
     FLAG_CREDS,
     FLAG_EXE_INFO,
     FLAG_LOGIN,
+    FLAG_NS_VIEW,
     FLAG_START,
     FLAG_TTY,
     Credentials,
     Event,
     EventType,
+    NsView,
 )
 
 SYSCALL_FIRST = EventType.SETUID  # wire types from here on are security syscalls (struct sys_event)
@@ -34,12 +36,13 @@ HEADER = struct.Struct("<QQQIIIIHHI16sIIIIIIIIQQ")
 _BASE = struct.Struct("<QQQIIIIHHI16s")  # the header without the credentials, unpacked on every event
 _CREDS = struct.Struct("<IIIIIIIIQQ")  # ... and those, only when the probe could read them
 # ret, dirfd, at_flags, argc_captured, argc_total, filename_len, args_len, tty, exe_nlink, exe_ino, exe_dev,
-# exe_name_len, exe_name
-EXEC_FIXED = struct.Struct("<qiIIIIIIIQII256s")
+# exe_name_len, ns (vpid, vtid, pid_ns, mnt_ns), exe_name
+EXEC_FIXED = struct.Struct("<qiIIIIIIIQII4I256s")
 OPEN_FIXED = struct.Struct("<qIIiI")  # ret, flags, mode, dirfd, path_len
 OPEN_KEY = struct.Struct("<IIiIQQQQQQ")  # the dedup key before the path (identities of directory and file)
 CONNECT_FIXED = struct.Struct("<qiHHII16s108s")
-FORK_FIXED = struct.Struct("<IIQQ")  # child_pid, parent_tid, clone_flags, child_start_ns
+# child_pid, parent_tid, clone_flags, child_start_ns, child_ns (vpid, vtid, pid_ns, mnt_ns)
+FORK_FIXED = struct.Struct("<IIQQ4I")
 SYS_FIXED = struct.Struct("<q6Q3Q3HH")  # ret, arg[6], extra[3], str_len[3], nstr
 TAMPER_FIXED = struct.Struct("<IiII")  # what, sig (or ptrace request), target_tid, pad
 SYS_STR_LEN = 4096
@@ -125,9 +128,12 @@ def decode(data: bytes) -> Event:
     elif kind is EventType.FORK:
         if len(data) < HEADER_SIZE + FORK_FIXED.size:
             raise DecodeError("short fork sample")
-        ev.child_pid, _parent_tid, ev.clone_flags, child_start = FORK_FIXED.unpack_from(data, HEADER_SIZE)
+        (ev.child_pid, _parent_tid, ev.clone_flags, child_start, vpid, vtid, pid_ns,
+         mnt_ns) = FORK_FIXED.unpack_from(data, HEADER_SIZE)  # fmt: skip
         if flags & FLAG_CHILD_START:
             ev.child_start_ns = child_start
+        if flags & FLAG_NS_VIEW:
+            ev.child_ns = NsView(vpid, vtid, pid_ns, mnt_ns)
     return ev
 
 
@@ -153,7 +159,9 @@ def _decode_exec(data: bytes, ev: Event) -> None:
     if len(data) < EXEC_DATA_OFFSET:
         raise DecodeError("short exec sample")
     (ev.ret, ev.dirfd, ev.open_flags, argc, argc_total, flen, alen, tty, nlink, ino, dev, name_len,
-     name) = EXEC_FIXED.unpack_from(data, HEADER_SIZE)  # fmt: skip
+     vpid, vtid, pid_ns, mnt_ns, name) = EXEC_FIXED.unpack_from(data, HEADER_SIZE)  # fmt: skip
+    if ev.flags & FLAG_NS_VIEW:
+        ev.ns = NsView(vpid, vtid, pid_ns, mnt_ns)
     if ev.flags & FLAG_TTY:
         ev.tty_nr = kernel_dev_to_tty_nr(tty)
     if ev.flags & FLAG_EXE_INFO:

@@ -85,6 +85,18 @@ NAMESPACES: dict[str, tuple[str, str, int]] = {
     "K_MNT_NS_INUM": ("mnt_namespace", "ns.inum", 4),
     "K_PID_NS_INUM": ("pid_namespace", "ns.inum", 4),
 }
+# The process as its own pid namespace numbers it, all or none (HAVE_PIDVIEW_OFFSETS, used with the namespace
+# group's nsproxy and inum fields): exec and fork events then carry the vpid, vtid, pid and mount namespace.
+# A task's own pid namespace is the one of its struct pid's deepest level (pid->numbers[pid->level].ns), not
+# nsproxy->pid_ns_for_children, which unshare(CLONE_NEWPID) changes for the children only.
+PID_VIEW: dict[str, tuple[str, str, int]] = {
+    "K_TASK_THREAD_PID": ("task_struct", "thread_pid", 8),
+    "K_PID_LEVEL": ("pid", "level", 4),
+    "K_PID_NUMBERS_OFF": ("pid", "numbers", 0),
+    "K_UPID_NR_OFF": ("upid", "nr", 4),
+    "K_UPID_NS": ("upid", "ns", 8),
+}
+UPID_SIZE_MAX = 64  # struct upid is 16 bytes (an int and a pointer); anything far larger is not that struct
 # Sockets behind fds, all or none (HAVE_NET_OFFSETS, used with the namespace group's file fields): the local
 # and peer ends of a listening, accepted or duplicated socket, read from the kernel rather than from a table.
 NET: dict[str, tuple[str, str, int]] = {
@@ -111,6 +123,7 @@ class KernelOffsets:
     login: bool = False  # loginuid/sessionid available (CONFIG_AUDIT)
     namespaces: bool = False  # setns targets, pidfd pids and user namespaces available (NAMESPACES)
     sockets: bool = False  # socket ends behind fds available (NET, with NAMESPACES)
+    pid_view: bool = False  # vpid, vtid, pid and mount namespace of exec and fork (PID_VIEW, with NAMESPACES)
 
     @property
     def available(self) -> bool:
@@ -129,6 +142,8 @@ class KernelOffsets:
             flags.append("-DHAVE_NS_OFFSETS")
         if self.sockets:
             flags.append("-DHAVE_NET_OFFSETS")
+        if self.pid_view:
+            flags.append("-DHAVE_PIDVIEW_OFFSETS")
         return flags
 
 
@@ -185,7 +200,30 @@ def compute(btf: Btf) -> KernelOffsets:
     sockets = not ns_problems and not net_problems
     if sockets:
         macros.update(net)
-    return KernelOffsets(macros=macros, login=not login_problems, namespaces=not ns_problems, sockets=sockets)
+    view = _pid_view(btf) if not ns_problems else None
+    if view is not None:
+        macros.update(view)
+    return KernelOffsets(
+        macros=macros,
+        login=not login_problems,
+        namespaces=not ns_problems,
+        sockets=sockets,
+        pid_view=view is not None,
+    )
+
+
+def _pid_view(btf: Btf) -> dict[str, int] | None:
+    """The PID_VIEW offsets and the size of struct upid (the stride of pid->numbers[]), or None."""
+    problems: list[str] = []
+    view = _resolve(btf, PID_VIEW, problems)
+    try:
+        size = btf.size_of("upid")
+    except BtfError:
+        return None
+    if problems or size > UPID_SIZE_MAX or max(view["K_UPID_NS"] + 8, view["K_UPID_NR_OFF"] + 4) > size:
+        return None
+    view["K_UPID_SIZE"] = size
+    return view
 
 
 def kernel_offsets(path: str | Path = BTF_PATH) -> KernelOffsets:

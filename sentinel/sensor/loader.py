@@ -258,6 +258,7 @@ class Sensor:
         self.previous_tamper: list[Event] = []  # records aimed at earlier instances, read at start
         self.own_bpf_ids: set[int] = set()  # ids of this instance's BPF programs and maps
         self.namespace_facts = False
+        self.pid_view = False  # exec and fork events say vpid, pid and mount namespace (PID_VIEW offsets)
         self.init_ns_source = ""  # where pid 1's namespaces came from: /proc/1/ns or the kernel's constants
 
     @property
@@ -305,6 +306,7 @@ class Sensor:
         offsets = kernel_offsets(os.environ.get("SENTINEL_BTF") or BTF_PATH)
         self.kernel_offsets_mode = offsets.mode
         self.namespace_facts = offsets.namespaces  # setns targets, pidfd processes, user namespaces
+        self.pid_view = offsets.pid_view
         cflags += offsets.cflags()
         src = probe_source(probe_dir)
         try:

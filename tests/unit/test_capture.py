@@ -33,12 +33,13 @@ from sentinel.capture.format import (
     EVENT_FIELDS,
     EVENT_V2_FIELDS,
     EVENT_V3_FIELDS,
+    EVENT_V6_FIELDS,
     FACTS_FIELDS,
     MAX_ARRAY_LEN,
     MAX_RECORD_BYTES,
 )
 from sentinel.containers import ContainerRef
-from sentinel.events import AT_FDCWD, Credentials, Event, EventType
+from sentinel.events import AT_FDCWD, Credentials, Event, EventType, NsView
 from sentinel.process.facts import ProcFacts
 
 HOST = {
@@ -132,7 +133,7 @@ def make_facts(pid: int = 42, **changes: Any) -> Any:
 
 def test_event_record_layout_covers_every_event_field() -> None:
     # A new Event field must be added to the capture layout (and the version bumped), or replay loses it.
-    layout = EVENT_FIELDS + EVENT_V2_FIELDS + EVENT_V3_FIELDS
+    layout = EVENT_FIELDS + EVENT_V2_FIELDS + EVENT_V3_FIELDS + EVENT_V6_FIELDS
     assert tuple(f.name for f in dataclasses.fields(Event)) == layout
 
 
@@ -149,9 +150,10 @@ def test_event_record_is_the_documented_array(tmp_path: Path) -> None:
     assert list(objs[0])[:2] == ["format", "version"]
     assert objs[1][:8] == [1, 2, 7, 1, 2, 3, 4, b"cat"]
     assert objs[1][14] == b"/etc/passwd"
-    assert len(objs[1]) == 1 + len(EVENT_FIELDS) + len(EVENT_V2_FIELDS) + len(EVENT_V3_FIELDS)
-    assert objs[1][-5:-3] == [0, None]  # start_ns and creds: not known for this event
-    assert objs[1][-3:] == [None, None, None]  # no syscall arguments: an open
+    assert len(objs[1]) == 1 + len(EVENT_FIELDS) + len(EVENT_V2_FIELDS) + len(EVENT_V3_FIELDS) + 2
+    assert objs[1][-7:-5] == [0, None]  # start_ns and creds: not known for this event
+    assert objs[1][-5:-2] == [None, None, None]  # no syscall arguments: an open
+    assert objs[1][-2:] == [None, None]  # no namespace view: an open
 
 
 def test_version_1_records_still_read(tmp_path: Path) -> None:
@@ -203,6 +205,35 @@ def test_credentials_and_exe_identity_round_trip(tmp_path: Path) -> None:
         w.write_event(ev)
     items, reader = read_all(path)
     assert reader.problem is None and items[1] == ev
+
+
+def test_namespace_views_round_trip(tmp_path: Path) -> None:
+    """An exec's view of itself and a fork's of its child (version 6), and facts with and without theirs."""
+    path = tmp_path / "c"
+    execed = Event(EventType.EXEC, 7, 6143, 6143, 0, 0, "sh", ns=NsView(1, 1, 4026532245, 4026532243))
+    forked = Event(EventType.FORK, 8, 6143, 6143, 0, 0, "sh", child_pid=6150,
+                   child_ns=NsView(2, 2, 4026532245, 4026532243))  # fmt: skip
+    facts = [make_facts(6143, vpid=1, pid_ns=4026532245, mnt_ns=4026532243), make_facts(7)]
+    with CaptureWriter(path, HEADER) as w:
+        w.write_event(execed)
+        w.write_event(forked)
+        for f in facts:
+            w.write_facts(f)
+    items, reader = read_all(path)
+    assert reader.problem is None and items[1:] == [execed, forked, *facts]
+    assert items[4].vpid is None and items[4].pid_ns == 0  # unknown stays unknown
+
+
+def test_version_5_records_still_read(tmp_path: Path) -> None:
+    """Records from before the namespace view: events without it, facts without vpid or namespaces."""
+    path = tmp_path / "c"
+    record = VALID_EVENT_V6[:-2]
+    path.write_bytes(header_bytes(version=5) + pack(record) + pack(FACTS_V6[:13]))
+    items, reader = read_all(path)
+    assert reader.problem is None
+    ev, proc_facts = items[1], items[2]
+    assert isinstance(ev, Event) and ev.ns is None and ev.child_ns is None and ev.path == "/p"
+    assert isinstance(proc_facts, ProcFacts) and proc_facts.vpid is None and proc_facts.mnt_ns == 0
 
 
 # -- round trips -------------------------------------------------------------------------------------------
@@ -259,6 +290,8 @@ def events(draw: st.DrawFn) -> Event:
         sock_type=draw(ints),
         child_pid=draw(ints),
         clone_flags=draw(ints),
+        ns=draw(st.none() | st.builds(NsView, ints, ints, ints, ints)),
+        child_ns=draw(st.none() | st.builds(NsView, ints, ints, ints, ints)),
     )
 
 
@@ -376,7 +409,7 @@ def test_header_is_complete_and_segments_are_exposed(tmp_path: Path) -> None:
     assert [h["boot_id"] for h in reader.headers] == ["b00t", "other-boot"]
     assert reader.headers[1]["created_ns"] == 77
     head = reader.headers[0]
-    assert head["format"] == "sentinel-capture" and head["version"] == 5
+    assert head["format"] == "sentinel-capture" and head["version"] == 6
     assert {k: head[k] for k in HOST} == HOST and head["probe_mode"] == "test"
     assert isinstance(head["created_ns"], int)
 
@@ -601,7 +634,7 @@ def test_headerless_file_is_not_a_capture(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("changes", "kind", "message"),
     [
-        ({"version": 6}, "unsupported", "unsupported capture version 6"),
+        ({"version": 7}, "unsupported", "unsupported capture version 7"),
         ({"version": "1"}, "corrupt", "version is str"),
         ({"format": "sentinel-capturez"}, "not-a-capture", "not a sentinel capture: format is str"),
         ({"boot_time_ns": None}, "corrupt", "lacks 'boot_time_ns'"),
@@ -624,6 +657,8 @@ def test_unknown_header_keys_are_allowed(tmp_path: Path) -> None:
 
 
 VALID_EVENT = [1, 2, 7, 1, 1, 0, 0, b"c", 0, 0, 0, b"", [], 0, b"/p", -100, 0, 0, 0, -1, 0, b"", 0, 0, 0, 0]
+VALID_EVENT_V6 = [*VALID_EVENT, 0, b"", 0, 0, -1, -1, 0, None, None, None, None, None, None]
+FACTS_V6 = [2, 1, 2, 3, b"c", None, None, None, 0, 0, 0, False, False, None, 0, 0]
 
 
 def _with(index: int, value: object) -> list[object]:
@@ -633,7 +668,7 @@ def _with(index: int, value: object) -> list[object]:
 
 
 BAD_RECORDS: list[Any] = [
-    (pack(VALID_EVENT[:10]), r"event record has 10 elements, expected 37 \(or 34 or 26, versions 2 and 1\)"),
+    (pack(VALID_EVENT[:10]), r"event record has 10 elements, expected 39 \(or 37, 34 or 26: versions 3 to"),
     (pack([*VALID_EVENT, 0]), "event record has 27 elements"),
     (pack(_with(3, "1")), "event record pid is str '1', expected an integer"),
     (pack(_with(3, True)), "pid is True"),
@@ -672,7 +707,10 @@ BAD_RECORDS: list[Any] = [
     *(
         pytest.param(bad, message)
         for bad, message in [
-            (pack([2, 1, 2]), "facts record has 3 elements, expected 13"),
+            (pack([2, 1, 2]), "facts record has 3 elements, expected 16"),
+            (pack([*FACTS_V6[:13], "1", 2, 3]), "facts record vpid is str '1', expected nil or an integer"),
+            (pack([*FACTS_V6[:13], None, None, 3]), "facts record pid_ns is None, expected an integer"),
+            (pack([*FACTS_V6[:13], 1, 2, True]), "facts record mnt_ns is True, expected an integer"),
             (
                 pack([2, 1, 2, 3, b"c", None, None, b"no-nul", 0, 0, 0]),
                 "facts record args does not end with NUL",
@@ -683,7 +721,10 @@ BAD_RECORDS: list[Any] = [
             (pack([2, 1, 2, 3, b"c", None, None, None, 0, 0, None]), "tty_nr is None"),
         ]
     ),
-    (pack({"format": "sentinel-capture", "version": 6}), "unsupported capture version 6"),
+    (pack({"format": "sentinel-capture", "version": 7}), "unsupported capture version 7"),
+    (pack([*VALID_EVENT_V6[:-2], [1, 2, 3], None]), "event record ns is list of 3 items, expected nil or an"),
+    (pack([*VALID_EVENT_V6[:-2], None, [1, 2, 3, "4"]]), "event record child_ns is list of 4 items"),
+    (pack([*VALID_EVENT_V6[:-2], 1, None]), "event record ns is integer 1"),
     (pack({"format": "x", "version": 1}), "a map that is not a segment header: format is str 'x'"),
     (pack({"format": "sentinel-capture", "version": 1}), "header lacks 'hostname'"),
     (b"\xc1", "not valid msgpack"),
@@ -760,7 +801,7 @@ def test_a_record_whose_parts_add_up_past_the_limit_is_refused(tmp_path: Path) -
 def test_a_later_segment_with_another_version_stops_there(tmp_path: Path) -> None:
     path = tmp_path / "c"
     first = header_bytes() + pack([6, 1])
-    path.write_bytes(first + header_bytes(version=6) + pack([6, 2]))
+    path.write_bytes(first + header_bytes(version=7) + pack([6, 2]))
     items, reader = read_all(path)
     assert items[1:] == [FactsMiss(1)]
     assert reader.problem is not None

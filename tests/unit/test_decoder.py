@@ -25,9 +25,11 @@ from sentinel.events import (
     FLAG_CREDS,
     FLAG_EXE_INFO,
     FLAG_LOGIN,
+    FLAG_NS_VIEW,
     FLAG_START,
     FLAG_TTY,
     EventType,
+    NsView,
 )
 from sentinel.sensor import decoder
 from sentinel.sensor.decoder import (
@@ -65,12 +67,13 @@ def exec_sample(
     flags: int = 0,
     total: int | None = None,
     exe: tuple[int, int, int, int, bytes] = (0, 0, 0, 0, b""),
+    ns: tuple[int, int, int, int] = (0, 0, 0, 0),
 ) -> bytes:
     data = filename + b"\0" + b"".join(a + b"\0" for a in args)
     tty, nlink, ino, dev, name = exe
     fixed = EXEC_FIXED.pack(
         ret, -100, 0, len(args), total or len(args), len(filename) + 1, len(data) - len(filename) - 1,
-        tty, nlink, ino, dev, len(name) + 1, name,
+        tty, nlink, ino, dev, len(name) + 1, *ns, name,
     )  # fmt: skip
     return header(1, flags) + fixed + data
 
@@ -92,7 +95,8 @@ int main(void) {
     P(exec_event, ret); P(exec_event, dirfd); P(exec_event, at_flags); P(exec_event, argc_captured);
     P(exec_event, argc_total); P(exec_event, filename_len); P(exec_event, args_len); P(exec_event, tty);
     P(exec_event, exe_nlink); P(exec_event, exe_ino); P(exec_event, exe_dev); P(exec_event, exe_name_len);
-    P(exec_event, exe_name); P(exec_event, data);
+    P(exec_event, ns); P(exec_event, exe_name); P(exec_event, data);
+    P(ns_view, vpid); P(ns_view, vtid); P(ns_view, pid_ns); P(ns_view, mnt_ns);
     P(open_event, ret); P(open_event, flags); P(open_event, mode); P(open_event, dirfd);
     P(open_event, path_len); P(open_event, key);
     P(open_key, tgid); P(open_key, flags_class); P(open_key, result); P(open_key, pad); P(open_key, gen);
@@ -102,7 +106,7 @@ int main(void) {
     P(connect_event, sock_type); P(connect_event, addrlen); P(connect_event, addr);
     P(connect_event, unix_path);
     P(fork_event, child_pid); P(fork_event, parent_tid); P(fork_event, clone_flags);
-    P(fork_event, child_start_ns);
+    P(fork_event, child_start_ns); P(fork_event, child_ns);
     printf("sizeof.event_header %zu 0\n", sizeof(struct event_header));
     return 0;
 }
@@ -152,10 +156,19 @@ def test_decoder_formats_match_the_compiled_c_layout(tmp_path: Path) -> None:
     def body(struct_name: str, members: list[str]) -> list[tuple[int, int]]:
         return [(c[f"{struct_name}.{m}"][0] - HEADER.size, c[f"{struct_name}.{m}"][1]) for m in members]
 
+    def with_ns(layout: list[tuple[int, int]], struct_name: str, member: str) -> list[tuple[int, int]]:
+        """``member`` (a struct ns_view) expanded into its four u32s."""
+        base, size = c[f"{struct_name}.{member}"]
+        assert size == 16
+        i = layout.index((base - HEADER.size, size))
+        view = [(base - HEADER.size + c[f"ns_view.{m}"][0], c[f"ns_view.{m}"][1])
+                for m in ("vpid", "vtid", "pid_ns", "mnt_ns")]  # fmt: skip
+        return [*layout[:i], *view, *layout[i + 1 :]]
+
     exec_members = ["ret", "dirfd", "at_flags", "argc_captured", "argc_total", "filename_len", "args_len",
                     "tty",
-                    "exe_nlink", "exe_ino", "exe_dev", "exe_name_len", "exe_name"]  # fmt: skip
-    assert struct_offsets(EXEC_FIXED) == body("exec_event", exec_members)
+                    "exe_nlink", "exe_ino", "exe_dev", "exe_name_len", "ns", "exe_name"]  # fmt: skip
+    assert struct_offsets(EXEC_FIXED) == with_ns(body("exec_event", exec_members), "exec_event", "ns")
     assert c["exec_event.data"][0] == decoder.EXEC_DATA_OFFSET
     assert struct_offsets(OPEN_FIXED) == body("open_event", ["ret", "flags", "mode", "dirfd", "path_len"])
     key_base = c["open_event.key"][0] - HEADER.size - OPEN_FIXED.size
@@ -166,8 +179,8 @@ def test_decoder_formats_match_the_compiled_c_layout(tmp_path: Path) -> None:
     assert c["open_event.key"][0] + c["open_key.path"][0] == decoder.OPEN_PATH_OFFSET
     connect_members = ["ret", "fd", "family", "port", "sock_type", "addrlen", "addr", "unix_path"]
     assert struct_offsets(CONNECT_FIXED) == body("connect_event", connect_members)
-    fork_members = ["child_pid", "parent_tid", "clone_flags", "child_start_ns"]
-    assert struct_offsets(FORK_FIXED) == body("fork_event", fork_members)
+    fork_members = ["child_pid", "parent_tid", "clone_flags", "child_start_ns", "child_ns"]
+    assert struct_offsets(FORK_FIXED) == with_ns(body("fork_event", fork_members), "fork_event", "child_ns")
 
 
 def test_event_type_numbers_match_the_c_header() -> None:
@@ -271,11 +284,23 @@ def test_connect_unix_path_and_abstract() -> None:
 
 
 def test_fork_and_exit() -> None:
-    ev = decode(header(4) + FORK_FIXED.pack(2000, 1001, 0x11, 777))
+    view = (1, 1, 4026532245, 4026532243)
+    ev = decode(header(4) + FORK_FIXED.pack(2000, 1001, 0x11, 777, *view))
     assert ev.child_pid == 2000 and ev.clone_flags == 0x11 and ev.child_start_ns == 0  # not flagged
-    ev = decode(header(4, FLAG_CHILD_START) + FORK_FIXED.pack(2000, 1001, 0x11, 777))
-    assert ev.child_start_ns == 777
-    assert decode(header(5) + FORK_FIXED.pack(0, 0, 0, 0)).type is EventType.EXIT
+    assert ev.child_ns is None and ev.ns is None
+    ev = decode(header(4, FLAG_CHILD_START) + FORK_FIXED.pack(2000, 1001, 0x11, 777, *view))
+    assert ev.child_start_ns == 777 and ev.child_ns is None
+    ev = decode(header(4, FLAG_NS_VIEW) + FORK_FIXED.pack(2000, 1001, 0x11, 777, *view))
+    assert ev.child_ns == NsView(1, 1, 4026532245, 4026532243)  # the child's, not the caller's
+    assert ev.ns is None
+    assert decode(header(5) + FORK_FIXED.pack(0, 0, 0, 0, 0, 0, 0, 0)).type is EventType.EXIT
+
+
+def test_the_namespace_view_of_an_exec_only_when_flagged() -> None:
+    sample = exec_sample(b"/bin/sh", [b"sh"], ns=(7, 9, 4026532245, 4026532243))
+    assert decode(sample).ns is None
+    ev = decode(header(1, FLAG_NS_VIEW) + sample[HEADER.size :])
+    assert ev.ns == NsView(vpid=7, vtid=9, pid_ns=4026532245, mnt_ns=4026532243) and ev.child_ns is None
 
 
 def test_short_and_unknown_samples_raise_decode_error() -> None:

@@ -130,16 +130,19 @@ def test_btf_unusable_file_warns_and_asks_for_a_report(tmp_path: Path) -> None:
 
 
 def test_btf_available_says_what_the_offsets_give() -> None:
-    offsets = KernelOffsets(macros={"K_TASK_TGID": 1}, login=True, namespaces=True)
+    offsets = KernelOffsets(macros={"K_TASK_TGID": 1}, login=True, namespaces=True, pid_view=True)
     check = doctor.btf_check(offsets, "/x/vmlinux", True)
     assert check.status == "ok"
     assert check.detail == (
         "kernel offsets from BTF (/x/vmlinux): credentials (euid/suid/fsuid/egid/sgid/fsgid, capabilities), "
         "login uid and session, process start times, executable identity (memfd/deleted), "
-        "open de-duplication, setns targets, pidfd processes and user namespaces"
+        "open de-duplication, setns targets, pidfd processes and user namespaces, "
+        "the in-container view of exec and fork (vpid, pid and mount namespaces)"
     )
     offsets.namespaces = False
     assert "no setns targets" in doctor.btf_check(offsets, "/x/vmlinux", True).detail
+    offsets.pid_view = False
+    assert "no vpid or namespaces at exec and fork" in doctor.btf_check(offsets, "/x/vmlinux", True).detail
 
 
 def test_btf_without_audit_says_login_fields_are_absent() -> None:

@@ -8,11 +8,13 @@ under ``CI=true`` and skip elsewhere (the input is not ours).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 
@@ -105,12 +107,23 @@ def container_context(ref: ContainerRef = DOCKER_A) -> EvalContext:
     return ctx
 
 
+def in_container_context() -> EvalContext:
+    """The container's first process (vpid 1, its own pid and mount namespaces), its parent on the host."""
+    ctx = container_context()
+    proc = ctx.proc
+    assert proc is not None and proc.parent is not None
+    proc.vpid, proc.pid_ns, proc.mnt_ns, proc.host_pid_ns = 1, 4026532245, 4026532243, False
+    proc.parent.vpid = proc.parent.pid
+    return ctx
+
+
 def alerts() -> dict[str, Alert]:
     falco = rule("Shell", tags=["mitre_execution", "T1059.004"], output="%proc.name %proc.pname")
     return {
         "falco-exec": make_alert(falco, shell_context()),
         "falco-exec-container": make_alert(falco, container_context()),
         "falco-exec-rootless-lxc": make_alert(falco, container_context(ROOTLESS_LXC)),
+        "falco-exec-in-container-view": make_alert(falco, in_container_context()),
         "falco-open": make_alert(rule("Read", tags=["T1003.008"]), open_context()),
         "sigma-exec": make_alert(sigma_rule(), shell_context()),
         "sigma-minimal": make_alert(sigma_rule(references=[], license=None, logsource={}), shell_context()),
@@ -143,6 +156,28 @@ def test_a_container_is_named_with_ecs_fields_and_the_host_is_not() -> None:
         assert ecs_fields()[name]["type"] == "keyword"
     host = render_ecs(alerts()["falco-exec"])
     assert "container" not in host and "container" not in host["sentinel"]
+
+
+def test_the_in_container_view_uses_ecs_vpid_and_sentinel_namespaces() -> None:
+    """ECS 9 has process.vpid and process.parent.vpid (long: the id in the process's own pid namespace) and
+    host.pid_ns_ino; a process's namespaces have no ECS field: sentinel.process.pid_ns/mnt_ns/host_pid_ns."""
+    from sentinel.alerts.ecs import EcsRenderer
+    from sentinel.alerts.render import EcsAlertRenderer
+    from tests.unit.test_alerts_render import HOST
+
+    doc = render_ecs(alerts()["falco-exec-in-container-view"])
+    assert doc["process"]["vpid"] == 1 and doc["process"]["parent"]["vpid"] == doc["process"]["parent"]["pid"]
+    extra = doc["sentinel"]["process"]
+    assert (extra["pid_ns"], extra["mnt_ns"], extra["host_pid_ns"]) == (4026532245, 4026532243, False)
+    for name in ("process.vpid", "process.parent.vpid"):
+        assert ecs_fields()[name]["type"] == "long"
+    unknown = render_ecs(alerts()["falco-exec"])  # no offsets: absent, never 0
+    assert "vpid" not in unknown["process"] and "pid_ns" not in unknown["sentinel"].get("process", {})
+    host = dataclasses.replace(HOST, host_pid_ns=4026531836)
+    alert = alerts()["falco-exec-in-container-view"]
+    with_host = orjson.loads(orjson.dumps(EcsAlertRenderer(EcsRenderer(host)).render(alert)))
+    assert with_host["host"]["pid_ns_ino"] == "4026531836" and violations(with_host) == []
+    assert "pid_ns_ino" not in doc["host"]  # the host's pid namespace unknown (a capture from before it)
 
 
 def test_the_checker_catches_what_it_should() -> None:

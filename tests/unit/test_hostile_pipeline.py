@@ -176,7 +176,7 @@ def sample(kind: str, comm: bytes, *a: Any) -> bytes:
             body = CONNECT_FIXED.pack(-115, 3, family, port, 1, 16, addr, bytes(108))
         return head + body
     (child,) = a
-    return head + FORK_FIXED.pack(child, child, 0x11, 0)
+    return head + FORK_FIXED.pack(child, child, 0x11, 0, 0, 0, 0, 0)
 
 
 class Builder:

@@ -5,14 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from sentinel.sensor.btf import BtfError
-from sentinel.sensor.koffsets import NAMESPACES, OPTIONAL, REQUIRED, compute, kernel_offsets
+from sentinel.sensor.koffsets import NAMESPACES, OPTIONAL, PID_VIEW, REQUIRED, compute, kernel_offsets
 
 
 class FakeBtf:
     """Answers offset_of/field_size/has_field from a table of (struct, path) -> (offset, size)."""
 
-    def __init__(self, fields: dict[tuple[str, str], tuple[int, int]]) -> None:
+    def __init__(
+        self, fields: dict[tuple[str, str], tuple[int, int]], sizes: dict[str, int] | None = None
+    ) -> None:
         self.fields = fields
+        self.sizes = {"upid": 16} if sizes is None else sizes
 
     def _get(self, struct: str, path: str) -> tuple[int, int]:
         try:
@@ -29,12 +32,20 @@ class FakeBtf:
     def has_field(self, struct: str, path: str) -> bool:
         return (struct, path) in self.fields
 
+    def size_of(self, struct: str) -> int:
+        try:
+            return self.sizes[struct]
+        except KeyError:
+            raise BtfError(f"no struct {struct}") from None
+
 
 def full_layout() -> dict[tuple[str, str], tuple[int, int]]:
     """Every field the probes need, with struct cred laid out as in 6.x kernels."""
     fields: dict[tuple[str, str], tuple[int, int]] = {}
-    for i, (struct, path, size) in enumerate({**REQUIRED, **OPTIONAL, **NAMESPACES}.values()):
+    for i, (struct, path, size) in enumerate({**REQUIRED, **OPTIONAL, **NAMESPACES, **PID_VIEW}.values()):
         fields[(struct, path)] = (8 * i, size or 16)
+    fields[("upid", "nr")] = (0, 4)
+    fields[("upid", "ns")] = (8, 8)
     cred = {"suid": 16, "euid": 24, "fsuid": 32, "sgid": 20, "egid": 28, "fsgid": 36}
     for name, offset in cred.items():
         fields[("cred", name)] = (offset, 4)
@@ -102,6 +113,28 @@ def test_namespace_offsets_are_all_or_none_and_apart_from_the_rest() -> None:
     assert "-DHAVE_NS_OFFSETS" not in result.cflags() and "K_CRED_USER_NS" not in result.macros
 
 
+def test_pid_view_offsets_need_the_namespace_group_and_a_sane_upid() -> None:
+    """The vpid and namespaces of exec and fork: all or none, and only with the namespace group (whose
+    nsproxy and inum offsets they use). Without them the rest still works and events carry no view."""
+    layout = full_layout()
+    result = compute(FakeBtf(layout))  # type: ignore[arg-type]
+    assert result.pid_view and "-DHAVE_PIDVIEW_OFFSETS" in result.cflags()
+    assert result.macros["K_UPID_SIZE"] == 16 and result.macros["K_UPID_NS"] == 8
+    for sizes in ({}, {"upid": 8}, {"upid": 4096}):  # no struct upid, too small for its ns, not that struct
+        broken = FakeBtf(layout, sizes)
+        result = compute(broken)  # type: ignore[arg-type]
+        assert result.available and result.namespaces and not result.pid_view
+        assert "-DHAVE_PIDVIEW_OFFSETS" not in result.cflags() and "K_UPID_SIZE" not in result.macros
+    without = dict(layout)
+    del without[("task_struct", "thread_pid")]  # before 4.19: task->pids[PIDTYPE_PID].pid
+    result = compute(FakeBtf(without))  # type: ignore[arg-type]
+    assert result.available and not result.pid_view and "K_TASK_THREAD_PID" not in result.macros
+    no_ns = dict(layout)
+    del no_ns[("nsproxy", "mnt_ns")]
+    result = compute(FakeBtf(no_ns))  # type: ignore[arg-type]
+    assert result.available and not result.namespaces and not result.pid_view
+
+
 def test_older_kernels_name_the_start_time_real_start_time() -> None:
     layout = full_layout()
     del layout[("task_struct", "start_boottime")]
@@ -120,3 +153,4 @@ def test_this_kernel_gives_every_offset() -> None:
     result = kernel_offsets()
     assert result.available, result.problem
     assert result.namespaces, "the namespace offsets (setns targets, pidfds, user namespaces) did not resolve"
+    assert result.pid_view, "the pid view offsets (vpids and namespaces of exec and fork) did not resolve"

@@ -6,7 +6,9 @@ import os
 import sys
 from pathlib import Path
 
-from sentinel.process.facts import LiveFacts, ProcFacts, ReplayFacts, read_proc_facts
+import pytest
+
+from sentinel.process.facts import LiveFacts, ProcFacts, ReplayFacts, parse_ns_link, read_proc_facts
 
 COMM = "my (odd) proc)"  # spaces and ')' as a process can set with prctl(PR_SET_NAME)
 
@@ -29,6 +31,7 @@ def make_proc(
     exe: bytes | None = b"/usr/bin/dash",
     cwd: bytes | None = b"/",
     status: bytes | None = b"Name:\tsh\nUid:\t1000\t0\t0\t0\nGid:\t100\t0\t0\t0\n",
+    ns: dict[str, bytes] | None = None,
 ) -> Path:
     d = root / str(pid)
     d.mkdir(parents=True)
@@ -41,6 +44,10 @@ def make_proc(
         os.symlink(exe, os.fsencode(d / "exe"))
     if cwd is not None:
         os.symlink(cwd, os.fsencode(d / "cwd"))
+    if ns is not None:
+        (d / "ns").mkdir()
+        for kind, link in ns.items():
+            os.symlink(link, os.fsencode(d / "ns" / kind))
     return d
 
 
@@ -96,6 +103,61 @@ def test_gone_and_partial(tmp_path: Path) -> None:
     assert read_proc_facts(7, str(tmp_path)) is None
 
 
+CONTAINER_STATUS = (
+    b"Name:\tsh\nTgid:\t6143\nPid:\t6150\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\n"
+    b"NStgid:\t6143\t1\nNSpid:\t6150\t8\nNSpgid:\t6143\t1\n"
+)
+
+
+def test_the_pid_and_namespaces_as_the_process_sees_them(tmp_path: Path) -> None:
+    """NStgid's last number is the pid in the process's own namespace (a container's first process: 1);
+    /proc/PID/ns/pid and ns/mnt give the namespaces' inode numbers."""
+    ns = {"pid": b"pid:[4026532245]", "mnt": b"mnt:[4026532243]"}
+    make_proc(tmp_path, 6143, status=CONTAINER_STATUS, ns=ns)
+    facts = read_proc_facts(6143, str(tmp_path))
+    assert facts is not None
+    assert (facts.vpid, facts.pid_ns, facts.mnt_ns, facts.uid) == (1, 4026532245, 4026532243, 0)
+    host = b"Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nNStgid:\t77\nNSpid:\t77\n"
+    make_proc(tmp_path, 77, status=host)  # no ns directory (not readable): unknown, never 0-as-a-value
+    facts = read_proc_facts(77, str(tmp_path))
+    assert facts is not None and (facts.vpid, facts.pid_ns, facts.mnt_ns) == (77, 0, 0)
+    make_proc(tmp_path, 78)  # a kernel before 4.1: no NStgid
+    facts = read_proc_facts(78, str(tmp_path))
+    assert facts is not None and facts.vpid is None and facts.uid == 1000
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        b"NStgid:\n",
+        b"NStgid:\t12\t\xd9\xa3\n",  # an Arabic-Indic digit: str.isdigit() would take it
+        b"NStgid:\t12\t-1\n",
+        b"NStgid:\tx\n",
+    ],
+)
+def test_odd_nstgid_lines_are_unknown(tmp_path: Path, status: bytes) -> None:
+    make_proc(tmp_path, 5, status=b"Uid:\t1\t1\t1\t1\nGid:\t2\t2\t2\t2\n" + status)
+    facts = read_proc_facts(5, str(tmp_path))
+    assert facts is not None and facts.vpid is None and (facts.uid, facts.gid) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("link", "kind", "expected"),
+    [
+        ("pid:[4026531836]", "pid", 4026531836),
+        ("mnt:[4026531832]", "mnt", 4026531832),
+        ("mnt:[4026531832]", "pid", 0),
+        ("pid:[]", "pid", 0),
+        ("pid:[12", "pid", 0),
+        ("pid:[1\u0663]", "pid", 0),
+        ("pid:[" + "9" * 40 + "]", "pid", 0),
+        (None, "pid", 0),
+    ],
+)
+def test_namespace_links(link: str | None, kind: str, expected: int) -> None:
+    assert parse_ns_link(link, kind) == expected
+
+
 def test_real_proc_for_this_process() -> None:
     facts = read_proc_facts(os.getpid())
     assert facts is not None
@@ -106,6 +168,9 @@ def test_real_proc_for_this_process() -> None:
     assert facts.cwd == os.getcwd()
     assert facts.args == sys.orig_argv
     assert facts.start_ticks > 0
+    assert facts.pid_ns == os.stat("/proc/self/ns/pid").st_ino
+    assert facts.mnt_ns == os.stat("/proc/self/ns/mnt").st_ino
+    assert facts.vpid is not None and facts.vpid > 0  # == pid on the host, smaller in a container
 
 
 def test_live_facts_reports_reads(tmp_path: Path) -> None:

@@ -159,7 +159,7 @@ def test_every_field_is_covered_here() -> None:
         f"evt.{kind}.{a.name}" for spec in SYSCALLS.values() for a in spec.args for kind in ("arg", "rawarg")
     }
     covered |= {f.name for f in FIELDS_LIST if f.name.startswith("ml.")}  # test_rules_ml_fields.py
-    covered |= set(TARGET_VALUES) | set(NAMESPACE_VALUES)
+    covered |= set(TARGET_VALUES) | set(NAMESPACE_VALUES) | set(VIEW_VALUES)
     covered |= {f"fs.path.{r}{s}" for r in ("name", "source", "target") for s in ("", "raw")}  # file_changes
     covered |= {"fd.cip", "fd.cport", "fd.cnet", "fd.lip", "fd.lport", "fd.lnet"}  # test_sockets
     covered |= {"sentinel.dest.resolver", "fd.name_changed"}  # test_sockets
@@ -217,6 +217,66 @@ TARGET_VALUES: dict[str, Any] = {
     "sentinel.target.exepath": "/usr/sbin/auditd",
 }
 NAMESPACE_VALUES: dict[str, Any] = {"sentinel.setns.init_ns": "mnt|pid", "sentinel.userns.level": 2}
+
+
+# A container's first process (vpid 1) as the table has it after its exec; its parent (runc) on the host.
+VIEW_VALUES: dict[str, Any] = {
+    "proc.vpid": 1,
+    "proc.pvpid": 900,
+    "thread.vtid": 1,
+    "sentinel.proc.pid_ns": 4026532245,
+    "sentinel.proc.mnt_ns": 4026532243,
+    "sentinel.proc.host_pid_ns": False,
+}
+
+
+def in_container() -> Process:
+    proc = web_shell()
+    proc.vpid, proc.pid_ns, proc.mnt_ns, proc.host_pid_ns = 1, 4026532245, 4026532243, False
+    assert proc.parent is not None
+    proc.parent.vpid, proc.parent.pid_ns, proc.parent.host_pid_ns = 900, 4026531836, True
+    return proc
+
+
+def test_the_in_container_view() -> None:
+    ctx = exec_ctx(in_container())
+    for name, value in VIEW_VALUES.items():
+        assert RS.field_value(name, ctx) == value, name
+    # Another thread of the process: its vtid is not known (only the main thread's is proc.vpid).
+    thread = exec_ctx(in_container())
+    thread.ev.tid = thread.ev.pid + 1
+    assert RS.field_value("thread.vtid", thread) is None and RS.field_value("proc.vpid", thread) == 1
+    # Unknown (no kernel offsets, a process seen only forked without them): missing, never 0 or the host pid.
+    unknown = exec_ctx()
+    for name in VIEW_VALUES:
+        assert RS.field_value(name, unknown) is None, name
+
+
+def test_falcos_container_started_macro() -> None:
+    """``spawned_process and proc.vpid=1 and container``: a container's first process, not a later one,
+    not a host process that happens to be pid 1's namespace's init."""
+    from sentinel.containers import ContainerRef
+
+    rules = ruleset(
+        "- macro: spawned_process\n  condition: (evt.type in (execve, execveat))\n"
+        "- macro: container\n  condition: (container.id != host)\n"
+        "- macro: container_started\n  condition: (spawned_process and proc.vpid=1 and container)\n"
+        "- rule: started\n  desc: d\n  condition: container_started\n  output: o %proc.vpid\n"
+        "  priority: info\n"
+    )
+    cid = "ab" * 32
+    first = in_container()
+    first.container = ContainerRef("podman", cid, cid[:12])
+    assert [r.name for r in rules.match(exec_ctx(first))] == ["started"]
+    later = in_container()
+    later.container, later.vpid = first.container, 7  # `podman exec`: its own, small vpid
+    assert rules.match(exec_ctx(later)) == []
+    host_init = in_container()  # vpid 1 on the host: init itself
+    assert rules.match(exec_ctx(host_init)) == []
+    unknown = web_shell()
+    unknown.container = first.container
+    assert rules.match(exec_ctx(unknown)) == []  # vpid missing: never taken for 1
+    assert rules.match(open_ctx("/etc/hosts", proc=first)) == []
 
 
 def test_target_fields_read_the_process_the_call_is_aimed_at() -> None:

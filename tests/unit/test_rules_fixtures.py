@@ -25,6 +25,7 @@ from tests.unit.rules_support import (
     web_shell,
 )
 from tests.unit.test_cli import run
+from tests.unit.test_rules_fields import in_container
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = HostInfo("h", "m", "b", "6.1", WALL - BOOT_TS)  # so that the kernel time renders as WALL
@@ -64,8 +65,9 @@ def values(ctx: EvalContext) -> dict[str, Any]:
         connect_ctx("203.0.113.9", 4444),
         connect_ctx("2001:db8::9", 53, family=AF_INET6, sock_type=2, ret=-115),
         connect_ctx("/run/docker.sock", 0, family=AF_UNIX),
+        exec_ctx(in_container()),
     ],
-    ids=["exec", "failed-exec", "open", "failed-open", "connect", "connect6", "unix"],
+    ids=["exec", "failed-exec", "open", "failed-open", "connect", "connect6", "unix", "in-container"],
 )
 def test_from_ecs_round_trips_every_field(ctx: EvalContext) -> None:
     ctx.proc.tty_nr = 34817  # type: ignore[union-attr]  # /dev/pts/1
