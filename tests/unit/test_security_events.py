@@ -75,7 +75,9 @@ def test_a_capture_record_with_bad_syscall_elements_is_corrupt(tmp_path: Path) -
     raw = path.read_bytes()
     objs = list(msgpack.Unpacker(__import__("io").BytesIO(raw), raw=False))
     bad = list(objs[1])
-    bad[-3] = [1, "nine"]
+    from sentinel.capture.format import EVENT_V6_FIELDS
+
+    bad[-3 - len(EVENT_V6_FIELDS)] = [1, "nine"]  # sys_args: before sys_extra, sys_strs and the v6 fields
     path.write_bytes(msgpack.packb(objs[0]) + msgpack.packb(bad))
     reader = CaptureReader(path)
     assert not [e for e in reader if isinstance(e, Event)]
