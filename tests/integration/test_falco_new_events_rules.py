@@ -3,14 +3,15 @@ the listening side, datagram sends, dup), fired on the real kernel by real proce
 
 Which rules are covered is computed from Falco's files: every rule of the incubating and sandbox files that
 can match one of these event types (its compiled event types meet the families'), enabled in its file or not,
-minus those that can never fire here (container-only ...). Each is either triggered below, through the new
+minus those that can never fire here (RuleSet.never_fire). Each is either triggered below, through the new
 event types, or named in EXCLUDED with the reason; a rule Falco adds later fails the guard until it is one
 or the other. The stable file's rules are another test's (test_falco_stable_rules.py).
 
 One agent runs Falco's three files plus an override file, written here, that enables the rules disabled in
 Falco's files the Falco way (``- rule: NAME / enabled: true``). The network behaviours run in a network
 namespace of their own with TEST-NET-1 addresses on its loopback, so they are neither loopback nor RFC 1918
-traffic to Falco's macros and nothing on the host's network changes.
+traffic to Falco's macros and nothing on the host's network changes. Rules on Falco's container macro run
+their trigger in a container: a cgroup named as docker names one (test_falco_stable_rules.container_cgroup).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from sentinel.file_changes import FILE_TYPES
 from sentinel.sockets import SOCKET_TYPES
 
 from .conftest import get
+from .test_container_cgroups import move, remove_tree
+from .test_falco_stable_rules import CONTAINER_CGROUPS, container_cgroup, in_container_alert
 from .test_security_syscalls import run_program
 
 pytestmark = pytest.mark.kernel
@@ -55,6 +58,13 @@ NETWORK_RULES = (
     "Interpreted procs inbound network activity",
     "Interpreted procs outbound network activity",
     "System procs network activity",
+)
+# Falco's container macro is container.id != host: these run in a container (a docker-named cgroup).
+CONTAINER_RULES = (
+    "Contact EC2 Instance Metadata Service From Container",
+    "Contact cloud metadata service from container",
+    "Container Drift Detected (chmod)",
+    "Unexpected K8s NodePort Connection",
 )
 
 # Rules that can match a new event type by their event types but cannot fire on one, and why.
@@ -103,7 +113,7 @@ def new_event_rules() -> dict[str, dict[str, Any]]:
 def test_every_rule_on_the_new_events_is_triggered_or_excluded() -> None:
     falco_missing()
     rules = new_event_rules()
-    covered = {*FILE_RULES, *NETWORK_RULES}
+    covered = {*FILE_RULES, *NETWORK_RULES, *CONTAINER_RULES}
     assert not covered & set(EXCLUDED)
     missing = {n: rules[n]["types"] for n in sorted(set(rules) - covered - set(EXCLUDED))}
     assert not missing, f"rules on the new event types with neither a trigger nor an exclusion: {missing}"
@@ -143,9 +153,27 @@ class FalcoAgent:
 def falco(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FalcoAgent]:
     falco_missing()
     agent = FalcoAgent(tmp_path_factory.mktemp("falco-rules"))
-    yield agent
-    assert agent.detector.stop() == 0
-    assert not agent.detector.bad, f"non-JSON alert lines: {agent.detector.bad[:3]}"
+    try:
+        yield agent
+        assert agent.detector.stop() == 0
+        assert not agent.detector.bad, f"non-JSON alert lines: {agent.detector.bad[:3]}"
+    finally:
+        while CONTAINER_CGROUPS:  # kept until the agent is done with the events (see container_cgroup)
+            remove_tree(CONTAINER_CGROUPS.pop())
+
+
+def run_in_container(code: str) -> tuple[int, str, str]:
+    """run_program with the child moved into a fresh container before its first call: pid, stderr and the
+    container's id (the 64 hex digits of its docker-<id>.scope cgroup)."""
+    ids: list[str] = []
+
+    def enter(pid: int) -> None:
+        cgroup = container_cgroup()
+        move(pid, cgroup)
+        ids.append(os.fsdecode(cgroup).rsplit("/docker-", 1)[1].removesuffix(".scope"))
+
+    pid, err = run_program(textwrap.dedent(code), before=enter)
+    return pid, err, ids[0]
 
 
 def test_falcos_file_change_rules_fire(falco: FalcoAgent, tmp_path: Path) -> None:
@@ -261,3 +289,71 @@ def test_falcos_listening_and_datagram_rules_fire(falco: FalcoAgent, tmp_path: P
     server = f"192.0.2.1:{port}"
     falco.expect(rule, tee_pid, "listen", {"proc.name": "tee", "fd.name": server})
     falco.expect(rule, tee_pid, "accept4", {"proc.name": "tee", "fd.name": f"192.0.2.2:{cport}->{server}"})
+
+
+def test_falcos_container_drift_rule_fires(falco: FalcoAgent, tmp_path: Path) -> None:
+    # chmod +x of a file in a container, by path, by fd and at AT_FDCWD: one execute bit each time
+    implant = str(tmp_path / "implant")
+    pid, _, cid = run_in_container(
+        f"""
+        p = {implant!r}
+        def ok(r):
+            assert r >= 0, os.strerror(-r)
+        os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644))
+        ok(sc("chmod", p.encode(), 0o744))
+        fd = os.open(p, os.O_RDONLY)
+        ok(sc("fchmod", fd, 0o654))
+        ok(sc("fchmodat", -100, p.encode(), 0o641))
+        """
+    )
+    for evt_type, bit in (("chmod", "S_IXUSR"), ("fchmod", "S_IXGRP"), ("fchmodat", "S_IXOTH")):
+        alert = falco.expect("Container Drift Detected (chmod)", pid, evt_type, {"proc.name": "python"})
+        assert in_container_alert(alert) and get(alert, "container.id") == cid, get(alert, "container")
+        assert bit in get(alert, "sentinel.output_fields.evt.arg.mode").split("|")
+        # as in Falco, fchmod names the file by its fd (filename <NA>), the others by path
+        filename = None if evt_type == "fchmod" else implant
+        assert get(alert, "sentinel.output_fields.evt.arg.filename") == filename
+
+
+# In a container and a network namespace of its own: TEST-NET-1 addresses and the cloud metadata address on
+# its loopback (so nothing leaves the host); a TCP listener on a NodePort-range port accepts twice (accept4,
+# then plain accept); an unconnected UDP socket sends a datagram to the metadata address (sendto, sendmsg).
+NODEPORT = 31234
+CONTAINER_NETNS = f"""
+    import socket, subprocess
+    assert sc("unshare", 0x40000000) == 0, "unshare(CLONE_NEWNET)"
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    for address in ("192.0.2.1", "192.0.2.2", "169.254.169.254"):
+        subprocess.run(["ip", "addr", "add", address + "/32", "dev", "lo"], check=True)
+    l = socket.socket(); l.bind(("192.0.2.1", {NODEPORT})); l.listen(4)
+    c = socket.socket(); c.bind(("192.0.2.2", 0)); c.connect(("192.0.2.1", {NODEPORT}))
+    a, _ = l.accept()
+    d = socket.socket(); d.bind(("192.0.2.2", 0)); d.connect(("192.0.2.1", {NODEPORT}))
+    b = sc("accept", l.fileno(), 0, 0)
+    assert b >= 0, os.strerror(-b)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("192.0.2.2", 0))
+    u.sendto(b"x", ("169.254.169.254", 80))
+    u.sendmsg([b"x"], [], 0, ("169.254.169.254", 8080))
+    print(c.getsockname()[1], d.getsockname()[1], u.getsockname()[1], file=sys.stderr)
+"""
+
+
+def test_falcos_container_network_rules_fire(falco: FalcoAgent) -> None:
+    if shutil.which("ip") is None:
+        pytest.fail("no ip(8): iproute2 is in every Debian")
+    pid, err, cid = run_in_container(CONTAINER_NETNS)
+    cport, dport, uport = (int(x) for x in err.split()[-3:])
+
+    def expect(rule: str, evt_type: str, fields: dict[str, Any]) -> None:
+        alert = falco.expect(rule, pid, evt_type, {"proc.name": "python", **fields})
+        assert in_container_alert(alert) and get(alert, "container.id") == cid, get(alert, "container")
+
+    server = f"192.0.2.1:{NODEPORT}"
+    nodeport = "Unexpected K8s NodePort Connection"
+    expect(nodeport, "listen", {"fd.name": server, "fd.lport": NODEPORT, "fd.l4proto": "tcp"})
+    expect(nodeport, "accept4", {"fd.name": f"192.0.2.2:{cport}->{server}", "fd.lport": NODEPORT})
+    expect(nodeport, "accept", {"fd.name": f"192.0.2.2:{dport}->{server}", "fd.rport": dport})
+    for rule in CONTAINER_RULES[:2]:  # the two metadata rules: the same condition but for the exception
+        for evt_type, port in (("sendto", 80), ("sendmsg", 8080)):
+            expect(rule, evt_type, {"fd.name": f"192.0.2.2:{uport}->169.254.169.254:{port}", "fd.rport": port,
+                                    "fd.lport": uport, "fd.l4proto": "udp"})  # fmt: skip

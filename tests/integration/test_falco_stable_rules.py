@@ -74,17 +74,24 @@ def run_named(prog: Path, code: str, **kw: Any) -> int:
 CONTAINER_CGROUPS: list[bytes] = []  # removed when the module ends (see the detector fixture)
 
 
-def in_container(argv: list[str], ok: tuple[int, ...] = (0,), **kw: Any) -> int:
-    """Run ``argv`` to completion in a fresh container: a shell waits while it is moved into a cgroup named
-    as docker names its containers (systemd driver), then execs ``argv``. Its pid.
+def container_cgroup() -> bytes:
+    """A fresh cgroup named as docker names its containers (systemd driver): a container to sentinel.
 
-    The cgroup stays until the module ends: the agent resolves an event's cgroup id when it handles the
-    event, and a cgroup removed by then (a process that exits at once, removed at once) no longer resolves.
+    It stays until the module ends (its top is in CONTAINER_CGROUPS, for the module's fixture to remove): the
+    agent resolves an event's cgroup id when it handles the event, and a cgroup removed by then (a process
+    that exits at once, removed at once) no longer resolves.
     """
     top = os.fsencode(require_cgroup2().mount_point) + f"/sentinel-falco-{uuid.uuid4().hex[:8]}".encode()
     cgroup = top + f"/system.slice/docker-{uuid.uuid4().hex}{uuid.uuid4().hex}.scope".encode()
     os.makedirs(cgroup)
     CONTAINER_CGROUPS.append(top)
+    return cgroup
+
+
+def in_container(argv: list[str], ok: tuple[int, ...] = (0,), **kw: Any) -> int:
+    """Run ``argv`` to completion in a fresh container (container_cgroup): a shell waits while it is moved
+    into the cgroup, then execs ``argv``. Its pid."""
+    cgroup = container_cgroup()
     gate = subprocess.Popen(
         ["/bin/sh", "-c", 'read go; exec "$0" "$@"', *argv],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw,

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +55,25 @@ def run_calls(code: str, user: int | None = None) -> int:
     return run_program(code, user=user)[0]
 
 
-def run_program(code: str, exe: str = sys.executable, user: int | None = None) -> tuple[int, str]:
+def run_program(
+    code: str, exe: str = sys.executable, user: int | None = None, before: Callable[[int], None] | None = None
+) -> tuple[int, str]:
     """Run ``code`` (with ``sc(name, *args)`` for direct syscalls) in a fresh ``exe`` (a Python) as
-    ``user``; returns its pid (known before any call) and what it printed on stderr."""
+    ``user``; returns its pid (known before any call) and what it printed on stderr. ``before`` gets the
+    pid before the child makes any call (to move it into a container's cgroup, say)."""
     proc = subprocess.Popen(
         [exe, "-c", CALLER, textwrap.dedent(code)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, user=user, text=True,
     )  # fmt: skip
     assert proc.stdout is not None and proc.stdin is not None
     pid = int(proc.stdout.readline())
+    if before is not None:
+        try:
+            before(pid)
+        except BaseException:
+            proc.kill()  # not left to run its calls where it should not
+            proc.communicate()
+            raise
     proc.stdin.write("go\n")
     proc.stdin.flush()
     _out, err = proc.communicate(timeout=30)
