@@ -55,12 +55,15 @@ class ContainerRef:
     ``id`` is Falco's ``container.id``: the first 12 characters of a 64-hex id, or the whole name for the
     runtimes that name containers (LXC, systemd-nspawn, libvirt-lxc). ``full_id`` is the whole id or name.
     ``rootless``: the cgroup sits below a user's systemd manager, so an unprivileged user could have made it.
+    ``pod_uid``: the Kubernetes pod uid kubelet wrote in the cgroup path above the container (with dashes), or
+    ``""``; known at once, before any runtime is asked (the pod's name and labels are the runtime's answer).
     """
 
     runtime: str
     full_id: str
     id: str
     rootless: bool = False
+    pod_uid: str = ""
 
 
 _HEX64 = "[0-9a-f]{64}"
@@ -149,15 +152,26 @@ def _scan(path: str, first_only: bool) -> list[ContainerRef]:
     parts = path.split("/")
     found: list[ContainerRef] = []
     rootless = False
+    under_kubepods, pod = False, ""  # the pod of the next container: only what lies between it and the last
     i, n = 0, len(parts)
     while i < n:
         part = parts[i]
         nxt = parts[i + 1] if i + 1 < n else None
+        if "pod" in part and len(part) <= NAME_MAX:  # kubelet's pod slice or directory (cheap test first)
+            if m := _POD_SLICE.fullmatch(part):
+                pod = m[1].replace("_", "-")
+            elif part == "kubepods":
+                under_kubepods = True
+            elif under_kubepods and (m := _POD_DIR.fullmatch(part)):
+                pod = m[1]
         ref, used = _match(parts[i - 1] if i else "", part, nxt)
         if ref is not None:
-            found.append(replace(ref, rootless=True) if rootless else ref)
+            if rootless or pod:
+                ref = replace(ref, rootless=rootless, pod_uid=pod)
+            found.append(ref)
             if first_only:
                 break
+            under_kubepods, pod = False, ""
         elif part.startswith("user@") and _USER_MANAGER.fullmatch(part):
             rootless = True
         i += used

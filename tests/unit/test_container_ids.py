@@ -185,8 +185,10 @@ NOT_IDS = [
 
 @pytest.mark.parametrize(("path", "runtime", "full_id", "rootless"), CONTAINERS)
 def test_each_runtime_layout(path: str, runtime: str, full_id: str, rootless: bool) -> None:
+    """A container below a kubelet pod slice or directory carries the pod's uid (none of these nests)."""
     short = full_id[:12] if runtime in HEX_RUNTIMES else full_id
-    assert container_from_cgroup(path) == ContainerRef(runtime, full_id, short, rootless)
+    pod = pod_uid(path) or ""
+    assert container_from_cgroup(path) == ContainerRef(runtime, full_id, short, rootless, pod)
 
 
 @pytest.mark.parametrize("path", HOST_PATHS)
@@ -219,9 +221,10 @@ def test_outermost_container_wins_and_the_chain_is_available() -> None:
     dind = f"/docker/{A}/docker/{B}"
     kind = f"/system.slice/docker-{A}.scope/kubepods/besteffort/pod{U}/{B}"
     forged = f"/system.slice/docker-{A}.scope/system.slice/docker-{B}.scope"
-    for path, inner in ((dind, DOCKER), (kind, CONTAINERD), (forged, DOCKER)):
+    for path, inner, pod in ((dind, DOCKER, ""), (kind, CONTAINERD, U), (forged, DOCKER, "")):
         assert container_from_cgroup(path) == ContainerRef(DOCKER, A, A[:12])
-        assert containers_in_cgroup(path) == (ContainerRef(DOCKER, A, A[:12]), ContainerRef(inner, B, B[:12]))
+        chain = containers_in_cgroup(path)
+        assert chain == (ContainerRef(DOCKER, A, A[:12]), ContainerRef(inner, B, B[:12], pod_uid=pod))
     lxc_docker = f"/lxc.payload.web01/system.slice/docker-{A}.scope"
     assert [r.runtime for r in containers_in_cgroup(lxc_docker)] == [LXC, DOCKER]
 
@@ -234,6 +237,19 @@ def test_rootless_only_below_a_users_manager() -> None:
     assert [r.rootless for r in chain] == [False, True]
     not_a_manager = f"/user.slice/user@x.service/libpod-{A}.scope"
     assert container_from_cgroup(not_a_manager) == ContainerRef(PODMAN, A, A[:12])
+
+
+def test_the_pod_uid_is_the_one_above_the_container() -> None:
+    """Only the pod slice or directory between the container and the one outside it counts: kind's node
+    container is in no pod, a pod's container does not hand its pod to a container nested deeper, and
+    ``pod<uid>`` outside ``kubepods`` is no pod."""
+    in_pod = ContainerRef(CONTAINERD, A, A[:12], False, U)
+    assert container_from_cgroup(f"{BE}/cri-containerd-{A}.scope") == in_pod
+    nested = f"/kubepods/besteffort/pod{U}/{A}/docker/{B}"
+    assert [r.pod_uid for r in containers_in_cgroup(nested)] == [U, ""]
+    assert container_from_cgroup(f"/pod{U}/{A}") == ContainerRef(CONTAINERD, A, A[:12])
+    flat = f"{CONTAINERD_SERVICE}/kubepods-burstable-pod{U_}.slice:cri-containerd:{A}"
+    assert container_from_cgroup(flat) == in_pod
 
 
 def test_falco_fields_of_the_host_and_of_a_container() -> None:
@@ -311,6 +327,7 @@ def check(path: str) -> None:
     assert (ref is None) == (chain == ()) and (ref is None or chain[0] == ref)
     for r in chain:
         assert_sound(r, path)
+        assert not r.pod_uid or r.pod_uid in path or r.pod_uid.replace("-", "_") in path
     pod_uid(path)
 
 
