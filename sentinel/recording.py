@@ -1,10 +1,11 @@
 """Replay a capture through the same pipeline as live events.
 
 A capture holds, in order, what the live agent saw: the /proc facts it read while bootstrapping and while
-enriching, fd, symlink and file identity lookups, the containers it was told processes are in, events and
-losses. Feeding the facts to a :class:`ReplayFacts` (the containers to a :class:`ReplayContainers`) before
-the events that needed them makes the process table give the same answers it gave live, without touching
-/proc or the cgroups.
+enriching, fd, symlink and file identity lookups, the containers it was told processes are in and what their
+runtimes said of them (as the pipeline took it), events and losses. Feeding the facts to a
+:class:`ReplayFacts` (the containers to a :class:`ReplayContainers`, their metadata to its
+:class:`MetadataView`) before the events that needed them makes the process table, the rules and the
+documents give the same answers they gave live, without touching /proc, the cgroups or a runtime.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sentinel.capture import (
     SnapshotEnd,
 )
 from sentinel.containers.identity import ReplayContainers
+from sentinel.containers.meta_view import MetaChange, MetadataView
 from sentinel.events import Event
 from sentinel.host import HostInfo
 from sentinel.log import get_logger
@@ -40,7 +42,7 @@ def replay_events(path: str, make_stream: Callable[[HostInfo, ProcessTable], Any
     """
     log = get_logger()
     facts = ReplayFacts()
-    containers = ReplayContainers()
+    containers = ReplayContainers(MetadataView())
     table: ProcessTable | None = None
     stream: Any = None
     bootstrapped = False
@@ -65,6 +67,8 @@ def replay_events(path: str, make_stream: Callable[[HostInfo, ProcessTable], Any
                 facts.feed_identity(item.path, item.identity)
             elif isinstance(item, ContainerFact):
                 containers.feed(item.pid, item.container)
+            elif isinstance(item, MetaChange):
+                containers.metadata.apply(item)
             elif isinstance(item, SnapshotEnd):
                 if table is not None and not bootstrapped:
                     table.bootstrap()
@@ -73,7 +77,7 @@ def replay_events(path: str, make_stream: Callable[[HostInfo, ProcessTable], Any
                 # A new recording session (possibly after a reboot): fresh host identity and process state.
                 host = HostInfo.from_dict(item.header)
                 facts = ReplayFacts()
-                containers = ReplayContainers()
+                containers = ReplayContainers(MetadataView())  # answers from the records only, never asked
                 table = ProcessTable(
                     boot_id=host.boot_id,
                     facts=facts,

@@ -18,8 +18,15 @@ and continues with records until the next header map or the end of the file::
     miss     [6, pid]              a /proc read that found no process (replay must forget older facts)
     realpath [7, path, resolved]   a symlink resolution on the host (exe of a process already gone)
     identity [8, path, ino, dev]   a file's (st_ino, st_dev) on the host, nil nil if the lookup failed
-    container [9, pid, runtime, full_id, id, rootless]   the container the process table was told a process
-                                   is in (``sentinel.containers.identity``); nil nil nil false: the host
+    container [9, pid, runtime, full_id, id, rootless, pod_uid]   the container the process table was told
+                                   a process is in (``sentinel.containers.identity``); host: nil nil nil false
+                                   nil
+    container_meta [10, full_id, state, meta]   a container's runtime metadata changed, as the pipeline saw it
+                                   (``sentinel.containers.meta_view``); meta nil or
+                                   [source, name, image, repository, tag, digest, image_id, labels,
+                                    labels_truncated, privileged, host_network, host_pid, host_ipc, pod],
+                                   labels a flat array k1 v1 k2 v2..., pod nil or
+                                   [name, namespace, uid, sandbox_id, labels]
 
 Version 2 added the event's last eight elements (``creds`` is nil or ``[euid, suid, fsuid, egid, sgid, fsgid,
 loginuid, sessionid, cap_effective, cap_permitted]`` with nil login fields on kernels without audit;
@@ -35,6 +42,10 @@ or ``[vpid, vtid, pid_ns, mnt_ns]`` (``sentinel.events.NsView``), and the facts'
 unknown), ``pid_ns`` and ``mnt_ns`` (0: unknown); the header's optional ``agent_mnt_ns`` and ``host_pid_ns``
 (ints, 0 unknown) say which mount namespace the recording agent resolved paths in and which pid namespace
 was the host's.
+Version 7 added the container record's ``pod_uid`` (bin; nil for the host; a version-5 or -6 record has
+6 elements and no pod) and the container_meta record: ``state`` is str (``found``, ``pending``,
+``not_found``, ``failed``, ``unsupported``), ``meta`` is given exactly when it is ``found``; its text is
+bin (runtimes' answers hold what whoever made the container wrote), its flags booleans or nil (unknown).
 
 Appending (a restart of the agent) starts a new segment, possibly from another boot: ``ts_ns`` values are
 CLOCK_BOOTTIME of *their* segment's boot, and ``boot_time_ns + ts_ns`` is wall-clock epoch ns.
@@ -60,11 +71,12 @@ from sentinel.containers.cgroup_path import ContainerRef
 from sentinel.events import Event
 
 if TYPE_CHECKING:
+    from sentinel.containers.meta_view import MetaChange
     from sentinel.process.facts import ProcFacts
 
 FORMAT = "sentinel-capture"
-VERSION = 6
-SUPPORTED_VERSIONS = (1, 2, 3, 4, 5, 6)
+VERSION = 7
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 
 KIND_EVENT = 1
 KIND_FACTS = 2
@@ -75,6 +87,7 @@ KIND_FACTS_MISS = 6
 KIND_REALPATH = 7
 KIND_IDENTITY = 8
 KIND_CONTAINER = 9
+KIND_CONTAINER_META = 10
 
 KIND_NAMES: dict[int, str] = {
     KIND_EVENT: "event",
@@ -86,6 +99,7 @@ KIND_NAMES: dict[int, str] = {
     KIND_REALPATH: "realpath",
     KIND_IDENTITY: "identity",
     KIND_CONTAINER: "container",
+    KIND_CONTAINER_META: "container_meta",
 }
 
 # Element order of an event record after the kind; it is the on-disk layout, not derived from Event, so that
@@ -233,8 +247,12 @@ class ContainerFact:
 # What iterating a reader yields; ProcFacts comes from sentinel.process.facts, imported only when needed.
 CaptureItem: TypeAlias = (
     "SegmentStart | Event | ProcFacts | FdFact | LossReport | SnapshotEnd | FactsMiss | RealpathFact"
-    " | IdentityFact | ContainerFact"
+    " | IdentityFact | ContainerFact | MetaChange"
 )
+CONTAINER_RECORD_LEN_V5 = 6
+CONTAINER_RECORD_LEN = 7
+META_FIELDS_LEN = 14  # the meta array of a container_meta record
+POD_FIELDS_LEN = 5
 
 
 def header_problem(header: object) -> tuple[str, str] | None:

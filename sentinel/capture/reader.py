@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from sentinel.capture.format import (
+    CONTAINER_RECORD_LEN,
+    CONTAINER_RECORD_LEN_V5,
     EVENT_BIN_FIELDS,
     EVENT_FIELDS,
     EVENT_RECORD_LEN,
@@ -32,6 +34,7 @@ from sentinel.capture.format import (
     FACTS_RECORD_LEN_V1,
     FACTS_RECORD_LEN_V2,
     KIND_CONTAINER,
+    KIND_CONTAINER_META,
     KIND_EVENT,
     KIND_FACTS,
     KIND_FACTS_MISS,
@@ -46,7 +49,9 @@ from sentinel.capture.format import (
     MAX_MAP_LEN,
     MAX_RECORD_BYTES,
     MAX_STR_LEN,
+    META_FIELDS_LEN,
     NS_VIEW_LEN,
+    POD_FIELDS_LEN,
     SYS_LIMITS,
     TEXT_ENCODING,
     TEXT_ERRORS,
@@ -65,6 +70,8 @@ from sentinel.capture.format import (
     short_repr,
 )
 from sentinel.containers.cgroup_path import ContainerRef
+from sentinel.containers.meta_view import FOUND, STATES, MetaChange
+from sentinel.containers.metadata import ContainerMeta, K8sPod, Labels
 from sentinel.events import Credentials, Event, EventType, NsView
 
 if TYPE_CHECKING:
@@ -266,7 +273,8 @@ def _length(record: list[Any], want: int) -> None:
 class CaptureReader:
     """Iterates over a capture's items in file order: :class:`SegmentStart` for each header, then
     :class:`~sentinel.events.Event`, ProcFacts, :class:`FdFact`, :class:`LossReport`, :class:`SnapshotEnd`,
-    :class:`FactsMiss`, :class:`RealpathFact`, :class:`IdentityFact` and :class:`ContainerFact` items.
+    :class:`FactsMiss`, :class:`RealpathFact`, :class:`IdentityFact`, :class:`ContainerFact` and
+    :class:`~sentinel.containers.meta_view.MetaChange` items.
 
     The constructor reads the first header and raises :class:`CaptureError` if the file is not a readable
     capture (missing, empty, another format or version). Iteration (once) never raises for bad content: it
@@ -523,6 +531,8 @@ class CaptureReader:
             return IdentityFact(path, (record[2], record[3]))
         if kind == KIND_CONTAINER:
             return _container(record)
+        if kind == KIND_CONTAINER_META:
+            return _container_meta(record)
         raise _Bad(f"unknown record kind {kind}")
 
     def _skip_rest(self) -> CaptureProblem | None:
@@ -540,17 +550,62 @@ class CaptureReader:
 
 
 def _container(record: list[Any]) -> ContainerFact:
-    _length(record, 6)
+    if len(record) != CONTAINER_RECORD_LEN_V5:  # version 5: no pod uid
+        _length(record, CONTAINER_RECORD_LEN)
     _ints(record, (1,), ("pid",))
-    runtime, full_id, short, rootless = record[2:]
+    runtime, full_id, short, rootless = record[2:6]
+    pod = record[6] if len(record) == CONTAINER_RECORD_LEN else None
     if type(rootless) is not bool:
         raise _Bad(f"rootless is {short_repr(rootless)}, expected a boolean")
     if runtime is None and full_id is None and short is None:
         return ContainerFact(record[1], None)
     if type(runtime) is not str:
         raise _Bad(f"runtime is {short_repr(runtime)}, expected str")
-    ref = ContainerRef(runtime, _text(full_id, "full_id"), _text(short, "id"), rootless)
+    pod_uid = _opt_text(pod, "pod_uid") or ""
+    ref = ContainerRef(runtime, _text(full_id, "full_id"), _text(short, "id"), rootless, pod_uid)
     return ContainerFact(record[1], ref)
+
+
+def _container_meta(record: list[Any]) -> MetaChange:
+    _length(record, 4)
+    full_id, state, meta = _text(record[1], "full_id"), record[2], record[3]
+    if type(state) is not str or state not in STATES:
+        raise _Bad(f"state is {short_repr(state)}, expected one of {', '.join(sorted(STATES))}")
+    if (meta is None) != (state != FOUND):
+        raise _Bad(f"meta is {short_repr(meta)} for state {state}: given exactly when found")
+    return MetaChange(full_id, state, _meta(full_id, meta) if meta is not None else None)
+
+
+def _meta(full_id: str, record: object) -> ContainerMeta:
+    if type(record) is not list or len(record) != META_FIELDS_LEN:
+        raise _Bad(f"meta is {short_repr(record)}, expected an array of {META_FIELDS_LEN}")
+    names = ("source", "name", "image", "image_repository", "image_tag", "image_digest", "image_id")
+    text = {name: _text(value, name) for name, value in zip(names, record, strict=False)}
+    labels = _labels(record[7], "labels")
+    truncated = record[8]
+    if type(truncated) is not bool:
+        raise _Bad(f"labels_truncated is {short_repr(truncated)}, expected a boolean")
+    flags = {}
+    for name, value in zip(("privileged", "host_network", "host_pid", "host_ipc"), record[9:13], strict=True):
+        if value is not None and type(value) is not bool:
+            raise _Bad(f"{name} is {short_repr(value)}, expected a boolean or nil")
+        flags[name] = value
+    pod = record[13]
+    if pod is not None:
+        if type(pod) is not list or len(pod) != POD_FIELDS_LEN:
+            raise _Bad(f"pod is {short_repr(pod)}, expected an array of {POD_FIELDS_LEN} or nil")
+        pod_names = ("pod name", "pod namespace", "pod uid", "pod sandbox_id")
+        name, namespace, uid, sandbox = (_text(v, n) for v, n in zip(pod, pod_names, strict=False))
+        pod = K8sPod(name, namespace, uid, sandbox, _labels(pod[4], "pod labels"))
+    return ContainerMeta(full_id=full_id, **text, labels=labels, labels_truncated=truncated, **flags, pod=pod)
+
+
+def _labels(value: object, what: str) -> Labels:
+    """A flat array of bin, key then value."""
+    if type(value) is not list or len(value) % 2:
+        raise _Bad(f"{what} is {short_repr(value)}, expected an array of keys and values")
+    items = [_text(v, what) for v in value]
+    return tuple(zip(items[::2], items[1::2], strict=True))
 
 
 def _starts_with_map(first: bytes) -> bool:
@@ -616,6 +671,8 @@ def describe(path: str | os.PathLike[str]) -> CaptureSummary:
                 kind = "identity"
             elif isinstance(item, ContainerFact):
                 kind = "container"
+            elif isinstance(item, MetaChange):
+                kind = "container_meta"
             else:
                 kind = "facts"
             records[kind] = records.get(kind, 0) + 1

@@ -20,6 +20,7 @@ import msgpack
 from sentinel.capture.format import (
     FORMAT,
     KIND_CONTAINER,
+    KIND_CONTAINER_META,
     KIND_EVENT,
     KIND_FACTS,
     KIND_FACTS_MISS,
@@ -40,6 +41,8 @@ from sentinel.capture.format import (
 )
 from sentinel.capture.reader import check_header_bytes, find_readable_end
 from sentinel.containers.cgroup_path import ContainerRef
+from sentinel.containers.meta_view import MetaChange
+from sentinel.containers.metadata import ContainerMeta, Labels
 from sentinel.events import Event
 
 FLUSH_INTERVAL = 0.5  # seconds of wall time a record may wait in memory
@@ -224,10 +227,16 @@ class CaptureWriter:
     def write_container(self, pid: int, ref: ContainerRef | None) -> None:
         """Record which container the process table was told ``pid`` is in (``None``: the host)."""
         if ref is None:
-            self._append_record([KIND_CONTAINER, pid, None, None, None, False])
+            self._append_record([KIND_CONTAINER, pid, None, None, None, False, None])
             return
         full_id, short = ref.full_id.encode(_ENC, _ERR), ref.id.encode(_ENC, _ERR)
-        self._append_record([KIND_CONTAINER, pid, ref.runtime, full_id, short, ref.rootless])
+        pod = ref.pod_uid.encode(_ENC, _ERR)
+        self._append_record([KIND_CONTAINER, pid, ref.runtime, full_id, short, ref.rootless, pod])
+
+    def write_container_meta(self, change: MetaChange) -> None:
+        """Record a change of a container's runtime metadata as the pipeline saw it (``MetadataView``)."""
+        meta = _meta_record(change.meta) if change.meta is not None else None
+        self._append_record([KIND_CONTAINER_META, change.full_id.encode(_ENC, _ERR), change.state, meta])
 
     # -- buffering ---------------------------------------------------------------------------------------
 
@@ -279,6 +288,29 @@ class CaptureWriter:
         buf += data
         if len(buf) >= self._flush_bytes or time.monotonic() >= self._deadline:
             self.flush()
+
+
+def _bin(text: str) -> bytes:
+    return text.encode(_ENC, _ERR)
+
+
+def _flat_labels(labels: Labels) -> list[bytes]:
+    return [_bin(x) for pair in labels for x in pair]
+
+
+def _meta_record(meta: ContainerMeta) -> list[Any]:
+    """The meta array of a container_meta record (layout in ``sentinel.capture.format``)."""
+    pod = meta.pod
+    pod_record = None
+    if pod is not None:
+        pod_record = [_bin(pod.name), _bin(pod.namespace), _bin(pod.uid), _bin(pod.sandbox_id),
+                      _flat_labels(pod.labels)]  # fmt: skip
+    texts = (meta.source, meta.name, meta.image, meta.image_repository, meta.image_tag, meta.image_digest,
+             meta.image_id)  # fmt: skip
+    return [
+        *map(_bin, texts), _flat_labels(meta.labels), meta.labels_truncated,
+        meta.privileged, meta.host_network, meta.host_pid, meta.host_ipc, pod_record,
+    ]  # fmt: skip
 
 
 def _full_header(header: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,8 +16,10 @@ its parent's answer without asking. One :class:`ContainerIdentity` per agent ans
 Every answer goes to ``on_answer`` (the recorder writes it to the capture) so that a replay gives the same
 answers without this host's cgroups: :class:`ReplayContainers` answers from those records.
 
-Metadata from the runtimes' APIs (name, image, labels, pod) is a later part; it will hang off the
-:class:`~sentinel.containers.cgroup_path.ContainerRef` an answer names, so nothing here changes for it.
+Metadata from the runtimes' APIs (name, image, labels, pod): each answer that names a container is noted by
+the agent's :class:`~sentinel.containers.meta_view.MetadataView` (``metadata``), which asks the runtime in
+the background the first time; so a container is looked up when the table first learns of it, never per
+event. Both sides (identity and view) are reached through ``ContainerSource.metadata``.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sentinel.containers.cgroup_ids import CgroupInfo, CgroupResolver
 from sentinel.containers.cgroup_path import ContainerRef
 from sentinel.containers.procfs import parse_proc_cgroup, proc_cgroup_answer, read_proc_cgroup
+
+if TYPE_CHECKING:
+    from sentinel.containers.meta_view import MetadataView
 
 __all__ = [
     "ContainerIdentity",
@@ -48,9 +53,11 @@ class ContainerSource(Protocol):
     ``lookup`` answers for process ``pid`` whose events carry ``cgroup_id`` (0: none yet); ``current`` is
     what the table holds now, which a replay keeps when the live agent did not ask at that point.
     ``recheck_exec``: whether an exec must ask again (a move in a v1 hierarchy changes no v2 id).
+    ``metadata``: the runtime metadata the rules and documents read (None: not asked for).
     """
 
     recheck_exec: bool
+    metadata: MetadataView | None
 
     def lookup(self, cgroup_id: int, pid: int, current: ContainerRef | None) -> ContainerRef | None: ...
 
@@ -95,18 +102,25 @@ class ContainerIdentity:
         proc_root: str = "/proc",
         read_proc: Callable[[int, str], str | None] = read_proc_cgroup,
         on_answer: AnswerCallback | None = None,
+        metadata: MetadataView | None = None,
     ) -> None:
         self.resolver = resolver if resolver is not None and resolver.available else None
         self.v1 = v1
         self.proc_root = proc_root
         self.on_answer = on_answer
+        self.metadata = metadata
         self.stats = IdentityStats()
         self._read_proc = read_proc
         # Without a v2 hierarchy (v1 only) every task has the same id: only /proc/PID/cgroup tells.
         self.recheck_exec = v1 or self.resolver is None
 
     @classmethod
-    def for_host(cls, on_answer: AnswerCallback | None = None, proc_root: str = "/proc") -> ContainerIdentity:
+    def for_host(
+        cls,
+        on_answer: AnswerCallback | None = None,
+        proc_root: str = "/proc",
+        metadata: MetadataView | None = None,
+    ) -> ContainerIdentity:
         """This host's cgroup2 mount and hierarchies, as the agent sees them (it must run in the host's cgroup
         namespace, else paths are relative to its own)."""
         return cls(
@@ -114,16 +128,19 @@ class ContainerIdentity:
             v1=host_has_v1_hierarchies(proc_root),
             proc_root=proc_root,
             on_answer=on_answer,
+            metadata=metadata,
         )
 
     def describe(self) -> dict[str, object]:
-        """For the agent's ready record: where ids resolve and whether /proc/PID/cgroup backs them."""
+        """For the agent's ready record: where ids resolve and whether /proc/PID/cgroup backs them; whether
+        runtimes are asked for metadata, and which of their sockets exist."""
         resolver = self.resolver if isinstance(self.resolver, CgroupResolver) else None
         mount = resolver.mount if resolver is not None else None
         return {
             "cgroup2": mount.mount_point if mount is not None else None,
             "id_lookup": None if resolver is None else "handle" if resolver.uses_handles else "walk",
             "v1_hierarchies": self.v1,
+            **(self.metadata.describe() if self.metadata is not None else {"metadata": False}),
         }
 
     def counters(self) -> dict[str, int]:
@@ -135,8 +152,11 @@ class ContainerIdentity:
         return out
 
     def close(self) -> None:
+        """The resolver's handles, and the metadata service's worker (bounded by one lookup's timeout)."""
         if isinstance(self.resolver, CgroupResolver):
             self.resolver.close()
+        if self.metadata is not None:
+            self.metadata.close()
 
     def container_of(
         self, cgroup_id: int, pid: int, current: ContainerRef | None = None
@@ -175,6 +195,8 @@ class ContainerIdentity:
         ref = self.container_of(cgroup_id, pid, current)
         if self.on_answer is not None:
             self.on_answer(pid, ref)
+        if ref is not None and self.metadata is not None:
+            self.metadata.note(ref)  # after the answer's record: a replay reads them in the same order
         return ref
 
 
@@ -187,12 +209,13 @@ class ReplayContainers:
     container records answers nothing: every process is the host.
     """
 
-    __slots__ = ("_answers",)
+    __slots__ = ("_answers", "metadata")
 
     recheck_exec = True  # ask at every exec: an answer is waiting exactly when the live agent asked
 
-    def __init__(self) -> None:
+    def __init__(self, metadata: MetadataView | None = None) -> None:
         self._answers: dict[int, ContainerRef | None] = {}
+        self.metadata = metadata  # the recorded runtime metadata (applied from the capture, never asked)
 
     def feed(self, pid: int, ref: ContainerRef | None) -> None:
         self._answers[pid] = ref

@@ -38,7 +38,8 @@ from sentinel.capture.format import (
     MAX_ARRAY_LEN,
     MAX_RECORD_BYTES,
 )
-from sentinel.containers import ContainerRef
+from sentinel.containers import ContainerMeta, ContainerRef, K8sPod
+from sentinel.containers.meta_view import MetaChange
 from sentinel.events import AT_FDCWD, Credentials, Event, EventType, NsView
 from sentinel.process.facts import ProcFacts
 
@@ -389,6 +390,52 @@ def test_container_records_round_trip(tmp_path: Path) -> None:
     assert describe(path).records["container"] == 3
 
 
+def test_container_records_of_version_5_have_no_pod(tmp_path: Path) -> None:
+    """Version 7 added the pod uid (from the cgroup path); a version-5 (or -6) record reads as a container
+    without."""
+    full = "3ad7b26ded6d8e7b23da7d48fe889434573036c27ae5a74837233de441c3601e"
+    pod = "2f1e8c9a-1b2c-4d3e-9f8a-0123456789ab"
+    path = tmp_path / "c"
+    old = [9, 7, "containerd", full.encode(), full[:12].encode(), False]
+    path.write_bytes(header_bytes(version=5) + pack(old))
+    items, reader = read_all(path)
+    assert reader.problem is None
+    assert items[1:] == [ContainerFact(7, ContainerRef("containerd", full, full[:12]))]
+    with CaptureWriter(path, HEADER) as w:
+        w.write_container(8, ContainerRef("containerd", full, full[:12], pod_uid=pod))
+    items, reader = read_all(path)
+    assert items[1:] == [ContainerFact(8, ContainerRef("containerd", full, full[:12], False, pod))]
+
+
+def hostile_meta(full_id: str) -> ContainerMeta:
+    """An answer with odd bytes everywhere a container's creator writes, every flag state and a pod."""
+    odd = raw(b"x\xff\x00\n\x1b[31m")
+    pod = K8sPod("web-0", odd, "u-1", "ab" * 32, labels=(("app", odd), ("k", "")))
+    return ContainerMeta(
+        full_id=full_id, source="docker:/var/run/docker.sock", name=odd, image="nginx:1.25",
+        image_repository="nginx", image_tag="1.25", image_digest="sha256:" + "cd" * 32, image_id="ef" * 32,
+        labels=((odd, odd), ("a", "")), labels_truncated=True, privileged=True, host_network=False,
+        host_pid=None, host_ipc=None, pod=pod,
+    )  # fmt: skip
+
+
+def test_container_meta_records_round_trip(tmp_path: Path) -> None:
+    """What the pipeline saw of runtime metadata (version 7): every state, an answer of hostile text with and
+    without a pod; the replay gets equal objects back."""
+    full = "9e" * 32
+    found = MetaChange(full, "found", hostile_meta(full))
+    bare = MetaChange(full, "found", ContainerMeta(full_id=full, source="podman:/p.sock"))
+    changes = [MetaChange(full, state) for state in ("pending", "not_found", "failed", "unsupported")]
+    path = tmp_path / "c"
+    with CaptureWriter(path, HEADER) as w:
+        for change in [*changes, found, bare]:
+            w.write_container_meta(change)
+    items, reader = read_all(path)
+    assert reader.problem is None
+    assert items[1:] == [*changes, found, bare]
+    assert describe(path).records["container_meta"] == 6
+
+
 def test_facts_with_a_nul_inside_an_argument_are_refused(tmp_path: Path) -> None:
     with CaptureWriter(tmp_path / "c", HEADER) as w, pytest.raises(ValueError, match="NUL"):
         w.write_facts(make_facts(args=["a\x00b"]))
@@ -409,7 +456,7 @@ def test_header_is_complete_and_segments_are_exposed(tmp_path: Path) -> None:
     assert [h["boot_id"] for h in reader.headers] == ["b00t", "other-boot"]
     assert reader.headers[1]["created_ns"] == 77
     head = reader.headers[0]
-    assert head["format"] == "sentinel-capture" and head["version"] == 6
+    assert head["format"] == "sentinel-capture" and head["version"] == 7
     assert {k: head[k] for k in HOST} == HOST and head["probe_mode"] == "test"
     assert isinstance(head["created_ns"], int)
 
@@ -634,7 +681,7 @@ def test_headerless_file_is_not_a_capture(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("changes", "kind", "message"),
     [
-        ({"version": 7}, "unsupported", "unsupported capture version 7"),
+        ({"version": 8}, "unsupported", "unsupported capture version 8"),
         ({"version": "1"}, "corrupt", "version is str"),
         ({"format": "sentinel-capturez"}, "not-a-capture", "not a sentinel capture: format is str"),
         ({"boot_time_ns": None}, "corrupt", "lacks 'boot_time_ns'"),
@@ -667,6 +714,13 @@ def _with(index: int, value: object) -> list[object]:
     return record
 
 
+def _meta_record(index: int, value: object) -> bytes:
+    """A found container_meta record whose meta array has ``value`` at ``index``."""
+    meta: list[Any] = [b""] * 7 + [[], False, None, None, None, None, None]
+    meta[index] = value
+    return pack([10, b"a", "found", meta])
+
+
 BAD_RECORDS: list[Any] = [
     (pack(VALID_EVENT[:10]), r"event record has 10 elements, expected 39 \(or 37, 34 or 26: versions 3 to"),
     (pack([*VALID_EVENT, 0]), "event record has 27 elements"),
@@ -683,7 +737,7 @@ BAD_RECORDS: list[Any] = [
     (pack([]), "record kind is missing"),
     (pack([True, 1]), "record kind is True"),
     (pack(["event"]), "record kind is str"),
-    (pack([10, 1, 2]), "unknown record kind 10"),
+    (pack([11, 1, 2]), "unknown record kind 11"),
     (pack(5), "expected a record array or a header map, found integer 5"),
     (pack(b"\x00"), "found bytes"),
     (pack(None), "found None"),
@@ -695,12 +749,27 @@ BAD_RECORDS: list[Any] = [
     (pack([5]), "snapshot_end record has 1 elements"),
     (pack([6, "1"]), "facts_miss record pid is str"),
     (pack([8, b"/x", 1]), "identity record has 3 elements, expected 4"),
-    (pack([9, 1, "docker", b"a", b"a"]), "container record has 5 elements, expected 6"),
+    (pack([9, 1, "docker", b"a", b"a"]), "container record has 5 elements, expected 7"),
     (pack([9, "1", None, None, None, False]), "container record pid is str"),
     (pack([9, 1, None, None, None, None]), "container record rootless is None, expected a boolean"),
     (pack([9, 1, b"docker", b"a", b"a", False]), "container record runtime is bytes"),
     (pack([9, 1, "docker", "a", b"a", False]), "container record full_id is str"),
     (pack([9, 1, "docker", b"a", None, False]), "container record id is None"),
+    (pack([9, 1, "docker", b"a", b"a", False, "u"]), "container record pod_uid is str"),
+    (pack([10, b"a", "found"]), "container_meta record has 3 elements, expected 4"),
+    (pack([10, "a", "pending", None]), "container_meta record full_id is str"),
+    (pack([10, b"a", "asked", None]), "container_meta record state is str 'asked', expected one of"),
+    (pack([10, b"a", b"found", None]), "state is bytes"),
+    (pack([10, b"a", "found", None]), "meta is None for state found: given exactly when found"),
+    (pack([10, b"a", "pending", [b""] * 14]), "meta is list of 14 items for state pending"),
+    (pack([10, b"a", "found", [b""] * 13]), "meta is list .*, expected an array of 14"),
+    (_meta_record(0, "x"), "source is str"),
+    (_meta_record(7, [b"k"]), "labels is list .*, expected an array of keys and values"),
+    (_meta_record(7, ["k", "v"]), "labels is str"),
+    (_meta_record(8, None), "labels_truncated is None, expected a boolean"),
+    (_meta_record(9, 1), "privileged is integer 1, expected a boolean or nil"),
+    (_meta_record(13, [b""] * 4), "pod is list .*, expected an array of 5 or nil"),
+    (_meta_record(13, [b""] * 4 + [[b"k"]]), "pod labels is list"),
     (pack([8, "/x", 1, 2]), "identity record path is str"),
     (pack([8, b"/x", 1, None]), "identity record dev is None"),
     (pack([8, b"/x", "1", 2]), "identity record ino is str"),
@@ -721,7 +790,7 @@ BAD_RECORDS: list[Any] = [
             (pack([2, 1, 2, 3, b"c", None, None, None, 0, 0, None]), "tty_nr is None"),
         ]
     ),
-    (pack({"format": "sentinel-capture", "version": 7}), "unsupported capture version 7"),
+    (pack({"format": "sentinel-capture", "version": 8}), "unsupported capture version 8"),
     (pack([*VALID_EVENT_V6[:-2], [1, 2, 3], None]), "event record ns is list of 3 items, expected nil or an"),
     (pack([*VALID_EVENT_V6[:-2], None, [1, 2, 3, "4"]]), "event record child_ns is list of 4 items"),
     (pack([*VALID_EVENT_V6[:-2], 1, None]), "event record ns is integer 1"),
@@ -801,7 +870,7 @@ def test_a_record_whose_parts_add_up_past_the_limit_is_refused(tmp_path: Path) -
 def test_a_later_segment_with_another_version_stops_there(tmp_path: Path) -> None:
     path = tmp_path / "c"
     first = header_bytes() + pack([6, 1])
-    path.write_bytes(first + header_bytes(version=7) + pack([6, 2]))
+    path.write_bytes(first + header_bytes(version=8) + pack([6, 2]))
     items, reader = read_all(path)
     assert items[1:] == [FactsMiss(1)]
     assert reader.problem is not None

@@ -23,7 +23,8 @@ from sentinel.recording import replay_events
 A = "3ad7b26ded6d8e7b23da7d48fe889434573036c27ae5a74837233de441c3601e"
 B = "9f0c1d2e3b4a59687766554433221100ffeeddccbbaa99887766554433221100"
 DOCKER_A = ContainerRef("docker", A, A[:12])
-CRI_B = ContainerRef("containerd", B, B[:12])
+POD_UID = "2f1e8c9a-1b2c-4d3e-9f8a-0123456789ab"
+CRI_B = ContainerRef("containerd", B, B[:12], pod_uid=POD_UID)  # the uid from its pod slice
 HOST_ID, A_ID, B_ID, DAEMON_ID = 100, 200, 300, 400
 PATHS = {
     1: "/",
