@@ -27,7 +27,8 @@ from sentinel.detect import RulesOutcome, apply_reload, find_rules_dir, load_rul
 RESTART_KEYS = (
     "format", "output", "sinks", "state_dir", "model", "learn_period_s", "learn_min_events",
     "learn_save_interval_s", "ml_batch_ms",
-    "metrics_address", "wakeup_events", "pages", "open_dedup_s", "loader_opens",
+    "metrics_address", "wakeup_events", "pages", "open_dedup_s", "loader_opens", "container_metadata",
+    "container_endpoints",
 )  # fmt: skip
 
 
@@ -68,6 +69,10 @@ def effective_settings(args: argparse.Namespace, live: bool) -> Config:
     for flag, attr in sensor_flags:
         if getattr(args, flag, None) is not None:
             setattr(cfg, attr, getattr(args, flag))
+    if getattr(args, "container_endpoint", None):
+        cfg.container_endpoints = list(args.container_endpoint)
+    if getattr(args, "no_container_metadata", False):
+        cfg.container_metadata = False
     if getattr(args, "model", None):
         cfg.model = args.model
     if getattr(args, "no_ml_alerts", False):

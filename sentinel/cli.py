@@ -82,6 +82,36 @@ def _sensor_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _endpoint(text: str) -> str:
+    from sentinel.containers.endpoints import EndpointError, parse_endpoint
+
+    try:
+        endpoint = parse_endpoint(text)
+    except EndpointError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return f"{endpoint.kind}:{endpoint.path}"
+
+
+def _container_args(p: argparse.ArgumentParser) -> None:
+    """Runtime metadata for the live commands (`run`: over the configuration's ``containers`` section)."""
+    g = p.add_argument_group("containers")
+    g.add_argument(
+        "--container-endpoint",
+        action="append",
+        type=_endpoint,
+        default=None,
+        metavar="KIND:SOCKET",
+        help="a container runtime's API socket to ask for names, images, labels and pods: docker, podman "
+        "(Docker Engine API), containerd, cri-o, cri-dockerd (CRI); repeatable; replaces the usual sockets "
+        "(/var/run/docker.sock, /run/podman/podman.sock, /run/containerd/containerd.sock, ...)",
+    )
+    g.add_argument(
+        "--no-container-metadata",
+        action="store_true",
+        help="ask no runtime: containers are named by their cgroup's id only",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sentinel",
@@ -103,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stdout (diagnostics on stderr). Needs root.",
     )
     _sensor_args(ev)
+    _container_args(ev)
     ev.add_argument(
         "--types",
         default=DEFAULT_TYPES_SPEC,
@@ -133,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--output", "-o", required=True, metavar="FILE", help="capture file to write")
     rec.add_argument("--append", action="store_true", help="append a new segment to an existing capture")
     _sensor_args(rec)
+    _container_args(rec)
 
     rep = sub.add_parser(
         "replay",
@@ -222,9 +254,13 @@ def _sensor_config(args: argparse.Namespace) -> Any:
     return cfg
 
 
-def _live_setup(args: argparse.Namespace, **callbacks: Any) -> tuple[Any, Any, Any]:
+def _live_setup(
+    args: argparse.Namespace, metadata: tuple[bool, list[str] | None] | None = None, **callbacks: Any
+) -> tuple[Any, Any, Any]:
     """Host facts, a process table reading /proc and the host's cgroups (reporting each read to
-    ``callbacks``; ``on_container`` gets each container answer) and the sensor."""
+    ``callbacks``; ``on_container`` gets each container answer, ``on_container_meta`` each change of their
+    runtime metadata) and the sensor. ``metadata``: whether to ask the runtimes and which sockets (None: the
+    flags ``--no-container-metadata`` and ``--container-endpoint``; ``sentinel run``: its configuration)."""
     from sentinel.containers.identity import ContainerIdentity
     from sentinel.host import local_host
     from sentinel.process.facts import LiveFacts
@@ -232,7 +268,13 @@ def _live_setup(args: argparse.Namespace, **callbacks: Any) -> tuple[Any, Any, A
     from sentinel.sensor.loader import Sensor
 
     host = local_host()
-    containers = ContainerIdentity.for_host(on_answer=callbacks.pop("on_container", None))
+    if metadata is None:
+        off = getattr(args, "no_container_metadata", False)
+        metadata = (not off, getattr(args, "container_endpoint", None))
+    view, on_meta = None, callbacks.pop("on_container_meta", None)
+    if metadata[0]:
+        view = _metadata_view(metadata[1], on_meta)
+    containers = ContainerIdentity.for_host(on_answer=callbacks.pop("on_container", None), metadata=view)
     table = ProcessTable(
         boot_id=host.boot_id,
         facts=LiveFacts(**callbacks),
@@ -241,6 +283,20 @@ def _live_setup(args: argparse.Namespace, **callbacks: Any) -> tuple[Any, Any, A
         host_pid_ns=host.host_pid_ns,
     )
     return host, table, Sensor(_sensor_config(args))
+
+
+def _metadata_view(endpoints: list[str] | None, on_change: Any) -> Any:
+    """One MetadataService for this agent (its worker thread starts now), seen through the pipeline's view."""
+    from sentinel.containers.meta_view import MetadataView
+    from sentinel.containers.metadata_service import MetadataService
+
+    return MetadataView(MetadataService(endpoints), on_change=on_change)
+
+
+def _poll_metadata(table: Any) -> Any:
+    """The once-per-poll step that takes the runtimes' answers (None: no metadata asked for)."""
+    view = getattr(table.containers, "metadata", None)
+    return view.poll if view is not None else None
 
 
 def _check_root(log: Any) -> bool:
@@ -299,6 +355,12 @@ def _run_sensor(
     except (SensorError, EnvironmentProblem) as exc:
         log.error("sentinel.sensor_failed", problem=str(exc), fix="run `sentinel doctor` for details")
         return EXIT_FAIL
+    finally:
+        from sentinel import tasks
+
+        close = getattr(table.containers, "close", None)  # the metadata worker, the resolver's handles
+        if close is not None:
+            tasks.guard("shutdown", close, log=log)
     return EXIT_OK
 
 
@@ -325,7 +387,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     out = claim_stdout()  # before bcc loads: its native warnings go to stderr, never into a JSON line
     host, table, sensor = _live_setup(args)
     stream = EventStream(table, EcsRenderer(host), out, types, keep)
-    return _run_sensor(args, stream.handle, out.flush, host, table, sensor)
+    return _run_sensor(args, stream.handle, out.flush, host, table, sensor, on_tick=_poll_metadata(table))
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -341,12 +403,14 @@ def cmd_record(args: argparse.Namespace) -> int:
         on_realpath=lambda path, resolved: box[0].write_realpath(path, resolved),
         on_identity=lambda path, identity: box[0].write_identity(path, identity),
         on_container=lambda pid, ref: box[0].write_container(pid, ref),
+        on_container_meta=lambda change: box[0].write_container_meta(change),
     )
     try:
         header = capture_header(_mode_fields()["headers_mode"], host=host.to_dict())
         writer = CaptureWriter(args.output, header, append=args.append)
     except (CaptureError, OSError, ValueError) as exc:
         print(f"sentinel record: cannot write {args.output}: {exc}", file=sys.stderr)
+        table.containers.close()
         return EXIT_FAIL
     box.append(writer)
 
@@ -364,6 +428,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             sensor,
             on_loss=writer.write_loss,
             on_ready=lambda: writer.write_snapshot_end(boottime_ns()),
+            on_tick=_poll_metadata(table),  # answers recorded where the pipeline took them
         )
     finally:
         writer.close()
@@ -519,6 +584,7 @@ def _add_run_parser(sub: Any) -> None:
         "default: off)",
     )
     _sensor_args(run)
+    _container_args(run)
     # None = not given: the config file decides
     run.set_defaults(wakeup_events=None, open_dedup=None, loader_opens=None)
 
@@ -627,7 +693,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     args.wakeup_events, args.pages, args.open_dedup = cfg.wakeup_events, cfg.pages, cfg.open_dedup_s
     args.loader_opens = cfg.loader_opens
     args.poll_ms = max(1, min(50, int(cfg.ml_batch_ms)))  # the engine scores queued rows at every poll
-    host, table, sensor = _live_setup(args)
+    host, table, sensor = _live_setup(args, metadata=(cfg.container_metadata, cfg.container_endpoints))
+    poll_metadata = _poll_metadata(table)
     from sentinel.anomaly.live import open_engine
 
     engine, notices = open_engine(anomaly_settings(cfg, live=True), log, boottime_ns())
@@ -642,6 +709,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     ops = _start_operations(cfg, stream, sensor, table, host)
     if ops is None:
         stream.close()
+        table.containers.close()
         return EXIT_FAIL
     for alert in notices:
         stream.raise_internal(alert)
@@ -655,6 +723,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         """Each step is a task of its own: one failing (any exception) is counted and reported as an
         ``Agent task failed`` internal alert, and the others, and the agent, go on."""
         now = boottime_ns()
+        if poll_metadata is not None:  # runtimes' answers: the next events' rules and documents see them
+            guard("containers", poll_metadata, log=log)
         if hup:
             hup.clear()
             guard("reload", reloader.reload, "SIGHUP", now, log=log)

@@ -7,6 +7,7 @@ output: [stdout, file:/var/log/sentinel/alerts.json]
 sinks: [{kind: http, target: "https://siem.example/alerts", headers: {Authorization: "Bearer ${SIEM_TOKEN}"}}]
 aggregation_window_s: 60     # 0 turns aggregation off
 sensor: {wakeup_events: 64, pages: 1024, open_dedup_s: 30, loader_opens: filter}
+containers: {metadata: true, endpoints: [podman:/run/podman/podman.sock]}   # runtime sockets to ask
 ```
 
 The main file (``/etc/sentinel/sentinel.yaml`` unless ``--config`` names another) is read first, then the
@@ -42,7 +43,7 @@ MODEL_CHOICES = ("auto", "default", "off")
 TOP_KEYS = (
     "rules", "rules_append", "rules_enable", "rules_disable", "format", "output", "sinks",
     "aggregation_window_s", "sensor", "state_dir", "model", "learning", "ml", "redact", "redact_builtin",
-    "metrics", "internal_alerts", "reload",
+    "metrics", "internal_alerts", "reload", "containers",
 )  # fmt: skip
 SENSOR_KEYS = ("wakeup_events", "pages", "open_dedup_s", "loader_opens")
 LOADER_OPENS = ("filter", "report")  # sensor.loader_opens: the dynamic loader's library opens after exec
@@ -51,10 +52,11 @@ ML_KEYS = ("alerts_enabled", "batch_ms")
 METRICS_KEYS = ("address",)
 INTERNAL_ALERTS_KEYS = ("sink_backlog",)
 RELOAD_KEYS = ("watch", "interval_s")
+CONTAINERS_KEYS = ("metadata", "endpoints")
 # How a later file (a drop-in) combines with what the earlier files set; documented in docs/drafts/config.md.
 MERGE_RULES = {
     "replace": ("rules", "format", "output", "aggregation_window_s", "state_dir", "model", "redact_builtin"),
-    "per key": ("sensor", "learning", "ml", "metrics", "internal_alerts", "reload"),
+    "per key": ("sensor", "learning", "ml", "metrics", "internal_alerts", "reload", "containers"),
     "append": ("rules_append", "rules_enable", "rules_disable", "redact"),
     "append, same label replaces": ("sinks",),
 }
@@ -123,6 +125,8 @@ class Config:
     sink_backlog_threshold: int = 10_000  # "Alert sink backlog" when more alerts than this wait in one sink
     reload_watch: bool = False  # reload when the config or rules files change (SIGHUP works regardless)
     reload_interval_s: float = 5.0
+    container_metadata: bool = True  # ask the container runtimes for name, image, labels, pod
+    container_endpoints: list[str] | None = None  # <kind>:<socket>; None: the usual sockets
     files: list[str] = field(default_factory=list, compare=False)  # every file read, in order
     warnings: list[ConfigWarning] = field(default_factory=list, compare=False)
     where: dict[str, Location] = field(default_factory=dict, compare=False)  # "model", "sinks[0]", …
@@ -621,6 +625,8 @@ def _apply(r: _Reader, items: dict[str, tuple[yaml.Node, yaml.Node]], cfg: Confi
                     sub["sink_backlog"][1], "internal_alerts: sink_backlog", 1
                 )
             _where_keys(r, cfg, "internal_alerts", sub)
+        elif key == "containers":
+            _read_containers(r, node, cfg)
         elif key == "reload":
             sub = r.mapping(node, "reload", RELOAD_KEYS)
             if "watch" in sub:
@@ -635,6 +641,34 @@ def _apply(r: _Reader, items: dict[str, tuple[yaml.Node, yaml.Node]], cfg: Confi
 def _where_keys(r: _Reader, cfg: Config, section: str, sub: dict[str, tuple[yaml.Node, yaml.Node]]) -> None:
     for name, (key_node, _) in sub.items():
         cfg.where[f"{section}.{name}"] = r.loc(key_node)
+
+
+def _read_containers(r: _Reader, node: yaml.Node, cfg: Config) -> None:
+    """``metadata`` (ask the runtimes at all) and ``endpoints`` (which sockets, ``<kind>:<path>``; replaces
+    the usual ones)."""
+    from sentinel.containers.endpoints import EndpointError, parse_endpoint
+
+    sub = r.mapping(node, "containers", CONTAINERS_KEYS)
+    if "metadata" in sub:
+        cfg.container_metadata = r.boolean(sub["metadata"][1], "containers: metadata")
+    if "endpoints" in sub:
+        items = r.strings(sub["endpoints"][1], "containers: endpoints")
+        if not items:
+            raise r.error(
+                "containers: endpoints must name at least one socket (metadata: false asks no runtime)",
+                sub["endpoints"][1],
+            )
+        endpoints = []
+        for text, item in items:
+            try:
+                endpoint = parse_endpoint(text)
+            except EndpointError as exc:
+                raise r.error(f"containers: endpoints: {exc}", item) from None
+            endpoints.append(f"{endpoint.kind}:{endpoint.path}")
+        cfg.container_endpoints = endpoints
+    if "endpoints" in sub and "metadata" in sub and not cfg.container_metadata:
+        r.warn("containers: endpoints have no effect with metadata: false", sub["endpoints"][0])
+    _where_keys(r, cfg, "containers", sub)
 
 
 def _shipped_rules(r: _Reader, node: yaml.Node) -> list[str]:

@@ -35,7 +35,8 @@ class Finding:
     file: str = ""
     line: int = 0
     column: int = 0
-    code: str = "config"  # config | rules:<rule code> | selector | model | output | state-dir | redact
+    # config | rules:<rule code> | selector | model | output | state-dir | redact | containers
+    code: str = "config"
     snippet: str = ""
 
     def __str__(self) -> str:
@@ -108,6 +109,7 @@ def check_config(path: str | None, env: dict[str, str] | None = None) -> CheckRe
     _check_outputs(cfg, report)
     _check_state_dir(cfg, report)
     _check_redact(cfg, report)
+    _check_containers(cfg, report)
     return report
 
 
@@ -244,6 +246,29 @@ def _check_redact(cfg: Config, report: CheckReport) -> None:
                 cfg.location(f"redact[{i}]"),
                 "redact",
             )
+
+
+def _check_containers(cfg: Config, report: CheckReport) -> None:
+    """Configured runtime sockets this host does not have yet, or cannot be asked through (a warning: the
+    agent starts, and asks again as containers appear)."""
+    if not cfg.container_metadata or cfg.container_endpoints is None:
+        return
+    from sentinel.containers.endpoints import CRI, parse_endpoint
+
+    where = cfg.location("containers.endpoints")
+    for text in cfg.container_endpoints:
+        endpoint = parse_endpoint(text)
+        if not os.path.exists(endpoint.path):
+            report.add("warning", f"containers: endpoint {text}: no socket there (yet)", where, "containers")
+        elif endpoint.protocol == CRI and not _cri_client_installed():
+            report.add("warning", f"containers: endpoint {text}: the CRI client is not installed "
+                       "(pip install 'sentinel[cri]')", where, "containers")  # fmt: skip
+
+
+def _cri_client_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("grpc", "google.protobuf"))
 
 
 # ---- output --------------------------------------------------------------------------------------------

@@ -270,6 +270,7 @@ def live_stats(sensor: Any, table: ProcessTable, handled: int) -> dict[str, Any]
     kernel = sensor.kernel_stats()  # {} once the probes are gone
     tstats = table.stats
     counters = getattr(table.containers, "counters", None)
+    metadata = getattr(table.containers, "metadata", None)
     return {
         "events_handled": handled,
         "received": dict(sensor.received),
@@ -279,5 +280,6 @@ def live_stats(sensor: Any, table: ProcessTable, handled: int) -> dict[str, Any]
         "kernel": kernel,
         "process_table": {k: getattr(tstats, k) for k in tstats.__slots__},
         "containers": counters() if counters is not None else {},
+        "container_metadata": metadata.counters() if metadata is not None else None,
         "task_failures": tasks.snapshot(),
     }

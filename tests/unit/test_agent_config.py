@@ -51,7 +51,7 @@ def nginx_live(monkeypatch: pytest.MonkeyPatch, sensor: FakeSensor) -> None:
     facts.feed(NGINX_INIT)
     facts.feed(NGINX)
     table = ProcessTable("b", facts, clk_tck=100, user_lookup=lambda _: "root", group_lookup=lambda _: "root")
-    monkeypatch.setattr(cli, "_live_setup", lambda _args: (HOST, table, sensor))
+    monkeypatch.setattr(cli, "_live_setup", lambda _args, **_kw: (HOST, table, sensor))
     monkeypatch.setattr(cli, "_check_root", lambda _log: True)
     monkeypatch.setattr(cli, "_mode_fields", lambda: {"headers_mode": "test"})
 

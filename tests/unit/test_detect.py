@@ -500,7 +500,7 @@ def fake_live(monkeypatch: pytest.MonkeyPatch, sensor: FakeSensor) -> ProcessTab
         ProcFacts(pid=100, start_ticks=50, ppid=1, comm="cat", exe="/usr/bin/cat", cwd="/srv", args=["cat"])
     )
     table = ProcessTable("b", facts, clk_tck=100)
-    monkeypatch.setattr(cli, "_live_setup", lambda _args: (HOST, table, sensor))
+    monkeypatch.setattr(cli, "_live_setup", lambda _args, **_kw: (HOST, table, sensor))
     monkeypatch.setattr(cli, "_check_root", lambda _log: True)
     monkeypatch.setattr(cli, "_mode_fields", lambda: {"headers_mode": "test"})
     return table
