@@ -24,6 +24,7 @@ from sentinel.alerts.ecs import EcsRenderer
 from sentinel.alerts.model import Alert
 from sentinel.alerts.render import FORMATS, make_renderer
 from sentinel.alerts.writer import AlertWriter
+from sentinel.containers.meta_view import NO_METADATA, FieldsLookup, metadata_view
 from sentinel.events import Event, EventType
 from sentinel.file_changes import FILE_TYPES
 from sentinel.host import HostInfo
@@ -153,6 +154,9 @@ class DetectionStream:
         self.correlator = Correlator(getattr(ruleset, "rules", []), log=get_logger())  # Sigma correlations
         self.host = host
         self.ecs = EcsRenderer(host, dataset="sentinel.alerts", redactor=redactor)  # Redactor or None
+        view = metadata_view(table)  # the containers' runtime metadata, as the pipeline has taken it
+        self.ecs.containers = view
+        self.meta_fields: FieldsLookup = view.fields if view is not None else NO_METADATA
         renderers = {f: make_renderer(f, self.ecs) for f in FORMATS}
         self.writer = AlertWriter(renderers[fmt] if fmt in renderers else make_renderer(fmt, self.ecs), sink,
                                   renderers)  # fmt: skip
@@ -205,7 +209,7 @@ class DetectionStream:
         ruleset = self.ruleset
         if etype in getattr(ruleset, "silent_types", ()) and etype not in _SCORED:
             return  # no rule and no model reads it: the table has it, that was the work
-        ctx = EvalContext(ev, proc, path, self.host.boot_time_ns + ts)
+        ctx = EvalContext(ev, proc, path, self.host.boot_time_ns + ts, containers=self.meta_fields)
         if etype > _TAMPER:
             if etype in FILE_TYPES:  # a file change: its paths, resolved, for the rules and the document
                 ctx.files = files = resolved_files(self.table, proc, ev)

@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from sentinel import tasks
 from sentinel.alerts.ecs import EcsRenderer
+from sentinel.containers.meta_view import metadata_view
 from sentinel.events import SYSCALL_TYPES, Event, EventType
 from sentinel.file_changes import FILE_TYPES, FilePaths, file_paths
 from sentinel.process.table import ProcessTable
@@ -98,6 +99,9 @@ class EventStream:
     keep: Callable[[dict[str, Any]], bool] | None = None
     written: int = 0
     filtered: int = 0
+
+    def __post_init__(self) -> None:
+        self.renderer.containers = metadata_view(self.table)  # runtimes' answers, as the pipeline took them
 
     def handle(self, ev: Event) -> None:
         if ev.type is EventType.CHDIR:

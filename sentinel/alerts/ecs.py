@@ -37,6 +37,8 @@ from sentinel.redact import REDACTED, Span, apply_spans, merge_spans
 from sentinel.sockets import SOCKET_TYPES
 
 if TYPE_CHECKING:
+    from sentinel.containers.cgroup_path import ContainerRef
+    from sentinel.containers.meta_view import MetadataView
     from sentinel.file_changes import FilePaths
     from sentinel.process.table import Process
     from sentinel.redact import Redactor
@@ -151,6 +153,9 @@ class EcsRenderer:
         # Part of the process-block cache key: bumped by the pipeline on every successful exec (ancestors'
         # images changed) and by set_redactor (cached blocks were redacted by the previous redactor).
         self.exec_generation = 0
+        # The containers' runtime metadata (the streams set it; None: no metadata). Not in the process
+        # block's cache: the container blocks are looked up per document, keyed by the metadata's state.
+        self.containers: MetadataView | None = None
         self._redactor: Redactor | None = redactor
         self._active: Redactor | None = redactor if redactor is not None and redactor.active else None
         # (entity id, exec count) → (argv it was computed from, redacted argv, command line, what was hidden)
@@ -357,6 +362,17 @@ class EcsRenderer:
             block["parent"] = {"pid": proc.ppid}
         return block
 
+    def _container(self, doc: dict[str, Any], sentinel: dict[str, Any], ref: ContainerRef) -> None:
+        view = self.containers
+        if view is None:
+            doc["container"], sentinel["container"], orchestrator = container_blocks(ref)
+        else:
+            fields = view.fields.get(ref.full_id)
+            mark = view.mark(ref.full_id) if fields is None else None
+            doc["container"], sentinel["container"], orchestrator = container_blocks(ref, fields, mark)
+        if orchestrator is not None:
+            doc["orchestrator"] = orchestrator
+
     def event_doc(
         self,
         ev: Event,
@@ -398,7 +414,7 @@ class EcsRenderer:
             if extra is not None:
                 sentinel["process"] = extra
             if proc.container is not None:  # the host has no container block (ECS has no "host" value)
-                doc["container"], sentinel["container"] = container_blocks(proc.container)
+                self._container(doc, sentinel, proc.container)
         doc["sentinel"] = sentinel
         err = error_code(ev.ret)
         if err:

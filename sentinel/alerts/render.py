@@ -261,8 +261,9 @@ class FalcoAlertRenderer:
         fields = dict(fields)  # evt.time and the aggregation go in below; the alert's own dict stays as is
         fields["evt.time"] = wall_ns
         if alert.ctx is not None:  # Falco's default suggested output: which container (host: `host`)
-            proc = alert.ctx.proc
-            for name, value in falco_suggested_fields(proc.container if proc is not None else None).items():
+            ctx = alert.ctx
+            ref = ctx.proc.container if ctx.proc is not None else None
+            for name, value in falco_suggested_fields(ref, ctx.containers).items():
                 fields.setdefault(name, value)
         if alert.rule.meta:
             fields.update(rule_meta.falco_output_fields(alert.rule))

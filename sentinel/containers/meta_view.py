@@ -57,6 +57,7 @@ __all__ = [
     "MetadataView",
     "falco_labels",
     "fields_of",
+    "metadata_view",
 ]
 
 UNSUPPORTED = "unsupported"  # a runtime without an API to ask (LXC, systemd-nspawn, libvirt-lxc)
@@ -169,6 +170,11 @@ class MetaChange:
     full_id: str
     state: str
     meta: ContainerMeta | None = None
+
+
+def metadata_view(table: Any) -> MetadataView | None:
+    """The view a process table's container source carries (None: no metadata, or no container source)."""
+    return getattr(table.containers, "metadata", None)
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sentinel.containers.meta_view import NO_METADATA, FieldsLookup
 from sentinel.events import Event
 
 if TYPE_CHECKING:
@@ -29,3 +30,5 @@ class EvalContext:
     target: Process | None = None  # the process a security syscall is aimed at, as the table knows it
     fd_path: str | None = None  # the path behind a security syscall's fd (setns, finit_module)
     files: FilePaths | None = None  # a file change's paths, resolved (sentinel.file_changes)
+    # Runtime metadata of containers by full id (MetadataView.fields): container.name, image, labels, k8s.*
+    containers: FieldsLookup = NO_METADATA

@@ -292,6 +292,77 @@ _ML_FIELDS: tuple[tuple[str, str, tuple[EventType, ...], str], ...] = (
      "(missing for unix sockets)."),
 )  # fmt: skip
 
+# What the container runtimes say (sentinel.containers.meta_view.MetaFields, one per container): one dict
+# lookup by the container's full id, the host's values for the host, every field missing until the runtime
+# answered (or when it cannot: sentinel.container.metadata in documents says which).
+_META = "(_HOST_META if proc.container is None else ctx.containers.get(proc.container.full_id, _NO_META))"
+_POD_UID = (
+    "(None if proc.container is None else "
+    "(proc.container.pod_uid or ctx.containers.get(proc.container.full_id, _NO_META).pod_uid))"
+)
+_UNTIL = " Missing until the runtime answered (and when it could not)."
+_HOST_EMPTY = " Empty on the host."
+
+
+def _runtime_field(name: str, ftype: str, attr: str, desc: str, host: object, arg: str = "") -> FieldDef:
+    expr = f"{_META}.{attr}" + (".get({arg})" if arg else "")
+    return FieldDef(name, ftype, desc, p=expr, np=repr(host) if host is not None else None, nullable=True,
+                    cached=True, arg=arg)  # fmt: skip
+
+
+_RUNTIME_FIELDS: tuple[FieldDef, ...] = (
+    _runtime_field("container.name", STRING, "name", "The runtime's name for the container (`docker ps`'s "
+                   "NAMES, a pod container's Kubernetes name); `host` on the host." + _UNTIL, "host"),
+    _runtime_field("container.image", STRING, "image", "The image as the container's creator gave it "
+                   "(`nginx:1.25`, `docker.io/library/nginx@sha256:...`)." + _UNTIL + _HOST_EMPTY, ""),
+    _runtime_field("container.image.repository", STRING, "image_repository", "The image's repository, as "
+                   "written (`nginx`; podman and the CRI runtimes write `docker.io/library/nginx`); empty "
+                   "when the reference cannot be parsed." + _UNTIL + _HOST_EMPTY, ""),
+    _runtime_field("container.image.tag", STRING, "image_tag", "The image's tag (`latest` when the "
+                   "reference has neither tag nor digest; empty when pinned by digest only)." + _UNTIL
+                   + _HOST_EMPTY, ""),
+    _runtime_field("container.image.digest", STRING, "image_digest", "The image's registry digest "
+                   "(`sha256:...`), from the reference or the image's repo digests; empty when the image "
+                   "has none (built locally)." + _UNTIL + _HOST_EMPTY, ""),
+    _runtime_field("container.image.id", STRING, "image_id", "The image's id: 64 hex digits, without "
+                   "`sha256:`." + _UNTIL + _HOST_EMPTY, ""),
+    _runtime_field("container.privileged", BOOL, "privileged", "The container runs privileged "
+                   "(`--privileged`, a privileged security context); false on the host. Missing until the "
+                   "runtime answered, and when it does not say (CRI runtimes without verbose info): unknown "
+                   "is not false.",
+                   False),
+    _runtime_field("container.host_network", BOOL, "host_network", "The container shares the host's network "
+                   "namespace (`--network host`, `hostNetwork`); false on the host." + _UNTIL, False),
+    _runtime_field("container.host_pid", BOOL, "host_pid", "The container shares the host's pid namespace "
+                   "(`--pid host`, `hostPID`); false on the host." + _UNTIL, False),
+    _runtime_field("container.host_ipc", BOOL, "host_ipc", "The container shares the host's IPC namespace; "
+                   "false on the host." + _UNTIL, False),
+    _runtime_field("container.labels", STRING, "labels", "The container's labels as Falco writes them: "
+                   "`k1:v1, k2:v2` sorted by key (`k` alone for an empty value), without kubelet's "
+                   "`io.kubernetes.*` and `annotation.*` ones." + _UNTIL + _HOST_EMPTY, ""),
+    _runtime_field("container.label", STRING, "label", "One label of the container, by key "
+                   "(`container.label[com.docker.compose.service]`, kubelet's included); missing when it has "
+                   "none by that key." + _UNTIL, None, arg="key"),
+    _runtime_field("k8s.pod.name", STRING, "pod_name", "The Kubernetes pod the container belongs to, from "
+                   "the runtime (kubelet's labels or the CRI sandbox; no API server is asked). Missing "
+                   "outside a pod, on the host, and until the runtime answered.", None),
+    _runtime_field("k8s.ns.name", STRING, "pod_namespace", "The pod's namespace (as k8s.pod.name).", None),
+    FieldDef("k8s.pod.uid", STRING, "The pod's uid: from the cgroup path kubelet made (so there from the "
+             "first event), else from the runtime's answer. Missing outside a pod and on the host.",
+             p=_POD_UID, nullable=True, cached=True),
+    FieldDef("k8s.pod.id", STRING, "Falco's legacy name of k8s.pod.uid.", p=_POD_UID, nullable=True,
+             cached=True),
+    _runtime_field("k8s.pod.sandbox_id", STRING, "pod_sandbox_id", "The pod sandbox's id, its first 12 "
+                   "characters; empty outside a pod and on the host." + _UNTIL, ""),
+    _runtime_field("k8s.pod.full_sandbox_id", STRING, "pod_full_sandbox_id", "The pod sandbox's whole id; "
+                   "empty outside a pod and on the host." + _UNTIL, ""),
+    _runtime_field("k8s.pod.labels", STRING, "pod_labels", "The pod's labels (`k1:v1, k2:v2`, as "
+                   "container.labels); empty outside a pod and on the host." + _UNTIL, ""),
+    _runtime_field("k8s.pod.label", STRING, "pod_label", "One label of the pod, by key "
+                   "(`k8s.pod.label[app]`); missing when it has none by that key, outside a pod and on the "
+                   "host." + _UNTIL, None, arg="key"),
+)
+
 FIELDS_LIST: list[FieldDef] = [
     # --------------------------------------------------------------------------------------------- evt
     FieldDef(
@@ -964,21 +1035,13 @@ FIELDS_LIST: list[FieldDef] = [
         np='"host"',
     ),
     FieldDef(
-        "container.name",
-        STRING,
-        "`host` on the host. For a container it is the runtime's name for it, which sentinel does not ask "
-        "the runtimes for yet: missing, as in Falco until its lookup answers (a check on it is false).",
-        p='("host" if proc.container is None else None)',
-        np='"host"',
-        nullable=True,
-    ),
-    FieldDef(
         "container.info",
         STRING,
         "Falco's old output shorthand, deprecated there (Falco 0.41+ prints nothing for it): container.id.",
         p='(proc.container.id if proc.container is not None else "host")',
         np='"host"',
     ),
+    *_RUNTIME_FIELDS,
     # --------------------------------------------------------------------------------------------- sentinel
     FieldDef(
         "sentinel.exec.filename",
@@ -1290,9 +1353,17 @@ GROUP_NOTES: dict[str, str] = {
         "Which container the process is in comes from its cgroup (docs/containers.md): container.id, "
         "container.full_id and container.type are there for every event, `host` for a process in no "
         "container, so Falco's `container` macro (`container.id != host`) holds exactly for processes in "
-        "containers. What only the runtimes' APIs know (name, image, labels, mounts, privileged, and the "
-        "k8s.* fields) is not asked for yet: missing, as Falco has it while its lookup has not answered "
-        "(Falco gives the host empty strings and false there; sentinel leaves them missing)."
+        "containers. Name, image, labels, privileges and host namespaces come from the container's runtime "
+        "(docker, podman, containerd, CRI-O), asked in the background when a container is first seen: until "
+        "it answers (and when no runtime can) they are missing, so `container.image.repository in (...)` is "
+        "false and `not container.image.repository in (...)` true; Falco's plugin has empty strings then, "
+        "so only `=` and `!=` on them differ. On the host they have Falco's values: `host` for the name, "
+        "empty text, false flags. Mounts, health checks, start time and IP are not asked for."
+    ),
+    "k8s": (
+        "The pod a container belongs to, from its runtime (kubelet's labels on the container, the CRI pod "
+        "sandbox); no Kubernetes API server is asked, so only the pod's own name, namespace, uid and labels "
+        "are known. Missing outside a pod and on the host; k8s.pod.uid is known from the cgroup path at once."
     ),
     "ml": (
         "The anomaly model's view of the event. Every ml field is missing (checks false, `<NA>` in output) "

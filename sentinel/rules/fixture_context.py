@@ -1,6 +1,7 @@
 """Rule fixtures' events: an ECS document (as ``sentinel events`` prints it) turned back into what the
 matcher sees: an Event, a Process chain from ``process``, ``process.parent`` and ``sentinel.ancestors``, its
-container from ``container`` (and ``sentinel.container``), and the model's values. Written by hand (fields
+container from ``container`` (and ``sentinel.container``; its runtime metadata: ``fixture_containers``), and
+the model's values. Written by hand (fields
 that do not matter left out) or pasted from real output."""
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from sentinel.file_changes import FILE_TYPES
 from sentinel.process.table import Process
 from sentinel.rules.context import EvalContext
 from sentinel.rules.fields import BOOL, FIELDS, INT
+from sentinel.rules.fixture_containers import fixture_metadata
 from sentinel.rules.fixture_syscalls import fixture_file_paths, socket_end, syscall_args
 from sentinel.rules.fixture_values import TRANSPORTS, FixtureError
 from sentinel.rules.fixture_values import as_int as _int
@@ -352,7 +354,7 @@ def from_ecs(doc: Mapping[str, Any]) -> EvalContext:
     if host_pid_ns is not None and not isinstance(host_pid_ns, bool):
         raise FixtureError("sentinel.process.host_pid_ns must be true or false")
     proc.host_pid_ns = host_pid_ns
-    proc.container = _container(doc, sent)
+    proc.container, containers = fixture_metadata(doc, sent, _container(doc, sent))
     ev = Event(
         type=etype,
         ts_ns=ts,
@@ -427,6 +429,8 @@ def from_ecs(doc: Mapping[str, Any]) -> EvalContext:
     ml = sent.get("ml")
     ctx = EvalContext(ev, proc, path, ts, StaticMlView.from_doc(_map(ml, "sentinel.ml")) if ml else None)
     ctx.target = target
+    if containers:
+        ctx.containers = containers
     if etype in FILE_TYPES:
         ctx.files = fixture_file_paths(ev, proc, detail)
         ctx.path = ctx.files.primary

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sentinel.alerts.identity import capability_names, user_name
+from sentinel.containers.meta_view import HOST_FIELDS, NO_FIELDS
 from sentinel.events import AF_INET, AF_INET6, AF_UNIX, LOGINUID_UNSET, EventType, errno_name, open_flag_names
 from sentinel.sockets import ACCEPTS as _ACCEPTS
 from sentinel.sockets import DATAGRAMS as _DATAGRAMS
@@ -480,4 +481,6 @@ def namespace() -> dict[str, Any]:
     ns["_errno_name"] = errno_name  # shared with the renderers, defined in sentinel.events
     ns["_fd_connected"] = _connected  # shared with the ECS documents, defined in sentinel.sockets
     ns["_fd_name_changed"] = _name_changed
+    ns["_NO_META"] = NO_FIELDS  # a container whose runtime has not answered: every field missing
+    ns["_HOST_META"] = HOST_FIELDS  # the host's values of the runtime fields, as Falco gives them
     return ns

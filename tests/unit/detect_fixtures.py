@@ -30,8 +30,8 @@ SHA = "0123456789abcdef" * 4
 HOST_SUGGESTED = {
     "container.id": "host",
     "container.name": "host",
-    "container.image.repository": None,
-    "container.image.tag": None,
+    "container.image.repository": "",  # Falco's host: empty image fields
+    "container.image.tag": "",
     "k8s.pod.name": None,
     "k8s.ns.name": None,
 }

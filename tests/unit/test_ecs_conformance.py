@@ -18,10 +18,13 @@ import orjson
 import pytest
 import yaml
 
+from sentinel.alerts.ecs import EcsRenderer
 from sentinel.alerts.model import Alert
-from sentinel.containers import ContainerRef
+from sentinel.alerts.render import EcsAlertRenderer
+from sentinel.containers import ContainerMeta, ContainerRef, K8sPod
+from sentinel.containers.meta_view import MetaChange, MetadataView
 from sentinel.rules.context import EvalContext
-from tests.unit.detect_fixtures import rule
+from tests.unit.detect_fixtures import HOST, rule
 from tests.unit.test_alerts_render import make_alert, open_context, render_ecs, shell_context
 from tests.unit.test_alerts_sigma import sigma_rule
 
@@ -47,11 +50,14 @@ def ecs_fields() -> dict[str, dict[str, Any]]:
 
 
 def leaves(doc: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """Dotted names of the document's values; lists of objects are walked into (ECS ``nested`` fields)."""
+    """Dotted names of the document's values; lists of objects are walked into (ECS ``nested`` fields). An
+    ECS ``object`` field (``container.labels``) is a value: its keys are the data's, not ECS's."""
     out: list[tuple[str, Any]] = []
     for key, value in doc.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict):
+        if isinstance(value, dict) and _is_object(name):
+            out.append((name, value))
+        elif isinstance(value, dict):
             out.extend(leaves(value, name + "."))
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             for v in value:
@@ -59,6 +65,11 @@ def leaves(doc: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
         else:
             out.append((name, value))
     return out
+
+
+def _is_object(name: str) -> bool:
+    spec = ecs_fields().get(name)
+    return spec is not None and spec["type"] in ("object", "flattened")
 
 
 def _type_ok(ecs_type: str, value: Any) -> bool:
@@ -70,7 +81,9 @@ def _type_ok(ecs_type: str, value: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if ecs_type == "boolean":
         return isinstance(value, bool)
-    return ecs_type in ("object", "flattened", "nested")
+    if ecs_type in ("object", "flattened"):  # keyword values under keys of any name (object_type keyword)
+        return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    return ecs_type == "nested"
 
 
 def violations(doc: dict[str, Any]) -> list[str]:
@@ -115,6 +128,90 @@ def in_container_context() -> EvalContext:
     proc.vpid, proc.pid_ns, proc.mnt_ns, proc.host_pid_ns = 1, 4026532245, 4026532243, False
     proc.parent.vpid = proc.parent.pid
     return ctx
+
+
+WEB = ContainerMeta(
+    full_id=A, source="docker:/var/run/docker.sock", name="shop-web-1", image="nginx:1.25",
+    image_repository="nginx", image_tag="1.25", image_digest="sha256:" + "cd" * 32, image_id="ef" * 32,
+    labels=(("app", "web"), ("app.kubernetes.io/name", "shop"), ("io.kubernetes.pod.name", "web-0")),
+    privileged=True, host_network=False,
+    pod=K8sPod("web-0", "shop", "2f1e8c9a-1b2c-4d3e-9f8a-0123456789ab", "ab" * 32, (("app", "web"),)),
+)  # fmt: skip
+
+
+def view_with(*changes: MetaChange) -> MetadataView:
+    view = MetadataView()  # a replay's view: states from the changes given
+    for change in changes:
+        view.apply(change)
+    return view
+
+
+def render_with(alert: Alert, view: MetadataView) -> dict[str, Any]:
+    ecs = EcsRenderer(HOST)
+    ecs.containers = view
+    return orjson.loads(orjson.dumps(EcsAlertRenderer(ecs).render(alert)))
+
+
+METADATA_STATES = {
+    "found": view_with(MetaChange(A, "pending"), MetaChange(A, "found", WEB)),
+    "found-no-pod": view_with(MetaChange(A, "found", dataclasses.replace(WEB, pod=None, privileged=None))),
+    "pending": view_with(MetaChange(A, "pending")),
+    "unavailable": view_with(MetaChange(A, "not_found")),
+}
+
+
+@pytest.mark.parametrize("state", list(METADATA_STATES))
+def test_container_documents_with_runtime_metadata_conform(state: str) -> None:
+    falco = rule("Shell", tags=["mitre_execution"], output="%proc.name %container.name %k8s.pod.name")
+    in_pod = dataclasses.replace(DOCKER_A, pod_uid="2f1e8c9a-1b2c-4d3e-9f8a-0123456789ab")
+    for ref in (DOCKER_A, in_pod):
+        ctx = container_context(ref)
+        ctx.containers = METADATA_STATES[state].fields
+        doc = render_with(make_alert(falco, ctx), METADATA_STATES[state])
+        assert violations(doc) == []
+
+
+def test_runtime_metadata_fills_ecs_container_and_orchestrator() -> None:
+    """name, image (repository, tag array, digest array), labels as an object (dots made `_`), privileged;
+    the pod under orchestrator; what ECS lacks under sentinel.container, no pending mark once answered."""
+    ctx = container_context()
+    doc = render_with(make_alert(rule("Shell"), ctx), METADATA_STATES["found"])
+    assert doc["container"] == {
+        "id": A, "runtime": "docker", "name": "shop-web-1",
+        "image": {"name": "nginx", "tag": ["1.25"], "hash": {"all": ["sha256:" + "cd" * 32]}},
+        "labels": {"app": "web", "app_kubernetes_io/name": "shop", "io_kubernetes_pod_name": "web-0"},
+        "security_context": {"privileged": True},
+    }  # fmt: skip
+    assert doc["sentinel"]["container"] == {
+        "short_id": A[:12], "rootless": False, "source": "docker:/var/run/docker.sock", "image": "nginx:1.25",
+        "image_id": "ef" * 32, "host_network": False,
+    }  # fmt: skip
+    assert doc["orchestrator"] == {
+        "type": "kubernetes", "namespace": "shop",
+        "resource": {"type": "pod", "name": "web-0", "id": "2f1e8c9a-1b2c-4d3e-9f8a-0123456789ab",
+                     "label": ["app:web"]},
+    }  # fmt: skip
+    for name in ("container.name", "container.image.name", "container.security_context.privileged",
+                 "orchestrator.type", "orchestrator.namespace", "orchestrator.resource.name"):  # fmt: skip
+        assert name in ecs_fields()
+    assert "array" in ecs_fields()["container.image.tag"]["normalize"]
+    assert ecs_fields()["container.labels"]["type"] == "object"
+
+
+def test_documents_before_the_answer_are_marked() -> None:
+    ctx = container_context()
+    for state, mark in (("pending", "pending"), ("unavailable", "unavailable")):
+        doc = render_with(make_alert(rule("Shell"), ctx), METADATA_STATES[state])
+        assert doc["container"] == {"id": A, "runtime": "docker"}
+        assert doc["sentinel"]["container"]["metadata"] == mark
+        assert "orchestrator" not in doc
+    in_pod = container_context(dataclasses.replace(DOCKER_A, pod_uid="2f1e8c9a-1b2c-4d3e-9f8a-0123456789ab"))
+    doc = render_with(make_alert(rule("Shell"), in_pod), METADATA_STATES["pending"])
+    assert doc["orchestrator"] == {
+        "type": "kubernetes", "resource": {"type": "pod", "id": "2f1e8c9a-1b2c-4d3e-9f8a-0123456789ab"}
+    }
+    host = render_with(make_alert(rule("Shell"), shell_context()), METADATA_STATES["found"])
+    assert "container" not in host and "orchestrator" not in host
 
 
 def alerts() -> dict[str, Alert]:

@@ -44,7 +44,7 @@ def test_catalogue_names_are_unique_and_descriptions_short() -> None:
         ("fd.sip.name = example.com", "fd.sip.name"),
         ("evt.buffer contains ELF", "evt.buffer"),
         ("container.mount.dest[/var/run/docker.sock] != ''", "container.mount.dest"),
-        ("k8s.pod.label[app] = web", "k8s.pod.label"),
+        ("k8s.rs.label[app] = web", "k8s.rs.label"),
         ("evt.arg[0] = 3", "evt.arg"),
         ("evt.type.is.open = 1", "evt.type.is.open"),
         ("thread.cgroup.cpu startswith /docker", "thread.cgroup.cpu"),

@@ -47,6 +47,8 @@ def values(ctx: EvalContext) -> dict[str, Any]:
         if not f.filled:
             continue  # always missing, on any event
         names = [f.name] if f.arg != "index?" else [f.name, f"{f.name}[0]", f"{f.name}[1]", f"{f.name}[2]"]
+        if f.arg == "key":
+            names = [f"{f.name}[app]"]
         for name in names:
             if name not in LOSSY:
                 out[name] = RS.field_value(name, ctx)

@@ -33,7 +33,7 @@ RULES = """\
   priority: error
 - rule: Container
   desc: d
-  condition: evt.type = execve and container.image.repository = nginx
+  condition: evt.type = execve and container.healthcheck = nginx
   output: o
   priority: notice
 - rule: Sigma One

@@ -130,7 +130,7 @@ def test_missing_values_never_match_but_not_does() -> None:
         "proc.env contains HOME",
         "fd.name pmatch (/)",
         "fd.name glob *",
-        "container.image.repository = x",
+        "container.healthcheck = x",
     ):
         assert not holds(cond, ctx), cond
         assert holds(f"not {cond}", ctx), cond
