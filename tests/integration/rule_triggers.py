@@ -44,9 +44,9 @@ def brief(alert: dict[str, Any]) -> str:
     return f"{get(alert, 'rule.name')!r} pid={get(alert, 'process.pid')}: {get(alert, 'message')}"
 
 
-def rules_detector(rules: Path) -> Iterator[Detector]:
-    """One ``sentinel run --rules RULES --model off`` for a module (use under a module-scoped fixture)."""
-    d = Detector(("--rules", str(rules), "--model", "off"))
+def rules_detector(rules: Path, *args: str) -> Iterator[Detector]:
+    """One ``sentinel run --rules RULES --model off [ARGS]`` for a module (under a module-scoped fixture)."""
+    d = Detector(("--rules", str(rules), "--model", "off", *args))
     yield d
     assert d.stop() == 0
     assert not d.bad, f"non-JSON alert lines: {d.bad[:3]}"

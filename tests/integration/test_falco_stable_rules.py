@@ -5,9 +5,10 @@ One `sentinel run --rules <the Falco file>` for the module; each rule has a trig
 behaviour with real programs (copies of binaries named as the rule wants, ctypes for direct syscalls, a
 loopback listener) and a check that the alert came from that trigger. Rules on Falco's ``container`` macro
 run their trigger in a container: a cgroup made by hand with the name docker gives one (no runtime is
-installed here; to sentinel, as to Falco, a container is its cgroup). The guard test keeps the triggers in
-step with the file: evaluable rules = enabled - never_fire - refused, and each needs a trigger or a reasoned
-entry in EXCLUDED.
+installed here; to sentinel, as to Falco, a container is its cgroup). Rules on what only the runtime knows
+(``container.privileged``) run theirs in a real podman container, with the agent asking a podman API service
+started for the module. The guard test keeps the triggers in step with the file: evaluable rules = enabled -
+never_fire - refused, and each needs a trigger or a reasoned entry in EXCLUDED.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any
 import pytest
 
 from .conftest import get
+from .podman import host_pid_of_exec, podman_service, remove_container, start_container
 from .rule_triggers import Fired, rules_detector, run, wait_for_rule
 from .test_container_cgroups import move, remove_tree, require_cgroup2
 from .test_detection import Detector
@@ -337,6 +340,25 @@ def release_agent_in_container(tmp: Path) -> Fired:
     )
 
 
+PODMAN_CONTAINERS: list[str] = []  # removed when the module ends (see the detector fixture)
+PODMAN_IMAGE: list[str] = []  # the base image, once the module's fixture has it
+
+
+def debugfs_in_privileged_container(tmp: Path) -> Fired:
+    # debugfs (a copy of sleep under that name) in a privileged podman container: `container.privileged` is
+    # podman's answer, which the agent asked for when the container started
+    c = start_container(PODMAN_IMAGE[0], privileged=True)
+    PODMAN_CONTAINERS.append(c.id)
+    c.exec("cp", "/bin/sleep", "/tmp/debugfs")
+    time.sleep(1.0)  # the answer takes a few ms; the agent takes it at its next poll
+    pid = host_pid_of_exec(c, ["/tmp/debugfs", "3"])
+    return Fired(
+        {pid},
+        lambda a: get(a, "container.id") == c.id and get(a, "container.security_context.privileged") is True,
+        f"debugfs in privileged container {c.name}",
+    )
+
+
 TRIGGERS: dict[str, Callable[[Path], Fired]] = {
     "Directory traversal monitored file read": directory_traversal,
     "Read sensitive file trusted after startup": sensitive_trusted_after_startup,
@@ -358,17 +380,23 @@ TRIGGERS: dict[str, Callable[[Path], Fired]] = {
     "Netcat Remote Code Execution in Container": netcat_in_container,
     "Redirect STDOUT/STDIN to Network Connection in Container": stdin_to_network_in_container,
     "Detect release_agent File Container Escapes": release_agent_in_container,
+    "Debugfs Launched in Privileged Container": debugfs_in_privileged_container,
     **({"Linux Kernel Module Injection Detected": module_injection_in_container} if MODULE_SYSCALLS else {}),
 }
 
 
 @pytest.fixture(scope="module")
-def falco_detector() -> Iterator[Detector]:
+def falco_detector(podman_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Detector]:
+    PODMAN_IMAGE[:] = [podman_image]
+    sock = str(tmp_path_factory.mktemp("podman") / "podman.sock")
     try:
-        yield from rules_detector(falco_rules_file())
+        with podman_service(sock):
+            yield from rules_detector(falco_rules_file(), "--container-endpoint", f"podman:{sock}")
     finally:
         while CONTAINER_CGROUPS:
             remove_tree(CONTAINER_CGROUPS.pop())
+        while PODMAN_CONTAINERS:
+            remove_container(PODMAN_CONTAINERS.pop())
 
 
 @pytest.mark.parametrize("rule", sorted(TRIGGERS))
