@@ -37,6 +37,7 @@ pytestmark = pytest.mark.kernel
 
 A = "3ad7b26ded6d8e7b23da7d48fe889434573036c27ae5a74837233de441c3601e"
 U_ = "2f1e8c9a_1b2c_4d3e_9f8a_0123456789ab"
+POD = U_.replace("_", "-")  # the pod uid as Kubernetes writes it (the systemd form has underscores)
 USER = "user.slice/user-1000.slice/user@1000.service"
 
 # (directory below the test's own top directory, the container expected)
@@ -45,13 +46,13 @@ LAYOUTS: list[tuple[bytes, ContainerRef | None]] = [
     (f"system.slice/docker-{A}.scope".encode(), ContainerRef("docker", A, A[:12])),
     (
         f"kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{U_}.slice/cri-containerd-{A}.scope".encode(),
-        ContainerRef("containerd", A, A[:12]),
+        ContainerRef("containerd", A, A[:12], pod_uid=POD),
     ),
     (
         f"system.slice/containerd.service/kubepods-burstable-pod{U_}.slice:cri-containerd:{A}".encode(),
-        ContainerRef("containerd", A, A[:12]),
+        ContainerRef("containerd", A, A[:12], pod_uid=POD),
     ),
-    (f"kubepods/besteffort/pod{U_.replace('_', '-')}/crio-{A}".encode(), ContainerRef("cri-o", A, A[:12])),
+    (f"kubepods/besteffort/pod{POD}/crio-{A}".encode(), ContainerRef("cri-o", A, A[:12], pod_uid=POD)),
     (f"machine.slice/libpod-{A}.scope/container".encode(), ContainerRef("podman", A, A[:12])),
     (f"machine.slice/libpod-conmon-{A}.scope".encode(), None),
     (
