@@ -738,9 +738,9 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
 #endif
 #endif
 #ifndef USE_TASK_STORAGE
-    u32 child = args->child_pid;  /* with task storage the child's state starts empty: a new generation */
+    u32 child_tgid = args->child_pid;  /* with task storage the child's state starts empty: a new generation */
     u64 gen = e.h.ts_ns & ~1ULL;  /* not in the loader phase: bit 0 is the phase */
-    proc_gen.update(&child, &gen);
+    proc_gen.update(&child_tgid, &gen);
 #endif
     if (is_self(pid_tgid))
         return 0;
