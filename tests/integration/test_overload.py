@@ -23,7 +23,7 @@ pytestmark = pytest.mark.kernel
 OPEN_RATE = 200_000  # distinct missing paths: nothing de-duplicates them
 EXEC_RATE = 3_000
 SECONDS = 10
-PAUSE = 0.4  # seconds the agent is stopped: its exec rings (1 MiB per CPU) hold ~0.8 s of execs
+PAUSE = 0.4  # seconds the agent is stopped: its exec rings (2 MiB per CPU) hold ~1.6 s of execs
 
 
 @pytest.fixture(scope="module")
