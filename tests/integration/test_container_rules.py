@@ -2,9 +2,11 @@
 
 `sentinel run` with the shipped rules, and a second one with Falco's stable rules loaded unchanged, watch
 while commands run in a podman container (`podman exec`): a terminal shell, a package manager, a binary
-written below /usr/local/bin, an attempt on a cgroup release_agent. Each alert names the container (the whole
-id and the runtime, as ECS has them); the same commands on the host raise none of the container rules.
-Needs root, podman and the base image (scripts/setup.sh, scripts/container-image.sh). Never skips.
+written below /usr/local/bin, an attempt on a cgroup release_agent, connects to the Kubernetes API server's
+in-cluster address (given to the container's network namespace, a listener behind it). Each alert names the
+container (the whole id and the runtime, as ECS has them); the same commands on the host raise none of the
+container rules. Needs root, podman and the base image (scripts/setup.sh, scripts/container-image.sh).
+Never skips.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -103,18 +106,88 @@ def test_release_agent_attempt_from_a_container(watched: tuple[Detector, Detecto
     assert get(alert, "event.outcome") == "failure"
 
 
+# A listener on the API server's in-cluster address (and the API server's own port), run by a host process in
+# a network namespace: the container's, or a fresh one for the host case. Each accepted connection is closed.
+LISTENER = """
+import socket, sys
+socks = []
+for host, port in ((sys.argv[1], 443), ("127.0.0.1", 6443)):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    s.listen(8)
+    socks.append(s)
+print("ready", flush=True)
+import select
+while True:
+    for s in select.select(socks, [], [])[0]:
+        s.accept()[0].close()
+"""
+API_ADDRESS = "10.96.0.1"  # the default service address of a kubeadm cluster's `kubernetes` service
+
+
+@contextmanager
+def api_listener(netns_of: int) -> Iterator[None]:
+    """The address on the loopback of ``netns_of``'s network namespace and a listener on it (port 443, and
+    6443 on 127.0.0.1)."""
+    enter = ["nsenter", "-t", str(netns_of), "-n"]
+    subprocess.run([*enter, "ip", "addr", "replace", f"{API_ADDRESS}/32", "dev", "lo"], check=True)
+    proc = subprocess.Popen([*enter, "python3", "-c", LISTENER, API_ADDRESS], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_kubernetes_api_server_contacted_from_a_container(
+    watched: tuple[Detector, Detector, Container],
+) -> None:
+    """A connect from the container to the in-cluster API address on 443, and to 6443 anywhere; bash's
+    /dev/tcp is what an intruder without tools has."""
+    ours, _falco, c = watched
+    with api_listener(c.pid):  # two execs: one lineage's repeats of a rule would fold into a later summary
+        c.exec("bash", "-c", f"exec 3<>/dev/tcp/{API_ADDRESS}/443")
+        c.exec("bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/6443")
+    rule = "Kubernetes API Server Contacted From Container"
+    for address, port in ((API_ADDRESS, 443), ("127.0.0.1", 6443)):
+        alert = ours.wait_alert(
+            rule,
+            lambda a, address=address, port=port: in_container(a, c)
+            and get(a, "destination.ip") == address
+            and get(a, "destination.port") == port,
+        )
+        check_container(alert, c)
+        assert get(alert, "process.executable") in ("/bin/bash", "/usr/bin/bash")
+
+
 def test_the_same_commands_on_the_host_raise_no_container_rule(
     watched: tuple[Detector, Detector, Container],
 ) -> None:
     ours, _falco, _c = watched
     subprocess.run(["apt-get", "--version"], check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["script", "-qec", "bash -c 'exit 0'", "/dev/null"], check=True, stdout=subprocess.DEVNULL)
+    # The API server's address from a host process (in a network namespace of its own, its cgroup the host's).
+    api = subprocess.Popen(["unshare", "-n", "sleep", "30"])
+    try:
+        time.sleep(0.2)
+        subprocess.run(["nsenter", "-t", str(api.pid), "-n", "ip", "link", "set", "lo", "up"], check=True)
+        with api_listener(api.pid):
+            subprocess.run(
+                ["nsenter", "-t", str(api.pid), "-n", "bash", "-c", f"exec 3<>/dev/tcp/{API_ADDRESS}/443"],
+                check=True,
+            )
+    finally:
+        api.kill()
+        api.wait()
     time.sleep(3.0)  # the agent's poll interval is 50 ms: their alerts, if any, are written by now
     container_rules = {
         "Terminal Shell In Container",
         "Package Manager Run In Container",
         "Binary Directory Written In Container",
         "Cgroup Release Agent Written From Container",
+        "Kubernetes API Server Contacted From Container",
     }
     for a in ours.alerts:
         if get(a, "rule.name") in container_rules:
