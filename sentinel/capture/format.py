@@ -24,9 +24,11 @@ and continues with records until the next header map or the end of the file::
     container_meta [10, full_id, state, meta]   a container's runtime metadata changed, as the pipeline saw it
                                    (``sentinel.containers.meta_view``); meta nil or
                                    [source, name, image, repository, tag, digest, image_id, labels,
-                                    labels_truncated, privileged, host_network, host_pid, host_ipc, pod],
+                                    labels_truncated, privileged, host_network, host_pid, host_ipc, pod,
+                                    mounts, mounts_truncated],
                                    labels a flat array k1 v1 k2 v2..., pod nil or
-                                   [name, namespace, uid, sandbox_id, labels]
+                                   [name, namespace, uid, sandbox_id, labels], mounts nil or an array of
+                                   [source, destination, mode, rw, propagation]
 
 Version 2 added the event's last eight elements (``creds`` is nil or ``[euid, suid, fsuid, egid, sgid, fsgid,
 loginuid, sessionid, cap_effective, cap_permitted]`` with nil login fields on kernels without audit;
@@ -46,6 +48,8 @@ Version 7 added the container record's ``pod_uid`` (bin; nil for the host; a ver
 6 elements and no pod) and the container_meta record: ``state`` is str (``found``, ``pending``,
 ``not_found``, ``failed``, ``unsupported``), ``meta`` is given exactly when it is ``found``; its text is
 bin (runtimes' answers hold what whoever made the container wrote), its flags booleans or nil (unknown).
+Version 8 added the meta's last two: ``mounts`` (nil: the runtime did not say; each mount's paths, mode and
+propagation bin, ``rw`` a boolean) and ``mounts_truncated`` (a boolean); a version-7 meta has 14 elements.
 
 Appending (a restart of the agent) starts a new segment, possibly from another boot: ``ts_ns`` values are
 CLOCK_BOOTTIME of *their* segment's boot, and ``boot_time_ns + ts_ns`` is wall-clock epoch ns.
@@ -75,8 +79,8 @@ if TYPE_CHECKING:
     from sentinel.process.facts import ProcFacts
 
 FORMAT = "sentinel-capture"
-VERSION = 7
-SUPPORTED_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
+VERSION = 8
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 
 KIND_EVENT = 1
 KIND_FACTS = 2
@@ -251,7 +255,9 @@ CaptureItem: TypeAlias = (
 )
 CONTAINER_RECORD_LEN_V5 = 6
 CONTAINER_RECORD_LEN = 7
-META_FIELDS_LEN = 14  # the meta array of a container_meta record
+META_FIELDS_LEN_V7 = 14  # the meta array of a container_meta record, version 7 (no mounts)
+META_FIELDS_LEN = 16
+MOUNT_FIELDS_LEN = 5
 POD_FIELDS_LEN = 5
 
 

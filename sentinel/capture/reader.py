@@ -50,6 +50,8 @@ from sentinel.capture.format import (
     MAX_RECORD_BYTES,
     MAX_STR_LEN,
     META_FIELDS_LEN,
+    META_FIELDS_LEN_V7,
+    MOUNT_FIELDS_LEN,
     NS_VIEW_LEN,
     POD_FIELDS_LEN,
     SYS_LIMITS,
@@ -71,7 +73,7 @@ from sentinel.capture.format import (
 )
 from sentinel.containers.cgroup_path import ContainerRef
 from sentinel.containers.meta_view import FOUND, STATES, MetaChange
-from sentinel.containers.metadata import ContainerMeta, K8sPod, Labels
+from sentinel.containers.metadata import ContainerMeta, K8sPod, Labels, Mount
 from sentinel.events import Credentials, Event, EventType, NsView
 
 if TYPE_CHECKING:
@@ -577,7 +579,7 @@ def _container_meta(record: list[Any]) -> MetaChange:
 
 
 def _meta(full_id: str, record: object) -> ContainerMeta:
-    if type(record) is not list or len(record) != META_FIELDS_LEN:
+    if type(record) is not list or len(record) not in (META_FIELDS_LEN, META_FIELDS_LEN_V7):
         raise _Bad(f"meta is {short_repr(record)}, expected an array of {META_FIELDS_LEN}")
     names = ("source", "name", "image", "image_repository", "image_tag", "image_digest", "image_id")
     text = {name: _text(value, name) for name, value in zip(names, record, strict=False)}
@@ -597,7 +599,30 @@ def _meta(full_id: str, record: object) -> ContainerMeta:
         pod_names = ("pod name", "pod namespace", "pod uid", "pod sandbox_id")
         name, namespace, uid, sandbox = (_text(v, n) for v, n in zip(pod, pod_names, strict=False))
         pod = K8sPod(name, namespace, uid, sandbox, _labels(pod[4], "pod labels"))
-    return ContainerMeta(full_id=full_id, **text, labels=labels, labels_truncated=truncated, **flags, pod=pod)
+    mounts, mounts_truncated = None, False
+    if len(record) == META_FIELDS_LEN:
+        mounts, mounts_truncated = _mounts(record[14]), record[15]
+        if type(mounts_truncated) is not bool:
+            raise _Bad(f"mounts_truncated is {short_repr(mounts_truncated)}, expected a boolean")
+    return ContainerMeta(full_id=full_id, **text, labels=labels, labels_truncated=truncated, **flags, pod=pod,
+                         mounts=mounts, mounts_truncated=mounts_truncated)  # fmt: skip
+
+
+def _mounts(value: object) -> tuple[Mount, ...] | None:
+    if value is None:
+        return None
+    if type(value) is not list:
+        raise _Bad(f"mounts is {short_repr(value)}, expected an array or nil")
+    out = []
+    for entry in value:
+        if type(entry) is not list or len(entry) != MOUNT_FIELDS_LEN:
+            raise _Bad(f"mount is {short_repr(entry)}, expected an array of {MOUNT_FIELDS_LEN}")
+        rw = entry[3]
+        if type(rw) is not bool:
+            raise _Bad(f"mount rw is {short_repr(rw)}, expected a boolean")
+        source, dest, mode, propagation = (_text(entry[i], "mount") for i in (0, 1, 2, 4))
+        out.append(Mount(source, dest, mode, rw, propagation))
+    return tuple(out)
 
 
 def _labels(value: object, what: str) -> Labels:

@@ -307,9 +307,14 @@ def _meta_record(meta: ContainerMeta) -> list[Any]:
                       _flat_labels(pod.labels)]  # fmt: skip
     texts = (meta.source, meta.name, meta.image, meta.image_repository, meta.image_tag, meta.image_digest,
              meta.image_id)  # fmt: skip
+    mounts = None
+    if meta.mounts is not None:
+        mounts = [[_bin(m.source), _bin(m.destination), _bin(m.mode), m.rw, _bin(m.propagation)]
+                  for m in meta.mounts]  # fmt: skip
     return [
         *map(_bin, texts), _flat_labels(meta.labels), meta.labels_truncated,
         meta.privileged, meta.host_network, meta.host_pid, meta.host_ipc, pod_record,
+        mounts, meta.mounts_truncated,
     ]  # fmt: skip
 
 

@@ -36,10 +36,13 @@ from sentinel.containers.metadata import (
     K8sPod,
     LookupTimeout,
     MetadataError,
+    Mount,
     RefusedAnswer,
     RuntimeUnavailable,
     SocketMissing,
     bounded_labels,
+    bounded_mounts,
+    clean_path,
     clean_text,
     k8s_from_labels,
 )
@@ -154,6 +157,7 @@ def meta_from_status(response: Any, source: str, full_id: str, sandbox: Any | No
         or image_id_hex(clean_text(_path(info, "config", "image", "image")))
     )
     labels, truncated = bounded_labels(status.labels)
+    mounts, mounts_truncated = _mounts(status)
     host = _host_namespaces(_path(info, "config", "linux", "security_context", "namespace_options"))
     sandbox_id = clean_text(info.get("sandboxID"))
     pod = k8s_from_labels(status.labels, sandbox_id)
@@ -176,6 +180,25 @@ def meta_from_status(response: Any, source: str, full_id: str, sandbox: Any | No
         host_pid=host["pid"],
         host_ipc=host["ipc"],
         pod=pod,
+        mounts=mounts,
+        mounts_truncated=mounts_truncated,
+    )
+
+
+# CRI's MountPropagation, as the OCI spec (and Docker's inspect) names the same propagation.
+_PROPAGATION = {0: "rprivate", 1: "rslave", 2: "rshared"}
+
+
+def _mounts(status: Any) -> tuple[tuple[Mount, ...], bool]:
+    """The status's mounts (kubelet's volumes: host path, container path, read-only, propagation)."""
+    return bounded_mounts(
+        Mount(
+            source=clean_path(m.host_path),
+            destination=clean_path(m.container_path),
+            rw=not m.readonly,
+            propagation=_PROPAGATION.get(m.propagation, ""),
+        )
+        for m in status.mounts
     )
 
 

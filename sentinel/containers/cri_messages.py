@@ -46,7 +46,15 @@ _SCHEMA: dict[str, list[tuple[str, int, int | str]]] = {
         ("image_ref", 9, _STRING),
         ("labels", 12, _MAP),
         ("annotations", 13, _MAP),
+        ("mounts", 14, _REPEATED + "Mount"),
         ("image_id", 17, _STRING),
+    ],
+    # MountPropagation is an enum: PRIVATE 0, HOST_TO_CONTAINER 1, BIDIRECTIONAL 2.
+    "Mount": [
+        ("container_path", 1, _STRING),
+        ("host_path", 2, _STRING),
+        ("readonly", 3, _BOOL),
+        ("propagation", 5, _INT32),
     ],
     "ContainerStatusRequest": [("container_id", 1, _STRING), ("verbose", 2, _BOOL)],
     "ContainerStatusResponse": [("status", 1, "ContainerStatus"), ("info", 2, _MAP)],

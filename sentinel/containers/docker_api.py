@@ -31,10 +31,13 @@ from sentinel.containers.image_ref import ImageRef, image_id_hex, parse_image_re
 from sentinel.containers.metadata import (
     ContainerMeta,
     LookupTimeout,
+    Mount,
     RefusedAnswer,
     RuntimeUnavailable,
     SocketMissing,
     bounded_labels,
+    bounded_mounts,
+    clean_path,
     clean_text,
     k8s_from_labels,
 )
@@ -151,6 +154,25 @@ def _mode_is_host(value: object) -> bool | None:
     return value == "host" if isinstance(value, str) else None
 
 
+def _mounts(value: object) -> tuple[tuple[Mount, ...] | None, bool]:
+    """Inspect's ``Mounts`` (``Source``, ``Destination``, ``Mode``, ``RW``, ``Propagation``); None when the
+    answer has no list (then nothing is known, not "no mounts"). Entries of the wrong shape are skipped."""
+    if not isinstance(value, list):
+        return None, False
+    entries = (
+        Mount(
+            source=clean_path(m.get("Source")),
+            destination=clean_path(m.get("Destination")),
+            mode=clean_text(m.get("Mode")),
+            rw=m.get("RW") is not False,
+            propagation=clean_text(m.get("Propagation")),
+        )
+        for m in value
+        if isinstance(m, Mapping)
+    )
+    return bounded_mounts(entries)
+
+
 def _section(doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = doc.get(key)
     return value if isinstance(value, Mapping) else {}
@@ -194,6 +216,7 @@ def meta_from_inspect(
     repository = ref.repository if ref else ""
     raw_labels = config.get("Labels")
     labels, truncated = bounded_labels(raw_labels)
+    mounts, mounts_truncated = _mounts(doc.get("Mounts"))
     return ContainerMeta(
         full_id=full_id,
         source=source,
@@ -210,6 +233,8 @@ def meta_from_inspect(
         host_pid=_mode_is_host(host.get("PidMode")),
         host_ipc=_mode_is_host(host.get("IpcMode")),
         pod=k8s_from_labels(raw_labels),
+        mounts=mounts,
+        mounts_truncated=mounts_truncated,
     )
 
 

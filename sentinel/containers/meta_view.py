@@ -26,10 +26,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
 from sentinel.containers.cgroup_path import HOST, ContainerRef
-from sentinel.containers.metadata import ContainerMeta
+from sentinel.containers.metadata import ContainerMeta, Mount
 from sentinel.containers.metadata_service import (
     FAILED,
     FOUND,
@@ -94,6 +95,36 @@ class MetaFields:
     pod_labels: str | None = None
     pod_label: Mapping[str, str] = field(default_factory=dict)
     meta: ContainerMeta | None = None  # the runtime's answer (the ECS blocks), None for the two constants
+    mounts: tuple[Mount, ...] | None = None  # None: not known (the runtime did not say, or the host)
+    mounts_text: str | None = None  # Falco's container.mounts
+
+    def mount_value(self, key: str, attr: str) -> str | None:
+        """``container.mount*[key]`` as Falco's container plugin answers: ``key`` a number (the mount's
+        position) or a glob on the mount's source (on its destination for ``source``); ``attr`` the part
+        (``text`` for the whole ``source:dest:mode:rdwr:propagation``). No such mount: ``none`` for the
+        whole, ``N/A`` for a part (what Falco's rules compare with); missing while the mounts are unknown."""
+        mounts = self.mounts
+        if mounts is None:
+            return None
+        found = _find_mount(mounts, key, "destination" if attr == "source" else "source")
+        if found is None:
+            return "none" if attr == "text" else "N/A"
+        if attr == "text":
+            return found.falco_text()
+        if attr == "rw":
+            return "true" if found.rw else "false"
+        value: str = getattr(found, attr)
+        return value
+
+
+def _find_mount(mounts: tuple[Mount, ...], key: str, by: str) -> Mount | None:
+    if key.isdigit():
+        index = int(key)
+        return mounts[index] if index < len(mounts) else None
+    for mount in mounts:
+        if fnmatchcase(getattr(mount, by), key):  # (Falco's glob: `*` crosses `/`)
+            return mount
+    return None
 
 
 # Not answered (or no view at all): every field missing, so `x in (...)` is false and `not x in (...)` true.
@@ -138,6 +169,8 @@ def fields_of(meta: ContainerMeta) -> MetaFields:
         pod_labels=falco_labels(pod.labels) if pod is not None else "",
         pod_label=dict(pod.labels) if pod is not None else {},
         meta=meta,
+        mounts=meta.mounts,
+        mounts_text=",".join(m.falco_text() for m in meta.mounts) if meta.mounts is not None else None,
     )
 
 

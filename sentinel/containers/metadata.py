@@ -21,16 +21,20 @@ __all__ = [
     "LABELS_MAX",
     "LABEL_KEY_MAX",
     "LABEL_VALUE_MAX",
+    "MOUNTS_MAX",
     "TEXT_MAX",
     "ContainerMeta",
     "K8sPod",
     "LookupTimeout",
     "MetadataClient",
     "MetadataError",
+    "Mount",
     "RefusedAnswer",
     "RuntimeUnavailable",
     "SocketMissing",
     "bounded_labels",
+    "bounded_mounts",
+    "clean_path",
     "clean_text",
     "k8s_from_labels",
 ]
@@ -39,6 +43,8 @@ TEXT_MAX = 1024  # names, images, ids: real ones are far shorter (an image refer
 LABELS_MAX = 128  # per container and per pod; compose sets ~10, Kubernetes a handful
 LABEL_KEY_MAX = 320  # a Kubernetes label key: 253-character prefix, "/", 63-character name
 LABEL_VALUE_MAX = 1024  # longer values are dropped (a cut value would compare equal to nothing real)
+MOUNTS_MAX = 512  # per container; a pod spec's volumes are tens. Past it the list is marked truncated
+PATH_MAX = 4096  # a mount's source or destination (the kernel's PATH_MAX)
 
 # kubelet writes these labels on every container it makes (CRI and cri-dockerd alike).
 K8S_POD_NAME = "io.kubernetes.pod.name"
@@ -84,6 +90,24 @@ class K8sPod:
 
 
 @dataclass(frozen=True, slots=True)
+class Mount:
+    """One mount the runtime made for the container: ``source`` on the host (a volume's directory for named
+    volumes), ``destination`` inside; ``mode`` as the runtime wrote it (Docker's ``z``, ``ro``...; empty for
+    CRI), ``rw`` writable, ``propagation`` (``rprivate``, ``rslave``, ``rshared``; empty when not said)."""
+
+    source: str
+    destination: str
+    mode: str = ""
+    rw: bool = True
+    propagation: str = ""
+
+    def falco_text(self) -> str:
+        """``source:dest:mode:rdwr:propagation``, as Falco writes one mount (``container.mount``)."""
+        rdwr = "true" if self.rw else "false"
+        return f"{self.source}:{self.destination}:{self.mode}:{rdwr}:{self.propagation}"
+
+
+@dataclass(frozen=True, slots=True)
 class ContainerMeta:
     """One container as a runtime describes it. ``source`` names the endpoint that answered
     (``docker:/var/run/docker.sock``); ``image_id`` is the 64 hex digits without ``sha256:``."""
@@ -103,6 +127,8 @@ class ContainerMeta:
     host_pid: bool | None = None
     host_ipc: bool | None = None
     pod: K8sPod | None = None
+    mounts: tuple[Mount, ...] | None = None  # None: the runtime did not say (not: no mounts)
+    mounts_truncated: bool = False
 
     def label(self, key: str) -> str | None:
         """One label's value (None: not set, or dropped as too large)."""
@@ -157,6 +183,21 @@ def clean_text(value: object, limit: int = TEXT_MAX) -> str:
     if not value.isascii() and _SURROGATE.search(value):
         value = _SURROGATE.sub("\ufffd", value)
     return value
+
+
+def bounded_mounts(mounts: Iterable[Mount]) -> tuple[tuple[Mount, ...], bool]:
+    """At most :data:`MOUNTS_MAX` mounts, in the runtime's order; True when more were given."""
+    kept: list[Mount] = []
+    for mount in mounts:
+        if len(kept) == MOUNTS_MAX:
+            return tuple(kept), True
+        kept.append(mount)
+    return tuple(kept), False
+
+
+def clean_path(value: object) -> str:
+    """A mount path from a runtime: text or empty, bounded like every runtime string."""
+    return clean_text(value, PATH_MAX)
 
 
 def bounded_labels(raw: object) -> tuple[Labels, bool]:

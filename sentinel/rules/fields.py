@@ -310,6 +310,11 @@ def _runtime_field(name: str, ftype: str, attr: str, desc: str, host: object, ar
                     cached=True, arg=arg)  # fmt: skip
 
 
+def _mount_field(name: str, attr: str, desc: str) -> FieldDef:
+    return FieldDef(name, STRING, desc + _UNTIL + " Missing on the host.", p=f"{_META}.mount_value({{arg}}, "
+                    f"{attr!r})", nullable=True, cached=True, arg="key")  # fmt: skip
+
+
 _RUNTIME_FIELDS: tuple[FieldDef, ...] = (
     _runtime_field("container.name", STRING, "name", "The runtime's name for the container (`docker ps`'s "
                    "NAMES, a pod container's Kubernetes name); `host` on the host." + _UNTIL, "host"),
@@ -343,6 +348,23 @@ _RUNTIME_FIELDS: tuple[FieldDef, ...] = (
     _runtime_field("container.label", STRING, "label", "One label of the container, by key "
                    "(`container.label[com.docker.compose.service]`, kubelet's included); missing when it has "
                    "none by that key." + _UNTIL, None, arg="key"),
+    _runtime_field("container.mounts", STRING, "mounts_text", "The container's mounts as Falco writes them: "
+                   "`source:dest:mode:rdwr:propagation` each, comma-separated (Docker and podman: every "
+                   "mount; CRI: kubelet's volumes)." + _UNTIL + " Missing on the host.", None),
+    _mount_field("container.mount", "text", "One mount, `source:dest:mode:rdwr:propagation`, by number "
+                 "(`container.mount[0]`) or by source path, a glob (`container.mount[/var/run/*]`); `none` "
+                 "when it has no such mount."),
+    _mount_field("container.mount.source", "source", "The source (on the host) of one mount, by number or "
+                 "by destination path, a glob; `N/A` when it has no such mount."),
+    _mount_field("container.mount.dest", "destination", "The destination (in the container) of one mount, "
+                 "by number or by source path, a glob (`container.mount.dest[/proc*]`); `N/A` when it has no "
+                 "such mount (Falco's rules compare with `N/A`)."),
+    _mount_field("container.mount.mode", "mode", "The mode of one mount as the runtime wrote it (Docker's "
+                 "`z`, `ro`...; empty for CRI), by number or source path; `N/A` when none."),
+    _mount_field("container.mount.rdwr", "rw", "`true` when one mount is writable, `false` when read-only, "
+                 "by number or source path; `N/A` when none."),
+    _mount_field("container.mount.propagation", "propagation", "The propagation of one mount (`rprivate`, "
+                 "`rslave`, `rshared`), by number or source path; `N/A` when none."),
     _runtime_field("k8s.pod.name", STRING, "pod_name", "The Kubernetes pod the container belongs to, from "
                    "the runtime (kubelet's labels or the CRI sandbox; no API server is asked). Missing "
                    "outside a pod, on the host, and until the runtime answered.", None),

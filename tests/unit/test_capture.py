@@ -40,6 +40,7 @@ from sentinel.capture.format import (
 )
 from sentinel.containers import ContainerMeta, ContainerRef, K8sPod
 from sentinel.containers.meta_view import MetaChange
+from sentinel.containers.metadata import Mount
 from sentinel.events import AT_FDCWD, Credentials, Event, EventType, NsView
 from sentinel.process.facts import ProcFacts
 
@@ -416,6 +417,8 @@ def hostile_meta(full_id: str) -> ContainerMeta:
         image_repository="nginx", image_tag="1.25", image_digest="sha256:" + "cd" * 32, image_id="ef" * 32,
         labels=((odd, odd), ("a", "")), labels_truncated=True, privileged=True, host_network=False,
         host_pid=None, host_ipc=None, pod=pod,
+        mounts=(Mount(odd, "/host" + odd, "z", False, "rprivate"), Mount("/var/run/docker.sock", "/s")),
+        mounts_truncated=True,
     )  # fmt: skip
 
 
@@ -434,6 +437,21 @@ def test_container_meta_records_round_trip(tmp_path: Path) -> None:
     assert reader.problem is None
     assert items[1:] == [*changes, found, bare]
     assert describe(path).records["container_meta"] == 6
+
+
+def test_a_version_7_meta_without_mounts_is_read(tmp_path: Path) -> None:
+    """Version 7 had no mounts: its 14-element meta reads as "the runtime did not say" (None)."""
+    full = "9e" * 32
+    path = tmp_path / "c"
+    with CaptureWriter(path, HEADER) as w:
+        w.write_container_meta(MetaChange(full, "found", hostile_meta(full)))
+    raw = list(msgpack.Unpacker(io.BytesIO(path.read_bytes()), raw=False))
+    raw[0]["version"] = 7
+    raw[1][3] = raw[1][3][:14]
+    path.write_bytes(b"".join(msgpack.packb(r, use_bin_type=True) for r in raw))
+    items, reader = read_all(path)
+    assert reader.problem is None
+    assert items[1].meta.mounts is None and items[1].meta.name == hostile_meta(full).name
 
 
 def test_facts_with_a_nul_inside_an_argument_are_refused(tmp_path: Path) -> None:
@@ -456,7 +474,7 @@ def test_header_is_complete_and_segments_are_exposed(tmp_path: Path) -> None:
     assert [h["boot_id"] for h in reader.headers] == ["b00t", "other-boot"]
     assert reader.headers[1]["created_ns"] == 77
     head = reader.headers[0]
-    assert head["format"] == "sentinel-capture" and head["version"] == 7
+    assert head["format"] == "sentinel-capture" and head["version"] == 8
     assert {k: head[k] for k in HOST} == HOST and head["probe_mode"] == "test"
     assert isinstance(head["created_ns"], int)
 
@@ -681,7 +699,7 @@ def test_headerless_file_is_not_a_capture(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("changes", "kind", "message"),
     [
-        ({"version": 8}, "unsupported", "unsupported capture version 8"),
+        ({"version": 9}, "unsupported", "unsupported capture version 9"),
         ({"version": "1"}, "corrupt", "version is str"),
         ({"format": "sentinel-capturez"}, "not-a-capture", "not a sentinel capture: format is str"),
         ({"boot_time_ns": None}, "corrupt", "lacks 'boot_time_ns'"),
@@ -762,7 +780,7 @@ BAD_RECORDS: list[Any] = [
     (pack([10, b"a", b"found", None]), "state is bytes"),
     (pack([10, b"a", "found", None]), "meta is None for state found: given exactly when found"),
     (pack([10, b"a", "pending", [b""] * 14]), "meta is list of 14 items for state pending"),
-    (pack([10, b"a", "found", [b""] * 13]), "meta is list .*, expected an array of 14"),
+    (pack([10, b"a", "found", [b""] * 13]), "meta is list .*, expected an array of 16"),
     (_meta_record(0, "x"), "source is str"),
     (_meta_record(7, [b"k"]), "labels is list .*, expected an array of keys and values"),
     (_meta_record(7, ["k", "v"]), "labels is str"),
@@ -790,7 +808,7 @@ BAD_RECORDS: list[Any] = [
             (pack([2, 1, 2, 3, b"c", None, None, None, 0, 0, None]), "tty_nr is None"),
         ]
     ),
-    (pack({"format": "sentinel-capture", "version": 8}), "unsupported capture version 8"),
+    (pack({"format": "sentinel-capture", "version": 9}), "unsupported capture version 9"),
     (pack([*VALID_EVENT_V6[:-2], [1, 2, 3], None]), "event record ns is list of 3 items, expected nil or an"),
     (pack([*VALID_EVENT_V6[:-2], None, [1, 2, 3, "4"]]), "event record child_ns is list of 4 items"),
     (pack([*VALID_EVENT_V6[:-2], 1, None]), "event record ns is integer 1"),
@@ -870,7 +888,7 @@ def test_a_record_whose_parts_add_up_past_the_limit_is_refused(tmp_path: Path) -
 def test_a_later_segment_with_another_version_stops_there(tmp_path: Path) -> None:
     path = tmp_path / "c"
     first = header_bytes() + pack([6, 1])
-    path.write_bytes(first + header_bytes(version=8) + pack([6, 2]))
+    path.write_bytes(first + header_bytes(version=9) + pack([6, 2]))
     items, reader = read_all(path)
     assert items[1:] == [FactsMiss(1)]
     assert reader.problem is not None

@@ -35,6 +35,7 @@ from sentinel.containers.cri_messages import SERVICE, messages
 from sentinel.containers.metadata import (
     LABELS_MAX,
     LookupTimeout,
+    Mount,
     RefusedAnswer,
     RuntimeUnavailable,
     SocketMissing,
@@ -204,6 +205,14 @@ def test_upstream_encoded_messages_parse() -> None:
     assert sandbox.status.linux.namespaces.options.network == 2
     listed = m.ListContainersResponse.FromString(LIST_CONTAINERS_RESPONSE)
     assert listed.containers[0].pod_sandbox_id == SID
+
+
+def test_upstream_mounts_are_read() -> None:
+    """The status's mounts (kubelet's volumes): host path, container path, read-only, propagation."""
+    status = messages().ContainerStatusResponse.FromString(CONTAINER_STATUS_RESPONSE)
+    meta = meta_from_status(status, "containerd:/run/containerd/containerd.sock", CID)
+    assert meta.mounts == (Mount("/srv/data", "/data", "", False, "rprivate"),)
+    assert not meta.mounts_truncated
 
 
 def test_requests_encode_as_upstream() -> None:

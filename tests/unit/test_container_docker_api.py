@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
+from typing import Any
 
 import orjson
 import pytest
@@ -16,7 +17,9 @@ import pytest
 from sentinel.containers.docker_api import DockerClient, ImageFacts, meta_from_inspect
 from sentinel.containers.metadata import (
     LABELS_MAX,
+    MOUNTS_MAX,
     LookupTimeout,
+    Mount,
     RefusedAnswer,
     RuntimeUnavailable,
     SocketMissing,
@@ -387,3 +390,30 @@ def test_image_facts_from_hostile_image_inspect() -> None:
     meta = meta_from_inspect(doc, CID, "docker:/x", facts)
     assert (meta.image_repository, meta.image_tag) == ("ok/app", "v1")
     assert meta.image_digest == DIGEST  # the only digest the image has, though under another name
+
+
+def test_mounts_are_read_and_hostile_entries_skipped(daemon: FakeDockerAPI) -> None:
+    """Inspect's Mounts, in the runtime's order; entries of the wrong shape skipped, wrong types empty."""
+    mounts: list[Any] = [
+        {"Type": "bind", "Source": "/var/run/docker.sock", "Destination": "/var/run/docker.sock", "Mode": "",
+         "RW": True, "Propagation": "rprivate"},
+        "not a mount",
+        {"Type": "volume", "Source": 7, "Destination": "/data\udc80", "Mode": "z", "RW": False},
+    ]  # fmt: skip
+    daemon.routes[container_path()] = (200, docker_inspect(Mounts=mounts))
+    meta = DockerClient(daemon.path).inspect(CID, 2.0)
+    assert meta is not None and meta.mounts == (
+        Mount("/var/run/docker.sock", "/var/run/docker.sock", "", True, "rprivate"),
+        Mount("", "/data\ufffd", "z", False, ""),
+    )
+
+
+def test_mounts_are_unknown_without_a_list_and_capped(daemon: FakeDockerAPI) -> None:
+    daemon.routes[container_path()] = (200, docker_inspect(Mounts={"Source": "/"}))
+    meta = DockerClient(daemon.path).inspect(CID, 2.0)
+    assert meta is not None and meta.mounts is None  # not "no mounts": nothing is known
+    many = [{"Source": f"/s{i}", "Destination": f"/d{i}", "RW": True} for i in range(MOUNTS_MAX + 100)]
+    daemon.routes[container_path()] = (200, docker_inspect(Mounts=many))
+    meta = DockerClient(daemon.path).inspect(CID, 2.0)
+    assert meta is not None and meta.mounts is not None
+    assert len(meta.mounts) == MOUNTS_MAX and meta.mounts_truncated and meta.mounts[0].source == "/s0"

@@ -21,7 +21,7 @@ from sentinel.containers.meta_view import (
     falco_labels,
     fields_of,
 )
-from sentinel.containers.metadata import ContainerMeta, K8sPod
+from sentinel.containers.metadata import ContainerMeta, K8sPod, Mount
 from sentinel.containers.metadata_service import MetadataService
 from tests.unit.test_container_identity import FakeResolver
 from tests.unit.test_container_metadata import Clock, Fakes, ref
@@ -224,3 +224,25 @@ def test_falco_labels_text() -> None:
     labels = (("a", "1"), ("annotation.x", "y"), ("b", ""), ("io.kubernetes.pod.uid", "u"))
     assert falco_labels(labels) == "a:1, b"
     assert falco_labels(()) == ""
+
+
+def test_mount_fields_answer_as_falco() -> None:
+    """By number or by a glob on the source (on the destination for the source itself); `none`/`N/A` for a
+    mount the container does not have; missing while nothing is known."""
+    meta = ContainerMeta(
+        full_id="c" * 64, source="docker:/s",
+        mounts=(Mount("/proc", "/host/proc", "", False, "rslave"),
+                Mount("/var/run/docker.sock", "/d.sock", "z")),
+    )  # fmt: skip
+    f = fields_of(meta)
+    assert f.mounts_text == "/proc:/host/proc::false:rslave,/var/run/docker.sock:/d.sock:z:true:"
+    assert f.mount_value("/proc*", "destination") == "/host/proc"
+    assert f.mount_value("/var/*", "destination") == "/d.sock"  # `*` crosses `/`
+    assert f.mount_value("/host/proc", "source") == "/proc"
+    assert f.mount_value("1", "text") == "/var/run/docker.sock:/d.sock:z:true:"
+    assert f.mount_value("0", "rw") == "false" and f.mount_value("0", "propagation") == "rslave"
+    assert f.mount_value("/etc", "destination") == "N/A" and f.mount_value("/etc", "text") == "none"
+    assert f.mount_value("7", "mode") == "N/A"
+    unknown = fields_of(ContainerMeta(full_id="c" * 64, source="cri:/s"))
+    assert unknown.mounts_text is None and unknown.mount_value("/proc*", "destination") is None
+    assert NO_FIELDS.mount_value("0", "text") is None and HOST_FIELDS.mount_value("/", "destination") is None

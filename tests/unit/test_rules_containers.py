@@ -14,6 +14,7 @@ import yaml
 from sentinel.alerts.ecs import EcsRenderer
 from sentinel.containers import ContainerMeta, ContainerRef, K8sPod
 from sentinel.containers.meta_view import MetaChange, MetadataView, MetaFields, fields_of
+from sentinel.containers.metadata import Mount
 from sentinel.events import Credentials
 from sentinel.host import HostInfo
 from sentinel.rules import load_text
@@ -126,6 +127,8 @@ WEB = ContainerMeta(
     labels=(("com.docker.compose.service", "web"), ("io.kubernetes.pod.name", "web-0")), privileged=True,
     host_network=False, host_pid=None,
     pod=K8sPod("web-0", "shop", POD_UID, "ab" * 32, (("app", "web"), ("tier", "front"))),
+    mounts=(Mount("/var/run/docker.sock", "/var/run/docker.sock", "", True, "rprivate"),
+            Mount("/srv/www", "/usr/share/nginx/html", "ro", False, "rprivate")),
 )  # fmt: skip
 
 
@@ -163,6 +166,16 @@ def with_meta(ctx: EvalContext, fields: dict[str, MetaFields]) -> EvalContext:
         ("k8s.pod.labels", "app:web, tier:front"),
         ("k8s.pod.label[app]", "web"),
         ("k8s.pod.label[nope]", None),
+        ("container.mounts", "/var/run/docker.sock:/var/run/docker.sock::true:rprivate,"
+                             "/srv/www:/usr/share/nginx/html:ro:false:rprivate"),
+        ("container.mount[1]", "/srv/www:/usr/share/nginx/html:ro:false:rprivate"),
+        ("container.mount[/etc*]", "none"),
+        ("container.mount.dest[/var/run/docker.sock]", "/var/run/docker.sock"),
+        ("container.mount.dest[/proc*]", "N/A"),
+        ("container.mount.source[/usr/share/*]", "/srv/www"),
+        ("container.mount.mode[/srv/www]", "ro"),
+        ("container.mount.rdwr[0]", "true"),
+        ("container.mount.propagation[1]", "rprivate"),
     ],
 )
 def test_fields_from_the_runtimes_answer(field: str, value: object) -> None:
@@ -170,6 +183,16 @@ def test_fields_from_the_runtimes_answer(field: str, value: object) -> None:
     assert rs.field_value(field, with_meta(exec_ctx(in_container()), known())) == value
     if field not in ("k8s.pod.uid", "k8s.pod.id"):  # the rest needs the answer
         assert rs.field_value(field, exec_ctx(in_container())) is None
+
+
+def test_falcos_sensitive_mount_macro_reads_the_mounts() -> None:
+    """Falco's `sensitive_mount` (`not container.mount.dest[...] in ("<NA>","N/A")`): true with docker.sock
+    mounted, false in a container without such mounts once its answer is in."""
+    cond = 'not container.mount.dest[/var/run/docker.sock] in ("<NA>","N/A")'
+    pending = exec_ctx(in_container())
+    assert holds(cond, with_meta(pending, known()))
+    plain = dataclasses.replace(WEB, mounts=())
+    assert not holds(cond, with_meta(pending, known(plain)))
 
 
 def test_the_pod_uid_from_the_cgroup_needs_no_answer() -> None:

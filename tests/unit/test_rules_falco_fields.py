@@ -43,7 +43,7 @@ def test_catalogue_names_are_unique_and_descriptions_short() -> None:
         ("proc.exe_ino.ctime_duration_proc_start < 1000", "proc.exe_ino.ctime_duration_proc_start"),
         ("fd.sip.name = example.com", "fd.sip.name"),
         ("evt.buffer contains ELF", "evt.buffer"),
-        ("container.mount.dest[/var/run/docker.sock] != ''", "container.mount.dest"),
+        ("container.healthcheck != ''", "container.healthcheck"),
         ("k8s.rs.label[app] = web", "k8s.rs.label"),
         ("evt.arg[0] = 3", "evt.arg"),
         ("evt.type.is.open = 1", "evt.type.is.open"),
