@@ -13,6 +13,7 @@
 #define EVT_FORK 4
 #define EVT_EXIT 5
 #define EVT_CHDIR 6
+#define EVT_CONTAINER 7       /* never sent: the agent's own event when a container's metadata arrives */
 /* Security-relevant syscalls (bpf_probes/sentinel_security.c): one wire type per call, all in struct
  * sys_event. Values mirror sentinel/events.py (EventType). */
 #define EVT_TAMPER 15         /* a signal or ptrace aimed at the agent (from signal_generate / ptrace entry) */

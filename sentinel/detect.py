@@ -36,6 +36,7 @@ from sentinel.rules.correlate import Correlator, Firing, describe
 
 _OPEN = EventType.OPEN
 _CHDIR = EventType.CHDIR
+_CONTAINER = EventType.CONTAINER
 _TAMPER = EventType.TAMPER
 _EXEC = EventType.EXEC
 # What the host model scores (sentinel.anomaly.features.SCORED_TYPES; not imported: it brings numpy).
@@ -157,6 +158,11 @@ class DetectionStream:
         view = metadata_view(table)  # the containers' runtime metadata, as the pipeline has taken it
         self.ecs.containers = view
         self.meta_fields: FieldsLookup = view.fields if view is not None else NO_METADATA
+        # Containers whose answer arrived since the last event: their `container` events come before the next
+        # one (the view says so between two events, live and in replay alike; never in the middle of one).
+        self._started: list[str] = []
+        if view is not None:
+            view.on_found = self._started.append
         renderers = {f: make_renderer(f, self.ecs) for f in FORMATS}
         self.writer = AlertWriter(renderers[fmt] if fmt in renderers else make_renderer(fmt, self.ecs), sink,
                                   renderers)  # fmt: skip
@@ -175,6 +181,8 @@ class DetectionStream:
     # ------------------------------------------------------------------------------------------- events
 
     def handle(self, ev: Event) -> None:
+        if self._started:
+            self._containers_started(ev.ts_ns)
         etype = ev.type
         if etype is _TAMPER:  # aimed at the agent itself: an internal alert, not a rule's business
             self.events += 1
@@ -186,7 +194,7 @@ class DetectionStream:
         if etype is _CHDIR:
             before = self.table.get(ev.pid)
             cwd_before = before.cwd if before is not None else None
-        proc = self.table.apply(ev)
+        proc = self.table.apply(ev) if etype is not _CONTAINER else self.table.get(ev.pid)
         if etype is _EXEC and ev.ret == 0:
             self.ecs.exec_generation += 1  # ancestors' images changed: the render cache must notice
         path = None
@@ -251,6 +259,19 @@ class DetectionStream:
                     "sentinel.match_failed", problem=repr(exc), event_type=ev.type_name, pid=ev.pid,
                     errors=self.match_errors,
                 )  # fmt: skip
+
+    def _containers_started(self, ts_ns: int) -> None:
+        """A `container` event (Falco's) for each container whose runtime metadata arrived: its process is
+        the container's first one the table knows (its init, pid 1 inside, where known)."""
+        started = self._started[:]  # (the view's hook appends to this very list: emptied in place)
+        self._started.clear()
+        for full_id in started:
+            proc = self.table.container_init(full_id)
+            if proc is None:
+                continue  # every process of it is gone: no process to name, nothing runs there
+            ev = Event(_CONTAINER, max(ts_ns - 1, self.last_ts_ns), proc.pid, proc.pid, max(proc.uid, 0),
+                       max(proc.gid, 0), proc.comm, cgroup_id=proc.cgroup_id)  # fmt: skip
+            self.handle(ev)
 
     def _correlated(self, fired: list[Firing]) -> None:
         """Correlation alerts: the last counted event's document, aggregated per group (not per lineage)."""

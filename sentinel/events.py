@@ -22,6 +22,10 @@ class EventType(enum.IntEnum):
     FORK = 4
     EXIT = 5
     CHDIR = 6  # internal: keeps the process table's cwd right for processes that exit at once
+    # Made by the agent, never by the kernel: a container's runtime metadata arrived (Falco's `container`
+    # event). Its process is the container's first one the table knows; never in captures (replay makes it
+    # again from the recorded metadata).
+    CONTAINER = 7
     # Security-relevant syscalls (sentinel/syscalls.py says what each carries), and tamper evidence.
     TAMPER = 15  # a signal, ptrace, memory write, BPF object or fd theft aimed at the agent itself
     SETUID = 16
@@ -96,10 +100,13 @@ EVENT_TYPE_NAMES: dict[int, str] = {
     EventType.FORK: "fork",
     EventType.EXIT: "exit",
     EventType.CHDIR: "chdir",
+    EventType.CONTAINER: "container",
     EventType.TAMPER: "tamper",
     **{t: t.name.lower() for t in EventType if t >= 16},  # Falco's evt.type: the syscall's name
 }
 SYSCALL_TYPES = frozenset(t for t in EventType if t >= 16)
+# What probes send and captures hold: every type but the agent's own.
+KERNEL_TYPES = frozenset(t for t in EventType if t is not EventType.CONTAINER)
 # What `sentinel events`, `run` and `replay` show unless --types says otherwise (parsed by the pipeline).
 DEFAULT_TYPES_SPEC = "exec,open,connect,security,file,listening,datagram,fd"
 

@@ -41,6 +41,7 @@ TYPE_BY_NAME: dict[str, EventType | frozenset[EventType]] = {
     "fork": EventType.FORK,
     "exit": EventType.EXIT,
     "chdir": EventType.CHDIR,
+    "container": EventType.CONTAINER,  # (made by `sentinel run`'s detection, never by the sensor)
     "tamper": EventType.TAMPER,
     "security": SECURITY_TYPES,
     **{family: frozenset(types) for family, types in FAMILIES.items()},

@@ -373,6 +373,25 @@ class EcsRenderer:
         if orchestrator is not None:
             doc["orchestrator"] = orchestrator
 
+    def _container_started(
+        self, doc: dict[str, Any], event: dict[str, Any], sentinel: dict[str, Any], proc: Process | None
+    ) -> None:
+        """A container's runtime metadata arrived (Falco's `container` event): its mounts go with it."""
+        event.update(category=["process"], type=["info"], action="container")
+        ref = proc.container if proc is not None else None
+        view = self.containers
+        fields = view.fields.get(ref.full_id) if view is not None and ref is not None else None
+        meta = fields.meta if fields is not None else None
+        if meta is not None and meta.mounts is not None and "container" in sentinel:
+            mounts = [{"source": m.source, "destination": m.destination, "mode": m.mode, "rw": m.rw,
+                       "propagation": m.propagation} for m in meta.mounts]  # fmt: skip
+            sentinel["container"] = {**sentinel["container"], "mounts": mounts}  # (the shared block: copied)
+            if meta.mounts_truncated:
+                sentinel["container"]["mounts_truncated"] = True
+        name = meta.name if meta is not None and meta.name else (ref.id if ref is not None else "")
+        doc["message"] = f"container {name} started" + (f" ({meta.image})" if meta is not None and meta.image
+                                                        else "")  # fmt: skip
+
     def event_doc(
         self,
         ev: Event,
@@ -488,6 +507,8 @@ class EcsRenderer:
         elif kind is EventType.CHDIR:
             event.update(category=["process"], type=["change"], action="chdir")
             doc["message"] = f"chdir {resolved_path or ev.path}"
+        elif kind is EventType.CONTAINER:
+            self._container_started(doc, event, sentinel, proc)
         elif kind in SOCKET_TYPES:
             socket_doc(doc, event, detail, ev)
         elif kind in FILE_TYPES:

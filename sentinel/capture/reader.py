@@ -74,7 +74,7 @@ from sentinel.capture.format import (
 from sentinel.containers.cgroup_path import ContainerRef
 from sentinel.containers.meta_view import FOUND, STATES, MetaChange
 from sentinel.containers.metadata import ContainerMeta, K8sPod, Labels, Mount
-from sentinel.events import Credentials, Event, EventType, NsView
+from sentinel.events import KERNEL_TYPES, Credentials, Event, EventType, NsView
 
 if TYPE_CHECKING:
     from sentinel.process.facts import ProcFacts
@@ -83,7 +83,7 @@ READ_SIZE = 256 << 10
 
 _ENC = TEXT_ENCODING
 _ERR = TEXT_ERRORS
-_TYPES: dict[int, EventType] = {int(t): t for t in EventType}
+_TYPES: dict[int, EventType] = {int(t): t for t in KERNEL_TYPES}
 _EVENT_INT_POS = tuple(i + 1 for i, n in enumerate(EVENT_FIELDS) if n not in EVENT_BIN_FIELDS and n != "argv")
 # The hot path checks every integer element at once (C loops); a bad record is walked to name the culprit.
 _EVENT_INTS = operator.itemgetter(*_EVENT_INT_POS)

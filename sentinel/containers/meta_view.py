@@ -236,6 +236,9 @@ class MetadataView:
     ) -> None:
         self.service = service
         self.on_change = on_change
+        # Called with a container's full id when its answer first arrives (found after any other state), in
+        # the same order live and in replay: the detection stream's `container` event.
+        self.on_found: Callable[[str], None] | None = None
         self.max_containers = max(1, max_containers)
         self.fields: dict[str, MetaFields] = {}
         self.stats = ViewStats()
@@ -294,7 +297,8 @@ class MetadataView:
         return _MARKS.get(self._state.get(full_id))  # type: ignore[arg-type]
 
     def _change(self, full_id: str, state: str, meta: ContainerMeta | None) -> None:
-        if self._state.get(full_id) == state and (state != FOUND or self._same_answer(full_id, meta)):
+        before = self._state.get(full_id)
+        if before == state and (state != FOUND or self._same_answer(full_id, meta)):
             return  # (an answer note() already took from the service, handed over again by poll())
         if state == FOUND and meta is not None:
             self.fields[full_id] = fields_of(meta)
@@ -313,6 +317,8 @@ class MetadataView:
         self.stats.changes += 1
         if self.on_change is not None:
             self.on_change(MetaChange(full_id, state, meta if state == FOUND else None))
+        if state == FOUND and before != FOUND and self.on_found is not None:
+            self.on_found(full_id)
 
     def _same_answer(self, full_id: str, meta: ContainerMeta | None) -> bool:
         known = self.fields.get(full_id)

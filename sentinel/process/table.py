@@ -282,6 +282,20 @@ class ProcessTable:
     def __len__(self) -> int:
         return len(self._procs)
 
+    def container_init(self, full_id: str) -> Process | None:
+        """The container's first process the table knows: the one that is pid 1 inside, else the oldest
+        living one (None: none is known). One pass over the table, once per container start."""
+        best: Process | None = None
+        for proc in self._procs.values():
+            ref = proc.container
+            if ref is None or ref.full_id != full_id or proc.exited_ns is not None:
+                continue
+            if proc.vpid == 1:
+                return proc
+            if best is None or proc.start_ns < best.start_ns:
+                best = proc
+        return best
+
     def __contains__(self, pid: object) -> bool:
         return pid in self._procs
 

@@ -32,11 +32,12 @@ BOOL = "bool"
 IP = "ip"
 IPNET = "ipnet"
 
-EXEC, OPEN, CONNECT, FORK, EXIT, CHDIR = (
+EXEC, OPEN, CONNECT, FORK, EXIT, CHDIR, CONTAINER = (
     EventType.EXEC, EventType.OPEN, EventType.CONNECT, EventType.FORK, EventType.EXIT, EventType.CHDIR,
+    EventType.CONTAINER,
 )  # fmt: skip
 SECURITY: tuple[EventType, ...] = tuple(sorted(SYSCALL_TYPES))  # the security syscalls (sentinel.syscalls)
-ALL: tuple[EventType, ...] = (EXEC, OPEN, CONNECT, FORK, EXIT, CHDIR, *SECURITY)
+ALL: tuple[EventType, ...] = (EXEC, OPEN, CONNECT, FORK, EXIT, CHDIR, CONTAINER, *SECURITY)
 MAIN: tuple[EventType, ...] = (EXEC, OPEN, CONNECT)
 TARGETED: tuple[EventType, ...] = tuple(sorted(TARGETED_TYPES))  # calls aimed at another process
 FILE_TWO_PATHS: tuple[EventType, ...] = tuple(sorted(TWO_PATHS))
@@ -61,6 +62,7 @@ EVENT_NAMES: dict[str, EventType] = {
     "procexit": EXIT,
     "chdir": CHDIR,
     "fchdir": CHDIR,
+    "container": CONTAINER,
     **{spec.name: t for t, spec in SYSCALLS.items()},
     "umount": EventType.UMOUNT2,  # Falco names both; umount(2) is umount2 without flags
 }
@@ -391,9 +393,10 @@ FIELDS_LIST: list[FieldDef] = [
         "evt.type",
         STRING,
         "Event name: execve/execveat (exec), openat/openat2/creat (open), connect, clone (fork), procexit, "
-        "chdir/fchdir, and the security syscalls by name (setuid, ptrace, mount, umount2...). In "
-        "conditions `open` compares equal to `openat`, `fork`/`vfork`/`clone3` to `clone` (sentinel cannot "
-        "tell them apart) and `umount` to `umount2`.",
+        "chdir/fchdir, container (the agent's own event when a container's runtime metadata arrived: "
+        "Falco's `container` event), and the security syscalls by name (setuid, ptrace, mount, umount2...). "
+        "In conditions `open` compares equal to `openat`, `fork`/`vfork`/`clone3` to `clone` (sentinel "
+        "cannot tell them apart) and `umount` to `umount2`.",
         by={
             EXEC: '("execveat" if ev.flags & 4 else "execve")',
             OPEN: '("openat2" if ev.flags & 8 else "creat" if ev.flags & 16 else "openat")',
@@ -401,6 +404,7 @@ FIELDS_LIST: list[FieldDef] = [
             FORK: '"clone"',
             EXIT: '"procexit"',
             CHDIR: '("chdir" if ev.path else "fchdir")',
+            CONTAINER: '"container"',
             **{t: repr(SYSCALLS[t].name) for t in SECURITY},
         },
         domain={
@@ -410,6 +414,7 @@ FIELDS_LIST: list[FieldDef] = [
             FORK: _ds("clone"),
             EXIT: _ds("procexit"),
             CHDIR: _ds("chdir", "fchdir"),
+            CONTAINER: _ds("container"),
             **{t: _ds(SYSCALLS[t].name) for t in SECURITY},
         },
     ),
@@ -1448,7 +1453,8 @@ LIST_OPS = frozenset({"in", "intersects", "pmatch"})
 
 
 def event_type_names(types: Iterable[EventType]) -> str:
-    names = {EXEC: "exec", OPEN: "open", CONNECT: "connect", FORK: "fork", EXIT: "exit", CHDIR: "chdir"}
+    names = {EXEC: "exec", OPEN: "open", CONNECT: "connect", FORK: "fork", EXIT: "exit", CHDIR: "chdir",
+             CONTAINER: "container"}  # fmt: skip
     chosen = set(types)
     if set(SECURITY) <= chosen:  # "every security syscall", not 27 names
         return ", ".join([*(names[t] for t in ALL if t in chosen and t in names), "security syscalls"])

@@ -15,7 +15,7 @@ from typing import Any
 
 from sentinel.containers.cgroup_path import ContainerRef
 from sentinel.containers.meta_view import MetaFields, fields_of
-from sentinel.containers.metadata import ContainerMeta, K8sPod
+from sentinel.containers.metadata import ContainerMeta, K8sPod, Mount
 from sentinel.rules.fixture_values import FixtureError, as_map, as_str
 
 __all__ = ["fixture_metadata"]
@@ -36,7 +36,8 @@ def fixture_metadata(
     if pod_uid and not ref.pod_uid:
         ref = ContainerRef(ref.runtime, ref.full_id, ref.id, ref.rootless, pod_uid)
     answered = ("name", "image", "labels", "security_context")
-    if not any(k in block for k in answered) and not resource.get("name") and "source" not in extra:
+    if (not any(k in block for k in answered) and not resource.get("name") and "source" not in extra
+            and "mounts" not in extra):  # fmt: skip
         return ref, {}
     image = as_map(block.get("image"), "container.image")
     digests = as_map(image.get("hash"), "container.image.hash").get("all")
@@ -67,8 +68,29 @@ def fixture_metadata(
         host_pid=_flag(extra.get("host_pid"), "sentinel.container.host_pid"),
         host_ipc=_flag(extra.get("host_ipc"), "sentinel.container.host_ipc"),
         pod=pod,
+        mounts=_mounts(extra.get("mounts")),
     )
     return ref, {ref.full_id: fields_of(meta)}
+
+
+_MOUNT_TEXT = ("source", "destination", "mode", "propagation")
+
+
+def _mounts(value: Any) -> tuple[Mount, ...] | None:
+    """``sentinel.container.mounts`` (a `container` event's): source, destination, mode, rw, propagation."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise FixtureError(f"sentinel.container.mounts must be a list, not {type(value).__name__}")
+    out = []
+    for i, entry in enumerate(value):
+        m = as_map(entry, f"sentinel.container.mounts[{i}]")
+        rw = m.get("rw", True)
+        if not isinstance(rw, bool):
+            raise FixtureError(f"sentinel.container.mounts[{i}].rw must be true or false")
+        text = {k: as_str(m.get(k), f"sentinel.container.mounts[{i}].{k}") for k in _MOUNT_TEXT}
+        out.append(Mount(text["source"], text["destination"], text["mode"], rw, text["propagation"]))
+    return tuple(out)
 
 
 def _first(value: Any, what: str) -> str:

@@ -67,6 +67,7 @@ _ACTIONS = {
     "procexit": EventType.EXIT,
     "chdir": EventType.CHDIR,
     "fchdir": EventType.CHDIR,
+    "container": EventType.CONTAINER,
     **{spec.name: t for t, spec in SYSCALLS.items()},
     "umount": EventType.UMOUNT2,
 }

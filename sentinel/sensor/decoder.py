@@ -22,6 +22,7 @@ from sentinel.events import (
     FLAG_NS_VIEW,
     FLAG_START,
     FLAG_TTY,
+    KERNEL_TYPES,
     Credentials,
     Event,
     EventType,
@@ -80,7 +81,7 @@ def _cstr(raw: bytes) -> str:
     return _text(raw if end < 0 else raw[:end])
 
 
-_TYPES: dict[int, EventType] = {int(t): t for t in EventType}
+_TYPES: dict[int, EventType] = {int(t): t for t in KERNEL_TYPES}
 # Few distinct commands and credential sets make most of a host's events: their decoded forms are shared
 # (both immutable). Bounded: emptied when full, so hostile variety costs a re-decode, never memory.
 _CACHE_MAX = 4096

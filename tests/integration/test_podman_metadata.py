@@ -28,7 +28,7 @@ import orjson
 import pytest
 
 from .conftest import get
-from .podman import IMAGE, Container, podman_service, running_container
+from .podman import IMAGE, Bind, Container, podman_service, running_container
 from .test_detection import Detector
 
 pytestmark = pytest.mark.kernel
@@ -123,6 +123,34 @@ def test_an_unprivileged_container_says_so(agent: Agent, podman_image: str) -> N
             alert = read_shadow(agent, c, after=len(agent.detector.alerts))
         assert alert["container"]["name"] == c.name
         assert alert["container"]["security_context"] == {"privileged": False}
+
+
+SENSITIVE = "Sensitive Host Path Mounted In Container"
+
+
+def test_a_container_started_with_the_hosts_etc_mounted(agent: Agent, podman_image: str) -> None:
+    """The host's /etc bind-mounted: once podman has answered, the `container` event carries the mounts and
+    the shipped rule fires for it, naming the container's first process (pid 1 inside); a container without
+    such a mount raises nothing (its own alert shows podman answered for it)."""
+    with running_container(podman_image, binds=[Bind("/etc", "/host-etc")]) as c:
+        alert = agent.detector.wait_alert(SENSITIVE, lambda a: get(a, "container.id") == c.id, timeout=20)
+    assert get(alert, "event.action") == "container"
+    assert get(alert, "container.name") == c.name
+    mount = {"source": "/etc", "destination": "/host-etc", "rw": False}
+    mounts = get(alert, "sentinel.container.mounts")
+    assert any(mount.items() <= m.items() for m in mounts), mounts
+    assert get(alert, "process.pid") == c.pid and get(alert, "process.vpid") == 1
+    assert "/etc:/host-etc:" in alert["message"]
+    with running_container(podman_image) as plain:
+        alert = read_shadow(agent, plain)
+        deadline = time.monotonic() + 10
+        while "name" not in alert["container"] and time.monotonic() < deadline:  # until podman answered
+            time.sleep(0.5)
+            alert = read_shadow(agent, plain, after=len(agent.detector.alerts))
+        assert alert["container"]["name"] == plain.name
+        time.sleep(1.0)
+    assert not [a for a in agent.detector.alerts if get(a, "rule.name") == SENSITIVE
+                and get(a, "container.id") == plain.id]  # fmt: skip
 
 
 def test_a_host_process_alert_has_no_container_block(agent: Agent, tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ from sentinel.capture.format import (
 from sentinel.containers import ContainerMeta, ContainerRef, K8sPod
 from sentinel.containers.meta_view import MetaChange
 from sentinel.containers.metadata import Mount
-from sentinel.events import AT_FDCWD, Credentials, Event, EventType, NsView
+from sentinel.events import AT_FDCWD, KERNEL_TYPES, Credentials, Event, EventType, NsView
 from sentinel.process.facts import ProcFacts
 
 HOST = {
@@ -241,7 +241,7 @@ def test_version_5_records_still_read(tmp_path: Path) -> None:
 # -- round trips -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("etype", list(EventType))
+@pytest.mark.parametrize("etype", sorted(KERNEL_TYPES))
 def test_every_event_type_round_trips_hostile_content(tmp_path: Path, etype: EventType) -> None:
     path = tmp_path / "c"
     events = [
@@ -267,7 +267,7 @@ ints = st.integers(min_value=I64_MIN, max_value=U64)
 @st.composite
 def events(draw: st.DrawFn) -> Event:
     return Event(
-        type=draw(st.sampled_from(list(EventType))),
+        type=draw(st.sampled_from(sorted(KERNEL_TYPES))),
         ts_ns=draw(ints),
         pid=draw(ints),
         tid=draw(ints),

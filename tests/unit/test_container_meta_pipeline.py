@@ -5,6 +5,7 @@ to the same documents and alerts without asking any runtime (the fake client wou
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from sentinel.alerts.ecs import EcsRenderer
 from sentinel.capture import CaptureReader, CaptureWriter, capture_header
 from sentinel.containers.meta_view import MetaChange, MetadataView
-from sentinel.containers.metadata import ContainerMeta
+from sentinel.containers.metadata import ContainerMeta, Mount
 from sentinel.containers.metadata_service import MetadataService
 from sentinel.detect import DetectionStream
 from sentinel.events import Event, EventType
@@ -26,7 +27,7 @@ from sentinel.process.table import ProcessTable
 from sentinel.recording import replay_events
 from sentinel.rules import load_text
 from tests.unit.detect_fixtures import ListSink
-from tests.unit.test_container_identity import A_ID, HOST_ID, A, identity, table
+from tests.unit.test_container_identity import A_ID, B_ID, HOST_ID, A, B, identity, table
 from tests.unit.test_container_metadata import Clock, Fakes
 
 HOST = HostInfo("h", "m", "boot", "6.18", boot_time_ns=1_700_000_000_000_000_000)
@@ -249,3 +250,86 @@ def test_replay_never_asks_a_runtime() -> None:
     t.apply(opens(20, A_ID, 10_000_000_000)[0])
     assert view.state(A) is None and view.mark(A) is None  # no record, no state: no mark either
 
+
+
+CONTAINER_RULES = """
+- rule: Container with the docker socket
+  desc: test
+  condition: evt.type = container and container.mount.dest[/var/run/docker.sock] != N/A
+  output: "started %container.name (%container.mounts) pid=%proc.pid vpid=%proc.vpid"
+  priority: warning
+- rule: Any container started
+  desc: test
+  condition: evt.type = container
+  output: "started %container.id"
+  priority: informational
+"""
+SOCKET = (Mount("/var/run/docker.sock", "/var/run/docker.sock", "", True, "rprivate"),)
+
+
+class TwoRuntimes(Live):
+    """Live, with containerd answering for container B too."""
+
+    def __init__(self, capture: Path | None = None) -> None:
+        self.fakes = Fakes()
+        self.service = MetadataService(
+            ["docker:/d.sock", "containerd:/c.sock"], client_factory=self.fakes, clock=Clock(),
+            rootless=False, timeout=0.5,
+        )  # fmt: skip
+        self.writer = CaptureWriter(capture, capture_header("test", host=HOST.to_dict())) if capture else None
+        on_change = self.writer.write_container_meta if self.writer else None
+        self.view = MetadataView(self.service, on_change=on_change)
+        on_answer = self.writer.write_container if self.writer else None
+        self.table = table(identity(on_answer=on_answer, metadata=self.view))
+        self.fakes["docker:/d.sock"].known[A] = dataclasses.replace(WEB, mounts=SOCKET)
+        self.fakes["containerd:/c.sock"].known[B] = ContainerMeta(full_id=B, source="containerd:/c.sock",
+                                                                  name="plain", mounts=())  # fmt: skip
+        if self.writer:
+            self.writer.write_snapshot_end(1)
+
+
+def test_each_container_gets_one_container_event_when_its_answer_arrives() -> None:
+    """Falco's `container` event: made before the next event once a container's answer is in, once per
+    container (the second container's too), naming its process; nothing before the answer."""
+    agent = TwoRuntimes()
+    try:
+        rs = load_text(CONTAINER_RULES, "r.yaml").ruleset
+        sink = ListSink()
+        stream = DetectionStream(agent.table, rs, HOST, sink, "ecs", window_s=0)
+        a1, a2 = opens(20, A_ID, 10_000_000_000)
+        stream.handle(a1)
+        agent.answer_arrives()
+        stream.handle(a2)
+        b1, b2 = opens(30, B_ID, 12_000_000_000)
+        stream.handle(b1)
+        agent.answer_arrives()
+        stream.handle(b2)
+        stream.handle(opens(30, B_ID, 13_000_000_000)[0])
+        stream.flush()
+    finally:
+        agent.close()
+    alerts = list(map(orjson.loads, sink.lines))
+    fired = [(a["rule"]["name"], a["process"]["pid"], a["container"]["id"]) for a in alerts]
+    assert fired == [
+        ("Container with the docker socket", 20, A),
+        ("Any container started", 20, A),
+        ("Any container started", 30, B),
+    ]
+    first = alerts[0]
+    assert first["event"]["action"] == "container"
+    assert first["sentinel"]["container"]["mounts"] == [
+        {"source": "/var/run/docker.sock", "destination": "/var/run/docker.sock", "mode": "", "rw": True,
+         "propagation": "rprivate"}
+    ]  # fmt: skip
+    assert "/var/run/docker.sock:/var/run/docker.sock::true:rprivate" in first["message"]
+
+
+def test_a_recording_replays_to_the_same_container_events(tmp_path: Path) -> None:
+    rs = load_text(CONTAINER_RULES, "r.yaml").ruleset
+
+    def make(t: ProcessTable, into: list[Any]) -> DetectionStream:
+        return DetectionStream(t, rs, HOST, _Sink(into), "ecs", window_s=0)
+
+    live, replayed = record_and_replay(tmp_path, make)
+    assert [d["rule"]["name"] for d in live] == ["Any container started"]  # WEB has no mounts said
+    assert [comparable(d) for d in replayed] == [comparable(d) for d in live]
