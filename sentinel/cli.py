@@ -718,6 +718,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     hup: list[int] = []
     previous = signal.signal(signal.SIGHUP, lambda signum, _frame: hup.append(signum))
     guard = tasks.guard
+    from sentinel.notify import Notifier
+
+    notifier = Notifier()  # systemd's Type=notify and WatchdogSec (inert elsewhere)
+    notifier.status("starting: compiling and attaching the probes")
+
+    def on_ready() -> None:
+        ops.on_ready()
+        enabled = sum(1 for r in stream.ruleset.rules if r.enabled)
+        outputs = ", ".join(sc.label() for sc in cfg.sink_configs())
+        notifier.ready(f"running: {enabled} rules, {len(sensor.attached)} tracepoints, alerts to {outputs}")
 
     def on_tick() -> None:
         """Each step is a task of its own: one failing (any exception) is counted and reported as an
@@ -736,6 +746,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             guard("anomaly", engine.tick, log, log=log)
         guard("metrics", ops.tick, log=log)
         guard("alerts", stream.report_task_failures, now, log=log)
+        notifier.tick()  # the watchdog: pinged only while this loop goes round
 
     try:
         code = _run_sensor(
@@ -746,15 +757,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             table,
             sensor,
             on_loss=ops.on_loss,
-            on_ready=ops.on_ready,
+            on_ready=on_ready,
             on_tick=on_tick,
         )
     finally:
+        notifier.stopping()
         signal.signal(signal.SIGHUP, previous)
         signal.signal(signal.SIGUSR1, previous_usr1)
         stream.close()  # never raises for a failed step (recorded), so SIGTERM still exits 0
         guard("shutdown", ops.close, log=log)
         guard("shutdown", lambda: log.info("sentinel.detection_stopped", **stream.stats()), log=log)
+        notifier.close()
     return code
 
 
