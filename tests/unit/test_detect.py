@@ -17,7 +17,7 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from sentinel import cli
+from sentinel import cli, live, runner
 from sentinel import log as logmod
 from sentinel.alerts.ecs import EcsRenderer
 from sentinel.detect import DetectionStream, find_rules_dir, lineage, load_ruleset, reload_rules
@@ -500,9 +500,9 @@ def fake_live(monkeypatch: pytest.MonkeyPatch, sensor: FakeSensor) -> ProcessTab
         ProcFacts(pid=100, start_ticks=50, ppid=1, comm="cat", exe="/usr/bin/cat", cwd="/srv", args=["cat"])
     )
     table = ProcessTable("b", facts, clk_tck=100)
-    monkeypatch.setattr(cli, "_live_setup", lambda _args, **_kw: (HOST, table, sensor))
-    monkeypatch.setattr(cli, "_check_root", lambda _log: True)
-    monkeypatch.setattr(cli, "_mode_fields", lambda: {"headers_mode": "test"})
+    monkeypatch.setattr(live, "live_setup", lambda *_a, **_kw: (HOST, table, sensor))
+    monkeypatch.setattr(live, "check_root", lambda _log: True)
+    monkeypatch.setattr(live, "mode_fields", lambda: {"headers_mode": "test"})
     return table
 
 
@@ -596,8 +596,8 @@ def test_run_invalid_rules_exit_1_before_touching_the_kernel(
     def forbidden(*_a: Any, **_k: Any) -> Any:
         raise AssertionError("the kernel side was reached with invalid rules")
 
-    monkeypatch.setattr(cli, "_live_setup", forbidden)
-    monkeypatch.setattr(cli, "_check_root", forbidden)
+    monkeypatch.setattr(live, "live_setup", forbidden)
+    monkeypatch.setattr(live, "check_root", forbidden)
     assert cli.main(["run", "--rules", "/r/bad.yaml"]) == 1
     err = capsys.readouterr().err
     assert "/r/bad.yaml:3:7: error" in err and "unknown field proc.nme" in err
@@ -612,7 +612,7 @@ def test_run_bad_config_and_output_exit_before_anything(
     def forbidden(*_a: Any, **_k: Any) -> Any:
         raise AssertionError("reached live setup")
 
-    monkeypatch.setattr(cli, "_live_setup", forbidden)
+    monkeypatch.setattr(live, "live_setup", forbidden)
     config = tmp_path / "c.yaml"
     config.write_text("sensor:\n  pages: 3\n")
     assert cli.main(["run", "--config", str(config)]) == 1
@@ -641,20 +641,20 @@ def test_run_settings_merge_config_and_flags(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("rules: [r1]\nformat: falco\nsensor: {wakeup_events: 8, open_dedup_s: 0, pages: 256}\n")
     args = cli.build_parser().parse_args(["run", "--config", str(config), "--wakeup-events", "2"])
-    cfg = cli._detection_settings(args, "run")
+    cfg = runner.detection_settings(args, "run")
     assert cfg.rules == [str(tmp_path / "r1")]
     assert (cfg.format, cfg.wakeup_events, cfg.open_dedup_s, cfg.pages) == ("falco", 2, 0.0, 256)
     args = cli.build_parser().parse_args(
         ["run", "--config", str(config), "--rules", "mine", "--open-dedup", "5"]
     )
-    cfg = cli._detection_settings(args, "run")
+    cfg = runner.detection_settings(args, "run")
     assert (cfg.rules, cfg.open_dedup_s, cfg.wakeup_events) == (["mine"], 5.0, 8)
     assert cfg.loader_opens == "filter"  # the default, neither file nor flag changed it
     config.write_text("rules: [r1]\nsensor: {loader_opens: report}\n")
     args = cli.build_parser().parse_args(["run", "--config", str(config)])
-    assert cli._detection_settings(args, "run").loader_opens == "report"
+    assert runner.detection_settings(args, "run").loader_opens == "report"
     args = cli.build_parser().parse_args(["run", "--config", str(config), "--loader-opens", "filter"])
-    assert cli._detection_settings(args, "run").loader_opens == "filter"
+    assert runner.detection_settings(args, "run").loader_opens == "filter"
 
 
 def test_connect_alert_fields() -> None:
