@@ -617,7 +617,7 @@ def test_run_bad_config_and_output_exit_before_anything(
     config.write_text("sensor:\n  pages: 3\n")
     assert cli.main(["run", "--config", str(config)]) == 1
     assert f"{config}:2:10: pages must be a power of two" in capsys.readouterr().err
-    assert cli.main(["run", "--rules", "/r/x.yaml", "--output", f"file:{tmp_path}/no/such/dir.json"]) == 1
+    assert cli.main(["run", "--rules", "/r/x.yaml", "--output", f"file:{config}/not/a/dir.json"]) == 1
     assert "cannot open output" in capsys.readouterr().err
     assert fake_engine.calls == [["/r/x.yaml"]]
 
