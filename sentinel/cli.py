@@ -188,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_parsers(sub)
     _add_config_parsers(sub)
 
+    ta = sub.add_parser(
+        "test-alert",
+        help="do something harmless that a default rule alerts on, to see the pipeline work",
+        description="Copy /bin/true to /dev/shm, run it once and delete it: a running `sentinel run` with "
+        "the shipped rules writes a 'Program Run From Shared Memory' alert for it. Nothing is read, changed "
+        "or left behind. Exit 0 when the action ran, 1 when it could not (no /dev/shm, mounted noexec).",
+    )
+    ta.add_argument("--json", action="store_true", help="machine-readable output")
     doc = sub.add_parser(
         "doctor",
         help="check that this host can run the agent",
@@ -223,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "record": cmd_record,
         "replay": cmd_replay,
         "doctor": cmd_doctor,
+        "test-alert": cmd_test_alert,
         "rules": _cmd_rules,
         "fields": cmd_fields,
         "train": cmd_train,
@@ -548,6 +557,17 @@ def _replay_detect(args: argparse.Namespace) -> int:
         print(f"sentinel replay: {problem}", file=sys.stderr)
         return EXIT_FAIL
     return EXIT_OK
+
+
+def cmd_test_alert(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from sentinel.trigger import describe, fire
+
+    result = fire()
+    print(json.dumps(dataclasses.asdict(result)) if args.json else describe(result))
+    return EXIT_FAIL if result.problem else EXIT_OK
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """The agent under exactly packaging/systemd/sentinel.service's capabilities (setpriv: bounding, inheritable
 and ambient sets, securebits noroot-locked, no_new_privs), with a notify socket as systemd gives it: it
-attaches, says READY=1 then WATCHDOG=1 at half of WATCHDOG_USEC, alerts on a real trigger, carries a
-tamper record (its own SIGKILL) over a restart without CAP_SYS_ADMIN, and says STOPPING=1 at SIGTERM."""
+attaches, says READY=1 then WATCHDOG=1 at half of WATCHDOG_USEC, alerts on a real trigger and on
+`sentinel test-alert`, carries a tamper record (its own SIGKILL) over a restart without CAP_SYS_ADMIN, and
+says STOPPING=1 at SIGTERM."""
 
 from __future__ import annotations
 
@@ -177,6 +178,13 @@ def test_agent_under_the_unit_capabilities(tmp_path: Path, pin: str) -> None:
         alert = first.wait_alert("Shadow File Read By Unexpected Program", str(cat))
         assert get(alert, "file.path") == "/etc/shadow"
         assert Path(pin).exists(), "the tamper map was not pinned"
+
+        # The README's first-run step: `sentinel test-alert` and the alert it promises.
+        fired = subprocess.run(
+            sentinel_cmd("test-alert", "--json"), capture_output=True, check=True, cwd=REPO
+        )
+        doc = orjson.loads(fired.stdout)
+        first.wait_alert(doc["rule"], doc["executable"])
 
         # SIGKILL: the kernel records it in the pinned map; the next start (no CAP_SYS_ADMIN) reports it.
         assert first.stop(signal.SIGKILL) == -signal.SIGKILL
