@@ -1,5 +1,6 @@
 """The agent under exactly packaging/systemd/sentinel.service's capabilities (setpriv: bounding, inheritable
-and ambient sets, securebits noroot-locked, no_new_privs), with a notify socket as systemd gives it: it
+and ambient sets, securebits noroot-locked, no_new_privs) and its filesystem sandbox (read-only system,
+private /tmp: packaging/systemd/sandbox-run.sh), with a notify socket as systemd gives it: it
 attaches, says READY=1 then WATCHDOG=1 at half of WATCHDOG_USEC, alerts on a real trigger and on
 `sentinel test-alert`, carries a tamper record (its own SIGKILL) over a restart without CAP_SYS_ADMIN, and
 says STOPPING=1 at SIGTERM."""
@@ -11,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -26,6 +28,7 @@ from .conftest import REPO, get, sentinel_cmd
 pytestmark = pytest.mark.kernel
 
 UNIT = REPO / "packaging" / "systemd" / "sentinel.service"
+SANDBOX = REPO / "packaging" / "systemd" / "sandbox-run.sh"
 WATCHDOG_USEC = 2_000_000  # pings every second
 
 
@@ -37,14 +40,6 @@ def unit_capabilities() -> list[str]:
             caps += line.split("=", 1)[1].split()
     assert caps, f"{UNIT} has no CapabilityBoundingSet"
     return caps
-
-
-def setpriv_prefix(caps: list[str]) -> list[str]:
-    names = ",".join(f"+{c.removeprefix('CAP_').lower()}" for c in caps)
-    return [
-        "setpriv", "--no-new-privs", "--securebits=+noroot,+noroot_locked",
-        f"--bounding-set=-all,{names}", f"--inh-caps=-all,{names}", f"--ambient-caps=-all,{names}",
-    ]  # fmt: skip
 
 
 class NotifyReceiver:
@@ -80,13 +75,16 @@ class NotifyReceiver:
 
 
 class CappedAgent:
-    """`sentinel run` under the unit's capabilities; alerts from stdout, diagnostics from stderr."""
+    """`sentinel run` in the unit's sandbox (packaging/systemd/sandbox-run.sh: its filesystem protections in a
+    private mount namespace, then setpriv with the unit's capabilities); alerts from stdout, diagnostics from
+    stderr."""
 
-    def __init__(self, caps: list[str], env: dict[str, str], state_dir: str) -> None:
-        cmd = [*setpriv_prefix(caps), *sentinel_cmd("run", "--model", "off", "--state-dir", state_dir)]
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env={**os.environ, **env}
-        )
+    def __init__(self, caps: list[str], env: dict[str, str], dirs: tuple[str, str]) -> None:
+        cmd = ["bash", str(SANDBOX), *dirs, "--model", "off"]
+        env = {**os.environ, **env, "SENTINEL_PYTHON": sys.executable}
+        if "PYTHONPATH" in env:  # the agent runs from / in the sandbox
+            env["PYTHONPATH"] = os.pathsep.join(str(Path(p).resolve()) for p in env["PYTHONPATH"].split(":"))
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env)
         self.alerts: list[dict[str, Any]] = []
         self.diagnostics: list[dict[str, Any]] = []
         self.ready = threading.Event()
@@ -148,20 +146,37 @@ def pin() -> Iterator[str]:
     Path(path).unlink(missing_ok=True)
 
 
-def test_agent_under_the_unit_capabilities(tmp_path: Path, pin: str) -> None:
+@pytest.fixture
+def service_dirs() -> Iterator[tuple[str, str, str]]:
+    """StateDirectory, LogsDirectory and a stand-in for /run/systemd/ (the notify socket), outside /tmp."""
+    tag = uuid.uuid4().hex[:8]
+    dirs = (f"/var/lib/sentinel-test-{tag}", f"/var/log/sentinel-test-{tag}", f"/run/sentinel-test-{tag}")
+    for d in dirs:
+        os.makedirs(d, mode=0o700)
+    yield dirs
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_agent_under_the_unit_capabilities(
+    tmp_path: Path, pin: str, service_dirs: tuple[str, str, str]
+) -> None:
     if os.geteuid() != 0:
         pytest.fail("kernel tests need root: run the suite with scripts/run-tests.sh as root")
     caps = unit_capabilities()
     assert "CAP_SYS_ADMIN" not in caps
-    notify = NotifyReceiver(str(tmp_path / "notify"))
+    state, logs, run = service_dirs
+    notify = NotifyReceiver(f"{run}/notify")
     env = {"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": str(WATCHDOG_USEC), "SENTINEL_TAMPER_PIN": pin}
-    state = str(tmp_path / "state")
     try:
-        first = CappedAgent(caps, env, state)
+        first = CappedAgent(caps, env, (state, logs))
         ready = first.diagnostic("sentinel.ready")
         assert ready and ready["tracepoints"] > 100, ready
         privileges = first.diagnostic("sentinel.privileges")
         assert privileges is None, privileges
+        lines = [d.get("line", "") for d in first.diagnostics if d.get("event") == "non-json"]
+        sandbox = [line for line in lines if "sandbox-run" in line]
+        assert not sandbox, sandbox  # every mount was made read-only as the unit's ProtectSystem does
 
         # READY=1 first, then the watchdog pings about every second while the loop runs.
         time.sleep(3.5)
@@ -188,7 +203,7 @@ def test_agent_under_the_unit_capabilities(tmp_path: Path, pin: str) -> None:
 
         # SIGKILL: the kernel records it in the pinned map; the next start (no CAP_SYS_ADMIN) reports it.
         assert first.stop(signal.SIGKILL) == -signal.SIGKILL
-        second = CappedAgent(caps, env, state)
+        second = CappedAgent(caps, env, (state, logs))
         before = second.diagnostic("sentinel.tampered_before")
         assert before is not None, [d.get("event") for d in second.diagnostics]
         assert before["signal"] == signal.SIGKILL and before["target_tid"] == first.proc.pid, before
