@@ -150,21 +150,29 @@ def run_agent(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     for alert in notices:
         stream.raise_internal(alert)
-    reloader = Reloader(args, cfg, stream, engine, log, time.monotonic, on_swapped=ops.settings_changed)
-
-    hup: list[int] = []
-    previous = signal.signal(signal.SIGHUP, lambda signum, _frame: hup.append(signum))
-    guard = tasks.guard
     from sentinel.notify import Notifier
 
     notifier = Notifier()  # systemd's Type=notify and WatchdogSec (inert elsewhere)
     notifier.status("starting: compiling and attaching the probes")
 
-    def on_ready() -> None:
-        ops.on_ready()
+    def running_status() -> str:
         enabled = sum(1 for r in stream.ruleset.rules if r.enabled)
         outputs = ", ".join(sc.label() for sc in cfg.sink_configs())
-        notifier.ready(f"running: {enabled} rules, {len(sensor.attached)} tracepoints, alerts to {outputs}")
+        return f"running: {enabled} rules, {len(sensor.attached)} tracepoints, alerts to {outputs}"
+
+    def on_ready() -> None:
+        ops.on_ready()
+        notifier.ready(running_status())
+
+    def on_swapped(new_cfg: Any) -> None:
+        ops.settings_changed(new_cfg)
+        notifier.status(running_status() + f" (reloaded {time.strftime('%H:%M:%S')})")
+
+    reloader = Reloader(args, cfg, stream, engine, log, time.monotonic, on_swapped=on_swapped)
+
+    hup: list[int] = []
+    previous = signal.signal(signal.SIGHUP, lambda signum, _frame: hup.append(signum))
+    guard = tasks.guard
 
     def on_tick() -> None:
         """Each step is a task of its own: one failing (any exception) is counted and reported as an

@@ -7,6 +7,7 @@ would be called, so they test the alert side only; test_detect_rules.py runs the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -690,3 +691,43 @@ def test_types_no_rule_reads_only_update_the_table_and_a_rule_on_them_still_fire
         assert table.get(200).exited_ns == 11 * S
         assert [orjson.loads(line)["rule"]["name"] for line in sink.lines] == expected
         assert stream.events == 2
+
+
+def test_run_tells_systemd_ready_watchdog_reloaded_stopping(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_engine: FakeLoader,
+    restore_signals: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Type=notify: READY=1 after the probes attach, WATCHDOG=1 from the loop, STATUS after a reload,
+    STOPPING=1 at shutdown, over a real datagram socket."""
+    import socket
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("# fake\n")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(tmp_path / "notify"))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    monkeypatch.setenv("WATCHDOG_USEC", "2")  # a ping at every poll
+    now = boottime_ns()
+    opens = [ev(EventType.OPEN, now, 100, comm="cat", path="a", ret=3)]
+    sensor = FakeSensor([opens, [], lambda _s: os.kill(os.getpid(), signal.SIGHUP), []])
+    fake_live(monkeypatch, sensor)
+    try:
+        code = cli.main(["run", "--rules", str(rules), "--output", f"file:{tmp_path}/a.json"])
+        receiver.setblocking(False)
+        got: list[str] = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                got += receiver.recv(4096).decode().split("\n")
+    finally:
+        receiver.close()
+    diagnostics(capsys)
+    assert code == 0
+    assert got[0].startswith("STATUS=starting")
+    ready = got.index("READY=1")
+    assert got[ready + 1] == "STATUS=running: 3 rules, 2 tracepoints, alerts to file:" + f"{tmp_path}/a.json"
+    assert "WATCHDOG=1" not in got[:ready] and got.count("WATCHDOG=1") >= 3
+    assert any(line.startswith("STATUS=running: ") and "(reloaded " in line for line in got)
+    assert got[-2:][0] == "STOPPING=1"
