@@ -91,3 +91,31 @@ def test_exposure_score_at_most_4_5(tmp_path: Path) -> None:
     found = re.search(r"Overall exposure level for sentinel\.service: ([0-9.]+)", proc.stdout)
     assert found, proc.stdout[-2000:] + proc.stderr
     assert float(found.group(1)) <= MAX_EXPOSURE, proc.stdout
+
+
+def _filter_members(name: str) -> set[str]:
+    """A SystemCallFilter entry's system calls: a group expanded (nested groups too), or the call itself."""
+    if not name.startswith("@"):
+        return {name}
+    out = subprocess.run(["systemd-analyze", "syscall-filter", name], capture_output=True, text=True)
+    calls: set[str] = set()
+    for line in out.stdout.splitlines()[1:]:
+        item = line.strip()
+        if item and not item.startswith("#"):
+            calls |= _filter_members(item)
+    return calls
+
+
+@needs_analyze
+def test_system_call_filter_allows_every_call_the_agent_was_seen_making() -> None:
+    """Allow lines add, later ``~`` lines remove (systemd.exec(5)): a group on the deny line that holds a call
+    the agent needs (``@debug`` holds perf_event_open) would make the probes fail under the unit."""
+    allowed: set[str] = set()
+    for value in unit_settings(UNIT.read_text())["SystemCallFilter"]:
+        deny = value.startswith("~")
+        members = set().union(*(_filter_members(n) for n in value.lstrip("~").split()))
+        allowed = allowed - members if deny else allowed | members
+    lines = (Path(__file__).parent / "data" / "agent-syscalls.txt").read_text().splitlines()
+    used = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+    assert {"bpf", "perf_event_open", "open_by_handle_at"} <= used
+    assert sorted(used - allowed) == []
