@@ -32,6 +32,8 @@ export DEBIAN_FRONTEND=noninteractive
 # catatonit is the pause process podman builds a pod's infra image from.
 PACKAGES=(python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip bpftool iproute2 gcc libc6-dev
     ca-certificates curl git logrotate openssh-client podman runc debootstrap catatonit)
+# systemd-analyze checks packaging/systemd/sentinel.service (verify, security score) in the unit tests.
+PACKAGES+=(systemd)
 
 # --- distro packages ----------------------------------------------------------------------------------------
 

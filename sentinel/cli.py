@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from sentinel import __version__
+from sentinel import __version__, live
 from sentinel.events import DEFAULT_TYPES_SPEC
 from sentinel.outstream import claim_stdout
 
@@ -188,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_parsers(sub)
     _add_config_parsers(sub)
 
+    ta = sub.add_parser(
+        "test-alert",
+        help="do something harmless that a default rule alerts on, to see the pipeline work",
+        description="Copy /bin/true to /dev/shm, run it once and delete it: a running `sentinel run` with "
+        "the shipped rules writes a 'Program Run From Shared Memory' alert for it. Nothing is read, changed "
+        "or left behind. Exit 0 when the action ran, 1 when it could not (no /dev/shm, mounted noexec).",
+    )
+    ta.add_argument("--json", action="store_true", help="machine-readable output")
     doc = sub.add_parser(
         "doctor",
         help="check that this host can run the agent",
@@ -199,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--json", action="store_true", help="machine-readable output")
     doc.add_argument("--no-compile", action="store_true", help="skip loading the real probes")
     return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The agent (:mod:`sentinel.runner`): the flags are overrides over the configuration file."""
+    from sentinel.runner import run_agent
+
+    return run_agent(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -216,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "record": cmd_record,
         "replay": cmd_replay,
         "doctor": cmd_doctor,
+        "test-alert": cmd_test_alert,
         "rules": _cmd_rules,
         "fields": cmd_fields,
         "train": cmd_train,
@@ -235,133 +251,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _sensor_config(args: argparse.Namespace) -> Any:
-    from sentinel.sensor.loader import SensorConfig
-
-    cfg = SensorConfig(
-        wakeup_events=max(1, args.wakeup_events),
-        open_dedup_s=max(0.0, args.open_dedup),
-        loader_opens=args.loader_opens,
-        scheduling=getattr(args, "scheduling", "batch"),
-        perf_reader=getattr(args, "perf_reader", "auto"),
-    )
-    if getattr(args, "poll_ms", None):
-        cfg.poll_timeout_ms = args.poll_ms
-    if args.pages:
-        if args.pages & (args.pages - 1):
-            raise SystemExit(f"sentinel: --pages must be a power of two, not {args.pages}")
-        scale = args.pages / cfg.pages["open"]
-        cfg.pages = {k: max(1, int(v * scale)) for k, v in cfg.pages.items()}
-    return cfg
+    """`events` and `record`: the sensor settings from their flags (`run`: from its configuration)."""
+    if args.pages and args.pages & (args.pages - 1):
+        raise SystemExit(f"sentinel: --pages must be a power of two, not {args.pages}")
+    return live.sensor_config(
+        args.wakeup_events, args.open_dedup, args.loader_opens, args.pages,
+        getattr(args, "scheduling", "batch"), getattr(args, "perf_reader", "auto"),
+    )  # fmt: skip
 
 
 def _live_setup(
     args: argparse.Namespace, metadata: tuple[bool, list[str] | None] | None = None, **callbacks: Any
 ) -> tuple[Any, Any, Any]:
-    """Host facts, a process table reading /proc and the host's cgroups (reporting each read to
-    ``callbacks``; ``on_container`` gets each container answer, ``on_container_meta`` each change of their
-    runtime metadata) and the sensor. ``metadata``: whether to ask the runtimes and which sockets (None: the
-    flags ``--no-container-metadata`` and ``--container-endpoint``; ``sentinel run``: its configuration)."""
-    from sentinel.containers.identity import ContainerIdentity
-    from sentinel.host import local_host
-    from sentinel.process.facts import LiveFacts
-    from sentinel.process.table import ProcessTable
-    from sentinel.sensor.loader import Sensor
-
-    host = local_host()
+    """`events` and `record`: host, process table and sensor from the flags (see :func:`live.live_setup`);
+    ``metadata`` overrides ``--no-container-metadata`` and ``--container-endpoint``."""
     if metadata is None:
-        off = getattr(args, "no_container_metadata", False)
-        metadata = (not off, getattr(args, "container_endpoint", None))
-    view, on_meta = None, callbacks.pop("on_container_meta", None)
-    if metadata[0]:
-        view = _metadata_view(metadata[1], on_meta)
-    containers = ContainerIdentity.for_host(on_answer=callbacks.pop("on_container", None), metadata=view)
-    table = ProcessTable(
-        boot_id=host.boot_id,
-        facts=LiveFacts(**callbacks),
-        containers=containers,
-        agent_mnt_ns=host.agent_mnt_ns,
-        host_pid_ns=host.host_pid_ns,
-    )
-    return host, table, Sensor(_sensor_config(args))
+        metadata = (not args.no_container_metadata, args.container_endpoint)
+    return live.live_setup(_sensor_config(args), metadata, **callbacks)
 
 
-def _metadata_view(endpoints: list[str] | None, on_change: Any) -> Any:
-    """One MetadataService for this agent (its worker thread starts now), seen through the pipeline's view."""
-    from sentinel.containers.meta_view import MetadataView
-    from sentinel.containers.metadata_service import MetadataService
-
-    return MetadataView(MetadataService(endpoints), on_change=on_change)
-
-
-def _poll_metadata(table: Any) -> Any:
-    """The once-per-poll step that takes the runtimes' answers (None: no metadata asked for)."""
-    view = getattr(table.containers, "metadata", None)
-    return view.poll if view is not None else None
-
-
-def _check_root(log: Any) -> bool:
-    from sentinel.sensor.environment import has_bpf_privileges
-
-    ok, why = has_bpf_privileges()
-    if not ok:
-        log.error("sentinel.privileges", problem=why, fix="run as root (or with CAP_BPF and CAP_PERFMON)")
-    return ok
-
-
-def _mode_fields() -> dict[str, Any]:
-    from sentinel.sensor.environment import headers_mode
-
-    info = headers_mode()
-    return {
-        "headers_mode": info.mode,
-        "headers": info.headers_version,
-        "kernel": info.running,
-        "struct_layouts": "from the running kernel's BTF only, never from headers (see kernel_offsets)",
-    }
-
-
-def _run_sensor(
-    args: argparse.Namespace,
-    handle: Any,
-    flush: Any,
-    host: Any,
-    table: Any,
-    sensor: Any,
-    on_loss: Any = None,
-    on_ready: Any = None,
-    on_tick: Any = None,
-) -> int:
-    from sentinel import log as logmod
-    from sentinel.pipeline import run_live
-    from sentinel.sensor.environment import EnvironmentProblem
-    from sentinel.sensor.loader import SensorError
-
-    log = logmod.get_logger()
-    if not _check_root(log):
-        return EXIT_FAIL
-    log.info("sentinel.starting", version=__version__, host=host.hostname, **_mode_fields())
-    try:
-        run_live(
-            sensor,
-            table,
-            handle,
-            log,
-            args.duration,
-            flush,
-            on_loss=on_loss,
-            on_ready=on_ready,
-            on_tick=on_tick,
-        )
-    except (SensorError, EnvironmentProblem) as exc:
-        log.error("sentinel.sensor_failed", problem=str(exc), fix="run `sentinel doctor` for details")
-        return EXIT_FAIL
-    finally:
-        from sentinel import tasks
-
-        close = getattr(table.containers, "close", None)  # the metadata worker, the resolver's handles
-        if close is not None:
-            tasks.guard("shutdown", close, log=log)
-    return EXIT_OK
+_poll_metadata = live.poll_metadata
+_mode_fields = live.mode_fields
 
 
 def _stream_options(args: argparse.Namespace, command: str) -> tuple[Any, Any] | None:
@@ -387,7 +297,8 @@ def cmd_events(args: argparse.Namespace) -> int:
     out = claim_stdout()  # before bcc loads: its native warnings go to stderr, never into a JSON line
     host, table, sensor = _live_setup(args)
     stream = EventStream(table, EcsRenderer(host), out, types, keep)
-    return _run_sensor(args, stream.handle, out.flush, host, table, sensor, on_tick=_poll_metadata(table))
+    on_tick = _poll_metadata(table)
+    return live.run_sensor(args.duration, stream.handle, out.flush, host, table, sensor, on_tick=on_tick)
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -419,8 +330,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         writer.write_event(ev)
 
     try:
-        return _run_sensor(
-            args,
+        return live.run_sensor(
+            args.duration,
             handle,
             writer.flush_if_due,
             host,
@@ -589,324 +500,26 @@ def _add_run_parser(sub: Any) -> None:
     run.set_defaults(wakeup_events=None, open_dedup=None, loader_opens=None)
 
 
-def _detection_settings(args: argparse.Namespace, command: str) -> Any:
-    """The configuration with the command-line flags over it; None after printing a located error."""
-    from sentinel.agent import SettingsError, effective_settings
-
-    try:
-        return effective_settings(args, live=command == "run")
-    except SettingsError as exc:
-        print(f"sentinel {command}: {exc}", file=sys.stderr)
-        return None
-
-
-def _load_rules_or_report(cfg: Any, command: str) -> Any:
-    """Load and validate the rules with their rules_enable/rules_disable tuning; None after printing every
-    located error (nothing else is touched)."""
-    from sentinel.agent import load_tuned_rules
-    from sentinel.detect import refusals
-
-    outcome = load_tuned_rules(cfg)
-    if outcome.ruleset is None:
-        print(f"sentinel {command}: invalid rules, nothing started:", file=sys.stderr)
-        for text in outcome.errors:
-            print(text, file=sys.stderr)
-        return None
-    refused = refusals(outcome)
-    if refused and not outcome.ruleset.enabled_rules:  # the others load; but here none would run
-        print(f"sentinel {command}: no rule can run (every enabled rule is refused), nothing started:",
-              file=sys.stderr)  # fmt: skip
-        for text in refused:
-            print(text, file=sys.stderr)
-        return None
-    for text in refused:
-        print(f"sentinel {command}: {text}", file=sys.stderr)
-    return outcome
-
-
-def _rules_loaded_fields(outcome: Any, cfg: Any) -> dict[str, Any]:
-    rules = outcome.ruleset.rules
-    return {
-        "rules": len(rules),
-        "enabled": sum(1 for r in rules if r.enabled),
-        "refused": [r.name for r in getattr(outcome.ruleset, "refused", ())],
-        "never_fire": [r.name for r in getattr(outcome.ruleset, "never_fire", ())],
-        "sha256": outcome.ruleset.sha256,
-        "files": outcome.files,
-        "warnings": outcome.warnings[:20],
-        "warning_count": len(outcome.warnings),
-        "format": cfg.format,
-        "outputs": [sc.label() for sc in cfg.sink_configs()],
-        "aggregation_window_s": cfg.aggregation_window_s,
-    }
-
-
-def _open_outputs(cfg: Any, command: str, stdout: Any = None) -> Any:
-    """Every configured output (``output`` specs and ``sinks``, formats resolved); None after printing why
-    one cannot open. Network sinks spool under the state directory; ``stdout`` replaces the process's."""
-    from sentinel.sinks import OutputSpecError, open_sinks
-
-    try:
-        return open_sinks(cfg.sink_configs(), state_dir=cfg.state_dir, stdout=stdout)
-    except OutputSpecError as exc:
-        print(f"sentinel {command}: {exc}", file=sys.stderr)
-    except OSError as exc:
-        print(
-            f"sentinel {command}: cannot open output {exc.filename or ''}: {exc.strerror or exc}",
-            file=sys.stderr,
-        )
-    return None
-
-
-def _log_config(log: Any, cfg: Any) -> None:
-    """Which files configured this run, and what in them does nothing (warnings do not stop the agent)."""
-    log.info("sentinel.config_loaded", config=cfg.source, files=cfg.files, reload_watch=cfg.reload_watch)
-    for w in cfg.warnings:
-        log.warning("sentinel.config_warning", warning=str(w))
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    import signal
-    import time
-
-    from sentinel import log as logmod
-    from sentinel import tasks
-    from sentinel.agent import Reloader, anomaly_settings
-    from sentinel.detect import DetectionStream
-    from sentinel.sensor.loader import boottime_ns
-
-    failures = tasks.reset()  # this agent's task failures: counted, logged, raised as internal alerts
-    cfg = _detection_settings(args, "run")
-    if cfg is None:
-        return EXIT_FAIL
-    outcome = _load_rules_or_report(cfg, "run")
-    if outcome is None:
-        return EXIT_FAIL
-    log = logmod.get_logger()
-    _log_config(log, cfg)
-    # JSON on stdout: claimed before bcc loads, so its native warnings go to stderr, never into a JSON line
-    to_stdout = any(sc.kind == "stdout" for sc in cfg.sink_configs())
-    sink = _open_outputs(cfg, "run", claim_stdout() if to_stdout else None)
-    if sink is None:
-        return EXIT_FAIL
-    fmt = cfg.format if sink.format == "mixed" else sink.format
-    args.wakeup_events, args.pages, args.open_dedup = cfg.wakeup_events, cfg.pages, cfg.open_dedup_s
-    args.loader_opens = cfg.loader_opens
-    args.poll_ms = max(1, min(50, int(cfg.ml_batch_ms)))  # the engine scores queued rows at every poll
-    host, table, sensor = _live_setup(args, metadata=(cfg.container_metadata, cfg.container_endpoints))
-    poll_metadata = _poll_metadata(table)
-    from sentinel.anomaly.live import open_engine
-
-    engine, notices = open_engine(anomaly_settings(cfg, live=True), log, boottime_ns())
-    stream = DetectionStream(
-        table, outcome.ruleset, host, sink, fmt, cfg.aggregation_window_s, anomaly=engine,
-        redactor=cfg.redactor(),
-    )  # fmt: skip
-    stream.task_failures = failures
-    log.info("sentinel.rules_loaded", **_rules_loaded_fields(outcome, cfg))
-    # after logrotate; a signal handler's exception would surface wherever the loop happens to be
-    previous_usr1 = signal.signal(signal.SIGUSR1, lambda _s, _f: tasks.guard("reopen", sink.reopen))
-    ops = _start_operations(cfg, stream, sensor, table, host)
-    if ops is None:
-        stream.close()
-        table.containers.close()
-        return EXIT_FAIL
-    for alert in notices:
-        stream.raise_internal(alert)
-    reloader = Reloader(args, cfg, stream, engine, log, time.monotonic, on_swapped=ops.settings_changed)
-
-    hup: list[int] = []
-    previous = signal.signal(signal.SIGHUP, lambda signum, _frame: hup.append(signum))
-    guard = tasks.guard
-
-    def on_tick() -> None:
-        """Each step is a task of its own: one failing (any exception) is counted and reported as an
-        ``Agent task failed`` internal alert, and the others, and the agent, go on."""
-        now = boottime_ns()
-        if poll_metadata is not None:  # runtimes' answers: the next events' rules and documents see them
-            guard("containers", poll_metadata, log=log)
-        if hup:
-            hup.clear()
-            guard("reload", reloader.reload, "SIGHUP", now, log=log)
-        elif guard("reload", reloader.files_changed, log=log):
-            guard("reload", reloader.reload, "files changed", now, log=log)
-        # Close aggregation windows on an idle host too; a second of margin for events still in the buffers.
-        guard("aggregation", stream.advance, now - 1_000_000_000, log=log)
-        if engine is not None:
-            guard("anomaly", engine.tick, log, log=log)
-        guard("metrics", ops.tick, log=log)
-        guard("alerts", stream.report_task_failures, now, log=log)
-
-    try:
-        code = _run_sensor(
-            args,
-            stream.handle,
-            stream.flush,
-            host,
-            table,
-            sensor,
-            on_loss=ops.on_loss,
-            on_ready=ops.on_ready,
-            on_tick=on_tick,
-        )
-    finally:
-        signal.signal(signal.SIGHUP, previous)
-        signal.signal(signal.SIGUSR1, previous_usr1)
-        stream.close()  # never raises for a failed step (recorded), so SIGTERM still exits 0
-        guard("shutdown", ops.close, log=log)
-        guard("shutdown", lambda: log.info("sentinel.detection_stopped", **stream.stats()), log=log)
-    return code
-
-
-class _Operations:
-    """Metrics and health for `sentinel run`: fed from the loop, served on --metrics-address (if given)."""
-
-    def __init__(
-        self, stream: Any, sensor: Any, table: Any, host: Any, address: str | None, backlog_threshold: int
-    ) -> None:
-        import time
-
-        from sentinel.health import Health
-        from sentinel.metrics import AgentMetrics, default_build_info
-
-        self.stream, self.sensor, self.table, self.host = stream, sensor, table, host
-        self.time = time
-        self.metrics = AgentMetrics(build=default_build_info(_mode_fields()["headers_mode"]))
-        self.health = Health()
-        self.server: Any = None
-        self.address = address
-        self.next_feed = 0.0
-        self.backlog_threshold = backlog_threshold
-        self.backlogged: set[str] = set()
-        self.dropped_seen: dict[str, int] = {}
-        self.ruleset_changed()
-        boot_s = host.boot_time_ns / 1e9
-        observe = self.metrics.observe_latency
-        wall = time.time
-
-        def on_alert(alert: Any) -> None:
-            if not alert.aggregated and alert.ctx is not None:
-                observe(wall() - boot_s - alert.ts_ns / 1e9)
-
-        stream.on_alert = on_alert
-
-    def start(self) -> None:
-        from sentinel.metrics import serve
-
-        if self.address:
-            self.server = serve(self.metrics, self.address, self.health)
-            from sentinel import log as logmod
-
-            logmod.get_logger().info(
-                "sentinel.metrics_listening", url=self.server.url, metrics=f"{self.server.url}/metrics",
-                healthz=f"{self.server.url}/healthz",
-            )  # fmt: skip
-
-    def settings_changed(self, cfg: Any) -> None:
-        """After a reload: the new ruleset's figures and internal-alert threshold."""
-        self.backlog_threshold = cfg.sink_backlog_threshold
-        self.ruleset_changed()
-
-    def ruleset_changed(self) -> None:
-        rs = self.stream.ruleset
-        self.metrics.set_ruleset(rs.sha256, len(rs.rules), sum(1 for r in rs.rules if r.enabled))
-
-    def on_ready(self) -> None:
-        self.health.set_probes(True)
-        from sentinel.alerts import internal
-
-        for ev in getattr(self.sensor, "previous_tamper", ()):
-            self.stream.raise_internal(internal.tamper(ev, previous=True))
-
-    def on_loss(self, ts_ns: int, buffer: str, lost: int) -> None:
-        self.health.record_loss(lost)
-        self.stream.report_loss(ts_ns, buffer, lost)
-
-    def tick(self) -> None:
-        """Every poll: the loop is alive; once a second: fold the counters into the metrics."""
-        self.health.loop_tick()
-        now = self.time.monotonic()
-        if now < self.next_feed:
-            return
-        from sentinel.metrics import sink_stats
-        from sentinel.pipeline import live_stats
-
-        self.next_feed = now + 1.0
-        stats = self.stream.stats()
-        sinks = sink_stats(self.stream.writer.sink)
-        self.metrics.update_from_stats(live_stats(self.sensor, self.table, self.stream.events), stats, sinks)
-        self.health.set_sinks_from_stats(sinks)
-        self._sink_alerts(sinks)
-        anomaly = stats.get("anomaly", {})
-        self.health.set_model(anomaly.get("phase", "off"))
-        self.metrics.set_model(
-            version=anomaly.get("model_version") or None, source=anomaly.get("model") or None,
-            phase=anomaly.get("phase"),
-        )  # fmt: skip
-        if anomaly.get("learn_period_s"):
-            self.metrics.set_learning_progress(min(1.0, anomaly["learned_s"] / anomaly["learn_period_s"]))
-
-    def _sink_alerts(self, sinks: dict[str, dict[str, Any]]) -> None:
-        """Internal alerts: a sink whose backlog passed the threshold (once per episode), a spool dropping."""
-        from sentinel.alerts import internal
-        from sentinel.sensor.loader import boottime_ns
-
-        now = boottime_ns()
-        for name, st in sinks.items():
-            backlog = int(st.get("backlog", st.get("backlog_alerts", 0)) or 0)
-            over = backlog > self.backlog_threshold
-            if over and name not in self.backlogged:
-                status = str(st.get("status", "failing"))
-                alert = internal.sink_backlog(now, name, backlog, self.backlog_threshold, status)
-                self.stream.raise_internal(alert)
-            if over:
-                self.backlogged.add(name)
-            elif backlog < self.backlog_threshold // 2:
-                self.backlogged.discard(name)  # recovered: the next episode alerts again
-            dropped = int(st.get("spool_dropped", 0) or 0)
-            delta = dropped - self.dropped_seen.get(name, 0)
-            if delta > 0:
-                self.stream.raise_internal(internal.spool_dropping(now, name, delta))
-            self.dropped_seen[name] = dropped
-
-    def close(self) -> None:
-        self.health.set_probes(False, "stopping")
-        if self.server is not None:
-            self.server.close()
-
-
-def _start_operations(cfg: Any, stream: Any, sensor: Any, table: Any, host: Any) -> Any:
-    """Metrics and health; None after printing why the endpoint cannot listen."""
-    from sentinel.metrics import MetricsEndpointError
-
-    ops = _Operations(stream, sensor, table, host, cfg.metrics_address, cfg.sink_backlog_threshold)
-    try:
-        ops.start()
-    except (ValueError, MetricsEndpointError) as exc:
-        print(f"sentinel run: metrics address {cfg.metrics_address!r}: {exc}", file=sys.stderr)
-        return None
-    return ops
-
-
 def _replay_detect(args: argparse.Namespace) -> int:
     """`sentinel replay FILE` without --events: the live agent's detection, on the recorded events."""
     from sentinel import log as logmod
+    from sentinel import runner
     from sentinel.capture import CaptureError
     from sentinel.detect import DetectionStream
     from sentinel.recording import replay_events
 
-    cfg = _detection_settings(args, "replay")
+    cfg = runner.detection_settings(args, "replay")
     if cfg is None:
         return EXIT_FAIL
-    outcome = _load_rules_or_report(cfg, "replay")
+    outcome = runner.load_rules_or_report(cfg, "replay")
     if outcome is None:
         return EXIT_FAIL
-    sink = _open_outputs(cfg, "replay")
+    sink = runner.open_outputs(cfg, "replay")
     if sink is None:
         return EXIT_FAIL
     fmt = cfg.format if sink.format == "mixed" else sink.format
     log = logmod.get_logger()
-    log.info("sentinel.rules_loaded", **_rules_loaded_fields(outcome, cfg))
+    log.info("sentinel.rules_loaded", **runner.rules_loaded_fields(outcome, cfg))
     from sentinel.agent import anomaly_settings
     from sentinel.anomaly.live import open_engine
 
@@ -944,6 +557,17 @@ def _replay_detect(args: argparse.Namespace) -> int:
         print(f"sentinel replay: {problem}", file=sys.stderr)
         return EXIT_FAIL
     return EXIT_OK
+
+
+def cmd_test_alert(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from sentinel.trigger import describe, fire
+
+    result = fire()
+    print(json.dumps(dataclasses.asdict(result)) if args.json else describe(result))
+    return EXIT_FAIL if result.problem else EXIT_OK
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -120,6 +120,11 @@ def btf_check(offsets: KernelOffsets, btf_path: str, btf_exists: bool) -> Check:
 def check_privileges() -> Check:
     """Loading probes and reading perf buffers needs CAP_BPF + CAP_PERFMON (or root)."""
     ok, detail = env.has_bpf_privileges()
+    missing = env.missing_agent_capabilities()
+    if ok and missing:
+        names = " ".join(name for name, _why in missing)
+        why = "; ".join(f"without {name}: {what}" for name, what in missing)
+        return Check("privileges", "warn", f"{detail}; {why}", f"grant {names} (docs/privileges.md)")
     if ok:
         return Check("privileges", "ok", detail)
     return Check("privileges", "fail", detail, "run `sentinel` as root or grant CAP_BPF and CAP_PERFMON")

@@ -23,9 +23,25 @@ DEBUGFS_TRACEFS_PATH = "/sys/kernel/debug/tracing"
 MODULES_ROOT = "/lib/modules"
 HEADERS_MODE_FILE = "/var/lib/sentinel/headers-mode"
 
+CAP_DAC_READ_SEARCH = 2
+CAP_IPC_LOCK = 14
+CAP_SYS_PTRACE = 19
 CAP_SYS_ADMIN = 21
 CAP_PERFMON = 38
 CAP_BPF = 39
+
+# Beyond CAP_BPF + CAP_PERFMON: what the agent does with each, and what it loses without (docs/privileges.md).
+AGENT_CAPABILITIES: dict[int, tuple[str, str]] = {
+    CAP_IPC_LOCK: ("CAP_IPC_LOCK", "the perf buffers exceed kernel.perf_event_mlock_kb and cannot be opened"),
+    CAP_SYS_PTRACE: (
+        "CAP_SYS_PTRACE",
+        "/proc/PID/exe, cwd and ns of processes with more capabilities are unreadable: events lack them",
+    ),
+    CAP_DAC_READ_SEARCH: (
+        "CAP_DAC_READ_SEARCH",
+        "cgroup ids resolve by walking the cgroup tree instead of open_by_handle_at (slower)",
+    ),
+}
 
 # Every tracepoint the probes attach to, as "<category>/<event>" under tracefs' events/.
 REQUIRED_TRACEPOINTS: list[str] = [
@@ -277,6 +293,13 @@ def effective_capabilities(status_text: str | None = None) -> int:
     return 0
 
 
+def missing_agent_capabilities(status_text: str | None = None) -> list[tuple[str, str]]:
+    """(name, consequence) for each capability the agent uses beyond CAP_BPF + CAP_PERFMON that this
+    process lacks in its effective set."""
+    caps = effective_capabilities(status_text)
+    return [info for cap, info in AGENT_CAPABILITIES.items() if not caps >> cap & 1]
+
+
 def has_bpf_privileges(status_text: str | None = None, euid: int | None = None) -> tuple[bool, str]:
     """Whether BPF programs can be loaded and perf buffers read, and if not, what is missing.
 
@@ -288,7 +311,7 @@ def has_bpf_privileges(status_text: str | None = None, euid: int | None = None) 
     has = {cap: bool(caps >> cap & 1) for cap in (CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF)}
     who = "root" if euid == 0 else f"uid {euid}"
     if has[CAP_BPF] and has[CAP_PERFMON]:
-        extra = "" if euid == 0 else " (non-root: also grant CAP_DAC_READ_SEARCH for tracefs, CAP_SYS_PTRACE)"
+        extra = "" if euid == 0 else " (non-root: see docs/privileges.md for the others the agent uses)"
         return True, f"{who} with CAP_BPF and CAP_PERFMON{extra}"
     if has[CAP_SYS_ADMIN]:
         return True, f"{who} with CAP_SYS_ADMIN (needed before 5.8; newer kernels need only BPF+PERFMON)"

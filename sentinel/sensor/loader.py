@@ -258,6 +258,7 @@ class Sensor:
         self.kernel_offsets_mode = ""  # "btf", or "none (why)": credentials, exe identity, open dedup
         self.optional_absent: list[str] = []  # optional tracepoints this kernel lacks (not attached)
         self.tamper_pin = ""  # the pinned map of tamper records, "" when bpffs is not available
+        self.tamper_pin_problem = ""  # why a pin that exists could not be carried over (no CAP_SYS_ADMIN)
         self.previous_tamper: list[Event] = []  # records aimed at earlier instances, read at start
         self.own_bpf_ids: set[int] = set()  # ids of this instance's BPF programs and maps
         self.namespace_facts = False
@@ -301,6 +302,7 @@ class Sensor:
             self.optional_absent.append(SIGNAL_TRACEPOINT)
         if cfg.tamper_pin:
             self.tamper_pin = cfg.tamper_pin if ensure_bpffs(os.path.dirname(cfg.tamper_pin)) else ""
+        adopted = self._adopt_tamper_pin()
         init_ns, self.init_ns_source = init_namespace_bits()
         cflags = probe_cflags(probe_dir, cfg, present, init_ns)
         if not self.tamper_pin:
@@ -320,12 +322,16 @@ class Sensor:
             self.stash_mode = "task-storage"
         except Exception as first:
             # Kernels before 5.11 (or without BTF) have no task storage for tracing programs: use hash maps.
+            if adopted is not None and os.path.exists(self.tamper_pin):
+                os.unlink(self.tamper_pin)  # the failed attempt's new (empty) pin: bcc could not reopen it
             try:
                 self.bpf = BPF(text=src, cflags=cflags)
                 self.stash_mode = f"hash (task storage unavailable: {str(first)[:200]})"
             except Exception as exc:
                 raise SensorError(f"compiling/attaching bpf_probes/sentinel.c failed: {exc}") from exc
         self.attached = [tp.decode() if isinstance(tp, bytes) else str(tp) for tp in self.bpf.tracepoint_fds]
+        if adopted:
+            self._restore_tamper_records(adopted)
         self.refresh_self_tids()
         self.own_bpf_ids = own_bpf_object_ids()
         ids = self.bpf["own_bpf_ids"]
@@ -532,6 +538,28 @@ class Sensor:
                 removed.append(ev)
                 del table[key]  # type: ignore[index]
         return sorted(removed, key=_ts)
+
+    def _adopt_tamper_pin(self) -> list[tuple[bytes, bytes]] | None:
+        """Without CAP_SYS_ADMIN bcc cannot reopen a pinned map (:mod:`sentinel.sensor.pinned`): read the
+        previous records and unlink the pin before compiling. None when bcc reopens it itself (or no pin)."""
+        from sentinel.sensor.environment import CAP_SYS_ADMIN, effective_capabilities
+        from sentinel.sensor.pinned import PinError, adopt_pin
+
+        if not self.tamper_pin or effective_capabilities() >> CAP_SYS_ADMIN & 1:
+            return None
+        try:
+            return adopt_pin(self.tamper_pin)
+        except (PinError, OSError) as exc:
+            self.tamper_pin_problem = f"{self.tamper_pin}: {exc}"
+            self.tamper_pin = ""  # records die with this instance; it still runs
+            return None
+
+    def _restore_tamper_records(self, entries: list[tuple[bytes, bytes]]) -> None:
+        """Write the previous instance's records into the freshly pinned map (read by take_tamper_records)."""
+        table = self.bpf["tamper_log"]  # type: ignore[index]
+        for key, value in entries:
+            if len(key) == ctypes.sizeof(table.Key) and len(value) == ctypes.sizeof(table.Leaf):
+                table[table.Key.from_buffer_copy(key)] = table.Leaf.from_buffer_copy(value)
 
     def take_tamper_records(self) -> list[Event]:
         """Tamper records the kernel kept for earlier instances (one killed by SIGKILL could not report its

@@ -7,6 +7,8 @@ complete lines; a rotation happens between two lines, never inside one. A write 
 leave a partial last line (the kernel stops a large write between pages), so opening a file whose last byte
 is not a newline cuts that partial line off first (``sentinel.sink_repaired``).
 
+Missing parent directories are created 0750 when the file is opened.
+
 Rotation: past ``rotate_bytes`` the file is renamed ``PATH.1`` (``.1`` → ``.2`` …, the oldest past
 ``keep_files`` deleted) and a new ``PATH`` is created 0600. ``reopen()`` is for an external logrotate
 (``create`` mode, then SIGUSR1); a file renamed or deleted behind the agent's back is noticed at the next
@@ -60,7 +62,23 @@ class FileSink:
 
     # ---- opening -------------------------------------------------------------------------------------
 
+    def _make_parent(self) -> None:
+        """Create the missing directories above the file, each 0750 (owner writes, a log shipper's group
+        reads): ``file:/var/log/sentinel/alerts.json`` works on a fresh host. Existing ones are left alone."""
+        missing: list[str] = []
+        parent = os.path.dirname(os.path.abspath(self.path))
+        while parent and not os.path.isdir(parent) and parent != os.path.dirname(parent):
+            missing.append(parent)
+            parent = os.path.dirname(parent)
+        for directory in reversed(missing):
+            try:
+                os.mkdir(directory, 0o750)
+            except FileExistsError:
+                continue  # made meanwhile (or a file: the open below says so)
+            os.chmod(directory, 0o750)  # exactly 0750 whatever the umask
+
     def _open(self) -> None:
+        self._make_parent()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             st = os.fstat(fd)

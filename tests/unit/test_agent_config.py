@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from sentinel import cli
+from sentinel import cli, live
 from sentinel.agent import FileWatcher, effective_settings, load_tuned_rules, restart_needed
 from sentinel.capture import CaptureWriter, capture_header
 from sentinel.config import load_config
@@ -51,9 +51,9 @@ def nginx_live(monkeypatch: pytest.MonkeyPatch, sensor: FakeSensor) -> None:
     facts.feed(NGINX_INIT)
     facts.feed(NGINX)
     table = ProcessTable("b", facts, clk_tck=100, user_lookup=lambda _: "root", group_lookup=lambda _: "root")
-    monkeypatch.setattr(cli, "_live_setup", lambda _args, **_kw: (HOST, table, sensor))
-    monkeypatch.setattr(cli, "_check_root", lambda _log: True)
-    monkeypatch.setattr(cli, "_mode_fields", lambda: {"headers_mode": "test"})
+    monkeypatch.setattr(live, "live_setup", lambda *_a, **_kw: (HOST, table, sensor))
+    monkeypatch.setattr(live, "check_root", lambda _log: True)
+    monkeypatch.setattr(live, "mode_fields", lambda: {"headers_mode": "test"})
 
 
 def shell_with_secret(t_ns: int, pid: int) -> list[Any]:

@@ -164,8 +164,9 @@ def test_open_sinks(tmp_path: Path) -> None:
 
 
 def test_open_sinks_fails_before_anything_runs(tmp_path: Path) -> None:
-    with pytest.raises(OSError):
-        open_sinks([f"file:{tmp_path}/missing-dir/a.json"], stdout=io.BytesIO())
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(OSError):  # (a missing directory is created: its parent here is a file)
+        open_sinks([f"file:{tmp_path}/a-file/sub/a.json"], stdout=io.BytesIO())
     with pytest.raises(OutputSpecError, match="twice"):
         open_sinks(["stdout", "-"], stdout=io.BytesIO())
 

@@ -7,6 +7,7 @@ would be called, so they test the alert side only; test_detect_rules.py runs the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -17,7 +18,7 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from sentinel import cli
+from sentinel import cli, live, runner
 from sentinel import log as logmod
 from sentinel.alerts.ecs import EcsRenderer
 from sentinel.detect import DetectionStream, find_rules_dir, lineage, load_ruleset, reload_rules
@@ -500,9 +501,9 @@ def fake_live(monkeypatch: pytest.MonkeyPatch, sensor: FakeSensor) -> ProcessTab
         ProcFacts(pid=100, start_ticks=50, ppid=1, comm="cat", exe="/usr/bin/cat", cwd="/srv", args=["cat"])
     )
     table = ProcessTable("b", facts, clk_tck=100)
-    monkeypatch.setattr(cli, "_live_setup", lambda _args, **_kw: (HOST, table, sensor))
-    monkeypatch.setattr(cli, "_check_root", lambda _log: True)
-    monkeypatch.setattr(cli, "_mode_fields", lambda: {"headers_mode": "test"})
+    monkeypatch.setattr(live, "live_setup", lambda *_a, **_kw: (HOST, table, sensor))
+    monkeypatch.setattr(live, "check_root", lambda _log: True)
+    monkeypatch.setattr(live, "mode_fields", lambda: {"headers_mode": "test"})
     return table
 
 
@@ -596,8 +597,8 @@ def test_run_invalid_rules_exit_1_before_touching_the_kernel(
     def forbidden(*_a: Any, **_k: Any) -> Any:
         raise AssertionError("the kernel side was reached with invalid rules")
 
-    monkeypatch.setattr(cli, "_live_setup", forbidden)
-    monkeypatch.setattr(cli, "_check_root", forbidden)
+    monkeypatch.setattr(live, "live_setup", forbidden)
+    monkeypatch.setattr(live, "check_root", forbidden)
     assert cli.main(["run", "--rules", "/r/bad.yaml"]) == 1
     err = capsys.readouterr().err
     assert "/r/bad.yaml:3:7: error" in err and "unknown field proc.nme" in err
@@ -612,12 +613,12 @@ def test_run_bad_config_and_output_exit_before_anything(
     def forbidden(*_a: Any, **_k: Any) -> Any:
         raise AssertionError("reached live setup")
 
-    monkeypatch.setattr(cli, "_live_setup", forbidden)
+    monkeypatch.setattr(live, "live_setup", forbidden)
     config = tmp_path / "c.yaml"
     config.write_text("sensor:\n  pages: 3\n")
     assert cli.main(["run", "--config", str(config)]) == 1
     assert f"{config}:2:10: pages must be a power of two" in capsys.readouterr().err
-    assert cli.main(["run", "--rules", "/r/x.yaml", "--output", f"file:{tmp_path}/no/such/dir.json"]) == 1
+    assert cli.main(["run", "--rules", "/r/x.yaml", "--output", f"file:{config}/not/a/dir.json"]) == 1
     assert "cannot open output" in capsys.readouterr().err
     assert fake_engine.calls == [["/r/x.yaml"]]
 
@@ -641,20 +642,20 @@ def test_run_settings_merge_config_and_flags(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("rules: [r1]\nformat: falco\nsensor: {wakeup_events: 8, open_dedup_s: 0, pages: 256}\n")
     args = cli.build_parser().parse_args(["run", "--config", str(config), "--wakeup-events", "2"])
-    cfg = cli._detection_settings(args, "run")
+    cfg = runner.detection_settings(args, "run")
     assert cfg.rules == [str(tmp_path / "r1")]
     assert (cfg.format, cfg.wakeup_events, cfg.open_dedup_s, cfg.pages) == ("falco", 2, 0.0, 256)
     args = cli.build_parser().parse_args(
         ["run", "--config", str(config), "--rules", "mine", "--open-dedup", "5"]
     )
-    cfg = cli._detection_settings(args, "run")
+    cfg = runner.detection_settings(args, "run")
     assert (cfg.rules, cfg.open_dedup_s, cfg.wakeup_events) == (["mine"], 5.0, 8)
     assert cfg.loader_opens == "filter"  # the default, neither file nor flag changed it
     config.write_text("rules: [r1]\nsensor: {loader_opens: report}\n")
     args = cli.build_parser().parse_args(["run", "--config", str(config)])
-    assert cli._detection_settings(args, "run").loader_opens == "report"
+    assert runner.detection_settings(args, "run").loader_opens == "report"
     args = cli.build_parser().parse_args(["run", "--config", str(config), "--loader-opens", "filter"])
-    assert cli._detection_settings(args, "run").loader_opens == "filter"
+    assert runner.detection_settings(args, "run").loader_opens == "filter"
 
 
 def test_connect_alert_fields() -> None:
@@ -690,3 +691,43 @@ def test_types_no_rule_reads_only_update_the_table_and_a_rule_on_them_still_fire
         assert table.get(200).exited_ns == 11 * S
         assert [orjson.loads(line)["rule"]["name"] for line in sink.lines] == expected
         assert stream.events == 2
+
+
+def test_run_tells_systemd_ready_watchdog_reloaded_stopping(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_engine: FakeLoader,
+    restore_signals: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Type=notify: READY=1 after the probes attach, WATCHDOG=1 from the loop, STATUS after a reload,
+    STOPPING=1 at shutdown, over a real datagram socket."""
+    import socket
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("# fake\n")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(tmp_path / "notify"))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    monkeypatch.setenv("WATCHDOG_USEC", "2")  # a ping at every poll
+    now = boottime_ns()
+    opens = [ev(EventType.OPEN, now, 100, comm="cat", path="a", ret=3)]
+    sensor = FakeSensor([opens, [], lambda _s: os.kill(os.getpid(), signal.SIGHUP), []])
+    fake_live(monkeypatch, sensor)
+    try:
+        code = cli.main(["run", "--rules", str(rules), "--output", f"file:{tmp_path}/a.json"])
+        receiver.setblocking(False)
+        got: list[str] = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                got += receiver.recv(4096).decode().split("\n")
+    finally:
+        receiver.close()
+    diagnostics(capsys)
+    assert code == 0
+    assert got[0].startswith("STATUS=starting")
+    ready = got.index("READY=1")
+    assert got[ready + 1] == "STATUS=running: 3 rules, 2 tracepoints, alerts to file:" + f"{tmp_path}/a.json"
+    assert "WATCHDOG=1" not in got[:ready] and got.count("WATCHDOG=1") >= 3
+    assert any(line.startswith("STATUS=running: ") and "(reloaded " in line for line in got)
+    assert got[-2:][0] == "STOPPING=1"

@@ -191,3 +191,11 @@ def test_boot_time_is_in_the_past() -> None:
     boot = env.boot_time_ns()
     year_2000_ns = 946_684_800 * 10**9
     assert year_2000_ns < boot < time.time_ns()
+
+
+def test_missing_agent_capabilities_name_what_is_lost() -> None:
+    full = env.missing_agent_capabilities(_status(0x000001FFFEFFFFFF))
+    assert full == []
+    bpf_only = env.missing_agent_capabilities(_status(1 << env.CAP_BPF | 1 << env.CAP_PERFMON))
+    assert [name for name, _ in bpf_only] == ["CAP_IPC_LOCK", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]
+    assert "perf buffers" in bpf_only[0][1]

@@ -256,3 +256,27 @@ def test_sigkill_leaves_no_partial_line(tmp_path: Path) -> None:
     counts = Counter(ids)
     assert max(counts.values()) == 1
     assert set(range(flushed)) <= set(counts)  # whatever was flushed before the kill is there
+
+
+def test_missing_parent_directories_are_created_0750(tmp_path: Path) -> None:
+    """`--output file:/var/log/sentinel/alerts.json` on a fresh host: nothing else creates the directory."""
+    old = os.umask(0o077)
+    try:
+        sink = FileSink(str(tmp_path / "log" / "sentinel" / "alerts.json"))
+    finally:
+        os.umask(old)
+    sink.close()
+    for d in (tmp_path / "log", tmp_path / "log" / "sentinel"):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o750, d
+    assert stat.S_IMODE((tmp_path / "log" / "sentinel" / "alerts.json").stat().st_mode) == 0o600
+    existing = tmp_path / "mine"
+    existing.mkdir(mode=0o755)
+    os.chmod(existing, 0o755)
+    FileSink(str(existing / "a.json")).close()
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o755  # an operator's directory is left as it is
+
+
+def test_a_parent_that_is_a_file_is_an_error_at_open(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(OSError):
+        FileSink(str(tmp_path / "afile" / "sub" / "alerts.json"))
