@@ -233,8 +233,8 @@ installed_at=$("$VENV/bin/python" -c 'import sentinel, os; print(os.path.dirname
 if [[ $want_stamp == "$have_stamp" && $installed_at == "$REPO_ROOT" ]]; then
     log "python packages up to date (pyproject.toml unchanged)"
 else
-    log "pip install -e '.[test,sigma,cri]'"
-    (cd "$REPO_ROOT" && "$VENV/bin/python" -m pip install -q -e '.[test,sigma,cri]')
+    log "pip install -e '.[test,train,sigma,cri]'"
+    (cd "$REPO_ROOT" && "$VENV/bin/python" -m pip install -q -e '.[test,train,sigma,cri]')
     printf '%s\n' "$want_stamp" >"$STAMP"
 fi
 
