@@ -29,9 +29,10 @@ export DEBIAN_FRONTEND=noninteractive
 # real workloads (ssh: the client Falco's "Disallowed SSH Connection Non Standard Port" watches).
 # podman, runc, debootstrap and catatonit run the container tests' real containers: runc because Debian's
 # default runtime (crun) is only recommended; debootstrap builds their image (no registry is reachable);
-# catatonit is the pause process podman builds a pod's infra image from.
+# catatonit is the pause process podman builds a pod's infra image from. dpkg-dev builds the Debian package
+# (packaging/build-deb.sh, tests/packaging).
 PACKAGES=(python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip bpftool iproute2 gcc libc6-dev
-    ca-certificates curl git logrotate openssh-client podman runc debootstrap catatonit)
+    ca-certificates curl git logrotate openssh-client podman runc debootstrap catatonit dpkg-dev)
 
 # --- distro packages ----------------------------------------------------------------------------------------
 
