@@ -30,7 +30,7 @@ def profile(default: dict[str, Any]) -> dict[str, Any]:
     groups.append({
         "names": list(SYSCALLS),
         "action": "SCMP_ACT_ALLOW",
-        "comment": "sentinel: eBPF probes with CAP_BPF and CAP_PERFMON, no CAP_SYS_ADMIN (the kernel checks them)",
+        "comment": "sentinel: eBPF with CAP_BPF and CAP_PERFMON (the kernel checks them), no CAP_SYS_ADMIN",
     })
     return {**default, "syscalls": groups}
 
