@@ -35,7 +35,9 @@ def package_data(relative: str) -> Path | None:
 def candidates(env: str, relative: str) -> list[Path]:
     """Where ``relative`` may be, in the order it is looked for."""
     found = [Path(os.environ[env])] if os.environ.get(env) else []
-    found += [REPO_ROOT / relative, SHARE_DIR / relative]
+    if (REPO_ROOT / "pyproject.toml").is_file():  # a checkout; installed, REPO_ROOT is site-packages
+        found.append(REPO_ROOT / relative)
+    found.append(SHARE_DIR / relative)
     data = package_data(relative)
     if data is not None:
         found.append(data)
