@@ -20,7 +20,7 @@ from .steps import REPO, run
 
 pytestmark = [pytest.mark.kernel, pytest.mark.packaging]
 
-# Each proven necessary by dropping it (README "Container image"): without BPF or PERFMON nothing loads,
+# Each proven necessary by dropping it (docs/packaging.md): without BPF or PERFMON no alert arrives,
 # without IPC_LOCK the perf buffers cannot be mapped ("mmap: Operation not permitted").
 CAPS = ("BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH", "IPC_LOCK")
 HOST_MOUNTS = ("/sys/kernel/tracing", "/sys/kernel/btf", "/lib/modules", "/usr/src")
