@@ -100,7 +100,12 @@ install -m 0644 "$PKG/debian/sentinel.tmpfiles" "$ROOT/usr/lib/tmpfiles.d/sentin
 install -m 0644 "$PKG/sentinel.yaml" "$ROOT/usr/share/doc/sentinel/examples/sentinel.yaml"
 install -m 0644 "$REPO/README.md" "$REPO/CHANGELOG.md" "$ROOT/usr/share/doc/sentinel/" 2>/dev/null ||
     install -m 0644 "$REPO/README.md" "$ROOT/usr/share/doc/sentinel/"
-install -m 0644 "$REPO/LICENSE" "$ROOT/usr/share/doc/sentinel/copyright"
+{
+    printf 'Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\nUpstream-Name: sentinel\n\n'
+    printf 'Files: *\nLicense: Apache-2.0\n On Debian systems: /usr/share/common-licenses/Apache-2.0.\n\n'
+    printf 'Files: bpf_probes/*\nComment: installed as /usr/share/sentinel/bpf_probes (BPF programs, GPL-only helpers)\n'
+    printf 'License: GPL-2.0-only\n On Debian systems: /usr/share/common-licenses/GPL-2.\n'
+} >"$ROOT/usr/share/doc/sentinel/copyright"
 CONFFILES=(/etc/sentinel/sentinel.yaml /etc/sentinel/rules.local.yaml /etc/logrotate.d/sentinel)
 if [[ -f $PKG/systemd/sentinel.service ]]; then
     install -D -m 0644 "$PKG/systemd/sentinel.service" "$ROOT/lib/systemd/system/sentinel.service"
