@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /* sentinel's kernel probes: syscall and sched tracepoints only, no kernel struct layouts.
  *
  * Arguments are stashed per thread at sys_enter_* and one event is sent at sys_exit_* with the result, so

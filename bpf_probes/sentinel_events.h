@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /* Wire layout of the events sentinel's probes send to user space.
  *
  * Every event starts with struct event_header. Its layout is mirrored by sentinel/sensor/decoder.py; change

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /* File changes made without opening the file: unlink, rename, link, symlink, chmod, chown, mkdir, truncate,
  * utimensat and their *at forms. Appended to sentinel.c after sentinel_security.c by the loader; the same
  * entry/exit machinery (sys_enter_s/sys_exit): raw arguments stashed at entry, the path strings read at exit

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /* The listening side of the network, datagrams and fd plumbing: bind, listen, accept, accept4, sendto,
  * sendmsg and sendmmsg (its first message) with a destination, dup, dup2, dup3. Appended to sentinel.c after sentinel_files.c by the loader;
  * the security-syscall machinery (sys_enter_s/sys_exit) reports each at exit, failures included. With the

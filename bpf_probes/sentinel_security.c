@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /* Security-relevant syscalls: privilege, injection, kernel code, fileless, namespaces and mounts, signals.
  * Appended to sentinel.c by the loader (it uses its helpers: fill_header, is_self, count): bcc generates a
  * tracepoint's argument struct only for probes written out in the main source, not behind a macro or in

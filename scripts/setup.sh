@@ -29,9 +29,10 @@ export DEBIAN_FRONTEND=noninteractive
 # real workloads (ssh: the client Falco's "Disallowed SSH Connection Non Standard Port" watches).
 # podman, runc, debootstrap and catatonit run the container tests' real containers: runc because Debian's
 # default runtime (crun) is only recommended; debootstrap builds their image (no registry is reachable);
-# catatonit is the pause process podman builds a pod's infra image from.
+# catatonit is the pause process podman builds a pod's infra image from. dpkg-dev builds the Debian package
+# (packaging/build-deb.sh, tests/packaging).
 PACKAGES=(python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip bpftool iproute2 gcc libc6-dev
-    ca-certificates curl git logrotate openssh-client podman runc debootstrap catatonit)
+    ca-certificates curl git logrotate openssh-client podman runc debootstrap catatonit dpkg-dev)
 # systemd-analyze checks packaging/systemd/sentinel.service (verify, security score) in the unit tests.
 PACKAGES+=(systemd)
 
@@ -235,8 +236,8 @@ installed_at=$("$VENV/bin/python" -c 'import sentinel, os; print(os.path.dirname
 if [[ $want_stamp == "$have_stamp" && $installed_at == "$REPO_ROOT" ]]; then
     log "python packages up to date (pyproject.toml unchanged)"
 else
-    log "pip install -e '.[test,sigma,cri]'"
-    (cd "$REPO_ROOT" && "$VENV/bin/python" -m pip install -q -e '.[test,sigma,cri]')
+    log "pip install -e '.[test,train,sigma,cri]'"
+    (cd "$REPO_ROOT" && "$VENV/bin/python" -m pip install -q -e '.[test,train,sigma,cri]')
     printf '%s\n' "$want_stamp" >"$STAMP"
 fi
 

@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from sentinel import __version__, live
+from sentinel import live
+from sentinel.buildinfo import VersionAction
 from sentinel.events import DEFAULT_TYPES_SPEC
 from sentinel.outstream import claim_stdout
 
@@ -117,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sentinel",
         description="Linux host security agent: eBPF sensor, process lineage, event capture and replay.",
     )
-    parser.add_argument("--version", action="version", version=f"sentinel {__version__}")
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument(
         "--log-level",
         default="info",
@@ -593,7 +594,8 @@ def _add_rules_parsers(sub: Any) -> None:
         "file: Ok, Ok with warnings, or Invalid, with file:line:column, a code and the offending line. "
         "Exit 1 if any file is invalid.",
     )
-    val.add_argument("paths", nargs="+", metavar="PATH", help="rules file or directory, in load order")
+    val.add_argument("paths", nargs="*", metavar="PATH", help="rules file or directory, in load order "
+                     "(default: the shipped rules)")  # fmt: skip
     val.add_argument("--json", action="store_true", help="machine-readable report")
     test = rsub.add_parser(
         "test",
@@ -641,9 +643,26 @@ def _rules_internal_error(command: str, args: argparse.Namespace, exc: BaseExcep
     return EXIT_FAIL
 
 
+def _shipped_rules_paths(args: argparse.Namespace, command: str) -> bool:
+    """No PATH given: the shipped rules (checkout, /usr/share/sentinel or the package). False if none."""
+    if args.paths:
+        return True
+    from sentinel.detect import find_rules_dir
+
+    shipped = find_rules_dir()
+    if shipped is None:
+        print(f"sentinel rules {command}: no PATH given and the shipped rules were not found",
+              file=sys.stderr)  # fmt: skip
+        return False
+    args.paths = [str(shipped)]
+    return True
+
+
 def cmd_rules_validate(args: argparse.Namespace) -> int:
     import orjson
 
+    if not _shipped_rules_paths(args, "validate"):
+        return EXIT_USAGE
     try:
         from sentinel.rules.validate import format_text, validate
 
@@ -660,14 +679,8 @@ def cmd_rules_validate(args: argparse.Namespace) -> int:
 def cmd_rules_list(args: argparse.Namespace) -> int:
     import orjson
 
-    if not args.paths:
-        from sentinel.detect import find_rules_dir
-
-        shipped = find_rules_dir()
-        if shipped is None:
-            print("sentinel rules list: no PATH given and the shipped rules were not found", file=sys.stderr)
-            return EXIT_USAGE
-        args.paths = [str(shipped)]
+    if not _shipped_rules_paths(args, "list"):
+        return EXIT_USAGE
     try:
         from sentinel.rules.listing import format_list, list_doc
         from sentinel.rules.loader import load_rules
@@ -739,7 +752,8 @@ def _add_model_parsers(sub: Any) -> None:
         description="Print the manifest and verify checksums, arrays and structure. Exit 1 with the reason "
         "when the model does not verify.",
     )
-    info.add_argument("--model", required=True, metavar="DIR", help="model directory")
+    info.add_argument("--model", required=True, metavar="DIR", help="model directory, or 'default' for the "
+                      "shipped model")  # fmt: skip
     status = msub.add_parser(
         "status",
         help="where this host's model stands: phase, time learned, next training",
@@ -792,6 +806,15 @@ def cmd_model(args: argparse.Namespace) -> int:
 
     if args.model_command == "status":
         return _model_status(args)
+    if args.model == "default":
+        from sentinel.anomaly.live import find_default_model
+
+        shipped = find_default_model()
+        if shipped is None:
+            print(f"sentinel model {args.model_command}: the shipped default model was not found",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_USAGE
+        args.model = str(shipped)
     try:
         model = load_model(args.model)
     except ModelError as exc:

@@ -9,7 +9,6 @@ rendered for events no rule matches. The ruleset lives in one attribute, read on
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sentinel import tasks
+from sentinel import resources, tasks
 from sentinel.alerts import internal
 from sentinel.alerts.aggregate import DEFAULT_WINDOW_S, Aggregator
 from sentinel.alerts.ecs import EcsRenderer
@@ -45,16 +44,8 @@ MAX_MATCH_ERRORS_LOGGED = 10
 
 
 def find_rules_dir() -> Path | None:
-    """The shipped rules: ``$SENTINEL_RULES``, the repository's ``rules/`` (editable installs), the deb's."""
-    candidates = [
-        Path(os.environ["SENTINEL_RULES"]) if os.environ.get("SENTINEL_RULES") else None,
-        Path(__file__).resolve().parents[1] / "rules",
-        Path("/usr/share/sentinel/rules"),
-    ]
-    for c in candidates:
-        if c is not None and c.is_dir():
-            return c
-    return None
+    """The shipped rules: ``$SENTINEL_RULES``, the checkout's ``rules/``, the deb's, the wheel's copy."""
+    return resources.find("SENTINEL_RULES", "rules", Path.is_dir)
 
 
 def format_diagnostic(d: Any) -> str:

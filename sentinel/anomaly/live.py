@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from sentinel import tasks
+from sentinel import resources, tasks
 from sentinel.alerts import internal
 from sentinel.alerts.model import ML_RULESET, Alert
 from sentinel.anomaly.features import (
@@ -42,6 +42,7 @@ from sentinel.anomaly.model import Group, Model, ModelError, load_model
 from sentinel.anomaly.profiles import SEEN, ProfileState
 from sentinel.anomaly.scorer import CompiledForest, explain
 from sentinel.anomaly.state import DEFAULT_STATE_DIR, HostState, Key, LearningProgress, RowSample
+from sentinel.anomaly.train import TRAIN_EXTRA, training_available
 from sentinel.events import EventType
 from sentinel.log import get_logger
 from sentinel.rules.model import Rule
@@ -76,16 +77,8 @@ RETRAIN_MAX_S = 86_400.0  # retraining interval once the baseline is old: daily
 
 
 def find_default_model() -> Path | None:
-    """The shipped model: ``$SENTINEL_MODEL``, the repository's ``models/default``, the package's copy."""
-    candidates = [
-        Path(os.environ["SENTINEL_MODEL"]) if os.environ.get("SENTINEL_MODEL") else None,
-        Path(__file__).resolve().parents[2] / "models" / "default",
-        Path("/usr/share/sentinel/models/default"),
-    ]
-    for c in candidates:
-        if c is not None and (c / "manifest.json").is_file():
-            return c
-    return None
+    """The shipped model: ``$SENTINEL_MODEL``, the checkout's ``models/default``, the deb's, the wheel's."""
+    return resources.find("SENTINEL_MODEL", "models/default", lambda c: (c / "manifest.json").is_file())
 
 
 @dataclass(slots=True)
@@ -712,6 +705,8 @@ def open_engine(
             if refused:  # the host's own model is unusable: learn again rather than run without one
                 log.error("sentinel.state_corrupt", problem=f"{refused}; the host model is trained again")
                 model = None
+        if model is None and not training_available():
+            return _refused(log, ts_ns, "auto", TRAIN_EXTRA + "; or give --model DIR")
         engine = AnomalyEngine(settings, profiles, state)
         if model is not None:
             engine.activate(model, "host")

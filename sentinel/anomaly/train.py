@@ -9,6 +9,7 @@ is not a threshold: it gave 2-19% false positives on held-out data).
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,20 @@ from sentinel.host import HostInfo
 from sentinel.process.table import Process, ProcessTable
 from sentinel.recording import replay_events
 from sentinel.text import printable
+
+TRAIN_EXTRA = (
+    "training the host model needs scikit-learn, which is not installed: install the 'train' extra "
+    "(pip install 'sentinel[train]'; the Debian package and image are built with it unless --no-train)"
+)
+
+
+class TrainExtraMissing(ValueError):
+    """scikit-learn is absent: the agent was installed without the ``train`` extra."""
+
+
+def training_available() -> bool:
+    """scikit-learn can be imported (looked up, not imported: it costs ~1 s and ~100 MB)."""
+    return importlib.util.find_spec("sklearn") is not None
 
 PROGRESS_EVERY = 50_000
 # Per-row metadata a caller may compute from the event and its process (evaluation: "in the attack tree?").
@@ -241,8 +256,11 @@ def fit_groups(
     ``weight`` is how many real events a row stands for (learning mode samples). Returns the forests and
     the manifest fields (groups, windows, counts). Raises ValueError when no type has enough.
     """
-    from sklearn import __version__ as sklearn_version
-    from sklearn.ensemble import IsolationForest
+    try:
+        from sklearn import __version__ as sklearn_version
+        from sklearn.ensemble import IsolationForest
+    except ImportError as exc:
+        raise TrainExtraMissing(TRAIN_EXTRA) from exc
 
     if not 0.0 < holdout < 1.0:
         raise ValueError("holdout must be between 0 and 1")

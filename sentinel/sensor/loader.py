@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sentinel import resources
 from sentinel.events import Event, EventType
 from sentinel.sensor.decoder import DecodeError, decode
 from sentinel.sensor.environment import (
@@ -98,15 +99,12 @@ def apply_scheduling(name: str) -> str:
 
 
 def find_probe_dir() -> Path:
-    """The probes ship at the repository root (editable installs) or in /usr/share/sentinel."""
-    candidates = [
-        Path(os.environ["SENTINEL_PROBES"]) if os.environ.get("SENTINEL_PROBES") else None,
-        Path(__file__).resolve().parents[2] / "bpf_probes",
-        Path("/usr/share/sentinel/bpf_probes"),
-    ]
-    for c in candidates:
-        if c is not None and all((c / name).is_file() for name in PROBE_FILES):
-            return c
+    """The probes: ``$SENTINEL_PROBES``, the checkout's ``bpf_probes/``, the deb's, the wheel's copy."""
+    found = resources.find(
+        "SENTINEL_PROBES", "bpf_probes", lambda c: all((c / n).is_file() for n in PROBE_FILES)
+    )
+    if found is not None:
+        return found
     raise SensorError(
         f"bpf_probes/{', '.join(PROBE_FILES)} not found (set SENTINEL_PROBES to their directory)"
     )
