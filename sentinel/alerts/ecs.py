@@ -25,6 +25,9 @@ from sentinel.events import (
     AF_INET6,
     AF_UNIX,
     FLAG_ARGV_TRUNCATED,
+    FLAG_CREAT,
+    FLAG_CREATED,
+    FLAG_CREATED_KNOWN,
     FLAG_PATH_TRUNCATED,
     Event,
     EventType,
@@ -54,7 +57,19 @@ _MARKER = re.compile(r"\[REDACTED(?:: \d+ characters not scanned)?\]")
 O_WRITE_MASK = 0o3
 O_CREAT = 0o100
 O_TRUNC = 0o1000
+O_TMPFILE = 0o20000000  # __O_TMPFILE (O_TMPFILE is it with O_DIRECTORY)
 EINPROGRESS = errno.EINPROGRESS
+
+
+def open_event_types(ev: Event) -> list[str]:
+    """ECS ``event.type`` of an open: ``creation`` only when the kernel says the open created the file
+    (``Event.created``), ``change`` when it truncated an existing file or opened it for writing, else
+    ``access``. Not knowing whether it created (no kernel offsets, an older capture) claims no creation."""
+    if ev.created:
+        return ["creation"]
+    if ev.open_flags & (O_WRITE_MASK | O_TRUNC) or ev.flags & FLAG_CREAT:
+        return ["change"]
+    return ["access"]
 
 
 def error_code(ret: int) -> str | None:
@@ -440,19 +455,16 @@ class EcsRenderer:
                 doc["message"] += f" failed: {err}"
         elif kind is EventType.OPEN:
             path = resolved_path or ev.path
-            writes = ev.open_flags & O_WRITE_MASK
-            types = ["access"]
-            if writes or ev.open_flags & O_TRUNC:
-                types = ["change"]
-            if ev.open_flags & O_CREAT:
-                types.append("creation")
-            event.update(category=["file"], type=types, action="open")
+            event.update(category=["file"], type=open_event_types(ev), action="open")
             directory, _, name = path.rpartition("/")
             # An unresolved relative path (cwd unknown) has no directory we can name.
             absolute = path[:1] == "/"
             doc["file"] = {"path": path, "name": name, "directory": (directory or "/") if absolute else None}
-            if ev.open_flags & O_CREAT:
-                doc["file"]["mode"] = f"{stat.S_IMODE(ev.mode):04o}"
+            if ev.open_flags & (O_CREAT | O_TMPFILE) or ev.flags & FLAG_CREAT:
+                # The mode open(2) was given, before the umask: not the file's mode (ECS file.mode).
+                detail["requested_mode"] = f"{stat.S_IMODE(ev.mode):04o}"
+            if ev.flags & FLAG_CREATED_KNOWN:  # a successful O_CREAT open the kernel told about
+                detail["created"] = bool(ev.flags & FLAG_CREATED)
             detail.update(raw_path=ev.path, flags=open_flag_names(ev.open_flags), dirfd=ev.dirfd)
             if ev.repeat_count:
                 detail["repeat_count"] = ev.repeat_count

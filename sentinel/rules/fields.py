@@ -475,16 +475,18 @@ FIELDS_LIST: list[FieldDef] = [
     FieldDef(
         "evt.is_open_create",
         BOOL,
-        "Open with O_CREAT (creat(2) included).",
+        "The open created the file (the kernel's FMODE_CREATED, as Falco's driver reads it); where that is "
+        "not known (no kernel offsets, an older capture), a successful open with O_CREAT (or creat(2)).",
         on=(OPEN,),
-        by={OPEN: "bool(ev.open_flags & 64 or ev.flags & 16)"},
+        by={OPEN: "(ev.created is not False)"},
     ),
     FieldDef(
         "evt.arg.flags",
         STRING,
-        "Open flags as Falco prints them: `O_WRONLY|O_CREAT|O_TRUNC`.",
+        "Open flags as Falco prints them: `O_WRONLY|O_CREAT|O_TRUNC`, with `O_F_CREATED` when the open "
+        "created the file.",
         on=(OPEN,),
-        by={OPEN: "_flags_text(ev.open_flags)"},
+        by={OPEN: "(_flags_text(ev.open_flags) + ('|O_F_CREATED' if ev.flags & 8192 else ''))"},
         cached=True,
     ),
     FieldDef(

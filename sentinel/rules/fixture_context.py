@@ -23,6 +23,8 @@ from sentinel.events import (
     AF_UNIX,
     AT_FDCWD,
     FLAG_CREAT,
+    FLAG_CREATED,
+    FLAG_CREATED_KNOWN,
     FLAG_EXECVEAT,
     FLAG_OPENAT2,
     LOGINUID_UNSET,
@@ -381,10 +383,19 @@ def from_ecs(doc: Mapping[str, Any]) -> EvalContext:
         path = _str(fblock.get("path"), "file.path") or None
         ev.path = _str(detail.get("raw_path"), "sentinel.event.raw_path", path or "")
         ev.open_flags = _open_flags(detail.get("flags"), event.get("type"))
-        ev.mode = _mode(fblock.get("mode"))
+        # The requested mode: sentinel.event.requested_mode (file.mode in fixtures written before it).
+        ev.mode = _mode(detail.get("requested_mode", fblock.get("mode")))
         ev.dirfd = _int(detail.get("dirfd"), "sentinel.event.dirfd", AT_FDCWD)
         ev.repeat_count = _int(detail.get("repeat_count"), "sentinel.event.repeat_count", 0)
         ev.ret = _ret_from(doc, detail, 3)
+        # Created: sentinel.event.created, else event.type creation; neither leaves it unknown, as the
+        # renderer leaves it without kernel offsets.
+        created = detail.get("created")
+        kinds = event.get("type")
+        if created is None and "creation" in (kinds if isinstance(kinds, list) else [kinds]):
+            created = True
+        if isinstance(created, bool) and ev.ret >= 0:
+            ev.flags |= FLAG_CREATED_KNOWN | (FLAG_CREATED if created else 0)
         if "openat2" in names:
             ev.flags |= FLAG_OPENAT2
         if "creat" in names:

@@ -181,8 +181,8 @@ def test_opens_flags_results_and_relative_paths(agent: Agent, tmp_path: Path) ->
     write, read = opens(created, count=2)
     assert get(write, "sentinel.event.raw_path") == "created.txt"
     assert {"O_WRONLY", "O_CREAT", "O_TRUNC"} <= set(get(write, "sentinel.event.flags"))
-    assert get(write, "file.mode") == "0640"
-    assert get(write, "event.type") == ["change", "creation"]
+    assert get(write, "sentinel.event.requested_mode") == "0640" and "mode" not in write["file"]
+    assert get(write, "event.type") == ["creation"] and get(write, "sentinel.event.created") is True
     assert get(write, "sentinel.event.ret") >= 0 and get(write, "event.outcome") == "success"
     assert get(read, "sentinel.event.flags")[0] == "O_RDONLY"
     assert get(read, "event.type") == ["access"]

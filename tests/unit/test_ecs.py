@@ -27,6 +27,9 @@ from sentinel.events import (
     AF_UNIX,
     AT_FDCWD,
     FLAG_ARGV_TRUNCATED,
+    FLAG_CREAT,
+    FLAG_CREATED,
+    FLAG_CREATED_KNOWN,
     FLAG_PATH_TRUNCATED,
     Credentials,
     Event,
@@ -451,9 +454,10 @@ def test_exec_message_is_bounded() -> None:
         (O_WRONLY, ["O_WRONLY"], ["change"]),
         (O_RDWR, ["O_RDWR"], ["change"]),
         (O_TRUNC, ["O_RDONLY", "O_TRUNC"], ["change"]),
-        (O_WRONLY | O_CREAT | O_TRUNC, ["O_WRONLY", "O_CREAT", "O_TRUNC"], ["change", "creation"]),
-        (O_CREAT, ["O_RDONLY", "O_CREAT"], ["access", "creation"]),
-        (O_WRONLY | O_CREAT | O_EXCL, ["O_WRONLY", "O_CREAT", "O_EXCL"], ["change", "creation"]),
+        # Whether an O_CREAT open created the file is not known (no FLAG_CREATED_KNOWN): no creation claimed
+        (O_WRONLY | O_CREAT | O_TRUNC, ["O_WRONLY", "O_CREAT", "O_TRUNC"], ["change"]),
+        (O_CREAT, ["O_RDONLY", "O_CREAT"], ["access"]),
+        (O_WRONLY | O_CREAT | O_EXCL, ["O_WRONLY", "O_CREAT", "O_EXCL"], ["change"]),
         (O_WRONLY | O_APPEND, ["O_WRONLY", "O_APPEND"], ["change"]),
         (O_DIRECTORY | O_CLOEXEC, ["O_RDONLY", "O_DIRECTORY", "O_CLOEXEC"], ["access"]),
         (O_PATH | O_CLOEXEC, ["O_RDONLY", "O_CLOEXEC", "O_PATH"], ["access"]),
@@ -486,13 +490,54 @@ def test_open_file_at_root() -> None:
     assert doc["file"] == {"path": "/vmlinuz", "name": "vmlinuz", "directory": "/"}
 
 
-def test_open_mode_only_with_creat() -> None:
+def test_requested_mode_only_with_creat_and_never_as_file_mode() -> None:
+    """open(2)'s mode is what the caller asked for, before the umask, and only when the call may create:
+    sentinel.event.requested_mode. ECS file.mode is the file's own mode, which an open does not tell."""
     with_creat = render(ev(EventType.OPEN, S, 5, path="/tmp/f", open_flags=O_WRONLY | O_CREAT, mode=0o100644))
-    assert with_creat["file"]["mode"] == "0644"
+    assert with_creat["sentinel"]["event"]["requested_mode"] == "0644" and "mode" not in with_creat["file"]
     setuid = render(ev(EventType.OPEN, S, 5, path="/tmp/f", open_flags=O_CREAT, mode=0o4755))
-    assert setuid["file"]["mode"] == "4755"
+    assert setuid["sentinel"]["event"]["requested_mode"] == "4755"
+    creat = render(ev(EventType.OPEN, S, 5, path="/tmp/f", open_flags=O_WRONLY, flags=FLAG_CREAT, mode=0o600))
+    assert creat["sentinel"]["event"]["requested_mode"] == "0600"
     without = render(ev(EventType.OPEN, S, 5, path="/tmp/f", open_flags=O_WRONLY, mode=0o644))
-    assert "mode" not in without["file"]
+    assert "mode" not in without["file"] and "requested_mode" not in without["sentinel"]["event"]
+
+
+KNOWN = FLAG_CREATED_KNOWN
+
+
+@pytest.mark.parametrize(
+    ("flags", "evflags", "ret", "types", "created"),
+    [
+        (O_WRONLY | O_CREAT | O_TRUNC, KNOWN | FLAG_CREATED, 3, ["creation"], True),  # `>` to a new file
+        (O_WRONLY | O_CREAT | O_TRUNC, KNOWN, 3, ["change"], False),  # `>` to an existing file: truncated
+        (O_CREAT, KNOWN, 3, ["access"], False),  # existed, opened to read
+        (O_WRONLY | O_CREAT | O_EXCL, KNOWN | FLAG_CREATED, 3, ["creation"], True),
+        (O_WRONLY | O_CREAT | O_EXCL, 0, -17, ["change"], None),  # EEXIST: nothing created, nothing read
+        (O_WRONLY | O_TRUNC, 0, 3, ["change"], None),  # O_TRUNC of an existing file (no O_CREAT)
+        (O_WRONLY, FLAG_CREAT | KNOWN | FLAG_CREATED, 3, ["creation"], True),  # creat(2) making a file
+        (0, 0, 3, ["access"], None),
+    ],
+)
+def test_creation_only_when_the_kernel_says_the_open_created(
+    flags: int, evflags: int, ret: int, types: list[str], created: bool | None
+) -> None:
+    e = ev(EventType.OPEN, S, 5, path="/tmp/f", open_flags=flags, flags=evflags, ret=ret, mode=0o644)
+    doc = render(e)
+    assert doc["event"]["type"] == types
+    assert doc["sentinel"]["event"].get("created") is created
+
+
+def test_event_created_is_unknown_only_for_a_successful_create_the_probe_did_not_read() -> None:
+    def created(flags: int, evflags: int = 0, ret: int = 3) -> bool | None:
+        return ev(EventType.OPEN, S, 5, open_flags=flags, flags=evflags, ret=ret).created
+
+    assert created(O_WRONLY | O_CREAT) is None  # no kernel offsets, or a capture from before they were read
+    assert created(O_WRONLY | O_CREAT, ret=-13) is False  # a failed open created nothing
+    assert created(O_WRONLY) is False  # without O_CREAT nothing is created
+    assert created(O_WRONLY, FLAG_CREAT) is None  # creat(2)
+    assert created(O_WRONLY | O_CREAT, FLAG_CREATED_KNOWN) is False
+    assert created(O_WRONLY | O_CREAT, FLAG_CREATED_KNOWN | FLAG_CREATED) is True
 
 
 def test_open_repeat_count_and_truncated_path() -> None:

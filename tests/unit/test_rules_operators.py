@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sentinel.events import AF_INET6, AF_UNIX, EventType
+from sentinel.events import AF_INET6, AF_UNIX, FLAG_CREATED, FLAG_CREATED_KNOWN, EventType
 from sentinel.rules import load_text
 from tests.unit.rules_support import connect_ctx, errors, exec_ctx, holds, open_ctx, refused, rule_yaml
 
@@ -95,6 +95,17 @@ def test_bool_operators() -> None:
     assert holds("evt.failed = false", read)
     assert holds("evt.failed = true", open_ctx("/nope", ret=-2))
     assert holds("evt.is_open_write exists", read)
+
+
+def test_open_create_means_the_kernel_created_the_file() -> None:
+    """Falco's evt.is_open_create and the O_F_CREATED flag mean the open created the file (FMODE_CREATED):
+    a `>` onto an existing file is neither; where the probe could not tell, O_CREAT on a success stands."""
+    made = open_ctx("/tmp/new", flags=0o1101, evflags=FLAG_CREATED_KNOWN | FLAG_CREATED)
+    existing = open_ctx("/dev/null", flags=0o1101, evflags=FLAG_CREATED_KNOWN)
+    assert holds("evt.is_open_create = true", made) and holds("evt.arg.flags contains O_F_CREATED", made)
+    assert holds("evt.is_open_create = false", existing)
+    assert not holds("evt.arg.flags contains O_F_CREATED", existing)
+    assert holds("evt.is_open_create = false", open_ctx("/tmp/x", flags=0o1301, ret=-17))  # EEXIST
 
 
 def test_ip_and_network_operators() -> None:
