@@ -10,6 +10,7 @@ import errno
 import itertools
 import os
 import re
+import shlex
 import stat
 import time
 from datetime import UTC, datetime
@@ -235,7 +236,7 @@ class EcsRenderer:
                         found.append((original, hidden_spans(original, redacted)))
             if len(self._redacted) >= _REDACTED_MEMO_MAX:
                 self._redacted.clear()
-            memo = (source, args, " ".join(args) if args else r.redact(command_line), tuple(found))
+            memo = (source, args, shlex.join(args) if args else r.redact(command_line), tuple(found))
             self._redacted[key] = memo
         if lineage is None:
             return memo[1], memo[2]
@@ -251,7 +252,7 @@ class EcsRenderer:
             hidden_line = hide_known(command_line, foreign)
             if hidden != source or hidden_line != command_line:
                 args = r.redact_args(hidden)
-                return args, " ".join(args) if args else r.redact(hidden_line)
+                return args, shlex.join(args) if args else r.redact(hidden_line)
         return memo[1], memo[2]
 
     def known_secrets(self, proc: Process | None) -> KnownSecrets:

@@ -11,6 +11,7 @@ import errno
 import itertools
 import math
 import posixpath
+import shlex
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -137,12 +138,21 @@ def _ret_from(doc: Mapping[str, Any], detail: Mapping[str, Any], success: int) -
     return success
 
 
+def _split_command_line(line: str) -> list[str]:
+    """``process.command_line`` back into arguments: shell quoting (as documents write it); a line that is
+    not valid shell syntax (an unmatched quote in a hand-written fixture) is split on spaces."""
+    try:
+        return shlex.split(line)
+    except ValueError:
+        return line.split(" ")
+
+
 def _process(block: Mapping[str, Any], what: str, default_pid: int, ts: int) -> Process:
     exe = _str(block.get("executable"), f"{what}.executable")
     args = _args(block.get("args"), f"{what}.args")
     if args is None:
         cmd = block.get("command_line")
-        args = _str(cmd, f"{what}.command_line").split(" ") if cmd else ([exe] if exe else [])
+        args = _split_command_line(_str(cmd, f"{what}.command_line")) if cmd else ([exe] if exe else [])
     # ECS: process.user is the effective user; the real one is process.real_user when the document has it.
     user = _map(block.get("real_user") or block.get("user"), f"{what}.user")
     group = _map(block.get("real_group") or block.get("group"), f"{what}.group")

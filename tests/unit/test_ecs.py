@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import shlex
 import time
 import uuid
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ from sentinel.host import HostInfo
 from sentinel.pipeline import EventStream, parse_types
 from sentinel.process.facts import ProcFacts, ReplayFacts
 from sentinel.process.table import Process, ProcessTable, entity_id
+from sentinel.text import dumps, unescape_text
 
 HOST = HostInfo(
     hostname="h", machine_id="m", boot_id="b", kernel="6.18", boot_time_ns=1_700_000_000_000_000_000
@@ -410,6 +412,40 @@ def test_exec_success() -> None:
     assert doc["sentinel"]["event"] == {"type": "execve", "ret": 0, "cgroup_id": 0, "filename": "/bin/ls"}
     assert "truncated" not in doc["sentinel"]
     assert doc["message"] == "exec /bin/ls ls -l /tmp"
+
+
+HOSTILE_ARGV = [
+    "sh", "-c", "echo 'a b' \"c\" $HOME `id`; rm -rf /", "", "two words", "it's", 'say "hi"', "new\nline",
+    "tab\tcr\r\x1b[31m?", "back\\slash", "\udcff\udcfe-not-utf8", "*.glob", "~user", "#hash", "--x=1",
+]  # fmt: skip
+
+
+def command_line_of(argv: list[str]) -> tuple[dict[str, Any], str]:
+    table, source = standard_table()
+    e = ev(EventType.EXEC, 20 * S, 100, comm="sh", filename="/bin/sh", argv=argv, argc_total=len(argv))
+    source.feed(pf(100, 1, 500, comm="sh", exe="/usr/bin/sh", args=argv))
+    doc = orjson.loads(dumps(render(e, table.apply(e))))
+    line = doc["process"]["command_line"]
+    if "process.command_line" in doc["sentinel"].get("escaped_fields", []):
+        line = unescape_text(line)
+    return doc, line
+
+
+def test_command_line_splits_back_into_the_args_exactly() -> None:
+    """ECS process.command_line quotes as a shell would need (shlex.join): argument boundaries, quotes,
+    newlines, control characters and bytes that are not UTF-8 all survive, and the document stays JSON."""
+    doc, line = command_line_of(HOSTILE_ARGV)
+    assert shlex.split(line) == HOSTILE_ARGV
+    assert doc["process"]["args"][:3] == HOSTILE_ARGV[:3]
+    _, plain = command_line_of(["ls", "-l", "/tmp"])
+    assert plain == "ls -l /tmp"  # nothing to quote: as before
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                        max_size=12), min_size=1, max_size=6))  # fmt: skip
+def test_any_argv_round_trips_through_the_command_line(argv: list[str]) -> None:
+    assert shlex.split(command_line_of(argv)[1]) == argv
 
 
 def test_exec_failed_enoent() -> None:
