@@ -62,6 +62,15 @@ O_TMPFILE = 0o20000000  # __O_TMPFILE (O_TMPFILE is it with O_DIRECTORY)
 EINPROGRESS = errno.EINPROGRESS
 
 
+def process_name(proc: Process) -> str:
+    """ECS ``process.name``: the executable's file name (``basename(process.executable)``), not the kernel's
+    15-character comm (``pyenv-version-f``, an interpreter's script name); the comm while the executable is
+    not known. Falco's ``proc.name`` (the comm) stays in rule fields and Falco's format;
+    ``process.thread.name`` is the comm of the event's thread."""
+    exe = proc.exe
+    return exe.rpartition("/")[2] or proc.comm if exe else proc.comm
+
+
 def open_event_types(ev: Event) -> list[str]:
     """ECS ``event.type`` of an open: ``creation`` only when the kernel says the open created the file
     (``Event.created``), ``change`` when it truncated an existing file or opened it for writing, else
@@ -296,7 +305,7 @@ class EcsRenderer:
                 "user": {"id": str(ev.uid)},
                 "group": {"id": str(ev.gid)},
             }
-        return self._with_thread(self._cached(proc)[0], ev, identity_parts(proc)[2])
+        return self._with_thread(self._cached(proc)[0], ev, identity_parts(proc)[1])
 
     @staticmethod
     def _with_thread(block: dict[str, Any], ev: Event, caps: dict[str, Any] | None) -> dict[str, Any]:
@@ -349,7 +358,7 @@ class EcsRenderer:
         block: dict[str, Any] = {
             "pid": proc.pid,
             "entity_id": proc.entity_id,
-            "name": proc.comm,
+            "name": process_name(proc),
             "executable": proc.exe or None,
             "args": args,
             "args_count": len(proc.args),
@@ -366,7 +375,7 @@ class EcsRenderer:
             block["parent"] = {
                 "pid": parent.pid,
                 "entity_id": parent.entity_id,
-                "name": parent.comm,
+                "name": process_name(parent),
                 "executable": parent.exe or None,
                 "args": parent_args,
                 "command_line": parent_command_line,
@@ -421,11 +430,15 @@ class EcsRenderer:
         detail: dict[str, Any] = {"type": ev.type_name, "ret": ev.ret, "cgroup_id": ev.cgroup_id}
         sentinel: dict[str, Any] = {"event": detail}
         if proc is None:
-            doc["process"] = self.process_block(None, ev)
+            doc["process"] = block = self.process_block(None, ev)
+            doc["user"], doc["group"] = block["user"], block["group"]
             sentinel["ancestors"] = []
         else:  # one cache lookup each for the lineage and the identity (process_block would repeat both)
             block, sentinel["ancestors"], _ = self._cached(proc)
-            doc["user"], extra, caps = identity_parts(proc)
+            extra, caps = identity_parts(proc)
+            # ECS top-level user and group mirror process.user/group (the effective ids), as Elastic
+            # Defend writes them; the same (cached, never mutated) objects.
+            doc["user"], doc["group"] = block["user"], block["group"]
             doc["process"] = self._with_thread(block, ev, caps)
             if extra is not None:
                 sentinel["process"] = extra

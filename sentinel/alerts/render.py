@@ -170,7 +170,7 @@ class EcsAlertRenderer:
             "description": rule.desc,
             "ruleset": alert.ruleset,
             "version": alert.ruleset_version,
-            "author": AUTHOR,
+            "author": [AUTHOR],  # ECS rule.author is an array
         }
         if threat.reference:
             block["reference"] = threat.reference

@@ -101,7 +101,7 @@ def test_ecs_alert_for_a_shell_spawned_by_a_web_server() -> None:
         "description": "Shell Spawned By Web Server (test rule)",
         "ruleset": "sentinel",
         "version": SHA[:12],
-        "author": "sentinel",
+        "author": ["sentinel"],
         "reference": "https://attack.mitre.org/techniques/T1059/004/",
     }
     assert doc["threat"] == {

@@ -280,7 +280,8 @@ def test_process_block_from_table() -> None:
 
 
 def test_credentials_follow_ecs_meanings() -> None:
-    """process.user is the effective user (ECS), user.id the real one; saved ids, capabilities, login."""
+    """process.user is the effective user (ECS), the top-level user and group mirror it (as Elastic Defend
+    writes them, what Elastic's prebuilt rules test); real and saved ids, capabilities, login."""
     table, _ = standard_table()
     creds = Credentials(0, 0, 0, 0, 0, 0, 1000, 3, (1 << 21) | 1, (1 << 21) | (1 << 39) | 1)
     event = ev(EventType.OPEN, 10 * S, 100, tid=101, uid=65534, gid=65534, path="/etc/shadow", creds=creds)
@@ -294,7 +295,8 @@ def test_credentials_follow_ecs_meanings() -> None:
         "effective": ["CAP_CHOWN", "CAP_SYS_ADMIN"],
         "permitted": ["CAP_CHOWN", "CAP_SYS_ADMIN", "CAP_BPF"],
     }
-    assert doc["user"]["id"] == "65534" and doc["user"]["effective"]["id"] == "0"
+    assert doc["user"] == p["user"] == {"id": "0", "name": "root"} and "effective" not in doc["user"]
+    assert doc["group"] == p["group"] and doc["group"]["id"] == "0"
     assert doc["sentinel"]["process"]["login_user"]["id"] == "1000"
     assert doc["sentinel"]["process"]["session_id"] == 3
 
@@ -446,6 +448,27 @@ def test_command_line_splits_back_into_the_args_exactly() -> None:
                         max_size=12), min_size=1, max_size=6))  # fmt: skip
 def test_any_argv_round_trips_through_the_command_line(argv: list[str]) -> None:
     assert shlex.split(command_line_of(argv)[1]) == argv
+
+
+def test_process_name_is_the_executables_file_name_and_the_comm_stays_for_falco() -> None:
+    """ECS process.name is basename(process.executable); the 15-character comm is process.thread.name (the
+    event's thread) and Falco's proc.name in rules and Falco's format."""
+    table, source = standard_table()
+    comm = "pyenv-version-f"  # the kernel cut "pyenv-version-file-read" to 15 characters
+    source.feed(pf(100, 1, 500, comm=comm, exe="/opt/pyenv/libexec/pyenv-version-file-read", args=["x"]))
+    e = ev(EventType.EXEC, 20 * S, 100, comm=comm, filename="/opt/pyenv/libexec/pyenv-version-file-read")
+    proc = table.apply(e)
+    assert proc is not None
+    doc = render(e, proc)
+    assert doc["process"]["name"] == "pyenv-version-file-read"
+    assert doc["process"]["thread"]["name"] == comm and doc["process"]["parent"]["name"] == "systemd"
+    from sentinel.rules import EvalContext
+    from tests.unit.rules_support import ruleset
+
+    rs = ruleset("- rule: any\n  desc: d\n  condition: evt.type = execve\n  output: o\n  priority: debug\n")
+    assert rs.field_value("proc.name", EvalContext(e, proc, None, 0)) == comm
+    unknown = render(ev(EventType.EXIT, 20 * S, 999, comm="ghost"))  # no process known: the comm
+    assert unknown["process"]["name"] == "ghost"
 
 
 def test_exec_failed_enoent() -> None:
@@ -726,7 +749,7 @@ def test_cache_follows_own_exec() -> None:
         assert d["process"]["args"] == ["vim", "x"]
         assert d["process"]["command_line"] == "vim x"
         assert d["process"]["executable"] == "/usr/bin/vim.basic"
-        assert d["process"]["name"] == "vim"
+        assert d["process"]["name"] == "vim.basic"  # ECS: the executable's file name, not the comm
         assert d["process"]["entity_id"] == before["process"]["entity_id"]  # same process, new image
 
 
@@ -769,7 +792,7 @@ def test_cache_follows_parent_exec() -> None:
     assert early["process"]["parent"]["args"] == ["-bash"]
     assert late["process"]["parent"]["args"] == ["python3"]
     assert late["process"]["parent"]["executable"] == "/usr/bin/python3.12"
-    assert late["process"]["parent"]["name"] == "python3"
+    assert late["process"]["parent"]["name"] == "python3.12"  # the executable's file name
     assert late["sentinel"]["ancestors"][0]["command_line"] == "python3"
     assert late["process"]["args"] == ["-bash"]  # the child itself did not exec
 
