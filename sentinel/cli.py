@@ -700,7 +700,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     engine, notices = open_engine(anomaly_settings(cfg, live=True), log, boottime_ns())
     stream = DetectionStream(
         table, outcome.ruleset, host, sink, fmt, cfg.aggregation_window_s, anomaly=engine,
-        redactor=cfg.redactor(),
+        redactor=cfg.redactor(), falco_iso8601=cfg.falco_time_iso8601,
     )  # fmt: skip
     stream.task_failures = failures
     log.info("sentinel.rules_loaded", **_rules_loaded_fields(outcome, cfg))
@@ -923,7 +923,7 @@ def _replay_detect(args: argparse.Namespace) -> int:
             streams[-1].finish()  # a new segment (another boot): the previous one's summaries first
         stream = DetectionStream(
             table, outcome.ruleset, host, sink, fmt, cfg.aggregation_window_s, anomaly=engine,
-            redactor=cfg.redactor(),
+            redactor=cfg.redactor(), falco_iso8601=cfg.falco_time_iso8601,
         )  # fmt: skip
         if not streams:
             for alert in notices:

@@ -146,6 +146,7 @@ class DetectionStream:
         anomaly: Any = None,
         *,
         redactor: Any = None,
+        falco_iso8601: bool = False,
     ) -> None:
         self.table = table
         self.anomaly = anomaly  # AnomalyEngine or None (rules only)
@@ -157,7 +158,7 @@ class DetectionStream:
         view = metadata_view(table)  # the containers' runtime metadata, as the pipeline has taken it
         self.ecs.containers = view
         self.meta_fields: FieldsLookup = view.fields if view is not None else NO_METADATA
-        renderers = {f: make_renderer(f, self.ecs) for f in FORMATS}
+        renderers = {f: make_renderer(f, self.ecs, falco_iso8601=falco_iso8601) for f in FORMATS}
         self.writer = AlertWriter(renderers[fmt] if fmt in renderers else make_renderer(fmt, self.ecs), sink,
                                   renderers)  # fmt: skip
         self.aggregator = Aggregator(window_s) if max_keys is None else Aggregator(window_s, max_keys)

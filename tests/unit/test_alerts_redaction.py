@@ -181,7 +181,7 @@ def test_falco_alert_carries_no_secret() -> None:
     assert SECRET.encode() not in line
     doc = orjson.loads(line)
     assert doc["output"] == (
-        f"{doc['time']}: Warning DB client mysql -uroot -p[REDACTED] db (args=-uroot -p[REDACTED] db "
+        f"{doc['output'][:18]}: Warning DB client mysql -uroot -p[REDACTED] db (args=-uroot -p[REDACTED] db "
         "parent=sh -c mysql -uroot -p[REDACTED] db gparent=app --db-password [REDACTED] --port 8080 "
         "ancestors=sh -c mysql -uroot -p[REDACTED] db,app --db-password [REDACTED] --port 8080,init "
         "user=root)"

@@ -218,7 +218,8 @@ def test_message_is_attributed_after_redaction() -> None:
 
 def test_falco_json_of_a_sigma_rule() -> None:
     doc = FalcoAlertRenderer(EcsRenderer(HOST)).render(make_alert(sigma_rule(), shell_context()))
-    when = doc["time"]
+    when = doc["output"].split(": ", 1)[0]
+    assert len(when) == len("HH:MM:SS.nnnnnnnnn")  # Falco's default time prefix
     assert doc["rule"] == "Shell Spawned By Web Server"
     assert doc["priority"] == "Error"
     assert doc["source"] == "syscall"
