@@ -61,6 +61,7 @@
 #define S_AF_UNIX 1
 #define S_AF_INET 2
 #define S_AF_INET6 10
+#define S_EINPROGRESS 115
 #define S_ENOENT 2
 
 /* Counters user space reads (and exposes): index = STAT_* */
@@ -1142,6 +1143,33 @@ static __always_inline u32 fd_sock_type(s64 fd) {
 }
 #endif
 
+#if defined(SOCK_TYPE_FROM_KERNEL)
+/* The local address and port a connect gave the socket open as fd (the kernel picks them at connect, for TCP
+ * and UDP alike), encoded as a bind's extra[] (sentinel_events.h). Only a socket (the inode on sockfs) of the
+ * connect's own family is read: the fd may have been replaced by another thread since the call. */
+static __always_inline void connect_local_end(s64 fd, u16 family, u64 *local) {
+    u64 file = current_file(fd);
+    if (!file)
+        return;
+    u64 inode = kread64(file, K_FILE_F_INODE);
+    if (kread64(kread64(inode, K_INODE_I_SB), K_SUPER_BLOCK_S_MAGIC) != 0x534F434B)  /* SOCKFS_MAGIC */
+        return;
+    u64 sock = kread64(file, K_FILE_PRIVATE_DATA);
+    u64 sk = kread64(sock, K_SOCKET_SK);
+    if (!sk || (kread32(sk, K_SKC_FAMILY) & 0xFFFF) != family)
+        return;
+    u64 type = kread32(sock, K_SOCKET_TYPE) & 0xFF;
+    u64 lport = kread32(sk, K_SKC_NUM) & 0xFFFF;
+    if (family == S_AF_INET) {
+        local[0] = kread32(sk, K_SKC_RCV_SADDR);
+    } else {
+        local[0] = kread64(sk, K_SKC_V6_RCV_SADDR);
+        local[1] = kread64(sk, K_SKC_V6_RCV_SADDR + 8);
+    }
+    local[2] = lport | (lport << 16) | ((u64)family << 32) | (type << 48) | SYS_SOCK_KNOWN;
+}
+#endif
+
 #ifndef SOCK_TYPE_FROM_KERNEL
 /* Without the socket offsets the type comes from socket()'s own arguments, kept per (tgid, fd). */
 
@@ -1214,6 +1242,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
     e.addrlen = st.addrlen;
 #ifdef SOCK_TYPE_FROM_KERNEL
     e.sock_type = fd_sock_type(st.fd);
+    if (family != S_AF_UNIX && (e.ret == 0 || e.ret == -S_EINPROGRESS))
+        connect_local_end(st.fd, family, &e.local[0]);
 #else
     struct sock_key k = {.tgid = pid_tgid >> 32, .fd = st.fd};
     u32 *t = sock_types.lookup(&k);

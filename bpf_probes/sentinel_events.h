@@ -205,6 +205,9 @@ struct connect_event {
     u32 addrlen;
     u8 addr[16];        /* IPv4 in the first 4 bytes, or IPv6 */
     char unix_path[UNIX_PATH_LEN];
+    /* AF_INET/AF_INET6 connects that succeeded or are in progress, read from the kernel's socket: the local
+     * end, encoded as a bind's extra[] (SYS_SOCK_KNOWN in local[2] when read; zeros otherwise). */
+    u64 local[3];
 };
 
 struct fork_event {

@@ -38,7 +38,7 @@ from sentinel.events import (
 from sentinel.file_changes import FILE_TYPES, file_paths
 from sentinel.host import HostInfo
 from sentinel.redact import REDACTED, Span, apply_spans, merge_spans
-from sentinel.sockets import SOCKET_TYPES
+from sentinel.sockets import SOCKET_TYPES, connect_source
 
 if TYPE_CHECKING:
     from sentinel.containers.cgroup_path import ContainerRef
@@ -492,6 +492,9 @@ class EcsRenderer:
             network: dict[str, Any] = {"direction": "egress"}
             if ev.family in (AF_INET, AF_INET6):
                 doc["destination"] = {"ip": ev.address, "port": ev.port, "address": ev.address}
+                local = connect_source(ev)
+                if local is not None:  # the local end the kernel gave the socket (BTF offsets)
+                    doc["source"] = {"ip": local[0], "port": local[1], "address": local[0]}
                 network["type"] = "ipv4" if ev.family == AF_INET else "ipv6"
                 network["transport"] = {1: "tcp", 2: "udp"}.get(ev.sock_type)
                 target = f"[{ev.address}]:{ev.port}" if ev.family == AF_INET6 else f"{ev.address}:{ev.port}"

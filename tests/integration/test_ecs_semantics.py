@@ -1,10 +1,11 @@
 """ECS meanings on the real kernel: an open is ``creation`` only when it created the file (the kernel's
 FMODE_CREATED, read through BTF offsets), a shell's ``>`` onto an existing file and an O_TRUNC open are
 ``change``, a plain open ``access``; the probe's de-duplication never merges a creating open with one that
-did not create."""
+did not create. A connect carries its local end as ``source.*``."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from .conftest import Agent, get
-from .test_security_syscalls import run_calls
+from .test_security_syscalls import run_calls, run_program
 
 pytestmark = pytest.mark.kernel
 
@@ -93,3 +94,51 @@ def test_dedup_never_hides_a_creation_behind_an_open_that_did_not_create(
     docs = opens_of(agent, pid, f"{t}/f", count=2)
     types = [get(d, "event.type") for d in docs]
     assert types[:2] == [["change"], ["creation"]], types
+
+
+def test_connects_carry_their_local_end_as_source(agent: Agent) -> None:
+    """source.ip/port: the address and port the kernel gave the socket at connect (TCP over IPv4 and IPv6,
+    a connected UDP socket), read from the socket through BTF offsets; a refused connect has none."""
+    listeners = []
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.bind((host, 0))
+        s.listen(4)
+        listeners.append(s)
+    tcp4, tcp6 = (s.getsockname()[1] for s in listeners)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    refused_port = closed.getsockname()[1]
+    closed.close()
+    pid, err = run_program(
+        f"""
+        import socket, sys
+        ends = []
+        for family, host, port, kind in ((socket.AF_INET, "127.0.0.1", {tcp4}, socket.SOCK_STREAM),
+                                         (socket.AF_INET6, "::1", {tcp6}, socket.SOCK_STREAM),
+                                         (socket.AF_INET, "127.0.0.1", 9, socket.SOCK_DGRAM)):
+            c = socket.socket(family, kind)
+            c.connect((host, port))
+            ends.append(str(c.getsockname()[1]))
+        try:
+            socket.create_connection(("127.0.0.1", {refused_port}))
+        except ConnectionRefusedError:
+            pass
+        sys.stderr.write(" ".join(ends))
+        """
+    )
+    for s in listeners:
+        s.close()
+    ports = [int(p) for p in err.split()[-3:]]
+    docs = agent.wait_for(
+        lambda d: get(d, "process.pid") == pid and get(d, "event.action") == "connect", count=4,
+        what=f"4 connects by pid {pid}",
+    )  # fmt: skip
+    by_port = {get(d, "destination.port"): d for d in docs}
+    expected = ((tcp4, "127.0.0.1", ports[0]), (tcp6, "::1", ports[1]), (9, "127.0.0.1", ports[2]))
+    for dport, ip, sport in expected:
+        doc = by_port[dport]
+        assert get(doc, "source.ip") == ip and get(doc, "source.port") == sport, doc.get("source")
+        assert get(doc, "source.address") == ip
+    refused = by_port[refused_port]
+    assert get(refused, "event.outcome") == "failure" and "source" not in refused

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import shlex
+import socket
 import time
 import uuid
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from sentinel.host import HostInfo
 from sentinel.pipeline import EventStream, parse_types
 from sentinel.process.facts import ProcFacts, ReplayFacts
 from sentinel.process.table import Process, ProcessTable, entity_id
+from sentinel.sockets import SOCK_KNOWN
 from sentinel.text import dumps, unescape_text
 
 HOST = HostInfo(
@@ -666,6 +668,26 @@ def test_connect_einprogress_outcome_unknown() -> None:
     assert doc["event"]["outcome"] == "unknown"
     assert doc["error"]["code"] == "EINPROGRESS"
     assert doc["message"] == "connect 10.0.0.1:443 result EINPROGRESS"
+
+
+def local_end(family: int, address: str, port: int) -> tuple[int, int, int]:
+    """The probe's encoding of a connect's local end (a bind's sys_extra)."""
+    raw = socket.inet_pton(socket.AF_INET if family == AF_INET else socket.AF_INET6, address).ljust(16, b"\0")
+    word = port | (port << 16) | (family << 32) | (1 << 48) | SOCK_KNOWN
+    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little"), word
+
+
+@pytest.mark.parametrize(
+    ("family", "local", "remote"),
+    [(AF_INET, "192.0.2.7", "10.0.0.1"), (AF_INET6, "2001:db8::7", "2001:db8::1")],
+)
+def test_connect_source_is_the_local_end_the_kernel_gave(family: int, local: str, remote: str) -> None:
+    extra = local_end(family, local, 40001)
+    e = ev(EventType.CONNECT, S, 5, family=family, address=remote, port=443, sock_type=1, sys_extra=extra)
+    doc = render(e)
+    assert doc["source"] == {"ip": local, "port": 40001, "address": local}
+    assert doc["destination"]["port"] == 443
+    assert "source" not in render(ev(EventType.CONNECT, S, 5, family=family, address=remote, port=443))
 
 
 def test_connect_refused_is_a_failure() -> None:

@@ -333,6 +333,9 @@ def event_documents() -> dict[str, dict[str, Any]]:
     ):  # fmt: skip
         add(name, Event(EventType.CONNECT, **base, ret=ret, fd=3, family=family, address=address, port=port,
                         sock_type=1))  # fmt: skip
+    local = (LOOPBACK, 0, 40000 | (40000 << 16) | (AF_INET << 32) | (1 << 48) | SOCK_KNOWN)
+    add("connect4-source", Event(EventType.CONNECT, **base, fd=3, family=AF_INET, address="127.0.0.1",
+                                 port=8080, sock_type=1, sys_extra=local))  # fmt: skip
     add("fork", Event(EventType.FORK, **base, child_pid=201, clone_flags=0x11))
     add("exit", Event(EventType.EXIT, **base))
     add("chdir", Event(EventType.CHDIR, **base, path="/tmp"), path="/tmp")
@@ -419,3 +422,5 @@ def test_the_new_fields_are_ecs_fields_of_the_right_type() -> None:
     assert DOCS["open-unknown"]["event"]["type"] == ["change"]
     assert "mode" not in DOCS["open-created"]["file"]
     assert DOCS["open-created"]["sentinel"]["event"]["requested_mode"] == "0644"
+    assert DOCS["connect4-source"]["source"] == {"ip": "127.0.0.1", "port": 40000, "address": "127.0.0.1"}
+    assert fields["source.port"]["type"] == "long" and fields["source.ip"]["type"] == "ip"
