@@ -424,3 +424,47 @@ def test_the_new_fields_are_ecs_fields_of_the_right_type() -> None:
     assert DOCS["open-created"]["sentinel"]["event"]["requested_mode"] == "0644"
     assert DOCS["connect4-source"]["source"] == {"ip": "127.0.0.1", "port": 40000, "address": "127.0.0.1"}
     assert fields["source.port"]["type"] == "long" and fields["source.ip"]["type"] == "ip"
+
+
+# -------------------------------------------------------------------------- diagnostics (--log-format ecs)
+
+
+def diagnostics(fmt: str, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    from sentinel import log as logmod
+
+    logmod.configure("debug", fmt)
+    try:
+        log = logmod.get_logger()
+        log.info("sentinel.ready", pid=42, host="h", probes=["exec", "open"], event_types=7)
+        log.warning("sentinel.sink_backlog", sink="siem", backlog=10, path="/tmp/\udcff")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("sentinel.task_failed", task="reload")
+    finally:
+        logmod.configure("info")
+    return [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]
+
+
+def test_ecs_diagnostics_conform_and_keep_the_name_findable(capsys: pytest.CaptureFixture[str]) -> None:
+    """--log-format ecs: each record is an ECS document that can share an index with the alerts (``event``
+    an object), the record's name in ``message`` and ``event.action``, the rest under sentinel.diagnostic."""
+    ready, backlog, failed = diagnostics("ecs", capsys)
+    for doc in (ready, backlog, failed):
+        assert violations(doc) == []
+        assert doc["event"]["kind"] == "event" and doc["event"]["dataset"] == "sentinel.diagnostics"
+    assert ready["message"] == ready["event"]["action"] == "sentinel.ready"
+    assert ready["log"]["level"] == "info" and ready["@timestamp"].endswith("Z")
+    assert ready["sentinel"]["diagnostic"] == {"pid": 42, "host": "h", "probes": ["exec", "open"],
+                                               "event_types": 7}  # fmt: skip
+    assert backlog["log"]["level"] == "warning"
+    assert backlog["sentinel"]["diagnostic"]["path"] == "/tmp/\\xff"  # escaped, listed, still one JSON line
+    assert "ValueError: boom" in failed["error"]["stack_trace"]
+
+
+def test_default_diagnostics_are_unchanged(capsys: pytest.CaptureFixture[str]) -> None:
+    """The default form keeps ``{"event": "sentinel.ready", "level": ...}``: tools that wait for it still work
+    (and such records are not ECS documents: ``event`` is a string; hence the opt-in ECS form)."""
+    ready, _, _ = diagnostics("json", capsys)
+    assert ready["event"] == "sentinel.ready" and ready["level"] == "info" and ready["pid"] == 42
+    assert "event: not an ECS field" in violations(ready)
