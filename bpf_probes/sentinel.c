@@ -56,7 +56,7 @@
 #define S_O_PATH 010000000
 #define S_O_TMPFILE 020000000
 /* include/linux/fs.h: f_mode's "file was created" bit, 0x100000 (1 << 20) since 4.19 and still in 6.18. */
-#define K_FMODE_CREATED 0x100000
+#define S_FMODE_CREATED 0x100000
 #define S_CLONE_THREAD 0x00010000
 #define S_AF_UNIX 1
 #define S_AF_INET 2
@@ -1017,7 +1017,7 @@ static __always_inline int open_exit(void *ctx, long ret) {
         e->key.gen = gen;
         if (open_identity(&e->key, st.dirfd, ret, want_mode) == 0) {
             if (want_mode) {
-                e->h.flags |= EVF_CREATED_KNOWN | ((fmode & K_FMODE_CREATED) ? EVF_CREATED : 0);
+                e->h.flags |= EVF_CREATED_KNOWN | ((fmode & S_FMODE_CREATED) ? EVF_CREATED : 0);
                 want_mode = NULL;
                 /* A creating open never repeats a non-creating one (nor the reverse): a file deleted and
                  * created again (its dentry and inode reused) must be reported as created. */
@@ -1030,7 +1030,7 @@ static __always_inline int open_exit(void *ctx, long ret) {
     if (want_mode) {  /* not de-duplicated (long path, de-duplication off) or its identity unknown */
         u64 mnt = 0, dentry = 0;
         if (fd_location(CURRENT_TASK(), ret, &mnt, &dentry, NULL, want_mode) == 0)
-            e->h.flags |= EVF_CREATED_KNOWN | ((fmode & K_FMODE_CREATED) ? EVF_CREATED : 0);
+            e->h.flags |= EVF_CREATED_KNOWN | ((fmode & S_FMODE_CREATED) ? EVF_CREATED : 0);
     }
 #endif
 
