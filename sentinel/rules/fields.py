@@ -1310,6 +1310,7 @@ def _with_socket_fields(fields: list[FieldDef]) -> list[FieldDef]:
         "fd.rnet": "rip", "fd.ip": "eip", "fd.port": "eport", "fd.net": "eip",
     }  # fmt: skip
     either = {"fd.ip", "fd.port", "fd.net"}
+    client = {"fd.cip", "fd.cport", "fd.cnet", "fd.lip", "fd.lport", "fd.lnet"}  # a connect's local end
     sock = SOCKET_TYPES_SORTED
     out = []
     for f in fields:
@@ -1331,6 +1332,11 @@ def _with_socket_fields(fields: list[FieldDef]) -> list[FieldDef]:
                 f, on=(*f.on, *sock), by={**f.by, **dict.fromkeys(sock, f"_sock_field(ev, {role!r})")},
                 nullable=True, desc=desc,
             )  # fmt: skip
+            if f.name in client:
+                f = dataclasses.replace(
+                    f, on=(CONNECT, *f.on), by={CONNECT: f"_connect_local(ev, {role!r})", **f.by},
+                    desc=f.desc + " connect: its local end (the client), read from the kernel's socket.",
+                )  # fmt: skip
         out.append(f)
     return out
 

@@ -12,6 +12,7 @@ import itertools
 import math
 import posixpath
 import shlex
+import socket
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -45,7 +46,7 @@ from sentinel.rules.fixture_values import TRANSPORTS, FixtureError
 from sentinel.rules.fixture_values import as_int as _int
 from sentinel.rules.fixture_values import as_map as _map
 from sentinel.rules.fixture_values import as_str as _str
-from sentinel.sockets import SOCKET_TYPES
+from sentinel.sockets import SOCK_KNOWN, SOCKET_TYPES
 from sentinel.syscalls import (
     SYSCALLS,
     TARGETED_TYPES,
@@ -136,6 +137,17 @@ def _ret_from(doc: Mapping[str, Any], detail: Mapping[str, Any], success: int) -
     if outcome == "failure":
         return -errno.EACCES if success >= 0 else success
     return success
+
+
+def local_end(family: int, ip: str, port: int) -> tuple[int, int, int]:
+    """A connect's local end in the probe's encoding (a bind's ``sys_extra``, ``sentinel.sockets``)."""
+    try:
+        raw = socket.inet_pton(socket.AF_INET6 if family == AF_INET6 else socket.AF_INET, ip)
+    except OSError:
+        raise FixtureError(f"source.ip {ip!r} is not an IP address of the connect's family") from None
+    raw = raw.ljust(16, b"\0")
+    word = port | (port << 16) | (family << 32) | SOCK_KNOWN
+    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little"), word
 
 
 def _split_command_line(line: str) -> list[str]:
@@ -428,6 +440,10 @@ def from_ecs(doc: Mapping[str, Any]) -> EvalContext:
         ev.fd = _int(detail.get("fd"), "sentinel.event.fd", 3)
         success = -errno.EINPROGRESS if event.get("outcome") == "unknown" else 0
         ev.ret = _ret_from(doc, detail, success)
+        source = _map(doc.get("source"), "source")
+        local_ip = _str(source.get("ip"), "source.ip")
+        if local_ip and ev.family in (AF_INET, AF_INET6):  # the local end, as the probe encodes it
+            ev.sys_extra = local_end(ev.family, local_ip, _int(source.get("port"), "source.port", 0))
     elif etype is EventType.CHDIR:
         ev.path = _str(detail.get("raw_path") or detail.get("path"), "sentinel.event.raw_path")
         path = ev.path or None
