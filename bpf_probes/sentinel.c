@@ -56,10 +56,13 @@
 #define S_O_DIRECTORY 00200000
 #define S_O_PATH 010000000
 #define S_O_TMPFILE 020000000
+/* include/linux/fs.h: f_mode's "file was created" bit, 0x100000 (1 << 20) since 4.19 and still in 6.18. */
+#define S_FMODE_CREATED 0x100000
 #define S_CLONE_THREAD 0x00010000
 #define S_AF_UNIX 1
 #define S_AF_INET 2
 #define S_AF_INET6 10
+#define S_EINPROGRESS 115
 #define S_ENOENT 2
 
 /* Counters user space reads (and exposes): index = STAT_* */
@@ -242,8 +245,9 @@ static __always_inline void read_task_identity(struct event_header *h) {
 #define FD_SLOTS8(n) FD_SLOT(n) FD_SLOT(n + 1) FD_SLOT(n + 2) FD_SLOT(n + 3) FD_SLOT(n + 4) FD_SLOT(n + 5)  \
     FD_SLOT(n + 6) FD_SLOT(n + 7)
 
-/* Where the file open as fd in the current task lives: its mount, dentry and (if asked) inode. */
-static __always_inline int fd_location(u64 task, s64 fd, u64 *mnt, u64 *dentry, u64 *inode) {
+/* Where the file open as fd in the current task lives: its mount, dentry and (if asked) inode and f_mode. */
+static __always_inline int fd_location(u64 task, s64 fd, u64 *mnt, u64 *dentry, u64 *inode,
+                                       u32 *fmode) {
     u64 files = KLOAD64(task, K_TASK_FILES);
     if (!files)
         return -1;
@@ -271,6 +275,8 @@ static __always_inline int fd_location(u64 task, s64 fd, u64 *mnt, u64 *dentry, 
         *dentry = KLOAD64(f, K_FILE_F_PATH + K_PATH_DENTRY);
         if (inode)
             *inode = KLOAD64(f, K_FILE_F_INODE);
+        if (fmode)
+            *fmode = KLOAD32(f, K_FILE_F_MODE);
         return 0;
     }
 #endif
@@ -285,13 +291,15 @@ static __always_inline int fd_location(u64 task, s64 fd, u64 *mnt, u64 *dentry, 
     *dentry = span[(K_FILE_F_PATH + K_PATH_DENTRY - K_FILE_SPAN_OFF) / 8];
     if (inode)
         *inode = span[(K_FILE_F_INODE - K_FILE_SPAN_OFF) / 8];
+    if (fmode && bpf_probe_read_kernel(fmode, sizeof(*fmode), KADDR(f, K_FILE_F_MODE)) < 0)
+        return -1;
     return 0;
 }
 
 /* Identity of what an open reached: its base directory for relative paths (the cwd, or the dirfd's file)
- * and, when it succeeded, the file's mount, dentry and inode. Kernel objects, not names: a different
- * directory or file cannot share them while both are alive, whatever the path spelled. */
-static __always_inline int open_identity(struct open_key *k, s32 dirfd, long ret) {
+ * and, when it succeeded, the file's mount, dentry and inode (and, if asked, its f_mode). Kernel objects, not
+ * names: a different directory or file cannot share them while both are alive, whatever the path spelled. */
+static __always_inline int open_identity(struct open_key *k, s32 dirfd, long ret, u32 *fmode) {
     u64 task = CURRENT_TASK();
     if (k->path[0] != '/') {
         if (dirfd == S_AT_FDCWD) {
@@ -300,14 +308,14 @@ static __always_inline int open_identity(struct open_key *k, s32 dirfd, long ret
                 return -1;
             k->base_mnt = KLOAD64(fs, K_FS_PWD + K_PATH_MNT);
             k->base_dentry = KLOAD64(fs, K_FS_PWD + K_PATH_DENTRY);
-        } else if (fd_location(task, dirfd, &k->base_mnt, &k->base_dentry, NULL) < 0) {
+        } else if (fd_location(task, dirfd, &k->base_mnt, &k->base_dentry, NULL, NULL) < 0) {
             return -1;
         }
         if (!k->base_dentry)
             return -1;
     }
     if (ret >= 0) {
-        if (fd_location(task, ret, &k->file_mnt, &k->file_dentry, &k->file_inode) < 0)
+        if (fd_location(task, ret, &k->file_mnt, &k->file_dentry, &k->file_inode, fmode) < 0)
             return -1;
         if (!k->file_dentry || !k->file_inode)
             return -1;
@@ -931,7 +939,7 @@ static __always_inline int loader_verdict(const char *path, int n, u32 flags, lo
         return LOADER_KEEP;
     /* The file reached must carry the name the path ends with: a symlink x.so to /etc/shadow is reported. */
     u64 mnt = 0, dentry = 0;
-    if (fd_location(CURRENT_TASK(), ret, &mnt, &dentry, NULL) < 0 || !dentry)
+    if (fd_location(CURRENT_TASK(), ret, &mnt, &dentry, NULL, NULL) < 0 || !dentry)
         return LOADER_KEEP;
     u64 name = kread64(dentry, K_DENTRY_D_NAME + K_QSTR_NAME);  /* dentry may be an untyped pointer */
     char buf[LOADER_NAME_LEN];
@@ -997,6 +1005,10 @@ static __always_inline int open_exit(void *ctx, long ret) {
     }
 #endif
 #ifdef HAVE_KOFFSETS
+    /* Whether a successful O_CREAT open created the file: the kernel's FMODE_CREATED in the file's f_mode.
+     * An existing file opened with O_CREAT (a shell's `>`) does not carry it. */
+    u32 fmode = 0;
+    u32 *want_mode = (st.type == EVT_OPEN && ret >= 0 && (st.flags & S_O_CREAT)) ? &fmode : NULL;
     /* Only an open whose directory and file the kernel could name takes part; anything else is reported. */
     if (OPEN_DEDUP_NS && st.type == EVT_OPEN && n < DEDUP_PATH_LEN &&
         !(st.flags & (S_O_DIRECTORY | S_O_PATH))) {
@@ -1004,8 +1016,22 @@ static __always_inline int open_exit(void *ctx, long ret) {
         e->key.flags_class = st.flags & (S_O_ACCMODE | S_O_CREAT | S_O_TRUNC | S_O_APPEND | S_O_TMPFILE);
         e->key.result = ret >= 0 ? 0 : (s32)ret;
         e->key.gen = gen;
-        if (open_identity(&e->key, st.dirfd, ret) == 0 && open_suppressed(e, state))
-            return 0;
+        if (open_identity(&e->key, st.dirfd, ret, want_mode) == 0) {
+            if (want_mode) {
+                e->h.flags |= EVF_CREATED_KNOWN | ((fmode & S_FMODE_CREATED) ? EVF_CREATED : 0);
+                want_mode = NULL;
+                /* A creating open never repeats a non-creating one (nor the reverse): a file deleted and
+                 * created again (its dentry and inode reused) must be reported as created. */
+                e->key.flags_class |= (u32)(e->h.flags & (EVF_CREATED_KNOWN | EVF_CREATED)) << 16;
+            }
+            if (open_suppressed(e, state))
+                return 0;
+        }
+    }
+    if (want_mode) {  /* not de-duplicated (long path, de-duplication off) or its identity unknown */
+        u64 mnt = 0, dentry = 0;
+        if (fd_location(CURRENT_TASK(), ret, &mnt, &dentry, NULL, want_mode) == 0)
+            e->h.flags |= EVF_CREATED_KNOWN | ((fmode & S_FMODE_CREATED) ? EVF_CREATED : 0);
     }
 #endif
 
@@ -1118,6 +1144,33 @@ static __always_inline u32 fd_sock_type(s64 fd) {
 }
 #endif
 
+#if defined(SOCK_TYPE_FROM_KERNEL)
+/* The local address and port a connect gave the socket open as fd (the kernel picks them at connect, for TCP
+ * and UDP alike), encoded as a bind's extra[] (sentinel_events.h). Only a socket (the inode on sockfs) of the
+ * connect's own family is read: the fd may have been replaced by another thread since the call. */
+static __always_inline void connect_local_end(s64 fd, u16 family, u64 *local) {
+    u64 file = current_file(fd);
+    if (!file)
+        return;
+    u64 inode = kread64(file, K_FILE_F_INODE);
+    if (kread64(kread64(inode, K_INODE_I_SB), K_SUPER_BLOCK_S_MAGIC) != 0x534F434B)  /* SOCKFS_MAGIC */
+        return;
+    u64 sock = kread64(file, K_FILE_PRIVATE_DATA);
+    u64 sk = kread64(sock, K_SOCKET_SK);
+    if (!sk || (kread32(sk, K_SKC_FAMILY) & 0xFFFF) != family)
+        return;
+    u64 type = kread32(sock, K_SOCKET_TYPE) & 0xFF;
+    u64 lport = kread32(sk, K_SKC_NUM) & 0xFFFF;
+    if (family == S_AF_INET) {
+        local[0] = kread32(sk, K_SKC_RCV_SADDR);
+    } else {
+        local[0] = kread64(sk, K_SKC_V6_RCV_SADDR);
+        local[1] = kread64(sk, K_SKC_V6_RCV_SADDR + 8);
+    }
+    local[2] = lport | (lport << 16) | ((u64)family << 32) | (type << 48) | SYS_SOCK_KNOWN;
+}
+#endif
+
 #ifndef SOCK_TYPE_FROM_KERNEL
 /* Without the socket offsets the type comes from socket()'s own arguments, kept per (tgid, fd). */
 
@@ -1190,6 +1243,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
     e.addrlen = st.addrlen;
 #ifdef SOCK_TYPE_FROM_KERNEL
     e.sock_type = fd_sock_type(st.fd);
+    if (family != S_AF_UNIX && (e.ret == 0 || e.ret == -S_EINPROGRESS))
+        connect_local_end(st.fd, family, &e.local[0]);
 #else
     struct sock_key k = {.tgid = pid_tgid >> 32, .fd = st.fd};
     u32 *t = sock_types.lookup(&k);

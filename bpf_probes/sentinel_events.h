@@ -96,6 +96,8 @@
 #define EVF_TTY (1 << 10)        /* exec: tty is the controlling terminal (0 = none) */
 #define EVF_CHILD_START (1 << 11) /* fork: child_start_ns is the child's kernel start time */
 #define EVF_NS_VIEW (1 << 12)    /* exec: ns is the process's namespace view; fork: child_ns the child's */
+#define EVF_CREATED (1 << 13)    /* open: the open created the file (the kernel's FMODE_CREATED) */
+#define EVF_CREATED_KNOWN (1 << 14) /* open: a successful O_CREAT open whose f_mode was read (EVF_CREATED says) */
 
 #define COMM_LEN 16
 #define PATH_LEN 4096         /* longest path captured (PATH_MAX) */
@@ -205,6 +207,9 @@ struct connect_event {
     u32 addrlen;
     u8 addr[16];        /* IPv4 in the first 4 bytes, or IPv6 */
     char unix_path[UNIX_PATH_LEN];
+    /* AF_INET/AF_INET6 connects that succeeded or are in progress, read from the kernel's socket: the local
+     * end, encoded as a bind's extra[] (SYS_SOCK_KNOWN in local[2] when read; zeros otherwise). */
+    u64 local[3];
 };
 
 struct fork_event {

@@ -311,7 +311,7 @@ static __always_inline int sys_exit(void *ctx, long ret, u32 call) {
         /* The file behind the fd, by identity: its path is asked of /proc later, which a process that has
          * exited by then no longer answers. */
         u64 mnt = 0, dentry = 0, inode = 0;
-        if (fd_location(CURRENT_TASK(), (s64)(s32)a0, &mnt, &dentry, &inode) == 0 && inode) {
+        if (fd_location(CURRENT_TASK(), (s64)(s32)a0, &mnt, &dentry, &inode, NULL) == 0 && inode) {
             e->extra[0] = kread64(inode, K_INODE_I_INO);
             e->extra[1] = kread32(kread64(inode, K_INODE_I_SB), K_SUPER_BLOCK_S_DEV);
         }

@@ -28,7 +28,7 @@ RESTART_KEYS = (
     "format", "output", "sinks", "state_dir", "model", "learn_period_s", "learn_min_events",
     "learn_save_interval_s", "ml_batch_ms",
     "metrics_address", "wakeup_events", "pages", "open_dedup_s", "loader_opens", "container_metadata",
-    "container_endpoints",
+    "container_endpoints", "falco_time_iso8601",
 )  # fmt: skip
 
 

@@ -125,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="diagnostics on stderr (JSON lines); default info",
     )
+    parser.add_argument(
+        "--log-format",
+        default="json",
+        choices=["json", "ecs"],
+        help="diagnostics' form: json (the record's name in `event`, the default) or ecs (safe to ship into "
+        "the alerts' index: the name in `message` and `event.action`, the level in `log.level`, the rest "
+        "under `sentinel.diagnostic`)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     ev = sub.add_parser(
@@ -225,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     from sentinel import log
 
-    log.configure(args.log_level)
+    log.configure(args.log_level, args.log_format)
     handler = {
         "run": cmd_run,
         "events": cmd_events,
@@ -537,7 +545,7 @@ def _replay_detect(args: argparse.Namespace) -> int:
             streams[-1].finish()  # a new segment (another boot): the previous one's summaries first
         stream = DetectionStream(
             table, outcome.ruleset, host, sink, fmt, cfg.aggregation_window_s, anomaly=engine,
-            redactor=cfg.redactor(),
+            redactor=cfg.redactor(), falco_iso8601=cfg.falco_time_iso8601,
         )  # fmt: skip
         if not streams:
             for alert in notices:

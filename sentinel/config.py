@@ -3,6 +3,7 @@
 ```yaml
 rules: [/usr/share/sentinel/rules, /etc/sentinel/rules.local.yaml]   # files or directories, in order
 format: ecs                  # ecs | falco
+falco: {time_format_iso_8601: false}   # falco format's `output` time: HH:MM:SS.ns (local) or ISO 8601
 output: [stdout, file:/var/log/sentinel/alerts.json]
 sinks: [{kind: http, target: "https://siem.example/alerts", headers: {Authorization: "Bearer ${SIEM_TOKEN}"}}]
 aggregation_window_s: 60     # 0 turns aggregation off
@@ -43,7 +44,7 @@ MODEL_CHOICES = ("auto", "default", "off")
 TOP_KEYS = (
     "rules", "rules_append", "rules_enable", "rules_disable", "format", "output", "sinks",
     "aggregation_window_s", "sensor", "state_dir", "model", "learning", "ml", "redact", "redact_builtin",
-    "metrics", "internal_alerts", "reload", "containers",
+    "metrics", "internal_alerts", "reload", "containers", "falco",
 )  # fmt: skip
 SENSOR_KEYS = ("wakeup_events", "pages", "open_dedup_s", "loader_opens")
 LOADER_OPENS = ("filter", "report")  # sensor.loader_opens: the dynamic loader's library opens after exec
@@ -53,10 +54,11 @@ METRICS_KEYS = ("address",)
 INTERNAL_ALERTS_KEYS = ("sink_backlog",)
 RELOAD_KEYS = ("watch", "interval_s")
 CONTAINERS_KEYS = ("metadata", "endpoints")
+FALCO_KEYS = ("time_format_iso_8601",)  # Falco's own option name: how the falco format writes times
 # How a later file (a drop-in) combines with what the earlier files set; documented in docs/drafts/config.md.
 MERGE_RULES = {
     "replace": ("rules", "format", "output", "aggregation_window_s", "state_dir", "model", "redact_builtin"),
-    "per key": ("sensor", "learning", "ml", "metrics", "internal_alerts", "reload", "containers"),
+    "per key": ("sensor", "learning", "ml", "metrics", "internal_alerts", "reload", "containers", "falco"),
     "append": ("rules_append", "rules_enable", "rules_disable", "redact"),
     "append, same label replaces": ("sinks",),
 }
@@ -127,6 +129,7 @@ class Config:
     reload_interval_s: float = 5.0
     container_metadata: bool = True  # ask the container runtimes for name, image, labels, pod
     container_endpoints: list[str] | None = None  # <kind>:<socket>; None: the usual sockets
+    falco_time_iso8601: bool = False  # falco format: ISO 8601 UTC times in `output` (Falco's option)
     files: list[str] = field(default_factory=list, compare=False)  # every file read, in order
     warnings: list[ConfigWarning] = field(default_factory=list, compare=False)
     where: dict[str, Location] = field(default_factory=dict, compare=False)  # "model", "sinks[0]", …
@@ -627,6 +630,12 @@ def _apply(r: _Reader, items: dict[str, tuple[yaml.Node, yaml.Node]], cfg: Confi
             _where_keys(r, cfg, "internal_alerts", sub)
         elif key == "containers":
             _read_containers(r, node, cfg)
+        elif key == "falco":
+            sub = r.mapping(node, "falco", FALCO_KEYS)
+            if "time_format_iso_8601" in sub:
+                iso = sub["time_format_iso_8601"][1]
+                cfg.falco_time_iso8601 = r.boolean(iso, "falco: time_format_iso_8601")
+            _where_keys(r, cfg, "falco", sub)
         elif key == "reload":
             sub = r.mapping(node, "reload", RELOAD_KEYS)
             if "watch" in sub:

@@ -138,6 +138,7 @@ class DetectionStream:
         anomaly: Any = None,
         *,
         redactor: Any = None,
+        falco_iso8601: bool = False,
     ) -> None:
         self.table = table
         self.anomaly = anomaly  # AnomalyEngine or None (rules only)
@@ -154,7 +155,7 @@ class DetectionStream:
         self._started: list[str] = []
         if view is not None:
             view.on_found = self._started.append
-        renderers = {f: make_renderer(f, self.ecs) for f in FORMATS}
+        renderers = {f: make_renderer(f, self.ecs, falco_iso8601=falco_iso8601) for f in FORMATS}
         self.writer = AlertWriter(renderers[fmt] if fmt in renderers else make_renderer(fmt, self.ecs), sink,
                                   renderers)  # fmt: skip
         self.aggregator = Aggregator(window_s) if max_keys is None else Aggregator(window_s, max_keys)

@@ -124,6 +124,8 @@ FLAG_EXE_INFO = 1 << 9  # exec: exe_* describe the file the process now runs
 FLAG_TTY = 1 << 10  # exec: tty_nr is the controlling terminal (0 = none)
 FLAG_CHILD_START = 1 << 11  # fork: child_start_ns is the child's kernel start time
 FLAG_NS_VIEW = 1 << 12  # exec: ns is the process's namespace view; fork: child_ns is the child's
+FLAG_CREATED = 1 << 13  # open: the open created the file (the kernel's FMODE_CREATED on the opened file)
+FLAG_CREATED_KNOWN = 1 << 14  # open: an O_CREAT open that succeeded, its f_mode read (FLAG_CREATED says)
 
 AT_FDCWD = -100
 
@@ -264,6 +266,16 @@ class Event:
     # exec: the process's namespace view; fork: the child's (FLAG_NS_VIEW; None: not read)
     ns: NsView | None = None
     child_ns: NsView | None = None
+
+    @property
+    def created(self) -> bool | None:
+        """open: whether it created the file; None when not known (no kernel offsets, a capture from before
+        the probes read it). A failed open or one without O_CREAT created nothing."""
+        if self.flags & FLAG_CREATED_KNOWN:
+            return bool(self.flags & FLAG_CREATED)
+        if self.ret < 0 or not (self.open_flags & 0o100 or self.flags & FLAG_CREAT):
+            return False
+        return None
 
     @property
     def type_name(self) -> str:

@@ -15,8 +15,9 @@ Two sources of patterns:
 
 ``redact_args`` works on an argv: each argument on its own (so a secret that is a whole argument after
 ``--password`` is caught, with its spaces), and the joined command line (so a secret split over
-arguments, or a pattern spanning them, is caught too); ``" ".join(redact_args(a))`` — the ECS
-``process.command_line`` — never shows what ``redact(" ".join(a))`` would hide.
+arguments, or a pattern spanning them, is caught too); ``" ".join(redact_args(a))`` never shows what
+``redact(" ".join(a))`` would hide, and the ECS ``process.command_line`` (``shlex.join`` of the same redacted
+arguments) only adds quotes around them.
 
 Work is bounded: only the first :data:`SCAN_LIMIT` characters are scanned, and whatever lies beyond is
 replaced by a marker saying how much was not scanned (fail closed: text that was not looked at cannot be

@@ -79,6 +79,23 @@ def sock_facts(ev: Event) -> SockFacts | None:
     return SockFacts(family, sock_type, address, port, local_port, local_address, connected)
 
 
+def connect_source(ev: Event) -> tuple[str, int] | None:
+    """A connect's local address and port (ECS ``source.*``), as the kernel's socket had them when the call
+    returned (success or EINPROGRESS; the probe reads them through BTF offsets, in a bind's encoding); None
+    when the probe could not read them."""
+    if ev.type is not EventType.CONNECT or len(ev.sys_extra) < 3:
+        return None
+    lo, hi, word = ev.sys_extra[0], ev.sys_extra[1], ev.sys_extra[2]
+    if not word & SOCK_KNOWN:
+        return None
+    family, port = (word >> 32) & 0xFFFF, (word >> 16) & 0xFFFF
+    if family == AF_INET:
+        return socket.inet_ntop(socket.AF_INET, (lo & 0xFFFFFFFF).to_bytes(4, "little")), port
+    if family == AF_INET6:
+        return socket.inet_ntop(socket.AF_INET6, lo.to_bytes(8, "little") + hi.to_bytes(8, "little")), port
+    return None
+
+
 def connected(ev: Event) -> bool | None:
     """Falco's ``fd.connected`` where the event shows it: a connect that succeeded (or found the socket
     already connected, EISCONN) is true, any other connect false (EINPROGRESS: not yet; a connect to

@@ -10,6 +10,7 @@ import errno
 import itertools
 import os
 import re
+import shlex
 import stat
 import time
 from datetime import UTC, datetime
@@ -25,6 +26,9 @@ from sentinel.events import (
     AF_INET6,
     AF_UNIX,
     FLAG_ARGV_TRUNCATED,
+    FLAG_CREAT,
+    FLAG_CREATED,
+    FLAG_CREATED_KNOWN,
     FLAG_PATH_TRUNCATED,
     Event,
     EventType,
@@ -34,7 +38,7 @@ from sentinel.events import (
 from sentinel.file_changes import FILE_TYPES, file_paths
 from sentinel.host import HostInfo
 from sentinel.redact import REDACTED, Span, apply_spans, merge_spans
-from sentinel.sockets import SOCKET_TYPES
+from sentinel.sockets import SOCKET_TYPES, connect_source
 
 if TYPE_CHECKING:
     from sentinel.containers.cgroup_path import ContainerRef
@@ -54,7 +58,28 @@ _MARKER = re.compile(r"\[REDACTED(?:: \d+ characters not scanned)?\]")
 O_WRITE_MASK = 0o3
 O_CREAT = 0o100
 O_TRUNC = 0o1000
+O_TMPFILE = 0o20000000  # __O_TMPFILE (O_TMPFILE is it with O_DIRECTORY)
 EINPROGRESS = errno.EINPROGRESS
+
+
+def process_name(proc: Process) -> str:
+    """ECS ``process.name``: the executable's file name (``basename(process.executable)``), not the kernel's
+    15-character comm (``pyenv-version-f``, an interpreter's script name); the comm while the executable is
+    not known. Falco's ``proc.name`` (the comm) stays in rule fields and Falco's format;
+    ``process.thread.name`` is the comm of the event's thread."""
+    exe = proc.exe
+    return exe.rpartition("/")[2] or proc.comm if exe else proc.comm
+
+
+def open_event_types(ev: Event) -> list[str]:
+    """ECS ``event.type`` of an open: ``creation`` only when the kernel says the open created the file
+    (``Event.created``), ``change`` when it truncated an existing file or opened it for writing, else
+    ``access``. Not knowing whether it created (no kernel offsets, an older capture) claims no creation."""
+    if ev.created:
+        return ["creation"]
+    if ev.open_flags & (O_WRITE_MASK | O_TRUNC) or ev.flags & FLAG_CREAT:
+        return ["change"]
+    return ["access"]
 
 
 def error_code(ret: int) -> str | None:
@@ -220,7 +245,7 @@ class EcsRenderer:
                         found.append((original, hidden_spans(original, redacted)))
             if len(self._redacted) >= _REDACTED_MEMO_MAX:
                 self._redacted.clear()
-            memo = (source, args, " ".join(args) if args else r.redact(command_line), tuple(found))
+            memo = (source, args, shlex.join(args) if args else r.redact(command_line), tuple(found))
             self._redacted[key] = memo
         if lineage is None:
             return memo[1], memo[2]
@@ -236,7 +261,7 @@ class EcsRenderer:
             hidden_line = hide_known(command_line, foreign)
             if hidden != source or hidden_line != command_line:
                 args = r.redact_args(hidden)
-                return args, " ".join(args) if args else r.redact(hidden_line)
+                return args, shlex.join(args) if args else r.redact(hidden_line)
         return memo[1], memo[2]
 
     def known_secrets(self, proc: Process | None) -> KnownSecrets:
@@ -280,7 +305,7 @@ class EcsRenderer:
                 "user": {"id": str(ev.uid)},
                 "group": {"id": str(ev.gid)},
             }
-        return self._with_thread(self._cached(proc)[0], ev, identity_parts(proc)[2])
+        return self._with_thread(self._cached(proc)[0], ev, identity_parts(proc)[1])
 
     @staticmethod
     def _with_thread(block: dict[str, Any], ev: Event, caps: dict[str, Any] | None) -> dict[str, Any]:
@@ -333,7 +358,7 @@ class EcsRenderer:
         block: dict[str, Any] = {
             "pid": proc.pid,
             "entity_id": proc.entity_id,
-            "name": proc.comm,
+            "name": process_name(proc),
             "executable": proc.exe or None,
             "args": args,
             "args_count": len(proc.args),
@@ -350,7 +375,7 @@ class EcsRenderer:
             block["parent"] = {
                 "pid": parent.pid,
                 "entity_id": parent.entity_id,
-                "name": parent.comm,
+                "name": process_name(parent),
                 "executable": parent.exe or None,
                 "args": parent_args,
                 "command_line": parent_command_line,
@@ -424,11 +449,15 @@ class EcsRenderer:
         detail: dict[str, Any] = {"type": ev.type_name, "ret": ev.ret, "cgroup_id": ev.cgroup_id}
         sentinel: dict[str, Any] = {"event": detail}
         if proc is None:
-            doc["process"] = self.process_block(None, ev)
+            doc["process"] = block = self.process_block(None, ev)
+            doc["user"], doc["group"] = block["user"], block["group"]
             sentinel["ancestors"] = []
         else:  # one cache lookup each for the lineage and the identity (process_block would repeat both)
             block, sentinel["ancestors"], _ = self._cached(proc)
-            doc["user"], extra, caps = identity_parts(proc)
+            extra, caps = identity_parts(proc)
+            # ECS top-level user and group mirror process.user/group (the effective ids), as Elastic
+            # Defend writes them; the same (cached, never mutated) objects.
+            doc["user"], doc["group"] = block["user"], block["group"]
             doc["process"] = self._with_thread(block, ev, caps)
             if extra is not None:
                 sentinel["process"] = extra
@@ -459,19 +488,16 @@ class EcsRenderer:
                 doc["message"] += f" failed: {err}"
         elif kind is EventType.OPEN:
             path = resolved_path or ev.path
-            writes = ev.open_flags & O_WRITE_MASK
-            types = ["access"]
-            if writes or ev.open_flags & O_TRUNC:
-                types = ["change"]
-            if ev.open_flags & O_CREAT:
-                types.append("creation")
-            event.update(category=["file"], type=types, action="open")
+            event.update(category=["file"], type=open_event_types(ev), action="open")
             directory, _, name = path.rpartition("/")
             # An unresolved relative path (cwd unknown) has no directory we can name.
             absolute = path[:1] == "/"
             doc["file"] = {"path": path, "name": name, "directory": (directory or "/") if absolute else None}
-            if ev.open_flags & O_CREAT:
-                doc["file"]["mode"] = f"{stat.S_IMODE(ev.mode):04o}"
+            if ev.open_flags & (O_CREAT | O_TMPFILE) or ev.flags & FLAG_CREAT:
+                # The mode open(2) was given, before the umask: not the file's mode (ECS file.mode).
+                detail["requested_mode"] = f"{stat.S_IMODE(ev.mode):04o}"
+            if ev.flags & FLAG_CREATED_KNOWN:  # a successful O_CREAT open the kernel told about
+                detail["created"] = bool(ev.flags & FLAG_CREATED)
             detail.update(raw_path=ev.path, flags=open_flag_names(ev.open_flags), dirfd=ev.dirfd)
             if ev.repeat_count:
                 detail["repeat_count"] = ev.repeat_count
@@ -485,6 +511,9 @@ class EcsRenderer:
             network: dict[str, Any] = {"direction": "egress"}
             if ev.family in (AF_INET, AF_INET6):
                 doc["destination"] = {"ip": ev.address, "port": ev.port, "address": ev.address}
+                local = connect_source(ev)
+                if local is not None:  # the local end the kernel gave the socket (BTF offsets)
+                    doc["source"] = {"ip": local[0], "port": local[1], "address": local[0]}
                 network["type"] = "ipv4" if ev.family == AF_INET else "ipv6"
                 network["transport"] = {1: "tcp", 2: "udp"}.get(ev.sock_type)
                 target = f"[{ev.address}]:{ev.port}" if ev.family == AF_INET6 else f"{ev.address}:{ev.port}"

@@ -1,8 +1,10 @@
 """Who a process is, in ECS terms: real, effective and saved users and groups, capabilities, terminal, login.
 
 ECS gives ``process.user`` the *effective* user (what the kernel checks permissions against),
-``process.real_user`` the real one and ``process.saved_user`` the saved one; the top-level ``user.id``
-stays the real user and ``user.effective`` is the effective one. Credentials beyond the real ids come from
+``process.real_user`` the real one and ``process.saved_user`` the saved one. The top-level ``user`` and
+``group`` mirror ``process.user`` and ``process.group`` (the effective ids), as Elastic Defend writes them:
+Elastic's prebuilt Linux rules test ``user.id``/``user.name`` and mean who the process acts as (``sudo``'s
+child is root). Credentials beyond the real ids come from
 the probes (kernel offsets from BTF); without them those fields are absent, never zero, and
 ``process.user`` falls back to the real user, the only one known.
 """
@@ -115,18 +117,8 @@ def thread_capabilities(proc: Process) -> dict[str, Any] | None:
     }
 
 
-def top_level_user(proc: Process) -> dict[str, Any]:
-    """ECS ``user``: the real user (who the process belongs to), with ``effective`` when it is known."""
-    user = _user(proc.uid, proc.user_name)
-    user["group"] = _group(proc.gid, proc.group_name)
-    creds = proc.creds
-    if creds is not None:
-        user["effective"] = _user(creds.euid)
-    return user
-
-
-def identity_parts(proc: Process) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
-    """``user``, ``sentinel.process`` and ``process.thread.capabilities`` for ``proc``, rebuilt only when its
+def identity_parts(proc: Process) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``sentinel.process`` and ``process.thread.capabilities`` for ``proc``, rebuilt only when its
     credentials, executable flags or namespaces change (the table keeps the same credentials object while
     they hold)."""
     cache = proc.identity_cache
@@ -138,7 +130,7 @@ def identity_parts(proc: Process) -> tuple[dict[str, Any], dict[str, Any] | None
         and cache[3] == (proc.exe_memfd, proc.exe_deleted, proc.pid_ns, proc.mnt_ns, proc.host_pid_ns)
     ):
         return cache[4]
-    parts = (top_level_user(proc), sentinel_process(proc), thread_capabilities(proc))
+    parts = (sentinel_process(proc), thread_capabilities(proc))
     state = (proc.exe_memfd, proc.exe_deleted, proc.pid_ns, proc.mnt_ns, proc.host_pid_ns)
     proc.identity_cache = (proc.creds, proc.uid, proc.gid, state, parts)
     return parts

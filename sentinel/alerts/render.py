@@ -170,7 +170,7 @@ class EcsAlertRenderer:
             "description": rule.desc,
             "ruleset": alert.ruleset,
             "version": alert.ruleset_version,
-            "author": AUTHOR,
+            "author": [AUTHOR],  # ECS rule.author is an array
         }
         if threat.reference:
             block["reference"] = threat.reference
@@ -244,11 +244,25 @@ class EcsAlertRenderer:
         }
 
 
-class FalcoAlertRenderer:
-    """Falco's alert JSON: what ``falco -o json_output=true`` prints, field for field."""
+def falco_clock(wall_ns: int) -> str:
+    """Falco's default ``%evt.time``: ``HH:MM:SS.nnnnnnnnn`` in the host's local time zone (what starts every
+    ``output`` unless ``time_format_iso_8601`` is set)."""
+    secs, ns = divmod(wall_ns, 1_000_000_000)
+    return f"{time.strftime('%H:%M:%S', time.localtime(secs))}.{ns:09d}"
 
-    def __init__(self, ecs: EcsRenderer) -> None:
+
+class FalcoAlertRenderer:
+    """Falco's alert JSON: what ``falco -o json_output=true`` prints, field for field.
+
+    ``output`` starts as Falco's does: ``HH:MM:SS.nnnnnnnnn: Priority text`` (local time, Falco's
+    ``%evt.time``), or with ``iso8601`` (Falco's ``time_format_iso_8601: true``) the ISO 8601 UTC time
+    (``%evt.time.iso8601``), which then replaces ``evt.time`` in ``output_fields``. ``time`` is ISO 8601
+    UTC either way, as in Falco.
+    """
+
+    def __init__(self, ecs: EcsRenderer, *, iso8601: bool = False) -> None:
         self.ecs = ecs  # for the host and timestamp formatting
+        self.iso8601 = iso8601
 
     def render(self, alert: Alert) -> dict[str, Any]:
         ecs = self.ecs
@@ -259,7 +273,7 @@ class FalcoAlertRenderer:
         priority = FALCO_PRIORITY.get(alert.rule.priority.lower(), alert.rule.priority.capitalize())
         output, fields, _ = redacted_output(ecs, alert, with_extra=False)  # Falco's format has no extra
         fields = dict(fields)  # evt.time and the aggregation go in below; the alert's own dict stays as is
-        fields["evt.time"] = wall_ns
+        fields["evt.time.iso8601" if self.iso8601 else "evt.time"] = wall_ns
         if alert.ctx is not None:  # Falco's default suggested output: which container (host: `host`)
             ctx = alert.ctx
             ref = ctx.proc.container if ctx.proc is not None else None
@@ -277,7 +291,7 @@ class FalcoAlertRenderer:
             "priority": priority,
             "source": "internal" if alert.internal else alert.rule.source or "syscall",
             "hostname": ecs.host.hostname,
-            "output": f"{when}: {priority} {output}",
+            "output": f"{when if self.iso8601 else falco_clock(wall_ns)}: {priority} {output}",
             "tags": list(alert.rule.tags),
             "output_fields": fields,
         }
@@ -286,9 +300,10 @@ class FalcoAlertRenderer:
 FORMATS = ("ecs", "falco")
 
 
-def make_renderer(fmt: str, ecs: EcsRenderer) -> AlertRenderer:
+def make_renderer(fmt: str, ecs: EcsRenderer, *, falco_iso8601: bool = False) -> AlertRenderer:
+    """``falco_iso8601``: the falco format's ``time_format_iso_8601`` (config ``falco:``)."""
     if fmt == "ecs":
         return EcsAlertRenderer(ecs)
     if fmt == "falco":
-        return FalcoAlertRenderer(ecs)
+        return FalcoAlertRenderer(ecs, iso8601=falco_iso8601)
     raise ValueError(f"unknown alert format {fmt!r}; choose ecs or falco")

@@ -35,7 +35,9 @@ loginuid, sessionid, cap_effective, cap_permitted]`` with nil login fields on ke
 ``exe_name`` is bin) and the facts' two booleans; a reader takes version-1 records (without them) too.
 Version 3 added the last three: for a security syscall (``sentinel.syscalls``) or tamper record its raw
 arguments (array of at most 6 integers), what the probe read behind pointers (at most 3 integers) and its
-strings (at most 3 bin); nil for every other event. Version-1 and -2 records are read too.
+strings (at most 3 bin); a connect's ``sys_extra`` is its local end when the probe read it (a bind's
+encoding, ``sentinel.sockets.connect_source``; added within version 7, absent means unknown); nil for every
+other event. Version-1 and -2 records are read too.
 Version 4 added the identity record (an exec's executable checked against the path it was called by).
 Version 5 added the container record: ``runtime`` is str (one of sentinel's runtime names), ``full_id`` and
 ``id`` are bin (from a cgroup's name), ``rootless`` a boolean.

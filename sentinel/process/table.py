@@ -16,6 +16,7 @@ import hashlib
 import os
 import posixpath
 import pwd
+import shlex
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -124,8 +125,9 @@ class Process:
 
     @property
     def command_line(self) -> str:
-        """Arguments joined by spaces without quoting, like ECS ``process.command_line``."""
-        return " ".join(self.args)
+        """ECS ``process.command_line``: the arguments quoted as a POSIX shell would need them
+        (``shlex.join``), so it splits back into ``process.args`` exactly, spaces and quotes included."""
+        return shlex.join(self.args)
 
 
 @dataclass(slots=True)

@@ -502,16 +502,18 @@ FIELDS_LIST: list[FieldDef] = [
     FieldDef(
         "evt.is_open_create",
         BOOL,
-        "Open with O_CREAT (creat(2) included).",
+        "The open created the file (the kernel's FMODE_CREATED, as Falco's driver reads it); where that is "
+        "not known (no kernel offsets, an older capture), a successful open with O_CREAT (or creat(2)).",
         on=(OPEN,),
-        by={OPEN: "bool(ev.open_flags & 64 or ev.flags & 16)"},
+        by={OPEN: "(ev.created is not False)"},
     ),
     FieldDef(
         "evt.arg.flags",
         STRING,
-        "Open flags as Falco prints them: `O_WRONLY|O_CREAT|O_TRUNC`.",
+        "Open flags as Falco prints them: `O_WRONLY|O_CREAT|O_TRUNC`, with `O_F_CREATED` when the open "
+        "created the file.",
         on=(OPEN,),
-        by={OPEN: "_flags_text(ev.open_flags)"},
+        by={OPEN: "(_flags_text(ev.open_flags) + ('|O_F_CREATED' if ev.flags & 8192 else ''))"},
         cached=True,
     ),
     FieldDef(
@@ -1335,6 +1337,7 @@ def _with_socket_fields(fields: list[FieldDef]) -> list[FieldDef]:
         "fd.rnet": "rip", "fd.ip": "eip", "fd.port": "eport", "fd.net": "eip",
     }  # fmt: skip
     either = {"fd.ip", "fd.port", "fd.net"}
+    client = {"fd.cip", "fd.cport", "fd.cnet", "fd.lip", "fd.lport", "fd.lnet"}  # a connect's local end
     sock = SOCKET_TYPES_SORTED
     out = []
     for f in fields:
@@ -1356,6 +1359,11 @@ def _with_socket_fields(fields: list[FieldDef]) -> list[FieldDef]:
                 f, on=(*f.on, *sock), by={**f.by, **dict.fromkeys(sock, f"_sock_field(ev, {role!r})")},
                 nullable=True, desc=desc,
             )  # fmt: skip
+            if f.name in client:
+                f = dataclasses.replace(
+                    f, on=(CONNECT, *f.on), by={CONNECT: f"_connect_local(ev, {role!r})", **f.by},
+                    desc=f.desc + " connect: its local end (the client), read from the kernel's socket.",
+                )  # fmt: skip
         out.append(f)
     return out
 

@@ -11,6 +11,8 @@ import errno
 import itertools
 import math
 import posixpath
+import shlex
+import socket
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -23,6 +25,8 @@ from sentinel.events import (
     AF_UNIX,
     AT_FDCWD,
     FLAG_CREAT,
+    FLAG_CREATED,
+    FLAG_CREATED_KNOWN,
     FLAG_EXECVEAT,
     FLAG_OPENAT2,
     LOGINUID_UNSET,
@@ -42,7 +46,7 @@ from sentinel.rules.fixture_values import TRANSPORTS, FixtureError
 from sentinel.rules.fixture_values import as_int as _int
 from sentinel.rules.fixture_values import as_map as _map
 from sentinel.rules.fixture_values import as_str as _str
-from sentinel.sockets import SOCKET_TYPES
+from sentinel.sockets import SOCK_KNOWN, SOCKET_TYPES
 from sentinel.syscalls import (
     SYSCALLS,
     TARGETED_TYPES,
@@ -136,12 +140,32 @@ def _ret_from(doc: Mapping[str, Any], detail: Mapping[str, Any], success: int) -
     return success
 
 
+def local_end(family: int, ip: str, port: int) -> tuple[int, int, int]:
+    """A connect's local end in the probe's encoding (a bind's ``sys_extra``, ``sentinel.sockets``)."""
+    try:
+        raw = socket.inet_pton(socket.AF_INET6 if family == AF_INET6 else socket.AF_INET, ip)
+    except OSError:
+        raise FixtureError(f"source.ip {ip!r} is not an IP address of the connect's family") from None
+    raw = raw.ljust(16, b"\0")
+    word = port | (port << 16) | (family << 32) | SOCK_KNOWN
+    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little"), word
+
+
+def _split_command_line(line: str) -> list[str]:
+    """``process.command_line`` back into arguments: shell quoting (as documents write it); a line that is
+    not valid shell syntax (an unmatched quote in a hand-written fixture) is split on spaces."""
+    try:
+        return shlex.split(line)
+    except ValueError:
+        return line.split(" ")
+
+
 def _process(block: Mapping[str, Any], what: str, default_pid: int, ts: int) -> Process:
     exe = _str(block.get("executable"), f"{what}.executable")
     args = _args(block.get("args"), f"{what}.args")
     if args is None:
         cmd = block.get("command_line")
-        args = _str(cmd, f"{what}.command_line").split(" ") if cmd else ([exe] if exe else [])
+        args = _split_command_line(_str(cmd, f"{what}.command_line")) if cmd else ([exe] if exe else [])
     # ECS: process.user is the effective user; the real one is process.real_user when the document has it.
     user = _map(block.get("real_user") or block.get("user"), f"{what}.user")
     group = _map(block.get("real_group") or block.get("group"), f"{what}.group")
@@ -382,10 +406,19 @@ def from_ecs(doc: Mapping[str, Any]) -> EvalContext:
         path = _str(fblock.get("path"), "file.path") or None
         ev.path = _str(detail.get("raw_path"), "sentinel.event.raw_path", path or "")
         ev.open_flags = _open_flags(detail.get("flags"), event.get("type"))
-        ev.mode = _mode(fblock.get("mode"))
+        # The requested mode: sentinel.event.requested_mode (file.mode in fixtures written before it).
+        ev.mode = _mode(detail.get("requested_mode", fblock.get("mode")))
         ev.dirfd = _int(detail.get("dirfd"), "sentinel.event.dirfd", AT_FDCWD)
         ev.repeat_count = _int(detail.get("repeat_count"), "sentinel.event.repeat_count", 0)
         ev.ret = _ret_from(doc, detail, 3)
+        # Created: sentinel.event.created, else event.type creation; neither leaves it unknown, as the
+        # renderer leaves it without kernel offsets.
+        created = detail.get("created")
+        kinds = event.get("type")
+        if created is None and "creation" in (kinds if isinstance(kinds, list) else [kinds]):
+            created = True
+        if isinstance(created, bool) and ev.ret >= 0:
+            ev.flags |= FLAG_CREATED_KNOWN | (FLAG_CREATED if created else 0)
         if "openat2" in names:
             ev.flags |= FLAG_OPENAT2
         if "creat" in names:
@@ -408,6 +441,10 @@ def from_ecs(doc: Mapping[str, Any]) -> EvalContext:
         ev.fd = _int(detail.get("fd"), "sentinel.event.fd", 3)
         success = -errno.EINPROGRESS if event.get("outcome") == "unknown" else 0
         ev.ret = _ret_from(doc, detail, success)
+        source = _map(doc.get("source"), "source")
+        local_ip = _str(source.get("ip"), "source.ip")
+        if local_ip and ev.family in (AF_INET, AF_INET6):  # the local end, as the probe encodes it
+            ev.sys_extra = local_end(ev.family, local_ip, _int(source.get("port"), "source.port", 0))
     elif etype is EventType.CHDIR:
         ev.path = _str(detail.get("raw_path") or detail.get("path"), "sentinel.event.raw_path")
         path = ev.path or None

@@ -24,6 +24,7 @@ from sentinel.sockets import ACCEPTS as _ACCEPTS
 from sentinel.sockets import DATAGRAMS as _DATAGRAMS
 from sentinel.sockets import DUPS as _DUPS
 from sentinel.sockets import LOCAL_END as _LOCAL_END
+from sentinel.sockets import connect_source as _connect_source
 from sentinel.sockets import connected as _connected
 from sentinel.sockets import host_resolvers as _host_resolvers
 from sentinel.sockets import name_changed as _name_changed
@@ -160,6 +161,15 @@ def sock_field(ev: Any, role: str) -> Any:
     if which == "end":
         return facts.address if ip else facts.port
     return facts.local_address if ip else facts.local_port
+
+
+def connect_local(ev: Any, role: str) -> Any:
+    """``fd.cip``/``fd.cport``/``fd.lip``/``fd.lport`` of a connect: its local end (the client), as the
+    kernel's socket had it when the call returned; missing when the probe could not read it."""
+    local = _connect_source(ev)
+    if local is None:
+        return None
+    return local[0] if role[1] == "i" else local[1]
 
 
 def dest_resolver(ev: Any) -> bool | None:
@@ -348,12 +358,13 @@ def acmdline(proc: Any, n: int) -> str | None:
 
 
 def connect_name(ev: Any) -> str | None:
-    """Falco's ``fd.name`` of a connected socket: ``client->server``; the client part is not captured."""
+    """Falco's ``fd.name`` of a connected socket: ``client->server``; the client is the local end the probe
+    read from the socket (``0.0.0.0:0`` / ``:::0`` when it could not)."""
     fam = ev.family
-    if fam == AF_INET:
-        return f"0.0.0.0:0->{ev.address}:{ev.port}"
-    if fam == AF_INET6:
-        return f":::0->{ev.address}:{ev.port}"
+    if fam in (AF_INET, AF_INET6):
+        local = _connect_source(ev)
+        client = f"{local[0]}:{local[1]}" if local else "0.0.0.0:0" if fam == AF_INET else ":::0"
+        return f"{client}->{ev.address}:{ev.port}"
     if fam == AF_UNIX:
         return ev.address
     return None

@@ -42,6 +42,9 @@ EXEC_FIXED = struct.Struct("<qiIIIIIIIQII4I256s")
 OPEN_FIXED = struct.Struct("<qIIiI")  # ret, flags, mode, dirfd, path_len
 OPEN_KEY = struct.Struct("<IIiIQQQQQQ")  # the dedup key before the path (identities of directory and file)
 CONNECT_FIXED = struct.Struct("<qiHHII16s108s")
+# The connect's local end (u64[3], a bind's sys_extra encoding), after unix_path aligned to 8 bytes.
+CONNECT_LOCAL = struct.Struct("<3Q")
+CONNECT_LOCAL_OFFSET = (CONNECT_FIXED.size + 7) // 8 * 8
 # child_pid, parent_tid, clone_flags, child_start_ns, child_ns (vpid, vtid, pid_ns, mnt_ns)
 FORK_FIXED = struct.Struct("<IIQQ4I")
 SYS_FIXED = struct.Struct("<q6Q3Q3HH")  # ret, arg[6], extra[3], str_len[3], nstr
@@ -189,6 +192,11 @@ def _decode_connect(data: bytes, ev: Event) -> None:
         ev.address = socket.inet_ntop(socket.AF_INET6, addr)
     elif family == AF_UNIX:
         ev.address = unix_socket_path(unix_path[: max(0, min(addrlen - 2, len(unix_path)))])
+    at = HEADER_SIZE + CONNECT_LOCAL_OFFSET
+    if family != AF_UNIX and len(data) >= at + CONNECT_LOCAL.size:
+        local = CONNECT_LOCAL.unpack_from(data, at)
+        if local[2]:  # zeros: not read (no socket offsets, a failed connect)
+            ev.sys_extra = local
 
 
 def _decode_sys(data: bytes, ev: Event) -> None:

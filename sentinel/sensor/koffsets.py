@@ -47,6 +47,7 @@ REQUIRED: dict[str, tuple[str, str, int]] = {
     "K_PATH_DENTRY": ("path", "dentry", 8),
     "K_FILE_F_PATH": ("file", "f_path", 16),
     "K_FILE_F_INODE": ("file", "f_inode", 8),
+    "K_FILE_F_MODE": ("file", "f_mode", 4),  # FMODE_CREATED: did an O_CREAT open create the file
     "K_INODE_I_INO": ("inode", "i_ino", 8),
     "K_INODE_I_NLINK": ("inode", "i_nlink", 4),
     "K_INODE_I_SB": ("inode", "i_sb", 8),

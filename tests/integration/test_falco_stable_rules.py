@@ -145,7 +145,7 @@ def run_shell_untrusted(tmp: Path) -> Fired:
     pid = run_named(nginx, "import subprocess; subprocess.run(['/bin/sh', '-c', 'id'], check=True)")
     return Fired(
         {pid},
-        lambda a: get(a, "process.name") == "sh" and get(a, "process.parent.name") == "nginx",
+        lambda a: get(a, "process.thread.name") == "sh" and get(a, "process.parent.name") == "nginx",
         "nginx running sh -c id",
     )
 
@@ -300,7 +300,7 @@ def terminal_shell_in_container(tmp: Path) -> Fired:
     pid = in_container([str(runc), "-c", code], env={**os.environ, "PYTHONHOME": sys.base_prefix})
     return Fired(
         {pid},
-        lambda a: get(a, "process.name") == "sh" and in_container_alert(a),
+        lambda a: get(a, "process.thread.name") == "sh" and in_container_alert(a),  # the comm
         "runc > sh on a pty in a container",
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from sentinel.text import unescape
+from sentinel.text import unescape, unescape_text
 
 from .conftest import Agent, get
 
@@ -50,6 +51,9 @@ def test_exec_argv_is_exact_including_spaces_quotes_and_bytes(agent: Agent, tmp_
     assert unescape(got[4]) == raw, "non-UTF-8 argv must round-trip through the escaped form"
     assert "process.args" in get(doc, "sentinel.escaped_fields")
     assert got[5:] == ["tab\there", "new\nline", ""]
+    line = get(doc, "process.command_line")  # shell-quoted: splits back into the exact argv, bytes included
+    assert "process.command_line" in get(doc, "sentinel.escaped_fields")
+    assert [a.encode("utf-8", "surrogateescape") for a in shlex.split(unescape_text(line))] == args
     assert get(doc, "process.args_count") == len(args)
     assert get(doc, "process.executable") == os.path.realpath("/bin/echo")
     assert get(doc, "sentinel.event.filename") == "/bin/echo"
@@ -78,8 +82,9 @@ def test_three_level_ancestry_cwd_and_uid(agent: Agent, tmp_path: Path) -> None:
     assert ancestors[1]["pid"] == outer.pid
     assert ancestors[2]["pid"] == os.getpid()
     assert get(doc, "process.parent.pid") == ancestors[0]["pid"]
-    assert get(doc, "process.parent.command_line") == f"/bin/sh -c {inner}"
-    assert ancestors[1]["command_line"] == f"/bin/sh -c /bin/sh -c '{inner}'; true"
+    # shell-quoted (shlex.join): each line splits back into its process's argv
+    assert get(doc, "process.parent.command_line") == shlex.join(["/bin/sh", "-c", inner])
+    assert ancestors[1]["command_line"] == shlex.join(["/bin/sh", "-c", f"/bin/sh -c '{inner}'; true"])
     assert ancestors[0]["executable"] == os.path.realpath("/bin/sh")
     assert len({a["entity_id"] for a in ancestors}) == len(ancestors)
 
@@ -181,8 +186,8 @@ def test_opens_flags_results_and_relative_paths(agent: Agent, tmp_path: Path) ->
     write, read = opens(created, count=2)
     assert get(write, "sentinel.event.raw_path") == "created.txt"
     assert {"O_WRONLY", "O_CREAT", "O_TRUNC"} <= set(get(write, "sentinel.event.flags"))
-    assert get(write, "file.mode") == "0640"
-    assert get(write, "event.type") == ["change", "creation"]
+    assert get(write, "sentinel.event.requested_mode") == "0640" and "mode" not in write["file"]
+    assert get(write, "event.type") == ["creation"] and get(write, "sentinel.event.created") is True
     assert get(write, "sentinel.event.ret") >= 0 and get(write, "event.outcome") == "success"
     assert get(read, "sentinel.event.flags")[0] == "O_RDONLY"
     assert get(read, "event.type") == ["access"]

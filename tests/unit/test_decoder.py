@@ -104,10 +104,11 @@ int main(void) {
     P(open_key, file_inode); P(open_key, path);
     P(connect_event, ret); P(connect_event, fd); P(connect_event, family); P(connect_event, port);
     P(connect_event, sock_type); P(connect_event, addrlen); P(connect_event, addr);
-    P(connect_event, unix_path);
+    P(connect_event, unix_path); P(connect_event, local);
     P(fork_event, child_pid); P(fork_event, parent_tid); P(fork_event, clone_flags);
     P(fork_event, child_start_ns); P(fork_event, child_ns);
     printf("sizeof.event_header %zu 0\n", sizeof(struct event_header));
+    printf("sizeof.connect_event %zu 0\n", sizeof(struct connect_event));
     return 0;
 }
 """
@@ -179,6 +180,9 @@ def test_decoder_formats_match_the_compiled_c_layout(tmp_path: Path) -> None:
     assert c["open_event.key"][0] + c["open_key.path"][0] == decoder.OPEN_PATH_OFFSET
     connect_members = ["ret", "fd", "family", "port", "sock_type", "addrlen", "addr", "unix_path"]
     assert struct_offsets(CONNECT_FIXED) == body("connect_event", connect_members)
+    assert body("connect_event", ["local"]) == [(decoder.CONNECT_LOCAL_OFFSET, decoder.CONNECT_LOCAL.size)]
+    end = HEADER.size + decoder.CONNECT_LOCAL_OFFSET + decoder.CONNECT_LOCAL.size
+    assert c["sizeof.connect_event"][0] == end
     fork_members = ["child_pid", "parent_tid", "clone_flags", "child_start_ns", "child_ns"]
     assert struct_offsets(FORK_FIXED) == with_ns(body("fork_event", fork_members), "fork_event", "child_ns")
 

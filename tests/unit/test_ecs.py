@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import shlex
+import socket
 import time
 import uuid
 from datetime import UTC, datetime
@@ -27,6 +29,9 @@ from sentinel.events import (
     AF_UNIX,
     AT_FDCWD,
     FLAG_ARGV_TRUNCATED,
+    FLAG_CREAT,
+    FLAG_CREATED,
+    FLAG_CREATED_KNOWN,
     FLAG_PATH_TRUNCATED,
     Credentials,
     Event,
@@ -36,6 +41,8 @@ from sentinel.host import HostInfo
 from sentinel.pipeline import EventStream, parse_types
 from sentinel.process.facts import ProcFacts, ReplayFacts
 from sentinel.process.table import Process, ProcessTable, entity_id
+from sentinel.sockets import SOCK_KNOWN
+from sentinel.text import dumps, unescape_text
 
 HOST = HostInfo(
     hostname="h", machine_id="m", boot_id="b", kernel="6.18", boot_time_ns=1_700_000_000_000_000_000
@@ -275,7 +282,8 @@ def test_process_block_from_table() -> None:
 
 
 def test_credentials_follow_ecs_meanings() -> None:
-    """process.user is the effective user (ECS), user.id the real one; saved ids, capabilities, login."""
+    """process.user is the effective user (ECS), the top-level user and group mirror it (as Elastic Defend
+    writes them, what Elastic's prebuilt rules test); real and saved ids, capabilities, login."""
     table, _ = standard_table()
     creds = Credentials(0, 0, 0, 0, 0, 0, 1000, 3, (1 << 21) | 1, (1 << 21) | (1 << 39) | 1)
     event = ev(EventType.OPEN, 10 * S, 100, tid=101, uid=65534, gid=65534, path="/etc/shadow", creds=creds)
@@ -289,7 +297,8 @@ def test_credentials_follow_ecs_meanings() -> None:
         "effective": ["CAP_CHOWN", "CAP_SYS_ADMIN"],
         "permitted": ["CAP_CHOWN", "CAP_SYS_ADMIN", "CAP_BPF"],
     }
-    assert doc["user"]["id"] == "65534" and doc["user"]["effective"]["id"] == "0"
+    assert doc["user"] == p["user"] == {"id": "0", "name": "root"} and "effective" not in doc["user"]
+    assert doc["group"] == p["group"] and doc["group"]["id"] == "0"
     assert doc["sentinel"]["process"]["login_user"]["id"] == "1000"
     assert doc["sentinel"]["process"]["session_id"] == 3
 
@@ -409,6 +418,61 @@ def test_exec_success() -> None:
     assert doc["message"] == "exec /bin/ls ls -l /tmp"
 
 
+HOSTILE_ARGV = [
+    "sh", "-c", "echo 'a b' \"c\" $HOME `id`; rm -rf /", "", "two words", "it's", 'say "hi"', "new\nline",
+    "tab\tcr\r\x1b[31m?", "back\\slash", "\udcff\udcfe-not-utf8", "*.glob", "~user", "#hash", "--x=1",
+]  # fmt: skip
+
+
+def command_line_of(argv: list[str]) -> tuple[dict[str, Any], str]:
+    table, source = standard_table()
+    e = ev(EventType.EXEC, 20 * S, 100, comm="sh", filename="/bin/sh", argv=argv, argc_total=len(argv))
+    source.feed(pf(100, 1, 500, comm="sh", exe="/usr/bin/sh", args=argv))
+    doc = orjson.loads(dumps(render(e, table.apply(e))))
+    line = doc["process"]["command_line"]
+    if "process.command_line" in doc["sentinel"].get("escaped_fields", []):
+        line = unescape_text(line)
+    return doc, line
+
+
+def test_command_line_splits_back_into_the_args_exactly() -> None:
+    """ECS process.command_line quotes as a shell would need (shlex.join): argument boundaries, quotes,
+    newlines, control characters and bytes that are not UTF-8 all survive, and the document stays JSON."""
+    doc, line = command_line_of(HOSTILE_ARGV)
+    assert shlex.split(line) == HOSTILE_ARGV
+    assert doc["process"]["args"][:3] == HOSTILE_ARGV[:3]
+    _, plain = command_line_of(["ls", "-l", "/tmp"])
+    assert plain == "ls -l /tmp"  # nothing to quote: as before
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                        max_size=12), min_size=1, max_size=6))  # fmt: skip
+def test_any_argv_round_trips_through_the_command_line(argv: list[str]) -> None:
+    assert shlex.split(command_line_of(argv)[1]) == argv
+
+
+def test_process_name_is_the_executables_file_name_and_the_comm_stays_for_falco() -> None:
+    """ECS process.name is basename(process.executable); the 15-character comm is process.thread.name (the
+    event's thread) and Falco's proc.name in rules and Falco's format."""
+    table, source = standard_table()
+    comm = "pyenv-version-f"  # the kernel cut "pyenv-version-file-read" to 15 characters
+    source.feed(pf(100, 1, 500, comm=comm, exe="/opt/pyenv/libexec/pyenv-version-file-read", args=["x"]))
+    e = ev(EventType.EXEC, 20 * S, 100, comm=comm, filename="/opt/pyenv/libexec/pyenv-version-file-read")
+    proc = table.apply(e)
+    assert proc is not None
+    doc = render(e, proc)
+    assert doc["process"]["name"] == "pyenv-version-file-read"
+    assert doc["process"]["thread"]["name"] == comm and doc["process"]["parent"]["name"] == "systemd"
+    from sentinel.rules import EvalContext
+    from tests.unit.rules_support import ruleset
+
+    rs = ruleset("- rule: any\n  desc: d\n  condition: evt.type = execve\n  output: o\n  priority: debug\n")
+    assert rs.field_value("proc.name", EvalContext(e, proc, None, 0)) == comm
+    unknown = render(ev(EventType.EXIT, 20 * S, 999, comm="ghost"))  # no process known: the comm
+    assert unknown["process"]["name"] == "ghost"
+
+
 def test_exec_failed_enoent() -> None:
     table, _ = standard_table()
     e = ev(
@@ -451,9 +515,10 @@ def test_exec_message_is_bounded() -> None:
         (O_WRONLY, ["O_WRONLY"], ["change"]),
         (O_RDWR, ["O_RDWR"], ["change"]),
         (O_TRUNC, ["O_RDONLY", "O_TRUNC"], ["change"]),
-        (O_WRONLY | O_CREAT | O_TRUNC, ["O_WRONLY", "O_CREAT", "O_TRUNC"], ["change", "creation"]),
-        (O_CREAT, ["O_RDONLY", "O_CREAT"], ["access", "creation"]),
-        (O_WRONLY | O_CREAT | O_EXCL, ["O_WRONLY", "O_CREAT", "O_EXCL"], ["change", "creation"]),
+        # Whether an O_CREAT open created the file is not known (no FLAG_CREATED_KNOWN): no creation claimed
+        (O_WRONLY | O_CREAT | O_TRUNC, ["O_WRONLY", "O_CREAT", "O_TRUNC"], ["change"]),
+        (O_CREAT, ["O_RDONLY", "O_CREAT"], ["access"]),
+        (O_WRONLY | O_CREAT | O_EXCL, ["O_WRONLY", "O_CREAT", "O_EXCL"], ["change"]),
         (O_WRONLY | O_APPEND, ["O_WRONLY", "O_APPEND"], ["change"]),
         (O_DIRECTORY | O_CLOEXEC, ["O_RDONLY", "O_DIRECTORY", "O_CLOEXEC"], ["access"]),
         (O_PATH | O_CLOEXEC, ["O_RDONLY", "O_CLOEXEC", "O_PATH"], ["access"]),
@@ -486,13 +551,54 @@ def test_open_file_at_root() -> None:
     assert doc["file"] == {"path": "/vmlinuz", "name": "vmlinuz", "directory": "/"}
 
 
-def test_open_mode_only_with_creat() -> None:
+def test_requested_mode_only_with_creat_and_never_as_file_mode() -> None:
+    """open(2)'s mode is what the caller asked for, before the umask, and only when the call may create:
+    sentinel.event.requested_mode. ECS file.mode is the file's own mode, which an open does not tell."""
     with_creat = render(ev(EventType.OPEN, S, 5, path="/tmp/f", open_flags=O_WRONLY | O_CREAT, mode=0o100644))
-    assert with_creat["file"]["mode"] == "0644"
+    assert with_creat["sentinel"]["event"]["requested_mode"] == "0644" and "mode" not in with_creat["file"]
     setuid = render(ev(EventType.OPEN, S, 5, path="/tmp/f", open_flags=O_CREAT, mode=0o4755))
-    assert setuid["file"]["mode"] == "4755"
+    assert setuid["sentinel"]["event"]["requested_mode"] == "4755"
+    creat = render(ev(EventType.OPEN, S, 5, path="/tmp/f", open_flags=O_WRONLY, flags=FLAG_CREAT, mode=0o600))
+    assert creat["sentinel"]["event"]["requested_mode"] == "0600"
     without = render(ev(EventType.OPEN, S, 5, path="/tmp/f", open_flags=O_WRONLY, mode=0o644))
-    assert "mode" not in without["file"]
+    assert "mode" not in without["file"] and "requested_mode" not in without["sentinel"]["event"]
+
+
+KNOWN = FLAG_CREATED_KNOWN
+
+
+@pytest.mark.parametrize(
+    ("flags", "evflags", "ret", "types", "created"),
+    [
+        (O_WRONLY | O_CREAT | O_TRUNC, KNOWN | FLAG_CREATED, 3, ["creation"], True),  # `>` to a new file
+        (O_WRONLY | O_CREAT | O_TRUNC, KNOWN, 3, ["change"], False),  # `>` to an existing file: truncated
+        (O_CREAT, KNOWN, 3, ["access"], False),  # existed, opened to read
+        (O_WRONLY | O_CREAT | O_EXCL, KNOWN | FLAG_CREATED, 3, ["creation"], True),
+        (O_WRONLY | O_CREAT | O_EXCL, 0, -17, ["change"], None),  # EEXIST: nothing created, nothing read
+        (O_WRONLY | O_TRUNC, 0, 3, ["change"], None),  # O_TRUNC of an existing file (no O_CREAT)
+        (O_WRONLY, FLAG_CREAT | KNOWN | FLAG_CREATED, 3, ["creation"], True),  # creat(2) making a file
+        (0, 0, 3, ["access"], None),
+    ],
+)
+def test_creation_only_when_the_kernel_says_the_open_created(
+    flags: int, evflags: int, ret: int, types: list[str], created: bool | None
+) -> None:
+    e = ev(EventType.OPEN, S, 5, path="/tmp/f", open_flags=flags, flags=evflags, ret=ret, mode=0o644)
+    doc = render(e)
+    assert doc["event"]["type"] == types
+    assert doc["sentinel"]["event"].get("created") is created
+
+
+def test_event_created_is_unknown_only_for_a_successful_create_the_probe_did_not_read() -> None:
+    def created(flags: int, evflags: int = 0, ret: int = 3) -> bool | None:
+        return ev(EventType.OPEN, S, 5, open_flags=flags, flags=evflags, ret=ret).created
+
+    assert created(O_WRONLY | O_CREAT) is None  # no kernel offsets, or a capture from before they were read
+    assert created(O_WRONLY | O_CREAT, ret=-13) is False  # a failed open created nothing
+    assert created(O_WRONLY) is False  # without O_CREAT nothing is created
+    assert created(O_WRONLY, FLAG_CREAT) is None  # creat(2)
+    assert created(O_WRONLY | O_CREAT, FLAG_CREATED_KNOWN) is False
+    assert created(O_WRONLY | O_CREAT, FLAG_CREATED_KNOWN | FLAG_CREATED) is True
 
 
 def test_open_repeat_count_and_truncated_path() -> None:
@@ -562,6 +668,26 @@ def test_connect_einprogress_outcome_unknown() -> None:
     assert doc["event"]["outcome"] == "unknown"
     assert doc["error"]["code"] == "EINPROGRESS"
     assert doc["message"] == "connect 10.0.0.1:443 result EINPROGRESS"
+
+
+def local_end(family: int, address: str, port: int) -> tuple[int, int, int]:
+    """The probe's encoding of a connect's local end (a bind's sys_extra)."""
+    raw = socket.inet_pton(socket.AF_INET if family == AF_INET else socket.AF_INET6, address).ljust(16, b"\0")
+    word = port | (port << 16) | (family << 32) | (1 << 48) | SOCK_KNOWN
+    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little"), word
+
+
+@pytest.mark.parametrize(
+    ("family", "local", "remote"),
+    [(AF_INET, "192.0.2.7", "10.0.0.1"), (AF_INET6, "2001:db8::7", "2001:db8::1")],
+)
+def test_connect_source_is_the_local_end_the_kernel_gave(family: int, local: str, remote: str) -> None:
+    extra = local_end(family, local, 40001)
+    e = ev(EventType.CONNECT, S, 5, family=family, address=remote, port=443, sock_type=1, sys_extra=extra)
+    doc = render(e)
+    assert doc["source"] == {"ip": local, "port": 40001, "address": local}
+    assert doc["destination"]["port"] == 443
+    assert "source" not in render(ev(EventType.CONNECT, S, 5, family=family, address=remote, port=443))
 
 
 def test_connect_refused_is_a_failure() -> None:
@@ -645,7 +771,7 @@ def test_cache_follows_own_exec() -> None:
         assert d["process"]["args"] == ["vim", "x"]
         assert d["process"]["command_line"] == "vim x"
         assert d["process"]["executable"] == "/usr/bin/vim.basic"
-        assert d["process"]["name"] == "vim"
+        assert d["process"]["name"] == "vim.basic"  # ECS: the executable's file name, not the comm
         assert d["process"]["entity_id"] == before["process"]["entity_id"]  # same process, new image
 
 
@@ -688,7 +814,7 @@ def test_cache_follows_parent_exec() -> None:
     assert early["process"]["parent"]["args"] == ["-bash"]
     assert late["process"]["parent"]["args"] == ["python3"]
     assert late["process"]["parent"]["executable"] == "/usr/bin/python3.12"
-    assert late["process"]["parent"]["name"] == "python3"
+    assert late["process"]["parent"]["name"] == "python3.12"  # the executable's file name
     assert late["sentinel"]["ancestors"][0]["command_line"] == "python3"
     assert late["process"]["args"] == ["-bash"]  # the child itself did not exec
 

@@ -23,8 +23,11 @@ from sentinel.alerts.model import Alert
 from sentinel.alerts.render import EcsAlertRenderer
 from sentinel.containers import ContainerMeta, ContainerRef, K8sPod
 from sentinel.containers.meta_view import MetaChange, MetadataView
+from sentinel.events import AF_INET, AF_INET6, AF_UNIX, FLAG_CREATED, FLAG_CREATED_KNOWN, Event, EventType
 from sentinel.rules.context import EvalContext
-from tests.unit.detect_fixtures import HOST, rule
+from sentinel.sockets import SOCK_KNOWN, SOCK_STATE_KNOWN, SOCK_STATE_SHIFT
+from sentinel.text import dumps
+from tests.unit.detect_fixtures import HOST, S, rule
 from tests.unit.test_alerts_render import make_alert, open_context, render_ecs, shell_context
 from tests.unit.test_alerts_sigma import sigma_rule
 
@@ -285,3 +288,183 @@ def test_the_checker_catches_what_it_should() -> None:
     assert violations({"rule": {"sigma_id": "x"}, "sentinel": {"anything": [1]}}) == [
         "rule.sigma_id: not an ECS field"
     ]
+
+
+# -------------------------------------------------------- every document type (issue 19), and its meanings
+
+LOOPBACK = 0x0100007F  # 127.0.0.1 as the kernel's __be32 reads on little-endian
+SOCKET_WORD = 443 | (40000 << 16) | (AF_INET << 32) | (1 << 48) | (1 << SOCK_STATE_SHIFT) | SOCK_STATE_KNOWN
+SOCKET_WORD |= SOCK_KNOWN
+SYS_SAMPLES: tuple[tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...]], ...] = (
+    ((0,) * 6, (0, 0, 0), ("", "", "")),  # nothing known
+    ((3, 0o755, 1000, 1000, 0x10, 4), (LOOPBACK, 0, SOCKET_WORD), ("/tmp/a b", "../etc/shadow", "tmpfs")),
+    ((-100, 0o4755, 0xFFFFFFFF, 0, -1, 200), (12345, (8 << 20) | 1, 0), ("\udcff", "x" * 300, "")),
+)
+
+
+def event_documents() -> dict[str, dict[str, Any]]:
+    """One ECS event document per event family and variant: exec (success, failure), open (created, not,
+    unknown, failed), connect (IPv4, IPv6, unix, in progress), fork, exit, chdir, and each security,
+    socket and file-change syscall with a few argument sets, with a process and without one."""
+    ctx = shell_context()
+    proc = ctx.proc
+    docs: dict[str, dict[str, Any]] = {}
+
+    def add(name: str, ev: Event, with_proc: bool = True, path: str | None = None) -> None:
+        renderer = EcsRenderer(HOST)
+        doc = renderer.event_doc(ev, proc if with_proc else None, path)
+        docs[name] = orjson.loads(dumps(doc))
+
+    base = {"ts_ns": 5 * S, "pid": 200, "tid": 200, "uid": 33, "gid": 33, "comm": "sh"}
+    add("exec", ctx.ev)
+    add("exec-failed", Event(EventType.EXEC, **base, ret=-2, filename="/nope", argv=["nope", "-x"]))
+    creat = 0o1101  # O_WRONLY|O_CREAT|O_TRUNC
+    for name, flags, ret in (
+        ("open-created", FLAG_CREATED_KNOWN | FLAG_CREATED, 3), ("open-existing", FLAG_CREATED_KNOWN, 3),
+        ("open-unknown", 0, 3), ("open-failed", 0, -13),
+    ):  # fmt: skip
+        ev = Event(EventType.OPEN, **base, ret=ret, path="/tmp/f", open_flags=creat, mode=0o644, flags=flags)
+        add(name, ev)
+    add("open-read", Event(EventType.OPEN, **base, ret=3, path="rel", open_flags=0), path="/srv/rel")
+    for name, family, address, port, ret in (
+        ("connect4", AF_INET, "203.0.113.9", 443, 0), ("connect6", AF_INET6, "2001:db8::1", 53, -115),
+        ("connect-unix", AF_UNIX, "/run/docker.sock", 0, 0),
+        ("connect-refused", AF_INET, "10.0.0.1", 22, -111),
+    ):  # fmt: skip
+        add(name, Event(EventType.CONNECT, **base, ret=ret, fd=3, family=family, address=address, port=port,
+                        sock_type=1))  # fmt: skip
+    local = (LOOPBACK, 0, 40000 | (40000 << 16) | (AF_INET << 32) | (1 << 48) | SOCK_KNOWN)
+    add("connect4-source", Event(EventType.CONNECT, **base, fd=3, family=AF_INET, address="127.0.0.1",
+                                 port=8080, sock_type=1, sys_extra=local))  # fmt: skip
+    add("fork", Event(EventType.FORK, **base, child_pid=201, clone_flags=0x11))
+    add("exit", Event(EventType.EXIT, **base))
+    add("chdir", Event(EventType.CHDIR, **base, path="/tmp"), path="/tmp")
+    add("no-process", Event(EventType.EXIT, **base), with_proc=False)
+    for etype in EventType:
+        if etype < EventType.TAMPER:
+            continue
+        for i, (args, extra, strs) in enumerate(SYS_SAMPLES):
+            for ret in (0, -1):
+                ev = Event(etype, **base, ret=ret, sys_args=args, sys_extra=extra, sys_strs=strs)
+                add(f"{etype.name.lower()}-{i}{'-failed' if ret else ''}", ev)
+    return docs
+
+
+DOCS = event_documents()
+
+
+@pytest.mark.parametrize("name", list(DOCS))
+def test_every_event_document_conforms_to_ecs(name: str) -> None:
+    assert violations(DOCS[name]) == []
+
+
+def every_alert() -> dict[str, dict[str, Any]]:
+    """Each alert kind: a rule's (Falco-style and Sigma, on each event family), the anomaly model's, the
+    agent's own (internal: lost events, reload failure, refused model, backlog, tamper, task failure) and an
+    aggregation summary."""
+    from sentinel.alerts import internal
+    from sentinel.alerts.model import ML_RULESET
+    from sentinel.anomaly.live import ML_RULE
+
+    renderer = EcsAlertRenderer(EcsRenderer(HOST))
+    out: dict[str, dict[str, Any]] = {}
+    falco = rule("Any", tags=["mitre_execution", "T1059.004"], output="%proc.name %evt.type")
+    ctx = shell_context()
+    for name, doc in (("exec", ctx.ev),):
+        out[f"rule-{name}"] = render_ecs(make_alert(falco, EvalContext(doc, ctx.proc, None, 0)))
+    out["rule-open"] = render_ecs(make_alert(falco, open_context()))
+    out["rule-sigma"] = render_ecs(make_alert(sigma_rule(), shell_context()))
+    out["aggregation-summary"] = render_ecs(
+        make_alert(falco, shell_context(), aggregated=True, count=7, first_ns=2 * S, last_ns=9 * S)
+    )
+    extra = {"ml": {"score": 0.7, "explanation": [{"feature": "argv_entropy", "value": 3.1}]}}
+    ml = Alert(rule=ML_RULE, ctx=shell_context(), output="Anomalous exec", output_fields={"ml.score": 0.7},
+               ts_ns=2 * S, ruleset=ML_RULESET, extra=extra)  # fmt: skip
+    out["model"] = orjson.loads(dumps(renderer.render(ml)))
+    tamper_ev = Event(EventType.TAMPER, 5 * S, 200, 200, 0, 0, "bpftool", sys_args=(0,) * 6)
+    for name, alert in (
+        ("internal-lost", internal.events_lost(5 * S, "exec", 12)),
+        ("internal-reload", internal.reload_failed(5 * S, ["r.yaml:1:1: bad"], "ab" * 32, ["r.yaml"])),
+        ("internal-model", internal.model_refused(5 * S, "/m", "not ours")),
+        ("internal-backlog", internal.sink_backlog(5 * S, "siem", 20000, 10000, "retrying")),
+        ("internal-spool", internal.spool_dropping(5 * S, "siem", 3)),
+        ("internal-task", internal.task_failed(5 * S, "reload", "boom", 1, 1)),
+        ("internal-tamper", internal.tamper(tamper_ev)),
+    ):
+        out[name] = orjson.loads(dumps(renderer.render(alert)))
+    return out
+
+
+ALERTS = every_alert()
+
+
+@pytest.mark.parametrize("name", list(ALERTS))
+def test_every_alert_kind_conforms_to_ecs(name: str) -> None:
+    doc = ALERTS[name]
+    assert doc["event"]["kind"] == "alert"
+    assert violations(doc) == []
+    assert isinstance(doc["rule"]["author"], list)  # ECS: an array
+
+
+def test_the_new_fields_are_ecs_fields_of_the_right_type() -> None:
+    """What issue 19 added or moved, checked against the schema itself."""
+    fields = ecs_fields()
+    assert fields["user.id"]["type"] == "keyword" and fields["group.name"]["type"] == "keyword"
+    assert "array" in fields["rule.author"]["normalize"]
+    assert fields["process.command_line"]["type"] == "wildcard"
+    assert "creation" in {a["name"] for a in fields["event.type"]["allowed_values"]}
+    exec_doc = DOCS["exec"]
+    assert exec_doc["user"] == exec_doc["process"]["user"]
+    assert exec_doc["group"] == exec_doc["process"]["group"]
+    assert exec_doc["process"]["name"] == exec_doc["process"]["executable"].rpartition("/")[2]
+    assert DOCS["open-created"]["event"]["type"] == ["creation"]
+    assert DOCS["open-existing"]["event"]["type"] == ["change"]
+    assert DOCS["open-unknown"]["event"]["type"] == ["change"]
+    assert "mode" not in DOCS["open-created"]["file"]
+    assert DOCS["open-created"]["sentinel"]["event"]["requested_mode"] == "0644"
+    assert DOCS["connect4-source"]["source"] == {"ip": "127.0.0.1", "port": 40000, "address": "127.0.0.1"}
+    assert fields["source.port"]["type"] == "long" and fields["source.ip"]["type"] == "ip"
+
+
+# -------------------------------------------------------------------------- diagnostics (--log-format ecs)
+
+
+def diagnostics(fmt: str, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    from sentinel import log as logmod
+
+    logmod.configure("debug", fmt)
+    try:
+        log = logmod.get_logger()
+        log.info("sentinel.ready", pid=42, host="h", probes=["exec", "open"], event_types=7)
+        log.warning("sentinel.sink_backlog", sink="siem", backlog=10, path="/tmp/\udcff")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("sentinel.task_failed", task="reload")
+    finally:
+        logmod.configure("info")
+    return [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]
+
+
+def test_ecs_diagnostics_conform_and_keep_the_name_findable(capsys: pytest.CaptureFixture[str]) -> None:
+    """--log-format ecs: each record is an ECS document that can share an index with the alerts (``event``
+    an object), the record's name in ``message`` and ``event.action``, the rest under sentinel.diagnostic."""
+    ready, backlog, failed = diagnostics("ecs", capsys)
+    for doc in (ready, backlog, failed):
+        assert violations(doc) == []
+        assert doc["event"]["kind"] == "event" and doc["event"]["dataset"] == "sentinel.diagnostics"
+    assert ready["message"] == ready["event"]["action"] == "sentinel.ready"
+    assert ready["log"]["level"] == "info" and ready["@timestamp"].endswith("Z")
+    assert ready["sentinel"]["diagnostic"] == {"pid": 42, "host": "h", "probes": ["exec", "open"],
+                                               "event_types": 7}  # fmt: skip
+    assert backlog["log"]["level"] == "warning"
+    assert backlog["sentinel"]["diagnostic"]["path"] == "/tmp/\\xff"  # escaped, listed, still one JSON line
+    assert "ValueError: boom" in failed["error"]["stack_trace"]
+
+
+def test_default_diagnostics_are_unchanged(capsys: pytest.CaptureFixture[str]) -> None:
+    """The default form keeps ``{"event": "sentinel.ready", "level": ...}``: tools that wait for it still work
+    (and such records are not ECS documents: ``event`` is a string; hence the opt-in ECS form)."""
+    ready, _, _ = diagnostics("json", capsys)
+    assert ready["event"] == "sentinel.ready" and ready["level"] == "info" and ready["pid"] == 42
+    assert "event: not an ECS field" in violations(ready)

@@ -240,7 +240,8 @@ def test_replay_exact_exec_document(capture: Capture) -> None:
             "action": "exec",
         },
         "process": child_block(),
-        "user": {"id": "0", "name": user(0), "group": {"id": "0", "name": group(0)}},
+        "user": {"id": "0", "name": user(0)},  # process.user (effective), as Elastic Defend writes it
+        "group": {"id": "0", "name": group(0)},
         "sentinel": {
             "event": {"type": "execve", "ret": 0, "cgroup_id": 0, "filename": "/bin/cat"},
             "ancestors": ANCESTORS_OF_CHILD,
@@ -264,7 +265,8 @@ def test_replay_exact_open_document(capture: Capture) -> None:
             "action": "open",
         },
         "process": child_block(),
-        "user": {"id": "0", "name": user(0), "group": {"id": "0", "name": group(0)}},
+        "user": {"id": "0", "name": user(0)},  # process.user (effective), as Elastic Defend writes it
+        "group": {"id": "0", "name": group(0)},
         "sentinel": {
             "event": {
                 "type": "open",

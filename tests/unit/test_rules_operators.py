@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sentinel.events import AF_INET6, AF_UNIX, EventType
+from sentinel.events import AF_INET6, AF_UNIX, FLAG_CREATED, FLAG_CREATED_KNOWN, EventType
 from sentinel.rules import load_text
 from tests.unit.rules_support import connect_ctx, errors, exec_ctx, holds, open_ctx, refused, rule_yaml
 
@@ -95,6 +95,31 @@ def test_bool_operators() -> None:
     assert holds("evt.failed = false", read)
     assert holds("evt.failed = true", open_ctx("/nope", ret=-2))
     assert holds("evt.is_open_write exists", read)
+
+
+def test_a_connects_local_end_fills_falcos_client_fields() -> None:
+    """fd.cip/fd.cport/fd.lip/fd.lport and fd.name's client part of a connect: the local end the probe read
+    (Falco's view of a client socket); missing, and 0.0.0.0:0 in fd.name, when it could not."""
+    from sentinel.rules.fixture_context import local_end
+
+    ctx = connect_ctx("203.0.113.7", 443)
+    ctx.ev.sys_extra = local_end(ctx.ev.family, "192.0.2.5", 40001)
+    assert holds("fd.cip = 192.0.2.5 and fd.cport = 40001 and fd.lip = 192.0.2.5 and fd.lport = 40001", ctx)
+    assert holds("fd.name = 192.0.2.5:40001->203.0.113.7:443", ctx)
+    assert holds("fd.cip in (192.0.2.0/24)", ctx)
+    unknown = connect_ctx("203.0.113.7", 443)
+    assert holds("not fd.cip exists and fd.name startswith 0.0.0.0:0->", unknown)
+
+
+def test_open_create_means_the_kernel_created_the_file() -> None:
+    """Falco's evt.is_open_create and the O_F_CREATED flag mean the open created the file (FMODE_CREATED):
+    a `>` onto an existing file is neither; where the probe could not tell, O_CREAT on a success stands."""
+    made = open_ctx("/tmp/new", flags=0o1101, evflags=FLAG_CREATED_KNOWN | FLAG_CREATED)
+    existing = open_ctx("/dev/null", flags=0o1101, evflags=FLAG_CREATED_KNOWN)
+    assert holds("evt.is_open_create = true", made) and holds("evt.arg.flags contains O_F_CREATED", made)
+    assert holds("evt.is_open_create = false", existing)
+    assert not holds("evt.arg.flags contains O_F_CREATED", existing)
+    assert holds("evt.is_open_create = false", open_ctx("/tmp/x", flags=0o1301, ret=-17))  # EEXIST
 
 
 def test_ip_and_network_operators() -> None:
