@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sentinel.config import Config, ConfigError, Location, load_config, load_effective_config
+from sentinel.config import Config, ConfigError, ConfigErrors, Location, load_config, load_effective_config
 from sentinel.detect import RulesOutcome, apply_reload, find_rules_dir, load_ruleset
 
 # Config attributes that take effect only at start; a reload that changes them says so.
@@ -33,7 +33,12 @@ RESTART_KEYS = (
 
 
 class SettingsError(ValueError):
-    """A configuration or flag problem, already phrased for the operator (file:line:col when known)."""
+    """A configuration or flag problem, already phrased for the operator (file:line:col when known);
+    ``problems`` is each one on its own (start-up prints them all, a reload alert lists them all)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
 
 
 def effective_settings(args: argparse.Namespace, live: bool) -> Config:
@@ -47,6 +52,8 @@ def effective_settings(args: argparse.Namespace, live: bool) -> Config:
     path = getattr(args, "config", None)
     try:
         cfg = load_effective_config(path) if live else (load_config(path) if path else Config())
+    except ConfigErrors as exc:  # every problem of every file, found in one pass
+        raise SettingsError(str(exc), [str(e) for e in exc.errors]) from None
     except ConfigError as exc:
         raise SettingsError(str(exc)) from None
     if args.rules:
@@ -304,7 +311,7 @@ class Reloader:
             files = list(new.files)
             outcome = load_tuned_rules(new)
         except SettingsError as exc:
-            outcome = RulesOutcome(None, errors=[str(exc)])
+            outcome = RulesOutcome(None, errors=list(exc.problems))
         except Exception as exc:  # a reload must never take the agent down
             outcome = RulesOutcome(None, errors=[f"reload failed: {exc!r}"])
         if outcome.ruleset is None:

@@ -406,3 +406,24 @@ def test_enabling_a_refused_rule_is_an_error(tmp_path: Path, rules_file: Path) -
     config.write_text(f"rules: [{rules_file}, {broken}]\n")
     quiet = load_tuned_rules(load_config(str(config)))  # disabled: its problems are not reported
     assert quiet.ruleset is not None and not any("proc.nme" in w for w in quiet.warnings)
+
+
+def test_a_failed_reload_lists_every_configuration_problem(tmp_path: Path, rules_file: Path) -> None:
+    from sentinel.agent import Reloader
+    from sentinel.detect import DetectionStream
+    from tests.unit.detect_fixtures import ListSink, make_table
+
+    config = tmp_path / "sentinel.yaml"
+    config.write_text(f"rules: [{rules_file}]\nmodel: 'off'\n")
+    args = cli.build_parser().parse_args(["run", "--config", str(config)])
+    cfg = effective_settings(args, live=True)
+    outcome = load_tuned_rules(cfg)
+    sink = ListSink()
+    stream = DetectionStream(make_table(), outcome.ruleset, HOST, sink, "ecs", 0.0)
+    reloader = Reloader(args, cfg, stream, None, _NullLog(), time.monotonic)
+    config.write_text(f"rules: [{rules_file}]\nmodel: 'off'\nformat: xml\naggregation_window_s: -1\n")
+    assert not reloader.reload("SIGHUP", 5 * S)
+    assert stream.ruleset is outcome.ruleset  # the last good state runs on
+    (doc,) = sink.docs()
+    errors = doc["sentinel"]["reload"]["errors"]
+    assert [e.split(": ")[0] for e in errors] == [f"{config}:3:9", f"{config}:4:23"]
