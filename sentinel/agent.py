@@ -332,6 +332,7 @@ class Reloader:
         stream = self.stream
         stream.set_redactor(new.redactor())
         stream.aggregator.window_ns = int(new.aggregation_window_s * 1e9)
+        stream.aggregator.rate_per_min = new.rule_rate_limit
         if self.engine is not None:
             self.engine.settings.alerts = new.ml_alerts_enabled
         pending = restart_needed(old, new)

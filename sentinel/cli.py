@@ -505,7 +505,8 @@ def _detection_args(p: argparse.ArgumentParser) -> None:
         type=_non_negative_float,
         default=None,
         metavar="S",
-        help="count repeats of a rule for one process lineage within S seconds into one summary alert "
+        help="count repeats of a rule for one behaviour (program, parent, user, image) within S seconds into "
+        "one summary alert "
         "(default 60; 0 = every alert on its own)",
     )
 
@@ -700,7 +701,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     engine, notices = open_engine(anomaly_settings(cfg, live=True), log, boottime_ns())
     stream = DetectionStream(
         table, outcome.ruleset, host, sink, fmt, cfg.aggregation_window_s, anomaly=engine,
-        redactor=cfg.redactor(),
+        redactor=cfg.redactor(), rate_per_min=cfg.rule_rate_limit,
     )  # fmt: skip
     stream.task_failures = failures
     log.info("sentinel.rules_loaded", **_rules_loaded_fields(outcome, cfg))
@@ -923,7 +924,7 @@ def _replay_detect(args: argparse.Namespace) -> int:
             streams[-1].finish()  # a new segment (another boot): the previous one's summaries first
         stream = DetectionStream(
             table, outcome.ruleset, host, sink, fmt, cfg.aggregation_window_s, anomaly=engine,
-            redactor=cfg.redactor(),
+            redactor=cfg.redactor(), rate_per_min=cfg.rule_rate_limit,
         )  # fmt: skip
         if not streams:
             for alert in notices:

@@ -6,6 +6,7 @@ format: ecs                  # ecs | falco
 output: [stdout, file:/var/log/sentinel/alerts.json]
 sinks: [{kind: http, target: "https://siem.example/alerts", headers: {Authorization: "Bearer ${SIEM_TOKEN}"}}]
 aggregation_window_s: 60     # 0 turns aggregation off
+rule_rate_limit: 20          # first alerts per rule per minute, then one rate-limit summary; 0 = no limit
 sensor: {wakeup_events: 64, pages: 1024, open_dedup_s: 30, loader_opens: filter}
 containers: {metadata: true, endpoints: [podman:/run/podman/podman.sock]}   # runtime sockets to ask
 ```
@@ -32,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from sentinel.alerts.aggregate import DEFAULT_RATE_PER_MIN
 from sentinel.redact import Redactor
 from sentinel.sinks import DEFAULT_STATE_DIR, OutputSpecError, SinkConfig, check_sink_config, parse_output
 from sentinel.sinks.spec import HTTP_PRESETS, KINDS, PRIORITIES
@@ -42,8 +44,8 @@ FORMATS = ("ecs", "falco")
 MODEL_CHOICES = ("auto", "default", "off")
 TOP_KEYS = (
     "rules", "rules_append", "rules_enable", "rules_disable", "format", "output", "sinks",
-    "aggregation_window_s", "sensor", "state_dir", "model", "learning", "ml", "redact", "redact_builtin",
-    "metrics", "internal_alerts", "reload", "containers",
+    "aggregation_window_s", "rule_rate_limit", "sensor", "state_dir", "model", "learning", "ml", "redact",
+    "redact_builtin", "metrics", "internal_alerts", "reload", "containers",
 )  # fmt: skip
 SENSOR_KEYS = ("wakeup_events", "pages", "open_dedup_s", "loader_opens")
 LOADER_OPENS = ("filter", "report")  # sensor.loader_opens: the dynamic loader's library opens after exec
@@ -55,7 +57,16 @@ RELOAD_KEYS = ("watch", "interval_s")
 CONTAINERS_KEYS = ("metadata", "endpoints")
 # How a later file (a drop-in) combines with what the earlier files set; documented in docs/drafts/config.md.
 MERGE_RULES = {
-    "replace": ("rules", "format", "output", "aggregation_window_s", "state_dir", "model", "redact_builtin"),
+    "replace": (
+        "rules",
+        "format",
+        "output",
+        "aggregation_window_s",
+        "rule_rate_limit",
+        "state_dir",
+        "model",
+        "redact_builtin",
+    ),
     "per key": ("sensor", "learning", "ml", "metrics", "internal_alerts", "reload", "containers"),
     "append": ("rules_append", "rules_enable", "rules_disable", "redact"),
     "append, same label replaces": ("sinks",),
@@ -128,6 +139,7 @@ class Config:
     format: str = "ecs"
     output: list[str] = field(default_factory=lambda: ["stdout"])  # [] when only ``sinks`` are configured
     aggregation_window_s: float = 60.0
+    rule_rate_limit: int = DEFAULT_RATE_PER_MIN  # first alerts per rule per minute (0: no limit)
     wakeup_events: int = 64
     pages: int | None = None
     open_dedup_s: float = 30.0
@@ -656,6 +668,8 @@ def _apply_one(r: _Reader, key: str, key_node: yaml.Node, node: yaml.Node, cfg: 
         _read_sinks(r, node, cfg)
     elif key == "aggregation_window_s":
         cfg.aggregation_window_s = float(r.number(node, "aggregation_window_s", 0))
+    elif key == "rule_rate_limit":
+        cfg.rule_rate_limit = r.integer(node, "rule_rate_limit", 0)
     elif key == "sensor":
         _read_sensor(r, node, cfg)
     elif key == "state_dir":

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sentinel.alerts import internal
-from sentinel.alerts.aggregate import Aggregator
+from sentinel.alerts.aggregate import DISTINCT_MAX, Aggregator
 from sentinel.alerts.model import Alert
 from tests.unit.detect_fixtures import S, rule
 
@@ -37,7 +37,7 @@ def test_first_alert_is_emitted_at_once_and_repeats_are_counted() -> None:
     assert agg.windows == {}
     stats = agg.snapshot()
     assert stats == {"alerts": 4, "emitted_first": 1, "repeats": 3, "summaries": 1, "evicted": 0,
-                     "open_windows": 0}  # fmt: skip
+                     "open_windows": 0, "rate_limited": 0, "rate_summaries": 0}  # fmt: skip
 
 
 def test_a_window_without_repeats_closes_silently() -> None:
@@ -133,3 +133,101 @@ def test_nothing_is_lost(events: list[tuple[int, str, str]], window: int, max_ke
     written += agg.flush()
     assert sum(a.count for a in written) == len(events)
     assert agg.windows == {}
+
+
+# ---- behaviour keys, samples, severity, rate limit (issue 18) ----------------------------------------------
+
+
+def proc_alert(ts: int, exe: str, args: list[str], r: Any = R1, key: tuple[Any, ...] | None = None) -> Alert:
+    """A rule alert whose context has a process (what the summary samples), keyed by behaviour."""
+    from types import SimpleNamespace
+
+    from sentinel.alerts.behaviour import program
+
+    proc = SimpleNamespace(exe=exe, comm=exe.rsplit("/", 1)[-1], args=args)
+    lineage = key if key is not None else ("behaviour", program(exe), "/usr/bin/bash", 1000, "host")
+    return Alert(r, SimpleNamespace(proc=proc), f"ran {exe}", {}, ts, lineage=lineage)  # type: ignore[arg-type]
+
+
+def test_programs_in_writable_places_count_by_the_place() -> None:
+    from sentinel.alerts.behaviour import program
+
+    assert program("/tmp/tmp.Ab12/build/a.out") == "/tmp/"
+    assert program("/var/tmp/x") == "/var/tmp/"
+    assert program("/dev/shm/.x/y") == "/dev/shm/"
+    assert program("/home/alice/src/proj/target/debug/app") == "/home/alice/"
+    assert program("/root/go/bin/tool") == "/root/"
+    assert program("/run/user/1000/app/x") == "/run/user/1000/"
+    assert program("/usr/bin/curl") == "/usr/bin/curl"
+    assert program("/home") == "/home"
+
+
+def test_thirty_runs_from_fresh_tmp_dirs_fold_into_one_summary_with_a_capped_sample() -> None:
+    agg = Aggregator(window_s=60)
+    written: list[Alert] = []
+    for i in range(30):
+        prog = f"/tmp/tmp.{i:04d}/prog"
+        written += agg.offer(proc_alert((i + 1) * S, prog, [prog, "-v"]))
+    written += agg.flush()
+    assert [a.aggregated for a in written] == [False, True]
+    summary = written[1]
+    assert summary.count == 29
+    exes = summary.distinct["process.executable"]
+    assert len(exes) == DISTINCT_MAX and exes[0] == "/tmp/tmp.0001/prog"
+    assert summary.distinct_more == {"process.executable": 19, "process.command_line": 19}
+
+
+def test_a_summary_never_lowers_severity() -> None:
+    low, high = rule("R1", priority="notice"), rule("R1", priority="critical")
+    agg = Aggregator(window_s=60)
+    agg.offer(proc_alert(1 * S, "/usr/bin/x", ["x"], low))
+    agg.offer(proc_alert(2 * S, "/usr/bin/x", ["x"], high))  # the same rule, reloaded with a higher priority
+    agg.offer(proc_alert(3 * S, "/usr/bin/x", ["x"], low))
+    (summary,) = agg.flush()
+    assert summary.rule.priority == "critical" and summary.count == 2
+
+
+def test_the_rate_limit_holds_back_first_occurrences_into_one_summary() -> None:
+    agg = Aggregator(window_s=60, rate_per_min=5)
+    written: list[Alert] = []
+    for i in range(12):  # twelve distinct behaviours of one rule within a minute
+        written += agg.advance((i + 1) * S)
+        written += agg.offer(proc_alert((i + 1) * S, f"/usr/bin/p{i}", [f"p{i}"], key=("b", i)))
+    written += agg.offer(proc_alert(13 * S, "/usr/bin/q", ["q"], R2, key=("b", 0)))  # another rule: its own
+    assert [a.rule.name for a in written] == ["R1"] * 5 + ["R2"]
+    assert agg.stats.rate_limited == 7
+    (held,) = agg.advance(61 * S)  # the rule's minute [1 s, 61 s) has ended
+    assert held.rate_limited and held.aggregated and held.count == 7
+    assert held.distinct["process.executable"] == [f"/usr/bin/p{i}" for i in range(5, 12)]
+    assert agg.stats.rate_summaries == 1
+    assert agg.offer(proc_alert(62 * S, "/usr/bin/p11", ["p11"], key=("b", 11)))  # a new minute: written
+
+
+def test_internal_alerts_are_never_rate_limited() -> None:
+    agg = Aggregator(window_s=60, rate_per_min=1)
+    written = []
+    for i in range(5):
+        written += agg.offer(internal.events_lost((i + 1) * S, f"buffer{i}", 1))
+    assert len(written) == 5 and agg.stats.rate_limited == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 300), st.sampled_from("abcdef"), st.sampled_from(["R1", "R2"])), max_size=80
+    ),
+    st.integers(0, 30),
+    st.integers(1, 4),
+    st.integers(1, 3),
+)
+def test_nothing_is_lost_with_the_rate_limit(
+    events: list[tuple[int, str, str]], window: int, max_keys: int, rate: int
+) -> None:
+    agg = Aggregator(window_s=window, max_keys=max_keys, rate_per_min=rate)
+    rules = {"R1": R1, "R2": R2}
+    written: list[Alert] = []
+    for t, lin, name in sorted(events):
+        written += agg.advance(t * S)
+        written += agg.offer(alert(t * S, rules[name], (lin,)))
+    written += agg.flush()
+    assert sum(a.count for a in written) == len(events)

@@ -19,8 +19,10 @@ from structlog.testing import capture_logs
 
 from sentinel import cli
 from sentinel import log as logmod
+from sentinel.alerts.behaviour import behaviour_key
 from sentinel.alerts.ecs import EcsRenderer
-from sentinel.detect import DetectionStream, find_rules_dir, lineage, load_ruleset, reload_rules
+from sentinel.containers.meta_view import NO_METADATA
+from sentinel.detect import DetectionStream, find_rules_dir, load_ruleset, reload_rules
 from sentinel.events import AF_INET, EventType
 from sentinel.process.facts import ProcFacts, ReplayFacts
 from sentinel.process.table import ProcessTable
@@ -148,13 +150,15 @@ def test_pending_summaries_are_written_at_close_and_finish() -> None:
     assert sink.closed
 
 
-def test_lineage_key() -> None:
+def test_behaviour_key() -> None:
+    """Program, parent program, user, container: the process lineage itself is not part of it."""
     table = make_table()
     table.apply(ev(EventType.FORK, 1 * S, 100, comm="nginx", child_pid=200))
     proc = table.get(200)
     assert proc is not None and proc.parent is not None
-    assert lineage(ev(EventType.OPEN, 2 * S, 200), proc) == ("/usr/sbin/nginx", proc.parent.entity_id)
-    assert lineage(ev(EventType.OPEN, 2 * S, 7, comm="ghost"), None) == ("ghost", None)
+    key = behaviour_key(proc, "nginx", NO_METADATA)
+    assert key == ("behaviour", "/usr/sbin/nginx", proc.parent.exe or proc.parent.comm, proc.uid, "host")
+    assert behaviour_key(None, "ghost", NO_METADATA) == ("behaviour", "ghost", None, None, None)
 
 
 def test_a_failing_rule_costs_one_event_not_the_agent() -> None:
