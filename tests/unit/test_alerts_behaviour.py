@@ -144,3 +144,14 @@ def test_the_rate_limit_summary_is_marked(tmp_path: Path) -> None:
     (held,) = docs[2:]
     agg = held["sentinel"]["aggregation"]
     assert agg["rate_limited"] is True and agg["count"] == 3 and "key" not in agg
+
+
+def test_aggregate_by_can_be_set_by_an_override(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "- rule: R\n  desc: d\n  condition: evt.type = execve\n  output: x\n  priority: warning\n"
+        "- rule: R\n  aggregate_by: [proc.name]\n  override: {aggregate_by: replace}\n"
+    )
+    result = load_rules([path])
+    assert result.ruleset is not None and not result.diagnostics
+    assert [r.aggregate_by for r in result.ruleset.rules] == [("proc.name",)]
