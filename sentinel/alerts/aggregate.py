@@ -2,7 +2,11 @@
 
 The first alert for a key is written at once, so nothing waits on aggregation; repeats within the window are
 counted, never dropped, and when the window closes one summary alert carries the count, the first and last
-repeat times and a capped sample of the distinct executables and command lines behind them. The key is the
+repeat times and a capped sample of the distinct executables and command lines behind them. A behaviour
+that keeps repeating is summarised at growing intervals — the next window is twice as long (60 s, 2 min,
+4 min … up to ``MAX_SPAN_FACTOR`` times the window) and its repeats are not written as a first alert again —
+so a build loop running all day writes a handful of lines an hour, not one a minute. A window that closes
+without repeats ends the streak: the next occurrence is a first alert again, written at once. The key is the
 rule and what :mod:`sentinel.alerts.behaviour` computes for it (the acting program, its parent, user and
 container image by default; a rule's ``aggregate_by`` fields otherwise). A summary carries the most severe
 priority it folded, so folding never lowers severity.
@@ -20,6 +24,8 @@ eviction counted.
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +38,7 @@ DEFAULT_WINDOW_S = 60.0
 DEFAULT_MAX_KEYS = 10_000
 DEFAULT_RATE_PER_MIN = 20  # first occurrences per rule per minute before the rate limit holds alerts back
 RATE_WINDOW_NS = 60 * NS
+MAX_SPAN_FACTOR = 32  # a streak's windows grow up to 32 x the window (60 s → 32 min)
 DISTINCT_MAX = 10  # distinct values a summary lists per field; the other repeats are counted as "more"
 DISTINCT_FIELDS = ("process.executable", "process.command_line")
 _RANK = {p: i for i, p in enumerate(PRIORITIES)}  # lower is more severe
@@ -39,7 +46,8 @@ _RANK = {p: i for i, p in enumerate(PRIORITIES)}  # lower is more severe
 
 @dataclass(slots=True)
 class _Window:
-    start_ns: int  # time of the alert that opened it (the one written at once)
+    start_ns: int  # time of the alert that opened it (the one written at once), or of the previous end
+    end_ns: int = 0
     top: Any = None  # the most severe rule seen (the summary carries its priority)
     last: Alert | None = None  # the latest repeat: what the summary shows
     count: int = 0
@@ -103,7 +111,9 @@ class Aggregator:
         self.window_ns = int(window_s * NS)
         self.max_keys = max(1, max_keys)
         self.rate_per_min = rate_per_min  # 0: no rate limit
-        self.windows: OrderedDict[tuple[Any, ...], _Window] = OrderedDict()  # in window start order
+        self.windows: OrderedDict[tuple[Any, ...], _Window] = OrderedDict()  # oldest streak first
+        self._ends: list[tuple[int, int, tuple[Any, ...], _Window]] = []  # heap by end; stale ones skipped
+        self._seq = itertools.count()
         self.rates: dict[tuple[str, str], _Rate] = {}  # (ruleset, rule name) → its current minute
         self.stats = AggregationStats()
         # No window ends before this event time: the stream asks advance() only from then (one comparison
@@ -123,25 +133,40 @@ class Aggregator:
         key = self.key(alert)
         win = self.windows.get(key)
         ts = alert.ts_ns
-        if win is not None and ts < win.start_ns + self.window_ns:
+        out: list[Alert] = []
+        while win is not None and ts >= win.end_ns:  # its window passed, advance() has not closed it yet
+            win = self._close(key, win, out)
+        if win is not None:
             win.fold(alert)
             stats.repeats += 1
-            return []
-        out: list[Alert] = []
-        if win is not None:  # this key's window has passed but advance() has not closed it yet
-            del self.windows[key]
-            out.extend(self._summary(win))
+            return out
         if self.rate_per_min > 0 and not alert.internal and self._held_back(alert, out):
             return out
         if len(self.windows) >= self.max_keys:
             _, oldest = self.windows.popitem(last=False)
             stats.evicted += 1
             out.extend(self._summary(oldest))
-        self.windows[key] = _Window(start_ns=ts, top=alert.rule)
-        self.next_due_ns = min(self.next_due_ns, ts + self.window_ns)
+        self._open(key, _Window(start_ns=ts, end_ns=ts + self.window_ns, top=alert.rule))
         stats.emitted_first += 1
         out.append(alert)
         return out
+
+    def _open(self, key: tuple[Any, ...], win: _Window) -> None:
+        self.windows[key] = win
+        heapq.heappush(self._ends, (win.end_ns, next(self._seq), key, win))
+        self.next_due_ns = min(self.next_due_ns, win.end_ns)
+
+    def _close(self, key: tuple[Any, ...], win: _Window, out: list[Alert]) -> _Window | None:
+        """Write ``win``'s summary; with repeats the streak goes on in a window twice as long (returned),
+        without them the key is done (None)."""
+        del self.windows[key]
+        if win.last is None:
+            return None
+        out.extend(self._summary(win))
+        span = min(2 * (win.end_ns - win.start_ns), MAX_SPAN_FACTOR * max(self.window_ns, 1))
+        nxt = _Window(start_ns=win.end_ns, end_ns=win.end_ns + span, top=win.top)
+        self._open(key, nxt)
+        return nxt
 
     def _held_back(self, alert: Alert, out: list[Alert]) -> bool:
         """Count a first occurrence against its rule's minute; True when it is held back (folded into the
@@ -168,16 +193,17 @@ class Aggregator:
         if now_ns < self.next_due_ns:
             return []
         out: list[Alert] = []
-        window = self.window_ns
+        ends = self._ends
         opened = self.windows
         self.next_due_ns = NEVER
-        while opened:
-            key, win = next(iter(opened.items()))
-            if win.start_ns + window > now_ns:
-                self.next_due_ns = win.start_ns + window
-                break
-            del opened[key]
-            out.extend(self._summary(win))
+        while ends and ends[0][0] <= now_ns:
+            _, _, key, win = heapq.heappop(ends)
+            if opened.get(key) is win:  # not evicted, flushed or continued since
+                self._close(key, win, out)
+        while ends and opened.get(ends[0][2]) is not ends[0][3]:
+            heapq.heappop(ends)  # stale: drop, so the next due time is a live window's
+        if ends:
+            self.next_due_ns = ends[0][0]
         for rate in self.rates.values():
             if rate.held is None:
                 continue
@@ -195,6 +221,7 @@ class Aggregator:
         for win in self.windows.values():
             out.extend(self._summary(win))
         self.windows.clear()
+        self._ends.clear()
         for rate in self.rates.values():
             if rate.held is not None:
                 out.extend(self._rate_summary(rate.held))

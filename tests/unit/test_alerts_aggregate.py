@@ -34,7 +34,8 @@ def test_first_alert_is_emitted_at_once_and_repeats_are_counted() -> None:
     assert (summary.first_ns, summary.last_ns, summary.ts_ns) == (2 * S, 10 * S, 10 * S)
     assert summary.output == f"at {10 * S}"  # the latest repeat's output
     assert summary.output_fields == {"n": 10 * S}
-    assert agg.windows == {}
+    assert agg.advance(180 * S) == [] and len(agg.windows) == 1  # the streak's next window: [61 s, 181 s)
+    assert agg.advance(181 * S) == [] and agg.windows == {}  # it closed without repeats: the streak is over
     stats = agg.snapshot()
     assert stats == {"alerts": 4, "emitted_first": 1, "repeats": 3, "summaries": 1, "evicted": 0,
                      "open_windows": 0, "rate_limited": 0, "rate_summaries": 0}  # fmt: skip
@@ -58,16 +59,34 @@ def test_keys_are_rule_and_lineage() -> None:
     assert (summary.rule.name, summary.lineage, summary.count) == ("R1", ("/bin/sh", "P1"), 1)
 
 
-def test_after_the_window_the_next_alert_is_emitted_again() -> None:
+def test_a_streak_is_summarised_at_growing_intervals_until_it_stops() -> None:
     agg = Aggregator(window_s=10)
-    agg.offer(alert(0))
+    assert agg.offer(alert(0)) == [alert(0)]
     agg.offer(alert(1 * S))
-    # No advance() between: the late alert itself closes the old window, summary first.
-    out = agg.offer(alert(10 * S))
-    assert [a.aggregated for a in out] == [True, False]
-    assert out[0].count == 1
-    assert out[1].ts_ns == 10 * S
-    assert agg.offer(alert(11 * S)) == []
+    # No advance() between: the late alert itself closes the old window (summary first) and is a repeat of
+    # the streak, folded into the next window, twice as long: [10 s, 30 s).
+    (summary,) = agg.offer(alert(10 * S))
+    assert summary.aggregated and summary.count == 1
+    assert agg.offer(alert(29 * S)) == []
+    (summary,) = agg.advance(30 * S)
+    assert (summary.count, summary.first_ns, summary.last_ns) == (2, 10 * S, 29 * S)
+    assert agg.advance(70 * S) == []  # [30 s, 70 s) without repeats: the streak is over
+    out = agg.offer(alert(71 * S))
+    assert [a.aggregated for a in out] == [False]  # a first alert again, at once
+
+
+def test_a_streak_writes_a_handful_of_lines_an_hour() -> None:
+    """One occurrence every 15 s for an hour (a build loop): the first alert, then summaries at 1, 3, 7,
+    15 and 31 minutes, and the sixth window's at 63 minutes — windows grow to 32 x 60 s."""
+    agg = Aggregator(window_s=60)
+    written: list[Alert] = []
+    for t in range(0, 3600, 15):
+        written += agg.advance(t * S)
+        written += agg.offer(alert(t * S))
+    written += agg.flush()  # the sixth window, [31 min, 63 min), is still open at the hour
+    assert [a.aggregated for a in written] == [False] + [True] * 6
+    assert sum(a.count for a in written) == 240
+    assert [a.last_ns // S for a in written[1:]] == [45, 165, 405, 885, 1845, 3585]
 
 
 def test_flush_at_shutdown_writes_every_pending_summary() -> None:
