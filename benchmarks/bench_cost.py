@@ -20,8 +20,9 @@ Parts (--only cpu,open,forkexec,storm,memory,latency; default all):
   latency   event-to-alert latency at the sink: a copy of /bin/true run from a temporary directory (rule
             "Program Run From Temporary Directory") 20 times a second for 20 s, each from a fresh shell, with
             aggregation off (--aggregation-window 0) so that every run is its own alert: by default these
-            runs are one behaviour and fold into one alert and summaries. One agent writes to both outputs: http: to a receiver here that timestamps each
-            request's arrival, and file: watched here by polling every millisecond. Latency = arrival -
+            runs are one behaviour and fold into one alert and summaries. One agent writes to both
+            outputs: http: to a receiver here that timestamps each request's arrival, and file: watched
+            here by polling every millisecond. Latency = arrival -
             the alert's @timestamp (the exec's kernel time). Target p99 <= 100 ms.
 
 --baseline REF checks REF out into a temporary git worktree and measures it in the same run, alternating
