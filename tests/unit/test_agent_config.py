@@ -427,3 +427,21 @@ def test_a_failed_reload_lists_every_configuration_problem(tmp_path: Path, rules
     (doc,) = sink.docs()
     errors = doc["sentinel"]["reload"]["errors"]
     assert [e.split(": ")[0] for e in errors] == [f"{config}:3:9", f"{config}:4:23"]
+
+
+def test_a_reload_applies_the_rule_rate_limit(tmp_path: Path, rules_file: Path) -> None:
+    from sentinel.agent import Reloader
+    from sentinel.detect import DetectionStream
+    from tests.unit.detect_fixtures import ListSink, make_table
+
+    config = tmp_path / "sentinel.yaml"
+    config.write_text(f"rules: [{rules_file}]\nmodel: 'off'\n")
+    args = cli.build_parser().parse_args(["run", "--config", str(config)])
+    cfg = effective_settings(args, live=True)
+    assert cfg.rule_rate_limit == 20  # the default
+    stream = DetectionStream(make_table(), load_tuned_rules(cfg).ruleset, HOST, ListSink(), "ecs", 60.0,
+                             rate_per_min=cfg.rule_rate_limit)  # fmt: skip
+    reloader = Reloader(args, cfg, stream, None, _NullLog(), time.monotonic)
+    config.write_text(f"rules: [{rules_file}]\nmodel: 'off'\nrule_rate_limit: 3\n")
+    assert reloader.reload("SIGHUP", 5 * S)
+    assert stream.aggregator.rate_per_min == 3

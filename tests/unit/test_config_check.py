@@ -284,3 +284,13 @@ def test_start_up_refuses_with_the_full_list(tmp_path: Path) -> None:
     lines = str(info.value).splitlines()
     assert [line.split(": ")[0] for line in lines[:3]] == [f"{path}:4:9", f"{path}:5:1", f"{path}:6:16"]
     assert lines[-1] == "3 errors in the configuration"
+
+
+def test_rule_rate_limit_is_read_and_checked(tmp_path: Path) -> None:
+    from sentinel.config import parse_config
+
+    assert parse_config("rule_rate_limit: 5\n", "/c.yaml").rule_rate_limit == 5
+    assert parse_config("rule_rate_limit: 0\n", "/c.yaml").rule_rate_limit == 0  # no limit
+    report = check_config(write_config(tmp_path, "rule_rate_limit: -1\n"))
+    (e,) = report.errors
+    assert (e.line, e.column) == (4, 18) and "rule_rate_limit must be at least 0" in e.message
