@@ -1220,8 +1220,9 @@ def _add_config_parsers(sub: Any) -> None:
         help="validate the configuration as the agent would load it, with located errors",
         description="Load the configuration file and its drop-ins exactly as `sentinel run` would, then "
         "check what it names: the rules (and rules_enable/rules_disable), the model, the outputs, the state "
-        "directory, the redaction patterns. Errors are FILE:LINE:COL located. Exit 0 when valid (warnings "
-        "allowed), 1 on errors, 2 when the named file does not exist.",
+        "directory, the redaction patterns. Every problem is reported in one run, each FILE:LINE:COL "
+        "located, then the counts. Exit 0 when valid (warnings allowed), 1 on errors, 2 when the named file "
+        "does not exist.",
     )
     check.add_argument(
         "--config", metavar="FILE",
