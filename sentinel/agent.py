@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sentinel.config import Config, ConfigError, ConfigErrors, Location, load_config, load_effective_config
+from sentinel.config import Config, Location, load_config, load_effective_config, missing_rule_paths
 from sentinel.detect import RulesOutcome, apply_reload, find_rules_dir, load_ruleset
 
 # Config attributes that take effect only at start; a reload that changes them says so.
@@ -50,12 +50,17 @@ def effective_settings(args: argparse.Namespace, live: bool) -> Config:
     from sentinel.sinks import OutputSpecError, parse_output
 
     path = getattr(args, "config", None)
-    try:
-        cfg = load_effective_config(path) if live else (load_config(path) if path else Config())
-    except ConfigErrors as exc:  # every problem of every file, found in one pass
-        raise SettingsError(str(exc), [str(e) for e in exc.errors]) from None
-    except ConfigError as exc:
-        raise SettingsError(str(exc)) from None
+    cfg = (
+        load_effective_config(path, strict=False)
+        if live
+        else (load_config(path, strict=False) if path else Config())
+    )
+    if cfg.errors:  # every problem of every file, found in one pass, as `config check` lists them
+        order = {f: i for i, f in enumerate(cfg.files)}
+        found = sorted([*cfg.errors, *missing_rule_paths(cfg)], key=lambda e: (order.get(e.file, -1), e.line))
+        problems = [str(e) for e in found]
+        summary = [f"{len(problems)} errors in the configuration"] if len(problems) > 1 else []
+        raise SettingsError("\n".join(problems + summary), problems)
     if args.rules:
         cfg.rules = list(args.rules)
     if args.format:

@@ -912,6 +912,17 @@ def _finish(cfg: Config) -> None:
             files[key] = f"sink {label!r}"
 
 
+def missing_rule_paths(cfg: Config) -> list[ConfigError]:
+    """``rules:`` paths that do not exist, located where the configuration names them (the rules loader
+    would say it too, but about the path, not about the line to fix)."""
+    out = []
+    for i, path in enumerate(cfg.rules or []):
+        if not os.path.exists(path):
+            file, line, col = cfg.location(f"rules[{i}]")
+            out.append(ConfigError(f"rules: {path} does not exist", file, line, col))
+    return out
+
+
 # ---- files -------------------------------------------------------------------------------------------------
 
 

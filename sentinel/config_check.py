@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from sentinel.config import Config, Location, load_effective_config
+from sentinel.config import Config, Location, load_effective_config, missing_rule_paths
 from sentinel.sinks import OutputSpecError, check_sink_config
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
@@ -134,10 +134,9 @@ def _check_rules(cfg: Config, report: CheckReport) -> None:
             return
         paths = [str(shipped)]
     else:  # a path that is not there is the configuration's mistake: located where the config names it
-        missing = [i for i, p in enumerate(paths) if not os.path.exists(p)]
-        for i in missing:
-            report.add("error", f"rules: {paths[i]} does not exist", cfg.location(f"rules[{i}]"), "rules")
-        paths = [p for i, p in enumerate(paths) if i not in missing]
+        for exc in missing_rule_paths(cfg):
+            report.errors.append(Finding("error", exc.message, exc.file, exc.line, exc.column, "rules"))
+        paths = [p for p in paths if os.path.exists(p)]
         if not paths:
             return
     outcome = load_ruleset(paths)

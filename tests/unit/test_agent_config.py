@@ -445,3 +445,22 @@ def test_a_reload_applies_the_rule_rate_limit(tmp_path: Path, rules_file: Path) 
     config.write_text(f"rules: [{rules_file}]\nmodel: 'off'\nrule_rate_limit: 3\n")
     assert reloader.reload("SIGHUP", 5 * S)
     assert stream.aggregator.rate_per_min == 3
+
+
+def test_start_up_refuses_with_every_problem_check_finds(tmp_path: Path) -> None:
+    """The issue's five problems: `sentinel run` lists all five, located, as `config check` does."""
+    from sentinel.agent import SettingsError
+
+    config = tmp_path / "sentinel.yaml"
+    config.write_text(
+        f"rules: [{tmp_path / 'no-such-rules'}]\nmodel: 'off'\nformat: xml\n"
+        "sinks: [{kind: http, target: 'ftp://siem.example/x'}]\naggregation_window_s: -5\nredact: ['([a-z']\n"
+    )
+    args = cli.build_parser().parse_args(["run", "--config", str(config)])
+    with pytest.raises(SettingsError) as info:
+        effective_settings(args, live=True)
+    lines = str(info.value).splitlines()
+    assert [line.split(": ")[0] for line in lines[:5]] == [
+        f"{config}:{n}" for n in ("1:9", "3:9", "4:30", "5:23", "6:12")
+    ]
+    assert lines[-1] == "5 errors in the configuration" and len(info.value.problems) == 5
