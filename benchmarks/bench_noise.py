@@ -20,8 +20,9 @@ Then the same again with attack scenarios interleaved every --attack-every cycle
 Per hour: with folding off every occurrence is a line, so lines scale with the cycles (x 240 / cycles).
 Folded lines do not: the run is compressed, and windows are event time. A behaviour that repeats every
 15 s for a real hour writes its first alert and summaries at 1, 3, 7, 15 and 31 minutes (windows double):
-6 lines; so the folded per-hour figure printed is 6 per first line (streak) of the run — an upper bound
-for a steady hour, as the run's streaks would be fewer, not more, spread over real time.
+6 lines; so the folded per-hour figure printed is 6 per streak of the run (its first lines, or its
+summaries' distinct keys when more) — an upper bound for a steady hour, as the run's streaks would be fewer,
+not more, spread over real time.
 
     .venv/bin/python benchmarks/bench_noise.py [--hour | --cycles N] [--attack-every K] [--no-attacks]
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -174,15 +176,26 @@ def report(title: str, phase: dict[str, Any], cycles: int) -> None:
 
     off_by = Counter(d["rule"]["name"] for d in off)
     on_by = Counter(d["rule"]["name"] for d in on)
+    # Streaks per rule: its first lines, or the distinct keys of its summaries when more (a first line may
+    # be another process's on this shared host: the same behaviour, it opened the streak)
     firsts = Counter(d["rule"]["name"] for d in on if not is_summary(d))
+    keys: dict[str, set[bytes]] = {}
+    for d in on:
+        if is_summary(d):
+            keys.setdefault(d["rule"]["name"], set()).add(
+                orjson.dumps(d["sentinel"]["aggregation"].get("key"))
+            )
+    streaks = Counter({rule: max(firsts[rule], len(keys.get(rule, ()))) for rule in on_by})
     print(f"{'rule':52} {'off: run':>8} {'off: /h':>8} {'on: run':>8} {'on: /h':>7}")
     for rule in sorted(set(off_by) | set(on_by), key=lambda r: -off_by[r]):
         print(
             f"{rule[:52]:52} {off_by[rule]:8d} {off_by[rule] * scale:8.0f} {on_by[rule]:8d} "
-            f"{firsts[rule] * LINES_PER_STREAK_HOUR:7d}"
+            f"{streaks[rule] * LINES_PER_STREAK_HOUR:7d}"
         )
     prio_off = Counter(map(priority, off))
-    prio_first = Counter(priority(d) for d in on if not is_summary(d))
+    prio_first: Counter[str] = Counter()
+    for rule, n in streaks.items():
+        prio_first[next(priority(d) for d in on if d["rule"]["name"] == rule)] += n
     print(
         "per hour by severity, folding off -> default: "
         + ", ".join(
@@ -190,10 +203,11 @@ def report(title: str, phase: dict[str, Any], cycles: int) -> None:
             for p in sorted(set(prio_off) | set(prio_first))
         )
     )
-    n_first = sum(firsts.values())
+    n_first, n_streaks = sum(firsts.values()), sum(streaks.values())
     print(
         f"total: folding off {len(off)} lines ({len(off) * scale:.0f}/h); default {len(on)} lines "
-        f"({n_first} first, {len(on) - n_first} summaries; at most {n_first * LINES_PER_STREAK_HOUR}/h)"
+        f"({n_first} first, {len(on) - n_first} summaries; {n_streaks} streaks: at most "
+        f"{n_streaks * LINES_PER_STREAK_HOUR}/h)"
     )
     agg = (phase["stops"]["on"] or {}).get("aggregation") or {}
     if agg:
@@ -221,13 +235,23 @@ def main() -> int:
     ap.add_argument("--hour", action="store_true", help="240 cycles per phase: a full hour of activity")
     ap.add_argument("--attack-every", type=int, default=0, help="attacks every K cycles (default cycles/4)")
     ap.add_argument("--no-attacks", action="store_true", help="the noise phase only")
+    ap.add_argument("--keep", action="store_true", help="keep the alert files (their directory is printed)")
     args = ap.parse_args()
     if args.hour:
         args.cycles = HOUR_CYCLES
-    attack_every = args.attack_every or max(1, args.cycles // 4)
     if os.geteuid() != 0:
         sys.exit("bench: run as root (the agent loads eBPF probes)")
     work = Path(tempfile.mkdtemp(prefix="bench-noise-"))
+    try:
+        return run_all(args, work)
+    finally:
+        if args.keep:
+            print(f"alert files kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run_all(args: argparse.Namespace, work: Path) -> int:
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     (work / "noise").mkdir()
@@ -236,6 +260,7 @@ def main() -> int:
     if args.no_attacks:
         return 0
     (work / "attacks").mkdir()
+    attack_every = args.attack_every or max(1, args.cycles // 4)
     attacks = run_phase(work / "attacks", venv, args.cycles, attack_every)
     report("the same with attacks interleaved", attacks, args.cycles)
     ok = check_attacks(attacks)
