@@ -156,6 +156,7 @@ def run_phase(work: Path, venv: Path, cycles: int, attack_every: int) -> dict[st
     finally:
         srv.close()
         stops = {name: agent.stop() for name, agent in agents.items()}
+        shutil.rmtree(scratch, ignore_errors=True)
     if rc != 0:
         sys.exit(f"bench: the workload failed (exit {rc})")
     docs = {name: [d for d in read_alerts(path) if in_tree(d, driver.pid)] for name, path in out.items()}
