@@ -18,10 +18,11 @@ Parts (--only cpu,open,forkexec,storm,memory,latency; default all):
   memory    RssAnon / RssFile (/proc/PID/status) idle after start, after an exec run, after an open storm;
             the process table's size at start and at stop.
   latency   event-to-alert latency at the sink: a copy of /bin/true run from a temporary directory (rule
-            "Program Run From Temporary Directory") 20 times a second for 20 s, each from a fresh shell so
-            that every run is its own lineage and its own first alert (the aggregation window stays at its
-            default). One agent writes to both outputs: http: to a receiver here that timestamps each
-            request's arrival, and file: watched here by polling every millisecond. Latency = arrival -
+            "Program Run From Temporary Directory") 20 times a second for 20 s, each from a fresh shell, with
+            aggregation off (--aggregation-window 0) so that every run is its own alert: by default these
+            runs are one behaviour and fold into one alert and summaries. One agent writes to both
+            outputs: http: to a receiver here that timestamps each request's arrival, and file: watched
+            here by polling every millisecond. Latency = arrival -
             the alert's @timestamp (the exec's kernel time). Target p99 <= 100 ms.
 
 --baseline REF checks REF out into a temporary git worktree and measures it in the same run, alternating
@@ -420,12 +421,13 @@ def latency_run(b: Bench, v: Variant, n: int) -> dict[str, list[float]]:
     marker = str(exe.parent)  # unique to this run: its alerts name it
     port = server.server_address[1]
     try:
-        with b.agent(v, "--output", f"http:http://127.0.0.1:{port}/", "--output", f"file:{path}") as agent:
+        outputs = ("--output", f"http:http://127.0.0.1:{port}/", "--output", f"file:{path}")
+        with b.agent(v, *outputs, "--aggregation-window", "0") as agent:
             shells: list[subprocess.Popen[bytes]] = []
             t0 = time.monotonic()
             for k in range(n):
                 time.sleep(max(0.0, t0 + k / b.s.latency_rate - time.monotonic()))
-                # A fresh shell each time: a new parent, so each run is a new lineage and its own first alert.
+                # A fresh shell each time, as build jobs do; aggregation is off, so each run is an alert.
                 shells.append(subprocess.Popen(["/bin/sh", "-c", f"'{exe}'; exit 0"]))
                 shells = [p for p in shells if p.poll() is None]
             for p in shells:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sentinel.config import Config, ConfigError, Location, load_config, load_effective_config
+from sentinel.config import Config, Location, load_config, load_effective_config, missing_rule_paths
 from sentinel.detect import RulesOutcome, apply_reload, find_rules_dir, load_ruleset
 
 # Config attributes that take effect only at start; a reload that changes them says so.
@@ -33,7 +33,12 @@ RESTART_KEYS = (
 
 
 class SettingsError(ValueError):
-    """A configuration or flag problem, already phrased for the operator (file:line:col when known)."""
+    """A configuration or flag problem, already phrased for the operator (file:line:col when known);
+    ``problems`` is each one on its own (start-up prints them all, a reload alert lists them all)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
 
 
 def effective_settings(args: argparse.Namespace, live: bool) -> Config:
@@ -45,10 +50,17 @@ def effective_settings(args: argparse.Namespace, live: bool) -> Config:
     from sentinel.sinks import OutputSpecError, parse_output
 
     path = getattr(args, "config", None)
-    try:
-        cfg = load_effective_config(path) if live else (load_config(path) if path else Config())
-    except ConfigError as exc:
-        raise SettingsError(str(exc)) from None
+    cfg = (
+        load_effective_config(path, strict=False)
+        if live
+        else (load_config(path, strict=False) if path else Config())
+    )
+    if cfg.errors:  # every problem of every file, found in one pass, as `config check` lists them
+        order = {f: i for i, f in enumerate(cfg.files)}
+        found = sorted([*cfg.errors, *missing_rule_paths(cfg)], key=lambda e: (order.get(e.file, -1), e.line))
+        problems = [str(e) for e in found]
+        summary = [f"{len(problems)} errors in the configuration"] if len(problems) > 1 else []
+        raise SettingsError("\n".join(problems + summary), problems)
     if args.rules:
         cfg.rules = list(args.rules)
     if args.format:
@@ -304,7 +316,7 @@ class Reloader:
             files = list(new.files)
             outcome = load_tuned_rules(new)
         except SettingsError as exc:
-            outcome = RulesOutcome(None, errors=[str(exc)])
+            outcome = RulesOutcome(None, errors=list(exc.problems))
         except Exception as exc:  # a reload must never take the agent down
             outcome = RulesOutcome(None, errors=[f"reload failed: {exc!r}"])
         if outcome.ruleset is None:
@@ -325,6 +337,7 @@ class Reloader:
         stream = self.stream
         stream.set_redactor(new.redactor())
         stream.aggregator.window_ns = int(new.aggregation_window_s * 1e9)
+        stream.aggregator.rate_per_min = new.rule_rate_limit
         if self.engine is not None:
             self.engine.settings.alerts = new.ml_alerts_enabled
         pending = restart_needed(old, new)

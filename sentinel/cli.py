@@ -425,7 +425,8 @@ def _detection_args(p: argparse.ArgumentParser) -> None:
         type=_non_negative_float,
         default=None,
         metavar="S",
-        help="count repeats of a rule for one process lineage within S seconds into one summary alert "
+        help="count repeats of a rule for one behaviour (program, parent, user, image) within S seconds into "
+        "one summary alert "
         "(default 60; 0 = every alert on its own)",
     )
 
@@ -545,7 +546,7 @@ def _replay_detect(args: argparse.Namespace) -> int:
             streams[-1].finish()  # a new segment (another boot): the previous one's summaries first
         stream = DetectionStream(
             table, outcome.ruleset, host, sink, fmt, cfg.aggregation_window_s, anomaly=engine,
-            redactor=cfg.redactor(), falco_iso8601=cfg.falco_time_iso8601,
+            redactor=cfg.redactor(), falco_iso8601=cfg.falco_time_iso8601, rate_per_min=cfg.rule_rate_limit,
         )  # fmt: skip
         if not streams:
             for alert in notices:
@@ -874,8 +875,9 @@ def _add_config_parsers(sub: Any) -> None:
         help="validate the configuration as the agent would load it, with located errors",
         description="Load the configuration file and its drop-ins exactly as `sentinel run` would, then "
         "check what it names: the rules (and rules_enable/rules_disable), the model, the outputs, the state "
-        "directory, the redaction patterns. Errors are FILE:LINE:COL located. Exit 0 when valid (warnings "
-        "allowed), 1 on errors, 2 when the named file does not exist.",
+        "directory, the redaction patterns. Every problem is reported in one run, each FILE:LINE:COL "
+        "located, then the counts. Exit 0 when valid (warnings allowed), 1 on errors, 2 when the named file "
+        "does not exist.",
     )
     check.add_argument(
         "--config", metavar="FILE",

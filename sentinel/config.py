@@ -7,6 +7,7 @@ falco: {time_format_iso_8601: false}   # falco format's `output` time: HH:MM:SS.
 output: [stdout, file:/var/log/sentinel/alerts.json]
 sinks: [{kind: http, target: "https://siem.example/alerts", headers: {Authorization: "Bearer ${SIEM_TOKEN}"}}]
 aggregation_window_s: 60     # 0 turns aggregation off
+rule_rate_limit: 20          # first alerts per rule per minute, then one rate-limit summary; 0 = no limit
 sensor: {wakeup_events: 64, pages: 1024, open_dedup_s: 30, loader_opens: filter}
 containers: {metadata: true, endpoints: [podman:/run/podman/podman.sock]}   # runtime sockets to ask
 ```
@@ -26,13 +27,14 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from sentinel.alerts.aggregate import DEFAULT_RATE_PER_MIN
 from sentinel.redact import Redactor
 from sentinel.sinks import DEFAULT_STATE_DIR, OutputSpecError, SinkConfig, check_sink_config, parse_output
 from sentinel.sinks.spec import HTTP_PRESETS, KINDS, PRIORITIES
@@ -43,8 +45,8 @@ FORMATS = ("ecs", "falco")
 MODEL_CHOICES = ("auto", "default", "off")
 TOP_KEYS = (
     "rules", "rules_append", "rules_enable", "rules_disable", "format", "output", "sinks",
-    "aggregation_window_s", "sensor", "state_dir", "model", "learning", "ml", "redact", "redact_builtin",
-    "metrics", "internal_alerts", "reload", "containers", "falco",
+    "aggregation_window_s", "rule_rate_limit", "sensor", "state_dir", "model", "learning", "ml", "redact",
+    "redact_builtin", "metrics", "internal_alerts", "reload", "containers", "falco",
 )  # fmt: skip
 SENSOR_KEYS = ("wakeup_events", "pages", "open_dedup_s", "loader_opens")
 LOADER_OPENS = ("filter", "report")  # sensor.loader_opens: the dynamic loader's library opens after exec
@@ -57,7 +59,16 @@ CONTAINERS_KEYS = ("metadata", "endpoints")
 FALCO_KEYS = ("time_format_iso_8601",)  # Falco's own option name: how the falco format writes times
 # How a later file (a drop-in) combines with what the earlier files set; documented in docs/drafts/config.md.
 MERGE_RULES = {
-    "replace": ("rules", "format", "output", "aggregation_window_s", "state_dir", "model", "redact_builtin"),
+    "replace": (
+        "rules",
+        "format",
+        "output",
+        "aggregation_window_s",
+        "rule_rate_limit",
+        "state_dir",
+        "model",
+        "redact_builtin",
+    ),
     "per key": ("sensor", "learning", "ml", "metrics", "internal_alerts", "reload", "containers", "falco"),
     "append": ("rules_append", "rules_enable", "rules_disable", "redact"),
     "append, same label replaces": ("sinks",),
@@ -84,6 +95,30 @@ class ConfigError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
+class ConfigErrors(ConfigError):
+    """Every problem found in one pass (``errors``, in file order); located as the first one, and ``str()`` is
+    one located line per problem, so start-up refuses with the whole list rather than one per restart."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        first = errors[0]
+        super().__init__(first.message, first.file, first.line, first.column)
+        self.errors = list(errors)
+
+    def __str__(self) -> str:
+        lines = [ValueError.__str__(e) for e in self.errors]
+        if len(lines) > 1:
+            lines.append(f"{len(lines)} errors in the configuration")
+        return "\n".join(lines)
+
+
+def raise_collected(errors: list[ConfigError]) -> None:
+    """Raise what one pass collected: nothing, the single error itself, or :class:`ConfigErrors`."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
+
+
 @dataclass(frozen=True, slots=True)
 class ConfigWarning:
     """A setting that is valid but will not do what it seems to (it has no effect); located like errors."""
@@ -106,6 +141,7 @@ class Config:
     format: str = "ecs"
     output: list[str] = field(default_factory=lambda: ["stdout"])  # [] when only ``sinks`` are configured
     aggregation_window_s: float = 60.0
+    rule_rate_limit: int = DEFAULT_RATE_PER_MIN  # first alerts per rule per minute (0: no limit)
     wakeup_events: int = 64
     pages: int | None = None
     open_dedup_s: float = 30.0
@@ -132,6 +168,8 @@ class Config:
     falco_time_iso8601: bool = False  # falco format: ISO 8601 UTC times in `output` (Falco's option)
     files: list[str] = field(default_factory=list, compare=False)  # every file read, in order
     warnings: list[ConfigWarning] = field(default_factory=list, compare=False)
+    # Every error of a lenient load (``strict=False``): each bad setting kept its earlier value (the default).
+    errors: list[ConfigError] = field(default_factory=list, compare=False)
     where: dict[str, Location] = field(default_factory=dict, compare=False)  # "model", "sinks[0]", …
     sink_format_inherited: list[bool] = field(default_factory=list, compare=False)  # per sink: follows format
 
@@ -222,6 +260,16 @@ class _Reader:
         self.base = Path(path).resolve().parent
         self.env = env
         self.warnings: list[ConfigWarning] = []
+        self.errors: list[ConfigError] = []
+
+    @contextlib.contextmanager
+    def collect(self) -> Iterator[None]:
+        """Around one setting: its error is recorded and the reading goes on with the next setting (that one
+        keeps its earlier value), so one check lists every problem."""
+        try:
+            yield
+        except ConfigError as exc:
+            self.errors.append(exc)
 
     def error(self, message: str, node: yaml.Node | None = None, offset: int | None = None) -> ConfigError:
         """Located at ``node``; ``offset`` (into a one-line scalar's text) moves the column to the culprit."""
@@ -353,11 +401,14 @@ class _Reader:
         out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-            if key not in keys:
-                raise self.error(f"unknown key {key!r} in {what}; known keys: {', '.join(keys)}", key_node)
-            if key in out:
-                raise self.error(f"duplicate key {key!r} in {what}", key_node)
-            out[key] = (key_node, value_node)
+            if key not in keys:  # recorded and skipped: the other keys are still read
+                self.errors.append(
+                    self.error(f"unknown key {key!r} in {what}; known keys: {', '.join(keys)}", key_node)
+                )
+            elif key in out:
+                self.errors.append(self.error(f"duplicate key {key!r} in {what}", key_node))
+            else:
+                out[key] = (key_node, value_node)
         return out
 
     def resolve(self, text: str) -> str:
@@ -453,12 +504,22 @@ _SINK_READERS = _sink_readers()
 SINK_KEYS = tuple(f.name for f in dataclasses.fields(SinkConfig) if f.name in _SINK_READERS)
 
 
+class _SinkLeftOut(Exception):
+    """A sink with bad keys (each already recorded) is not added."""
+
+
 def _read_sink(r: _Reader, node: yaml.Node, what: str) -> tuple[SinkConfig, bool]:
     """One ``sinks:`` item → (SinkConfig, whether its format follows the top-level ``format``)."""
+    before = len(r.errors)
     items = r.mapping(node, what, SINK_KEYS)
     if "kind" not in items:
         raise r.error(f"{what} needs kind: one of {', '.join(KINDS)}", node)
-    values = {key: _SINK_READERS[key](r, vnode, f"{what}: {key}") for key, (_, vnode) in items.items()}
+    values: dict[str, Any] = {}
+    for key, (_, vnode) in items.items():
+        with r.collect():
+            values[key] = _SINK_READERS[key](r, vnode, f"{what}: {key}")
+    if len(r.errors) > before:  # each bad key is recorded; the sink itself is left out
+        raise _SinkLeftOut
     kind = values["kind"]
     target_node = items["target"][1] if "target" in items else node
     target = values.get("target", "")
@@ -527,10 +588,16 @@ def _warn_unused_sink_keys(r: _Reader, sc: SinkConfig, items: dict[str, Any], wh
 
 
 def parse_config(
-    text: str, path: str, env: Mapping[str, str] | None = None, base: Config | None = None
+    text: str,
+    path: str,
+    env: Mapping[str, str] | None = None,
+    base: Config | None = None,
+    strict: bool = True,
 ) -> Config:
     """Parse one config document over ``base`` (modified and returned; a new default Config if None) with
-    the merge rules; raises :class:`ConfigError` with the location of the first problem."""
+    the merge rules. Every setting is read even after a bad one: ``strict`` raises them all at the end
+    (:func:`raise_collected`); otherwise they are appended to ``cfg.errors``. A YAML syntax error is raised
+    either way (nothing after it can be read)."""
     reader = _Reader(path, os.environ if env is None else env)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -545,10 +612,16 @@ def parse_config(
     if not (
         root is None or (isinstance(root, yaml.ScalarNode) and root.value == "" and root.tag.endswith("null"))
     ):
-        _apply(reader, reader.mapping(root, "the configuration", TOP_KEYS), cfg)
+        with reader.collect():
+            _apply(reader, reader.mapping(root, "the configuration", TOP_KEYS), cfg)
     cfg.warnings.extend(reader.warnings)
+    cfg.errors.extend(sorted(reader.errors, key=lambda e: (e.line, e.column)))
     if base is None:
         _finish(cfg)
+        if strict:
+            raise_collected(cfg.errors)
+    elif strict:
+        raise_collected(sorted(reader.errors, key=lambda e: (e.line, e.column)))
     return cfg
 
 
@@ -557,94 +630,101 @@ def _apply(r: _Reader, items: dict[str, tuple[yaml.Node, yaml.Node]], cfg: Confi
     applies before ``rules_append`` whatever their order, so the file means the same either way."""
     for key, (key_node, node) in sorted(items.items(), key=lambda kv: kv[0] == "rules_append"):
         cfg.where[key] = r.loc(key_node)
-        if key == "rules":
-            paths = r.strings(node, "rules")
-            if not paths:
-                raise r.error("rules must name at least one file or directory", node)
-            cfg.rules = [r.resolve(p) for p, _ in paths]
-            for i, (_, item) in enumerate(paths):
-                cfg.where[f"rules[{i}]"] = r.loc(item)
-        elif key == "rules_append":
-            extra = r.strings(node, "rules_append")
-            if cfg.rules is None:
-                cfg.rules = _shipped_rules(r, key_node)
-            for p, item in extra:
-                cfg.where[f"rules[{len(cfg.rules)}]"] = r.loc(item)
-                cfg.rules.append(r.resolve(p))
-        elif key in ("rules_enable", "rules_disable"):
-            target = cfg.rules_enable if key == "rules_enable" else cfg.rules_disable
-            for sel, item in r.strings(node, key):
+        with r.collect():
+            _apply_one(r, key, key_node, node, cfg)
+
+
+def _apply_one(r: _Reader, key: str, key_node: yaml.Node, node: yaml.Node, cfg: Config) -> None:
+    """One top-level setting; raises ConfigError for a bad value, or records a bad item (a sink, a redact
+    pattern, a section's key) and reads on."""
+    if key == "rules":
+        paths = r.strings(node, "rules")
+        if not paths:
+            raise r.error("rules must name at least one file or directory", node)
+        cfg.rules = [r.resolve(p) for p, _ in paths]
+        for i, (_, item) in enumerate(paths):
+            cfg.where[f"rules[{i}]"] = r.loc(item)
+    elif key == "rules_append":
+        extra = r.strings(node, "rules_append")
+        if cfg.rules is None:
+            cfg.rules = _shipped_rules(r, key_node)
+        for p, item in extra:
+            cfg.where[f"rules[{len(cfg.rules)}]"] = r.loc(item)
+            cfg.rules.append(r.resolve(p))
+    elif key in ("rules_enable", "rules_disable"):
+        target = cfg.rules_enable if key == "rules_enable" else cfg.rules_disable
+        for item in r.items(node):
+            with r.collect():
+                sel = r.string(item, f"each item of {key}")
                 if sel.startswith("tag:") and not sel[4:].strip():
                     raise r.error(f"{key}: 'tag:' needs a tag name (tag:mitre_execution)", item)
                 cfg.where[f"{key}[{len(target)}]"] = r.loc(item)
                 target.append(sel)
-        elif key == "format":
-            cfg.format = r.choice(node, "format", FORMATS)
-        elif key == "output":
-            cfg.output = _read_outputs(r, node)
-            cfg.where.update({f"output[{i}]": r.loc(item) for i, item in enumerate(r.items(node))})
-        elif key == "sinks":
-            _read_sinks(r, node, cfg)
-        elif key == "aggregation_window_s":
-            cfg.aggregation_window_s = float(r.number(node, "aggregation_window_s", 0))
-        elif key == "sensor":
-            _read_sensor(r, node, cfg)
-        elif key == "state_dir":
-            cfg.state_dir = r.resolve(r.string(node, "state_dir"))
-        elif key == "model":
-            cfg.model = _read_model(r, node)
-        elif key == "learning":
-            sub = r.mapping(node, "learning", LEARNING_KEYS)
-            if "period" in sub:
-                cfg.learn_period_s = r.duration(sub["period"][1], "learning: period")
-            if "min_events" in sub:
-                cfg.learn_min_events = r.integer(sub["min_events"][1], "learning: min_events", 1)
-            if "save_interval" in sub:
-                cfg.learn_save_interval_s = r.duration(sub["save_interval"][1], "learning: save_interval")
-            _where_keys(r, cfg, "learning", sub)
-        elif key == "ml":
-            sub = r.mapping(node, "ml", ML_KEYS)
-            if "alerts_enabled" in sub:
-                cfg.ml_alerts_enabled = r.boolean(sub["alerts_enabled"][1], "ml: alerts_enabled")
-            if "batch_ms" in sub:
-                cfg.ml_batch_ms = float(r.number(sub["batch_ms"][1], "ml: batch_ms", 0, above=True))
-            _where_keys(r, cfg, "ml", sub)
-        elif key == "redact":
-            for item in r.items(node):
+    elif key == "format":
+        cfg.format = r.choice(node, "format", FORMATS)
+    elif key == "output":
+        outputs = _read_outputs(r, node)
+        if outputs is not None:
+            cfg.output = outputs
+        cfg.where.update({f"output[{i}]": r.loc(item) for i, item in enumerate(r.items(node))})
+    elif key == "sinks":
+        _read_sinks(r, node, cfg)
+    elif key == "aggregation_window_s":
+        cfg.aggregation_window_s = float(r.number(node, "aggregation_window_s", 0))
+    elif key == "rule_rate_limit":
+        cfg.rule_rate_limit = r.integer(node, "rule_rate_limit", 0)
+    elif key == "sensor":
+        _read_sensor(r, node, cfg)
+    elif key == "state_dir":
+        cfg.state_dir = r.resolve(r.string(node, "state_dir"))
+    elif key == "model":
+        cfg.model = _read_model(r, node)
+    elif key == "redact":
+        for item in r.items(node):
+            with r.collect():
                 pattern = _read_regex(r, item)
                 cfg.where[f"redact[{len(cfg.redact)}]"] = r.loc(item)
                 cfg.redact.append(pattern)
-        elif key == "redact_builtin":
-            cfg.redact_builtin = r.boolean(node, "redact_builtin")
-        elif key == "metrics":
-            sub = r.mapping(node, "metrics", METRICS_KEYS)
-            if "address" in sub:
-                cfg.metrics_address = _read_metrics_address(r, sub["address"][1])
-            _where_keys(r, cfg, "metrics", sub)
-        elif key == "internal_alerts":
-            sub = r.mapping(node, "internal_alerts", INTERNAL_ALERTS_KEYS)
-            if "sink_backlog" in sub:
-                cfg.sink_backlog_threshold = r.integer(
-                    sub["sink_backlog"][1], "internal_alerts: sink_backlog", 1
-                )
-            _where_keys(r, cfg, "internal_alerts", sub)
-        elif key == "containers":
-            _read_containers(r, node, cfg)
-        elif key == "falco":
-            sub = r.mapping(node, "falco", FALCO_KEYS)
-            if "time_format_iso_8601" in sub:
-                iso = sub["time_format_iso_8601"][1]
-                cfg.falco_time_iso8601 = r.boolean(iso, "falco: time_format_iso_8601")
-            _where_keys(r, cfg, "falco", sub)
-        elif key == "reload":
-            sub = r.mapping(node, "reload", RELOAD_KEYS)
-            if "watch" in sub:
-                cfg.reload_watch = r.boolean(sub["watch"][1], "reload: watch")
-            if "interval_s" in sub:
-                cfg.reload_interval_s = float(
-                    r.number(sub["interval_s"][1], "reload: interval_s", 0, above=True)
-                )
-            _where_keys(r, cfg, "reload", sub)
+    elif key == "redact_builtin":
+        cfg.redact_builtin = r.boolean(node, "redact_builtin")
+    elif key == "containers":
+        _read_containers(r, node, cfg)
+    else:
+        _read_section(r, key, node, cfg)
+
+
+def _read_section(r: _Reader, section: str, node: yaml.Node, cfg: Config) -> None:
+    """``learning``, ``ml``, ``metrics``, ``internal_alerts``, ``falco``, ``reload``: each key on its own."""
+    readers: dict[str, dict[str, Callable[[yaml.Node, str], None]]] = {
+        "learning": {
+            "period": lambda n, w: setattr(cfg, "learn_period_s", r.duration(n, w)),
+            "min_events": lambda n, w: setattr(cfg, "learn_min_events", r.integer(n, w, 1)),
+            "save_interval": lambda n, w: setattr(cfg, "learn_save_interval_s", r.duration(n, w)),
+        },
+        "ml": {
+            "alerts_enabled": lambda n, w: setattr(cfg, "ml_alerts_enabled", r.boolean(n, w)),
+            "batch_ms": lambda n, w: setattr(cfg, "ml_batch_ms", float(r.number(n, w, 0, above=True))),
+        },
+        "metrics": {"address": lambda n, w: setattr(cfg, "metrics_address", _read_metrics_address(r, n))},
+        "internal_alerts": {
+            "sink_backlog": lambda n, w: setattr(cfg, "sink_backlog_threshold", r.integer(n, w, 1)),
+        },
+        "falco": {  # Falco's own option name: how the falco format writes times
+            "time_format_iso_8601": lambda n, w: setattr(cfg, "falco_time_iso8601", r.boolean(n, w)),
+        },
+        "reload": {
+            "watch": lambda n, w: setattr(cfg, "reload_watch", r.boolean(n, w)),
+            "interval_s": lambda n, w: setattr(
+                cfg, "reload_interval_s", float(r.number(n, w, 0, above=True))
+            ),
+        },
+    }
+    keys = readers[section]
+    sub = r.mapping(node, section, tuple(keys))
+    for name, (_, value_node) in sub.items():
+        with r.collect():
+            keys[name](value_node, f"{section}: {name}")
+    _where_keys(r, cfg, section, sub)
 
 
 def _where_keys(r: _Reader, cfg: Config, section: str, sub: dict[str, tuple[yaml.Node, yaml.Node]]) -> None:
@@ -655,11 +735,20 @@ def _where_keys(r: _Reader, cfg: Config, section: str, sub: dict[str, tuple[yaml
 def _read_containers(r: _Reader, node: yaml.Node, cfg: Config) -> None:
     """``metadata`` (ask the runtimes at all) and ``endpoints`` (which sockets, ``<kind>:<path>``; replaces
     the usual ones)."""
-    from sentinel.containers.endpoints import EndpointError, parse_endpoint
-
     sub = r.mapping(node, "containers", CONTAINERS_KEYS)
     if "metadata" in sub:
-        cfg.container_metadata = r.boolean(sub["metadata"][1], "containers: metadata")
+        with r.collect():
+            cfg.container_metadata = r.boolean(sub["metadata"][1], "containers: metadata")
+    with r.collect():
+        _read_endpoints(r, sub, cfg)
+    if "endpoints" in sub and "metadata" in sub and not cfg.container_metadata:
+        r.warn("containers: endpoints have no effect with metadata: false", sub["endpoints"][0])
+    _where_keys(r, cfg, "containers", sub)
+
+
+def _read_endpoints(r: _Reader, sub: dict[str, tuple[yaml.Node, yaml.Node]], cfg: Config) -> None:
+    from sentinel.containers.endpoints import EndpointError, parse_endpoint
+
     if "endpoints" in sub:
         items = r.strings(sub["endpoints"][1], "containers: endpoints")
         if not items:
@@ -675,9 +764,6 @@ def _read_containers(r: _Reader, node: yaml.Node, cfg: Config) -> None:
                 raise r.error(f"containers: endpoints: {exc}", item) from None
             endpoints.append(f"{endpoint.kind}:{endpoint.path}")
         cfg.container_endpoints = endpoints
-    if "endpoints" in sub and "metadata" in sub and not cfg.container_metadata:
-        r.warn("containers: endpoints have no effect with metadata: false", sub["endpoints"][0])
-    _where_keys(r, cfg, "containers", sub)
 
 
 def _shipped_rules(r: _Reader, node: yaml.Node) -> list[str]:
@@ -693,14 +779,21 @@ def _shipped_rules(r: _Reader, node: yaml.Node) -> list[str]:
     return [str(shipped)]
 
 
-def _read_outputs(r: _Reader, node: yaml.Node) -> list[str]:
+def _read_outputs(r: _Reader, node: yaml.Node) -> list[str] | None:
     outputs = []
-    for spec, item in r.strings(node, "output"):
-        try:
-            kind, target = parse_output(spec)
-        except OutputSpecError as exc:
-            raise r.error(str(exc), item) from None
-        outputs.append(f"file:{r.resolve(target)}" if kind == "file" and target else spec)
+    bad = False
+    for item in r.items(node):
+        bad = True
+        with r.collect():
+            spec = r.string(item, "each item of output")
+            try:
+                kind, target = parse_output(spec)
+            except OutputSpecError as exc:
+                raise r.error(str(exc), item) from None
+            outputs.append(f"file:{r.resolve(target)}" if kind == "file" and target else spec)
+            bad = False
+    if bad and not outputs:  # every one was wrong (each recorded): the earlier outputs stay
+        return None
     if not outputs:
         raise r.error("output must name at least one output (stdout, file:PATH, http:URL, syslog:…)", node)
     return outputs
@@ -713,36 +806,45 @@ def _read_sinks(r: _Reader, node: yaml.Node, cfg: Config) -> None:
         raise r.error("sinks must be a list of sinks (each a mapping with kind: and target:)", node)
     seen: set[str] = set()
     for n, item in enumerate(node.value):
-        sc, inherited = _read_sink(r, item, f"sinks[{n}]")
-        label = sc.label()
-        if label in seen:
-            raise r.error(f"sink {label!r} is given twice in this file; give each a distinct name", item)
-        seen.add(label)
-        labels = [s.label() for s in cfg.sinks]
-        if label in labels:
-            i = labels.index(label)
-            cfg.sinks[i], cfg.sink_format_inherited[i] = sc, inherited
-        else:
-            i = len(cfg.sinks)
-            cfg.sinks.append(sc)
-            cfg.sink_format_inherited.append(inherited)
-        cfg.where[f"sinks[{i}]"] = r.loc(item)
+        with r.collect(), contextlib.suppress(_SinkLeftOut):
+            _add_sink(r, item, n, seen, cfg)
+
+
+def _add_sink(r: _Reader, item: yaml.Node, n: int, seen: set[str], cfg: Config) -> None:
+    sc, inherited = _read_sink(r, item, f"sinks[{n}]")
+    label = sc.label()
+    if label in seen:
+        raise r.error(f"sink {label!r} is given twice in this file; give each a distinct name", item)
+    seen.add(label)
+    labels = [s.label() for s in cfg.sinks]
+    if label in labels:
+        i = labels.index(label)
+        cfg.sinks[i], cfg.sink_format_inherited[i] = sc, inherited
+    else:
+        i = len(cfg.sinks)
+        cfg.sinks.append(sc)
+        cfg.sink_format_inherited.append(inherited)
+    cfg.where[f"sinks[{i}]"] = r.loc(item)
 
 
 def _read_sensor(r: _Reader, node: yaml.Node, cfg: Config) -> None:
     sensor = r.mapping(node, "sensor", SENSOR_KEYS)
     if "wakeup_events" in sensor:
-        cfg.wakeup_events = r.integer(sensor["wakeup_events"][1], "wakeup_events", 1)
+        with r.collect():
+            cfg.wakeup_events = r.integer(sensor["wakeup_events"][1], "wakeup_events", 1)
     if "pages" in sensor:
-        pnode = sensor["pages"][1]
-        pages = r.integer(pnode, "pages", 1)
-        if pages & (pages - 1):
-            raise r.error(f"pages must be a power of two, not {pages}", pnode)
-        cfg.pages = pages
+        with r.collect():
+            pnode = sensor["pages"][1]
+            pages = r.integer(pnode, "pages", 1)
+            if pages & (pages - 1):
+                raise r.error(f"pages must be a power of two, not {pages}", pnode)
+            cfg.pages = pages
     if "open_dedup_s" in sensor:
-        cfg.open_dedup_s = float(r.number(sensor["open_dedup_s"][1], "open_dedup_s", 0))
+        with r.collect():
+            cfg.open_dedup_s = float(r.number(sensor["open_dedup_s"][1], "open_dedup_s", 0))
     if "loader_opens" in sensor:
-        cfg.loader_opens = r.choice(sensor["loader_opens"][1], "loader_opens", LOADER_OPENS)
+        with r.collect():
+            cfg.loader_opens = r.choice(sensor["loader_opens"][1], "loader_opens", LOADER_OPENS)
     _where_keys(r, cfg, "sensor", sensor)
 
 
@@ -784,7 +886,7 @@ def _read_metrics_address(r: _Reader, node: yaml.Node) -> str | None:
 
 def _finish(cfg: Config) -> None:
     """After the last file: inherited sink formats resolved, outputs given twice refused (checked once, at
-    the end, so a later drop-in may still fix what an earlier one left)."""
+    the end, so a later drop-in may still fix what an earlier one left; recorded in ``cfg.errors``)."""
     if cfg.sinks and "output" not in cfg.where:
         cfg.output = []  # stdout is the default only when no file says where alerts go
     for i, sc in enumerate(cfg.sinks):
@@ -802,15 +904,29 @@ def _finish(cfg: Config) -> None:
         file, line, col = cfg.location(f"sinks[{i}]")
         label = sc.label()
         if label in seen:
-            raise ConfigError(
+            cfg.errors.append(ConfigError(
                 f"sink {label!r} is the same output as {seen[label]}; give it a name", file, line, col
-            )
+            ))  # fmt: skip
+            continue
         seen[label] = f"sink {label!r}"
         if sc.kind == "file":
             key = os.path.normpath(sc.target)
             if key in files:
-                raise ConfigError(f"file {sc.target} is written by {files[key]} already", file, line, col)
+                message = f"file {sc.target} is written by {files[key]} already"
+                cfg.errors.append(ConfigError(message, file, line, col))
+                continue
             files[key] = f"sink {label!r}"
+
+
+def missing_rule_paths(cfg: Config) -> list[ConfigError]:
+    """``rules:`` paths that do not exist, located where the configuration names them (the rules loader
+    would say it too, but about the path, not about the line to fix)."""
+    out = []
+    for i, path in enumerate(cfg.rules or []):
+        if not os.path.exists(path):
+            file, line, col = cfg.location(f"rules[{i}]")
+            out.append(ConfigError(f"rules: {path} does not exist", file, line, col))
+    return out
 
 
 # ---- files -------------------------------------------------------------------------------------------------
@@ -853,26 +969,57 @@ def _read_text(path: str) -> str:
         raise ConfigError(f"cannot read the configuration: {exc}", path) from None
 
 
-def load_config(path: str, env: Mapping[str, str] | None = None, dropins: bool = True) -> Config:
-    """The file at ``path`` and (unless ``dropins`` is False) its drop-ins applied over it."""
-    cfg = parse_config(_read_text(path), path, env)
+def load_config(
+    path: str, env: Mapping[str, str] | None = None, dropins: bool = True, strict: bool = True
+) -> Config:
+    """The file at ``path`` and (unless ``dropins`` is False) its drop-ins applied over it. Every file is
+    read to its end: ``strict`` raises every error found (:class:`ConfigErrors` when several), otherwise
+    they are in ``cfg.errors`` (each bad setting kept its earlier value), which is what ``config check``
+    and a reload report."""
+    cfg = Config(source=path)
+    _read_into(cfg, path, env)
     if dropins:
-        for extra in dropin_files(path):
-            parse_config(_read_text(extra), extra, env, base=cfg)
-        _finish(cfg)
+        for extra in _dropins_of(cfg, path):
+            _read_into(cfg, extra, env)
+    _finish(cfg)
+    if strict:
+        raise_collected(cfg.errors)
     return cfg
 
 
-def load_effective_config(path: str | None, env: Mapping[str, str] | None = None) -> Config:
+def _read_into(cfg: Config, path: str, env: Mapping[str, str] | None) -> None:
+    """One file over ``cfg``; a file that cannot be read or parsed is one error, and the next file is read."""
+    try:
+        parse_config(_read_text(path), path, env, base=cfg, strict=False)
+    except ConfigError as exc:
+        if path not in cfg.files:
+            cfg.files.append(path)
+        cfg.errors.append(exc)
+
+
+def _dropins_of(cfg: Config, path: str) -> list[str]:
+    try:
+        return dropin_files(path)
+    except ConfigError as exc:
+        cfg.errors.append(exc)
+        return []
+
+
+def load_effective_config(
+    path: str | None, env: Mapping[str, str] | None = None, strict: bool = True
+) -> Config:
     """What the agent runs with: ``path`` (an explicit ``--config``: it must exist) or the default file when
-    it exists, with drop-ins; without a file, the defaults with the default location's drop-ins (if any)."""
+    it exists, with drop-ins; without a file, the defaults with the default location's drop-ins (if any).
+    ``strict`` as for :func:`load_config`."""
     if path is not None:
-        return load_config(path, env)
+        return load_config(path, env, strict=strict)
     default = default_config_path()
     if os.path.exists(default):
-        return load_config(default, env)
+        return load_config(default, env, strict=strict)
     cfg = Config()
-    for extra in dropin_files(default):
-        parse_config(_read_text(extra), extra, env, base=cfg)
+    for extra in _dropins_of(cfg, default):
+        _read_into(cfg, extra, env)
     _finish(cfg)
+    if strict:
+        raise_collected(cfg.errors)
     return cfg

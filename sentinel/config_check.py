@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from sentinel.config import Config, ConfigError, Location, load_effective_config
+from sentinel.config import Config, Location, load_effective_config, missing_rule_paths
 from sentinel.sinks import OutputSpecError, check_sink_config
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
@@ -96,11 +96,11 @@ def check_config(path: str | None, env: dict[str, str] | None = None) -> CheckRe
     if path is not None and not os.path.isfile(path):
         report.usage_error = f"{path}: {'not a file' if os.path.exists(path) else 'no such file'}"
         return report
-    try:
-        cfg = load_effective_config(path, env)
-    except ConfigError as exc:
+    # Lenient: each bad setting is reported and keeps its default, and every check below still runs on the
+    # rest, so one run lists every problem (not one per edit-and-retry round).
+    cfg = load_effective_config(path, env, strict=False)
+    for exc in cfg.errors:
         report.errors.append(Finding("error", exc.message, exc.file, exc.line, exc.column))
-        return report
     report.config, report.files, report.path = cfg, list(cfg.files), cfg.source
     for w in cfg.warnings:
         report.warnings.append(Finding("warning", w.message, w.file, w.line, w.column))
@@ -110,6 +110,9 @@ def check_config(path: str | None, env: dict[str, str] | None = None) -> CheckRe
     _check_state_dir(cfg, report)
     _check_redact(cfg, report)
     _check_containers(cfg, report)
+    order = {f: i for i, f in enumerate(report.files)}  # the order the files are read, then line, column
+    for findings in (report.errors, report.warnings):
+        findings.sort(key=lambda f: (order.get(f.file, len(order)), f.line, f.column))
     return report
 
 
@@ -130,6 +133,12 @@ def _check_rules(cfg: Config, report: CheckReport) -> None:
             )
             return
         paths = [str(shipped)]
+    else:  # a path that is not there is the configuration's mistake: located where the config names it
+        for exc in missing_rule_paths(cfg):
+            report.errors.append(Finding("error", exc.message, exc.file, exc.line, exc.column, "rules"))
+        paths = [p for p in paths if os.path.exists(p)]
+        if not paths:
+            return
     outcome = load_ruleset(paths)
     for d in outcome.diagnostics:
         # A refused rule loads as a warning (the agent runs the others) but is a defect of this configuration.
@@ -300,7 +309,7 @@ def _summary(report: CheckReport) -> str:
     else:
         extra = len(report.files) - 1
         source = _safe(report.path) + (f" + {extra} drop-in{'s' if extra != 1 else ''}" if extra > 0 else "")
-    counts = f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)"
+    counts = f"{_plural(len(report.errors), 'error')}, {_plural(len(report.warnings), 'warning')}"
     if not report.ok:
         return f"INVALID: {source}: {counts}"
     assert cfg is not None
@@ -308,6 +317,10 @@ def _summary(report: CheckReport) -> str:
         f"OK: {source}: {report.rules_total} rules ({report.rules_enabled} enabled), "
         f"{len(report.outputs)} output(s), model {_safe(cfg.model)}; {counts}"
     )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def run_check(path: str | None, as_json: bool, out: IO[str], err: IO[str]) -> int:

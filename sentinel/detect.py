@@ -18,7 +18,8 @@ from typing import Any
 
 from sentinel import resources, tasks
 from sentinel.alerts import internal
-from sentinel.alerts.aggregate import DEFAULT_WINDOW_S, Aggregator
+from sentinel.alerts.aggregate import DEFAULT_MAX_KEYS, DEFAULT_WINDOW_S, Aggregator
+from sentinel.alerts.behaviour import behaviour_key, fields_key
 from sentinel.alerts.ecs import EcsRenderer
 from sentinel.alerts.model import Alert
 from sentinel.alerts.render import FORMATS, make_renderer
@@ -115,14 +116,6 @@ def refusals(outcome: RulesOutcome, running: Any = None) -> list[str]:
     ]
 
 
-def lineage(ev: Event, proc: Any) -> tuple[Any, ...]:
-    """The aggregation key beside the rule: the process image and who started it."""
-    if proc is None:
-        return (ev.comm, None)
-    parent = proc.parent
-    return (proc.exe or ev.comm, parent.entity_id if parent is not None else proc.ppid)
-
-
 class DetectionStream:
     """Events in, alerts out; ``flush`` per batch, ``close`` at the end (pending summaries written first)."""
 
@@ -139,6 +132,7 @@ class DetectionStream:
         *,
         redactor: Any = None,
         falco_iso8601: bool = False,
+        rate_per_min: int = 0,
     ) -> None:
         self.table = table
         self.anomaly = anomaly  # AnomalyEngine or None (rules only)
@@ -158,7 +152,7 @@ class DetectionStream:
         renderers = {f: make_renderer(f, self.ecs, falco_iso8601=falco_iso8601) for f in FORMATS}
         self.writer = AlertWriter(renderers[fmt] if fmt in renderers else make_renderer(fmt, self.ecs), sink,
                                   renderers)  # fmt: skip
-        self.aggregator = Aggregator(window_s) if max_keys is None else Aggregator(window_s, max_keys)
+        self.aggregator = Aggregator(window_s, max_keys or DEFAULT_MAX_KEYS, rate_per_min)
         self.events = 0
         self.matches = 0
         self.match_errors = 0
@@ -229,7 +223,7 @@ class DetectionStream:
             if not rules:
                 return
             version = ruleset.sha256[:12]
-            key = lineage(ev, proc)
+            key = behaviour_key(proc, ev.comm, ctx.containers)
             for rule in rules:
                 self.matches += 1
                 self.matches_by_rule[rule.name] += 1
@@ -240,7 +234,9 @@ class DetectionStream:
                         self._correlated(fired)
                         continue
                 text, fields = ruleset.output(rule, ctx)
-                alert = Alert(rule, ctx, text, fields, ts, ruleset_version=version, lineage=key)
+                own = rule.aggregate_by
+                alert = Alert(rule, ctx, text, fields, ts, ruleset_version=version,
+                              lineage=fields_key(own, ruleset.field_value, ctx) if own else key)  # fmt: skip
                 self._write(aggregator.offer(alert))
                 if fired:
                     self._correlated(fired)

@@ -113,6 +113,11 @@ SPECS: tuple[MetricSpec, ...] = (
     _spec("sentinel_aggregation_repeats_total", "counter", "Alerts folded into an aggregation summary"),
     _spec("sentinel_aggregation_summaries_total", "counter", "Aggregation summaries written"),
     _spec("sentinel_aggregation_evictions_total", "counter", "Aggregation windows closed early"),
+    _spec(
+        "sentinel_aggregation_rate_limited_total",
+        "counter",
+        "First alerts held back by the per-rule rate limit (counted in its summary)",
+    ),
     _spec("sentinel_aggregation_open_windows", "gauge", "Aggregation windows open"),
     _spec("sentinel_correlation_evictions_total", "counter", "Sigma correlation groups evicted (group cap)"),
     _spec("sentinel_correlation_groups", "gauge", "Sigma correlation groups open"),
@@ -164,6 +169,7 @@ _AGGREGATION_COUNTERS = {
     "repeats": "sentinel_aggregation_repeats_total",
     "summaries": "sentinel_aggregation_summaries_total",
     "evicted": "sentinel_aggregation_evictions_total",
+    "rate_limited": "sentinel_aggregation_rate_limited_total",
 }
 _ML_COUNTERS = {
     "scored": "sentinel_ml_events_scored_total",

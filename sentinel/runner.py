@@ -137,7 +137,7 @@ def run_agent(args: argparse.Namespace) -> int:
     engine, notices = open_engine(anomaly_settings(cfg, live=True), log, boottime_ns())
     stream = DetectionStream(
         table, outcome.ruleset, host, sink, fmt, cfg.aggregation_window_s, anomaly=engine,
-        redactor=cfg.redactor(), falco_iso8601=cfg.falco_time_iso8601,
+        redactor=cfg.redactor(), falco_iso8601=cfg.falco_time_iso8601, rate_per_min=cfg.rule_rate_limit,
     )  # fmt: skip
     stream.task_failures = failures
     log.info("sentinel.rules_loaded", **rules_loaded_fields(outcome, cfg))

@@ -34,11 +34,16 @@ class Alert:
     ts_ns: int
     ruleset: str = RULESET
     ruleset_version: str = ""
-    lineage: tuple[Any, ...] = ()  # aggregation key beside the rule name (exe, parent entity id)
+    lineage: tuple[Any, ...] = ()  # aggregation key beside the rule name (sentinel.alerts.behaviour)
     aggregated: bool = False
     count: int = 1  # for a summary: the repeats it stands for
     first_ns: int = 0  # for a summary: kernel times of the first and last repeat
     last_ns: int = 0
+    # For a summary: a capped sample of the repeats' distinct values per field (executables, command lines),
+    # the repeats not in the sample per field, and whether it is the per-rule rate limit's summary.
+    distinct: dict[str, list[str]] = field(default_factory=dict)
+    distinct_more: dict[str, int] = field(default_factory=dict)
+    rate_limited: bool = False
     sum_fields: tuple[str, ...] = ()  # numeric output fields that add up across repeats (internal alerts)
     extra: dict[str, Any] = field(default_factory=dict)  # rendered under sentinel.* as is
     # Called once just before the alert is rendered, to fill output/extra that cost too much to build for

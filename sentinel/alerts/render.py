@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from sentinel.alerts import rule_meta
+from sentinel.alerts.behaviour import describe as describe_key
 from sentinel.alerts.ecs import ECS_VERSION, EcsRenderer, KnownSecrets, hide_known
 from sentinel.alerts.ecs_container import falco_suggested_fields
 from sentinel.alerts.mitre import threat_from_tags
@@ -129,6 +130,42 @@ def redacted_output(
     return rule_meta.attributed(alert.rule, redact_text(redactor, alert.output, known)), fields, extra
 
 
+def aggregation_block(ecs: EcsRenderer, alert: Alert) -> dict[str, Any]:
+    """``sentinel.aggregation`` of a summary: how many repeats, when, the key they share, a capped sample of
+    their distinct executables and command lines (redacted like the rest: command lines carry secrets) and
+    the repeats not in the sample; ``rate_limited`` for the per-rule rate limit's summary."""
+    block: dict[str, Any] = {
+        "count": alert.count,
+        "first": ecs.timestamp(alert.first_ns),
+        "last": ecs.timestamp(alert.last_ns),
+    }
+    key = describe_key(alert.lineage)
+    if key is not None and not alert.rate_limited:
+        block["key"] = key
+    if alert.distinct:
+        block["distinct"] = {name: list(values) for name, values in alert.distinct.items()}
+    redactor = ecs.active_redactor
+    if redactor is not None and ("key" in block or "distinct" in block):
+        known = ecs.known_secrets(alert.ctx.proc) if alert.ctx is not None else ()
+        block.update(redact_fields(redactor, {k: block[k] for k in ("key", "distinct") if k in block}, known))
+    if alert.distinct_more:
+        block["more"] = dict(alert.distinct_more)
+    if alert.rate_limited:
+        block["rate_limited"] = True
+    return block
+
+
+def flatten(value: dict[str, Any], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        name = f"{prefix}.{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, name))
+        else:
+            out[name] = v
+    return out
+
+
 def _redact_value(redactor: Redactor, value: Any, key: Any, known: KnownSecrets, depth: int) -> Any:
     if isinstance(value, str):
         return redact_text(redactor, value, known)
@@ -212,9 +249,8 @@ class EcsAlertRenderer:
             sentinel["rule"].update(rule_meta.sentinel_rule_fields(alert.rule))
         sentinel["output_fields"] = nest_fields(output_fields)
         if alert.aggregated:
-            first, last = ecs.timestamp(alert.first_ns), ecs.timestamp(alert.last_ns)
-            sentinel["aggregation"] = {"count": alert.count, "first": first, "last": last}
-            event["start"], event["end"] = first, last
+            sentinel["aggregation"] = aggregation_block(ecs, alert)
+            event["start"], event["end"] = sentinel["aggregation"]["first"], sentinel["aggregation"]["last"]
         if extra:
             sentinel.update(extra)
         return doc
@@ -281,10 +317,11 @@ class FalcoAlertRenderer:
                 fields.setdefault(name, value)
         if alert.rule.meta:
             fields.update(rule_meta.falco_output_fields(alert.rule))
-        if alert.aggregated:
-            fields["sentinel.aggregation.count"] = alert.count
-            fields["sentinel.aggregation.first"] = ecs.timestamp(alert.first_ns)
-            fields["sentinel.aggregation.last"] = ecs.timestamp(alert.last_ns)
+        if (
+            alert.aggregated
+        ):  # Falco's output_fields are flat: sentinel.aggregation.distinct.process.executable
+            for name, value in flatten(aggregation_block(ecs, alert), "sentinel.aggregation").items():
+                fields[name] = value
         return {
             "time": when,
             "rule": alert.rule.name,

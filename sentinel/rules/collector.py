@@ -39,6 +39,7 @@ KEYS: dict[str, frozenset[str]] = {
             "skip-if-unknown-filter",
             "capture",
             "capture_duration",
+            "aggregate_by",
         }
     ),
     "macro": frozenset(["macro", "condition", "override", "append", "source"]),
@@ -63,6 +64,7 @@ OVERRIDE: dict[str, dict[str, frozenset[str]]] = {
                 "enabled",
                 "warn_evttypes",
                 "skip-if-unknown-filter",
+                "aggregate_by",
             }
         ),
     },
@@ -109,6 +111,7 @@ class Item:
     source: str = "syscall"
     warn_evttypes: bool = True
     skip_unknown: bool = False
+    aggregate_by: list[tuple[str, Locator]] = field(default_factory=list)  # sentinel's own key (not Falco's)
 
     @property
     def where(self) -> str:
@@ -450,6 +453,12 @@ class Collector:
                 else:
                     new = [t for t, _ in tags]
                     item.tags = [*item.tags, *(t for t in new if t not in item.tags)] if append else new
+            elif key == "aggregate_by":
+                names = self.read.scalar_list(src, vnode, "aggregate_by")
+                if names is None:
+                    item.valid = False
+                else:
+                    item.aggregate_by = list(names)
             elif key == "items":
                 values = self.read.scalar_list(src, vnode, f"the items of list '{item.name}'")
                 if values is None:

@@ -66,6 +66,9 @@ class Rule:
     # A Sigma correlation (sentinel.rules.correlate.CorrelationSpec): no condition of its own, it counts its
     # base rules' matches; evaluated by the Correlator beside the matcher.
     correlation: Any = field(default=None, repr=False, compare=False)
+    # ``aggregate_by:``: the rule fields whose values key its alerts' aggregation (empty: the default key,
+    # program, parent, user and image; sentinel.alerts.behaviour).
+    aggregate_by: tuple[str, ...] = ()
 
     @property
     def refused(self) -> bool:

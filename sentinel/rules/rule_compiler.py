@@ -24,6 +24,8 @@ from sentinel.rules.reader import Reporter
 from sentinel.rules.resolver import Resolver, joined
 from sentinel.rules.source import Locator, diag_at
 
+MAX_AGGREGATE_BY = 8
+
 
 class RuleCompiler:
     """Rules of a collection compiled against its resolver (a refused rule is kept, ``skipped`` says why)."""
@@ -194,6 +196,8 @@ class RuleCompiler:
         rule.ir = ir
         rule.template = template
         rule.output_fields = template.keys if template is not None else ()
+        if item.aggregate_by and not self.aggregate_by(item, rule):
+            return None
         names = event_names(ir)
         rule.event_types = event_types(names)
         if item.warn_evttypes:
@@ -223,6 +227,35 @@ class RuleCompiler:
                     )
                 )
         return rule
+
+    def aggregate_by(self, item: Item, rule: Rule) -> bool:
+        """``aggregate_by:`` names fields (``proc.name``, ``fd.name``, ``container.image``): each must be one,
+        at most once, and not too many (a key of every field would fold nothing)."""
+        from sentinel.rules.ruleset import parse_field
+
+        ok = True
+        names: list[str] = []
+        for text, loc in item.aggregate_by:
+            name = text.strip()
+            problem = None
+            if name in names:
+                problem = f"aggregate_by names {name!r} twice"
+            else:
+                try:
+                    parse_field(name)
+                except ValueError as exc:
+                    problem = f"aggregate_by: {exc}".replace(" in the output prints <NA>", "")
+            if problem is not None:
+                self.rep.diags.append(diag_at(loc, 0, "error", "bad-aggregate-by", problem, item.name))
+                ok = False
+            names.append(name)
+        if len(names) > MAX_AGGREGATE_BY:
+            loc = item.aggregate_by[MAX_AGGREGATE_BY][1]
+            message = f"aggregate_by names {len(names)} fields; at most {MAX_AGGREGATE_BY}"
+            self.rep.diags.append(diag_at(loc, 0, "error", "bad-aggregate-by", message, item.name))
+            ok = False
+        rule.aggregate_by = tuple(names)
+        return ok
 
     def output_loc(self, item: Item) -> tuple[Locator | None, str]:
         if not item.output:

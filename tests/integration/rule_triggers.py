@@ -45,8 +45,11 @@ def brief(alert: dict[str, Any]) -> str:
 
 
 def rules_detector(rules: Path, *args: str) -> Iterator[Detector]:
-    """One ``sentinel run --rules RULES --model off [ARGS]`` for a module (under a module-scoped fixture)."""
-    d = Detector(("--rules", str(rules), "--model", "off", *args))
+    """One ``sentinel run --rules RULES --model off --aggregation-window 0 [ARGS]`` for a module (under a
+    module-scoped fixture). Aggregation off: each trigger's alert must be a line of its own, and folding by
+    behaviour would fold a trigger into an earlier test's incidental match of the same rule by the same kind
+    of program (these tests check that rules fire; tests/integration/test_noise.py checks the folding)."""
+    d = Detector(("--rules", str(rules), "--model", "off", "--aggregation-window", "0", *args))
     yield d
     assert d.stop() == 0
     assert not d.bad, f"non-JSON alert lines: {d.bad[:3]}"

@@ -1,7 +1,7 @@
 """benchmarks/bench_cost.py on the real kernel: a quick CPU and latency pass prints its figures and exits 0.
 
-The latency part also checks what the benchmark relies on: each trigger (a temp-dir program from a fresh
-shell) is its own lineage, so the default aggregation window writes an alert for every one of them.
+The latency part also checks what the benchmark relies on: with aggregation off, each trigger (a temp-dir
+program from a fresh shell) is an alert of its own.
 """
 
 from __future__ import annotations

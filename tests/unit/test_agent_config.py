@@ -406,3 +406,61 @@ def test_enabling_a_refused_rule_is_an_error(tmp_path: Path, rules_file: Path) -
     config.write_text(f"rules: [{rules_file}, {broken}]\n")
     quiet = load_tuned_rules(load_config(str(config)))  # disabled: its problems are not reported
     assert quiet.ruleset is not None and not any("proc.nme" in w for w in quiet.warnings)
+
+
+def test_a_failed_reload_lists_every_configuration_problem(tmp_path: Path, rules_file: Path) -> None:
+    from sentinel.agent import Reloader
+    from sentinel.detect import DetectionStream
+    from tests.unit.detect_fixtures import ListSink, make_table
+
+    config = tmp_path / "sentinel.yaml"
+    config.write_text(f"rules: [{rules_file}]\nmodel: 'off'\n")
+    args = cli.build_parser().parse_args(["run", "--config", str(config)])
+    cfg = effective_settings(args, live=True)
+    outcome = load_tuned_rules(cfg)
+    sink = ListSink()
+    stream = DetectionStream(make_table(), outcome.ruleset, HOST, sink, "ecs", 0.0)
+    reloader = Reloader(args, cfg, stream, None, _NullLog(), time.monotonic)
+    config.write_text(f"rules: [{rules_file}]\nmodel: 'off'\nformat: xml\naggregation_window_s: -1\n")
+    assert not reloader.reload("SIGHUP", 5 * S)
+    assert stream.ruleset is outcome.ruleset  # the last good state runs on
+    (doc,) = sink.docs()
+    errors = doc["sentinel"]["reload"]["errors"]
+    assert [e.split(": ")[0] for e in errors] == [f"{config}:3:9", f"{config}:4:23"]
+
+
+def test_a_reload_applies_the_rule_rate_limit(tmp_path: Path, rules_file: Path) -> None:
+    from sentinel.agent import Reloader
+    from sentinel.detect import DetectionStream
+    from tests.unit.detect_fixtures import ListSink, make_table
+
+    config = tmp_path / "sentinel.yaml"
+    config.write_text(f"rules: [{rules_file}]\nmodel: 'off'\n")
+    args = cli.build_parser().parse_args(["run", "--config", str(config)])
+    cfg = effective_settings(args, live=True)
+    assert cfg.rule_rate_limit == 20  # the default
+    stream = DetectionStream(make_table(), load_tuned_rules(cfg).ruleset, HOST, ListSink(), "ecs", 60.0,
+                             rate_per_min=cfg.rule_rate_limit)  # fmt: skip
+    reloader = Reloader(args, cfg, stream, None, _NullLog(), time.monotonic)
+    config.write_text(f"rules: [{rules_file}]\nmodel: 'off'\nrule_rate_limit: 3\n")
+    assert reloader.reload("SIGHUP", 5 * S)
+    assert stream.aggregator.rate_per_min == 3
+
+
+def test_start_up_refuses_with_every_problem_check_finds(tmp_path: Path) -> None:
+    """The issue's five problems: `sentinel run` lists all five, located, as `config check` does."""
+    from sentinel.agent import SettingsError
+
+    config = tmp_path / "sentinel.yaml"
+    config.write_text(
+        f"rules: [{tmp_path / 'no-such-rules'}]\nmodel: 'off'\nformat: xml\n"
+        "sinks: [{kind: http, target: 'ftp://siem.example/x'}]\naggregation_window_s: -5\nredact: ['([a-z']\n"
+    )
+    args = cli.build_parser().parse_args(["run", "--config", str(config)])
+    with pytest.raises(SettingsError) as info:
+        effective_settings(args, live=True)
+    lines = str(info.value).splitlines()
+    assert [line.split(": ")[0] for line in lines[:5]] == [
+        f"{config}:{n}" for n in ("1:9", "3:9", "4:30", "5:23", "6:12")
+    ]
+    assert lines[-1] == "5 errors in the configuration" and len(info.value.problems) == 5

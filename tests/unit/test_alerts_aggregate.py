@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sentinel.alerts import internal
-from sentinel.alerts.aggregate import Aggregator
+from sentinel.alerts.aggregate import DISTINCT_MAX, Aggregator
 from sentinel.alerts.model import Alert
 from tests.unit.detect_fixtures import S, rule
 
@@ -34,10 +34,11 @@ def test_first_alert_is_emitted_at_once_and_repeats_are_counted() -> None:
     assert (summary.first_ns, summary.last_ns, summary.ts_ns) == (2 * S, 10 * S, 10 * S)
     assert summary.output == f"at {10 * S}"  # the latest repeat's output
     assert summary.output_fields == {"n": 10 * S}
-    assert agg.windows == {}
+    assert agg.advance(180 * S) == [] and len(agg.windows) == 1  # the streak's next window: [61 s, 181 s)
+    assert agg.advance(181 * S) == [] and agg.windows == {}  # it closed without repeats: the streak is over
     stats = agg.snapshot()
     assert stats == {"alerts": 4, "emitted_first": 1, "repeats": 3, "summaries": 1, "evicted": 0,
-                     "open_windows": 0}  # fmt: skip
+                     "open_windows": 0, "rate_limited": 0, "rate_summaries": 0}  # fmt: skip
 
 
 def test_a_window_without_repeats_closes_silently() -> None:
@@ -58,16 +59,34 @@ def test_keys_are_rule_and_lineage() -> None:
     assert (summary.rule.name, summary.lineage, summary.count) == ("R1", ("/bin/sh", "P1"), 1)
 
 
-def test_after_the_window_the_next_alert_is_emitted_again() -> None:
+def test_a_streak_is_summarised_at_growing_intervals_until_it_stops() -> None:
     agg = Aggregator(window_s=10)
-    agg.offer(alert(0))
+    assert agg.offer(alert(0)) == [alert(0)]
     agg.offer(alert(1 * S))
-    # No advance() between: the late alert itself closes the old window, summary first.
-    out = agg.offer(alert(10 * S))
-    assert [a.aggregated for a in out] == [True, False]
-    assert out[0].count == 1
-    assert out[1].ts_ns == 10 * S
-    assert agg.offer(alert(11 * S)) == []
+    # No advance() between: the late alert itself closes the old window (summary first) and is a repeat of
+    # the streak, folded into the next window, twice as long: [10 s, 30 s).
+    (summary,) = agg.offer(alert(10 * S))
+    assert summary.aggregated and summary.count == 1
+    assert agg.offer(alert(29 * S)) == []
+    (summary,) = agg.advance(30 * S)
+    assert (summary.count, summary.first_ns, summary.last_ns) == (2, 10 * S, 29 * S)
+    assert agg.advance(70 * S) == []  # [30 s, 70 s) without repeats: the streak is over
+    out = agg.offer(alert(71 * S))
+    assert [a.aggregated for a in out] == [False]  # a first alert again, at once
+
+
+def test_a_streak_writes_a_handful_of_lines_an_hour() -> None:
+    """One occurrence every 15 s for an hour (a build loop): the first alert, then summaries at 1, 3, 7,
+    15 and 31 minutes, and the sixth window's at 63 minutes — windows grow to 32 x 60 s."""
+    agg = Aggregator(window_s=60)
+    written: list[Alert] = []
+    for t in range(0, 3600, 15):
+        written += agg.advance(t * S)
+        written += agg.offer(alert(t * S))
+    written += agg.flush()  # the sixth window, [31 min, 63 min), is still open at the hour
+    assert [a.aggregated for a in written] == [False] + [True] * 6
+    assert sum(a.count for a in written) == 240
+    assert [a.last_ns // S for a in written[1:]] == [45, 165, 405, 885, 1845, 3585]
 
 
 def test_flush_at_shutdown_writes_every_pending_summary() -> None:
@@ -133,3 +152,101 @@ def test_nothing_is_lost(events: list[tuple[int, str, str]], window: int, max_ke
     written += agg.flush()
     assert sum(a.count for a in written) == len(events)
     assert agg.windows == {}
+
+
+# ---- behaviour keys, samples, severity, rate limit (issue 18) ----------------------------------------------
+
+
+def proc_alert(ts: int, exe: str, args: list[str], r: Any = R1, key: tuple[Any, ...] | None = None) -> Alert:
+    """A rule alert whose context has a process (what the summary samples), keyed by behaviour."""
+    from types import SimpleNamespace
+
+    from sentinel.alerts.behaviour import program
+
+    proc = SimpleNamespace(exe=exe, comm=exe.rsplit("/", 1)[-1], args=args)
+    lineage = key if key is not None else ("behaviour", program(exe), "/usr/bin/bash", 1000, "host")
+    return Alert(r, SimpleNamespace(proc=proc), f"ran {exe}", {}, ts, lineage=lineage)  # type: ignore[arg-type]
+
+
+def test_programs_in_writable_places_count_by_the_place() -> None:
+    from sentinel.alerts.behaviour import program
+
+    assert program("/tmp/tmp.Ab12/build/a.out") == "/tmp/"
+    assert program("/var/tmp/x") == "/var/tmp/"
+    assert program("/dev/shm/.x/y") == "/dev/shm/"
+    assert program("/home/alice/src/proj/target/debug/app") == "/home/alice/"
+    assert program("/root/go/bin/tool") == "/root/"
+    assert program("/run/user/1000/app/x") == "/run/user/1000/"
+    assert program("/usr/bin/curl") == "/usr/bin/curl"
+    assert program("/home") == "/home"
+
+
+def test_thirty_runs_from_fresh_tmp_dirs_fold_into_one_summary_with_a_capped_sample() -> None:
+    agg = Aggregator(window_s=60)
+    written: list[Alert] = []
+    for i in range(30):
+        prog = f"/tmp/tmp.{i:04d}/prog"
+        written += agg.offer(proc_alert((i + 1) * S, prog, [prog, "-v"]))
+    written += agg.flush()
+    assert [a.aggregated for a in written] == [False, True]
+    summary = written[1]
+    assert summary.count == 29
+    exes = summary.distinct["process.executable"]
+    assert len(exes) == DISTINCT_MAX and exes[0] == "/tmp/tmp.0001/prog"
+    assert summary.distinct_more == {"process.executable": 19, "process.command_line": 19}
+
+
+def test_a_summary_never_lowers_severity() -> None:
+    low, high = rule("R1", priority="notice"), rule("R1", priority="critical")
+    agg = Aggregator(window_s=60)
+    agg.offer(proc_alert(1 * S, "/usr/bin/x", ["x"], low))
+    agg.offer(proc_alert(2 * S, "/usr/bin/x", ["x"], high))  # the same rule, reloaded with a higher priority
+    agg.offer(proc_alert(3 * S, "/usr/bin/x", ["x"], low))
+    (summary,) = agg.flush()
+    assert summary.rule.priority == "critical" and summary.count == 2
+
+
+def test_the_rate_limit_holds_back_first_occurrences_into_one_summary() -> None:
+    agg = Aggregator(window_s=60, rate_per_min=5)
+    written: list[Alert] = []
+    for i in range(12):  # twelve distinct behaviours of one rule within a minute
+        written += agg.advance((i + 1) * S)
+        written += agg.offer(proc_alert((i + 1) * S, f"/usr/bin/p{i}", [f"p{i}"], key=("b", i)))
+    written += agg.offer(proc_alert(13 * S, "/usr/bin/q", ["q"], R2, key=("b", 0)))  # another rule: its own
+    assert [a.rule.name for a in written] == ["R1"] * 5 + ["R2"]
+    assert agg.stats.rate_limited == 7
+    (held,) = agg.advance(61 * S)  # the rule's minute [1 s, 61 s) has ended
+    assert held.rate_limited and held.aggregated and held.count == 7
+    assert held.distinct["process.executable"] == [f"/usr/bin/p{i}" for i in range(5, 12)]
+    assert agg.stats.rate_summaries == 1
+    assert agg.offer(proc_alert(62 * S, "/usr/bin/p11", ["p11"], key=("b", 11)))  # a new minute: written
+
+
+def test_internal_alerts_are_never_rate_limited() -> None:
+    agg = Aggregator(window_s=60, rate_per_min=1)
+    written = []
+    for i in range(5):
+        written += agg.offer(internal.events_lost((i + 1) * S, f"buffer{i}", 1))
+    assert len(written) == 5 and agg.stats.rate_limited == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 300), st.sampled_from("abcdef"), st.sampled_from(["R1", "R2"])), max_size=80
+    ),
+    st.integers(0, 30),
+    st.integers(1, 4),
+    st.integers(1, 3),
+)
+def test_nothing_is_lost_with_the_rate_limit(
+    events: list[tuple[int, str, str]], window: int, max_keys: int, rate: int
+) -> None:
+    agg = Aggregator(window_s=window, max_keys=max_keys, rate_per_min=rate)
+    rules = {"R1": R1, "R2": R2}
+    written: list[Alert] = []
+    for t, lin, name in sorted(events):
+        written += agg.advance(t * S)
+        written += agg.offer(alert(t * S, rules[name], (lin,)))
+    written += agg.flush()
+    assert sum(a.count for a in written) == len(events)

@@ -82,7 +82,7 @@ def test_unknown_rule_name_is_an_error_and_unknown_tag_a_warning(tmp_path: Path)
     code, out, _ = run(path)
     assert code == EXIT_ERRORS
     assert out.splitlines()[0] == f"{path}:7:5: error: {e.message}"
-    assert out.splitlines()[-1] == f"INVALID: {path}: 1 error(s), 1 warning(s)"
+    assert out.splitlines()[-1] == f"INVALID: {path}: 1 error, 1 warning"
 
 
 def test_rule_diagnostics_are_passed_through_located(tmp_path: Path) -> None:
@@ -231,3 +231,66 @@ def test_auto_with_a_refused_host_model_is_a_warning(tmp_path: Path) -> None:
     assert report.ok
     (w,) = report.warnings
     assert w.code == "model" and "trained model is refused" in w.message
+
+
+def test_every_problem_in_one_run(tmp_path: Path) -> None:
+    """Issue 18: five independent problems are five located errors in one run, not five rounds."""
+    path = tmp_path / "sentinel.yaml"
+    path.write_text(
+        f"rules: [{tmp_path / 'no-such-rules'}]\n"  # 1: a rules directory that does not exist
+        f"state_dir: {tmp_path / 'state'}\n"
+        "model: off\n"
+        "format: xml\n"  # 4
+        "sinks:\n"
+        "  - {kind: http, target: 'ftp://siem.example/alerts'}\n"  # 6
+        "aggregation_window_s: -5\n"  # 7
+        "redact: ['token=([a-z']\n"  # 8
+    )
+    report = check_config(str(path))
+    assert not report.ok
+    lines = sorted(e.line for e in report.errors)
+    assert lines == [1, 4, 6, 7, 8], [str(e) for e in report.errors]
+    assert all(e.file == str(path) and e.column > 0 for e in report.errors)
+    text = {e.line: e.message for e in report.errors}
+    assert "no-such-rules" in text[1]
+    assert "format must be one of ecs, falco, not 'xml'" in text[4]
+    assert "ftp://" in text[6]
+    assert "aggregation_window_s must be at least 0" in text[7]
+    assert "bad regular expression" in text[8]
+    code, out, _ = run(str(path))
+    assert code == EXIT_ERRORS
+    assert out.splitlines()[-1] == f"INVALID: {path}: 5 errors, 0 warnings"
+    assert sum(": error: " in line for line in out.splitlines()) == 5
+
+
+def test_a_bad_setting_keeps_its_default_and_the_rest_is_read(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, "format: xml\naggregation_window_s: 5\nsensor: {pages: 3, wakeup_events: 0}\n"
+    )
+    report = check_config(path)
+    assert report.config is not None
+    assert report.config.format == "ecs" and report.config.aggregation_window_s == 5
+    assert sorted((e.line, e.message.split(" must")[0]) for e in report.errors) == [
+        (4, "format"), (6, "pages"), (6, "wakeup_events"),
+    ]  # fmt: skip
+
+
+def test_start_up_refuses_with_the_full_list(tmp_path: Path) -> None:
+    from sentinel.config import ConfigErrors, load_config
+
+    path = write_config(tmp_path, "format: xml\nunknown_key: 1\nml: {batch_ms: 0}\n")
+    with pytest.raises(ConfigErrors) as info:
+        load_config(path)
+    lines = str(info.value).splitlines()
+    assert [line.split(": ")[0] for line in lines[:3]] == [f"{path}:4:9", f"{path}:5:1", f"{path}:6:16"]
+    assert lines[-1] == "3 errors in the configuration"
+
+
+def test_rule_rate_limit_is_read_and_checked(tmp_path: Path) -> None:
+    from sentinel.config import parse_config
+
+    assert parse_config("rule_rate_limit: 5\n", "/c.yaml").rule_rate_limit == 5
+    assert parse_config("rule_rate_limit: 0\n", "/c.yaml").rule_rate_limit == 0  # no limit
+    report = check_config(write_config(tmp_path, "rule_rate_limit: -1\n"))
+    (e,) = report.errors
+    assert (e.line, e.column) == (4, 18) and "rule_rate_limit must be at least 0" in e.message

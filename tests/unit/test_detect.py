@@ -20,8 +20,10 @@ from structlog.testing import capture_logs
 
 from sentinel import cli, live, runner
 from sentinel import log as logmod
+from sentinel.alerts.behaviour import behaviour_key
 from sentinel.alerts.ecs import EcsRenderer
-from sentinel.detect import DetectionStream, find_rules_dir, lineage, load_ruleset, reload_rules
+from sentinel.containers.meta_view import NO_METADATA
+from sentinel.detect import DetectionStream, find_rules_dir, load_ruleset, reload_rules
 from sentinel.events import AF_INET, EventType
 from sentinel.process.facts import ProcFacts, ReplayFacts
 from sentinel.process.table import ProcessTable
@@ -149,13 +151,15 @@ def test_pending_summaries_are_written_at_close_and_finish() -> None:
     assert sink.closed
 
 
-def test_lineage_key() -> None:
+def test_behaviour_key() -> None:
+    """Program, parent program, user, container: the process lineage itself is not part of it."""
     table = make_table()
     table.apply(ev(EventType.FORK, 1 * S, 100, comm="nginx", child_pid=200))
     proc = table.get(200)
     assert proc is not None and proc.parent is not None
-    assert lineage(ev(EventType.OPEN, 2 * S, 200), proc) == ("/usr/sbin/nginx", proc.parent.entity_id)
-    assert lineage(ev(EventType.OPEN, 2 * S, 7, comm="ghost"), None) == ("ghost", None)
+    key = behaviour_key(proc, "nginx", NO_METADATA)
+    assert key == ("behaviour", "/usr/sbin/nginx", proc.parent.exe or proc.parent.comm, proc.uid, "host")
+    assert behaviour_key(None, "ghost", NO_METADATA) == ("behaviour", "ghost", None, None, None)
 
 
 def test_a_failing_rule_costs_one_event_not_the_agent() -> None:
@@ -419,14 +423,14 @@ def test_replay_aggregates_repeats_across_a_capture(tmp_path: Path, fake_engine:
         for f in (INIT, SHELL, CHILD):
             w.write_facts(f)
         w.write_snapshot_end(40 * S)
-        for i in range(50):  # 50 opens by cat within 5 s, then one 2 minutes later
+        for i in range(50):  # 50 opens by cat within 5 s, then one 2.5 minutes later
             w.write_event(ev(EventType.OPEN, 50 * S + i * S // 10, 200, comm="cat", path=f"f{i}", ret=3))
         w.write_event(ev(EventType.OPEN, 200 * S, 200, comm="cat", path="late", ret=3))
     out = tmp_path / "a.json"
     assert cli.main(["replay", str(path), "--rules", "/r/x.yaml", "--output", f"file:{out}"]) == 0
     docs = read_docs(out)
     assert [(d["file"]["path"], d["sentinel"].get("aggregation", {}).get("count")) for d in docs] == [
-        ("/srv/f0", None), ("/srv/f49", 49), ("/srv/late", None)
+        ("/srv/f0", None), ("/srv/f49", 49), ("/srv/late", 1)  # late: within the streak's next window
     ]  # fmt: skip
     out0 = tmp_path / "b.json"
     assert cli.main(["replay", str(path), "--rules", "/r/x.yaml", "--aggregation-window", "0",

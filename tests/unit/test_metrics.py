@@ -138,6 +138,7 @@ def detection(by_rule: dict[str, int], reloads: int = 0, failures: int = 0, **an
             "summaries": 1,
             "evicted": 0,
             "open_windows": 2,
+            "rate_limited": 3,
         },
         "correlation": {"correlations": 1, "groups": 3, "evicted": 2, "fired": 1},
         "anomaly_errors": 0,
