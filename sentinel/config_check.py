@@ -206,13 +206,13 @@ def _check_outputs(cfg: Config, report: CheckReport) -> None:
             target = Path(sc.target)
             if target.is_dir():
                 report.add("error", f"{label}: {sc.target} is a directory", where, "output")
-            elif not target.parent.is_dir():
-                report.add(
-                    "warning",
-                    f"{label}: directory {target.parent} does not exist (it is not created)",
-                    where,
-                    "output",
-                )
+            elif not target.parent.is_dir():  # the file output makes it (0750) at start: can it?
+                ancestor = target.parent
+                while not ancestor.is_dir() and ancestor != ancestor.parent:
+                    ancestor = ancestor.parent
+                if not os.access(ancestor, os.W_OK):
+                    problem = f"cannot create {target.parent}: {ancestor} is not writable by uid {uid}"
+                    report.add("warning", f"{label}: {problem}", where, "output")
             elif not os.access(target if target.exists() else target.parent, os.W_OK):
                 report.add("warning", f"{label}: {sc.target} is not writable by uid {uid}", where, "output")
         elif sc.kind == "syslog" and sc.target.startswith("unix:") and not os.path.exists(sc.target[5:]):

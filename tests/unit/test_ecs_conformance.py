@@ -468,3 +468,26 @@ def test_default_diagnostics_are_unchanged(capsys: pytest.CaptureFixture[str]) -
     ready, _, _ = diagnostics("json", capsys)
     assert ready["event"] == "sentinel.ready" and ready["level"] == "info" and ready["pid"] == 42
     assert "event: not an ECS field" in violations(ready)
+
+
+def test_the_container_event_document_conforms_and_carries_the_mounts() -> None:
+    """Falco's `container` event (made when a container's runtime answers): its document has the mounts under
+    sentinel.container, and every other field is ECS's."""
+    from sentinel.containers.metadata import Mount
+
+    meta = dataclasses.replace(WEB, mounts=(Mount("/var/run/docker.sock", "/var/run/docker.sock", "", True,
+                                                  "rprivate"),), mounts_truncated=True)  # fmt: skip
+    view = view_with(MetaChange(A, "found", meta))
+    ctx = in_container_context()
+    renderer = EcsRenderer(HOST)
+    renderer.containers = view
+    ev = Event(EventType.CONTAINER, 5 * S, 200, 200, 0, 0, "sleep")
+    doc = orjson.loads(dumps(renderer.event_doc(ev, ctx.proc)))
+    assert violations(doc) == []
+    assert doc["event"]["action"] == "container" and doc["event"]["category"] == ["process"]
+    assert doc["sentinel"]["container"]["mounts"] == [
+        {"source": "/var/run/docker.sock", "destination": "/var/run/docker.sock", "mode": "", "rw": True,
+         "propagation": "rprivate"}
+    ]  # fmt: skip
+    assert doc["sentinel"]["container"]["mounts_truncated"] is True
+    assert doc["message"] == "container shop-web-1 started (nginx:1.25)"
