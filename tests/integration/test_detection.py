@@ -29,15 +29,23 @@ pytestmark = pytest.mark.kernel
 class Detector:
     """`sentinel run` with the shipped rules; alerts on stdout collected by a thread."""
 
-    def __init__(self, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        args: tuple[str, ...] = (),
+        *,
+        cmd: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        ready_timeout: float = 90,
+    ) -> None:
+        """``cmd``/``env``: another way to start the agent (a sandbox around it); ``args`` are then unused."""
         if os.geteuid() != 0:
             pytest.fail("kernel tests need root: run the suite with scripts/run-tests.sh as root")
-        if "--state-dir" not in args:  # never the host's /var/lib/sentinel: each agent learns afresh
-            self.state_dir = tempfile.mkdtemp(prefix="sentinel-state-")
-            args = (*args, "--state-dir", self.state_dir)
-        self.proc = subprocess.Popen(
-            sentinel_cmd("run", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO
-        )
+        if cmd is None:
+            if "--state-dir" not in args:  # never the host's /var/lib/sentinel: each agent learns afresh
+                self.state_dir = tempfile.mkdtemp(prefix="sentinel-state-")
+                args = (*args, "--state-dir", self.state_dir)
+            cmd = sentinel_cmd("run", *args)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env)
         self.alerts: list[dict[str, Any]] = []
         self.diagnostics: list[dict[str, Any]] = []
         self.bad: list[bytes] = []
@@ -48,9 +56,9 @@ class Detector:
         ]
         for t in self._readers:
             t.start()
-        if not self._ready.wait(90) or self.proc.poll() is not None:
+        if not self._ready.wait(ready_timeout) or self.proc.poll() is not None:
             self.proc.kill()
-            pytest.fail(f"sentinel run did not become ready: {self.diagnostics[-10:]}")
+            pytest.fail(f"{' '.join(cmd[:3])} did not become ready: {self.diagnostics[-10:]}")
 
     def _out(self) -> None:
         assert self.proc.stdout is not None
@@ -83,9 +91,13 @@ class Detector:
         seen = sorted({get(a, "rule.name") for a in self.alerts})
         pytest.fail(f"no {rule!r} alert within {timeout}s; rules seen: {seen}")
 
-    def stop(self) -> int:
+    def diagnostic(self, event: str) -> dict[str, Any] | None:
+        """The first stderr record named ``event``."""
+        return next((d for d in self.diagnostics if d.get("event") == event), None)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
         """Stop the agent and wait until its last lines are read (pending summaries come at shutdown)."""
-        self.proc.terminate()
+        self.proc.send_signal(sig)
         try:
             rc = self.proc.wait(30)
         except subprocess.TimeoutExpired:

@@ -15,8 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import orjson
 import pytest
 
 from .conftest import REPO, get, sentinel_cmd
+from .test_detection import Detector
 
 pytestmark = pytest.mark.kernel
 
@@ -74,88 +73,20 @@ class NotifyReceiver:
         self.sock.close()
 
 
-class CappedAgent:
+class CappedAgent(Detector):
     """`sentinel run` in the unit's sandbox (packaging/systemd/sandbox-run.sh: its filesystem protections in a
     private mount namespace, then setpriv with the unit's capabilities); alerts from stdout, diagnostics from
     stderr."""
 
     def __init__(self, caps: list[str], env: dict[str, str], dirs: tuple[str, str]) -> None:
-        cmd = ["bash", str(SANDBOX), *dirs, "--model", "off"]
         env = {**os.environ, **env, "SENTINEL_PYTHON": sys.executable}
         if "PYTHONPATH" in env:  # the agent runs from / in the sandbox
             env["PYTHONPATH"] = os.pathsep.join(str(Path(p).resolve()) for p in env["PYTHONPATH"].split(":"))
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env)
-        self.alerts: list[dict[str, Any]] = []
-        self.diagnostics: list[dict[str, Any]] = []
-        self.ready = threading.Event()
-        self._threads = [threading.Thread(target=f, daemon=True) for f in (self._out, self._err)]
-        for t in self._threads:
-            t.start()
-        if not self.ready.wait(120) or self.proc.poll() is not None:
-            self.proc.kill()
-            pytest.fail(f"sentinel run under {caps} did not become ready: {self.diagnostics[-8:]}")
+        self.caps = caps
+        super().__init__(cmd=["bash", str(SANDBOX), *dirs, "--model", "off"], env=env, ready_timeout=120)
 
-    def _out(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.alerts.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                pytest.fail(f"non-JSON alert line: {line[:200]!r}")
-
-    def _err(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            try:
-                rec = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                rec = {"event": "non-json", "line": line.decode(errors="replace")}
-            self.diagnostics.append(rec)
-            if rec.get("event") == "sentinel.ready":
-                self.ready.set()
-
-    def diagnostic(self, event: str) -> dict[str, Any] | None:
-        return next((d for d in self.diagnostics if d.get("event") == event), None)
-
-    def wait_alert(self, rule: str, executable: str, timeout: float = 20.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for a in list(self.alerts):
-                if get(a, "rule.name") == rule and get(a, "process.executable") == executable:
-                    return a
-            time.sleep(0.1)
-        seen = sorted({get(a, "rule.name") for a in self.alerts})
-        pytest.fail(f"no {rule!r} alert for {executable}; rules seen: {seen}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = -9
-        for t in self._threads:
-            t.join(10)
-        return rc
-
-
-@pytest.fixture
-def pin() -> Iterator[str]:
-    path = f"/sys/fs/bpf/sentinel_tamper_test_{uuid.uuid4().hex[:8]}"
-    yield path
-    Path(path).unlink(missing_ok=True)
-
-
-@pytest.fixture
-def service_dirs() -> Iterator[tuple[str, str, str]]:
-    """StateDirectory, LogsDirectory and a stand-in for /run/systemd/ (the notify socket), outside /tmp."""
-    tag = uuid.uuid4().hex[:8]
-    dirs = (f"/var/lib/sentinel-test-{tag}", f"/var/log/sentinel-test-{tag}", f"/run/sentinel-test-{tag}")
-    for d in dirs:
-        os.makedirs(d, mode=0o700)
-    yield dirs
-    for d in dirs:
-        shutil.rmtree(d, ignore_errors=True)
+    def wait_alert_of(self, rule: str, executable: str, timeout: float = 20.0) -> dict[str, Any]:
+        return self.wait_alert(rule, lambda a: get(a, "process.executable") == executable, timeout)
 
 
 def test_agent_under_the_unit_capabilities(
@@ -190,7 +121,7 @@ def test_agent_under_the_unit_capabilities(
         cat = tmp_path / "cat"
         shutil.copy("/bin/cat", cat)
         subprocess.run([str(cat), "/etc/shadow"], check=True, stdout=subprocess.DEVNULL)
-        alert = first.wait_alert("Shadow File Read By Unexpected Program", str(cat))
+        alert = first.wait_alert_of("Shadow File Read By Unexpected Program", str(cat))
         assert get(alert, "file.path") == "/etc/shadow"
         assert Path(pin).exists(), "the tamper map was not pinned"
 
@@ -199,7 +130,7 @@ def test_agent_under_the_unit_capabilities(
             sentinel_cmd("test-alert", "--json"), capture_output=True, check=True, cwd=REPO
         )
         doc = orjson.loads(fired.stdout)
-        first.wait_alert(doc["rule"], doc["executable"])
+        first.wait_alert_of(doc["rule"], doc["executable"])
 
         # SIGKILL: the kernel records it in the pinned map; the next start (no CAP_SYS_ADMIN) reports it.
         assert first.stop(signal.SIGKILL) == -signal.SIGKILL
