@@ -28,11 +28,13 @@ from __future__ import annotations
 import itertools
 import posixpath
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from sentinel.anomaly.keys import WRITE_FLAGS, dest_range, dir_class, is_write_open, program
 from sentinel.anomaly.profiles import ACTIVE, ACTIVITY_KINDS, HOST, SEEN, SLOT_NS, ProfileState, ProfileTable
+from sentinel.containers.meta_view import NO_FIELDS as _NO_FIELDS
 from sentinel.events import AF_UNIX, Event, EventType
 from sentinel.process.table import Process
 
@@ -232,7 +234,11 @@ class FeatureExtractor:
     # Processes whose image has been counted: a process first met by an open or connect (a daemon started
     # before the agent, a forked worker) counts its executable once, or it would look never-seen forever.
     _counted: dict[str, None] = field(default_factory=dict, repr=False)
-    _programs: dict[str, tuple[int, str]] = field(default_factory=dict, repr=False)  # entity: exec, program
+    # entity id → (exec count, image, program): recomputed after an exec or once the image is known
+    _programs: dict[str, tuple[int, str, str]] = field(default_factory=dict, repr=False)
+    # The containers' runtime metadata (``sentinel.containers.meta_view.FieldsLookup``), as the event being
+    # measured sees it: set per event by the engine (and per replayed segment by training). None: no view.
+    containers: Any = field(default=None, repr=False)
     _active: dict[str, int] = field(default_factory=dict, repr=False)  # entity → last slot counted active
     # This time slot's repeated opens (:meth:`familiar_open`): memo key → MemoEntry.
     _memo: dict[tuple[str, bool, str, int], MemoEntry] = field(default_factory=dict, repr=False)
@@ -266,14 +272,29 @@ class FeatureExtractor:
         """The profiles' subject for a process (:func:`sentinel.anomaly.keys.program`), cached per image."""
         if proc is None:
             return "?"
+        image = self._image_of(proc)
         hit = self._programs.get(proc.entity_id)
-        if hit is not None and hit[0] == proc.exec_count:
-            return hit[1]
+        if hit is not None and hit[0] == proc.exec_count and hit[1] == image:
+            return hit[2]
         prog = program(_exe_of(proc), proc.args)
+        if image:
+            prog = f"[{image}] {prog}"
         if len(self._programs) >= COUNTED_MAX:
             self._programs.clear()
-        self._programs[proc.entity_id] = (proc.exec_count, prog)
+        self._programs[proc.entity_id] = (proc.exec_count, image, prog)
         return prog
+
+    def _image_of(self, proc: Process) -> str:
+        """The image repository of the container ``proc`` runs in, once its runtime has answered; "" on the
+        host and before (or without) an answer. Programs in a container are profiled per image: the same
+        program in another image, or on the host, is another subject, and the keys name no host or container
+        (an image behaves the same on every host). Before the answer a container's first events are measured
+        as the host's are (no new subject that would be new for every container start)."""
+        ref = proc.container
+        containers = self.containers
+        if ref is None or containers is None:
+            return ""
+        return containers.get(ref.full_id, _NO_FIELDS).image_repository or ""
 
     def row(self, ev: Event, proc: Process | None, path: str | None = None, wall_ns: int = 0) -> FeatureRow:
         """Row of one exec/open/connect; ``path`` is the resolved open path, ``wall_ns`` the event time."""

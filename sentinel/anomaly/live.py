@@ -260,6 +260,7 @@ class AnomalyEngine:
             return
         sample = self.sample
         extractor = self.extractor
+        extractor.containers = ctx.containers  # (the runtime metadata this event sees: images' profiles)
         if etype is _OPEN and self.memo_ok and ctx.proc is not None:
             memo = extractor.familiar_open(ev, ctx.proc, ctx.path, ctx.wall_ns)
             if memo is not None:  # a repeat in this slot: the familiar row, its keys counted already

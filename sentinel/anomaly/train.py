@@ -30,6 +30,7 @@ from sentinel.anomaly.model import Forest, load_model, save_model, validate_fore
 from sentinel.anomaly.profiles import NS_PER_DAY, ProfileState
 from sentinel.anomaly.scorer import anomaly_scores, average_path_length
 from sentinel.anomaly.state import Key
+from sentinel.containers.meta_view import metadata_view
 from sentinel.events import Event, EventType
 from sentinel.host import HostInfo
 from sentinel.process.table import Process, ProcessTable
@@ -72,6 +73,8 @@ class _RowStream:
         self.host = host
         self.table = table
         self.sink = sink
+        view = metadata_view(table)  # the recorded runtime answers, as the live engine saw them
+        self.containers = view.fields if view is not None else None
 
     def handle(self, ev: Event) -> None:
         proc = self.table.apply(ev)
@@ -82,6 +85,7 @@ class _RowStream:
             path = self.table.resolve_path(proc, ev.dirfd, ev.path)
         wall = self.host.boot_time_ns + ev.ts_ns
         extractor = self.sink.extractor
+        extractor.containers = self.containers
         values, facts = extractor.compute(ev, proc, path, wall, learn=False)
         if self.sink.keys is not None:
             self.sink.keys.append((tuple(facts.keys), facts.repeats))

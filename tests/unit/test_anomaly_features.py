@@ -289,3 +289,31 @@ def test_folded_repeats_vouch_for_the_slots_the_kernel_hid() -> None:
     quiet.repeat_count = 2  # idle for ten minutes, then a report folding two: not ten minutes of evidence
     fx.compute(quiet, svc, "/etc/svc.conf", DAY0 + 120 * SLOT_NS)
     assert fx.state.tables["parent_exe"].count("/usr/sbin/svc", ACTIVE) == 58 + 3
+
+
+def test_programs_in_a_container_are_profiled_per_image() -> None:
+    """Once the runtime has answered, a container's programs are subjects of their image: nginx's shell is not
+    the host's shell, and the key names the image, not the container (the same on every host). Before the
+    answer (and on the host) a program is its plain path, so a container's first events add no subject."""
+    from sentinel.containers.cgroup_path import ContainerRef
+    from sentinel.containers.meta_view import fields_of
+    from sentinel.containers.metadata import ContainerMeta
+
+    full = "ab" * 32
+    ref = ContainerRef("docker", full, full[:12])
+    host_sh = proc(10, "/bin/sh")
+    web = proc(20, "/usr/sbin/nginx")
+    web.container = ref
+    sh_in_web = proc(21, "/bin/sh", parent=web)
+    sh_in_web.container = ref
+    ext = FeatureExtractor()
+    ext.containers = {}  # the view: nothing answered yet
+    assert ext.program_of(sh_in_web) == "/bin/sh" == ext.program_of(host_sh)
+    ext.containers = {full: fields_of(ContainerMeta(full_id=full, source="docker:/s", image="nginx:1.25",
+                                                    image_repository="nginx"))}  # fmt: skip
+    assert ext.program_of(sh_in_web) == "[nginx] /bin/sh"  # recomputed once the image is known
+    assert ext.program_of(web) == "[nginx] /usr/sbin/nginx" and ext.program_of(host_sh) == "/bin/sh"
+    _x, facts = ext.compute(exec_ev(21, "/bin/sh", ["sh", "-c", "id"]), sh_in_web, learn=True)
+    assert ("parent_exe", "[nginx] /usr/sbin/nginx", "[nginx] /bin/sh") in [k[1:] for k in facts.keys]
+    ext.containers = None  # no metadata at all (rules only, an old capture): plain paths
+    assert ext.program_of(sh_in_web) == "/bin/sh"
