@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol, TextIO
 
 from sentinel.events import Event, EventType
 from sentinel.process.table import EXEC_MATCH_TICKS, NS_PER_SEC
+from sentinel.resources import setup_hint
 from sentinel.sensor import environment as env
 from sentinel.sensor.koffsets import BTF_PATH, KernelOffsets, kernel_offsets
 from sentinel.sensor.loader import OPTIONAL_PROBES, Sensor, SensorConfig, SensorError, tracepoint_present
@@ -141,7 +142,7 @@ def check_tracefs(can_mount: bool) -> tuple[Check, str | None]:
                 "tracefs",
                 "fail",
                 "not mounted, and mounting it needs privileges this process lacks",
-                f"as root: mount -t tracefs tracefs {env.TRACEFS_PATH} (or run scripts/setup.sh)",
+                f"as root: mount -t tracefs tracefs {env.TRACEFS_PATH} (or {setup_hint()})",
             ),
             None,
         )
@@ -191,7 +192,7 @@ def check_bcc() -> Check:
     """bcc exists only as Debian's python3-bpfcc, so the interpreter and venv layout matter."""
     fix = (
         "install python3-bpfcc and run from a venv created with --system-site-packages by /usr/bin/python3 "
-        "(scripts/setup.sh does both)"
+        f"({setup_hint()})"
     )
     try:
         import bcc
@@ -214,7 +215,7 @@ def check_headers() -> Check:
     """bcc compiles against /lib/modules/<release>/build; which tree that is decides how much to trust."""
     info = env.headers_mode()
     recorded = env.recorded_headers_mode()
-    note = f" (setup.sh recorded: {recorded})" if recorded and recorded != info.mode else ""
+    note = f" (setup recorded: {recorded})" if recorded and recorded != info.mode else ""
     if info.mode == "matching":
         return Check("headers", "ok", f"{info.detail} ({info.build_path}){note}")
     if info.mode == "substitute":
@@ -223,10 +224,9 @@ def check_headers() -> Check:
             "warn",
             f"headers {info.headers_version} used for kernel {info.running} ({info.build_path}){note}",
             "kernel struct offsets come from BTF, never from these headers, so events stay correct; "
-            "run scripts/setup.sh "
-            f"or install linux-headers-{info.running} on a production host",
+            f"{setup_hint()} or install linux-headers-{info.running} on a production host",
         )
-    return Check("headers", "fail", f"{info.detail}{note}", "bcc cannot compile probes: run scripts/setup.sh")
+    return Check("headers", "fail", f"{info.detail}{note}", f"bcc cannot compile probes: {setup_hint()}")
 
 
 @contextmanager
@@ -328,7 +328,7 @@ def check_compile(make_sensor: Callable[[], ProbeSensor] | None = None, wait_s: 
     started = time.monotonic()
     # ignore_pid=0: doctor's own syscalls are the evidence, so they must not be filtered out like the agent's.
     sensor = make_sensor() if make_sensor else Sensor(SensorConfig(ignore_pid=0, scheduling="normal"))
-    fix = "run scripts/setup.sh (kernel headers, tracefs), then rerun `sentinel doctor`"
+    fix = f"{setup_hint()}, then rerun `sentinel doctor`"
     try:
         with _capture_native_output() as captured:
             try:

@@ -32,6 +32,9 @@ def package_data(relative: str) -> Path | None:
     return Path(str(target)) if isinstance(target, Path) else None
 
 
+LINK_HEADERS = "/usr/lib/sentinel/link-headers"  # the Debian package's headers fallback (packaging/debian)
+
+
 def candidates(env: str, relative: str) -> list[Path]:
     """Where ``relative`` may be, in the order it is looked for."""
     found = [Path(os.environ[env])] if os.environ.get(env) else []
@@ -50,3 +53,14 @@ def find(env: str, relative: str, accept: Callable[[Path], bool]) -> Path | None
         if accept(c):
             return c
     return None
+
+
+def setup_hint() -> str:
+    """How to prepare this host, as the way sentinel was installed has it: a checkout's ``scripts/setup.sh``,
+    the Debian package's header linker, or (a wheel elsewhere) the distro's packages by name."""
+    if (REPO_ROOT / "pyproject.toml").is_file():
+        return "run scripts/setup.sh"
+    if Path(LINK_HEADERS).is_file():
+        return f"run {LINK_HEADERS} (kernel headers) and mount tracefs"
+    return "install python3-bpfcc and your kernel's headers (linux-headers-$(uname -r)), and mount tracefs"
+

@@ -235,3 +235,43 @@ def wait_falco(agent: Agent, container: Container | None, pred: Any, timeout: fl
                 return dict(fields)
         time.sleep(0.1)
     pytest.fail(f"no Falco-format {RULE!r} alert for {want} within {timeout}s")
+
+
+def test_the_host_model_learns_a_containers_programs_per_image(podman_image: str, tmp_path: Path) -> None:
+    """`sentinel run --model auto` (learning) with podman answering: once the answer is in, what runs in the
+    container is counted under its image (`[<repository>] <program>`), what runs on the host under its plain
+    path; the profiles the agent saves at shutdown say so."""
+    from sentinel.anomaly.profiles import HOST
+    from sentinel.anomaly.state import AnomalyState
+
+    state_dir = tmp_path / "state"
+    with podman_service(str(tmp_path / "podman.sock")) as sock:
+        config = tmp_path / "sentinel.yaml"
+        config.write_text(f"aggregation_window_s: 0\ncontainers:\n  endpoints: ['podman:{sock}']\n")
+        detector = Detector(("--config", str(config), "--model", "auto", "--state-dir", str(state_dir)))
+        try:
+            with running_container(podman_image) as c:
+                alert = None
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:  # until podman's answer names the image
+                    c.exec("cat", "/etc/shadow")
+                    time.sleep(0.5)
+                    named = [a for a in detector.alerts if get(a, "container.id") == c.id
+                             and get(a, "container.image.name")]  # fmt: skip
+                    if named:
+                        alert = named[-1]
+                        break
+                assert alert is not None, "podman never answered for the container"
+                for _ in range(3):
+                    c.exec("ls", "/")
+                subprocess.run(["ls", "/"], check=True, stdout=subprocess.DEVNULL)
+                time.sleep(1.0)
+        finally:
+            assert detector.stop() == 0
+    image = get(alert, "container.image.name")
+    profiles, problem = AnomalyState(state_dir).load_profiles()
+    assert problem is None and profiles is not None
+    exe = profiles.tables["exe"]
+    ls_in_image = f"[{image}] /usr/bin/ls"
+    assert exe.count(HOST, ls_in_image) > 0, ls_in_image
+    assert exe.count(HOST, "/usr/bin/ls") > 0  # the host's own ls

@@ -31,3 +31,15 @@ def test_package_data_is_last(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 def test_package_data_path_inside_the_package() -> None:
     found = resources.package_data("rules")
     assert found is not None and found.parts[-3:] == ("sentinel", "_data", "rules")
+
+
+def test_the_setup_hint_follows_how_sentinel_was_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert resources.setup_hint() == "run scripts/setup.sh"  # this checkout
+    monkeypatch.setattr(resources, "REPO_ROOT", tmp_path)  # installed: no pyproject.toml beside the package
+    linker = tmp_path / "link-headers"
+    monkeypatch.setattr(resources, "LINK_HEADERS", str(linker))
+    assert "linux-headers-$(uname -r)" in resources.setup_hint()  # a wheel elsewhere
+    linker.write_text("#!/bin/sh\n")
+    assert resources.setup_hint().startswith(f"run {linker}")  # the Debian package
