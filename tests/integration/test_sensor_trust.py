@@ -285,8 +285,10 @@ def check_against_proc(doc: dict[str, Any], pid: int) -> None:
     status = proc_status(pid)
     ruid, euid, suid, fsuid = status["Uid"]
     rgid, egid, sgid, fsgid = status["Gid"]
-    assert get(doc, "process.real_user.id") == ruid and get(doc, "user.id") == ruid
-    assert get(doc, "process.user.id") == euid and get(doc, "user.effective.id") == euid
+    assert get(doc, "process.real_user.id") == ruid
+    # Top-level user mirrors process.user (the effective ids), as Elastic's own agents write it.
+    assert get(doc, "process.user.id") == euid and get(doc, "user.id") == euid
+    assert get(doc, "user.effective") is None and get(doc, "group.id") == egid
     assert get(doc, "process.saved_user.id") == suid
     assert get(doc, "sentinel.process.fs_user.id") == fsuid
     assert get(doc, "process.real_group.id") == rgid and get(doc, "process.group.id") == egid

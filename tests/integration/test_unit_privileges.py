@@ -15,6 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,25 @@ class CappedAgent(Detector):
 
     def wait_alert_of(self, rule: str, executable: str, timeout: float = 20.0) -> dict[str, Any]:
         return self.wait_alert(rule, lambda a: get(a, "process.executable") == executable, timeout)
+
+
+@pytest.fixture
+def pin() -> Iterator[str]:
+    path = f"/sys/fs/bpf/sentinel_tamper_test_{uuid.uuid4().hex[:8]}"
+    yield path
+    Path(path).unlink(missing_ok=True)
+
+
+@pytest.fixture
+def service_dirs() -> Iterator[tuple[str, str, str]]:
+    """StateDirectory, LogsDirectory and a stand-in for /run/systemd/ (the notify socket), outside /tmp."""
+    tag = uuid.uuid4().hex[:8]
+    dirs = (f"/var/lib/sentinel-test-{tag}", f"/var/log/sentinel-test-{tag}", f"/run/sentinel-test-{tag}")
+    for d in dirs:
+        os.makedirs(d, mode=0o700)
+    yield dirs
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_agent_under_the_unit_capabilities(
