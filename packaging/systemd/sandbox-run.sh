@@ -25,9 +25,17 @@ if [[ ${_SENTINEL_SANDBOXED:-} != 1 ]]; then
 fi
 keep=("$STATE" "$LOGS" /sys/fs/bpf)
 for d in "${keep[@]}"; do mount --bind "$d" "$d"; done
-# PrivateTmp (a NOTIFY_SOCKET must live outside /tmp, as systemd's /run/systemd/notify does)
+# PrivateTmp (a NOTIFY_SOCKET must live outside /tmp, as systemd's /run/systemd/notify does). A checkout under
+# /tmp (a CI's fresh clone; the service itself runs from /usr or /opt) stays visible at its path: held by an
+# open descriptor while the new /tmp is mounted, then bound back (read-only below, as ProtectSystem has it).
+held=""
+case "$REPO/" in /tmp/*|/var/tmp/*) held=$REPO; exec 9<"$held" ;; esac
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=1777 tmpfs /var/tmp
+if [[ -n $held ]]; then
+    mkdir -p "$held" && mount --no-canonicalize --bind /proc/self/fd/9 "$held"  # (the fd, not its old path)
+    exec 9<&-
+fi
 # ProtectSystem=strict, ProtectHome=read-only, ProtectControlGroups, ProtectKernelTunables: every mount
 # read-only but /dev and /proc (API trees) and what is kept writable; /proc/sys read-only too.
 while read -r mp; do
