@@ -242,7 +242,7 @@ def test_the_host_model_learns_a_containers_programs_per_image(podman_image: str
     container is counted under its image (`[<repository>] <program>`), what runs on the host under its plain
     path; the profiles the agent saves at shutdown say so."""
     from sentinel.anomaly.profiles import HOST
-    from sentinel.anomaly.state import AnomalyState
+    from sentinel.anomaly.state import HostState
 
     state_dir = tmp_path / "state"
     with podman_service(str(tmp_path / "podman.sock")) as sock:
@@ -269,7 +269,7 @@ def test_the_host_model_learns_a_containers_programs_per_image(podman_image: str
         finally:
             assert detector.stop() == 0
     image = get(alert, "container.image.name")
-    profiles, problem = AnomalyState(state_dir).load_profiles()
+    profiles, problem = HostState(state_dir).load_profiles()
     assert problem is None and profiles is not None
     exe = profiles.tables["exe"]
     ls_in_image = f"[{image}] /usr/bin/ls"
