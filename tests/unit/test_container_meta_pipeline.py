@@ -59,10 +59,10 @@ def opens(pid: int, cgroup_id: int, t0: int) -> list[Event]:
 class Live:
     """The live agent's pieces with a fake docker client, recording as `sentinel record` does."""
 
-    def __init__(self, capture: Path | None = None) -> None:
+    def __init__(self, capture: Path | None = None, endpoints: tuple[str, ...] = ("docker:/d.sock",)) -> None:
         self.fakes = Fakes()
         self.service = MetadataService(
-            ["docker:/d.sock"], client_factory=self.fakes, clock=Clock(), rootless=False, timeout=0.5
+            list(endpoints), client_factory=self.fakes, clock=Clock(), rootless=False, timeout=0.5
         )
         self.writer = CaptureWriter(capture, capture_header("test", host=HOST.to_dict())) if capture else None
         on_change = self.writer.write_container_meta if self.writer else None
@@ -268,24 +268,13 @@ SOCKET = (Mount("/var/run/docker.sock", "/var/run/docker.sock", "", True, "rpriv
 
 
 class TwoRuntimes(Live):
-    """Live, with containerd answering for container B too."""
+    """Live, with containerd answering for container B too, and A's answer listing the docker socket."""
 
-    def __init__(self, capture: Path | None = None) -> None:
-        self.fakes = Fakes()
-        self.service = MetadataService(
-            ["docker:/d.sock", "containerd:/c.sock"], client_factory=self.fakes, clock=Clock(),
-            rootless=False, timeout=0.5,
-        )  # fmt: skip
-        self.writer = CaptureWriter(capture, capture_header("test", host=HOST.to_dict())) if capture else None
-        on_change = self.writer.write_container_meta if self.writer else None
-        self.view = MetadataView(self.service, on_change=on_change)
-        on_answer = self.writer.write_container if self.writer else None
-        self.table = table(identity(on_answer=on_answer, metadata=self.view))
+    def __init__(self) -> None:
+        super().__init__(endpoints=("docker:/d.sock", "containerd:/c.sock"))
         self.fakes["docker:/d.sock"].known[A] = dataclasses.replace(WEB, mounts=SOCKET)
         self.fakes["containerd:/c.sock"].known[B] = ContainerMeta(full_id=B, source="containerd:/c.sock",
                                                                   name="plain", mounts=())  # fmt: skip
-        if self.writer:
-            self.writer.write_snapshot_end(1)
 
 
 def test_each_container_gets_one_container_event_when_its_answer_arrives() -> None:
