@@ -50,13 +50,7 @@ TOP_KEYS = (
 )  # fmt: skip
 SENSOR_KEYS = ("wakeup_events", "pages", "open_dedup_s", "loader_opens")
 LOADER_OPENS = ("filter", "report")  # sensor.loader_opens: the dynamic loader's library opens after exec
-LEARNING_KEYS = ("period", "min_events", "save_interval")
-ML_KEYS = ("alerts_enabled", "batch_ms")
-METRICS_KEYS = ("address",)
-INTERNAL_ALERTS_KEYS = ("sink_backlog",)
-RELOAD_KEYS = ("watch", "interval_s")
 CONTAINERS_KEYS = ("metadata", "endpoints")
-FALCO_KEYS = ("time_format_iso_8601",)  # Falco's own option name: how the falco format writes times
 # How a later file (a drop-in) combines with what the earlier files set; documented in docs/drafts/config.md.
 MERGE_RULES = {
     "replace": (
