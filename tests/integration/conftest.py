@@ -2,6 +2,11 @@
 
 These tests never skip: without root or with probes that fail to load, they fail and say why, because a
 green run that tested nothing would hide a broken sensor.
+
+The session agent sees every event of the host for the whole run (the storms of other tests, podman, apt,
+compilers). Its documents are kept only while a module that uses it runs, and dropped when that module
+ends: kept for the whole session they grew the pytest process to 23.8 GB and the kernel's OOM killer ended
+a CI run. Every line is still parsed, so a line that is not JSON is caught wherever it comes.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from .podman import podman_image  # noqa: F401  (a session fixture: the real con
 REPO = Path(__file__).resolve().parents[2]
 HELPERS = Path(__file__).resolve().parent / "helpers"
 READY_TIMEOUT = 60.0
+MAX_DOCS = 2_000_000  # within one module's window; beyond it the oldest half goes (counted, named on failure)
 
 
 def sentinel_cmd(*args: str) -> list[str]:
@@ -49,6 +55,8 @@ class Agent:
             cwd=REPO,
         )
         self.docs: list[dict[str, Any]] = []
+        self.collecting = True  # documents kept only in a window of a module that uses the agent
+        self.trimmed = 0  # documents dropped from a window past MAX_DOCS
         self.diagnostics: list[dict[str, Any]] = []
         self.bad_lines: list[bytes] = []
         self.bad_reasons: list[str] = []  # the parser's message and the bytes around where it failed
@@ -74,8 +82,14 @@ class Agent:
                 self.bad_lines.append(line)
                 self.bad_reasons.append(bad_line_reason(line, exc))
                 continue
+            if not self.collecting:
+                continue
             with self._lock:
                 self.docs.append(doc)
+                if len(self.docs) > MAX_DOCS:
+                    half = len(self.docs) // 2
+                    del self.docs[:half]
+                    self.trimmed += half
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
@@ -87,6 +101,13 @@ class Agent:
             self.diagnostics.append(rec)
             if rec.get("event") == "sentinel.ready":
                 self._ready.set()
+
+    def window(self, collecting: bool) -> None:
+        """Start or end a module's window: what came before it is dropped either way."""
+        with self._lock:
+            self.docs = []
+            self.trimmed = 0
+            self.collecting = collecting
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -102,7 +123,10 @@ class Agent:
             if len(found) >= count:
                 return found
             if time.monotonic() > deadline:
-                pytest.fail(f"no event matching {what or pred} within {timeout}s ({len(self.docs)} seen)")
+                trimmed = f", {self.trimmed} older ones dropped past {MAX_DOCS}" if self.trimmed else ""
+                pytest.fail(
+                    f"no event matching {what or pred} within {timeout}s ({len(self.docs)} seen{trimmed})"
+                )
             time.sleep(0.05)
 
     def stop(self) -> int:
@@ -118,14 +142,30 @@ class Agent:
         return rc
 
 
+_session_agent: list[Agent] = []  # the session's agent once a test started it
+
+
 @pytest.fixture(scope="session")
 def agent() -> Iterator[Agent]:
     """The shipped defaults (open de-duplication on): what users run is what the kernel tests exercise."""
     a = Agent()
+    _session_agent.append(a)
     yield a
     rc = a.stop()
     assert rc == 0, f"agent exited with {rc}"
     assert not a.bad_lines, "agent wrote lines that are not JSON:\n" + "\n".join(a.bad_reasons[:3])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _agent_window(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Keep the session agent's documents for the modules that use it, one module at a time."""
+    module = request.module
+    uses = any("agent" in item.fixturenames for item in request.session.items if item.module is module)
+    if uses and _session_agent:
+        _session_agent[0].window(collecting=True)
+    yield
+    if _session_agent:
+        _session_agent[0].window(collecting=False)
 
 
 @pytest.fixture(scope="session")
