@@ -20,8 +20,9 @@ Then the same again with attack scenarios interleaved every --attack-every cycle
 Per hour: with folding off every occurrence is a line, so lines scale with the cycles (x 240 / cycles).
 Folded lines do not: the run is compressed, and windows are event time. A behaviour that repeats every
 15 s for a real hour writes its first alert and summaries at 1, 3, 7, 15 and 31 minutes (windows double):
-6 lines; so the folded per-hour figure printed is 6 per streak of the run (its first lines, or its
-summaries' distinct keys when more) — an upper bound for a steady hour, as the run's streaks would be fewer,
+6 lines, or 17 for a writable place's streak (`/tmp/`: its windows stop growing at 4 min); so the folded
+per-hour figure printed is 6 or 17 per streak of the run (its first lines, or its summaries' distinct keys
+when more) — an upper bound for a steady hour, as the run's streaks would be fewer,
 not more, spread over real time.
 
     .venv/bin/python benchmarks/bench_noise.py [--hour | --cycles N] [--attack-every K] [--no-attacks]
@@ -63,6 +64,7 @@ cd / && rm -rf "$b"
 
 HOUR_CYCLES = 240  # a build-and-test cycle every 15 s
 LINES_PER_STREAK_HOUR = 6  # the first alert + summaries at 1, 3, 7, 15, 31 min (growing windows)
+LINES_PER_PLACE_STREAK_HOUR = 17  # a writable place's: 1, 3, 7, then every 4 min to 59 (windows capped)
 
 # scenario → (shell commands, the rule whose first occurrence must arrive)
 ATTACKS = {
@@ -167,6 +169,12 @@ def priority(doc: dict[str, Any]) -> str:
     return str(((doc.get("sentinel") or {}).get("rule") or {}).get("priority", "?")).lower()
 
 
+def is_place_key(key: bytes) -> bool:
+    """A summary's key (as JSON) whose program is a writable place (``/tmp/``), not one program's path."""
+    program = (orjson.loads(key) or {}).get("program") if key else None
+    return isinstance(program, str) and program.endswith("/")
+
+
 def report(title: str, phase: dict[str, Any], cycles: int) -> None:
     on, off = phase["docs"]["on"], phase["docs"]["off"]
     scale = HOUR_CYCLES / cycles
@@ -187,20 +195,25 @@ def report(title: str, phase: dict[str, Any], cycles: int) -> None:
                 orjson.dumps(d["sentinel"]["aggregation"].get("key"))
             )
     streaks = Counter({rule: max(firsts[rule], len(keys.get(rule, ()))) for rule in on_by})
+    places = Counter({rule: sum(1 for k in keys.get(rule, ()) if is_place_key(k)) for rule in on_by})
+
+    def per_hour(rule: str) -> int:
+        programs = streaks[rule] - places[rule]
+        return programs * LINES_PER_STREAK_HOUR + places[rule] * LINES_PER_PLACE_STREAK_HOUR
     print(f"{'rule':52} {'off: run':>8} {'off: /h':>8} {'on: run':>8} {'on: /h':>7}")
     for rule in sorted(set(off_by) | set(on_by), key=lambda r: -off_by[r]):
         print(
             f"{rule[:52]:52} {off_by[rule]:8d} {off_by[rule] * scale:8.0f} {on_by[rule]:8d} "
-            f"{streaks[rule] * LINES_PER_STREAK_HOUR:7d}"
+            f"{per_hour(rule):7d}"
         )
     prio_off = Counter(map(priority, off))
     prio_first: Counter[str] = Counter()
-    for rule, n in streaks.items():
-        prio_first[next(priority(d) for d in on if d["rule"]["name"] == rule)] += n
+    for rule in streaks:
+        prio_first[next(priority(d) for d in on if d["rule"]["name"] == rule)] += per_hour(rule)
     print(
         "per hour by severity, folding off -> default: "
         + ", ".join(
-            f"{p} {prio_off[p] * scale:.0f} -> {prio_first[p] * LINES_PER_STREAK_HOUR}"
+            f"{p} {prio_off[p] * scale:.0f} -> {prio_first[p]}"
             for p in sorted(set(prio_off) | set(prio_first))
         )
     )
@@ -208,7 +221,7 @@ def report(title: str, phase: dict[str, Any], cycles: int) -> None:
     print(
         f"total: folding off {len(off)} lines ({len(off) * scale:.0f}/h); default {len(on)} lines "
         f"({n_first} first, {len(on) - n_first} summaries; {n_streaks} streaks: at most "
-        f"{n_streaks * LINES_PER_STREAK_HOUR}/h)"
+        f"{sum(per_hour(r) for r in streaks)}/h)"
     )
     agg = (phase["stops"]["on"] or {}).get("aggregation") or {}
     if agg:

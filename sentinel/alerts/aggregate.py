@@ -5,7 +5,10 @@ counted, never dropped, and when the window closes one summary alert carries the
 repeat times and a capped sample of the distinct executables and command lines behind them. A behaviour
 that keeps repeating is summarised at growing intervals — the next window is twice as long (60 s, 2 min,
 4 min … up to ``MAX_SPAN_FACTOR`` times the window) and its repeats are not written as a first alert again —
-so a build loop running all day writes a handful of lines an hour, not one a minute. A window that closes
+so a build loop running all day writes a handful of lines an hour, not one a minute. A streak keyed by a
+writable place (``/tmp/``: many different executables share that key, an intruder's among a build's) grows
+only up to ``PLACE_SPAN_FACTOR`` windows (4 min), so what folded into it is reported within minutes, not
+half an hour. A window that closes
 without repeats ends the streak: the next occurrence is a first alert again, written at once. The key is the
 rule and what :mod:`sentinel.alerts.behaviour` computes for it (the acting program, its parent, user and
 container image by default; a rule's ``aggregate_by`` fields otherwise). A summary carries the most severe
@@ -30,6 +33,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from sentinel.alerts.behaviour import is_place
 from sentinel.alerts.model import Alert
 from sentinel.rules.model import PRIORITIES
 
@@ -39,6 +43,7 @@ DEFAULT_MAX_KEYS = 10_000
 DEFAULT_RATE_PER_MIN = 20  # first occurrences per rule per minute before the rate limit holds alerts back
 RATE_WINDOW_NS = 60 * NS
 MAX_SPAN_FACTOR = 32  # a streak's windows grow up to 32 x the window (60 s → 32 min)
+PLACE_SPAN_FACTOR = 4  # … and a writable place's (behaviour.is_place) up to 4 x (60 s → 4 min)
 DISTINCT_MAX = 10  # distinct values a summary lists per field; the other repeats are counted as "more"
 DISTINCT_FIELDS = ("process.executable", "process.command_line")
 _RANK = {p: i for i, p in enumerate(PRIORITIES)}  # lower is more severe
@@ -163,7 +168,8 @@ class Aggregator:
         if win.last is None:
             return None
         out.extend(self._summary(win))
-        span = min(2 * (win.end_ns - win.start_ns), MAX_SPAN_FACTOR * max(self.window_ns, 1))
+        factor = PLACE_SPAN_FACTOR if is_place(key[2:]) else MAX_SPAN_FACTOR  # key: ruleset, rule, lineage
+        span = min(2 * (win.end_ns - win.start_ns), factor * max(self.window_ns, 1))
         nxt = _Window(start_ns=win.end_ns, end_ns=win.end_ns + span, top=win.top)
         self._open(key, nxt)
         return nxt

@@ -35,6 +35,15 @@ def program(path: str) -> str:
     return path
 
 
+def is_place(lineage: tuple[Any, ...]) -> bool:
+    """Whether a default key stands for a writable place (``/tmp/``) rather than one program's path: many
+    different executables share such a key, an intruder's among a build's, so its streaks stay short."""
+    if len(lineage) < 2 or lineage[0] != BEHAVIOUR:
+        return False
+    program_or_place = lineage[1]
+    return isinstance(program_or_place, str) and program_or_place.endswith("/")
+
+
 def behaviour_key(proc: Any, comm: str, containers: FieldsLookup) -> tuple[Any, ...]:
     """The default key beside the rule: (program, parent program, uid, image or container id or host)."""
     if proc is None:

@@ -4,6 +4,7 @@ by event time, at flush, or on eviction when too many windows are open.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from hypothesis import given, settings
@@ -250,3 +251,37 @@ def test_nothing_is_lost_with_the_rate_limit(
         written += agg.offer(alert(t * S, rules[name], (lin,)))
     written += agg.flush()
     assert sum(a.count for a in written) == len(events)
+
+
+def test_a_writable_place_streak_reports_what_folded_into_it_within_minutes() -> None:
+    """A build loop runs fresh /tmp binaries every 15 s all hour; an intruder's /tmp/x run the same way (same
+    parent, user) shares the key. The place's windows stop growing at 4 min, so the intruder's run is in a
+    summary written at most 4 minutes later, named among the window's executables — not 30 minutes on."""
+    agg = Aggregator(window_s=60)
+    written: list[Alert] = []
+    for t in range(0, 3600, 15):
+        written += agg.advance(t * S)
+        exe = "/tmp/x" if t == 2400 else f"/tmp/go-build{t}/exe/main"
+        written += agg.offer(proc_alert(t * S, exe, [exe]))
+    written += agg.flush()
+    summaries = [a for a in written if a.aggregated]
+    assert sum(a.count for a in summaries) == 239
+    gaps = [b.ts_ns - a.ts_ns for a, b in itertools.pairwise(summaries)]
+    assert max(gaps) <= 4 * 60 * S
+    (reported,) = [a for a in summaries if "/tmp/x" in a.distinct["process.executable"]]
+    assert reported.ts_ns - 2400 * S <= 4 * 60 * S
+
+
+def test_a_program_streak_still_grows_to_half_an_hour() -> None:
+    from sentinel.alerts.behaviour import is_place
+
+    assert is_place(("behaviour", "/tmp/", "/usr/bin/bash", 1000, "host"))
+    assert not is_place(("behaviour", "/usr/bin/curl", "/usr/bin/bash", 1000, "host"))
+    assert not is_place(("fields", ("fd.name", "/tmp/")))
+    agg = Aggregator(window_s=60)
+    lineage = ("behaviour", "/usr/bin/curl", "/usr/bin/bash", 1000, "host")
+    written: list[Alert] = []
+    for t in range(0, 3600, 15):
+        written += agg.advance(t * S)
+        written += agg.offer(alert(t * S, lineage=lineage))
+    assert [a.last_ns // S for a in written if a.aggregated] == [45, 165, 405, 885, 1845]
