@@ -57,8 +57,12 @@ class Agent:
         ready_timeout: float = 120.0,
     ) -> None:
         self.diag: list[dict[str, Any]] = []
+        if command.startswith("floor:"):  # _floor.py: the agent's first steps only (read, decode, table)
+            argv = [sys.executable, str(HERE / "_floor.py"), command.partition(":")[2], *args]
+        else:
+            argv = [sys.executable, "-m", "sentinel.cli", command, *args]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sentinel.cli", command, *args],
+            argv,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             cwd=code,
