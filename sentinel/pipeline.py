@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from sentinel import tasks
+from sentinel import heap, tasks
 from sentinel.alerts.ecs import EcsRenderer
 from sentinel.containers.meta_view import metadata_view
 from sentinel.events import SYSCALL_TYPES, Event, EventType
@@ -207,7 +207,9 @@ def run_live(
     deadline = None if duration is None else time.monotonic() + duration
     next_stats = time.monotonic() + stats_interval
     next_kernel_read = 0.0
+    next_trim = time.monotonic() + heap.TRIM_INTERVAL_S
     handled = 0
+    heap.release_free_heap()  # what compiling the probes left (~30 MiB; see sentinel.heap)
 
     service = getattr(sensor, "service", None)  # (test doubles of the sensor have none)
 
@@ -249,6 +251,9 @@ def run_live(
             if now >= next_stats:
                 next_stats = now + stats_interval
                 tasks.guard("stats", log_stats, handled, log=log)
+            if now >= next_trim:  # freed heap (a storm's batches) back to the kernel
+                next_trim = now + heap.TRIM_INTERVAL_S
+                tasks.guard("heap_trim", heap.release_free_heap, log=log)
         drained = sensor.drain()
         handle_all(drained)
         handled += len(drained)
