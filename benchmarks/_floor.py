@@ -53,7 +53,7 @@ def main() -> int:
     sensor.start()
     if level == "table":
         table.bootstrap()
-    say("sentinel.ready", level=level)
+    say("sentinel.ready", level=level, tracepoints=sensor.attached)
     handled = 0
     reader = sensor.reader
     if level == "read" and reader is None:

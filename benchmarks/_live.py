@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,22 +125,32 @@ class Agent:
         return self.record("sentinel.stopped")
 
 
-FLOOR_PROBES = r"""
-TRACEPOINT_PROBE(syscalls, sys_enter_openat) { return 0; }
-TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return 0; }
-"""
+OPENAT = ("syscalls:sys_enter_openat", "syscalls:sys_exit_openat")
 
 
 @contextlib.contextmanager
-def empty_probes() -> Iterator[None]:
-    """Empty enter+exit programs attached to openat: what merely attaching costs a loop of opens."""
+def empty_probes(tracepoints: Sequence[str] = OPENAT) -> Iterator[None]:
+    """Empty programs attached to ``tracepoints`` ("category:name"; default the enter+exit of openat): what
+    merely attaching costs a loop, the floor of any tracepoint sensor watching the same calls."""
     from bcc import BPF
 
-    bpf = BPF(text=FLOOR_PROBES)
+    text = "".join(
+        f"TRACEPOINT_PROBE({cat}, {name}) {{ return 0; }}\n"
+        for cat, _, name in (tp.partition(":") for tp in tracepoints)
+    )
+    bpf = BPF(text=text)
     try:
         yield
     finally:
         bpf.cleanup()
+
+
+def sensor_tracepoints() -> list[str]:
+    """Every tracepoint `sentinel run`'s sensor attaches with its defaults (read from the floor consumer)."""
+    agent = Agent("floor:read", settle=0.0)
+    found = list(agent.record("sentinel.ready").get("tracepoints") or [])
+    agent.stop()
+    return found
 
 
 def floor_slowdown(tool: list[str], rounds: int) -> float:

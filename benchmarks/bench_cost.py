@@ -12,8 +12,9 @@ Parts (--only cpu,open,forkexec,storm,memory,latency; default all):
             decodes every record, or also keeps the process table; no rules, model or output).
   open      slowdown of a C open+close loop under the agent, against the floor any enter+exit tracepoint
             sensor pays (empty programs on openat), measured in the same rounds; target <= floor + 0.10.
-  forkexec  slowdown of a C fork+exec+wait loop; target <= 1.05x. Both loops also run beside the decoding
-            floor (our probes, a consumer that only decodes): what the probes themselves cost.
+  forkexec  slowdown of a C fork+exec+wait loop; target <= 1.05x. Its floor: empty programs on every
+            tracepoint the sensor attaches (the same rounds). Both loops also run beside our probes with a
+            consumer that only decodes: what the probes themselves cost, apart from the agent's work.
   storm     `rategen open` of distinct missing paths at each --storm-rates rate for 10 s, one fresh agent per
             rate: opens received and lost (the agent's sentinel.stopped counters) and the highest rate with
             0 lost (target >= 150k/s), beside the decoding floor's; then 3,000 execs/s beside the heaviest
@@ -56,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from _live import REPO, Agent, build, empty_probes, run_value
+from _live import REPO, Agent, build, empty_probes, run_value, sensor_tracepoints
 
 PARTS = ("cpu", "open", "forkexec", "storm", "memory", "latency")
 FLOORS = ("read", "decode", "table")  # benchmarks/_floor.py's levels
@@ -188,12 +189,20 @@ def part_slowdown(b: Bench, do_open: bool, do_fork: bool) -> None:
     floor_alone: list[float] = []
     floor_loaded: list[float] = []
     decode_loaded: dict[str, list[float]] = {}
+    every_alone: list[float] = []
+    every_loaded: list[float] = []
+    every = sensor_tracepoints() if do_fork else []
     for r in range(b.s.rounds):
         if do_open:
             progress(f"{'/'.join(tools)}: round {r + 1}/{b.s.rounds}, empty probes")
             floor_alone.append(run_value(tools["open"]))
             with empty_probes():
                 floor_loaded.append(run_value(tools["open"]))
+        if do_fork:
+            progress(f"forkexec: round {r + 1}/{b.s.rounds}, empty programs on {len(every)} tracepoints")
+            every_alone.append(run_value(tools["forkexec"]))
+            with empty_probes(every):
+                every_loaded.append(run_value(tools["forkexec"]))
         progress(f"{'/'.join(tools)}: round {r + 1}/{b.s.rounds}, our probes, a decoding-only consumer")
         floor_agent = Agent("floor:decode")
         for name, tool in tools.items():
@@ -227,6 +236,9 @@ def part_slowdown(b: Bench, do_open: bool, do_fork: bool) -> None:
             values.append(f"{x:.2f}x ({a:.0f} -> {l_:.0f} ns/iteration) {verdict(x <= floor + 0.10)}")
         row("open+close loop slowdown", f"<= floor+0.10 = {floor + 0.10:.2f}x", values)
     if do_fork:
+        x = statistics.median(every_loaded) / statistics.median(every_alone)
+        label = f"fork+exec loop, empty programs on {len(every)} tps"
+        row(label, "(the floor)", [f"{x:.2f}x (one for all)"] * len(b.variants))
         base = statistics.median(alone[("forkexec", b.variants[-1].label)])
         x = statistics.median(decode_loaded["forkexec"]) / base
         row("fork+exec loop, our probes, decoding only", "", [f"{x:.2f}x (one for all)"] * len(b.variants))
