@@ -10,17 +10,16 @@ MiB of anonymous RSS right after the probes load. The agent trims once it is rea
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from collections.abc import Callable
 
 TRIM_INTERVAL_S = 60.0
 
 
 def _load_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
+    # The C library the interpreter already runs on (dlopen(NULL)): no ldconfig subprocess at import, as
+    # ctypes.util.find_library would start on every command.
     try:
-        libc = ctypes.CDLL(name or "libc.so.6", use_errno=True)
-        trim = libc.malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
     trim.argtypes = [ctypes.c_size_t]
