@@ -137,6 +137,18 @@ def verdict(ok: bool) -> str:
 # -- cpu ------------------------------------------------------------------------------------------------
 
 
+def exec_cpu(b: Bench, agent: Agent) -> tuple[float, float, dict[str, Any]]:
+    """``agent``'s CPU (% of one CPU) while `rategen exec` runs, counted until 1 s after it stops (the
+    backlog it left), the exec rate done, and the agent's counters once stopped."""
+    cpu0, t0 = agent.cpu_seconds(), time.monotonic()
+    done = run_value([b.bins["rategen"], "exec", str(b.s.exec_rate), str(b.s.cpu_seconds)])
+    t1 = time.monotonic()
+    time.sleep(1.0)  # the backlog the generator left
+    cpu1 = agent.cpu_seconds()
+    stats = agent.stop()
+    return 100 * (cpu1 - cpu0) / (t1 - t0), done / (t1 - t0), stats
+
+
 def part_cpu(b: Bench) -> None:
     """One run per mode and variant, alternating: 30 s at a steady rate is already an average."""
     modes: list[tuple[str, tuple[str, ...]]] = [("defaults", ())]
@@ -147,15 +159,10 @@ def part_cpu(b: Bench) -> None:
         for v in b.variants:
             progress(f"cpu: {mode}, {v.label}: {b.s.exec_rate} execs/s for {b.s.cpu_seconds}s")
             with b.agent(v, *args) as agent:
-                cpu0, t0 = agent.cpu_seconds(), time.monotonic()
-                done = run_value([b.bins["rategen"], "exec", str(b.s.exec_rate), str(b.s.cpu_seconds)])
-                t1 = time.monotonic()
-                time.sleep(1.0)  # the backlog the generator left
-                cpu1 = agent.cpu_seconds()
-                lost = agent.stop()["lost"]["exec"]
-            pct = 100 * (cpu1 - cpu0) / (t1 - t0)
+                pct, rate, stats = exec_cpu(b, agent)
+            lost = stats["lost"]["exec"]
             ok = f" {verdict(pct <= 10.0)}" if mode == "defaults" else ""
-            values.append(f"{pct:5.1f}% at {done / (t1 - t0):,.0f}/s, {lost} lost{ok}")
+            values.append(f"{pct:5.1f}% at {rate:,.0f}/s, {lost} lost{ok}")
         label = f"agent CPU, {b.s.exec_rate} execs/s, {mode}"
         row(label, "<= 10% of one CPU" if mode == "defaults" else "(reference)", values)
     if b.s.quick:
@@ -163,14 +170,7 @@ def part_cpu(b: Bench) -> None:
     what = {"read": "rings read only", "decode": "+ every record decoded", "table": "+ the process table"}
     for level in FLOORS:
         progress(f"cpu: floor {level}: {b.s.exec_rate} execs/s for {b.s.cpu_seconds}s")
-        floor = Agent(f"floor:{level}")
-        cpu0, t0 = floor.cpu_seconds(), time.monotonic()
-        run_value([b.bins["rategen"], "exec", str(b.s.exec_rate), str(b.s.cpu_seconds)])
-        t1 = time.monotonic()
-        time.sleep(1.0)
-        cpu1 = floor.cpu_seconds()
-        floor.stop()
-        pct = 100 * (cpu1 - cpu0) / (t1 - t0)
+        pct, _, _ = exec_cpu(b, Agent(f"floor:{level}"))
         one = f"{pct:5.1f}% (one figure for all)"
         row(f"floor: {what[level]}", "(no rules, model, output)", [one] * len(b.variants))
 
@@ -252,26 +252,26 @@ def part_slowdown(b: Bench, do_open: bool, do_fork: bool) -> None:
 # -- storm ----------------------------------------------------------------------------------------------
 
 
+def open_storm(b: Bench, agent: Agent, rate: int) -> tuple[float, int, int]:
+    """`rategen open` at ``rate`` beside ``agent``, which is stopped after: (rate done, opens received, opens
+    lost) from its counters."""
+    t0 = time.monotonic()
+    done = run_value([b.bins["rategen"], "open", str(rate), str(b.s.storm_seconds)])
+    elapsed = time.monotonic() - t0
+    time.sleep(1.0)
+    stats = agent.stop()
+    return done / elapsed, stats["received"]["open"], stats["lost"]["open"]
+
+
 def part_storm(b: Bench) -> None:
     got: dict[tuple[int, str], tuple[float, int, int]] = {}
     for rate in b.s.storm_rates:
         for v in b.variants:
             progress(f"storm: {rate:,} opens/s for {b.s.storm_seconds}s, {v.label}")
             with b.agent(v) as agent:
-                t0 = time.monotonic()
-                done = run_value([b.bins["rategen"], "open", str(rate), str(b.s.storm_seconds)])
-                elapsed = time.monotonic() - t0
-                time.sleep(1.0)
-                stats = agent.stop()
-            got[(rate, v.label)] = (done / elapsed, stats["received"]["open"], stats["lost"]["open"])
+                got[(rate, v.label)] = open_storm(b, agent, rate)
         progress(f"storm: {rate:,} opens/s for {b.s.storm_seconds}s, decoding-only consumer")
-        floor = Agent("floor:decode")
-        t0 = time.monotonic()
-        done = run_value([b.bins["rategen"], "open", str(rate), str(b.s.storm_seconds)])
-        elapsed = time.monotonic() - t0
-        time.sleep(1.0)
-        stats = floor.stop()
-        got[(rate, "floor")] = (done / elapsed, stats["received"]["open"], stats["lost"]["open"])
+        got[(rate, "floor")] = open_storm(b, Agent("floor:decode"), rate)
         values = []
         for label in [v.label for v in b.variants] + ["floor"]:
             achieved, received, lost = got[(rate, label)]
